@@ -1,0 +1,33 @@
+{
+  "targets": [
+    {
+      "target_name": "cgfence",
+      "sources": [
+        "native/addon.cc",
+        "native/errors.cc",
+        "native/bpf-objects.cc",
+        "native/bpf-object.cc",
+        "native/bpf-link.cc",
+        "native/ring-buffer.cc",
+        "native/seccomp.cc"
+      ],
+      "include_dirs": [
+        "<!@(node -p \"require('node-addon-api').include\")",
+        ".output/bpf",
+        "bpf/include"
+      ],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wno-missing-field-initializers", "<!@(pkg-config --cflags libbpf libseccomp)"],
+      "libraries": ["<!@(pkg-config --libs libbpf libseccomp)"]
+    },
+    {
+      "target_name": "cgfence-runc",
+      "type": "executable",
+      "sources": ["<!@(ls -1 native/cgfence-runc/*.c 2>/dev/null || true)"],
+      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra"],
+      "ldflags": ["-static"],
+      "cflags!": ["-fno-exceptions"]
+    }
+  ]
+}

@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * exec fence: one global program on tp_btf/sched_process_exec. For a task in a fenced
+ * cgroup (the fence's own cgroup or any cgroup below it) it checks the identity
+ * (device, inode) of the file the kernel is executing against the fence's allow map.
+ *
+ * Why this hook: BPF LSM (bprm_check_security) and fentry are refused on the kernels we
+ * target, while sched_process_exec runs after the new image is committed but before the
+ * task returns to user space. bpf_send_signal(SIGKILL) raised here is delivered on that
+ * return, so a denied program never executes its first instruction. The price is that the
+ * caller cannot see EPERM (the old image is already gone); the seccomp notify path gives
+ * EPERM where it is enabled and this program stays as the backstop.
+ *
+ * bprm->file is the file actually mapped: for a #! script it is the final interpreter,
+ * for fexecve()/execveat(AT_EMPTY_PATH) it is the fd's file (a memfd has its own
+ * identity), so renames, links, copies and argv[0] games do not change the verdict.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "cgfence-abi.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define SIGKILL 9
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct cgfence_fence);
+} fences SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct cgfence_exec_key);
+	__type(value, __u8);
+} exec_allow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} exec_events SEC(".maps");
+
+/* Ring-buffer reservations that failed: user space logs the count, so loss is never silent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} exec_drops SEC(".maps");
+
+/* Nearest fenced ancestor of the current task's cgroup (v2 hierarchy), the deepest first so
+ * that a fence nested in another fence's subtree governs its own cgroup. */
+static __always_inline struct cgfence_fence *find_fence(__u64 *fence_id)
+{
+	__u64 id = bpf_get_current_cgroup_id();
+	struct cgfence_fence *f = bpf_map_lookup_elem(&fences, &id);
+
+	if (f) {
+		*fence_id = id;
+		return f;
+	}
+	for (int level = CGFENCE_MAX_CGROUP_DEPTH - 1; level >= 0; level--) {
+		/* 0 means the task's cgroup is shallower than level. */
+		id = bpf_get_current_ancestor_cgroup_id(level);
+		if (!id)
+			continue;
+		f = bpf_map_lookup_elem(&fences, &id);
+		if (f) {
+			*fence_id = id;
+			return f;
+		}
+	}
+	return NULL;
+}
+
+static __always_inline void count_drop(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&exec_drops, &zero);
+
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(exec_fence, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct cgfence_exec_key key = {};
+	struct cgfence_exec_event *e;
+	struct cgfence_fence *fence;
+	struct inode *inode;
+	__u64 fence_id = 0;
+	__u32 action;
+
+	fence = find_fence(&fence_id);
+	if (!fence || fence->mode == CGFENCE_MODE_OFF)
+		return 0;
+
+	inode = BPF_CORE_READ(bprm, file, f_inode);
+	key.fence_id = fence_id;
+	key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	key.ino = BPF_CORE_READ(inode, i_ino);
+
+	if (bpf_map_lookup_elem(&exec_allow, &key)) {
+		__sync_fetch_and_add(&fence->allowed, 1);
+		if (!(fence->flags & CGFENCE_FLAG_REPORT_ALLOWED) && fence->mode != CGFENCE_MODE_LEARN)
+			return 0;
+		action = CGFENCE_ACTION_ALLOW;
+	} else if (fence->mode == CGFENCE_MODE_ENFORCE) {
+		/* Kill first: the verdict must not depend on ring-buffer space. */
+		bpf_send_signal(SIGKILL);
+		__sync_fetch_and_add(&fence->denied, 1);
+		action = CGFENCE_ACTION_DENY;
+	} else {
+		__sync_fetch_and_add(&fence->audited, 1);
+		action = fence->mode == CGFENCE_MODE_LEARN ? CGFENCE_ACTION_ALLOW : CGFENCE_ACTION_AUDIT;
+	}
+
+	e = bpf_ringbuf_reserve(&exec_events, sizeof(*e), 0);
+	if (!e) {
+		count_drop();
+		return 0;
+	}
+	e->kind = CGFENCE_EVENT_EXEC;
+	e->action = action;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->fence_id = fence_id;
+	e->dev = key.dev;
+	e->ino = key.ino;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->ppid = BPF_CORE_READ(p, real_parent, tgid);
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->mode = fence->mode;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_probe_read_kernel_str(e->path, sizeof(e->path), BPF_CORE_READ(bprm, filename));
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The kernel/user ABI of cgfence: map keys and values and ring-buffer event records.
+ * Included by the BPF programs (after vmlinux.h) and by the addon (after linux/types.h);
+ * the addon static_asserts the sizes and the TypeScript decoder mirrors the offsets
+ * (src/kernel/abi.ts), so keep every struct fixed-width with explicit padding.
+ */
+#ifndef CGFENCE_ABI_H
+#define CGFENCE_ABI_H
+
+#define CGFENCE_COMM_LEN 16
+#define CGFENCE_PATH_LEN 256
+/* Deepest cgroup nesting the fence lookup walks; kubepods nest about 5 levels deep. */
+#define CGFENCE_MAX_CGROUP_DEPTH 16
+
+enum cgfence_mode {
+	CGFENCE_MODE_OFF = 0,
+	CGFENCE_MODE_ENFORCE = 1,
+	CGFENCE_MODE_AUDIT = 2,
+	CGFENCE_MODE_LEARN = 3,
+};
+
+enum cgfence_fence_flags {
+	/* Report allowed execs too (learn mode and debugging); off by default for speed. */
+	CGFENCE_FLAG_REPORT_ALLOWED = 1,
+};
+
+enum cgfence_event_kind {
+	CGFENCE_EVENT_EXEC = 1,
+};
+
+enum cgfence_action {
+	CGFENCE_ACTION_ALLOW = 0,
+	CGFENCE_ACTION_DENY = 1,  /* enforce: the task was sent SIGKILL */
+	CGFENCE_ACTION_AUDIT = 2, /* audit: would have been denied, ran */
+};
+
+/* fences: key = cgroup v2 id (kernfs inode) of the fenced cgroup. */
+struct cgfence_fence {
+	__u32 mode;
+	__u32 flags;
+	/* Counted in the kernel so that decisions made while the daemon is down are not lost. */
+	__u64 denied;
+	__u64 audited;
+	__u64 allowed;
+};
+
+/* exec_allow: one entry per allowed file identity of a fence. dev is the kernel's
+ * encoding (MAJOR << 20 | MINOR), not the user-space st_dev encoding. */
+struct cgfence_exec_key {
+	__u64 fence_id;
+	__u64 dev;
+	__u64 ino;
+};
+
+struct cgfence_exec_event {
+	__u32 kind;   /* CGFENCE_EVENT_EXEC */
+	__u32 action; /* enum cgfence_action */
+	__u64 ts_ns;  /* CLOCK_MONOTONIC */
+	__u64 cgroup_id;
+	__u64 fence_id;
+	__u64 dev;
+	__u64 ino;
+	__u32 pid;  /* tgid */
+	__u32 ppid; /* tgid of the parent */
+	__u32 uid;
+	__u32 mode;
+	char comm[CGFENCE_COMM_LEN]; /* comm of the new program, as the kernel set it */
+	char path[CGFENCE_PATH_LEN]; /* the name passed to exec (bprm->filename) */
+};
+
+#endif /* CGFENCE_ABI_H */

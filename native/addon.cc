@@ -1,0 +1,21 @@
+// The cgfence addon: libbpf and libseccomp operations for the TypeScript daemon.
+// One file per exported concept: bpf-object, bpf-link, ring-buffer, seccomp.
+#include <napi.h>
+
+#include "bpf-link.h"
+#include "bpf-object.h"
+#include "ring-buffer.h"
+#include "seccomp.h"
+
+#include <bpf/libbpf.h>
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("BpfObject", cgfence::BpfObject::Init(env));
+  exports.Set("BpfLink", cgfence::BpfLink::Init(env));
+  exports.Set("RingBuffer", cgfence::RingBuffer::Init(env));
+  cgfence::InitSeccomp(env, exports);
+  exports.Set("libbpfVersion", Napi::String::New(env, libbpf_version_string()));
+  return exports;
+}
+
+NODE_API_MODULE(cgfence, Init)

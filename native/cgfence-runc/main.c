@@ -1,0 +1,292 @@
+/*
+ * cgfence-runc: the runtime binary containerd's runc.v2 shim runs in place
+ * of runc. Only `create` is intercepted: the daemon prepares the bundle,
+ * the real runc creates the container (its init blocked before the user's
+ * entrypoint), the daemon attaches the fences to the container's cgroup,
+ * and only then do we return, so nothing in the container ever runs
+ * unfenced. Everything else is an execv of runc with the same arguments.
+ */
+#define _GNU_SOURCE
+#include "args.h"
+#include "config.h"
+#include "daemon-client.h"
+#include "json.h"
+#include "runc-exec.h"
+#include "runc-log.h"
+#include "spool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static struct runc_args args;
+static struct config cfg;
+static char msg[16384];
+
+__attribute__((format(printf, 1, 2)))
+static const char *fmt(const char *f, ...)
+{
+	va_list ap;
+	va_start(ap, f);
+	vsnprintf(msg, sizeof(msg), f, ap);
+	va_end(ap);
+	return msg;
+}
+
+static void report(const char *level, const char *m)
+{
+	runclog_report(args.log, args.log_json, level, m);
+}
+
+static int refuse(const char *m)
+{
+	report("error", m);
+	return 1;
+}
+
+static const char *runc_error(const char *runc_configured, int e)
+{
+	if (e == ELOOP)
+		return fmt("cgfence: the real runc resolves to cgfence-runc itself; "
+			   "set CGFENCE_REAL_RUNC or runc= in %s", cfg.file);
+	if (runc_configured)
+		return fmt("cgfence: cannot run the real runc %s (%s)", runc_configured, strerror(e));
+	return fmt("cgfence: no runc found in PATH; set CGFENCE_REAL_RUNC or runc= in %s", cfg.file);
+}
+
+/* The shim runs us with the bundle as cwd, but the daemon needs a path that means the same from anywhere. */
+static const char *absolute(const char *p, char *buf, size_t n)
+{
+	if (p && p[0] == '/')
+		return p;
+	if (!getcwd(buf, n))
+		return NULL;
+	if (p && *p && !(p[0] == '.' && p[1] == '\0')) {
+		size_t l = strlen(buf);
+		const char *rel = (p[0] == '.' && p[1] == '/') ? p + 2 : p;
+		if (l + 1 + strlen(rel) + 1 > n) {
+			errno = ENAMETOOLONG;
+			return NULL;
+		}
+		if (l > 1)
+			buf[l++] = '/';
+		strcpy(buf + l, rel);
+	}
+	return buf;
+}
+
+static void request(struct sbuf *b, const char *op, const char *bundle, const char *root, long pid)
+{
+	sb_puts(b, "{\"op\":");
+	sb_json_str(b, op);
+	sb_puts(b, ",\"id\":");
+	sb_json_str(b, args.id);
+	sb_puts(b, ",\"bundle\":");
+	sb_json_str(b, bundle);
+	sb_puts(b, ",\"runcRoot\":");
+	sb_json_str(b, root);
+	if (pid > 0) {
+		sb_puts(b, ",\"pid\":");
+		sb_putl(b, pid);
+	}
+	sb_puts(b, "}\n");
+}
+
+static enum dc_status call(const char *op, const char *bundle, const char *root, long pid,
+			   struct dc_result *r)
+{
+	char storage[4096];
+	struct sbuf b;
+
+	sb_init(&b, storage, sizeof(storage));
+	request(&b, op, bundle, root, pid);
+	if (b.oom) {
+		r->status = DC_BROKEN;
+		r->msg = "out of memory building the request";
+		return DC_BROKEN;
+	}
+	enum dc_status st = dc_call(cfg.socket, b.p, b.len, r);
+	sb_free(&b);
+	return st;
+}
+
+static long read_pid(const char *path)
+{
+	char buf[32];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n;
+	do
+		n = read(fd, buf, sizeof(buf) - 1);
+	while (n < 0 && errno == EINTR);
+	int e = errno;
+	close(fd);
+	if (n < 0) {
+		errno = e;
+		return -1;
+	}
+	buf[n] = '\0';
+	char *end;
+	errno = 0;
+	long pid = strtol(buf, &end, 10);
+	while (*end == '\n' || *end == ' ')
+		end++;
+	if (errno || end == buf || *end || pid <= 0 || pid > INT_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	return pid;
+}
+
+/*
+ * The container exists but is not fenced: remove it before reporting, so
+ * the shim's own cleanup finds nothing and nothing of it can ever start.
+ * Returns a note for the error message when the removal itself failed.
+ */
+static const char *remove_container(const char *runc)
+{
+	static char note[256];
+	int nglobal = args.sub - 1;
+	char **argv = malloc(sizeof(char *) * (size_t)(nglobal + 6));
+	if (!argv)
+		return "; removing the half-created container failed (out of memory)";
+
+	int n = 0;
+	argv[n++] = (char *)runc;
+	for (int i = 1; i < args.sub; i++)
+		argv[n++] = args.argv[i];
+	argv[n++] = "delete";
+	argv[n++] = "--force";
+	/* runc ids may start with '-'; "--" keeps such an id from reading as a flag. */
+	if (args.id[0] == '-')
+		argv[n++] = "--";
+	argv[n++] = (char *)args.id;
+	argv[n] = NULL;
+
+	int st = runc_run(runc, argv, 1);
+	int e = errno;
+	free(argv);
+	if (st < 0)
+		snprintf(note, sizeof(note), "; removing the half-created container failed (%s)", strerror(e));
+	else if (st != 0)
+		snprintf(note, sizeof(note), "; removing the half-created container failed (runc delete exit %d)",
+			 exit_code(st));
+	else
+		note[0] = '\0';
+	return note;
+}
+
+static int create(void)
+{
+	char bundle_buf[PATH_MAX], root_buf[PATH_MAX];
+	struct dc_result r;
+
+	config_load(&cfg, CFG_ALL);
+	if (cfg.file_errno)
+		return refuse(fmt("cgfence: cannot read %s (%s); refusing to create %s",
+				  cfg.file, strerror(cfg.file_errno), args.id));
+	int fail_open = strcmp(cfg.fail_mode, "open") == 0;
+	if (!fail_open && strcmp(cfg.fail_mode, "closed") != 0)
+		return refuse(fmt("cgfence: fail_mode is \"%s\", expected \"closed\" or \"open\"; refusing to create %s",
+				  cfg.fail_mode, args.id));
+
+	const char *runc = runc_resolve(cfg.runc);
+	if (!runc)
+		return refuse(runc_error(cfg.runc, errno));
+
+	/* Without the init pid there is nothing to attach to; say so before anything is made. */
+	if (!args.pid_file)
+		return refuse(fmt("cgfence: runc create was called without --pid-file, so the container's "
+				  "init cannot be fenced; refusing to create %s", args.id));
+
+	const char *bundle = absolute(args.bundle, bundle_buf, sizeof(bundle_buf));
+	const char *root = args.root ? absolute(args.root, root_buf, sizeof(root_buf)) : "";
+	if (!bundle || !root)
+		return refuse(fmt("cgfence: cannot resolve the bundle or root path (%s); refusing to create %s",
+				  strerror(errno), args.id));
+
+	switch (call("prepare", bundle, root, 0, &r)) {
+	case DC_OK:
+		break;
+	case DC_REFUSED:
+		return refuse(fmt("cgfence: %s", r.msg));
+	case DC_BROKEN:
+		return refuse(fmt("cgfence: daemon at %s gave no usable answer to prepare (%s); refusing to create %s",
+				  cfg.socket, r.msg, args.id));
+	case DC_UNREACHABLE:
+		if (!fail_open)
+			return refuse(fmt("cgfence: daemon unreachable at %s (%s); refusing to create %s (fail-closed)",
+					  cfg.socket, r.msg, args.id));
+		{
+			char reason[1024];
+			const char *spool;
+			snprintf(reason, sizeof(reason), "daemon unreachable at %s (%s)", cfg.socket, r.msg);
+			/* Fail-open is allowed only if it leaves a trace: unrecorded, it would be a silent downgrade. */
+			if (spool_fail_open(cfg.spool_dir, args.id, bundle, reason, &spool) < 0)
+				return refuse(fmt("cgfence: %s and the fail-open record could not be written to %s (%s); "
+						  "refusing to create %s", reason, spool, strerror(errno), args.id));
+			report("warning", fmt("cgfence: %s; creating %s unfenced (fail-open)", reason, args.id));
+			runc_exec(runc, args.argv);
+			return refuse(runc_error(runc, errno));
+		}
+	}
+
+	int st = runc_run(runc, args.argv, 0);
+	if (st < 0)
+		return refuse(runc_error(runc, errno));
+	if (st != 0)
+		return exit_code(st);  /* runc has already said why, in its own log */
+
+	long pid = read_pid(args.pid_file);
+	if (pid < 0) {
+		int e = errno;
+		const char *note = remove_container(runc);
+		return refuse(fmt("cgfence: cannot read the init pid from %s (%s); removed container %s%s",
+				  args.pid_file, strerror(e), args.id, note));
+	}
+
+	enum dc_status ast = call("attach", bundle, root, pid, &r);
+	if (ast == DC_OK)
+		return 0;
+
+	const char *why = r.msg;
+	const char *note = remove_container(runc);
+	switch (ast) {
+	case DC_REFUSED:
+		return refuse(fmt("cgfence: %s%s", why, note));
+	case DC_UNREACHABLE:
+		return refuse(fmt("cgfence: daemon unreachable at %s (%s) after runc create; removed container %s%s",
+				  cfg.socket, why, args.id, note));
+	default:
+		return refuse(fmt("cgfence: daemon at %s gave no usable answer to attach (%s); removed container %s%s",
+				  cfg.socket, why, args.id, note));
+	}
+}
+
+int main(int argc, char **argv)
+{
+	switch (args_parse(argc, argv, &args)) {
+	case ARGS_CREATE:
+		return create();
+	case ARGS_UNSUPPORTED:
+		config_load(&cfg, 0);
+		return refuse(fmt("cgfence: unsupported runc option %s on a create line; "
+				  "refusing rather than guessing which container to fence", args.bad_flag));
+	case ARGS_PASSTHROUGH:
+		break;
+	}
+
+	/* Pass-through: find runc and become it. Anything more here costs every runc call. */
+	config_load(&cfg, CFG_RUNC);
+	const char *runc = runc_resolve(cfg.runc);
+	if (runc)
+		runc_exec(runc, argv);
+	report("error", runc_error(cfg.runc, errno));
+	return 127;
+}

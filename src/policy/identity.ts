@@ -1,0 +1,91 @@
+// Resolves allow-listed paths to file identities inside a process's mount namespace.
+//
+// Why not just stat("/proc/<pid>/root" + path): the magic /proc/<pid>/root link is only
+// followed once; an absolute symlink further down (/bin/sh -> /bin/busybox) would then be
+// resolved against *our* root and name a host file. So symlinks are walked by hand and
+// every absolute target is re-anchored at the container's root, which is also what keeps
+// a hostile image from pointing a path outside its rootfs.
+import fs from 'node:fs';
+import path from 'node:path';
+import { FileIdentity, kernelDev } from '../kernel/abi';
+
+const MAX_SYMLINKS = 40; // the kernel's own limit
+
+export class ResolveError extends Error {
+  constructor(public readonly requested: string, reason: string) {
+    super(`${requested}: ${reason}`);
+  }
+}
+
+/** Resolves `p` (absolute, inside `root`) to a host path under `root`, following symlinks in-root. */
+export function resolveInRoot(root: string, p: string): string {
+  if (!p.startsWith('/')) throw new ResolveError(p, 'not an absolute path');
+  const pending = p.split('/').filter(Boolean);
+  const done: string[] = [];
+  let links = 0;
+  while (pending.length > 0) {
+    const part = pending.shift()!;
+    if (part === '.') continue;
+    if (part === '..') {
+      done.pop(); // never above the root, like the kernel at "/"
+      continue;
+    }
+    const host = path.join(root, ...done, part);
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(host);
+    } catch (e) {
+      throw new ResolveError(p, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file in the container' : (e as Error).message);
+    }
+    if (st.isSymbolicLink()) {
+      if (++links > MAX_SYMLINKS) throw new ResolveError(p, 'too many levels of symbolic links');
+      const target = fs.readlinkSync(host);
+      if (target.startsWith('/')) done.length = 0;
+      pending.unshift(...target.split('/').filter(Boolean));
+      continue;
+    }
+    if (pending.length > 0 && !st.isDirectory()) throw new ResolveError(p, `${'/' + [...done, part].join('/')} is not a directory`);
+    done.push(part);
+  }
+  return path.join(root, ...done);
+}
+
+export function identityOf(hostPath: string): FileIdentity {
+  const st = fs.statSync(hostPath, { bigint: true });
+  return { dev: kernelDev(st.dev), ino: st.ino };
+}
+
+export interface ResolvedEntry { path: string; identity: FileIdentity }
+
+/**
+ * Resolves allow-list entries (absolute paths, or `DIR/*` for every regular file directly
+ * in DIR) inside the root of `rootPid` (or an explicit root directory). Entries that name
+ * nothing are errors: a typo in an allow-list must not silently shrink it.
+ */
+export function resolveAllowList(entries: string[], root: { pid: number } | { dir: string }): ResolvedEntry[] {
+  const rootDir = 'pid' in root ? `/proc/${root.pid}/root` : root.dir;
+  const out: ResolvedEntry[] = [];
+  for (const entry of entries) {
+    if (entry.endsWith('/*')) {
+      const dir = entry.slice(0, -2) || '/';
+      const hostDir = resolveInRoot(rootDir, dir);
+      if (!fs.statSync(hostDir).isDirectory()) throw new ResolveError(entry, `${dir} is not a directory`);
+      for (const name of fs.readdirSync(hostDir).sort()) {
+        const inner = path.posix.join(dir, name);
+        let hostPath: string;
+        try {
+          hostPath = resolveInRoot(rootDir, inner);
+        } catch {
+          continue; // dangling symlinks in a directory are not the user's typo
+        }
+        const st = fs.statSync(hostPath);
+        if (st.isFile()) out.push({ path: inner, identity: identityOf(hostPath) });
+      }
+      continue;
+    }
+    const hostPath = resolveInRoot(rootDir, entry);
+    if (!fs.statSync(hostPath).isFile()) throw new ResolveError(entry, 'not a regular file');
+    out.push({ path: entry, identity: identityOf(hostPath) });
+  }
+  return out;
+}

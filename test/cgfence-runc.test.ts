@@ -1,0 +1,451 @@
+// cgfence-runc, the launcher containerd's shim runs instead of runc, as real processes: the
+// launcher compiled from native/cgfence-runc, a shell script standing in for the real runc
+// (it records its argv and writes the pid file on create), and a small `net` server standing
+// in for the daemon's socket. The end-to-end tests run it under containerd with the real
+// daemon; this pins down the launcher's own contract.
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+
+const repo = path.resolve(__dirname, '..');
+let tmp: string;
+let launcher: string;
+let fakeRunc: string;
+let record: string;
+let sock: string;
+let server: net.Server | null = null;
+let requests: Record<string, unknown>[] = [];
+let connections = 0;
+
+/** What the fake daemon answers: a reply line (without "\n"), or null to hang up without one. */
+let answer: (req: Record<string, unknown>) => string | null = () => '{"ok":true}';
+
+const FAKE_RUNC = `#!/bin/sh
+# Records each invocation: arguments separated by \\037, invocations by \\036.
+for a in "$@"; do printf '%s\\037' "$a"; done >> "$FAKE_RUNC_RECORD"
+printf '\\036' >> "$FAKE_RUNC_RECORD"
+create=0; pidfile=""; prev=""
+for a in "$@"; do
+  case "$a" in create) create=1;; --pid-file=*) pidfile="\${a#--pid-file=}";; esac
+  case "$prev" in --pid-file) pidfile="$a";; esac
+  prev="$a"
+done
+if [ "$create" = 1 ] && [ -n "$pidfile" ] && [ "\${FAKE_RUNC_EXIT:-0}" = 0 ]; then
+  printf '%s' "\${FAKE_RUNC_PID:-4242}" > "$pidfile"
+fi
+echo "fake runc stdout"
+echo "fake runc stderr" >&2
+exit "\${FAKE_RUNC_EXIT:-0}"
+`;
+
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Asynchronous on purpose: the fake daemon lives in this event loop and must answer meanwhile. */
+function run(args: string[], env: Record<string, string> = {}, cwd = tmp, bin = launcher): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, args, {
+      cwd,
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        CGFENCE_RUNC_CONFIG: path.join(tmp, 'no-such-runc.conf'),
+        CGFENCE_SOCKET: sock,
+        CGFENCE_REAL_RUNC: fakeRunc,
+        CGFENCE_SPOOL_DIR: path.join(tmp, 'spool'),
+        FAKE_RUNC_RECORD: record,
+        ...env,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** The fake runc's invocations since the last reset, argv[1..] each. */
+function runcCalls(): string[][] {
+  if (!fs.existsSync(record)) return [];
+  return fs
+    .readFileSync(record, 'utf8')
+    .split('\x1e')
+    .filter((s, i, all) => i < all.length - 1 || s !== '')
+    .map((inv) => inv.split('\x1f').slice(0, -1));
+}
+
+function logLines(file: string): Record<string, unknown>[] {
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
+}
+
+function startDaemon(): Promise<void> {
+  return new Promise((resolve) => {
+    server = net.createServer((c) => {
+      connections++;
+      let buf = '';
+      c.on('data', (d) => {
+        buf += d;
+        const nl = buf.indexOf('\n');
+        if (nl < 0) return;
+        const req = JSON.parse(buf.slice(0, nl));
+        requests.push(req);
+        const reply = answer(req);
+        if (reply === null) c.destroy();
+        else c.end(reply + '\n');
+      });
+    });
+    server.listen(sock, resolve);
+  });
+}
+
+function stopDaemon(): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server) return resolve();
+    server.close(() => resolve());
+    server = null;
+  });
+}
+
+/** A create line the way go-runc builds it for the runc.v2 shim. */
+function goRuncCreate(opts: { id?: string; bundle?: string; log?: string; format?: 'json' | 'text' } = {}) {
+  const bundle = opts.bundle ?? path.join(tmp, 'bundle');
+  const log = opts.log ?? path.join(tmp, 'log.json');
+  return [
+    '--root', path.join(tmp, 'runc-root'),
+    '--log', log,
+    '--log-format', opts.format ?? 'json',
+    '--systemd-cgroup',
+    '--rootless=false',
+    'create',
+    '--bundle', bundle,
+    '--pid-file', path.join(bundle, 'init.pid'),
+    '--console-socket', path.join(tmp, 'console.sock'),
+    '--no-pivot',
+    '--preserve-fds', '0',
+    opts.id ?? 'c1',
+  ];
+}
+
+beforeAll(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cgfence-runc-test-'));
+  launcher = path.join(tmp, 'cgfence-runc');
+  const sources = fs
+    .readdirSync(path.join(repo, 'native/cgfence-runc'))
+    .filter((f) => f.endsWith('.c'))
+    .map((f) => path.join(repo, 'native/cgfence-runc', f));
+  execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-std=gnu11', ...sources, '-o', launcher]);
+  fakeRunc = path.join(tmp, 'fake-runc');
+  fs.writeFileSync(fakeRunc, FAKE_RUNC, { mode: 0o755 });
+  record = path.join(tmp, 'runc-calls');
+  sock = path.join(tmp, 'daemon.sock');
+  fs.mkdirSync(path.join(tmp, 'bundle'));
+});
+
+afterAll(async () => {
+  await stopDaemon();
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+beforeEach(async () => {
+  requests = [];
+  connections = 0;
+  answer = () => '{"ok":true}';
+  fs.rmSync(record, { force: true });
+  fs.rmSync(path.join(tmp, 'log.json'), { force: true });
+  fs.rmSync(path.join(tmp, 'spool'), { recursive: true, force: true });
+  fs.rmSync(path.join(tmp, 'bundle', 'init.pid'), { force: true });
+  await startDaemon();
+});
+
+afterEach(async () => {
+  await stopDaemon();
+});
+
+describe('pass-through', () => {
+  for (const [sub, code] of [['state', 0], ['start', 3], ['delete', 7]] as const) {
+    it(`${sub}: same argv to runc, exit code ${code} propagated, daemon untouched`, async () => {
+      const args = ['--root', '/run/containerd/runc/k8s.io', '--log', path.join(tmp, 'log.json'),
+        '--log-format', 'json', sub, ...(sub === 'delete' ? ['--force'] : []), 'c1'];
+      const r = await run(args, { FAKE_RUNC_EXIT: String(code) });
+      expect(r.code).toBe(code);
+      expect(runcCalls()).toEqual([args]);
+      expect(r.stdout).toBe('fake runc stdout\n');
+      expect(r.stderr).toBe('fake runc stderr\n');
+      expect(connections).toBe(0);
+    });
+  }
+
+  it('passes through no arguments, --version, --help and create --help', async () => {
+    for (const args of [[], ['--version'], ['--help'], ['--root', 'x', 'create', '--help']]) {
+      fs.rmSync(record, { force: true });
+      const r = await run(args);
+      expect(r.code).toBe(0);
+      expect(runcCalls()).toEqual([args]);
+    }
+    expect(connections).toBe(0);
+  });
+
+  it('finds runc in PATH, skipping a runc that is the launcher itself', async () => {
+    const self = path.join(tmp, 'path-self');
+    const real = path.join(tmp, 'path-real');
+    fs.mkdirSync(self);
+    fs.mkdirSync(real);
+    fs.symlinkSync(launcher, path.join(self, 'runc'));
+    fs.copyFileSync(fakeRunc, path.join(real, 'runc'));
+    fs.chmodSync(path.join(real, 'runc'), 0o755);
+    const r = await run(['state', 'c1'], { CGFENCE_REAL_RUNC: '', PATH: `${self}:${real}:/usr/bin:/bin` });
+    expect(r.code).toBe(0);
+    expect(runcCalls()).toEqual([['state', 'c1']]);
+
+    const loop = await run(['state', 'c1'], { CGFENCE_REAL_RUNC: '', PATH: `${self}:/nonexistent` });
+    expect(loop.code).toBe(127);
+    expect(loop.stderr).toMatch(/^cgfence: the real runc resolves to cgfence-runc itself/);
+  });
+});
+
+describe('create', () => {
+  it('prepare, runc create with the identical argv, attach with the init pid', async () => {
+    const args = goRuncCreate();
+    const r = await run(args, { FAKE_RUNC_PID: '31337' });
+    expect(r.stderr).toBe('fake runc stderr\n');
+    expect(r.code).toBe(0);
+    expect(runcCalls()).toEqual([args]);
+    const common = { id: 'c1', bundle: path.join(tmp, 'bundle'), runcRoot: path.join(tmp, 'runc-root') };
+    expect(requests).toEqual([{ op: 'prepare', ...common }, { op: 'attach', ...common, pid: 31337 }]);
+    expect(connections).toBe(2);
+    expect(fs.existsSync(path.join(tmp, 'log.json'))).toBe(false);
+  });
+
+  it('makes a relative bundle absolute, defaults it to the cwd, and sends an empty root when none', async () => {
+    const b = path.join(tmp, 'bundle');
+    let r = await run(['create', '--bundle', 'bundle', '--pid-file', 'bundle/init.pid', 'c2']);
+    expect(r.code).toBe(0);
+    expect(requests[0]).toEqual({ op: 'prepare', id: 'c2', bundle: b, runcRoot: '' });
+
+    requests = [];
+    r = await run(['create', '--pid-file=init.pid', 'c3'], {}, b);
+    expect(r.code).toBe(0);
+    expect(requests.map((q) => [q.op, q.bundle, q.pid])).toEqual([['prepare', b, undefined], ['attach', b, 4242]]);
+  });
+
+  it('accepts flags after the id and -b=, as runc does', async () => {
+    const b = path.join(tmp, 'bundle');
+    const args = ['create', 'c4', `-b=${b}`, '--pid-file', path.join(b, 'init.pid')];
+    const r = await run(args);
+    expect(r.code).toBe(0);
+    expect(requests.map((q) => q.id)).toEqual(['c4', 'c4']);
+    expect(runcCalls()).toEqual([args]);
+  });
+
+  it('prepare refused: runc never runs, the reason is on stderr and the last error of the json log', async () => {
+    answer = () => JSON.stringify({ ok: false, error: 'annotation cgfence.io/exec-allow: "bin/sh" is not an absolute path' });
+    const log = path.join(tmp, 'log.json');
+    fs.writeFileSync(log, '{"level":"info","msg":"earlier","time":"2026-01-01T00:00:00Z"}\n');
+    const r = await run(goRuncCreate());
+    const want = 'cgfence: annotation cgfence.io/exec-allow: "bin/sh" is not an absolute path';
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(want + '\n');
+    expect(runcCalls()).toEqual([]);
+    expect(requests.map((q) => q.op)).toEqual(['prepare']);
+    const lines = logLines(log);
+    expect(lines).toHaveLength(2);
+    expect(lines[1]).toMatchObject({ level: 'error', msg: want });
+    expect(Object.keys(lines[1])).toEqual(['level', 'msg', 'time']);
+    // The shim decodes time into a Go time.Time: it must be RFC 3339.
+    expect(lines[1].time).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$/);
+    expect(Math.abs(Date.parse(lines[1].time as string) - Date.now())).toBeLessThan(60000);
+  });
+
+  it('prepare refused with --log-format text: a logrus text line', async () => {
+    answer = () => JSON.stringify({ ok: false, error: 'bad "value"' });
+    const log = path.join(tmp, 'log.txt');
+    const r = await run(goRuncCreate({ log, format: 'text' }));
+    expect(r.code).toBe(1);
+    expect(fs.readFileSync(log, 'utf8')).toMatch(
+      /^time="\d{4}-\d\d-\d\dT[\d:.]+Z" level=error msg="cgfence: bad \\"value\\""\n$/,
+    );
+  });
+
+  it('decodes the JSON escapes of the daemon error (\\" \\\\ \\n \\t \\uXXXX, surrogate pairs)', async () => {
+    answer = () => String.raw`{"ok":false,"error":"q\"b\\n\nt\tu\u00e9\u2603\ud83d\ude00 lone\ud800 end"}`;
+    const r = await run(goRuncCreate());
+    const want = 'cgfence: q"b\\n\nt\tué☃😀 lone\ufffd end';
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(want + '\n');
+    expect(logLines(path.join(tmp, 'log.json'))[0].msg).toBe(want);
+  });
+
+  it('escapes an id and a bundle with quotes, backslashes and control characters', async () => {
+    const id = 'we"ird\\id\x01';
+    const bundle = path.join(tmp, 'bun"dle\\ é');
+    fs.mkdirSync(bundle, { recursive: true });
+    const r = await run(goRuncCreate({ id, bundle }));
+    expect(r.code).toBe(0);
+    expect(requests.map((q) => [q.op, q.id, q.bundle])).toEqual([
+      ['prepare', id, bundle],
+      ['attach', id, bundle],
+    ]);
+  });
+
+  it('attach refused: the container is deleted with the same global flags, exit 1', async () => {
+    answer = (req) => (req.op === 'attach' ? JSON.stringify({ ok: false, error: 'cannot attach exec fence: no cgroup' }) : '{"ok":true,"policy":{}}');
+    const args = goRuncCreate();
+    const r = await run(args);
+    expect(r.code).toBe(1);
+    expect(runcCalls()).toEqual([args, [...args.slice(0, args.indexOf('create')), 'delete', '--force', 'c1']]);
+    expect(requests.map((q) => q.op)).toEqual(['prepare', 'attach']);
+    // runc create's own output passes through; runc delete's goes to /dev/null.
+    expect(r.stdout).toBe('fake runc stdout\n');
+    expect(r.stderr).toBe('fake runc stderr\ncgfence: cannot attach exec fence: no cgroup\n');
+    const last = logLines(path.join(tmp, 'log.json')).at(-1);
+    expect(last).toMatchObject({ level: 'error', msg: 'cgfence: cannot attach exec fence: no cgroup' });
+  });
+
+  it('daemon gone between prepare and attach: deleted, fail-closed even in fail-open mode', async () => {
+    answer = (req) => {
+      if (req.op === 'prepare') setImmediate(() => server?.close());
+      return '{"ok":true}';
+    };
+    const args = goRuncCreate();
+    const r = await run(args, { CGFENCE_FAIL_MODE: 'open' });
+    expect(r.code).toBe(1);
+    expect(runcCalls()).toEqual([args, [...args.slice(0, args.indexOf('create')), 'delete', '--force', 'c1']]);
+    expect(r.stderr).toContain(`cgfence: daemon unreachable at ${sock} (`);
+    expect(r.stderr).toContain('after runc create; removed container c1');
+    expect(fs.existsSync(path.join(tmp, 'spool'))).toBe(false);
+  });
+
+  it('runc create fails: its exit status comes back, nothing attached', async () => {
+    const r = await run(goRuncCreate(), { FAKE_RUNC_EXIT: '5' });
+    expect(r.code).toBe(5);
+    expect(requests.map((q) => q.op)).toEqual(['prepare']);
+    expect(runcCalls()).toHaveLength(1);
+  });
+
+  it('a daemon that hangs up without a reply is a failure, whatever the fail mode', async () => {
+    answer = () => null;
+    const r = await run(goRuncCreate(), { CGFENCE_FAIL_MODE: 'open' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^cgfence: daemon at .* gave no usable answer to prepare \(the daemon closed the connection without replying\); refusing to create c1\n$/);
+    expect(runcCalls()).toEqual([]);
+  });
+
+  it('refuses a create option it cannot read, rather than guess the container id', async () => {
+    const r = await run(['--root', 'r', 'create', '--frobnicate', 'x', 'c1']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^cgfence: unsupported runc option --frobnicate/);
+    expect(runcCalls()).toEqual([]);
+    expect(connections).toBe(0);
+  });
+
+  it('refuses a create without --pid-file before anything is made', async () => {
+    const r = await run(['create', '--bundle', path.join(tmp, 'bundle'), 'c1']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/without --pid-file/);
+    expect(connections).toBe(0);
+    expect(runcCalls()).toEqual([]);
+  });
+});
+
+describe('daemon unreachable', () => {
+  beforeEach(async () => {
+    await stopDaemon();
+  });
+
+  it('fail-closed (default): refused, runc never runs, the reason is in the log', async () => {
+    const r = await run(goRuncCreate());
+    const want = new RegExp(
+      `^cgfence: daemon unreachable at ${sock.replace(/[.]/g, '\\.')} \\(No such file or directory\\); refusing to create c1 \\(fail-closed\\)$`,
+    );
+    expect(r.code).toBe(1);
+    expect(r.stderr.trimEnd()).toMatch(want);
+    expect(runcCalls()).toEqual([]);
+    expect(logLines(path.join(tmp, 'log.json'))[0]).toMatchObject({ level: 'error' });
+    expect(logLines(path.join(tmp, 'log.json'))[0].msg).toMatch(want);
+  });
+
+  it('fail-closed on ECONNREFUSED (a stale socket file)', async () => {
+    const stale = path.join(tmp, 'stale.sock');
+    fs.rmSync(stale, { force: true });
+    // Bound but not listening, the socket file a crashed daemon leaves behind.
+    execFileSync('python3', ['-c', `import socket; socket.socket(socket.AF_UNIX).bind(${JSON.stringify(stale)})`]);
+    const r = await run(goRuncCreate(), { CGFENCE_SOCKET: stale });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('(Connection refused); refusing to create c1 (fail-closed)');
+  });
+
+  it('fail-open: a spool record, a warning in the log, then runc create as asked', async () => {
+    const args = goRuncCreate();
+    const r = await run(args, { CGFENCE_FAIL_MODE: 'open', CGFENCE_SPOOL_DIR: path.join(tmp, 'spool', 'deep') });
+    expect(r.code).toBe(0);
+    expect(runcCalls()).toEqual([args]);
+    const spool = logLines(path.join(tmp, 'spool', 'deep', 'fail-open.jsonl'));
+    expect(spool).toHaveLength(1);
+    expect(spool[0]).toEqual({
+      ts: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$/),
+      type: 'agent',
+      action: 'fail-open',
+      container_id: 'c1',
+      bundle: path.join(tmp, 'bundle'),
+      reason: `daemon unreachable at ${sock} (No such file or directory)`,
+    });
+    const log = logLines(path.join(tmp, 'log.json'));
+    expect(log).toHaveLength(1);
+    expect(log[0]).toMatchObject({ level: 'warning', msg: expect.stringContaining('creating c1 unfenced (fail-open)') });
+    expect(r.stderr).toContain('creating c1 unfenced (fail-open)');
+  });
+
+  it('fail-open that cannot write its record refuses instead', async () => {
+    const file = path.join(tmp, 'not-a-dir');
+    fs.writeFileSync(file, '');
+    const r = await run(goRuncCreate(), { CGFENCE_FAIL_MODE: 'open', CGFENCE_SPOOL_DIR: path.join(file, 'spool') });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/the fail-open record could not be written/);
+    expect(runcCalls()).toEqual([]);
+  });
+});
+
+describe('settings file', () => {
+  it('reads socket, runc, fail_mode and spool_dir from $CGFENCE_RUNC_CONFIG; the environment wins', async () => {
+    await stopDaemon();
+    const conf = path.join(tmp, 'runc.conf');
+    fs.writeFileSync(
+      conf,
+      [
+        '# cgfence-runc settings',
+        `socket = ${path.join(tmp, 'nowhere.sock')}`,
+        `runc="${fakeRunc}"`,
+        'fail_mode=open',
+        `spool_dir=${path.join(tmp, 'spool')}`,
+        'future_key=ignored',
+        '',
+      ].join('\n'),
+    );
+    const env = { CGFENCE_RUNC_CONFIG: conf, CGFENCE_SOCKET: '', CGFENCE_REAL_RUNC: '', CGFENCE_SPOOL_DIR: '' };
+    let r = await run(goRuncCreate(), env);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain(`daemon unreachable at ${path.join(tmp, 'nowhere.sock')}`);
+    expect(fs.existsSync(path.join(tmp, 'spool', 'fail-open.jsonl'))).toBe(true);
+    expect(runcCalls()).toHaveLength(1);
+
+    r = await run(goRuncCreate(), { ...env, CGFENCE_FAIL_MODE: 'closed' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('(fail-closed)');
+
+    r = await run(goRuncCreate(), { ...env, CGFENCE_FAIL_MODE: 'opne' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^cgfence: fail_mode is "opne", expected "closed" or "open"/);
+  });
+});

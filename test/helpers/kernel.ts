@@ -1,0 +1,57 @@
+// Test helpers for the real kernel: fixtures compiled with gcc, processes started inside a
+// cgroup, BPF object counts from bpftool, per-test names so leftovers never collide.
+import { execFileSync, spawnSync, SpawnSyncReturns } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+
+export const FIXTURES = path.join(__dirname, '..', 'fixtures');
+
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
+}
+
+/** Compiles a test/fixtures/*.c program statically into dir. */
+export function buildFixture(name: string, dir: string): string {
+  const out = path.join(dir, name);
+  execFileSync('gcc', ['-static', '-O2', '-o', out, path.join(FIXTURES, `${name}.c`)], { stdio: 'pipe' });
+  return out;
+}
+
+/** Runs argv with its pid moved into the cgroup first, so its exec is the one fenced. */
+export function runInCgroup(cgroupPath: string, argv: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 20000): SpawnSyncReturns<string> {
+  return spawnSync('/bin/sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroupPath, ...argv], {
+    encoding: 'utf8',
+    env: { PATH: '/usr/bin:/bin', ...env },
+    timeout: timeoutMs,
+  });
+}
+
+export interface BpfCounts { progs: number; maps: number; links: number }
+
+export function bpfCounts(): BpfCounts {
+  const count = (kind: string) => {
+    const out = execFileSync('bpftool', ['-j', kind, 'show'], { encoding: 'utf8' });
+    return (JSON.parse(out || '[]') as unknown[]).length;
+  };
+  return { progs: count('prog'), maps: count('map'), links: count('link') };
+}
+
+export function openFdCount(): number {
+  return fs.readdirSync('/proc/self/fd').length;
+}
+
+export function mktemp(prefix: string, base = '/var/tmp'): string {
+  return fs.mkdtempSync(path.join(base, `${prefix}-`));
+}
+
+/** The kernel frees programs and maps after an RCU grace period: wait for the counts. */
+export async function waitForBpfCounts(want: Partial<BpfCounts>, timeoutMs = 5000): Promise<BpfCounts> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const c = bpfCounts();
+    const done = (Object.keys(want) as Array<keyof BpfCounts>).every((k) => c[k] === want[k]);
+    if (done || Date.now() > end) return c;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
