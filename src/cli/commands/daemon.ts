@@ -1,0 +1,36 @@
+import { Daemon } from '../../daemon/daemon';
+import { SETTINGS, resolveConfig } from '../../daemon/config';
+import { parseArgs } from '../args';
+
+export const help = `usage: cgfence daemon [flags]
+
+Runs the node agent: fences containers that cgfence-runc creates, follows containerd's
+events to clean up at exit, and writes the audit log.
+
+flags (each also from an environment variable, or a config file):
+  --containerd-socket PATH  containerd's socket          (CGFENCE_CONTAINERD_SOCKET, /run/containerd/containerd.sock)
+  --state-dir DIR           daemon state                 (CGFENCE_STATE_DIR, /var/lib/cgfence)
+  --audit-log FILE          JSON-lines audit log         (CGFENCE_AUDIT_LOG, /var/log/cgfence/audit.log)
+  --socket PATH             the daemon's own socket      (CGFENCE_SOCKET, /run/cgfence/cgfence.sock)
+  --cgroup-mode MODE        auto | v2 | v1               (CGFENCE_CGROUP_MODE, auto)
+  --pin-dir DIR             bpffs directory for pins     (CGFENCE_PIN_DIR, /sys/fs/bpf/cgfence)
+  --fail-mode MODE          closed | open                (CGFENCE_FAIL_MODE, closed)
+  --config FILE             JSON or YAML with the same settings plus profiles and defaultProfile (CGFENCE_CONFIG)
+
+SIGTERM stops the daemon and leaves fences pinned and enforcing; a restarted daemon adopts them.`;
+
+export async function run(argv: string[]): Promise<number> {
+  const a = parseArgs(argv, { values: [...Object.keys(SETTINGS), 'config'] });
+  if (a.bools.has('help')) {
+    console.log(help);
+    return 0;
+  }
+  const cfg = resolveConfig(a.flags);
+  const daemon = new Daemon(cfg);
+  await daemon.start();
+  const stop = () => void daemon.stop();
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  await daemon.done;
+  return 0;
+}

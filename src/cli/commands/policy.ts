@@ -1,0 +1,50 @@
+import { loadConfigFile } from '../../daemon/config';
+import { PolicyError, parseAnnotations } from '../../policy/annotations';
+import { native } from '../../native';
+import { UsageError, parseArgs } from '../args';
+
+export const help = `usage: cgfence policy check KEY=VALUE... [--config FILE]
+       cgfence policy check --file config.json [--config FILE]
+
+Validates a set of cgfence.io/* annotations (given as KEY=VALUE arguments, or read from
+an OCI bundle's config.json) against this node's profiles (--config, the daemon's config
+file) and prints every error, each naming the annotation and the bad value. Exits 1 if
+any. No daemon is needed.`;
+
+export async function run(argv: string[]): Promise<number> {
+  const a = parseArgs(argv, { values: ['config', 'file'], bools: ['json'] });
+  if (a.bools.has('help') || a.positionals[0] !== 'check') {
+    if (!a.bools.has('help')) throw new UsageError(`expected \`cgfence policy check KEY=VALUE...\`${a.positionals[0] ? `, not \`${a.positionals[0]}\`` : ''}`);
+    console.log(help);
+    return 0;
+  }
+  let annotations: Record<string, string> = {};
+  if (a.flags.file) {
+    const spec = JSON.parse(require('node:fs').readFileSync(a.flags.file, 'utf8')) as { annotations?: Record<string, string> };
+    annotations = spec.annotations ?? {};
+  }
+  for (const kv of a.positionals.slice(1)) {
+    const eq = kv.indexOf('=');
+    if (eq <= 0) throw new UsageError(`${JSON.stringify(kv)} is not KEY=VALUE`);
+    annotations[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  const cfgFile = a.flags.config ?? process.env.CGFENCE_CONFIG;
+  const cfg = cfgFile ? loadConfigFile(cfgFile) : {};
+  try {
+    const p = parseAnnotations(annotations, {
+      profiles: cfg.profiles, defaultProfile: cfg.defaultProfile ?? null,
+      resolveSyscalls: (names) => native().resolveSyscalls(names),
+    });
+    const show = (v: unknown) => (v === null ? '-' : Array.isArray(v) ? v.map((x) => (typeof x === 'object' && x && 'text' in x ? (x as { text: string }).text : String(x))).join(', ') : String(v));
+    console.log(`valid: mode ${p.mode}${p.profile ? `, profile ${p.profile}` : ''}`);
+    console.log(`  exec-allow     ${show(p.execAllow)}`);
+    console.log(`  egress-allow   ${show(p.egressAllow)}    egress-deny   ${show(p.egressDeny)}`);
+    console.log(`  ingress-allow  ${show(p.ingressAllow)}    ingress-deny  ${show(p.ingressDeny)}`);
+    console.log(`  seccomp-deny   ${show(p.seccompDeny)}    seccomp-allow ${show(p.seccompAllow)}`);
+    return 0;
+  } catch (e) {
+    if (!(e instanceof PolicyError)) throw e;
+    for (const p of e.problems) console.error(`error: ${p}`);
+    return 1;
+  }
+}

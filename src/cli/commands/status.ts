@@ -1,0 +1,37 @@
+import { parseArgs } from '../args';
+import { request, socketPath } from '../daemon-client';
+
+export const help = `usage: cgfence status [--socket PATH] [--json]
+
+Shows the daemon, its containerd connection, the kernel features and backends in use,
+the audit log's health and how many containers are fenced.`;
+
+export async function run(argv: string[]): Promise<number> {
+  const a = parseArgs(argv, { values: ['socket'], bools: ['json'] });
+  if (a.bools.has('help')) {
+    console.log(help);
+    return 0;
+  }
+  const s = await request<Record<string, Record<string, unknown>>>(socketPath(a.flags.socket), { op: 'status' });
+  if (a.bools.has('json')) {
+    console.log(JSON.stringify(s, null, 2));
+    return 0;
+  }
+  const d = s.daemon, c = s.containerd, k = s.kernel, au = s.audit;
+  const rows: Array<[string, unknown]> = [
+    ['daemon', `pid ${d.pid}, version ${d.version}, up since ${d.startedAt}${d.adopted ? ' (adopted pinned fences)' : ''}`],
+    ['socket', d.socket],
+    ['fail mode', d.failMode],
+    ['cgroup mode', d.cgroupMode],
+    ['containerd', c.error ? `UNREACHABLE at ${c.address}: ${c.error}` : `${c.version} at ${c.address} (${c.state})`],
+    ['kernel', `${k.release}, BTF ${k.btf ? 'yes' : 'no'}, cgroup v2 ${k.cgroupV2 ?? 'none'}, libbpf ${k.libbpf}`],
+    ['exec fence', k.execBackend],
+    ['network fence', k.networkBackend],
+    ['seccomp fence', k.seccompBackend],
+    ['pins', d.pinDir],
+    ['audit log', `${au.path}: ${au.written} written, ${au.writeErrors} write errors, ${au.dropped} dropped, kernel drops ${au.kernelDrops}${au.lastError ? `, last error: ${au.lastError}` : ''}`],
+    ['fenced', `${s.fences} container(s)`],
+  ];
+  for (const [k2, v] of rows) console.log(`${k2.padEnd(14)} ${v}`);
+  return 0;
+}

@@ -1,0 +1,33 @@
+// Talks to the daemon over its unix socket: one JSON line out, one back.
+import net from 'node:net';
+import { UsageError } from './args';
+
+export const DEFAULT_SOCKET = '/run/cgfence/cgfence.sock';
+
+export function socketPath(flag?: string): string {
+  return flag ?? process.env.CGFENCE_SOCKET ?? DEFAULT_SOCKET;
+}
+
+export async function request<T = Record<string, unknown>>(socket: string, req: Record<string, unknown>, timeoutMs = 30_000): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const c = net.connect(socket);
+    let buf = '';
+    const timer = setTimeout(() => { c.destroy(); reject(new UsageError(`the cgfence daemon at ${socket} did not answer within ${timeoutMs / 1000} s`)); }, timeoutMs);
+    c.on('connect', () => c.write(JSON.stringify(req) + '\n'));
+    c.on('data', (d) => {
+      buf += d.toString('utf8');
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      c.end();
+      const reply = JSON.parse(buf.slice(0, nl)) as { ok: boolean; error?: string };
+      if (!reply.ok) reject(new UsageError(reply.error ?? 'the daemon refused the request'));
+      else resolve(reply as T);
+    });
+    c.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      const why = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? 'is it running? (`cgfence daemon`, or `cgfence sandbox up`)' : e.message;
+      reject(new UsageError(`cannot reach the cgfence daemon at ${socket}: ${why}`));
+    });
+  });
+}

@@ -1,0 +1,69 @@
+// cgfence's command line. Each subcommand is one file in commands/; this file only routes.
+// Two error tiers: a user's mistake (UsageError, a refused request, a bad config) prints
+// one sentence and exits 1; anything else is a bug and keeps its stack.
+import { ConfigError } from '../daemon/config';
+import { UsageError } from './args';
+
+const COMMANDS: Record<string, () => { run(argv: string[]): Promise<number>; help: string }> = {
+  daemon: () => require('./commands/daemon'),
+  status: () => require('./commands/status'),
+  ps: () => require('./commands/ps'),
+  audit: () => require('./commands/audit'),
+  policy: () => require('./commands/policy'),
+  sandbox: () => require('./commands/sandbox'),
+  demo: () => require('./commands/demo'),
+};
+
+export const USAGE = `usage: cgfence COMMAND [flags]
+
+kernel-enforced fences for containerd containers: exec allow-lists in eBPF, per container.
+
+commands:
+  daemon             run the node agent (see cgfence daemon --help)
+  status             the daemon, containerd, kernel features and backends
+  ps                 fenced containers with their policy and cgroup
+  audit [--follow]   the audit log, readable and filterable; audit verify checks its hash chain
+  policy check       validate cgfence.io/* annotations
+  sandbox up|down|status   a private containerd + daemon to try cgfence
+  demo               sandbox up, a fenced container, the audit log, sandbox down
+
+the runtime for containerd is the separate binary cgfence-runc (ctr run --runc-binary).
+cgfence COMMAND --help tells more.`;
+
+export async function runMain(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    console.log(USAGE);
+    return cmd ? 0 : 1;
+  }
+  if (cmd === '--version') {
+    console.log(require(require('node:path').join(require('../native').projectRoot(), 'package.json')).version);
+    return 0;
+  }
+  const load = COMMANDS[cmd];
+  if (!load) {
+    console.error(`cgfence: unknown command ${JSON.stringify(cmd)}\n\n${USAGE}`);
+    return 1;
+  }
+  try {
+    return await load().run(rest);
+  } catch (e) {
+    if (e instanceof UsageError || e instanceof ConfigError) {
+      console.error(`cgfence ${cmd}: ${e.message}`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+export function main(): void {
+  runMain(process.argv.slice(2)).then(
+    (code) => { process.exitCode = code; },
+    (e) => {
+      console.error(`cgfence: ${(e as Error).stack ?? e}`);
+      process.exitCode = 2;
+    },
+  );
+}
+
+if (require.main === module) main();

@@ -1,0 +1,90 @@
+// Daemon settings: flag > environment variable > config file (JSON or YAML) > default.
+import fs from 'node:fs';
+import YAML from 'yaml';
+
+export type CgroupMode = 'auto' | 'v2' | 'v1';
+export type FailMode = 'closed' | 'open';
+
+export interface DaemonConfig {
+  containerdSocket: string;
+  stateDir: string;
+  auditLog: string;
+  socket: string;
+  cgroupMode: CgroupMode;
+  pinDir: string;
+  failMode: FailMode;
+  profiles: Record<string, Record<string, string>>;
+  defaultProfile: string | null;
+  auditMaxBytes: number;
+  auditKeep: number;
+}
+
+export const DEFAULTS: DaemonConfig = {
+  containerdSocket: '/run/containerd/containerd.sock',
+  stateDir: '/var/lib/cgfence',
+  auditLog: '/var/log/cgfence/audit.log',
+  socket: '/run/cgfence/cgfence.sock',
+  cgroupMode: 'auto',
+  pinDir: '/sys/fs/bpf/cgfence',
+  failMode: 'closed',
+  profiles: {},
+  defaultProfile: null,
+  auditMaxBytes: 64 * 1024 * 1024,
+  auditKeep: 5,
+};
+
+/** flag name → [config key, environment variable] */
+export const SETTINGS: Record<string, [keyof DaemonConfig, string]> = {
+  'containerd-socket': ['containerdSocket', 'CGFENCE_CONTAINERD_SOCKET'],
+  'state-dir': ['stateDir', 'CGFENCE_STATE_DIR'],
+  'audit-log': ['auditLog', 'CGFENCE_AUDIT_LOG'],
+  socket: ['socket', 'CGFENCE_SOCKET'],
+  'cgroup-mode': ['cgroupMode', 'CGFENCE_CGROUP_MODE'],
+  'pin-dir': ['pinDir', 'CGFENCE_PIN_DIR'],
+  'fail-mode': ['failMode', 'CGFENCE_FAIL_MODE'],
+};
+
+export class ConfigError extends Error {}
+
+export function loadConfigFile(file: string): Partial<DaemonConfig> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read config file ${file}: ${(e as Error).message}`);
+  }
+  let data: unknown;
+  try {
+    data = file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
+  } catch (e) {
+    throw new ConfigError(`config file ${file} is not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message}`);
+  }
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new ConfigError(`config file ${file}: expected a mapping at the top level`);
+  const out: Partial<DaemonConfig> = {};
+  const known = new Set(Object.keys(DEFAULTS));
+  for (const [k, v] of Object.entries(data as Record<string, unknown>)) {
+    if (!known.has(k)) throw new ConfigError(`config file ${file}: unknown setting "${k}" (known: ${[...known].join(', ')})`);
+    (out as Record<string, unknown>)[k] = v;
+  }
+  if (out.profiles !== undefined) {
+    if (typeof out.profiles !== 'object' || out.profiles === null) throw new ConfigError(`config file ${file}: profiles must be a mapping of name to annotations`);
+    for (const [name, p] of Object.entries(out.profiles)) {
+      if (typeof p !== 'object' || p === null || Object.values(p).some((x) => typeof x !== 'string')) {
+        throw new ConfigError(`config file ${file}: profile "${name}" must map annotation keys to string values`);
+      }
+    }
+  }
+  return out;
+}
+
+export function resolveConfig(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv = process.env): DaemonConfig {
+  const file = flags.config ?? env.CGFENCE_CONFIG;
+  const cfg: DaemonConfig = { ...DEFAULTS, ...(file ? loadConfigFile(file) : {}) };
+  for (const [flag, [key, envName]] of Object.entries(SETTINGS)) {
+    const v = flags[flag] ?? env[envName];
+    if (v !== undefined && v !== '') (cfg as unknown as Record<string, unknown>)[key] = v;
+  }
+  if (!['auto', 'v2', 'v1'].includes(cfg.cgroupMode)) throw new ConfigError(`--cgroup-mode ${JSON.stringify(cfg.cgroupMode)}: expected auto, v2 or v1`);
+  if (!['closed', 'open'].includes(cfg.failMode)) throw new ConfigError(`--fail-mode ${JSON.stringify(cfg.failMode)}: expected closed or open`);
+  return cfg;
+}

@@ -1,0 +1,217 @@
+// The node agent: owns the kernel fences, answers cgfence-runc and the CLI on its socket,
+// follows containerd's events to detach at exit, and writes the audit log.
+import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { AuditLog } from '../audit/audit-log';
+import { ContainerdClient } from '../containerd/client';
+import { ContainerdEvent } from '../containerd/events';
+import { EventMonitor } from '../containerd/event-monitor';
+import { cgroupV2Root } from '../kernel/cgroup';
+import { ExecFence } from '../kernel/exec-fence';
+import { cgfenceAnnotations } from '../policy/annotations';
+import { native } from '../native';
+import { DaemonConfig } from './config';
+import { FenceManager, Refusal } from './fence-manager';
+import { FenceRegistry } from './fence-registry';
+import { Reply, Request, ok, refuse } from './protocol';
+import { SocketServer } from './socket-server';
+
+const VERSION = '0.1.0';
+
+function ensureBpffs(dir: string): void {
+  const mounts = fs.readFileSync('/proc/self/mounts', 'utf8');
+  if (mounts.split('\n').some((l) => l.split(' ')[1] === '/sys/fs/bpf' && l.split(' ')[2] === 'bpf')) return;
+  if (!dir.startsWith('/sys/fs/bpf/')) return;
+  // Pins need bpffs; hosts that do not mount it at boot get it mounted here.
+  execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf']);
+}
+
+export class Daemon {
+  private audit!: AuditLog;
+  private execFence!: ExecFence;
+  private manager!: FenceManager;
+  private server!: SocketServer;
+  private client!: ContainerdClient;
+  private monitor!: EventMonitor;
+  private dropTimer?: NodeJS.Timeout;
+  private lastDrops = 0n;
+  private readonly startedAt = new Date();
+  private stopping: Promise<void> | null = null;
+  private resolveDone!: () => void;
+  readonly done = new Promise<void>((r) => (this.resolveDone = r));
+
+  constructor(private readonly cfg: DaemonConfig, private readonly log: (m: string) => void = (m) => console.error(`cgfence daemon: ${m}`)) {}
+
+  async start(): Promise<void> {
+    const cfg = this.cfg;
+    ensureBpffs(cfg.pinDir);
+    this.audit = new AuditLog({ path: cfg.auditLog, maxBytes: cfg.auditMaxBytes, keep: cfg.auditKeep });
+    const registry = new FenceRegistry(cfg.stateDir);
+    this.execFence = ExecFence.open({ pinDir: cfg.pinDir, onEvents: (evs) => this.manager.onExecEvents(evs) });
+    this.manager = new FenceManager(cfg, this.execFence, this.audit, registry, this.log);
+    this.lastDrops = this.execFence.drops();
+    this.audit.write({
+      type: 'agent', action: 'start', pid: process.pid, version: VERSION, pin_dir: cfg.pinDir,
+      adopted: this.execFence.adopted, fences: registry.all().length, cgroup_mode: cfg.cgroupMode, fail_mode: cfg.failMode,
+    });
+    this.log(`started (pid ${process.pid}); ${this.execFence.adopted ? `adopted pinned fences in ${cfg.pinDir}` : `pins in ${cfg.pinDir}`}; audit log ${cfg.auditLog}`);
+
+    this.server = new SocketServer(cfg.socket, (req) => this.handle(req), this.log);
+    await this.server.listen();
+    this.log(`listening on ${cfg.socket}`);
+
+    // Lost kernel events are never silent: the drop counter is turned into audit records.
+    this.dropTimer = setInterval(() => this.checkDrops(), 2000);
+    this.dropTimer.unref();
+
+    this.client = new ContainerdClient(`unix://${cfg.containerdSocket}`);
+    this.monitor = new EventMonitor({
+      client: this.client,
+      handler: (ev) => this.onEvent(ev),
+      reconcile: () => this.reconcile(),
+      log: (m) => this.log(`containerd: ${m}`),
+    });
+    this.monitor.start();
+  }
+
+  private checkDrops(): void {
+    const d = this.execFence.drops();
+    if (d > this.lastDrops) {
+      this.audit.noteKernelDrops(d - this.lastDrops);
+      this.lastDrops = d;
+    }
+  }
+
+  private async handle(req: Request): Promise<Reply> {
+    try {
+      switch (req.op) {
+        case 'prepare':
+          return ok(this.manager.prepare(req));
+        case 'attach':
+          return ok(this.manager.attach(req));
+        case 'status':
+          return ok(await this.status());
+        case 'ps':
+          return ok({ containers: this.ps() });
+        case 'policy-check':
+          try {
+            const policy = this.manager.parse(req.annotations);
+            return ok({ controls: this.manager.controls(policy), mode: policy.mode });
+          } catch (e) {
+            return refuse((e as Error).message);
+          }
+        case 'shutdown':
+          setImmediate(() => void this.stop({ detach: !!req.detach }));
+          return ok({ detach: !!req.detach });
+      }
+    } catch (e) {
+      if (e instanceof Refusal) return refuse(e.message);
+      throw e;
+    }
+  }
+
+  private async onEvent(ev: ContainerdEvent): Promise<void> {
+    switch (ev.kind) {
+      case 'task-exit':
+        if (ev.isInit) this.manager.detach(ev.namespace, ev.containerId, `task exited with status ${ev.exitStatus}`);
+        break;
+      case 'task-delete':
+        if (ev.isInit) this.manager.detach(ev.namespace, ev.containerId, 'task deleted');
+        break;
+      case 'container-delete':
+        this.manager.detach(ev.namespace, ev.containerId, 'container deleted');
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** Brings fences in line with what containerd runs: late attach, and cleanup of the gone. */
+  private async reconcile(): Promise<void> {
+    const live = new Set<string>();
+    for (const ns of await this.client.listNamespaces()) {
+      const [containers, tasks] = await Promise.all([this.client.listContainers(ns), this.client.listTasks(ns)]);
+      const byId = new Map(containers.map((c) => [c.id, c]));
+      for (const t of tasks) {
+        if (t.status === 'stopped' || t.status === 'unknown' || t.pid <= 0) continue;
+        const key = `${ns}/${t.containerId}`;
+        live.add(key);
+        const c = byId.get(t.containerId);
+        if (!c || this.manager.registry.get(ns, t.containerId) || this.manager.isInFlight(ns, t.containerId)) continue;
+        const annotations = c.spec?.annotations;
+        if (Object.keys(cgfenceAnnotations(annotations)).length === 0 && !this.cfg.defaultProfile) continue;
+        // It runs unfenced: the daemon was down when it started (or it started fail-open).
+        try {
+          this.manager.lateAttach({ namespace: ns, id: t.containerId, pid: t.pid, annotations: annotations ?? {} });
+        } catch (e) {
+          this.audit.write({ type: 'lifecycle', action: 'late-attach-failed', namespace: ns, container_id: t.containerId, pid: t.pid, reason: (e as Error).message });
+          this.log(`late attach of ${key} failed: ${(e as Error).message}`);
+        }
+      }
+    }
+    for (const f of this.manager.registry.all()) {
+      if (!live.has(`${f.namespace}/${f.id}`)) this.manager.detach(f.namespace, f.id, 'container gone (reconcile)');
+    }
+    this.manager.removeOrphanFences();
+  }
+
+  private async status(): Promise<Record<string, unknown>> {
+    let containerd: Record<string, unknown>;
+    try {
+      const v = await this.client.version();
+      containerd = { address: this.cfg.containerdSocket, version: v.version, ...this.monitor.status() };
+    } catch (e) {
+      containerd = { address: this.cfg.containerdSocket, error: (e as Error).message, ...this.monitor.status() };
+    }
+    const fences = this.ps();
+    return {
+      daemon: { pid: process.pid, version: VERSION, startedAt: this.startedAt.toISOString(), socket: this.cfg.socket, stateDir: this.cfg.stateDir, pinDir: this.cfg.pinDir, adopted: this.execFence.adopted, failMode: this.cfg.failMode, cgroupMode: this.cfg.cgroupMode },
+      containerd,
+      kernel: {
+        release: fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
+        btf: fs.existsSync('/sys/kernel/btf/vmlinux'),
+        cgroupV2: cgroupV2Root(),
+        libbpf: native().libbpfVersion,
+        execBackend: this.cfg.cgroupMode !== 'v1' && cgroupV2Root() ? 'tp_btf/sched_process_exec + cgroup v2 ancestry (SIGKILL before the first instruction)' : 'none (cgroup v1 tracepoint backend not implemented)',
+        networkBackend: 'none (not implemented in this version)',
+        seccompBackend: 'none (not implemented in this version)',
+        bpfObjects: this.execFence.objectIds(),
+      },
+      audit: { path: this.cfg.auditLog, ...this.audit.stats, kernelDrops: this.execFence.drops().toString() },
+      fences: fences.length,
+    };
+  }
+
+  private ps(): Array<Record<string, unknown>> {
+    return this.manager.registry.all().map((f) => {
+      const k = this.execFence.getFence(BigInt(f.cgroupId));
+      return {
+        namespace: f.namespace, id: f.id, pid: f.pid, cgroup: f.cgroupPath, cgroupId: f.cgroupId, mode: f.mode,
+        backend: f.backend, controls: f.controls, policyHash: f.policyHash, annotations: f.annotations,
+        execAllow: f.execAllow, attachedAt: f.attachedAt, how: f.how,
+        counters: k ? { denied: Number(k.denied), audited: Number(k.audited), allowed: Number(k.allowed) } : null,
+      };
+    });
+  }
+
+  /** Stops the daemon. Fences stay pinned and enforcing unless `detach` is set. */
+  stop(opts: { detach?: boolean } = {}): Promise<void> {
+    if (this.stopping) return this.stopping;
+    this.stopping = (async () => {
+      clearInterval(this.dropTimer);
+      await this.monitor?.stop();
+      this.client?.close();
+      await this.server?.close();
+      if (opts.detach) {
+        for (const f of this.manager.registry.all()) this.manager.detach(f.namespace, f.id, 'daemon shutdown with detach');
+      }
+      this.checkDrops();
+      this.execFence?.close({ detach: !!opts.detach });
+      this.audit.write({ type: 'agent', action: 'stop', pid: process.pid, detach: !!opts.detach });
+      this.audit.close();
+      this.log(`stopped${opts.detach ? '; every fence detached and unpinned' : '; fences stay pinned and enforcing'}`);
+      this.resolveDone();
+    })();
+    return this.stopping;
+  }
+}
