@@ -7,7 +7,8 @@ import { ContainerdClient } from '../containerd/client';
 import { ContainerdEvent } from '../containerd/events';
 import { EventMonitor } from '../containerd/event-monitor';
 import { cgroupV2Root } from '../kernel/cgroup';
-import { ExecFence } from '../kernel/exec-fence';
+import { ExecBackend } from '../fence/exec-backend';
+import { FenceBackend } from '../fence/backend';
 import { cgfenceAnnotations } from '../policy/annotations';
 import { native } from '../native';
 import { DaemonConfig } from './config';
@@ -28,7 +29,8 @@ function ensureBpffs(dir: string): void {
 
 export class Daemon {
   private audit!: AuditLog;
-  private execFence!: ExecFence;
+  private exec!: ExecBackend;
+  private backends: FenceBackend[] = [];
   private manager!: FenceManager;
   private server!: SocketServer;
   private client!: ContainerdClient;
@@ -47,14 +49,17 @@ export class Daemon {
     ensureBpffs(cfg.pinDir);
     this.audit = new AuditLog({ path: cfg.auditLog, maxBytes: cfg.auditMaxBytes, keep: cfg.auditKeep });
     const registry = new FenceRegistry(cfg.stateDir);
-    this.execFence = ExecFence.open({ pinDir: cfg.pinDir, onEvents: (evs) => this.manager.onExecEvents(evs) });
-    this.manager = new FenceManager(cfg, this.execFence, this.audit, registry, this.log);
-    this.lastDrops = this.execFence.drops();
+    this.exec = new ExecBackend({ pinDir: cfg.pinDir, cgroupMode: cfg.cgroupMode, onEvents: (evs) => this.manager.onExecEvents(evs) });
+    // Backends are attached in this order and detached together; exec first, so that a
+    // container whose exec fence cannot attach is refused before anything else is made.
+    this.backends = [this.exec];
+    this.manager = new FenceManager(cfg, this.backends, this.audit, registry, this.log);
+    this.lastDrops = this.exec.fence.drops();
     this.audit.write({
       type: 'agent', action: 'start', pid: process.pid, version: VERSION, pin_dir: cfg.pinDir,
-      adopted: this.execFence.adopted, fences: registry.all().length, cgroup_mode: cfg.cgroupMode, fail_mode: cfg.failMode,
+      adopted: this.exec.fence.adopted, fences: registry.all().length, cgroup_mode: cfg.cgroupMode, fail_mode: cfg.failMode,
     });
-    this.log(`started (pid ${process.pid}); ${this.execFence.adopted ? `adopted pinned fences in ${cfg.pinDir}` : `pins in ${cfg.pinDir}`}; audit log ${cfg.auditLog}`);
+    this.log(`started (pid ${process.pid}); ${this.exec.fence.adopted ? `adopted pinned fences in ${cfg.pinDir}` : `pins in ${cfg.pinDir}`}; audit log ${cfg.auditLog}`);
 
     this.server = new SocketServer(cfg.socket, (req) => this.handle(req), this.log);
     await this.server.listen();
@@ -75,7 +80,7 @@ export class Daemon {
   }
 
   private checkDrops(): void {
-    const d = this.execFence.drops();
+    const d = this.exec.fence.drops();
     if (d > this.lastDrops) {
       this.audit.noteKernelDrops(d - this.lastDrops);
       this.lastDrops = d;
@@ -128,6 +133,7 @@ export class Daemon {
 
   /** Brings fences in line with what containerd runs: late attach, and cleanup of the gone. */
   private async reconcile(): Promise<void> {
+    const started = Date.now();
     const live = new Set<string>();
     for (const ns of await this.client.listNamespaces()) {
       const [containers, tasks] = await Promise.all([this.client.listContainers(ns), this.client.listTasks(ns)]);
@@ -150,9 +156,15 @@ export class Daemon {
       }
     }
     for (const f of this.manager.registry.all()) {
+      // Attached while we were listing: the listing predates it, so it proves nothing.
+      if (Date.parse(f.attachedAt) >= started - 1000) continue;
       if (!live.has(`${f.namespace}/${f.id}`)) this.manager.detach(f.namespace, f.id, 'container gone (reconcile)');
     }
-    this.manager.removeOrphanFences();
+    const known = new Set(this.manager.registry.all().flatMap((f) => f.eventKeys));
+    for (const id of this.exec.orphans(known)) {
+      this.exec.removeFence(id);
+      this.audit.write({ type: 'agent', action: 'remove-orphan-fence', cgroup_id: id.toString() });
+    }
   }
 
   private async status(): Promise<Record<string, unknown>> {
@@ -165,31 +177,32 @@ export class Daemon {
     }
     const fences = this.ps();
     return {
-      daemon: { pid: process.pid, version: VERSION, startedAt: this.startedAt.toISOString(), socket: this.cfg.socket, stateDir: this.cfg.stateDir, pinDir: this.cfg.pinDir, adopted: this.execFence.adopted, failMode: this.cfg.failMode, cgroupMode: this.cfg.cgroupMode },
+      daemon: { pid: process.pid, version: VERSION, startedAt: this.startedAt.toISOString(), socket: this.cfg.socket, stateDir: this.cfg.stateDir, pinDir: this.cfg.pinDir, adopted: this.exec.fence.adopted, failMode: this.cfg.failMode, cgroupMode: this.cfg.cgroupMode },
       containerd,
       kernel: {
         release: fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
         btf: fs.existsSync('/sys/kernel/btf/vmlinux'),
         cgroupV2: cgroupV2Root(),
         libbpf: native().libbpfVersion,
-        execBackend: this.cfg.cgroupMode !== 'v1' && cgroupV2Root() ? 'tp_btf/sched_process_exec + cgroup v2 ancestry (SIGKILL before the first instruction)' : 'none (cgroup v1 tracepoint backend not implemented)',
-        networkBackend: 'none (not implemented in this version)',
-        seccompBackend: 'none (not implemented in this version)',
-        bpfObjects: this.execFence.objectIds(),
+        backends: Object.fromEntries(['exec', 'network', 'seccomp'].map((c) => {
+          const b = this.backends.find((x) => x.control === c);
+          return [c, b ? b.status() : { backend: 'none (not implemented in this version)' }];
+        })),
       },
-      audit: { path: this.cfg.auditLog, ...this.audit.stats, kernelDrops: this.execFence.drops().toString() },
+      audit: { path: this.cfg.auditLog, ...this.audit.stats, kernelDrops: this.exec.fence.drops().toString() },
       fences: fences.length,
     };
   }
 
   private ps(): Array<Record<string, unknown>> {
     return this.manager.registry.all().map((f) => {
-      const k = this.execFence.getFence(BigInt(f.cgroupId));
+      const ex = f.backends.exec;
       return {
         namespace: f.namespace, id: f.id, pid: f.pid, cgroup: f.cgroupPath, cgroupId: f.cgroupId, mode: f.mode,
-        backend: f.backend, controls: f.controls, policyHash: f.policyHash, annotations: f.annotations,
-        execAllow: f.execAllow, attachedAt: f.attachedAt, how: f.how,
-        counters: k ? { denied: Number(k.denied), audited: Number(k.audited), allowed: Number(k.allowed) } : null,
+        backend: Object.fromEntries(Object.entries(f.backends).map(([c, st]) => [c, st?.backend ?? c])),
+        controls: f.controls, policyHash: f.policyHash, annotations: f.annotations,
+        execAllow: ex?.allow ?? [], attachedAt: f.attachedAt, how: f.how,
+        counters: typeof ex?.fenceId === 'string' ? this.exec.counters(ex.fenceId) : null,
       };
     });
   }
@@ -206,7 +219,7 @@ export class Daemon {
         for (const f of this.manager.registry.all()) this.manager.detach(f.namespace, f.id, 'daemon shutdown with detach');
       }
       this.checkDrops();
-      this.execFence?.close({ detach: !!opts.detach });
+      for (const b of this.backends) b.close({ detach: !!opts.detach });
       this.audit.write({ type: 'agent', action: 'stop', pid: process.pid, detach: !!opts.detach });
       this.audit.close();
       this.log(`stopped${opts.detach ? '; every fence detached and unpinned' : '; fences stay pinned and enforcing'}`);

@@ -1,21 +1,23 @@
 // Decides and applies fences for containers: prepare (validate the bundle's annotations and
-// the entrypoint), attach (fence the init's cgroup before the entrypoint runs), detach (at
-// exit), late attach and cleanup (reconcile), and turns kernel events into audit records.
+// the entrypoint before runc runs), attach (every backend, on the init's cgroup, before the
+// entrypoint runs), detach (at exit), late attach and cleanup (reconcile), and turns kernel
+// events into audit records. How each control is applied lives in its backend (fence/).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { AuditInput } from '../audit/audit-record';
 import { AuditLog } from '../audit/audit-log';
 import { ExecAction, ExecEvent, formatDev } from '../kernel/abi';
-import { cgroupId, cgroupV2PathOfPid, cgroupV2Root } from '../kernel/cgroup';
-import { ExecFence } from '../kernel/exec-fence';
-import { fenceCgroupExecs } from '../fence/cgroup-exec-fence';
+import { cgroupId, cgroupV2PathOfPid } from '../kernel/cgroup';
+import { AttachContext, ControlName, Controls, FenceBackend } from '../fence/backend';
 import { KEYS, PolicyError, cgfenceAnnotations, parseAnnotations } from '../policy/annotations';
 import { ResolvedEntry, identityOf, resolveAllowList, resolveInRoot } from '../policy/identity';
 import { Policy, hasRules } from '../policy/policy';
 import { native } from '../native';
 import { DaemonConfig } from './config';
-import { ControlState, Controls, FenceRegistry, FencedContainer } from './fence-registry';
+import { FenceRegistry, FencedContainer } from './fence-registry';
 
+/** A refusal the user sees (through ctr, or the CLI): one clear message, no stack. */
 export class Refusal extends Error {}
 
 interface Prepared {
@@ -35,6 +37,12 @@ interface OciConfig {
 }
 
 const PREPARED_TTL_MS = 10 * 60 * 1000;
+const CONTROLS: ControlName[] = ['exec', 'network', 'seccomp'];
+const KEYS_OF: Record<ControlName, string[]> = {
+  exec: [KEYS.execAllow],
+  network: [KEYS.egressAllow, KEYS.egressDeny, KEYS.ingressAllow, KEYS.ingressDeny],
+  seccomp: [KEYS.seccompDeny, KEYS.seccompAllow],
+};
 
 export function namespaceOfRuncRoot(runcRoot: string | undefined): string {
   // The runc.v2 shim runs runc with --root <state>/runc/<namespace>.
@@ -48,17 +56,19 @@ export function policyHash(annotations: Record<string, string>): string {
 
 export class FenceManager {
   private readonly prepared = new Map<string, Prepared>();
-  /** Containers between prepare and attach: reconcile must leave them to their attach. */
+  /** Containers between prepare and attach: reconcile leaves them to their attach. */
   private readonly inFlight = new Set<string>();
   private readonly clockOffset: bigint;
+  private readonly byControl = new Map<ControlName, FenceBackend>();
 
   constructor(
     private readonly cfg: DaemonConfig,
-    private readonly execFence: ExecFence,
+    readonly backends: FenceBackend[],
     private readonly audit: AuditLog,
     readonly registry: FenceRegistry,
     private readonly log: (msg: string) => void,
   ) {
+    for (const b of backends) this.byControl.set(b.control, b);
     // bpf_ktime_get_ns() and process.hrtime are both CLOCK_MONOTONIC.
     this.clockOffset = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
   }
@@ -79,32 +89,22 @@ export class FenceManager {
   }
 
   controls(policy: Policy): Controls {
-    const v2 = this.cfg.cgroupMode !== 'v1' && cgroupV2Root() !== null;
-    const modeState = (): ControlState =>
-      policy.mode === 'enforce' ? 'enforced' : policy.mode === 'audit' ? 'audited' : policy.mode === 'learn' ? 'learning' : 'none';
-    const execWanted = policy.mode !== 'off' && (policy.execAllow !== null || policy.mode === 'learn');
-    const netWanted = policy.mode !== 'off' && [policy.egressAllow, policy.egressDeny, policy.ingressAllow, policy.ingressDeny].some((x) => x !== null);
-    const seccompWanted = policy.mode !== 'off' && (policy.seccompDeny !== null || policy.seccompAllow !== null);
-    return {
-      exec: !execWanted ? 'none' : v2 ? modeState()
-        : `unenforceable: ${this.cfg.cgroupMode === 'v1' ? 'cgroup mode v1 was requested and' : 'no cgroup v2 hierarchy on this host;'} the tracepoint (cgroup v1) exec backend is not implemented in this version`,
-      network: !netWanted ? 'none' : 'unenforceable: the network fence is not implemented in this version',
-      seccomp: !seccompWanted ? 'none' : 'unenforceable: the seccomp fence is not implemented in this version',
-    };
+    const out = {} as Controls;
+    for (const c of CONTROLS) {
+      const b = this.byControl.get(c);
+      const asked = policy.mode !== 'off' && (KEYS_OF[c].some((k) => (policyField(policy, k)) !== null) || (c === 'exec' && policy.mode === 'learn'));
+      out[c] = b ? b.controlState(policy) : asked ? `unenforceable: the ${c === 'network' ? 'network' : c} fence is not implemented in this version` : 'none';
+    }
+    return out;
   }
 
-  /** Refuses (fail-closed) an enforce policy whose controls cannot all be enforced. */
-  private checkEnforceable(policy: Policy, controls: Controls, annotations: Record<string, string>): string[] {
+  /** Fail-closed: an enforce policy whose controls cannot all be enforced is refused. */
+  private unenforceable(policy: Policy, controls: Controls, annotations: Record<string, string>): string[] {
+    if (policy.mode !== 'enforce' || this.cfg.failMode === 'open') return [];
     const problems: string[] = [];
-    if (policy.mode !== 'enforce' || this.cfg.failMode === 'open') return problems;
-    const keysFor: Record<keyof Controls, string[]> = {
-      exec: [KEYS.execAllow],
-      network: [KEYS.egressAllow, KEYS.egressDeny, KEYS.ingressAllow, KEYS.ingressDeny],
-      seccomp: [KEYS.seccompDeny, KEYS.seccompAllow],
-    };
-    for (const c of ['exec', 'network', 'seccomp'] as const) {
+    for (const c of CONTROLS) {
       if (!controls[c].startsWith('unenforceable')) continue;
-      const keys = keysFor[c].filter((k) => annotations[k] !== undefined).map((k) => `${k}=${JSON.stringify(annotations[k])}`);
+      const keys = KEYS_OF[c].filter((k) => annotations[k] !== undefined).map((k) => `${k}=${JSON.stringify(annotations[k])}`);
       problems.push(`${keys.join(', ') || c}: ${controls[c].replace('unenforceable: ', '')}; refusing to start in enforce mode (fail-closed)`);
     }
     return problems;
@@ -139,12 +139,12 @@ export class FenceManager {
     }
     const annotations = this.effectiveAnnotations(spec.annotations, policy);
     const controls = this.controls(policy);
-    const problems = this.checkEnforceable(policy, controls, annotations);
+    const problems = this.unenforceable(policy, controls, annotations);
+    const rootfs = path.resolve(req.bundle, spec.root?.path ?? 'rootfs');
 
     // Resolve the allow-list and the entrypoint in the bundle's rootfs now, so that a typo
     // or a forbidden entrypoint is reported before runc creates anything.
     if (policy.execAllow !== null && policy.mode !== 'off') {
-      const rootfs = path.resolve(req.bundle, spec.root?.path ?? 'rootfs');
       let resolved: ResolvedEntry[] = [];
       try {
         resolved = resolveAllowList(policy.execAllow, { dir: rootfs });
@@ -154,6 +154,16 @@ export class FenceManager {
       if (policy.mode === 'enforce') {
         const entry = this.entrypointProblem(rootfs, spec, resolved, annotations[KEYS.execAllow]);
         if (entry) problems.push(entry);
+      }
+    }
+    if (problems.length === 0) {
+      for (const b of this.backends) {
+        if (controls[b.control] === 'none' || controls[b.control].startsWith('unenforceable') || !b.prepare) continue;
+        try {
+          b.prepare({ namespace, id: req.id, bundle: req.bundle, rootfs, policy, annotations });
+        } catch (e) {
+          problems.push((e as Error).message);
+        }
       }
     }
     if (problems.length) {
@@ -198,8 +208,8 @@ export class FenceManager {
     }
   }
 
-  /** Fences the cgroup of a just-created container's init (blocked before its entrypoint). */
-  attach(req: { id: string; bundle: string; runcRoot?: string; pid: number }, how: FencedContainer['how'] = 'create'): { fence: boolean; controls?: Controls; cgroup?: string } {
+  /** Fences a just-created container whose init is blocked before its entrypoint. */
+  attach(req: { id: string; bundle: string; runcRoot?: string; pid: number }): { fence: boolean; controls?: Controls; cgroup?: string } {
     const namespace = namespaceOfRuncRoot(req.runcRoot);
     const key = `${namespace}/${req.id}`;
     let prep = this.prepared.get(key);
@@ -209,7 +219,7 @@ export class FenceManager {
       prep = this.prepared.get(key)!;
     }
     try {
-      return this.attachPrepared(prep, req.pid, how);
+      return this.attachPrepared(prep, req.pid, 'create');
     } finally {
       this.prepared.delete(key);
       this.inFlight.delete(key);
@@ -220,41 +230,48 @@ export class FenceManager {
    * Fences a container found running unfenced (the daemon was down when it started). Its
    * allow-list is resolved in the running container's root. Audited as a late attach.
    */
-  lateAttach(a: { namespace: string; id: string; pid: number; annotations: Record<string, string> }): void {
+  lateAttach(a: { namespace: string; id: string; pid: number; annotations: Record<string, string>; bundle?: string }): void {
     const policy = this.parse(a.annotations);
     if (!hasRules(policy) && policy.mode !== 'learn') return;
     const annotations = this.effectiveAnnotations(a.annotations, policy);
     const controls = this.controls(policy);
-    this.attachPrepared({ namespace: a.namespace, id: a.id, bundle: '', annotations, policy, controls, at: Date.now() }, a.pid, 'late-attach');
+    this.attachPrepared({ namespace: a.namespace, id: a.id, bundle: a.bundle ?? '', annotations, policy, controls, at: Date.now() }, a.pid, 'late-attach');
   }
 
   private attachPrepared(prep: Prepared, pid: number, how: FencedContainer['how']) {
     const started = process.hrtime.bigint();
     const { namespace, id, policy, controls, annotations } = prep;
     const cgroupPath = cgroupV2PathOfPid(pid);
-    if (controls.exec !== 'none' && !controls.exec.startsWith('unenforceable')) {
-      if (!cgroupPath) throw new Refusal(`pid ${pid} of container ${id} has no cgroup v2 membership; cannot fence it`);
-      let result;
+    const cgid = cgroupPath ? cgroupId(cgroupPath) : null;
+    const entry: FencedContainer = {
+      namespace, id, bundle: prep.bundle, pid, cgroupPath, cgroupId: cgid?.toString() ?? null, eventKeys: [],
+      annotations, mode: policy.mode, policyHash: policyHash(annotations), controls, backends: {},
+      attachedAt: new Date().toISOString(), how,
+    };
+    const done: Array<[FenceBackend, AttachContext]> = [];
+    for (const b of this.backends) {
+      const st = controls[b.control];
+      if (st === 'none' || st.startsWith('unenforceable')) continue;
+      const ctx: AttachContext = { namespace, id, bundle: prep.bundle, pid, cgroupPath, cgroupId: cgid, policy, annotations, state: {} };
       try {
-        result = fenceCgroupExecs(this.execFence, {
-          cgroupPath, rootPid: pid, mode: policy.mode, execAllow: policy.execAllow ?? [],
-        });
+        b.attach(ctx);
       } catch (e) {
-        throw new Refusal(`${KEYS.execAllow}=${JSON.stringify(annotations[KEYS.execAllow] ?? '')}: ${(e as Error).message}`);
+        // All or nothing: a container is never left half-fenced.
+        for (const [db, dctx] of done) { try { db.detach(dctx); } catch { /* best effort */ } }
+        const keys = KEYS_OF[b.control].filter((k) => annotations[k] !== undefined).map((k) => `${k}=${JSON.stringify(annotations[k])}`).join(', ');
+        const msg = `${keys || b.control}: ${(e as Error).message}`;
+        this.auditRefusal(namespace, id, [msg]);
+        throw new Refusal(msg);
       }
-      const entry: FencedContainer = {
-        namespace, id, bundle: prep.bundle, cgroupPath, cgroupId: result.fenceId.toString(), pid,
-        annotations, mode: policy.mode, policyHash: policyHash(annotations), controls, backend: 'cgroup-v2',
-        execAllow: result.resolved.map((r) => ({ path: r.path, dev: formatDev(r.identity.dev), ino: r.identity.ino.toString() })),
-        attachedAt: new Date().toISOString(), how,
-      };
-      this.registry.put(entry);
+      done.push([b, ctx]);
+      entry.backends[b.control] = ctx.state;
+      if (typeof ctx.state.fenceId === 'string' && !entry.eventKeys.includes(ctx.state.fenceId)) entry.eventKeys.push(ctx.state.fenceId);
     }
+    this.registry.put(entry);
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
     this.audit.write({
-      type: 'lifecycle', action: 'attach', namespace, container_id: id, pid,
-      cgroup_id: cgroupPath ? cgroupId(cgroupPath).toString() : null,
-      how, mode: policy.mode, controls, policy_hash: policyHash(annotations), cgroup: cgroupPath,
+      type: 'lifecycle', action: 'attach', namespace, container_id: id, pid, cgroup_id: cgid?.toString() ?? null,
+      how, mode: policy.mode, controls, policy_hash: entry.policyHash, cgroup: cgroupPath,
       fail_mode: this.cfg.failMode, attach_ms: Math.round(ms * 1000) / 1000,
     });
     if (how === 'late-attach') this.log(`late attach: ${namespace}/${id} was running unfenced; fenced now`);
@@ -265,16 +282,31 @@ export class FenceManager {
     this.audit.write({ type: 'lifecycle', action: 'refuse', namespace, container_id: id, reason: problems.join('; ') });
   }
 
-  /** Removes a container's fence (task exit or delete, or a container that is gone). */
+  private contextOf(f: FencedContainer, control: ControlName): AttachContext {
+    return {
+      namespace: f.namespace, id: f.id, bundle: f.bundle, pid: f.pid, cgroupPath: f.cgroupPath,
+      cgroupId: f.cgroupId ? BigInt(f.cgroupId) : null, policy: this.parse(f.annotations), annotations: f.annotations,
+      state: f.backends[control] ?? {},
+    };
+  }
+
+  /** Removes a container's fences (task exit or delete, or a container that is gone). */
   detach(namespace: string, id: string, reason: string): boolean {
     const entry = this.registry.get(namespace, id);
     if (!entry) return false;
-    const last = this.execFence.unfence(BigInt(entry.cgroupId));
+    const counters: Record<string, unknown> = {};
+    for (const b of this.backends) {
+      if (!entry.backends[b.control]) continue;
+      try {
+        Object.assign(counters, b.detach(this.contextOf(entry, b.control)) ?? {});
+      } catch (e) {
+        this.log(`detach ${b.control} of ${namespace}/${id}: ${(e as Error).message}`);
+      }
+    }
     this.registry.delete(namespace, id);
     this.audit.write({
       type: 'lifecycle', action: 'detach', namespace, container_id: id, cgroup_id: entry.cgroupId, pid: entry.pid,
-      reason, denied: last ? Number(last.denied) : null, audited: last ? Number(last.audited) : null,
-      allowed: last ? Number(last.allowed) : null,
+      reason, ...counters,
     });
     return true;
   }
@@ -283,25 +315,20 @@ export class FenceManager {
     return this.inFlight.has(`${namespace}/${id}`);
   }
 
-  /** Kernel fences that no registry entry claims (a crash between the two writes). */
-  removeOrphanFences(): number {
-    let n = 0;
-    const known = new Set(this.registry.all().map((f) => f.cgroupId));
-    for (const f of this.execFence.fences()) {
-      if (!known.has(f.fenceId.toString())) {
-        this.execFence.unfence(f.fenceId);
-        this.audit.write({ type: 'agent', action: 'remove-orphan-fence', cgroup_id: f.fenceId.toString() });
-        n++;
-      }
-    }
-    return n;
+  /** Writes audit records; exposed for backends that have their own kernel events. */
+  writeAudit(records: AuditInput[]): void {
+    this.audit.writeBatch(records);
+  }
+
+  monoToWallNs(mono: bigint): bigint {
+    return mono + this.clockOffset;
   }
 
   onExecEvents(events: ExecEvent[]): void {
-    const records = events.map((e) => {
-      const owner = this.registry.byCgroupId(e.fenceId);
+    this.audit.writeBatch(events.map((e) => {
+      const owner = this.registry.byEvent(e.fenceId);
       return {
-        ts: e.tsMonoNs + this.clockOffset,
+        ts: this.monoToWallNs(e.tsMonoNs),
         type: 'exec' as const,
         action: e.action === ExecAction.Deny ? 'deny' : e.action === ExecAction.Audit ? 'audit' : 'allow',
         namespace: owner?.namespace ?? '',
@@ -316,7 +343,19 @@ export class FenceManager {
         uid: e.uid,
         mode: owner?.mode ?? null,
       };
-    });
-    this.audit.writeBatch(records);
+    }));
+  }
+}
+
+function policyField(p: Policy, key: string): unknown {
+  switch (key) {
+    case KEYS.execAllow: return p.execAllow;
+    case KEYS.egressAllow: return p.egressAllow;
+    case KEYS.egressDeny: return p.egressDeny;
+    case KEYS.ingressAllow: return p.ingressAllow;
+    case KEYS.ingressDeny: return p.ingressDeny;
+    case KEYS.seccompDeny: return p.seccompDeny;
+    case KEYS.seccompAllow: return p.seccompAllow;
+    default: return null;
   }
 }

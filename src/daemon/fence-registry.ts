@@ -3,34 +3,35 @@
 // stay the truth about what is enforced; this file is the truth about whom it is for.
 import fs from 'node:fs';
 import path from 'node:path';
+import { ControlName, Controls } from '../fence/backend';
 
-export type ControlState = 'enforced' | 'audited' | 'learning' | 'none' | `unenforceable: ${string}`;
-
-export interface Controls { exec: ControlState; network: ControlState; seccomp: ControlState }
+export type { ControlState, Controls } from '../fence/backend';
 
 export interface FencedContainer {
   namespace: string;
   id: string;
   bundle: string;
-  cgroupPath: string;
-  /** u64 as a decimal string (JSON has no 64-bit integers). */
-  cgroupId: string;
   pid: number;
+  cgroupPath: string | null;
+  /** u64 values as decimal strings (JSON has no 64-bit integers). */
+  cgroupId: string | null;
+  /** Keys kernel events carry for this container (fence ids: cgroup id, pid namespace...). */
+  eventKeys: string[];
   /** The container's effective cgfence.io/* annotations (profile merged). */
   annotations: Record<string, string>;
   mode: string;
   policyHash: string;
   controls: Controls;
-  backend: 'cgroup-v2';
-  execAllow: Array<{ path: string; dev: string; ino: string }>;
+  /** Each backend's own state for the container. */
+  backends: Partial<Record<ControlName, Record<string, unknown>>>;
   attachedAt: string;
-  how: 'create' | 'late-attach' | 'adopted';
+  how: 'create' | 'late-attach';
 }
 
 export class FenceRegistry {
   private readonly byKey = new Map<string, FencedContainer>();
-  // Every kernel event is looked up by its fence's cgroup id: keep that O(1).
-  private readonly byCgroup = new Map<string, FencedContainer>();
+  // Every kernel event is looked up by its key: keep that O(1).
+  private readonly byEventKey = new Map<string, FencedContainer>();
   private readonly file: string;
 
   constructor(stateDir: string) {
@@ -38,10 +39,7 @@ export class FenceRegistry {
     this.file = path.join(stateDir, 'fences.json');
     try {
       const list = JSON.parse(fs.readFileSync(this.file, 'utf8')) as FencedContainer[];
-      for (const f of list) {
-        this.byKey.set(FenceRegistry.key(f.namespace, f.id), f);
-        this.byCgroup.set(f.cgroupId, f);
-      }
+      for (const f of list) this.index(f);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
         // A corrupt state file must not stop the daemon: reconcile rebuilds from containerd.
@@ -54,12 +52,17 @@ export class FenceRegistry {
     return `${namespace}/${id}`;
   }
 
+  private index(f: FencedContainer): void {
+    this.byKey.set(FenceRegistry.key(f.namespace, f.id), f);
+    for (const k of f.eventKeys) this.byEventKey.set(k, f);
+  }
+
   get(namespace: string, id: string): FencedContainer | undefined {
     return this.byKey.get(FenceRegistry.key(namespace, id));
   }
 
-  byCgroupId(cgroupId: bigint): FencedContainer | undefined {
-    return this.byCgroup.get(cgroupId.toString());
+  byEvent(key: bigint): FencedContainer | undefined {
+    return this.byEventKey.get(key.toString());
   }
 
   all(): FencedContainer[] {
@@ -68,9 +71,8 @@ export class FenceRegistry {
 
   put(f: FencedContainer): void {
     const old = this.byKey.get(FenceRegistry.key(f.namespace, f.id));
-    if (old) this.byCgroup.delete(old.cgroupId);
-    this.byKey.set(FenceRegistry.key(f.namespace, f.id), f);
-    this.byCgroup.set(f.cgroupId, f);
+    if (old) for (const k of old.eventKeys) this.byEventKey.delete(k);
+    this.index(f);
     this.save();
   }
 
@@ -79,7 +81,7 @@ export class FenceRegistry {
     const f = this.byKey.get(k);
     if (f) {
       this.byKey.delete(k);
-      this.byCgroup.delete(f.cgroupId);
+      for (const ek of f.eventKeys) this.byEventKey.delete(ek);
       this.save();
     }
     return f;

@@ -46,8 +46,8 @@ export async function run(argv: string[]): Promise<number> {
     ctr(['containers', 'rm', `${id}-bad`]);
 
     step('4. status and the audit log');
-    const st = await request<{ fences: number; kernel: { execBackend: string } }>(p.socket, { op: 'status' });
-    console.log(`   exec backend: ${st.kernel.execBackend}; fenced now: ${st.fences}`);
+    const st = await request<{ fences: number; kernel: { backends: Record<string, { backend: string }> } }>(p.socket, { op: 'status' });
+    console.log(`   exec backend: ${st.kernel.backends.exec.backend}; fenced now: ${st.fences}`);
     const recs = await readRecords(p.auditLog, { where: (x) => typeof x.container_id === 'string' && x.container_id.startsWith(id) });
     for (const rec of recs) console.log(`   ${formatRecord(rec)}`);
     console.log(`   (raw JSON lines: ${p.auditLog})`);

@@ -7,7 +7,7 @@ Lists fenced containers: mode, what each control gets (enforced, audited,
 unenforceable and why), the backend, the cgroup and the kernel's decision counters.`;
 
 interface Row {
-  namespace: string; id: string; pid: number; cgroup: string; mode: string; backend: string;
+  namespace: string; id: string; pid: number; cgroup: string; mode: string; backend: Record<string, string>;
   controls: Record<string, string>; counters: { denied: number; audited: number; allowed: number } | null;
   execAllow: Array<{ path: string }>; policyHash: string;
 }
@@ -29,7 +29,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const header = ['NAMESPACE/ID', 'PID', 'MODE', 'EXEC', 'NETWORK', 'SECCOMP', 'BACKEND', 'DENIED', 'CGROUP'];
   const rows = r.containers.map((c) => [
-    `${c.namespace}/${c.id}`, String(c.pid), c.mode, c.controls.exec, c.controls.network, c.controls.seccomp, c.backend,
+    `${c.namespace}/${c.id}`, String(c.pid), c.mode, c.controls.exec, c.controls.network, c.controls.seccomp, Object.values(c.backend).join(',') || '-',
     String(c.counters?.denied ?? '-'), c.cgroup,
   ]);
   const widths = header.map((h, i) => Math.min(48, Math.max(h.length, ...rows.map((row) => row[i].length))));

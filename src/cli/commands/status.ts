@@ -25,9 +25,10 @@ export async function run(argv: string[]): Promise<number> {
     ['cgroup mode', d.cgroupMode],
     ['containerd', c.error ? `UNREACHABLE at ${c.address}: ${c.error}` : `${c.version} at ${c.address} (${c.state})`],
     ['kernel', `${k.release}, BTF ${k.btf ? 'yes' : 'no'}, cgroup v2 ${k.cgroupV2 ?? 'none'}, libbpf ${k.libbpf}`],
-    ['exec fence', k.execBackend],
-    ['network fence', k.networkBackend],
-    ['seccomp fence', k.seccompBackend],
+    ...(['exec', 'network', 'seccomp'] as const).map((c): [string, unknown] => {
+      const b = (k.backends as Record<string, Record<string, unknown>>)[c];
+      return [`${c} fence`, b.backend];
+    }),
     ['pins', d.pinDir],
     ['audit log', `${au.path}: ${au.written} written, ${au.writeErrors} write errors, ${au.dropped} dropped, kernel drops ${au.kernelDrops}${au.lastError ? `, last error: ${au.lastError}` : ''}`],
     ['fenced', `${s.fences} container(s)`],
