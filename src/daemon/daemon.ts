@@ -8,6 +8,7 @@ import { ContainerdEvent } from '../containerd/events';
 import { EventMonitor } from '../containerd/event-monitor';
 import { cgroupV2Root } from '../kernel/cgroup';
 import { ExecBackend } from '../fence/exec-backend';
+import { createBackends } from './backends';
 import { FenceBackend } from '../fence/backend';
 import { cgfenceAnnotations } from '../policy/annotations';
 import { native } from '../native';
@@ -49,10 +50,9 @@ export class Daemon {
     ensureBpffs(cfg.pinDir);
     this.audit = new AuditLog({ path: cfg.auditLog, maxBytes: cfg.auditMaxBytes, keep: cfg.auditKeep });
     const registry = new FenceRegistry(cfg.stateDir);
-    this.exec = new ExecBackend({ pinDir: cfg.pinDir, cgroupMode: cfg.cgroupMode, onEvents: (evs) => this.manager.onExecEvents(evs) });
-    // Backends are attached in this order and detached together; exec first, so that a
-    // container whose exec fence cannot attach is refused before anything else is made.
-    this.backends = [this.exec];
+    const backends = createBackends(cfg, () => this.manager);
+    this.exec = backends.exec;
+    this.backends = backends.all;
     this.manager = new FenceManager(cfg, this.backends, this.audit, registry, this.log);
     this.lastDrops = this.exec.fence.drops();
     this.audit.write({
