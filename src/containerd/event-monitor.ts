@@ -92,6 +92,7 @@ export class EventMonitor extends EventEmitter {
   private readonly sleepers = new Set<() => void>();
   private probeSeen?: () => void;
   private streamDead = false;
+  private abortStream?: (e: Error) => void;
   private idleWaiters: Array<() => void> = [];
 
   constructor(opts: EventMonitorOptions) {
@@ -123,6 +124,8 @@ export class EventMonitor extends EventEmitter {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    // A cancelled subscription reports nothing (by design), so the wait on it is ended here.
+    this.abortStream?.(new Stopped('stopped'));
     this.sub?.cancel();
     for (const wake of [...this.sleepers]) wake();
     await this.loop;
@@ -219,6 +222,7 @@ export class EventMonitor extends EventEmitter {
       };
     });
     this.streamDead = false;
+    this.abortStream = streamFailed;
     // Keeps an unobserved rejection from being reported while we are still syncing.
     streamDone.catch(() => undefined);
 
@@ -241,6 +245,7 @@ export class EventMonitor extends EventEmitter {
       this.sub.cancel();
       this.sub = undefined;
       this.probeSeen = undefined;
+      this.abortStream = undefined;
     }
   }
 
@@ -255,7 +260,8 @@ export class EventMonitor extends EventEmitter {
     });
     // Publishing more than once covers the case where the first probe went out
     // before the server had registered our Subscribe.
-    while (!seen) {
+    // The stream dying ends this loop quietly: connectOnce already lost the race to it.
+    while (!seen && !this.streamDead) {
       if (this.stopped) throw new Stopped();
       if (Date.now() > deadline) throw new Error(`event subscription did not become live within ${this.opts.syncTimeoutMs} ms`);
       await this.opts.client.publish(this.opts.probeNamespace, this.opts.probeTopic);

@@ -265,7 +265,8 @@ export const TEST_IMAGE_APPLETS = [
  * The project's test image: busybox with applet symlinks in /bin, and two
  * separate regular-file copies of busybox at /usr/local/bin/tool-a and tool-b.
  * They are copies, not links, so each has its own inode and therefore its own
- * identity for exec allow-lists, while behaving exactly like busybox.
+ * identity for exec allow-lists, while behaving exactly like busybox. busybox picks
+ * the applet from argv[0], so run them as `exec -a echo /usr/local/bin/tool-a hi`.
  */
 export function testImageFiles(busyboxPath = '/bin/busybox'): ImageFile[] {
   const files: ImageFile[] = [

@@ -1,0 +1,172 @@
+// tool-a is a separate copy of busybox (its own file identity); busybox picks the applet
+// from argv[0], hence `exec -a echo` where it has to run.
+// cgfence with real containerd and runc: create-time attach through cgfence-runc, exec
+// denials, refusals that name the annotation, detach at exit, daemon restart.
+import fs from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readRecords } from '../src/audit/audit-read';
+import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
+import { bpfCounts, waitForBpfCounts, BpfCounts } from './helpers/kernel';
+import { cid, cli, ctr, IMAGE, runFenced, sandboxDir, waitFor } from './helpers/sandbox';
+
+const dir = sandboxDir('e2e');
+let p: SandboxPaths;
+let baseline: BpfCounts;
+
+const ALLOW_SH = { 'cgfence.io/exec-allow': '/bin/sh' };
+
+async function records(id: string) {
+  return readRecords(p.auditLog, { container: id });
+}
+
+function psIds(): string[] {
+  const r = cli(p, ['ps', '--json']);
+  expect(r.status, r.stderr).toBe(0);
+  return (JSON.parse(r.stdout) as Array<{ id: string }>).map((c) => c.id);
+}
+
+beforeAll(async () => {
+  p = await sandboxUp(dir);
+  baseline = bpfCounts();
+});
+
+afterAll(async () => {
+  await sandboxDown(dir).catch((e) => console.error(e));
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('containers fenced through cgfence-runc', () => {
+  it('runs allowed programs (busybox applets share /bin/sh\'s identity)', () => {
+    const r = runFenced(p, cid('allowed'), ALLOW_SH, ['/bin/sh', '-c', 'echo one; ls / >/dev/null && echo two']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('one');
+    expect(r.stdout).toContain('two');
+  });
+
+  it('kills a forbidden program before it runs, and audits the denial with the container', async () => {
+    const id = cid('denied');
+    const r = runFenced(p, id, ALLOW_SH, ['/bin/sh', '-c', '/usr/local/bin/tool-a echo FORBIDDEN-RAN; echo "rc=$?"']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).not.toContain('FORBIDDEN-RAN');
+    expect(r.stdout).toContain('rc=137');
+    const recs = await waitFor('deny record', () => {
+      void records(id).then((x) => (last = x));
+      return last.find((x) => x.type === 'exec' && x.action === 'deny');
+    });
+    expect(recs.path).toBe('/usr/local/bin/tool-a');
+    expect(recs.namespace).toBe('default');
+    const attach = last.find((x) => x.type === 'lifecycle' && x.action === 'attach')!;
+    expect(attach.controls).toEqual({ exec: 'enforced', network: 'none', seccomp: 'none' });
+    expect(String(attach.policy_hash)).toMatch(/^sha256:/);
+  });
+
+  it('audit mode lets it run and records it', async () => {
+    const id = cid('audit');
+    const r = runFenced(p, id, { ...ALLOW_SH, 'cgfence.io/mode': 'audit' }, ['/bin/sh', '-c', '(exec -a echo /usr/local/bin/tool-a AUDITED-RAN)']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('AUDITED-RAN');
+    const rec = await waitFor('audit record', () => {
+      void records(id).then((x) => (last = x));
+      return last.find((x) => x.type === 'exec' && x.action === 'audit');
+    });
+    expect(rec.path).toBe('/usr/local/bin/tool-a');
+  });
+
+  it('denies a forbidden exec that is the first thing the container does, even when it would exit at once', () => {
+    const r = runFenced(p, cid('fast'), ALLOW_SH, ['/bin/sh', '-c', 'exec /usr/local/bin/tool-a echo FAST-RAN']);
+    expect(r.stdout).not.toContain('FAST-RAN');
+    expect(r.status).not.toBe(0);
+  });
+
+  it('denies `ctr task exec` of a forbidden program into a running fenced container', async () => {
+    const id = cid('exec');
+    const ann = Object.entries(ALLOW_SH).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
+    const start = ctr(p, ['run', '-d', '--runc-binary', p.runc, ...ann, IMAGE, id, '/bin/sh', '-c', 'sleep 60']);
+    expect(start.status, start.stderr).toBe(0);
+    try {
+      const ok = ctr(p, ['task', 'exec', '--exec-id', 'ok1', id, '/bin/sh', '-c', 'echo EXEC-OK']);
+      expect(ok.stdout).toContain('EXEC-OK');
+      const bad = ctr(p, ['task', 'exec', '--exec-id', 'bad1', id, '/usr/local/bin/tool-a', 'echo', 'EXEC-RAN']);
+      expect(bad.stdout).not.toContain('EXEC-RAN');
+      expect(bad.status).not.toBe(0);
+      expect(psIds()).toContain(id);
+    } finally {
+      ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
+      await waitFor('task to stop', () => !ctr(p, ['task', 'ls']).stdout.includes(`${id} `) || ctr(p, ['task', 'delete', id]).status === 0, 20_000).catch(() => {});
+      ctr(p, ['task', 'delete', '--force', id]);
+      ctr(p, ['containers', 'delete', id]);
+    }
+    await waitFor('detach after exit', () => !psIds().includes(id));
+  });
+
+  it('leaves an unannotated container alone', async () => {
+    const id = cid('plain');
+    const r = ctr(p, ['run', '--rm', '--runc-binary', p.runc, IMAGE, id, '/bin/sh', '-c', '(exec -a echo /usr/local/bin/tool-a PLAIN-RAN)']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('PLAIN-RAN');
+    expect((await records(id)).filter((x) => x.type === 'lifecycle')).toEqual([]);
+  });
+});
+
+describe('refusals name the annotation and value', () => {
+  const cases: Array<[string, Record<string, string>, RegExp]> = [
+    ['an invalid CIDR', { 'cgfence.io/egress-deny': '10.0.0.0/33' }, /cgfence\.io\/egress-deny: "10\.0\.0\.0\/33" is not an IPv4 or IPv6 CIDR/],
+    ['an unknown cgfence.io key', { 'cgfence.io/exec-alow': '/bin/sh' }, /unknown annotation cgfence\.io\/exec-alow="\/bin\/sh"/],
+    ['an unknown mode', { ...ALLOW_SH, 'cgfence.io/mode': 'strict' }, /cgfence\.io\/mode="strict" is not one of enforce, audit, learn, off/],
+    ['a relative path', { 'cgfence.io/exec-allow': 'bin/sh' }, /cgfence\.io\/exec-allow: "bin\/sh" is not an absolute path/],
+    ['a path missing from the image', { 'cgfence.io/exec-allow': '/bin/sh,/usr/bin/nonexistent' }, /cgfence\.io\/exec-allow=.*\/usr\/bin\/nonexistent: no such file in the container/],
+    ['a forbidden entrypoint', { 'cgfence.io/exec-allow': '/usr/local/bin/tool-a' }, /does not allow the entrypoint "\/bin\/sh"/],
+    ['an unknown syscall', { 'cgfence.io/seccomp-deny': 'mkdir,notasyscall' }, /cgfence\.io\/seccomp-deny: unknown syscall "notasyscall"/],
+  ];
+  for (const [what, ann, msg] of cases) {
+    it(`refuses ${what}`, async () => {
+      const id = cid('refused');
+      const r = runFenced(p, id, ann, ['/bin/sh', '-c', 'echo SHOULD-NOT-RUN']);
+      ctr(p, ['containers', 'delete', id]);
+      expect(r.status).not.toBe(0);
+      expect(r.stdout).not.toContain('SHOULD-NOT-RUN');
+      expect(r.stderr).toMatch(msg);
+      expect((await records(id)).some((x) => x.type === 'lifecycle' && x.action === 'refuse')).toBe(true);
+    });
+  }
+});
+
+describe('cleanup and restart', () => {
+  it('after every container exits, nothing per-container is left in the kernel', async () => {
+    await waitFor('no fenced containers', () => psIds().length === 0);
+    expect(await waitForBpfCounts(baseline)).toEqual(baseline);
+  });
+
+  it('a daemon killed with SIGKILL leaves fences enforcing; the restarted daemon adopts them without duplicates', async () => {
+    const id = cid('restart');
+    const ann = Object.entries(ALLOW_SH).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
+    const start = ctr(p, ['run', '-d', '--runc-binary', p.runc, ...ann, IMAGE, id, '/bin/sh', '-c', 'sleep 60']);
+    expect(start.status, start.stderr).toBe(0);
+    try {
+      const pid = Number(fs.readFileSync(`${dir}/daemon.pid`, 'utf8'));
+      process.kill(pid, 'SIGKILL');
+      await waitFor('daemon to die', () => { try { process.kill(pid, 0); return false; } catch { return true; } });
+      const whileDown = ctr(p, ['task', 'exec', '--exec-id', 'down1', id, '/usr/local/bin/tool-a', 'echo', 'DOWN-RAN']);
+      expect(whileDown.stdout).not.toContain('DOWN-RAN');
+      await sandboxUp(dir);
+      expect(psIds().filter((x) => x === id)).toHaveLength(1);
+      const st = JSON.parse(cli(p, ['status', '--json']).stdout) as { daemon: { adopted: boolean }; fences: number };
+      expect(st.daemon.adopted).toBe(true);
+      expect(st.fences).toBe(1);
+      const after = ctr(p, ['task', 'exec', '--exec-id', 'up1', id, '/usr/local/bin/tool-a', 'echo', 'UP-RAN']);
+      expect(after.stdout).not.toContain('UP-RAN');
+      const ok = ctr(p, ['task', 'exec', '--exec-id', 'up2', id, '/bin/sh', '-c', 'echo STILL-OK']);
+      expect(ok.stdout).toContain('STILL-OK');
+      expect(bpfCounts().progs).toBe(baseline.progs);
+    } finally {
+      ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
+      await new Promise((r) => setTimeout(r, 500));
+      ctr(p, ['task', 'delete', '--force', id]);
+      ctr(p, ['containers', 'delete', id]);
+    }
+    await waitFor('detach after exit', () => !psIds().includes(id));
+    expect(await waitForBpfCounts(baseline)).toEqual(baseline);
+  });
+});
+
+let last: Awaited<ReturnType<typeof records>> = [];

@@ -1,0 +1,44 @@
+// End-to-end helpers: a per-test sandbox (private containerd + daemon) and ctr.
+import { spawnSync, SpawnSyncReturns } from 'node:child_process';
+import crypto from 'node:crypto';
+import { TEST_IMAGE_NAME } from '../../src/image/oci-image';
+import { SANDBOX_NAMESPACE, SandboxPaths } from '../../src/sandbox/sandbox';
+
+export const IMAGE = TEST_IMAGE_NAME;
+
+/** A short sandbox dir: unix socket paths are limited to 108 bytes. */
+export function sandboxDir(tag: string): string {
+  return `/run/cgft-${tag}-${crypto.randomBytes(3).toString('hex')}`;
+}
+
+export function ctr(p: SandboxPaths, args: string[], timeoutMs = 60_000): SpawnSyncReturns<string> {
+  return spawnSync('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, ...args], { encoding: 'utf8', timeout: timeoutMs });
+}
+
+export function cid(tag: string): string {
+  return `${tag}-${crypto.randomBytes(3).toString('hex')}`;
+}
+
+/** ctr run --rm through cgfence-runc with the given annotations. */
+export function runFenced(p: SandboxPaths, id: string, annotations: Record<string, string>, argv: string[], extra: string[] = []): SpawnSyncReturns<string> {
+  const ann = Object.entries(annotations).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
+  return ctr(p, ['run', '--rm', '--runc-binary', p.runc, ...ann, ...extra, IMAGE, id, ...argv]);
+}
+
+export function cli(p: SandboxPaths, args: string[]): SpawnSyncReturns<string> {
+  return spawnSync(process.execPath, [`${__dirname}/../../dist/src/cli/main.js`, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, CGFENCE_SOCKET: p.socket, CGFENCE_AUDIT_LOG: p.auditLog },
+    timeout: 60_000,
+  });
+}
+
+export async function waitFor<T>(what: string, fn: () => T | undefined | null | false, timeoutMs = 10_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
