@@ -3,6 +3,7 @@
 // cgfence with real containerd and runc: create-time attach through cgfence-runc, exec
 // denials, refusals that name the annotation, detach at exit, daemon restart.
 import fs from 'node:fs';
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../src/audit/audit-read';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
@@ -131,6 +132,28 @@ describe('refusals name the annotation and value', () => {
   }
 });
 
+describe('metrics', () => {
+  it('serves Prometheus metrics with decisions, fenced containers and attach latency', async () => {
+    runFenced(p, cid('metrics'), ALLOW_SH, ['/bin/sh', '-c', '/usr/local/bin/tool-b echo X']);
+    const body = await waitFor('a deny in the metrics', () => {
+      void new Promise<string>((resolve, reject) => {
+        http.get({ socketPath: p.metrics, path: '/metrics' }, (res) => {
+          let b = '';
+          res.on('data', (d) => (b += d));
+          res.on('end', () => resolve(b));
+        }).on('error', reject);
+      }).then((b) => (metricsText = b), () => {});
+      return /cgfence_decisions_total\{type="exec",action="deny"\} [1-9]/.test(metricsText) && metricsText;
+    });
+    expect(body).toMatch(/cgfence_fenced_containers \d+/);
+    expect(body).toMatch(/cgfence_attach_duration_seconds_count\{how="create"\} [1-9]/);
+    expect(body).toMatch(/cgfence_ring_buffer_drops_total 0/);
+    expect(body).toMatch(/cgfence_audit_write_errors_total 0/);
+  });
+});
+
+let metricsText = '';
+
 describe('cleanup and restart', () => {
   it('after every container exits, nothing per-container is left in the kernel', async () => {
     await waitFor('no fenced containers', () => psIds().length === 0);
@@ -150,6 +173,12 @@ describe('cleanup and restart', () => {
       expect(whileDown.stdout).not.toContain('DOWN-RAN');
       await sandboxUp(dir);
       expect(psIds().filter((x) => x === id)).toHaveLength(1);
+      // The kernel counted the denial while no daemon was there; the new daemon says so.
+      const whileDownRec = await waitFor('while-down record', () => {
+        void records(id).then((x) => (last = x));
+        return last.find((x) => x.type === 'agent' && x.action === 'while-down');
+      });
+      expect(Number(whileDownRec.denied)).toBeGreaterThanOrEqual(1);
       const st = JSON.parse(cli(p, ['status', '--json']).stdout) as { daemon: { adopted: boolean }; fences: number };
       expect(st.daemon.adopted).toBe(true);
       expect(st.fences).toBe(1);

@@ -17,6 +17,8 @@ export interface DaemonConfig {
   defaultProfile: string | null;
   auditMaxBytes: number;
   auditKeep: number;
+  /** Prometheus endpoint: HOST:PORT (localhost) or a unix socket path; null for none. */
+  metricsAddress: string | null;
 }
 
 export const DEFAULTS: DaemonConfig = {
@@ -31,6 +33,7 @@ export const DEFAULTS: DaemonConfig = {
   defaultProfile: null,
   auditMaxBytes: 64 * 1024 * 1024,
   auditKeep: 5,
+  metricsAddress: null,
 };
 
 /** flag name → [config key, environment variable] */
@@ -42,6 +45,7 @@ export const SETTINGS: Record<string, [keyof DaemonConfig, string]> = {
   'cgroup-mode': ['cgroupMode', 'CGFENCE_CGROUP_MODE'],
   'pin-dir': ['pinDir', 'CGFENCE_PIN_DIR'],
   'fail-mode': ['failMode', 'CGFENCE_FAIL_MODE'],
+  'metrics-address': ['metricsAddress', 'CGFENCE_METRICS_ADDRESS'],
 };
 
 export class ConfigError extends Error {}

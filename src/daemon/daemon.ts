@@ -17,6 +17,8 @@ import { FenceManager, Refusal } from './fence-manager';
 import { FenceRegistry } from './fence-registry';
 import { Reply, Request, ok, refuse } from './protocol';
 import { SocketServer } from './socket-server';
+import { Metrics } from './metrics';
+import { CounterSnapshots } from './counter-snapshots';
 
 const VERSION = '0.1.0';
 
@@ -37,6 +39,8 @@ export class Daemon {
   private client!: ContainerdClient;
   private monitor!: EventMonitor;
   private dropTimer?: NodeJS.Timeout;
+  private metrics: Metrics | null = null;
+  private snapshots!: CounterSnapshots;
   private lastDrops = 0n;
   private readonly startedAt = new Date();
   private stopping: Promise<void> | null = null;
@@ -55,11 +59,40 @@ export class Daemon {
     this.backends = backends.all;
     this.manager = new FenceManager(cfg, this.backends, this.audit, registry, this.log);
     this.lastDrops = this.exec.fence.drops();
+    this.snapshots = new CounterSnapshots(cfg.stateDir);
     this.audit.write({
       type: 'agent', action: 'start', pid: process.pid, version: VERSION, pin_dir: cfg.pinDir,
       adopted: this.exec.fence.adopted, fences: registry.all().length, cgroup_mode: cfg.cgroupMode, fail_mode: cfg.failMode,
     });
     this.log(`started (pid ${process.pid}); ${this.exec.fence.adopted ? `adopted pinned fences in ${cfg.pinDir}` : `pins in ${cfg.pinDir}`}; audit log ${cfg.auditLog}`);
+
+    // What the kernel counted while no daemon was there to log it.
+    for (const f of registry.all()) {
+      const fenceId = f.backends.exec?.fenceId;
+      if (typeof fenceId !== 'string') continue;
+      const now = this.exec.counters(fenceId);
+      const missed = now ? this.snapshots.missed(fenceId, now) : null;
+      if (missed && (missed.denied > 0 || missed.audited > 0)) {
+        this.audit.write({
+          type: 'agent', action: 'while-down', namespace: f.namespace, container_id: f.id, cgroup_id: f.cgroupId,
+          denied: missed.denied, audited: missed.audited,
+          message: `while the daemon was down: ${missed.denied} denials, ${missed.audited} audited execs (individual events follow where the ring buffer kept them)`,
+        });
+      }
+    }
+    this.snapshotCounters();
+
+    if (cfg.metricsAddress) {
+      this.metrics = new Metrics({
+        fenced: () => this.manager.registry.all().length,
+        kernelDrops: () => Number(this.exec.fence.drops()),
+        audit: () => this.audit.stats,
+        containerdConnected: () => this.monitor?.status().connected ?? false,
+      });
+      this.manager.metrics = this.metrics;
+      await this.metrics.listen(cfg.metricsAddress);
+      this.log(`metrics on ${cfg.metricsAddress}`);
+    }
 
     this.server = new SocketServer(cfg.socket, (req) => this.handle(req), this.log);
     await this.server.listen();
@@ -79,7 +112,20 @@ export class Daemon {
     this.monitor.start();
   }
 
+  /** Counters as last seen, so a restarted daemon can say what happened while it was down. */
+  private snapshotCounters(): void {
+    const cur: Record<string, { denied: number; audited: number }> = {};
+    for (const f of this.manager.registry.all()) {
+      const fenceId = f.backends.exec?.fenceId;
+      if (typeof fenceId !== 'string') continue;
+      const c = this.exec.counters(fenceId);
+      if (c) cur[fenceId] = { denied: c.denied, audited: c.audited };
+    }
+    this.snapshots.save(cur);
+  }
+
   private checkDrops(): void {
+    this.snapshotCounters();
     const d = this.exec.fence.drops();
     if (d > this.lastDrops) {
       this.audit.noteKernelDrops(d - this.lastDrops);
@@ -219,6 +265,7 @@ export class Daemon {
         for (const f of this.manager.registry.all()) this.manager.detach(f.namespace, f.id, 'daemon shutdown with detach');
       }
       this.checkDrops();
+      await this.metrics?.close();
       for (const b of this.backends) b.close({ detach: !!opts.detach });
       this.audit.write({ type: 'agent', action: 'stop', pid: process.pid, detach: !!opts.detach });
       this.audit.close();

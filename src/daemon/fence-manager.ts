@@ -15,6 +15,7 @@ import { ResolvedEntry, identityOf, resolveAllowList, resolveInRoot } from '../p
 import { Policy, hasRules } from '../policy/policy';
 import { native } from '../native';
 import { DaemonConfig } from './config';
+import type { Metrics } from './metrics';
 import { FenceRegistry, FencedContainer } from './fence-registry';
 
 /** A refusal the user sees (through ctr, or the CLI): one clear message, no stack. */
@@ -60,6 +61,7 @@ export class FenceManager {
   private readonly inFlight = new Set<string>();
   private readonly clockOffset: bigint;
   private readonly byControl = new Map<ControlName, FenceBackend>();
+  metrics: Metrics | null = null;
 
   constructor(
     private readonly cfg: DaemonConfig,
@@ -269,6 +271,7 @@ export class FenceManager {
     }
     this.registry.put(entry);
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    this.metrics?.attachSeconds.observe({ how }, ms / 1000);
     this.audit.write({
       type: 'lifecycle', action: 'attach', namespace, container_id: id, pid, cgroup_id: cgid?.toString() ?? null,
       how, mode: policy.mode, controls, policy_hash: entry.policyHash, cgroup: cgroupPath,
@@ -317,6 +320,7 @@ export class FenceManager {
 
   /** Writes audit records; exposed for backends that have their own kernel events. */
   writeAudit(records: AuditInput[]): void {
+    this.countDecisions(records);
     this.audit.writeBatch(records);
   }
 
@@ -324,8 +328,13 @@ export class FenceManager {
     return mono + this.clockOffset;
   }
 
+  private countDecisions(records: AuditInput[]): void {
+    if (!this.metrics) return;
+    for (const r of records) if (r.type === 'exec' || r.type === 'net' || r.type === 'seccomp') this.metrics.decision(r.type, r.action);
+  }
+
   onExecEvents(events: ExecEvent[]): void {
-    this.audit.writeBatch(events.map((e) => {
+    this.writeAudit(events.map((e) => {
       const owner = this.registry.byEvent(e.fenceId);
       return {
         ts: this.monoToWallNs(e.tsMonoNs),

@@ -24,6 +24,7 @@ export interface SandboxPaths {
   runc: string;
   containerdSocket: string;
   imageTar: string;
+  metrics: string;
 }
 
 export function sandboxPaths(dirArg: string): SandboxPaths {
@@ -42,6 +43,7 @@ export function sandboxPaths(dirArg: string): SandboxPaths {
     runc: path.join(projectRoot(), 'build', 'Release', 'cgfence-runc'),
     containerdSocket: containerdPaths(dir).socket,
     imageTar: path.join(dir, 'test-image.tar'),
+    metrics: path.join(dir, 'metrics.sock'),
   };
 }
 
@@ -122,7 +124,7 @@ export async function sandboxUp(dir: string, progress: Progress = () => {}): Pro
     const env: NodeJS.ProcessEnv = { ...process.env };
     const child = spawn(process.execPath, [main, 'daemon',
       '--containerd-socket', p.containerdSocket, '--state-dir', p.stateDir, '--audit-log', p.auditLog,
-      '--socket', p.socket, '--pin-dir', p.pinDir], { detached: true, stdio: ['ignore', log, log], env });
+      '--socket', p.socket, '--pin-dir', p.pinDir, '--metrics-address', p.metrics], { detached: true, stdio: ['ignore', log, log], env });
     fs.closeSync(log);
     child.unref();
     pid = child.pid!;

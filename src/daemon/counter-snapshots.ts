@@ -1,0 +1,39 @@
+// The kernel keeps per-fence decision counters in pinned maps, so they survive the daemon.
+// The daemon records what it last saw; the difference at the next start is what happened
+// while no daemon was there to log it.
+import fs from 'node:fs';
+import path from 'node:path';
+
+export type Counts = { denied: number; audited: number };
+
+export class CounterSnapshots {
+  private readonly file: string;
+  private last: Record<string, Counts> = {};
+  private lastText = '';
+
+  constructor(stateDir: string) {
+    this.file = path.join(stateDir, 'counters.json');
+    try {
+      this.lastText = fs.readFileSync(this.file, 'utf8');
+      this.last = JSON.parse(this.lastText) as Record<string, Counts>;
+    } catch {
+      this.last = {};
+    }
+  }
+
+  /** Decisions counted by the kernel since the snapshot (all of them for a fence never seen). */
+  missed(fenceId: string, now: Counts): Counts {
+    const was = this.last[fenceId] ?? { denied: 0, audited: 0 };
+    return { denied: Math.max(0, now.denied - was.denied), audited: Math.max(0, now.audited - was.audited) };
+  }
+
+  save(cur: Record<string, Counts>): void {
+    const text = JSON.stringify(cur);
+    this.last = cur;
+    if (text === this.lastText) return; // idle nodes do not rewrite the file every tick
+    const tmp = `${this.file}.tmp`;
+    fs.writeFileSync(tmp, text, { mode: 0o600 });
+    fs.renameSync(tmp, this.file);
+    this.lastText = text;
+  }
+}
