@@ -1,0 +1,41 @@
+// Churn, short variant (the long one is `npm run bench churn`): containers started and
+// exited through the sandbox leave BPF objects, pins and the daemon's fds at their baseline.
+import fs from 'node:fs';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
+import { footprint, Footprint } from '../src/sandbox/footprint';
+import { cid, cli, runFenced, sandboxDir, waitFor } from './helpers/sandbox';
+
+const dir = sandboxDir('churn');
+const N = 20;
+let p: SandboxPaths;
+
+beforeAll(async () => {
+  p = await sandboxUp(dir);
+});
+
+afterAll(async () => {
+  await sandboxDown(dir).catch((e) => console.error(e));
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+it(`${N} fenced containers started and exited leave nothing behind`, async () => {
+  const pid = Number(fs.readFileSync(p.daemonPid, 'utf8'));
+  // Warm up once so the baseline includes what the daemon allocates on first use.
+  runFenced(p, cid('warm'), { 'cgfence.io/exec-allow': '/bin/sh' }, ['/bin/true']);
+  await waitFor('warm-up detach', () => JSON.parse(cli(p, ['ps', '--json']).stdout).length === 0);
+  const before: Footprint = footprint(p.pinDir, pid);
+  for (let i = 0; i < N; i++) {
+    const r = runFenced(p, cid('churn'), { 'cgfence.io/exec-allow': '/bin/sh' }, ['/bin/sh', '-c', '/usr/local/bin/tool-a; true']);
+    expect(r.status, r.stderr).toBe(0);
+  }
+  await waitFor('every container detached', () => JSON.parse(cli(p, ['ps', '--json']).stdout).length === 0);
+  const after = await waitFor('BPF objects back at the baseline', () => {
+    const f = footprint(p.pinDir, pid);
+    return f.progs === before.progs && f.maps === before.maps && f.links === before.links && f.daemonFds === before.daemonFds && f;
+  }, 10_000).catch(() => footprint(p.pinDir, pid));
+  expect({ progs: after.progs, maps: after.maps, links: after.links, pins: after.pins, fds: after.daemonFds })
+    .toEqual({ progs: before.progs, maps: before.maps, links: before.links, pins: before.pins, fds: before.daemonFds });
+  // RSS is not exact (the JS heap grows and shrinks with GC): bounded growth only.
+  expect(after.daemonRssKb - before.daemonRssKb).toBeLessThan(64 * 1024);
+});
