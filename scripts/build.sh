@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build-bpf.sh
 if [[ -f build/Makefile && build/Makefile -nt binding.gyp ]]; then
-  npx --no-install node-gyp build >&2
+  npx --no-install node-gyp build --loglevel=warn >&2
 else
-  npx --no-install node-gyp configure >&2 && npx --no-install node-gyp build >&2
+  npx --no-install node-gyp configure --loglevel=warn >&2 && npx --no-install node-gyp build --loglevel=warn >&2
 fi
 npx --no-install tsc -p .
