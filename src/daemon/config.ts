@@ -19,6 +19,8 @@ export interface DaemonConfig {
   auditKeep: number;
   /** Prometheus endpoint: HOST:PORT (localhost) or a unix socket path; null for none. */
   metricsAddress: string | null;
+  /** Where cgfence-runc spools fail-open records while the daemon is unreachable. */
+  spoolDir: string;
 }
 
 export const DEFAULTS: DaemonConfig = {
@@ -34,6 +36,7 @@ export const DEFAULTS: DaemonConfig = {
   auditMaxBytes: 64 * 1024 * 1024,
   auditKeep: 5,
   metricsAddress: null,
+  spoolDir: '/run/cgfence/spool',
 };
 
 /** flag name → [config key, environment variable] */
@@ -46,6 +49,7 @@ export const SETTINGS: Record<string, [keyof DaemonConfig, string]> = {
   'pin-dir': ['pinDir', 'CGFENCE_PIN_DIR'],
   'fail-mode': ['failMode', 'CGFENCE_FAIL_MODE'],
   'metrics-address': ['metricsAddress', 'CGFENCE_METRICS_ADDRESS'],
+  'spool-dir': ['spoolDir', 'CGFENCE_SPOOL_DIR'],
 };
 
 export class ConfigError extends Error {}

@@ -19,6 +19,7 @@ import { Reply, Request, ok, refuse } from './protocol';
 import { SocketServer } from './socket-server';
 import { Metrics } from './metrics';
 import { CounterSnapshots } from './counter-snapshots';
+import { takeSpooled } from './spool';
 
 const VERSION = '0.1.0';
 
@@ -81,6 +82,7 @@ export class Daemon {
       }
     }
     this.snapshotCounters();
+    this.ingestSpool();
 
     if (cfg.metricsAddress) {
       this.metrics = new Metrics({
@@ -124,7 +126,20 @@ export class Daemon {
     this.snapshots.save(cur);
   }
 
+  private ingestSpool(): void {
+    try {
+      const recs = takeSpooled(this.cfg.spoolDir);
+      if (recs.length) {
+        this.audit.writeBatch(recs);
+        this.log(`${recs.length} fail-open container(s) were created while the daemon was unreachable; reconcile fences them`);
+      }
+    } catch (e) {
+      this.log(`cannot read the spool in ${this.cfg.spoolDir}: ${(e as Error).message}`);
+    }
+  }
+
   private checkDrops(): void {
+    this.ingestSpool();
     this.snapshotCounters();
     const d = this.exec.fence.drops();
     if (d > this.lastDrops) {

@@ -25,6 +25,7 @@ export interface SandboxPaths {
   containerdSocket: string;
   imageTar: string;
   metrics: string;
+  spoolDir: string;
 }
 
 export function sandboxPaths(dirArg: string): SandboxPaths {
@@ -44,6 +45,7 @@ export function sandboxPaths(dirArg: string): SandboxPaths {
     containerdSocket: containerdPaths(dir).socket,
     imageTar: path.join(dir, 'test-image.tar'),
     metrics: path.join(dir, 'metrics.sock'),
+    spoolDir: path.join(dir, 'spool'),
   };
 }
 
@@ -109,7 +111,9 @@ export async function sandboxUp(dir: string, progress: Progress = () => {}): Pro
 
   // The runc.v2 shim inherits containerd's environment and so does cgfence-runc: this is
   // how the launcher finds this sandbox's daemon and the real runc.
-  const runtimeEnv = { CGFENCE_SOCKET: p.socket, CGFENCE_REAL_RUNC: realRunc(), CGFENCE_FAIL_MODE: 'closed', CGFENCE_SPOOL_DIR: path.join(p.dir, 'spool') };
+  const runtimeEnv = {
+    CGFENCE_SOCKET: p.socket, CGFENCE_REAL_RUNC: realRunc(), CGFENCE_FAIL_MODE: process.env.CGFENCE_FAIL_MODE ?? 'closed', CGFENCE_SPOOL_DIR: p.spoolDir,
+  };
   progress(containerdRunning(p.dir) ? 'containerd: already running' : 'containerd: starting');
   const ctd = await startContainerd(p.dir, { env: runtimeEnv });
   progress(`containerd: ${ctd.version} (pid ${ctd.pid}) on ${ctd.socket}`);
@@ -124,7 +128,7 @@ export async function sandboxUp(dir: string, progress: Progress = () => {}): Pro
     const env: NodeJS.ProcessEnv = { ...process.env };
     const child = spawn(process.execPath, [main, 'daemon',
       '--containerd-socket', p.containerdSocket, '--state-dir', p.stateDir, '--audit-log', p.auditLog,
-      '--socket', p.socket, '--pin-dir', p.pinDir, '--metrics-address', p.metrics], { detached: true, stdio: ['ignore', log, log], env });
+      '--socket', p.socket, '--pin-dir', p.pinDir, '--metrics-address', p.metrics, '--spool-dir', p.spoolDir], { detached: true, stdio: ['ignore', log, log], env });
     fs.closeSync(log);
     child.unref();
     pid = child.pid!;

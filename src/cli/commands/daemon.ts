@@ -16,6 +16,7 @@ flags (each also from an environment variable, or a config file):
   --pin-dir DIR             bpffs directory for pins     (CGFENCE_PIN_DIR, /sys/fs/bpf/cgfence)
   --fail-mode MODE          closed | open                (CGFENCE_FAIL_MODE, closed)
   --metrics-address ADDR    Prometheus endpoint, HOST:PORT or a socket path (CGFENCE_METRICS_ADDRESS, none)
+  --spool-dir DIR           fail-open records from cgfence-runc (CGFENCE_SPOOL_DIR, /run/cgfence/spool)
   --config FILE             JSON or YAML with the same settings plus profiles and defaultProfile (CGFENCE_CONFIG)
 
 SIGTERM stops the daemon and leaves fences pinned and enforcing; a restarted daemon adopts them.`;
