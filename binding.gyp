@@ -9,7 +9,10 @@
         "native/bpf-object.cc",
         "native/bpf-link.cc",
         "native/ring-buffer.cc",
-        "native/seccomp.cc"
+        "native/seccomp.cc",
+        "native/seccomp-notify.cc",
+        "native/exec-target.cc",
+        "native/fd-holder-client.cc"
       ],
       "include_dirs": [
         "<!@(node -p \"require('node-addon-api').include\")",
@@ -25,6 +28,14 @@
       "target_name": "cgfence-runc",
       "type": "executable",
       "sources": ["<!@(ls -1 native/cgfence-runc/*.c 2>/dev/null || true)"],
+      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra"],
+      "ldflags": ["-static"],
+      "cflags!": ["-fno-exceptions"]
+    },
+    {
+      "target_name": "cgfence-fd-holder",
+      "type": "executable",
+      "sources": ["native/fd-holder/main.c"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra"],
       "ldflags": ["-static"],
       "cflags!": ["-fno-exceptions"]

@@ -12,6 +12,7 @@ const BENCHES: Record<string, string> = {
   'net-fence': './net-fence',
   'seccomp-exec': './seccomp-exec',
   churn: './churn',
+  learn: './learn',
 };
 
 function fmt(us: number): string {

@@ -3,6 +3,8 @@
  * exec fence: one global program on tp_btf/sched_process_exec. For a task in a fenced
  * cgroup (the fence's own cgroup or any cgroup below it) it checks the identity
  * (device, inode) of the file the kernel is executing against the fence's allow map.
+ * A second program (exec_fence_pidns, below) finds fences by pid namespace instead, for
+ * containers without a cgroup v2; user space loads and attaches the one(s) it needs.
  *
  * Why this hook: BPF LSM (bprm_check_security) and fentry are refused on the kernels we
  * target, while sched_process_exec runs after the new image is committed but before the
@@ -20,6 +22,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "cgfence-abi.h"
+#include "pidns.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -86,21 +89,19 @@ static __always_inline void count_drop(void)
 		__sync_fetch_and_add(n, 1);
 }
 
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(exec_fence, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+/*
+ * The verdict, shared by both programs: the same allow map, counters, events and kill, so a
+ * container gets the same fence whichever identity finds it.
+ */
+static __always_inline int judge(struct cgfence_fence *fence, __u64 fence_id, struct file *file,
+				 struct task_struct *task, const char *filename)
 {
 	struct cgfence_exec_key key = {};
 	struct cgfence_exec_event *e;
-	struct cgfence_fence *fence;
 	struct inode *inode;
-	__u64 fence_id = 0;
 	__u32 action;
 
-	fence = find_fence(&fence_id);
-	if (!fence || fence->mode == CGFENCE_MODE_OFF)
-		return 0;
-
-	inode = BPF_CORE_READ(bprm, file, f_inode);
+	inode = BPF_CORE_READ(file, f_inode);
 	key.fence_id = fence_id;
 	key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
 	key.ino = BPF_CORE_READ(inode, i_ino);
@@ -133,11 +134,49 @@ int BPF_PROG(exec_fence, struct task_struct *p, pid_t old_pid, struct linux_binp
 	e->dev = key.dev;
 	e->ino = key.ino;
 	e->pid = bpf_get_current_pid_tgid() >> 32;
-	e->ppid = BPF_CORE_READ(p, real_parent, tgid);
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	e->uid = (__u32)bpf_get_current_uid_gid();
 	e->mode = fence->mode;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	bpf_probe_read_kernel_str(e->path, sizeof(e->path), BPF_CORE_READ(bprm, filename));
+	bpf_probe_read_kernel_str(e->path, sizeof(e->path), filename);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(exec_fence, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct cgfence_fence *fence;
+	__u64 fence_id = 0;
+
+	fence = find_fence(&fence_id);
+	if (!fence || fence->mode == CGFENCE_MODE_OFF)
+		return 0;
+	return judge(fence, fence_id, BPF_CORE_READ(bprm, file), p, BPF_CORE_READ(bprm, filename));
+}
+
+/*
+ * The same fence keyed by pid namespace, for containers without a cgroup v2 of their own
+ * (cgroup v1 hosts, --cgroup-mode v1). A classic tracepoint, so it needs neither cgroup v2
+ * nor tp_btf; it fires at the same point of exec as the program above, so the kill has the
+ * same effect: taken on the way back to user space, before the first instruction.
+ *
+ * The tracepoint does not carry the bprm, but by now begin_new_exec() has installed the new
+ * mm and set its exe_file to bprm->file: the same file the program above checks (the final
+ * interpreter of a #! script, the fd's file for fexecve and memfds). The filename field is
+ * bprm->filename, so the two programs report the same path.
+ */
+SEC("tracepoint/sched/sched_process_exec")
+int exec_fence_pidns(struct trace_event_raw_sched_process_exec *ctx)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct cgfence_fence *fence;
+	__u64 fence_id = 0;
+	__u32 loc;
+
+	fence = find_pidns_fence(&fences, task, &fence_id);
+	if (!fence || fence->mode == CGFENCE_MODE_OFF)
+		return 0;
+	loc = ctx->__data_loc_filename;
+	return judge(fence, fence_id, BPF_CORE_READ(task, mm, exe_file), task, (const char *)ctx + (loc & 0xffff));
 }

@@ -6,6 +6,7 @@
 #include "bpf-object.h"
 #include "ring-buffer.h"
 #include "seccomp.h"
+#include "seccomp-notify.h"
 
 #include <bpf/libbpf.h>
 
@@ -14,6 +15,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("BpfLink", cgfence::BpfLink::Init(env));
   exports.Set("RingBuffer", cgfence::RingBuffer::Init(env));
   cgfence::InitSeccomp(env, exports);
+  exports.Set("SeccompNotify", cgfence::SeccompNotify::Init(env));
   exports.Set("libbpfVersion", Napi::String::New(env, libbpf_version_string()));
   return exports;
 }

@@ -1,6 +1,7 @@
 #include "bpf-object.h"
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -31,6 +32,46 @@ static int LibbpfPrint(enum libbpf_print_level level, const char *fmt, va_list a
   return 0;
 }
 
+// Sets `const volatile` globals before load: settings baked into the program are read-only
+// to user space afterwards, which matters when the setting says whom to trust. Variables are
+// found by name in the object's BTF; each value must be exactly the variable's size.
+static std::string SetRodata(struct bpf_object *obj, Napi::Object values) {
+  struct bpf_map *rodata = nullptr, *map;
+  bpf_object__for_each_map(map, obj) {
+    const char *n = bpf_map__name(map);
+    size_t len = strlen(n);
+    if (bpf_map__is_internal(map) && len >= 7 && !strcmp(n + len - 7, ".rodata")) rodata = map;
+  }
+  struct btf *btf = bpf_object__btf(obj);
+  int sec_id = btf ? btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC) : -1;
+  if (!rodata || sec_id < 0) return "the object has no .rodata (const volatile) variables";
+  size_t size = 0;
+  const void *cur = bpf_map__initial_value(rodata, &size);
+  std::vector<uint8_t> data(static_cast<const uint8_t *>(cur), static_cast<const uint8_t *>(cur) + size);
+  const struct btf_type *sec = btf__type_by_id(btf, sec_id);
+  const struct btf_var_secinfo *vars = btf_var_secinfos(sec);
+  Napi::Array names = values.GetPropertyNames();
+  for (uint32_t i = 0; i < names.Length(); i++) {
+    std::string want = names.Get(i).As<Napi::String>().Utf8Value();
+    Napi::Value v = values.Get(want);
+    if (!v.IsBuffer()) return "rodata '" + want + "' must be a Buffer";
+    auto b = v.As<Napi::Buffer<uint8_t>>();
+    bool found = false;
+    for (int j = 0; j < btf_vlen(sec) && !found; j++) {
+      const struct btf_type *var = btf__type_by_id(btf, vars[j].type);
+      if (want != btf__name_by_offset(btf, var->name_off)) continue;
+      if (b.Length() != vars[j].size)
+        return "rodata '" + want + "' is " + std::to_string(vars[j].size) + " bytes, got " + std::to_string(b.Length());
+      if (vars[j].offset + vars[j].size > data.size()) return "rodata '" + want + "' lies outside .rodata";
+      memcpy(data.data() + vars[j].offset, b.Data(), b.Length());
+      found = true;
+    }
+    if (!found) return "the object has no const volatile variable '" + want + "'";
+  }
+  int err = bpf_map__set_initial_value(rodata, data.data(), data.size());
+  return err ? std::string("bpf_map__set_initial_value: ") + strerror(-err) : "";
+}
+
 Napi::Function BpfObject::Init(Napi::Env env) {
   libbpf_set_print(LibbpfPrint);
   return DefineClass(env, "BpfObject",
@@ -47,17 +88,34 @@ Napi::Function BpfObject::Init(Napi::Env env) {
                      });
 }
 
-// new BpfObject(name, { pinDir?: string }). Loading is synchronous: it happens once per
-// daemon start and takes milliseconds, and a failure must stop start-up anyway.
+// new BpfObject(name, { pinDir?: string, programs?: string[] }). Loading is synchronous: it
+// happens once per daemon start and takes milliseconds, and a failure must stop start-up
+// anyway. With `programs`, only the named programs are loaded: an object can carry
+// alternative hooks (exec fence by cgroup v2 or by pid namespace) without paying for both.
 BpfObject::BpfObject(const Napi::CallbackInfo &info) : Napi::ObjectWrap<BpfObject>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString())
     throw Napi::TypeError::New(env, "BpfObject(name, options): name must be a string");
   name_ = info[0].As<Napi::String>().Utf8Value();
   std::string pin_dir;
+  std::vector<std::string> only_programs;
+  bool select_programs = false;
+  Napi::Object rodata;
   if (info.Length() > 1 && info[1].IsObject()) {
     Napi::Value p = info[1].As<Napi::Object>().Get("pinDir");
     if (p.IsString()) pin_dir = p.As<Napi::String>().Utf8Value();
+    Napi::Value progs = info[1].As<Napi::Object>().Get("programs");
+    if (progs.IsArray()) {
+      Napi::Array a = progs.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Value v = a.Get(i);
+        if (!v.IsString()) throw Napi::TypeError::New(env, "BpfObject(name, options): programs must be strings");
+        only_programs.push_back(v.As<Napi::String>().Utf8Value());
+      }
+      select_programs = true;
+    }
+    Napi::Value rd = info[1].As<Napi::Object>().Get("rodata");
+    if (rd.IsObject()) rodata = rd.As<Napi::Object>();
   }
 
   size_t size = 0;
@@ -83,6 +141,31 @@ BpfObject::BpfObject(const Napi::CallbackInfo &info) : Napi::ObjectWrap<BpfObjec
     stop_capture();
     ThrowSystemError(env, "bpf_object__open_mem", err, name_, log);
   }
+  if (select_programs) {
+    for (const std::string &want : only_programs) {
+      if (!bpf_object__find_program_by_name(obj_, want.c_str())) {
+        stop_capture();
+        bpf_object__close(obj_);
+        obj_ = nullptr;
+        throw Napi::Error::New(env, "BPF object '" + name_ + "' has no program '" + want + "'");
+      }
+    }
+    struct bpf_program *prog;
+    bpf_object__for_each_program(prog, obj_) {
+      bool wanted = false;
+      for (const std::string &want : only_programs) wanted = wanted || want == bpf_program__name(prog);
+      bpf_program__set_autoload(prog, wanted);
+    }
+  }
+  if (!rodata.IsEmpty()) {
+    std::string bad = SetRodata(obj_, rodata);
+    if (!bad.empty()) {
+      stop_capture();
+      bpf_object__close(obj_);
+      obj_ = nullptr;
+      throw Napi::Error::New(env, "BPF object '" + name_ + "': " + bad);
+    }
+  }
   if (!pin_dir.empty()) {
     // libbpf reuses a compatible map already pinned at the path, or pins the new one:
     // that is how a restarted daemon adopts the fences (and unread events) of its
@@ -90,7 +173,7 @@ BpfObject::BpfObject(const Napi::CallbackInfo &info) : Napi::ObjectWrap<BpfObjec
     struct bpf_map *map;
     bpf_object__for_each_map(map, obj_) {
       const char *mname = bpf_map__name(map);
-      if (mname[0] == '.') continue;
+      if (mname[0] == '.' || bpf_map__is_internal(map)) continue;
       std::string path = pin_dir + "/" + mname;
       int err = bpf_map__set_pin_path(map, path.c_str());
       if (err) {
@@ -173,7 +256,8 @@ Napi::Value BpfObject::MapLookup(const Napi::CallbackInfo &info) {
   // Per-CPU maps return one value per possible CPU.
   size_t vsize = bpf_map__value_size(map);
   enum bpf_map_type t = bpf_map__type(map);
-  if (t == BPF_MAP_TYPE_PERCPU_ARRAY || t == BPF_MAP_TYPE_PERCPU_HASH)
+  if (t == BPF_MAP_TYPE_PERCPU_ARRAY || t == BPF_MAP_TYPE_PERCPU_HASH ||
+      t == BPF_MAP_TYPE_LRU_PERCPU_HASH || t == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE)
     vsize = ((vsize + 7) & ~size_t(7)) * libbpf_num_possible_cpus();
   std::vector<uint8_t> value(vsize);
   if (bpf_map_lookup_elem(bpf_map__fd(map), key.Data(), value.data())) {

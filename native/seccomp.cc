@@ -3,6 +3,7 @@
 
 #include <seccomp.h>
 
+#include <cstdlib>
 #include <string>
 
 namespace cgfence {
@@ -29,7 +30,37 @@ static Napi::Value ResolveSyscalls(const Napi::CallbackInfo &info) {
   return out;
 }
 
+// syscallNames(numbers: number[], arch?: string) -> (string | null)[]
+// The reverse of resolveSyscalls, for turning learned syscall numbers into the names an
+// annotation takes. null marks a number libseccomp has no name for on that architecture.
+static Napi::Value SyscallNames(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "syscallNames(numbers: number[], arch?)");
+  uint32_t arch = SCMP_ARCH_NATIVE;
+  if (info.Length() > 1 && info[1].IsString()) {
+    std::string a = info[1].As<Napi::String>().Utf8Value();
+    arch = seccomp_arch_resolve_name(a.c_str());
+    if (arch == 0) throw Napi::Error::New(env, "unknown seccomp architecture '" + a + "'");
+  }
+  Napi::Array nrs = info[0].As<Napi::Array>();
+  Napi::Array out = Napi::Array::New(env, nrs.Length());
+  for (uint32_t i = 0; i < nrs.Length(); i++) {
+    Napi::Value v = nrs.Get(i);
+    if (!v.IsNumber()) throw Napi::TypeError::New(env, "syscallNames: numbers must be numbers");
+    // libseccomp returns a malloc'd copy, or NULL for a number it does not know.
+    char *name = seccomp_syscall_resolve_num_arch(arch, v.As<Napi::Number>().Int32Value());
+    if (name) {
+      out.Set(i, Napi::String::New(env, name));
+      free(name);
+    } else {
+      out.Set(i, env.Null());
+    }
+  }
+  return out;
+}
+
 void InitSeccomp(Napi::Env env, Napi::Object exports) {
+  exports.Set("syscallNames", Napi::Function::New(env, SyscallNames));
   exports.Set("resolveSyscalls", Napi::Function::New(env, ResolveSyscalls));
 }
 

@@ -31,11 +31,46 @@ export interface RingBuffer {
   unref(): void;
 }
 
+/** What the notify loop hands to JavaScript, in batches (native/seccomp-notify.h). */
+export type NotifyEvent =
+  | { kind: 'deny'; key: string; tsMonoNs: bigint; pid: number; syscall: 'execve' | 'execveat'; path: string; dev: bigint; ino: bigint; errno: number; comm: string }
+  /** A notify fd arrived for a container with no allow set yet: until one is set, its execs wait. */
+  | { kind: 'need'; key: string; tsMonoNs: bigint; pid: number }
+  | { kind: 'holder-lost' | 'holder-connected'; key: string; tsMonoNs: bigint; detail: string; count: number };
+
+export interface NotifyStats {
+  notifications: number; continued: number; denied: number; unresolved: number; gone: number; unknownSyscall: number;
+  fdsReceived: number; fdsAdopted: number; fdsClosed: number; rejected: number; eventsDropped: number;
+  openFds: number; holderConnected: boolean;
+}
+
+export interface SeccompNotify {
+  /**
+   * Sets or replaces a container's allowed file identities ([kernel dev, ino]) and the errno of a
+   * denial; denyErrno 0 answers CONTINUE to every exec (the kernel fence alone decides).
+   */
+  setContainer(key: string, identities: Array<[bigint, bigint]>, denyErrno: number): void;
+  /** Closes the container's notify fds (here and in the fd-holder). */
+  removeContainer(key: string): void;
+  /** Takes over from a (new) fd-holder: takes what it holds, hands it copies of what it lacks. */
+  connectHolder(path: string): void;
+  stats(): NotifyStats;
+  /** With release, the fd-holder lets go of every fd and exits. */
+  close(opts?: { release?: boolean }): void;
+  ref(): void;
+  unref(): void;
+}
+
 export interface NativeAddon {
-  BpfObject: new (name: string, opts?: { pinDir?: string }) => BpfObject;
+  /** `programs`: load only these programs of the object (default: all). */
+  BpfObject: new (name: string, opts?: { pinDir?: string; programs?: string[]; rodata?: Record<string, Buffer> }) => BpfObject;
   BpfLink: { open(pinPath: string): BpfLink };
   RingBuffer: new (obj: BpfObject, map: string, onBatch: (records: Buffer[]) => void) => RingBuffer;
   resolveSyscalls(names: string[], arch?: string): Array<number | null>;
+  /** Takes over the fds the fd-holder at holderPath keeps, then receives the new ones runc delivers to it. */
+  SeccompNotify: new (opts: { holderPath: string }, onBatch: (events: NotifyEvent[]) => void) => SeccompNotify;
+  /** The reverse: libseccomp's name of each syscall number (null: none on that architecture). */
+  syscallNames(numbers: number[], arch?: string): Array<string | null>;
   libbpfVersion: string;
 }
 

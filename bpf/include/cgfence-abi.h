@@ -13,6 +13,22 @@
 /* Deepest cgroup nesting the fence lookup walks; kubepods nest about 5 levels deep. */
 #define CGFENCE_MAX_CGROUP_DEPTH 16
 
+/*
+ * Fences keyed by pid namespace (the cgroup v1 fallback) share the fences and exec_allow maps
+ * with cgroup fences. Their fence id: bit 63 set (kernfs cgroup ids never set it, so the two
+ * id spaces cannot collide), bits 32..62 the start time of the namespace's init (its thread
+ * group leader's start_boottime in USER_HZ ticks, as /proc/<pid>/stat field 22 shows it,
+ * modulo 2^31), bits 0..31 the namespace's inode number. The start time is there because
+ * pidns inode numbers are handed out lowest-free and reused as soon as a namespace dies: a
+ * fence left behind must not fall on the next namespace that gets the same number.
+ */
+#define CGFENCE_FENCE_ID_PIDNS (1ULL << 63)
+#define CGFENCE_PIDNS_START_MASK 0x7fffffffULL
+#define CGFENCE_USER_HZ 100
+/* The kernel's MAX_PID_NS_LEVEL: walking this many levels finds a fenced ancestor from any
+ * nested namespace, so nesting deeper is no way out. */
+#define CGFENCE_MAX_PIDNS_DEPTH 32
+
 enum cgfence_mode {
 	CGFENCE_MODE_OFF = 0,
 	CGFENCE_MODE_ENFORCE = 1,
@@ -35,7 +51,8 @@ enum cgfence_action {
 	CGFENCE_ACTION_AUDIT = 2, /* audit: would have been denied, ran */
 };
 
-/* fences: key = cgroup v2 id (kernfs inode) of the fenced cgroup. */
+/* fences: key = cgroup v2 id (kernfs inode) of the fenced cgroup, or a pidns fence id
+ * (CGFENCE_FENCE_ID_PIDNS). */
 struct cgfence_fence {
 	__u32 mode;
 	__u32 flags;

@@ -10,6 +10,7 @@ const COMMANDS: Record<string, () => { run(argv: string[]): Promise<number>; hel
   ps: () => require('./commands/ps'),
   audit: () => require('./commands/audit'),
   policy: () => require('./commands/policy'),
+  learn: () => require('./commands/learn'),
   sandbox: () => require('./commands/sandbox'),
   demo: () => require('./commands/demo'),
 };
@@ -24,6 +25,8 @@ commands:
   ps                 fenced containers with their policy and cgroup
   audit [--follow]   the audit log, readable and filterable; audit verify checks its hash chain
   policy check       validate cgfence.io/* annotations
+  learn CONTAINER    the annotations learned for a cgfence.io/mode=learn container
+  policy set         change a running container's policy (map updates, audited)
   sandbox up|down|status   a private containerd + daemon to try cgfence
   demo               sandbox up, a fenced container, the audit log, sandbox down
 

@@ -1,13 +1,21 @@
 // Which fence backends this daemon runs, in attach order. Each control has one backend;
 // the choice can depend on the node (cgroup mode, kernel features).
+import path from 'node:path';
 import { ExecEvent } from '../kernel/abi';
 import { ExecBackend } from '../fence/exec-backend';
 import { FenceBackend } from '../fence/backend';
+import { LearnBackend } from '../fence/learn-backend';
+import { NetworkBackend } from '../fence/network-backend';
+import { NetworkControl } from '../fence/network-control';
+import { SeccompBackend } from '../fence/seccomp-backend';
+import { ExecNotifyBackend } from '../fence/exec-notify-backend';
 import { DaemonConfig } from './config';
 import type { FenceManager } from './fence-manager';
 
 export interface Backends {
   exec: ExecBackend;
+  network: NetworkBackend;
+  learn: LearnBackend;
   all: FenceBackend[];
 }
 
@@ -16,12 +24,61 @@ export interface Backends {
  * created after them.
  */
 export function createBackends(cfg: DaemonConfig, manager: () => FenceManager): Backends {
+  // Exec events of learning containers go to the learn backend too, once it exists.
+  let learnEvents: LearnBackend | undefined;
   const exec = new ExecBackend({
     pinDir: cfg.pinDir, cgroupMode: cfg.cgroupMode,
-    onEvents: (evs: ExecEvent[]) => manager().onExecEvents(evs),
+    onEvents: (evs: ExecEvent[]) => {
+      manager().onExecEvents(evs);
+      learnEvents?.onExecEvents(evs);
+    },
   });
   // Exec first: a container whose exec fence cannot attach is refused before anything
   // else is made for it.
-  const all: FenceBackend[] = [exec];
-  return { exec, all };
+  // Seccomp after exec: both edit config.json at prepare, and its deny/allow rules are
+  // merged over whatever exec routing is already there.
+  const network = new NetworkBackend({
+    pinDir: path.join(cfg.pinDir, 'net'), cgroupMode: cfg.cgroupMode,
+    write: (records) => manager().writeAudit(records),
+    owner: (fenceId) => manager().registry.byEvent(fenceId),
+    toWallNs: (ns) => manager().monoToWallNs(ns),
+  });
+  // Containers fenced by pid namespace get the connect audit instead (it enforces nothing).
+  const networkControl = new NetworkControl(network, cfg.cgroupMode, {
+    pinDir: path.join(cfg.pinDir, 'net-v1'),
+    writeAudit: (r) => manager().writeAudit(r),
+    monoToWallNs: (ns) => manager().monoToWallNs(ns),
+    owner: (k) => {
+      const f = manager().registry.byEvent(k);
+      return f && { namespace: f.namespace, id: f.id, policy: manager().parse(f.annotations) };
+    },
+  });
+  // Learn last: it records for whatever the others attached, and blocks nothing.
+  const learn = new LearnBackend({
+    pinDir: cfg.pinDir, stateDir: cfg.stateDir, cgroupMode: cfg.cgroupMode,
+    execDrops: () => exec.fence.drops(),
+    audit: (records) => manager().writeAudit(records),
+  });
+  learnEvents = learn;
+  const all: FenceBackend[] = [execWithNotify(cfg, exec, manager), new SeccompBackend(), networkControl, learn];
+  return { exec, network, learn, all };
+}
+
+/**
+ * The exec control with EACCES for denied execs (seccomp notify) in front of the kernel
+ * fence; the kernel fence alone (SIGKILL) when the notify loop cannot start, said in the log.
+ */
+function execWithNotify(cfg: DaemonConfig, exec: ExecBackend, manager: () => FenceManager): FenceBackend {
+  try {
+    return new ExecNotifyBackend(exec, cfg.stateDir, {
+      lookup: (ns, id) => manager().registry.get(ns, id),
+      inFlight: (ns, id) => manager().isInFlight(ns, id),
+      write: (records) => manager().writeAudit(records),
+      toWallNs: (ns) => manager().monoToWallNs(ns),
+      log: (m) => console.error(`cgfence daemon: ${m}`),
+    });
+  } catch (e) {
+    console.error(`cgfence daemon: exec denials stay SIGKILL (the seccomp notify loop did not start: ${(e as Error).message})`);
+    return exec;
+  }
 }

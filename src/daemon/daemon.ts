@@ -8,6 +8,8 @@ import { ContainerdEvent } from '../containerd/events';
 import { EventMonitor } from '../containerd/event-monitor';
 import { cgroupV2Root } from '../kernel/cgroup';
 import { ExecBackend } from '../fence/exec-backend';
+import { NetworkBackend } from '../fence/network-backend';
+import { LearnBackend } from '../fence/learn-backend';
 import { createBackends } from './backends';
 import { FenceBackend } from '../fence/backend';
 import { cgfenceAnnotations } from '../policy/annotations';
@@ -17,6 +19,7 @@ import { FenceManager, Refusal } from './fence-manager';
 import { FenceRegistry } from './fence-registry';
 import { Reply, Request, ok, refuse } from './protocol';
 import { SocketServer } from './socket-server';
+import { TamperReporter } from './tamper-reporter';
 import { Metrics } from './metrics';
 import { CounterSnapshots } from './counter-snapshots';
 import { takeSpooled } from './spool';
@@ -34,8 +37,11 @@ function ensureBpffs(dir: string): void {
 export class Daemon {
   private audit!: AuditLog;
   private exec!: ExecBackend;
+  private network!: NetworkBackend;
+  private learn!: LearnBackend;
   private backends: FenceBackend[] = [];
   private manager!: FenceManager;
+  private tamper: TamperReporter | null = null;
   private server!: SocketServer;
   private client!: ContainerdClient;
   private monitor!: EventMonitor;
@@ -57,6 +63,8 @@ export class Daemon {
     const registry = new FenceRegistry(cfg.stateDir);
     const backends = createBackends(cfg, () => this.manager);
     this.exec = backends.exec;
+    this.network = backends.network;
+    this.learn = backends.learn;
     this.backends = backends.all;
     this.manager = new FenceManager(cfg, this.backends, this.audit, registry, this.log);
     this.lastDrops = this.exec.fence.drops();
@@ -66,6 +74,12 @@ export class Daemon {
       adopted: this.exec.fence.adopted, fences: registry.all().length, cgroup_mode: cfg.cgroupMode, fail_mode: cfg.failMode,
     });
     this.log(`started (pid ${process.pid}); ${this.exec.fence.adopted ? `adopted pinned fences in ${cfg.pinDir}` : `pins in ${cfg.pinDir}`}; audit log ${cfg.auditLog}`);
+    // After the backends: it protects the ids of what they loaded.
+    this.tamper = new TamperReporter({
+      pinDir: cfg.pinDir, audit: this.audit, backends: () => this.backends, log: this.log,
+      owner: (cgroupId) => this.manager.registry.byEvent(cgroupId), monoToWallNs: (mono) => this.manager.monoToWallNs(mono),
+    });
+    this.tamper.start();
 
     // What the kernel counted while no daemon was there to log it.
     for (const f of registry.all()) {
@@ -141,6 +155,7 @@ export class Daemon {
   private checkDrops(): void {
     this.ingestSpool();
     this.snapshotCounters();
+    this.tamper?.check();
     const d = this.exec.fence.drops();
     if (d > this.lastDrops) {
       this.audit.noteKernelDrops(d - this.lastDrops);
@@ -153,8 +168,11 @@ export class Daemon {
       switch (req.op) {
         case 'prepare':
           return ok(this.manager.prepare(req));
-        case 'attach':
-          return ok(this.manager.attach(req));
+        case 'attach': {
+          const r = this.manager.attach(req);
+          this.tamper?.refresh();
+          return ok(r);
+        }
         case 'status':
           return ok(await this.status());
         case 'ps':
@@ -166,6 +184,10 @@ export class Daemon {
           } catch (e) {
             return refuse((e as Error).message);
           }
+        case 'policy-set':
+          return ok(this.manager.update(req.namespace, req.id, req.annotations));
+        case 'learn':
+          return this.learned(req.namespace, req.id);
         case 'shutdown':
           setImmediate(() => void this.stop({ detach: !!req.detach }));
           return ok({ detach: !!req.detach });
@@ -226,6 +248,25 @@ export class Daemon {
       this.exec.removeFence(id);
       this.audit.write({ type: 'agent', action: 'remove-orphan-fence', cgroup_id: id.toString() });
     }
+    for (const id of this.network.orphans(known)) {
+      this.network.removeFence(id);
+      this.audit.write({ type: 'agent', action: 'remove-orphan-fence', control: 'network', cgroup_id: id.toString() });
+    }
+    for (const id of this.learn.orphans(known)) {
+      this.learn.removeRecorder(id);
+      this.audit.write({ type: 'agent', action: 'remove-orphan-learn', cgroup_id: id.toString() });
+    }
+    this.tamper?.refresh();
+  }
+
+  /** The learn op: a running learner's record, or running: false and the CLI reads the exit record. */
+  private learned(namespace: string | undefined, id: string): Reply {
+    const found = this.learn.learnedOf(namespace, id);
+    if (found.length > 1) return refuse(`container ${JSON.stringify(id)} learns in several namespaces (${found.map((l) => l.namespace).join(', ')}): name one with --namespace`);
+    if (found.length === 1) return ok({ running: true, learned: found[0] });
+    // Not learning (any more): what it learned, if anything, is in the audit log's exit record.
+    const fenced = this.manager.registry.all().find((f) => f.id === id && (namespace === undefined || f.namespace === namespace));
+    return ok({ running: false, ...(fenced ? { namespace: fenced.namespace, mode: fenced.mode } : {}) });
   }
 
   private async status(): Promise<Record<string, unknown>> {
@@ -249,9 +290,11 @@ export class Daemon {
           const b = this.backends.find((x) => x.control === c);
           return [c, b ? b.status() : { backend: 'none (not implemented in this version)' }];
         })),
+        learn: this.learn.status(),
       },
       audit: { path: this.cfg.auditLog, ...this.audit.stats, kernelDrops: this.exec.fence.drops().toString() },
       fences: fences.length,
+      tamper: this.tamper?.status() ?? null,
     };
   }
 
@@ -264,6 +307,7 @@ export class Daemon {
         controls: f.controls, policyHash: f.policyHash, annotations: f.annotations,
         execAllow: ex?.allow ?? [], attachedAt: f.attachedAt, how: f.how,
         counters: typeof ex?.fenceId === 'string' ? this.exec.counters(ex.fenceId) : null,
+        networkCounters: typeof f.backends.network?.fenceId === 'string' ? this.network.counters(f.backends.network.fenceId, String(f.backends.network.cgroupId ?? f.backends.network.fenceId)) : null,
       };
     });
   }
@@ -282,6 +326,7 @@ export class Daemon {
       this.checkDrops();
       await this.metrics?.close();
       for (const b of this.backends) b.close({ detach: !!opts.detach });
+      this.tamper?.close({ detach: !!opts.detach });
       this.audit.write({ type: 'agent', action: 'stop', pid: process.pid, detach: !!opts.detach });
       this.audit.close();
       this.log(`stopped${opts.detach ? '; every fence detached and unpinned' : '; fences stay pinned and enforcing'}`);

@@ -9,7 +9,7 @@ import { AuditInput } from '../audit/audit-record';
 import { AuditLog } from '../audit/audit-log';
 import { ExecAction, ExecEvent, formatDev } from '../kernel/abi';
 import { cgroupId, cgroupV2PathOfPid } from '../kernel/cgroup';
-import { AttachContext, ControlName, Controls, FenceBackend } from '../fence/backend';
+import { AttachContext, BackendName, ControlName, ControlState, Controls, FenceBackend, isControl } from '../fence/backend';
 import { KEYS, PolicyError, cgfenceAnnotations, parseAnnotations } from '../policy/annotations';
 import { ResolvedEntry, identityOf, resolveAllowList, resolveInRoot } from '../policy/identity';
 import { Policy, hasRules } from '../policy/policy';
@@ -38,6 +38,7 @@ interface OciConfig {
 }
 
 const PREPARED_TTL_MS = 10 * 60 * 1000;
+const RECENT_OWNER_MS = 10_000;
 const CONTROLS: ControlName[] = ['exec', 'network', 'seccomp'];
 const KEYS_OF: Record<ControlName, string[]> = {
   exec: [KEYS.execAllow],
@@ -60,8 +61,9 @@ export class FenceManager {
   /** Containers between prepare and attach: reconcile leaves them to their attach. */
   private readonly inFlight = new Set<string>();
   private readonly clockOffset: bigint;
-  private readonly byControl = new Map<ControlName, FenceBackend>();
+  private readonly byControl = new Map<BackendName, FenceBackend>();
   metrics: Metrics | null = null;
+  private readonly recent = new Map<string, { entry: FencedContainer; until: number }>();
 
   constructor(
     private readonly cfg: DaemonConfig,
@@ -97,6 +99,8 @@ export class FenceManager {
       const asked = policy.mode !== 'off' && (KEYS_OF[c].some((k) => (policyField(policy, k)) !== null) || (c === 'exec' && policy.mode === 'learn'));
       out[c] = b ? b.controlState(policy) : asked ? `unenforceable: the ${c === 'network' ? 'network' : c} fence is not implemented in this version` : 'none';
     }
+    // Learn mode: a control its own backend has nothing to apply for is learned by another.
+    for (const b of this.backends) for (const c of b.learns?.(policy) ?? []) if (out[c] === 'none') out[c] = 'learning';
     return out;
   }
 
@@ -160,7 +164,8 @@ export class FenceManager {
     }
     if (problems.length === 0) {
       for (const b of this.backends) {
-        if (controls[b.control] === 'none' || controls[b.control].startsWith('unenforceable') || !b.prepare) continue;
+        const st = b.controlState(policy);
+        if (st === 'none' || st.startsWith('unenforceable') || !b.prepare) continue;
         try {
           b.prepare({ namespace, id: req.id, bundle: req.bundle, rootfs, policy, annotations });
         } catch (e) {
@@ -252,19 +257,24 @@ export class FenceManager {
     };
     const done: Array<[FenceBackend, AttachContext]> = [];
     for (const b of this.backends) {
-      const st = controls[b.control];
+      // The backend's own state: `controls` may report a control that another backend learns.
+      const st = b.controlState(policy);
       if (st === 'none' || st.startsWith('unenforceable')) continue;
       const ctx: AttachContext = { namespace, id, bundle: prep.bundle, pid, cgroupPath, cgroupId: cgid, policy, annotations, state: {} };
+      let decided: ControlState | void;
       try {
-        b.attach(ctx);
+        decided = b.attach(ctx);
       } catch (e) {
         // All or nothing: a container is never left half-fenced.
         for (const [db, dctx] of done) { try { db.detach(dctx); } catch { /* best effort */ } }
-        const keys = KEYS_OF[b.control].filter((k) => annotations[k] !== undefined).map((k) => `${k}=${JSON.stringify(annotations[k])}`).join(', ');
+        const keys = keysOf(b.control).filter((k) => annotations[k] !== undefined).map((k) => `${k}=${JSON.stringify(annotations[k])}`).join(', ');
         const msg = `${keys || b.control}: ${(e as Error).message}`;
         this.auditRefusal(namespace, id, [msg]);
         throw new Refusal(msg);
       }
+      // A backend can learn per container what it can give (the cgroup v1 fallback cannot
+      // fence a container in the host pid namespace): what it says replaces the node's guess.
+      if (decided && isControl(b.control)) entry.controls = { ...entry.controls, [b.control]: decided };
       done.push([b, ctx]);
       entry.backends[b.control] = ctx.state;
       if (typeof ctx.state.fenceId === 'string' && !entry.eventKeys.includes(ctx.state.fenceId)) entry.eventKeys.push(ctx.state.fenceId);
@@ -274,18 +284,18 @@ export class FenceManager {
     this.metrics?.attachSeconds.observe({ how }, ms / 1000);
     this.audit.write({
       type: 'lifecycle', action: 'attach', namespace, container_id: id, pid, cgroup_id: cgid?.toString() ?? null,
-      how, mode: policy.mode, controls, policy_hash: entry.policyHash, cgroup: cgroupPath,
+      how, mode: policy.mode, controls: entry.controls, policy_hash: entry.policyHash, cgroup: cgroupPath,
       fail_mode: this.cfg.failMode, attach_ms: Math.round(ms * 1000) / 1000,
     });
     if (how === 'late-attach') this.log(`late attach: ${namespace}/${id} was running unfenced; fenced now`);
-    return { fence: true, controls, cgroup: cgroupPath ?? undefined };
+    return { fence: true, controls: entry.controls, cgroup: cgroupPath ?? undefined };
   }
 
   private auditRefusal(namespace: string, id: string, problems: string[]): void {
     this.audit.write({ type: 'lifecycle', action: 'refuse', namespace, container_id: id, reason: problems.join('; ') });
   }
 
-  private contextOf(f: FencedContainer, control: ControlName): AttachContext {
+  private contextOf(f: FencedContainer, control: BackendName): AttachContext {
     return {
       namespace: f.namespace, id: f.id, bundle: f.bundle, pid: f.pid, cgroupPath: f.cgroupPath,
       cgroupId: f.cgroupId ? BigInt(f.cgroupId) : null, policy: this.parse(f.annotations), annotations: f.annotations,
@@ -307,11 +317,109 @@ export class FenceManager {
       }
     }
     this.registry.delete(namespace, id);
+    this.rememberDetached(entry);
     this.audit.write({
       type: 'lifecycle', action: 'detach', namespace, container_id: id, cgroup_id: entry.cgroupId, pid: entry.pid,
       reason, ...counters,
     });
     return true;
+  }
+
+  /** The fenced container named by id, in `namespace` or, without one, in whichever holds it. */
+  private findFenced(namespace: string | undefined, id: string): FencedContainer {
+    if (namespace !== undefined) {
+      const f = this.registry.get(namespace, id);
+      if (!f) throw new Refusal(`no fenced container ${namespace}/${id} (a container started without cgfence.io/* annotations is not fenced)`);
+      return f;
+    }
+    const all = this.registry.all().filter((f) => f.id === id);
+    if (all.length === 0) throw new Refusal(`no fenced container ${JSON.stringify(id)} in any namespace (a container started without cgfence.io/* annotations is not fenced)`);
+    if (all.length > 1) throw new Refusal(`container ${JSON.stringify(id)} is fenced in several namespaces (${all.map((f) => f.namespace).join(', ')}): name one`);
+    return all[0];
+  }
+
+  /**
+   * Live policy change of a running container: annotation changes (null removes a key) are
+   * merged into its effective annotations and validated as at create; each control whose
+   * annotations or mode changed is updated in place by its backend (map updates, nothing
+   * restarts), attached if it is new, detached if it is gone. Audited with both hashes.
+   */
+  update(namespace: string | undefined, id: string, changes: Record<string, string | null>) {
+    const entry = this.findFenced(namespace, id);
+    const annotations = { ...entry.annotations };
+    for (const [k, v] of Object.entries(changes)) {
+      if (!k.startsWith('cgfence.io/')) throw new Refusal(`${k}: only cgfence.io/* annotations can be set`);
+      if (v === null) delete annotations[k];
+      else annotations[k] = v;
+    }
+    let policy: Policy;
+    try {
+      policy = this.parse(annotations);
+    } catch (e) {
+      if (e instanceof PolicyError) throw new Refusal(`invalid cgfence policy: ${e.problems.join('; ')}`);
+      throw e;
+    }
+    const oldPolicy = this.parse(entry.annotations);
+    const controls = this.controls(policy);
+    const problems = this.unenforceable(policy, controls, annotations);
+    if (problems.length) throw new Refusal(problems.join('; '));
+
+    const sameFor = (c: BackendName) => policy.mode === oldPolicy.mode
+      && keysOf(c).every((k) => JSON.stringify(policyField(policy, k)) === JSON.stringify(policyField(oldPolicy, k)));
+    const base = {
+      namespace: entry.namespace, id: entry.id, bundle: entry.bundle, pid: entry.pid, cgroupPath: entry.cgroupPath,
+      cgroupId: entry.cgroupId ? BigInt(entry.cgroupId) : null, policy, annotations,
+    };
+    const backends = { ...entry.backends };
+    const newControls: Controls = { ...controls };
+    const undo: Array<() => void> = [];
+    for (const b of this.backends) {
+      const want = b.controlState(policy);
+      const active = want !== 'none' && !want.startsWith('unenforceable');
+      const had = entry.backends[b.control];
+      if (had && active && sameFor(b.control)) {
+        if (isControl(b.control)) newControls[b.control] = entry.controls[b.control];
+        continue;
+      }
+      const keys = keysOf(b.control).filter((k) => annotations[k] !== undefined || entry.annotations[k] !== undefined)
+        .map((k) => `${k}=${JSON.stringify(annotations[k] ?? null)}`).join(', ');
+      try {
+        if (had && active) {
+          if (!b.update) throw new Error(`the ${b.control} fence of a running container cannot change (it is fixed when the container starts)`);
+          const ctx: AttachContext = { ...base, state: { ...had } };
+          b.update(ctx);
+          backends[b.control] = ctx.state;
+          undo.push(() => b.update!({ ...base, policy: oldPolicy, annotations: entry.annotations, state: { ...ctx.state } }));
+        } else if (active) {
+          const ctx: AttachContext = { ...base, state: {} };
+          const decided = b.attach(ctx);
+          if (decided && isControl(b.control)) newControls[b.control] = decided;
+          backends[b.control] = ctx.state;
+          undo.push(() => { b.detach(ctx); });
+        } else if (had) {
+          b.detach(this.contextOf(entry, b.control));
+          delete backends[b.control];
+          undo.push(() => { b.attach({ ...base, policy: oldPolicy, annotations: entry.annotations, state: { ...had } }); });
+        }
+      } catch (e) {
+        // Put back what this update already changed: the container keeps its old policy.
+        for (const u of undo.reverse()) { try { u(); } catch { /* best effort */ } }
+        throw new Refusal(`${keys || b.control}: ${(e as Error).message}; the container keeps its previous policy`);
+      }
+    }
+
+    const eventKeys = new Set(entry.eventKeys);
+    for (const st of Object.values(backends)) if (typeof st?.fenceId === 'string') eventKeys.add(st.fenceId);
+    const updated: FencedContainer = {
+      ...entry, annotations, mode: policy.mode, policyHash: policyHash(annotations), controls: newControls, backends, eventKeys: [...eventKeys],
+    };
+    this.registry.put(updated);
+    this.audit.write({
+      type: 'lifecycle', action: 'policy-update', namespace: entry.namespace, container_id: entry.id, pid: entry.pid,
+      cgroup_id: entry.cgroupId, mode: policy.mode, controls: newControls, old_policy_hash: entry.policyHash,
+      new_policy_hash: updated.policyHash, policy_hash: updated.policyHash, changes,
+    });
+    return { namespace: entry.namespace, id: entry.id, mode: policy.mode, controls: newControls, oldPolicyHash: entry.policyHash, policyHash: updated.policyHash };
   }
 
   isInFlight(namespace: string, id: string): boolean {
@@ -328,6 +436,21 @@ export class FenceManager {
     return mono + this.clockOffset;
   }
 
+  /**
+   * containerd's exit event can overtake a container's last kernel events (still in the ring
+   * buffer): for a short while after detach they are still attributed to their container.
+   */
+  private rememberDetached(entry: FencedContainer): void {
+    const until = Date.now() + RECENT_OWNER_MS;
+    for (const k of entry.eventKeys) this.recent.set(k, { entry, until });
+    for (const [k, v] of this.recent) if (v.until < Date.now()) this.recent.delete(k);
+  }
+
+  private recentlyDetached(key: bigint): FencedContainer | undefined {
+    const r = this.recent.get(key.toString());
+    return r && r.until >= Date.now() ? r.entry : undefined;
+  }
+
   private countDecisions(records: AuditInput[]): void {
     if (!this.metrics) return;
     for (const r of records) if (r.type === 'exec' || r.type === 'net' || r.type === 'seccomp') this.metrics.decision(r.type, r.action);
@@ -335,7 +458,7 @@ export class FenceManager {
 
   onExecEvents(events: ExecEvent[]): void {
     this.writeAudit(events.map((e) => {
-      const owner = this.registry.byEvent(e.fenceId);
+      const owner = this.registry.byEvent(e.fenceId) ?? this.recentlyDetached(e.fenceId);
       return {
         ts: this.monoToWallNs(e.tsMonoNs),
         type: 'exec' as const,
@@ -354,6 +477,11 @@ export class FenceManager {
       };
     }));
   }
+}
+
+/** The annotations of a backend's control (none for a backend that is no control, like learn). */
+function keysOf(b: BackendName): string[] {
+  return isControl(b) ? KEYS_OF[b] : [];
 }
 
 function policyField(p: Policy, key: string): unknown {

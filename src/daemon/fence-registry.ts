@@ -3,7 +3,7 @@
 // stay the truth about what is enforced; this file is the truth about whom it is for.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ControlName, Controls } from '../fence/backend';
+import { BackendName, Controls } from '../fence/backend';
 
 export type { ControlState, Controls } from '../fence/backend';
 
@@ -23,7 +23,7 @@ export interface FencedContainer {
   policyHash: string;
   controls: Controls;
   /** Each backend's own state for the container. */
-  backends: Partial<Record<ControlName, Record<string, unknown>>>;
+  backends: Partial<Record<BackendName, Record<string, unknown>>>;
   attachedAt: string;
   how: 'create' | 'late-attach';
 }

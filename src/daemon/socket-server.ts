@@ -5,11 +5,19 @@ import net from 'node:net';
 import path from 'node:path';
 import { MAX_REQUEST_BYTES, Reply, Request, checkRequest, refuse } from './protocol';
 
+// cgfence-runc sends a request in one write: a line still incomplete after this long is a
+// stuck or hostile client (slow loris), not a slow one.
+const LINE_DEADLINE_MS = 10_000;
+// Requests a connection may have queued; past that, it is not read until they are answered.
+const MAX_PIPELINED = 16;
+
 export type RequestHandler = (req: Request) => Promise<Reply> | Reply;
 
 export class SocketServer {
   private server: net.Server | null = null;
   private readonly conns = new Set<net.Socket>();
+  /** Connections refused for good: whatever else they send is ignored. */
+  private readonly dropped = new WeakSet<net.Socket>();
 
   constructor(private readonly socketPath: string, private readonly handle: RequestHandler, private readonly log: (m: string) => void) {}
 
@@ -45,37 +53,63 @@ export class SocketServer {
     sock.setTimeout(120_000, () => sock.destroy());
     let buf = Buffer.alloc(0);
     let busy = Promise.resolve();
+    let pending = 0;
+    let deadline: NodeJS.Timeout | undefined;
+    sock.on('close', () => clearTimeout(deadline));
     sock.on('data', (chunk) => {
+      if (this.dropped.has(sock)) return;
       buf = Buffer.concat([buf, chunk]);
       let nl: number;
+      let lines = 0;
       while ((nl = buf.indexOf(0x0a)) >= 0) {
+        // A complete line can arrive in one chunk: the limit holds for it too.
+        if (nl > MAX_REQUEST_BYTES) break;
+        lines++;
         const line = buf.subarray(0, nl).toString('utf8');
         buf = buf.subarray(nl + 1);
         // One request at a time per connection, answered in order.
-        busy = busy.then(() => this.answer(sock, line));
+        if (++pending >= MAX_PIPELINED) sock.pause();
+        // A rejected link would end the chain and, unhandled, the daemon.
+        busy = busy.then(() => this.answer(sock, line)).catch((e) => this.log(`answering a request failed: ${(e as Error).stack ?? e}`)).finally(() => {
+          if (--pending < MAX_PIPELINED && !this.dropped.has(sock)) sock.resume();
+        });
       }
       if (buf.length > MAX_REQUEST_BYTES) {
-        this.reply(sock, refuse(`request larger than ${MAX_REQUEST_BYTES} bytes`));
-        sock.end();
+        this.drop(sock, refuse(`request larger than ${MAX_REQUEST_BYTES} bytes`));
         buf = Buffer.alloc(0);
+        return;
+      }
+      // The deadline runs from a line's first byte: trickling more of it does not extend it.
+      if (lines > 0 || buf.length === 0) {
+        clearTimeout(deadline);
+        deadline = undefined;
+      }
+      if (buf.length > 0 && deadline === undefined) {
+        deadline = setTimeout(() => this.drop(sock, refuse(`request line not completed within ${LINE_DEADLINE_MS / 1000} s`)), LINE_DEADLINE_MS);
+        deadline.unref();
       }
     });
   }
 
+  /** Refuses and closes: once the refusal is written, the connection goes. */
+  private drop(sock: net.Socket, r: Reply): void {
+    if (this.dropped.has(sock)) return;
+    this.dropped.add(sock);
+    this.reply(sock, r, () => sock.destroy());
+  }
+
   private async answer(sock: net.Socket, line: string): Promise<void> {
-    if (line.trim() === '') return;
+    if (line.trim() === '' || this.dropped.has(sock) || sock.destroyed) return;
     let req: unknown;
     try {
       req = JSON.parse(line);
     } catch {
-      this.reply(sock, refuse('request is not valid JSON'));
-      sock.end();
+      this.drop(sock, refuse('request is not valid JSON'));
       return;
     }
     const bad = checkRequest(req);
     if (bad) {
-      this.reply(sock, refuse(`bad request: ${bad}`));
-      sock.end();
+      this.drop(sock, refuse(`bad request: ${bad}`));
       return;
     }
     let reply: Reply;
@@ -86,10 +120,20 @@ export class SocketServer {
       reply = refuse(`internal error: ${(e as Error).message}`);
     }
     this.reply(sock, reply);
+    // A client that asks and never reads would have its replies pile up in our memory:
+    // its next request waits until this one is taken.
+    if (sock.writableNeedDrain) {
+      await new Promise<void>((resolve) => {
+        const done = () => { sock.off('drain', done); sock.off('close', done); resolve(); };
+        sock.on('drain', done);
+        sock.on('close', done);
+      });
+    }
   }
 
-  private reply(sock: net.Socket, r: Reply): void {
-    if (!sock.destroyed) sock.write(JSON.stringify(r, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)) + '\n');
+  private reply(sock: net.Socket, r: Reply, then?: () => void): void {
+    if (sock.destroyed || sock.writableEnded) return then?.();
+    sock.write(JSON.stringify(r, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)) + '\n', then);
   }
 
   async close(): Promise<void> {

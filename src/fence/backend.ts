@@ -5,6 +5,13 @@ import { Policy } from '../policy/policy';
 
 export type ControlName = 'exec' | 'network' | 'seccomp';
 
+/** Backends that are no control of their own (learn mode) have a name outside ControlName. */
+export type BackendName = ControlName | 'learn';
+
+export function isControl(n: BackendName): n is ControlName {
+  return n !== 'learn';
+}
+
 export type ControlState = 'enforced' | 'audited' | 'learning' | 'none' | `unenforceable: ${string}`;
 
 export type Controls = Record<ControlName, ControlState>;
@@ -36,19 +43,37 @@ export interface AttachContext {
 }
 
 export interface FenceBackend {
-  readonly control: ControlName;
+  readonly control: BackendName;
   /** What this control will be for the policy on this node ('none' when not asked for). */
   controlState(policy: Policy): ControlState;
+  /**
+   * Controls this backend records in learn mode on behalf of their own backends, which have
+   * nothing to apply then: reported as 'learning' where they would say 'none'.
+   */
+  learns?(policy: Policy): ControlName[];
   /** Before runc create. Throw a Refusal (naming the annotation) to refuse the container. */
   prepare?(ctx: PrepareContext): void;
-  /** After runc create, before the entrypoint runs. Throwing refuses (the container is deleted). */
-  attach(ctx: AttachContext): void;
+  /**
+   * After runc create, before the entrypoint runs. Throwing refuses (the container is deleted).
+   * Returning a ControlState corrects controlState() for this container (`unenforceable: ...`
+   * when nothing, or only an audit fallback, could be attached); whatever the backend put in
+   * ctx.state is still handed to detach at exit.
+   */
+  attach(ctx: AttachContext): ControlState | void;
   /** Live policy change of a running container. */
   update?(ctx: AttachContext): void;
   /** At exit, or when the container is gone. Returns final counters for the audit record. */
   detach(ctx: AttachContext): Record<string, unknown> | void;
   /** Kernel facts for `cgfence status`. */
   status(): Record<string, unknown>;
+  /**
+   * Ids of the BPF maps (programs, links) this backend owns, for the tamper watch: a write to
+   * them, or a detach of them, by any other process is reported. Asked again after every
+   * attach. A link whose program is protected is covered without being listed.
+   */
+  protectedMapIds?(): number[];
+  protectedProgramIds?(): number[];
+  protectedLinkIds?(): number[];
   /** Daemon shutdown: with detach, nothing of this backend stays in the kernel. */
   close(opts: { detach: boolean }): void;
 }

@@ -106,3 +106,13 @@ export function kernelDev(stDev: bigint): bigint {
 export function formatDev(kdev: bigint): string {
   return `${(kdev >> 20n).toString()}:${(kdev & 0xfffffn).toString()}`;
 }
+
+/** Bit 63 of a fence id: the fence is keyed by pid namespace (CGFENCE_FENCE_ID_PIDNS). */
+export const FENCE_ID_PIDNS = 1n << 63n;
+export const PIDNS_START_MASK = 0x7fffffffn;
+/** The kernel's MAX_PID_NS_LEVEL, the depth the pidns walk covers. */
+export const MAX_PIDNS_DEPTH = 32;
+
+export function isPidnsFenceId(fenceId: bigint): boolean {
+  return (fenceId & FENCE_ID_PIDNS) !== 0n;
+}

@@ -1,57 +1,79 @@
-// The exec fence's kernel side: one global BPF program (tp_btf/sched_process_exec) and its
-// maps, shared by every fenced cgroup. A fence is map entries, so fencing, changing and
-// unfencing a container never reloads or re-attaches a program.
+// The exec fence's kernel side: global BPF programs on sched_process_exec and their maps,
+// shared by every fenced container. Two programs find a container's fence two ways: by its
+// cgroup v2 ancestry ('cgroup-v2', tp_btf) or by its pid namespace ('pidns', a classic
+// tracepoint, the cgroup v1 fallback); both judge against the same maps. A fence is map
+// entries, so fencing, changing and unfencing a container never reloads or re-attaches one.
 import fs from 'node:fs';
 import path from 'node:path';
 import { BpfLink, BpfObject, BPF_ANY, RingBuffer, native } from '../native';
+import { ensureTracefs } from './tracefs';
 import {
   EXEC_EVENT_SIZE, EXEC_KEY_SIZE, ExecEvent, FENCE_SIZE, FenceMode, FenceState, FileIdentity,
   decodeExecEvent, decodeExecKey, decodeFence, encodeExecKey, encodeFence, u64Key,
 } from './abi';
 
 const OBJECT = 'exec-fence';
-const PROGRAM = 'exec_fence';
-const LINK_PIN = 'exec_fence_link';
+
+export type ExecProgram = 'cgroup-v2' | 'pidns';
+
+const PROGRAMS: Record<ExecProgram, { name: string; linkPin: string }> = {
+  'cgroup-v2': { name: 'exec_fence', linkPin: 'exec_fence_link' },
+  pidns: { name: 'exec_fence_pidns', linkPin: 'exec_fence_pidns_link' },
+};
+const ALL_PROGRAMS = Object.keys(PROGRAMS) as ExecProgram[];
 
 export interface ExecFenceOptions {
   /** bpffs directory for pins. Without it nothing outlives the process. */
   pinDir?: string;
   /** Called on the JS thread with each batch the ring-buffer thread drained. */
   onEvents?: (events: ExecEvent[]) => void;
+  /**
+   * Which programs to load and attach (default: cgroup-v2 only). A program whose link an
+   * earlier daemon left pinned in pinDir is attached too, whatever is asked: its fences are
+   * still in the maps and must keep being enforced.
+   */
+  programs?: ExecProgram[];
 }
 
 export interface FenceEntry extends FenceState { fenceId: bigint; identities: FileIdentity[] }
 
 export class ExecFence {
   private readonly obj: BpfObject;
-  private link: BpfLink;
+  private readonly links: Map<ExecProgram, BpfLink>;
   private ring: RingBuffer | null = null;
   private closed = false;
   /** True when this instance took over a program pinned by an earlier process. */
   readonly adopted: boolean;
 
-  private constructor(obj: BpfObject, link: BpfLink, adopted: boolean, private readonly pinDir?: string) {
+  private constructor(obj: BpfObject, links: Map<ExecProgram, BpfLink>, adopted: boolean, private readonly pinDir?: string) {
     this.obj = obj;
-    this.link = link;
+    this.links = links;
     this.adopted = adopted;
   }
 
   /**
    * Loads and attaches the exec fence. With a pinDir, maps pinned there by an earlier
    * daemon are reused (fences, allow-lists, counters and unread events survive) and its
-   * pinned link is replaced by ours.
+   * pinned links are replaced by ours.
    */
   static open(opts: ExecFenceOptions = {}): ExecFence {
     const addon = native();
     if (opts.pinDir) fs.mkdirSync(opts.pinDir, { recursive: true, mode: 0o700 });
-    const obj = new addon.BpfObject(OBJECT, { pinDir: opts.pinDir });
-    let link: BpfLink | undefined;
+    const pinned = (p: ExecProgram) => !!opts.pinDir && fs.existsSync(path.join(opts.pinDir, PROGRAMS[p].linkPin));
+    const asked = opts.programs ?? ['cgroup-v2'];
+    if (asked.length === 0) throw new Error('ExecFence.open: programs is empty; name at least one of cgroup-v2, pidns');
+    const programs = ALL_PROGRAMS.filter((p) => asked.includes(p) || pinned(p));
+    if (programs.includes('pidns')) ensureTracefs();
+    const obj = new addon.BpfObject(OBJECT, { pinDir: opts.pinDir, programs: programs.map((p) => PROGRAMS[p].name) });
+    const links = new Map<ExecProgram, BpfLink>();
     let adopted = false;
     try {
       checkSizes(obj);
-      link = obj.attachTracing(PROGRAM);
-      if (opts.pinDir) {
-        const pin = path.join(opts.pinDir, LINK_PIN);
+      for (const p of programs) {
+        const link = obj.attachTracing(PROGRAMS[p].name);
+        links.set(p, link);
+        if (!opts.pinDir) continue;
+        const pin = path.join(opts.pinDir, PROGRAMS[p].linkPin);
         if (fs.existsSync(pin)) {
           // Our link is attached before the old one goes, so no exec slips through; for
           // that instant both programs run against the same maps and agree.
@@ -62,14 +84,20 @@ export class ExecFence {
         }
         link.pin(pin);
       }
-      const fence = new ExecFence(obj, link, adopted, opts.pinDir);
+      const fence = new ExecFence(obj, links, adopted, opts.pinDir);
       if (opts.onEvents) fence.startEvents(opts.onEvents);
       return fence;
     } catch (e) {
-      link?.destroy();
+      // A link already pinned stays: it replaced the one that was enforcing there.
+      for (const l of links.values()) l.destroy();
       obj.close();
       throw e;
     }
+  }
+
+  /** The programs this instance attached. */
+  programs(): ExecProgram[] {
+    return [...this.links.keys()];
   }
 
   private startEvents(onEvents: (events: ExecEvent[]) => void): void {
@@ -80,7 +108,7 @@ export class ExecFence {
     });
   }
 
-  /** Creates or replaces a fence on a cgroup id. New fences start with zero counters. */
+  /** Creates or replaces a fence (a cgroup id or a pidns fence id). New fences start with zero counters. */
   setFence(fenceId: bigint, mode: FenceMode, flags = 0): void {
     const key = u64Key(fenceId);
     const cur = this.obj.mapLookup('fences', key);
@@ -155,10 +183,12 @@ export class ExecFence {
   }
 
   /** Kernel object ids, for status output and leak checks. */
-  objectIds(): { program: number; link: number; maps: Record<string, number> } {
+  objectIds(): { programs: Record<string, { program: number; link: number }>; maps: Record<string, number> } {
     const maps: Record<string, number> = {};
     for (const m of ['fences', 'exec_allow', 'exec_events', 'exec_drops']) maps[m] = this.obj.mapInfo(m).id;
-    return { program: this.obj.programInfo(PROGRAM).id, link: this.link.info()?.id ?? 0, maps };
+    const programs: Record<string, { program: number; link: number }> = {};
+    for (const [p, link] of this.links) programs[p] = { program: this.obj.programInfo(PROGRAMS[p].name).id, link: link.info()?.id ?? 0 };
+    return { programs, maps };
   }
 
   /** Lets the process exit while the ring-buffer thread waits (tests, one-shot CLI use). */
@@ -176,8 +206,10 @@ export class ExecFence {
     this.closed = true;
     this.ring?.close();
     this.ring = null;
-    if (opts.detach) this.link.unpin();
-    this.link.destroy();
+    for (const link of this.links.values()) {
+      if (opts.detach) link.unpin();
+      link.destroy();
+    }
     this.obj.close({ unpin: !!opts.detach });
     if (opts.detach && this.pinDir) {
       try { fs.rmdirSync(this.pinDir); } catch { /* not empty: other objects still pinned there */ }

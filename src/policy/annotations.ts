@@ -18,10 +18,17 @@ export const KEYS = {
   profile: 'cgfence.io/profile',
 } as const;
 
+/** Set by containerd's CRI on every container it creates: "sandbox" or "container". */
+export const CRI_CONTAINER_TYPE = 'io.kubernetes.cri.container-type';
+
 const KNOWN = new Set<string>(Object.values(KEYS));
 const MODES: Mode[] = ['enforce', 'audit', 'learn', 'off'];
 const MAX_VALUE = 64 * 1024;
 const MAX_ITEMS = 4096;
+// A refusal travels through cgfence-runc's log and containerd's error to the user: a value
+// of any size must not make it unbounded.
+const MAX_QUOTED = 200;
+const MAX_PROBLEMS_PER_KEY = 10;
 
 export class PolicyError extends Error {
   constructor(public readonly problems: string[]) {
@@ -45,6 +52,11 @@ export function cgfenceAnnotations(all: Record<string, string> | undefined | nul
   return out;
 }
 
+/** JSON-quotes a value for a message, cut short when long. */
+function quote(v: string): string {
+  return v.length <= MAX_QUOTED ? JSON.stringify(v) : `${JSON.stringify(v.slice(0, MAX_QUOTED))}... (${v.length} characters)`;
+}
+
 function list(value: string): string[] {
   return value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
 }
@@ -52,6 +64,8 @@ function list(value: string): string[] {
 export function parseCidr(text: string): Cidr | null {
   const slash = text.indexOf('/');
   const addrText = slash < 0 ? text : text.slice(0, slash);
+  // net.isIPv6 accepts a zone index (fe80::1%eth0), which names an interface, not a network.
+  if (addrText.includes('%')) return null;
   const family = net.isIPv4(addrText) ? 4 : net.isIPv6(addrText) ? 6 : 0;
   if (family === 0) return null;
   const bits = family === 4 ? 32 : 128;
@@ -89,59 +103,89 @@ function ipv6Bytes(s: string): Buffer {
 
 /** Validates and parses one annotation set. Throws PolicyError listing every problem. */
 export function parseAnnotations(annotations: Record<string, string> | undefined | null, opts: ParseOptions = {}): Policy {
-  const own = cgfenceAnnotations(annotations);
   const problems: string[] = [];
+  const perKey = new Map<string, number>();
+  // Past a few problems for one key, the rest are counted, not listed.
+  const problem = (key: string, msg: string) => {
+    const n = (perKey.get(key) ?? 0) + 1;
+    perKey.set(key, n);
+    if (n <= MAX_PROBLEMS_PER_KEY) problems.push(msg);
+  };
 
-  for (const k of Object.keys(own)) {
-    if (!KNOWN.has(k)) problems.push(`unknown annotation ${k}=${JSON.stringify(own[k])} (known: ${[...KNOWN].join(', ')})`);
-    else if (own[k].length > MAX_VALUE) problems.push(`${k} is ${own[k].length} bytes long (at most ${MAX_VALUE})`);
-  }
+  // Annotations come from a config.json that anyone may have written by hand: values that
+  // are not strings, or too long to be a policy, are reported and go no further.
+  const usable = (all: Record<string, unknown>, where: string): Record<string, string> => {
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(all)) {
+      const shown = k.length <= MAX_QUOTED ? k : `${k.slice(0, MAX_QUOTED)}...`;
+      // Unknown keys share one count: thousands of them must not make thousands of lines.
+      if (!KNOWN.has(k)) problem(`${PREFIX}*`, `unknown annotation ${shown}=${typeof v === 'string' ? quote(v) : `(${v === null ? 'null' : typeof v})`}${where} (known: ${[...KNOWN].join(', ')})`);
+      else if (typeof v !== 'string') problem(k, `${k}${where} must be a string, not ${v === null ? 'null' : typeof v}`);
+      else if (v.length > MAX_VALUE) problem(k, `${k}${where} is ${v.length} bytes long (at most ${MAX_VALUE})`);
+      else out[k] = v;
+    }
+    return out;
+  };
+  const own = usable(cgfenceAnnotations(annotations), '');
 
   // A profile supplies defaults; the container's own annotations win key by key.
-  const profileName = own[KEYS.profile] ?? opts.defaultProfile ?? null;
+  const named = own[KEYS.profile];
+  const profileName = named ?? opts.defaultProfile ?? null;
   let merged = own;
   if (profileName !== null) {
-    const prof = opts.profiles?.[profileName];
-    if (!prof) {
-      problems.push(`${KEYS.profile}=${JSON.stringify(profileName)}: no such profile on this node (known: ${Object.keys(opts.profiles ?? {}).join(', ') || 'none'})`);
+    const profiles = opts.profiles ?? {};
+    // Own keys only: "constructor" or "__proto__" is no profile.
+    const prof = Object.hasOwn(profiles, profileName) ? profiles[profileName] : undefined;
+    if (!prof || typeof prof !== 'object') {
+      const whence = named === undefined ? ' (the node default)' : '';
+      problem(KEYS.profile, `${KEYS.profile}=${quote(profileName)}${whence}: no such profile on this node (known: ${Object.keys(profiles).join(', ') || 'none'})`);
     } else {
-      merged = { ...cgfenceAnnotations(prof), ...own };
+      const fromProfile = usable(cgfenceAnnotations(prof), ` in profile ${quote(profileName)}`);
+      delete fromProfile[KEYS.profile];
+      merged = { ...fromProfile, ...own };
     }
   }
 
   const p = emptyPolicy();
   p.profile = profileName;
 
+  // Every list feeds a bounded kernel map or filter.
+  const items_ = (key: string): string[] => {
+    const items = list(merged[key]);
+    if (items.length > MAX_ITEMS) problem(key, `${key} has ${items.length} entries (at most ${MAX_ITEMS})`);
+    return items;
+  };
   const paths = (key: string): string[] | null => {
     if (merged[key] === undefined) return null;
-    const items = list(merged[key]);
-    if (items.length > MAX_ITEMS) problems.push(`${key} has ${items.length} entries (at most ${MAX_ITEMS})`);
+    const items = items_(key);
     for (const it of items) {
       const bare = it.endsWith('/*') ? it.slice(0, -2) || '/' : it;
-      if (!bare.startsWith('/')) problems.push(`${key}: ${JSON.stringify(it)} is not an absolute path`);
-      else if (bare.split('/').some((c) => c === '..' || c === '.')) problems.push(`${key}: ${JSON.stringify(it)} contains . or .. components`);
-      else if (/[*?[\]\0]/.test(bare)) problems.push(`${key}: ${JSON.stringify(it)} has a wildcard other than a final /*`);
+      if (!bare.startsWith('/')) problem(key, `${key}: ${quote(it)} is not an absolute path`);
+      else if (bare.split('/').some((c) => c === '..' || c === '.')) problem(key, `${key}: ${quote(it)} contains . or .. components`);
+      else if (/[*?[\]\0]/.test(bare)) problem(key, `${key}: ${quote(it)} has a wildcard other than a final /*`);
     }
     return items;
   };
   const cidrs = (key: string): Cidr[] | null => {
     if (merged[key] === undefined) return null;
     const out: Cidr[] = [];
-    for (const it of list(merged[key])) {
+    for (const it of items_(key)) {
       const c = parseCidr(it);
-      if (!c) problems.push(`${key}: ${JSON.stringify(it)} is not an IPv4 or IPv6 CIDR (like 10.0.0.0/8 or ::1/128)`);
+      if (!c) problem(key, `${key}: ${quote(it)} is not an IPv4 or IPv6 CIDR (like 10.0.0.0/8 or ::1/128)`);
       else out.push(c);
     }
     return out;
   };
   const syscalls = (key: string): string[] | null => {
     if (merged[key] === undefined) return null;
-    const names = list(merged[key]);
-    for (const n of names) if (!/^[a-z0-9_]+$/.test(n)) problems.push(`${key}: ${JSON.stringify(n)} is not a syscall name`);
-    if (opts.resolveSyscalls) {
-      const nrs = opts.resolveSyscalls(names);
-      names.forEach((n, i) => {
-        if (nrs[i] === null && /^[a-z0-9_]+$/.test(n)) problems.push(`${key}: unknown syscall ${JSON.stringify(n)}`);
+    const names = items_(key);
+    const wellFormed = names.filter((n) => /^[a-z0-9_]{1,64}$/.test(n));
+    for (const n of names) if (!/^[a-z0-9_]{1,64}$/.test(n)) problem(key, `${key}: ${quote(n)} is not a syscall name`);
+    // Only well-formed names reach the resolver (native code): junk is already reported.
+    if (opts.resolveSyscalls && wellFormed.length) {
+      const nrs = opts.resolveSyscalls(wellFormed);
+      wellFormed.forEach((n, i) => {
+        if (nrs[i] === null || nrs[i] === undefined) problem(key, `${key}: unknown syscall ${quote(n)}`);
       });
     }
     return names;
@@ -157,12 +201,18 @@ export function parseAnnotations(annotations: Record<string, string> | undefined
 
   const mode = merged[KEYS.mode];
   if (mode !== undefined) {
-    if (!MODES.includes(mode as Mode)) problems.push(`${KEYS.mode}=${JSON.stringify(mode)} is not one of ${MODES.join(', ')}`);
+    if (!MODES.includes(mode as Mode)) problem(KEYS.mode, `${KEYS.mode}=${quote(mode)} is not one of ${MODES.join(', ')}`);
     else p.mode = mode as Mode;
   } else {
     p.mode = hasRules(p) ? 'enforce' : 'off';
   }
 
+  for (const [key, n] of perKey) if (n > MAX_PROBLEMS_PER_KEY) problems.push(`${key}: ${n - MAX_PROBLEMS_PER_KEY} more problems not shown`);
   if (problems.length) throw new PolicyError(problems);
+  // CRI's pod_annotations passthrough gives a pod's sandbox ("pause") container the pod's
+  // annotations too. It runs none of the pod's programs and its image has none of their
+  // files, so fencing it by them would only refuse the pod. Still validated above, so a
+  // bad pod annotation fails the pod at its first step, with the message.
+  if (annotations?.[CRI_CONTAINER_TYPE] === 'sandbox') return { ...emptyPolicy(), profile: p.profile };
   return p;
 }

@@ -24,6 +24,10 @@ export interface StartContainerdOptions {
   containerdBinary?: string;
   healthTimeoutMs?: number;
   logLevel?: 'debug' | 'info' | 'warn' | 'error';
+  /** TOML appended to the generated config.toml (e.g. CRI runtime handlers). */
+  extraConfig?: string;
+  /** Load the CRI plugin (off by default: it wants CNI, and nothing else here needs it). */
+  enableCri?: boolean;
 }
 
 export interface StartedContainerd extends ContainerdPaths {
@@ -68,15 +72,15 @@ export function containerdPaths(dir: string): ContainerdPaths {
 
 const tomlString = (s: string) => JSON.stringify(s);
 
-export function containerdConfig(p: ContainerdPaths, logLevel = 'info'): string {
-  return [
+export function containerdConfig(p: ContainerdPaths, logLevel = 'info', extra: Pick<StartContainerdOptions, 'extraConfig' | 'enableCri'> = {}): string {
+  const text = [
     'version = 2',
     `root = ${tomlString(p.root)}`,
     `state = ${tomlString(p.state)}`,
     // CRI needs CNI and network setup; the others are snapshotters that only log
     // errors on hosts without their filesystems. overlayfs stays the default.
     'disabled_plugins = [',
-    '  "io.containerd.grpc.v1.cri",',
+    ...(extra.enableCri ? [] : ['  "io.containerd.grpc.v1.cri",']),
     '  "io.containerd.snapshotter.v1.aufs",',
     '  "io.containerd.snapshotter.v1.btrfs",',
     '  "io.containerd.snapshotter.v1.devmapper",',
@@ -103,6 +107,7 @@ export function containerdConfig(p: ContainerdPaths, logLevel = 'info'): string 
     `  path = ${tomlString(path.join(p.base, 'opt'))}`,
     '',
   ].join('\n');
+  return extra.extraConfig ? `${text}\n${extra.extraConfig}\n` : text;
 }
 
 function readPid(file: string): number | undefined {
@@ -201,7 +206,7 @@ export async function startContainerd(dir: string, opts: StartContainerdOptions 
   }
 
   fs.mkdirSync(p.base, { recursive: true, mode: 0o711 });
-  fs.writeFileSync(p.config, containerdConfig(p, opts.logLevel));
+  fs.writeFileSync(p.config, containerdConfig(p, opts.logLevel, opts));
   // A socket file left by a killed containerd would make the health check talk to nothing.
   for (const s of [p.socket, p.ttrpcSocket]) fs.rmSync(s, { force: true });
 

@@ -37,7 +37,8 @@ export async function run(argv: string[]): Promise<number> {
     const r = ctr(cmd);
     for (const line of `${r.stdout}${r.stderr}`.trim().split('\n')) console.log(`   | ${line}`);
     console.log('   tool-a is a separate copy of busybox: another file identity, not in the allow-list,');
-    console.log('   so the kernel killed it before its first instruction (status 137 = SIGKILL).');
+    console.log('   so its execve was refused (EACCES: "Permission denied", status 126); the kernel fence');
+    console.log('   behind that check kills anything that slips past before its first instruction (137).');
 
     step('3. a container with a bad annotation is not started');
     const bad = ctr(['run', '--rm', '--runc-binary', p.runc, '--annotation', 'cgfence.io/egress-allow=10.0.0.300/8', TEST_IMAGE_NAME, `${id}-bad`, '/bin/true']);

@@ -2,6 +2,7 @@ import { loadConfigFile } from '../../daemon/config';
 import { PolicyError, parseAnnotations } from '../../policy/annotations';
 import { native } from '../../native';
 import { UsageError, parseArgs } from '../args';
+import { request, socketPath } from '../daemon-client';
 
 export const help = `usage: cgfence policy check KEY=VALUE... [--config FILE]
        cgfence policy check --file config.json [--config FILE]
@@ -9,12 +10,45 @@ export const help = `usage: cgfence policy check KEY=VALUE... [--config FILE]
 Validates a set of cgfence.io/* annotations (given as KEY=VALUE arguments, or read from
 an OCI bundle's config.json) against this node's profiles (--config, the daemon's config
 file) and prints every error, each naming the annotation and the bad value. Exits 1 if
-any. No daemon is needed.`;
+any. No daemon is needed.
+
+usage: cgfence policy set CONTAINER KEY=VALUE... [KEY-]... [--namespace NS] [--socket PATH] [--json]
+
+Changes the policy of a running fenced container (CONTAINER is ID or NAMESPACE/ID): each
+KEY=VALUE sets a cgfence.io/* annotation, KEY- removes one. The daemon validates the result
+as at create and applies it through BPF map updates; nothing restarts. Audited as a
+lifecycle policy-update record with the old and new policy hash.`;
+
+async function runSet(argv: string[]): Promise<number> {
+  const a = parseArgs(argv, { values: ['namespace', 'socket'], bools: ['json'] });
+  const [, target, ...kvs] = a.positionals;
+  if (!target || kvs.length === 0) throw new UsageError('expected `cgfence policy set CONTAINER KEY=VALUE...`');
+  const slash = target.indexOf('/');
+  const namespace = a.flags.namespace ?? (slash > 0 ? target.slice(0, slash) : undefined);
+  const id = slash > 0 && !a.flags.namespace ? target.slice(slash + 1) : target;
+  const annotations: Record<string, string | null> = {};
+  for (const kv of kvs) {
+    const eq = kv.indexOf('=');
+    if (eq < 0 && kv.endsWith('-') && kv.length > 1) annotations[kv.slice(0, -1)] = null;
+    else if (eq <= 0) throw new UsageError(`${JSON.stringify(kv)} is neither KEY=VALUE nor KEY- (to remove KEY)`);
+    else annotations[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  const r = await request<{ namespace: string; id: string; mode: string; controls: Record<string, string>; oldPolicyHash: string; policyHash: string }>(
+    socketPath(a.flags.socket), { op: 'policy-set', namespace, id, annotations });
+  if (a.bools.has('json')) {
+    console.log(JSON.stringify(r, null, 2));
+    return 0;
+  }
+  console.log(`updated ${r.namespace}/${r.id}: mode ${r.mode}; ${Object.entries(r.controls).map(([c, st]) => `${c} ${st}`).join(', ')}`);
+  console.log(`  policy ${r.oldPolicyHash} -> ${r.policyHash}`);
+  return 0;
+}
 
 export async function run(argv: string[]): Promise<number> {
+  if (argv.find((x) => !x.startsWith('-')) === 'set' && !argv.includes('--help') && !argv.includes('-h')) return runSet(argv);
   const a = parseArgs(argv, { values: ['config', 'file'], bools: ['json'] });
   if (a.bools.has('help') || a.positionals[0] !== 'check') {
-    if (!a.bools.has('help')) throw new UsageError(`expected \`cgfence policy check KEY=VALUE...\`${a.positionals[0] ? `, not \`${a.positionals[0]}\`` : ''}`);
+    if (!a.bools.has('help')) throw new UsageError(`expected \`cgfence policy check KEY=VALUE...\` or \`cgfence policy set CONTAINER KEY=VALUE...\`${a.positionals[0] ? `, not \`${a.positionals[0]}\`` : ''}`);
     console.log(help);
     return 0;
   }

@@ -32,7 +32,15 @@ export async function run(argv: string[]): Promise<number> {
     ['pins', d.pinDir],
     ['audit log', `${au.path}: ${au.written} written, ${au.writeErrors} write errors, ${au.dropped} dropped, kernel drops ${au.kernelDrops}${au.lastError ? `, last error: ${au.lastError}` : ''}`],
     ['fenced', `${s.fences} container(s)`],
+    ['tamper watch', tamperRow(s.tamper)],
   ];
   for (const [k2, v] of rows) console.log(`${k2.padEnd(14)} ${v}`);
   return 0;
+}
+
+function tamperRow(t: Record<string, unknown> | null | undefined): string {
+  if (!t) return 'none (not in this daemon)';
+  if (t.error) return `OFF: ${t.error}`;
+  const p = t.protected as { maps: number; programs: number; links: number };
+  return `${(t.hooks as string[]).length} syscall tracepoints${t.pinned ? ', pinned' : ''}; protecting ${p.maps} maps, ${p.programs} programs, ${p.links} links; lost ${t.lost}, unreadable ${t.unreadable}`;
 }

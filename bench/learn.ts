@@ -1,0 +1,106 @@
+// Issue 8's figures: what learn mode costs. A learning cgroup gets what the daemon gives a
+// cgfence.io/mode=learn container (the exec fence in learn mode with the learn backend taking
+// its events, the syscall recorder, the network recorder); an unfenced cgroup runs the same
+// loops while that learning goes on, interleaved. The loops run asynchronously so that the
+// events of the learning side are taken in this process while they run, as the daemon would.
+// Last, the node-wide price of the sys_enter program: an unfenced cgroup's syscall loop with
+// some other cgroup learning against the same loop with no learner at all.
+import { execFile, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { cgroupId, createCgroup, removeCgroup } from '../src/kernel/cgroup';
+import { ExecFence } from '../src/kernel/exec-fence';
+import { LearnSyscalls } from '../src/kernel/learn-syscalls';
+import { fenceCgroupExecs } from '../src/fence/cgroup-exec-fence';
+import { LearnBackend } from '../src/fence/learn-backend';
+import { emptyPolicy } from '../src/policy/policy';
+import { projectRoot } from '../src/native';
+import { BenchResult, interleave, result } from './types';
+
+const EXECS = Number(process.env.CGFENCE_BENCH_EXECS ?? 2000);
+const SYSCALLS = Number(process.env.CGFENCE_BENCH_SYSCALLS ?? 2_000_000);
+const RUNS = Number(process.env.CGFENCE_BENCH_RUNS ?? 9);
+const run_ = promisify(execFile);
+
+function build(dir: string, name: string): string {
+  const out = path.join(dir, name);
+  execFileSync('gcc', ['-static', '-O2', '-o', out, path.join(projectRoot(), 'bench', 'fixtures', `${name}.c`)]);
+  return out;
+}
+
+/** Runs argv inside the cgroup; returns what it printed (ns per iteration, or per 1000 syscalls) in µs. */
+async function loopIn(cgroup: string, argv: string[]): Promise<number> {
+  const { stdout } = await run_('/bin/sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup, ...argv], { encoding: 'utf8' });
+  return Number(stdout.trim()) / 1000;
+}
+
+export async function run(): Promise<BenchResult[]> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgfence-bench-learn-'));
+  const tag = `cgfence-bench-learn-${process.pid}`;
+  const pinDir = `/sys/fs/bpf/${tag}`;
+  const learnCg = createCgroup(`${tag}/learning`);
+  const plainCg = createCgroup(`${tag}/plain`);
+  let learn: LearnBackend | null = null;
+  let exec: ExecFence | null = null;
+  let execEvents = 0;
+  try {
+    const execLoop = build(dir, 'exec-loop');
+    const noop = build(dir, 'noop');
+    const sysLoop = build(dir, 'syscall-loop');
+    const l = new LearnBackend({
+      pinDir: path.join(pinDir, 'learn'), stateDir: path.join(dir, 'state'), cgroupMode: 'auto',
+      execDrops: () => exec?.drops() ?? 0n, audit: () => {},
+    });
+    learn = l;
+    exec = ExecFence.open({ pinDir: path.join(pinDir, 'exec'), onEvents: (evs) => { execEvents += evs.length; l.onExecEvents(evs); } });
+    fenceCgroupExecs(exec, { cgroupPath: learnCg, rootPid: process.pid, mode: 'learn', execAllow: [] });
+    const policy = { ...emptyPolicy(), mode: 'learn' as const };
+    const ctx = { namespace: 'bench', id: 'learning', bundle: '', pid: process.pid, cgroupPath: learnCg, cgroupId: cgroupId(learnCg), policy, annotations: {}, state: {} };
+    l.attach(ctx);
+
+    const execArgs = [execLoop, String(EXECS), noop];
+    const sysArgs = [sysLoop, String(SYSCALLS)];
+    await loopIn(learnCg, execArgs); // warm caches on both sides
+    await loopIn(plainCg, execArgs);
+    const execs = await interleave(RUNS, () => loopIn(plainCg, execArgs), () => loopIn(learnCg, execArgs));
+    const syscalls = await interleave(RUNS, () => loopIn(plainCg, sysArgs), () => loopIn(learnCg, sysArgs));
+    const learned = l.learnedOf('bench', 'learning')[0];
+    if (!learned?.exec.some((e) => e.path === noop)) throw new Error(`learn bench: the learning side did not learn ${noop} (${execEvents} exec events)`);
+    if (!learned.syscalls.names.includes('getppid')) throw new Error('learn bench: the learning side did not learn getppid');
+    l.detach(ctx);
+    exec.unfence(cgroupId(learnCg));
+
+    // The sys_enter program is attached only while something learns: its node-wide price.
+    const sys = LearnSyscalls.open({ pinDir: path.join(pinDir, 'sys-only') });
+    let nodeWide;
+    try {
+      const other = cgroupId(learnCg);
+      nodeWide = await interleave(RUNS, () => loopIn(plainCg, sysArgs), async () => {
+        sys.add(other);
+        try {
+          return await loopIn(plainCg, sysArgs);
+        } finally {
+          sys.remove(other);
+        }
+      });
+    } finally {
+      sys.close({ detach: true });
+    }
+    return [
+      result('learn: exec loop', 'unfenced cgroup', 'learning cgroup (exec events taken, path resolved)', execs,
+        `${EXECS} fork+exec per run, µs per fork+exec+wait; ${execEvents} exec events learned`),
+      result('learn: syscall loop', 'unfenced cgroup', 'learning cgroup (syscall and network recorders)', syscalls,
+        `${SYSCALLS} getppid per run, µs per 1000 syscalls`),
+      result('learn: syscall loop, node-wide', 'no container learning', 'another cgroup learning (sys_enter attached)', nodeWide,
+        `${SYSCALLS} getppid per run in an unfenced cgroup, µs per 1000 syscalls`),
+    ];
+  } finally {
+    exec?.close({ detach: true });
+    learn?.close({ detach: true });
+    await removeCgroup(path.dirname(learnCg));
+    fs.rmSync(dir, { recursive: true, force: true });
+    try { fs.rmSync(pinDir, { recursive: true, force: true }); } catch { /* pins already gone */ }
+  }
+}

@@ -1,0 +1,278 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * learn mode, network: the hooks of the network fence (bpf/net-fence.bpf.c), linked to a
+ * learning container's cgroup, that record instead of judging. Every one of them lets
+ * everything through.
+ *
+ *   cgroup_skb/egress, ingress   the peer address of every IP packet the container's sockets
+ *                                send or receive: the fence judges every packet, so a peer
+ *                                missing here would be a denial in enforce mode
+ *   cgroup/connect4, connect6    destinations of connect() and of unconnected sendmsg(): the
+ *   cgroup/sendmsg4, sendmsg6    fence judges these before any packet exists (a connect that
+ *                                fails for want of a route sends nothing, yet is refused)
+ *
+ * Addresses are normalized exactly as the fence does it (IPv4-mapped IPv6 as IPv4, an
+ * unspecified connect() destination as loopback), so a learned address is one the fence
+ * will match. Nothing is sent to user space: peers and flows accumulate in hash maps that
+ * the daemon reads when asked and at exit.
+ *
+ * Why cgroup local storage: as in the fence, it finds the learning container's record from
+ * any socket of the cgroup or a cgroup below it with no lookup and no walk.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "cgfence-abi.h"
+#include "learn-abi.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define NEXTHDR_FRAGMENT 44
+#define EEXIST 17
+
+/* cgroup_skb passes with 1; sock_addr lets the syscall go on with 1. */
+#define PASS 1
+
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_STORAGE);
+	__type(key, __u64); /* cgroup id only: shared by all six attach types */
+	__type(value, struct cgfence_learn_net_config);
+} learn_net_cfg SEC(".maps");
+
+/* Not preallocated: most nodes learn little, and a full map is counted, never silent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct cgfence_learn_peer_key);
+	__type(value, __u64); /* packets and calls seen */
+} learn_peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct cgfence_learn_port_key);
+	__type(value, __u64);
+} learn_ports SEC(".maps");
+
+struct flow {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 proto;
+	__u8 dir;
+	__u8 has_ports;
+};
+
+static __always_inline int is_v4_mapped(const __u8 *a)
+{
+	for (int i = 0; i < 10; i++)
+		if (a[i])
+			return 0;
+	return a[10] == 0xff && a[11] == 0xff;
+}
+
+/* Counts one more sighting of key in map, creating the entry the first time. */
+static __always_inline int bump(void *map, void *key)
+{
+	__u64 one = 1, *n = bpf_map_lookup_elem(map, key);
+	int err;
+
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+		return 0;
+	}
+	err = bpf_map_update_elem(map, key, &one, BPF_NOEXIST);
+	/* EEXIST: another CPU created it first; one sighting fewer in a count is no loss. */
+	return err == -EEXIST ? 0 : err;
+}
+
+static __always_inline void record_peer(struct cgfence_learn_net_config *cfg, struct flow *f)
+{
+	struct cgfence_learn_peer_key k = {};
+
+	k.fence_id = cfg->fence_id;
+	k.family = f->family;
+	k.dir = f->dir;
+	__builtin_memcpy(k.addr, f->dir == CGFENCE_LEARN_EGRESS ? f->daddr : f->saddr, 16);
+	if (bump(&learn_peers, &k))
+		__sync_fetch_and_add(&cfg->peer_drops, 1);
+}
+
+/*
+ * A flow is keyed by the destination port of the packet that opened it. A packet is a reply
+ * when the reverse flow is known: for an egress packet, the peer opened a flow to our source
+ * port; for an ingress one, we opened a flow to the peer's source port.
+ */
+static __always_inline void record_flow(struct cgfence_learn_net_config *cfg, struct flow *f)
+{
+	struct cgfence_learn_port_key k = {};
+	const __u8 *peer = f->dir == CGFENCE_LEARN_EGRESS ? f->daddr : f->saddr;
+
+	k.fence_id = cfg->fence_id;
+	k.family = f->family;
+	k.proto = f->proto;
+	__builtin_memcpy(k.addr, peer, 16);
+	if (f->has_ports && f->sport) {
+		k.dir = f->dir ^ 1;
+		k.port = f->sport;
+		if (bpf_map_lookup_elem(&learn_ports, &k))
+			return;
+	}
+	k.dir = f->dir;
+	k.port = f->has_ports ? f->dport : 0;
+	if (bump(&learn_ports, &k))
+		__sync_fetch_and_add(&cfg->port_drops, 1);
+}
+
+static __always_inline void learn(struct flow *f)
+{
+	struct cgfence_learn_net_config *cfg = bpf_get_local_storage(&learn_net_cfg, 0);
+
+	if (!cfg->fence_id)
+		return;
+	record_peer(cfg, f);
+	record_flow(cfg, f);
+}
+
+/* The IP header starts at offset 0 in cgroup_skb programs. */
+static __always_inline int packet(struct __sk_buff *skb, __u8 dir)
+{
+	struct flow f = {};
+	__u32 l4 = 0;
+	__u8 frag = 0;
+
+	f.dir = dir;
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+			return PASS;
+		f.family = 4;
+		f.proto = ip.protocol;
+		__builtin_memcpy(f.saddr, &ip.saddr, 4);
+		__builtin_memcpy(f.daddr, &ip.daddr, 4);
+		l4 = ip.ihl * 4;
+		frag = (ip.frag_off & bpf_htons(0x1fff)) != 0;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
+			return PASS;
+		f.family = 6;
+		f.proto = ip6.nexthdr;
+		__builtin_memcpy(f.saddr, &ip6.saddr, 16);
+		__builtin_memcpy(f.daddr, &ip6.daddr, 16);
+		l4 = sizeof(ip6);
+		if (f.proto == NEXTHDR_FRAGMENT) {
+			struct frag_hdr fh;
+
+			if (bpf_skb_load_bytes(skb, l4, &fh, sizeof(fh)) == 0) {
+				f.proto = fh.nexthdr;
+				frag = (fh.frag_off & bpf_htons(0xfff8)) != 0;
+				l4 += sizeof(fh);
+			}
+		}
+		if (is_v4_mapped(f.saddr) && is_v4_mapped(f.daddr)) {
+			f.family = 4;
+			__builtin_memmove(f.saddr, f.saddr + 12, 4);
+			__builtin_memmove(f.daddr, f.daddr + 12, 4);
+			__builtin_memset(f.saddr + 4, 0, 12);
+			__builtin_memset(f.daddr + 4, 0, 12);
+		}
+	} else {
+		/* Not IP: the fence lets it through too. */
+		return PASS;
+	}
+	if (!frag && (f.proto == IPPROTO_TCP || f.proto == IPPROTO_UDP)) {
+		__be16 ports[2];
+
+		if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)) == 0) {
+			f.sport = bpf_ntohs(ports[0]);
+			f.dport = bpf_ntohs(ports[1]);
+			f.has_ports = 1;
+		}
+	}
+	learn(&f);
+	return PASS;
+}
+
+SEC("cgroup_skb/egress")
+int learn_egress(struct __sk_buff *skb)
+{
+	return packet(skb, CGFENCE_LEARN_EGRESS);
+}
+
+SEC("cgroup_skb/ingress")
+int learn_ingress(struct __sk_buff *skb)
+{
+	return packet(skb, CGFENCE_LEARN_INGRESS);
+}
+
+/* A destination from connect()/sendmsg(), normalized as the fence's sock_addr() does. */
+static __always_inline int sock_addr(struct bpf_sock_addr *ctx, __u8 family)
+{
+	struct flow f = {};
+
+	f.dir = CGFENCE_LEARN_EGRESS;
+	f.proto = ctx->protocol;
+	f.dport = bpf_ntohs(ctx->user_port);
+	f.has_ports = f.proto == IPPROTO_TCP || f.proto == IPPROTO_UDP;
+	if (family == 4) {
+		__u32 a = ctx->user_ip4;
+
+		f.family = 4;
+		if (a == 0)
+			a = bpf_htonl(0x7f000001);
+		__builtin_memcpy(f.daddr, &a, 4);
+	} else {
+		__u32 a[4];
+
+		a[0] = ctx->user_ip6[0];
+		a[1] = ctx->user_ip6[1];
+		a[2] = ctx->user_ip6[2];
+		a[3] = ctx->user_ip6[3];
+		if (a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff)) {
+			f.family = 4;
+			if (a[3] == 0)
+				a[3] = bpf_htonl(0x7f000001);
+			__builtin_memcpy(f.daddr, &a[3], 4);
+		} else {
+			f.family = 6;
+			if ((a[0] | a[1] | a[2] | a[3]) == 0)
+				a[3] = bpf_htonl(1);
+			__builtin_memcpy(f.daddr, a, 16);
+		}
+	}
+	learn(&f);
+	return PASS;
+}
+
+SEC("cgroup/connect4")
+int learn_connect4(struct bpf_sock_addr *ctx)
+{
+	return sock_addr(ctx, 4);
+}
+
+SEC("cgroup/connect6")
+int learn_connect6(struct bpf_sock_addr *ctx)
+{
+	return sock_addr(ctx, 6);
+}
+
+SEC("cgroup/sendmsg4")
+int learn_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return sock_addr(ctx, 4);
+}
+
+SEC("cgroup/sendmsg6")
+int learn_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return sock_addr(ctx, 6);
+}

@@ -1,0 +1,39 @@
+// Which file a trapped execve/execveat would run: resolved the way the kernel will, but in
+// the caller's own view of the filesystem (its root, its cwd, its fds), from outside it.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace cgfence {
+
+enum class ExecCall { kExecve, kExecveat };
+
+struct ExecRequest {
+  ExecCall call;
+  uint32_t pid;    // the caller's thread, in our pid namespace
+  uint64_t args[6];
+  bool compat;     // a 32-bit caller: pointers and ints are the low 32 bits
+};
+
+struct ExecTarget {
+  enum Status {
+    kResolved,    // dev/ino name the file the kernel would open now
+    kUnresolved,  // no file (the kernel will fail the exec itself) or not a regular file; err says why
+    kGone,        // the notification is no longer valid: the caller died or was interrupted
+  } status = kUnresolved;
+  int err = 0;
+  std::string path;  // as the caller passed it ("" for an fd exec)
+  uint64_t dev = 0;  // kernel encoding: MAJOR << 20 | MINOR
+  uint64_t ino = 0;
+};
+
+// `still_valid` is SECCOMP_IOCTL_NOTIF_ID_VALID on the notification: called after every
+// access to /proc/<pid>/..., because a pid is only known to mean the caller while the
+// caller still waits in its syscall.
+ExecTarget ResolveExecTarget(const ExecRequest &req, const std::function<bool()> &still_valid);
+
+// The caller's comm, for audit records ("" when it cannot be read).
+std::string ReadComm(uint32_t pid);
+
+}  // namespace cgfence

@@ -1,0 +1,154 @@
+// The exec control with denials a caller can see: the kernel exec fence (ExecBackend) does
+// everything it did, and in enforce mode the container's execve/execveat also go through
+// the seccomp notify loop (exec-notify.ts), which answers EACCES for a forbidden file
+// before the kernel ever loads it. The fence stays the authority on what runs; the loop
+// only turns most of its kills into errors.
+//
+// A container whose config routes its execs to the loop must get an allow set, or its
+// execs wait forever: attach sets it, a restarted daemon sets it again from the registry
+// when the loop asks ('need'), and a container found only by reconcile (late attach) is set
+// when the loop has asked for it.
+import { AuditInput } from '../audit/audit-record';
+import { FileIdentity } from '../kernel/abi';
+import { Policy } from '../policy/policy';
+import { FencedContainer } from '../daemon/fence-registry';
+import { AttachContext, ControlState, FenceBackend, PrepareContext } from './backend';
+import { ExecBackend } from './exec-backend';
+import { DenyEvent, ExecNotifier, denyRecord, notifyKey } from './exec-notify';
+
+export interface ExecNotifyHooks {
+  /** The registry entry of a container, for allow sets after a restart and for audit records. */
+  lookup: (namespace: string, id: string) => FencedContainer | undefined;
+  inFlight: (namespace: string, id: string) => boolean;
+  write: (records: AuditInput[]) => void;
+  toWallNs: (mono: bigint) => bigint;
+  log: (m: string) => void;
+}
+
+/** The allow-list entries ExecBackend keeps in its state: { path, dev: "MAJ:MIN", ino }. */
+function identitiesOf(state: Record<string, unknown> | undefined): FileIdentity[] | null {
+  if (!Array.isArray(state?.allow)) return null;
+  return (state.allow as Array<{ dev: string; ino: string }>).map((a) => {
+    const [maj, min] = a.dev.split(':').map((x) => BigInt(x));
+    return { dev: (maj << 20n) | min, ino: BigInt(a.ino) };
+  });
+}
+
+export class ExecNotifyBackend implements FenceBackend {
+  readonly control = 'exec' as const;
+  readonly notify: ExecNotifier;
+  /** Keys whose notify fds wait for an allow set nobody has given yet. */
+  private readonly waiting = new Set<string>();
+  /** Execs refused by the loop, per container: they never reach the kernel fence's counters. */
+  private readonly refused = new Map<string, number>();
+
+  constructor(readonly inner: ExecBackend, stateDir: string, private readonly hooks: ExecNotifyHooks) {
+    this.notify = ExecNotifier.open({
+      stateDir,
+      onDenied: (evs) => this.onDenied(evs),
+      onNeed: (key) => this.onNeed(key),
+      audit: (r) => hooks.write([r]),
+      log: hooks.log,
+    });
+  }
+
+  controlState(policy: Policy): ControlState {
+    return this.inner.controlState(policy);
+  }
+
+  prepare(ctx: PrepareContext): void {
+    (this.inner as FenceBackend).prepare?.(ctx);
+    if (ctx.policy.mode !== 'enforce') return;
+    const merge = this.notify.prepare(ctx);
+    if (merge.skipped.length) this.hooks.log(`${ctx.namespace}/${ctx.id}: execs not routed to the notify loop (the kernel fence alone decides): ${merge.skipped.join('; ')}`);
+  }
+
+  attach(ctx: AttachContext): ControlState | void {
+    const st = this.inner.attach(ctx);
+    this.route(ctx);
+    return st;
+  }
+
+  update(ctx: AttachContext): void {
+    (this.inner as FenceBackend).update?.(ctx);
+    this.route(ctx);
+  }
+
+  private route(ctx: AttachContext): void {
+    const key = notifyKey(ctx.namespace, ctx.id);
+    if (ctx.policy.mode !== 'enforce' || !Array.isArray(ctx.state.allow)) return;
+    if (!this.notify.routed(ctx.bundle, key) && !this.waiting.has(key)) return;
+    this.notify.set(key, identitiesOf(ctx.state)!);
+    this.waiting.delete(key);
+    ctx.state.notify = 'seccomp-notify';
+  }
+
+  private onNeed(key: string): void {
+    const i = key.indexOf('/');
+    const namespace = key.slice(0, i);
+    const id = key.slice(i + 1);
+    // In flight: its attach sets it.
+    if (this.hooks.inFlight(namespace, id)) return;
+    const f = this.hooks.lookup(namespace, id);
+    const ids = f?.mode === 'enforce' ? identitiesOf(f.backends.exec) : null;
+    if (ids) {
+      this.notify.set(key, ids);
+      return;
+    }
+    // Nothing known about it (a lost state file, or a policy that no longer enforces): its
+    // execs go on to the kernel fence instead of waiting; a late attach sets it properly.
+    this.notify.passThrough(key);
+    this.waiting.add(key);
+    this.hooks.log(`${key}: notify fd without a known allow set; its execs are left to the kernel fence until it is attached`);
+  }
+
+  private onDenied(evs: DenyEvent[]): void {
+    for (const e of evs) this.refused.set(e.key, (this.refused.get(e.key) ?? 0) + 1);
+    this.hooks.write(evs.map((e) => {
+      const i = e.key.indexOf('/');
+      const f = this.hooks.lookup(e.key.slice(0, i), e.key.slice(i + 1));
+      return denyRecord(e, f ? { cgroupId: f.cgroupId } : undefined, this.hooks.toWallNs(e.tsMonoNs));
+    }));
+  }
+
+  detach(ctx: AttachContext): Record<string, unknown> | void {
+    const key = notifyKey(ctx.namespace, ctx.id);
+    this.notify.remove(key);
+    this.waiting.delete(key);
+    const refused = this.refused.get(key) ?? 0;
+    this.refused.delete(key);
+    const counters = this.inner.detach(ctx);
+    // `denied` counts every exec that did not run, whichever of the two stopped it.
+    if (counters && typeof counters.denied === 'number') return { ...counters, denied: counters.denied + refused, denied_by_notify: refused };
+    return counters;
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      ...this.inner.status(),
+      notify: {
+        backend: 'seccomp user notification (execve, execveat) answered EACCES by a native loop; the kernel fence stays the backstop',
+        listener: this.notify.listenerPath,
+        waiting: [...this.waiting],
+        ...this.notify.stats(),
+      },
+    };
+  }
+
+  protectedMapIds(): number[] {
+    return this.inner.protectedMapIds();
+  }
+
+  protectedProgramIds(): number[] {
+    return this.inner.protectedProgramIds();
+  }
+
+  protectedLinkIds(): number[] {
+    return this.inner.protectedLinkIds();
+  }
+
+  close(opts: { detach: boolean }): void {
+    this.notify.close({ release: opts.detach });
+    this.inner.close(opts);
+  }
+}

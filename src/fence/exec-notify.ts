@@ -1,0 +1,198 @@
+// Exec denials a caller can see, through seccomp user notification: the part of the exec
+// control that turns a kill into an error. At prepare, execve and execveat of an
+// enforce-mode exec-fenced container are routed to SCMP_ACT_NOTIFY, with runc's
+// listenerPath pointing at the fd-holder (native/fd-holder/main.c), which passes each notify
+// fd to the native notify loop (native/seccomp-notify.h); the loop decides every exec
+// without JavaScript from the allow set pushed here at attach. The kernel exec
+// fence (tp_btf/sched_process_exec) stays on behind it: the loop's answer is a check of the
+// path at one instant, and CONTINUE lets the kernel resolve the path again (time of check vs
+// time of use); whatever the kernel then really executes is judged by the fence, which
+// kills a forbidden program before its first instruction.
+//
+// Execs through an fd are judged by the file behind the fd, read through the magic link
+// /proc/<pid>/fd/N: fexecve(3) or execveat(fd, "", AT_EMPTY_PATH) of a memfd, or of any
+// file that is not allow-listed, fails with the denial errno; of an allow-listed file it
+// runs. execve("/proc/self/fd/N") is resolved the same way: "self" is the caller, and procfs
+// links are followed by the kernel, not by their text.
+//
+// Anything the loop cannot resolve (no such file, not a regular file, a caller that
+// vanished) is answered CONTINUE: the kernel then fails the exec with its own errno (so a
+// shell's PATH search still says "not found"), or the fence decides.
+//
+// While no daemon is running, the fd-holder keeps the fds and answers CONTINUE: execs go on
+// under the kernel fence alone (a forbidden one is killed, not refused) and nothing waits
+// for the daemon; the next daemon takes the fds back.
+import fs from 'node:fs';
+import path from 'node:path';
+import { AuditInput } from '../audit/audit-record';
+import { FileIdentity, formatDev } from '../kernel/abi';
+import { NotifyEvent, NotifyStats, SeccompNotify, native } from '../native';
+import { PrepareContext } from './backend';
+import { readBundleConfig, writeBundleConfig } from './bundle-config';
+import { NotifyMerge, withExecNotify } from './seccomp-profile';
+import { startFdHolder } from './fd-holder';
+
+/**
+ * The errno of a denied exec: EACCES, the kernel's own answer to an exec it will not do
+ * (noexec mount, no x bit, an LSM's denial), so that shells report it as they report those:
+ * sh prints "Permission denied" and returns 126. (EPERM would read "Operation not permitted".)
+ */
+export const EXEC_DENY_ERRNO = 13;
+export const EXEC_DENY_ERRNO_NAME = 'EACCES';
+
+export type DenyEvent = Extract<NotifyEvent, { kind: 'deny' }>;
+
+export interface ExecNotifierOptions {
+  stateDir: string;
+  onDenied: (events: DenyEvent[]) => void;
+  /** A notify fd arrived (or came back from the fd-holder) for a container with no allow set. */
+  onNeed: (key: string) => void;
+  audit: (r: AuditInput) => void;
+  log: (m: string) => void;
+}
+
+/** listener: runc's seccomp agent socket (config.json); holder: the daemon's control socket. */
+export function notifyPaths(stateDir: string): { listener: string; holder: string } {
+  return { listener: path.join(stateDir, 'seccomp-agent.sock'), holder: path.join(stateDir, 'fd-holder.sock') };
+}
+
+/** The container key the loop routes by; runc hands it back as listenerMetadata. */
+export function notifyKey(namespace: string, id: string): string {
+  return `${namespace}/${id}`;
+}
+
+export function splitNotifyKey(key: string): { namespace: string; id: string } {
+  const i = key.indexOf('/');
+  return { namespace: key.slice(0, i), id: key.slice(i + 1) };
+}
+
+export class ExecNotifier {
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private reconnectDelayMs = 0;
+  private closed = false;
+
+  private constructor(private readonly loop: SeccompNotify, readonly listenerPath: string, private readonly holderPath: string, private readonly opts: ExecNotifierOptions) {}
+
+  static open(opts: ExecNotifierOptions): ExecNotifier {
+    fs.mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
+    const p = notifyPaths(opts.stateDir);
+    startFdHolder(p.holder, p.listener);
+    let self: ExecNotifier | undefined;
+    const loop = new (native().SeccompNotify)({ holderPath: p.holder }, (evs) => self?.onBatch(evs));
+    self = new ExecNotifier(loop, p.listener, p.holder, opts);
+    return self;
+  }
+
+  private onBatch(events: NotifyEvent[]): void {
+    const denied: DenyEvent[] = [];
+    for (const e of events) {
+      switch (e.kind) {
+        case 'deny':
+          denied.push(e);
+          break;
+        case 'need':
+          this.opts.onNeed(e.key);
+          break;
+        case 'holder-lost':
+          this.opts.audit({ type: 'agent', action: 'fd-holder-lost', reason: e.detail });
+          this.opts.log(`fd-holder: ${e.detail}; starting a new one`);
+          this.scheduleReconnect();
+          break;
+        case 'holder-connected':
+          this.reconnectDelayMs = 0;
+          this.opts.log(`fd-holder: connected on ${e.detail}, ${e.count} notify fds held`);
+          break;
+      }
+    }
+    if (denied.length) this.opts.onDenied(denied);
+  }
+
+  /** Backs off (up to 30 s) while a new holder keeps failing, rather than spinning. */
+  private scheduleReconnect(): void {
+    if (this.reconnectTimer || this.closed) return;
+    const delay = this.reconnectDelayMs;
+    this.reconnectDelayMs = Math.min(30_000, Math.max(500, delay * 2));
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      try {
+        startFdHolder(this.holderPath, this.listenerPath);
+        this.loop.connectHolder(this.holderPath);
+      } catch (e) {
+        // The loop keeps deciding with its own copies; until a holder runs again, `runc exec`
+        // finds no agent, and a daemon crash would close the fds (ENOSYS for every exec).
+        this.opts.log(`fd-holder: ${(e as Error).message}`);
+        this.scheduleReconnect();
+      }
+    }, delay);
+    this.reconnectTimer.unref();
+  }
+
+  /** Routes the bundle's exec syscalls to the loop (an enforce-mode exec fence only). */
+  prepare(ctx: PrepareContext): NotifyMerge {
+    const spec = readBundleConfig(ctx.bundle);
+    const merge = withExecNotify(spec.linux?.seccomp, this.listenerPath, notifyKey(ctx.namespace, ctx.id));
+    if (merge.notified.length) {
+      spec.linux = { ...(spec.linux ?? {}), seccomp: merge.profile };
+      writeBundleConfig(ctx.bundle, spec);
+    }
+    return merge;
+  }
+
+  /** True when runc got a config that routes this container's execs to us. */
+  routed(bundle: string, key: string): boolean {
+    if (!bundle) return false;
+    try {
+      const sc = readBundleConfig(bundle).linux?.seccomp;
+      return sc?.listenerPath === this.listenerPath && sc.listenerMetadata === key
+        && (sc.syscalls ?? []).some((r) => r.action === 'SCMP_ACT_NOTIFY');
+    } catch {
+      return false;
+    }
+  }
+
+  set(key: string, identities: FileIdentity[]): void {
+    this.loop.setContainer(key, identities.map((i) => [i.dev, i.ino]), EXEC_DENY_ERRNO);
+  }
+
+  /** No allow set is known for the container: let its execs on to the kernel fence rather than wait. */
+  passThrough(key: string): void {
+    this.loop.setContainer(key, [], 0);
+  }
+
+  remove(key: string): void {
+    this.loop.removeContainer(key);
+  }
+
+  stats(): NotifyStats {
+    return this.loop.stats();
+  }
+
+  /** With release (daemon stop with detach), the fd-holder lets go of everything. */
+  close(opts: { release: boolean }): void {
+    this.closed = true;
+    clearTimeout(this.reconnectTimer);
+    this.loop.close({ release: opts.release });
+  }
+}
+
+/** The audit record of an exec the loop denied. */
+export function denyRecord(e: DenyEvent, owner: { cgroupId: string | null } | undefined, wallNs: bigint): AuditInput {
+  const { namespace, id } = splitNotifyKey(e.key);
+  return {
+    ts: wallNs,
+    type: 'exec',
+    action: 'deny',
+    namespace,
+    container_id: id,
+    cgroup_id: owner?.cgroupId ?? null,
+    pid: e.pid,
+    comm: e.comm,
+    path: e.path,
+    inode: e.ino.toString(),
+    dev: formatDev(e.dev),
+    syscall: e.syscall,
+    errno: e.errno === EXEC_DENY_ERRNO ? EXEC_DENY_ERRNO_NAME : e.errno,
+    via: 'seccomp-notify',
+    mode: 'enforce',
+  };
+}

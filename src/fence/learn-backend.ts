@@ -1,0 +1,320 @@
+// learn mode (cgfence.io/mode=learn): records what a container does and blocks nothing.
+// Executables come from the exec fence, which in learn mode reports every exec of the
+// container (its identity and the name it was run by); this backend keeps them per container
+// with the path an allow-list needs. Syscalls and network peers are recorded in the kernel
+// (kernel/learn-syscalls.ts, kernel/learn-net.ts) and read when asked or at exit, when the
+// result goes to the audit log as a lifecycle/learned record.
+//
+// It is no control of its own: it learns the network and seccomp controls on behalf of their
+// backends (learns()), so `controls` stays the contract's three.
+import fs from 'node:fs';
+import path from 'node:path';
+import { AuditInput } from '../audit/audit-record';
+import { ExecEvent, FenceMode } from '../kernel/abi';
+import { cgroupV2Root } from '../kernel/cgroup';
+import { SyscallAbi } from '../kernel/learn-abi';
+import { LearnNet, LearnedNet } from '../kernel/learn-net';
+import { LearnSyscalls } from '../kernel/learn-syscalls';
+import { native } from '../native';
+import { Policy } from '../policy/policy';
+import { CgroupMode } from '../daemon/config';
+import { AttachContext, ControlName, ControlState, FenceBackend } from './backend';
+import { LearnedExecs } from './learned-execs';
+import { Learned, LearnedFlow, LearnedPeer, formatAddress, learnedAnnotations, protoName } from './learned-policy';
+
+/** The audit record keeps at most this many flows (the peers, which make the policy, are all kept). */
+const MAX_RECORDED_FLOWS = 1000;
+
+/** libseccomp's name of the 32-bit ABI a 64-bit node also runs. */
+const COMPAT_ARCH: Partial<Record<string, string>> = { x64: 'x86', arm64: 'arm' };
+
+interface Live {
+  namespace: string;
+  id: string;
+  pid: number;
+  fenceId: bigint;
+  since: string;
+  /** The exec fence's lost-event counter at attach: more at the end means execs were missed. */
+  execDropsAtStart: string;
+  execs: LearnedExecs;
+}
+
+export interface LearnBackendOptions {
+  pinDir: string;
+  stateDir: string;
+  cgroupMode: CgroupMode;
+  /** The exec fence's ring-buffer loss counter (global). */
+  execDrops: () => bigint;
+  /** Writes the lifecycle/learned record. */
+  audit: (records: AuditInput[]) => void;
+}
+
+interface Recorders { sys: LearnSyscalls; net: LearnNet }
+
+/** How long a learned record waits for exec events that containerd's exit event overtook. */
+const EXEC_EVENT_GRACE_MS = 1000;
+
+export class LearnBackend implements FenceBackend {
+  readonly control = 'learn' as const;
+  /** null when the kernel refused them: learn mode is then unenforceable, the daemon runs on. */
+  private readonly rec: Recorders | null = null;
+  private readonly loadError: string | null = null;
+  private readonly live = new Map<string, Live>();
+  /**
+   * Containers that exited but whose last exec events may still be in the ring buffer:
+   * containerd's exit event can overtake them. Their learned record waits a moment.
+   */
+  private readonly finishing = new Map<string, { l: Live; finish: () => void; timer: NodeJS.Timeout }>();
+  private readonly dir: string;
+
+  constructor(private readonly opts: LearnBackendOptions) {
+    let sys: LearnSyscalls | null = null;
+    try {
+      sys = LearnSyscalls.open({ pinDir: path.join(opts.pinDir, 'learn-sys') });
+      this.rec = { sys, net: LearnNet.open({ pinDir: path.join(opts.pinDir, 'learn-net') }) };
+    } catch (e) {
+      sys?.close();
+      this.loadError = (e as Error).message;
+    }
+    this.dir = path.join(opts.stateDir, 'learn');
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    this.loadSaved();
+  }
+
+  private usable(): boolean {
+    return this.rec !== null && this.opts.cgroupMode !== 'v1' && cgroupV2Root() !== null;
+  }
+
+  private recorders(): Recorders {
+    if (!this.rec) throw new Error(`learn mode's kernel recorders could not be loaded: ${this.loadError}`);
+    return this.rec;
+  }
+
+  controlState(policy: Policy): ControlState {
+    if (policy.mode !== 'learn') return 'none';
+    if (!this.rec) return `unenforceable: learn mode's kernel recorders could not be loaded: ${this.loadError}`;
+    return this.usable() ? 'learning' : 'unenforceable: learning needs the container\'s cgroup v2 (cgroup mode v1 or no v2 hierarchy)';
+  }
+
+  /** The controls it learns for their own backends (exec is the exec fence's own learn mode). */
+  learns(policy: Policy): ControlName[] {
+    return policy.mode === 'learn' && this.usable() ? ['network', 'seccomp'] : [];
+  }
+
+  attach(ctx: AttachContext): void {
+    if (!ctx.cgroupPath || ctx.cgroupId === null) throw new Error(`pid ${ctx.pid} has no cgroup v2 membership to learn from`);
+    const fenceId = ctx.cgroupId;
+    const { sys, net } = this.recorders();
+    sys.add(fenceId);
+    try {
+      net.attach(ctx.cgroupPath, fenceId);
+    } catch (e) {
+      sys.remove(fenceId);
+      throw e;
+    }
+    const live: Live = {
+      namespace: ctx.namespace, id: ctx.id, pid: ctx.pid, fenceId, since: new Date().toISOString(),
+      execDropsAtStart: this.opts.execDrops().toString(), execs: new LearnedExecs(),
+    };
+    this.live.set(fenceId.toString(), live);
+    this.save(live);
+    ctx.state.backend = 'learn';
+    ctx.state.fenceId = fenceId.toString();
+  }
+
+  /**
+   * Exec events of the exec fence; those of learning containers are kept. A set that changed
+   * is written before the next batch, so a daemon killed right after loses no executable; an
+   * exec storm of known programs only changes counts, and writes nothing.
+   */
+  onExecEvents(events: ExecEvent[]): void {
+    const changed = new Set<Live>();
+    for (const e of events) {
+      if (e.mode !== FenceMode.Learn) continue;
+      const key = e.fenceId.toString();
+      const l = this.live.get(key) ?? this.finishing.get(key)?.l;
+      if (l && l.execs.record(e, l.pid)) changed.add(l);
+    }
+    for (const l of changed) if (this.live.has(l.fenceId.toString())) this.save(l);
+  }
+
+  /** What the learning containers of that id (in that namespace, or any) have done so far. */
+  learnedOf(namespace: string | undefined, id: string): Learned[] {
+    return [...this.live.values()]
+      .filter((x) => x.id === id && (namespace === undefined || x.namespace === namespace))
+      .map((l) => this.build(l, this.recorders().sys.read(l.fenceId), this.recorders().net.read(l.fenceId), true));
+  }
+
+  detach(ctx: AttachContext): Record<string, unknown> | void {
+    if (typeof ctx.state.fenceId !== 'string') return;
+    const fenceId = BigInt(ctx.state.fenceId);
+    const l = this.live.get(ctx.state.fenceId) ?? {
+      namespace: ctx.namespace, id: ctx.id, pid: ctx.pid, fenceId, since: '', execDropsAtStart: this.opts.execDrops().toString(), execs: new LearnedExecs(),
+    };
+    // The kernel's records are read now (the cgroup and its maps go with the container).
+    const sys = this.recorders().sys.remove(fenceId);
+    const net = this.recorders().net.detach(fenceId);
+    const key = ctx.state.fenceId;
+    this.live.delete(key);
+    const finish = () => {
+      clearTimeout(timer);
+      this.finishing.delete(key);
+      const learned = this.build(l, sys, net, false);
+      fs.rmSync(this.file(key), { force: true });
+      const flows = learned.network.flows;
+      if (flows.length > MAX_RECORDED_FLOWS) {
+        learned.network.flows = flows.slice(0, MAX_RECORDED_FLOWS);
+        learned.network.flowsTruncated = flows.length - MAX_RECORDED_FLOWS;
+      }
+      this.opts.audit([{
+        type: 'lifecycle', action: 'learned', namespace: ctx.namespace, container_id: ctx.id, cgroup_id: key, pid: ctx.pid,
+        annotations: learnedAnnotations(learned), learned,
+      }]);
+    };
+    const timer = setTimeout(finish, EXEC_EVENT_GRACE_MS);
+    this.finishing.set(key, { l, finish, timer });
+    return { learned_peers: net.peers.length, learned_syscalls: sys ? 'recorded' : 'none' };
+  }
+
+  private build(l: Live, sys: ReturnType<LearnSyscalls['read']>, net: LearnedNet, running: boolean): Learned {
+    const incomplete: string[] = [];
+    if (running) l.execs.retry(l.pid);
+    if (this.opts.execDrops() > BigInt(l.execDropsAtStart)) {
+      incomplete.push('the exec fence lost events while the container was learning: executables may be missing from exec-allow');
+    }
+    if (!sys) incomplete.push('no syscall record was found for the container: seccomp-allow is empty');
+    if (net.peerDrops > 0n) incomplete.push(`${net.peerDrops} network peers were not recorded (the kernel's peer table was full): egress-allow/ingress-allow are incomplete`);
+    if (net.flowDrops > 0n) incomplete.push(`${net.flowDrops} flows were not recorded in the report (the kernel's flow table was full); the policy is not affected`);
+    const syscalls = this.syscallNames(sys);
+    const peer = (p: LearnedNet['peers'][number]): LearnedPeer => ({ direction: p.direction, family: p.family, address: formatAddress(p.addr), packets: Number(p.count) });
+    const order = (a: { direction: string; family: number; address: string }, b: typeof a) =>
+      a.direction.localeCompare(b.direction) || a.family - b.family || a.address.localeCompare(b.address, 'en', { numeric: true });
+    return {
+      namespace: l.namespace, id: l.id, running, since: l.since,
+      exec: l.execs.list(),
+      network: {
+        peers: net.peers.map(peer).sort(order),
+        flows: net.flows
+          .map((f): LearnedFlow => ({ direction: f.direction, family: f.family, address: formatAddress(f.addr), proto: protoName(f.proto), port: f.port, count: Number(f.count) }))
+          .sort((a, b) => order(a, b) || a.proto.localeCompare(b.proto) || a.port - b.port),
+      },
+      syscalls,
+      incomplete,
+    };
+  }
+
+  private syscallNames(sys: ReturnType<LearnSyscalls['read']>): Learned['syscalls'] {
+    const out: Learned['syscalls'] = { names: [], unnamed: [], outOfRange: Number(sys?.outOfRange ?? 0n) };
+    if (!sys) return out;
+    const names = new Set<string>();
+    const nativeNrs = sys.numbers[SyscallAbi.Native];
+    native().syscallNames(nativeNrs).forEach((n, i) => {
+      if (n) names.add(n);
+      else out.unnamed.push({ abi: 'native', nr: nativeNrs[i] });
+    });
+    const compatNrs = sys.numbers[SyscallAbi.Compat];
+    const compatArch = COMPAT_ARCH[process.arch];
+    if (compatNrs.length) {
+      const compatNames = compatArch ? native().syscallNames(compatNrs, compatArch) : compatNrs.map(() => null);
+      // An annotation's names are checked against the node's architecture, and the filter
+      // applies each name to every ABI of the profile. libseccomp knows the 32-bit names there
+      // too (socketcall, _llseek: pseudo-syscalls for the native ABI, real ones for the 32-bit
+      // one), so only a name it does not know at all is left out.
+      const known = native().resolveSyscalls(compatNames.map((n) => n ?? ''));
+      compatNames.forEach((n, i) => {
+        if (n && known[i] !== null) names.add(n);
+        else out.unnamed.push({ abi: 'compat', nr: compatNrs[i], ...(n ? { name: n } : {}) });
+      });
+    }
+    out.names = [...names].sort();
+    return out;
+  }
+
+  private file(fenceId: string): string {
+    return path.join(this.dir, `${fenceId}.json`);
+  }
+
+  private save(l: Live): void {
+    const { execs, fenceId, ...rest } = l;
+    const tmp = `${this.file(fenceId.toString())}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify({ ...rest, fenceId: fenceId.toString(), execs }), { mode: 0o600 });
+    fs.renameSync(tmp, this.file(fenceId.toString()));
+  }
+
+
+  /**
+   * A restarted daemon picks up the containers that were learning: their exec sets from the
+   * state directory, their syscall and network records from the pinned maps.
+   */
+  private loadSaved(): void {
+    const recording = new Set(this.recording().map(String));
+    for (const name of fs.readdirSync(this.dir)) {
+      if (!name.endsWith('.json')) continue;
+      const file = path.join(this.dir, name);
+      try {
+        const v = JSON.parse(fs.readFileSync(file, 'utf8')) as Omit<Live, 'fenceId' | 'execs'> & { fenceId: string; execs: unknown };
+        if (!recording.has(v.fenceId)) {
+          fs.rmSync(file, { force: true });
+          continue;
+        }
+        this.live.set(v.fenceId, { ...v, fenceId: BigInt(v.fenceId), execs: LearnedExecs.fromJSON(v.execs) });
+      } catch {
+        // A torn state file loses the exec set of one container, which the learned record says.
+        fs.rmSync(file, { force: true });
+      }
+    }
+  }
+
+  /** Kernel recorders no learning container claims (a crash between attach and the registry). */
+  orphans(known: Set<string>): bigint[] {
+    return this.recording().filter((id) => !known.has(id.toString()));
+  }
+
+  /** Fences with a record in the kernel (this daemon's or an earlier one's). */
+  private recording(): bigint[] {
+    if (!this.rec) return [];
+    return [...new Set([...this.rec.sys.fences(), ...this.rec.net.pinnedFences()])];
+  }
+
+  removeRecorder(fenceId: bigint): void {
+    this.recorders().sys.remove(fenceId);
+    this.recorders().net.detach(fenceId);
+    this.live.delete(fenceId.toString());
+    fs.rmSync(this.file(fenceId.toString()), { force: true });
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      backend: this.usable()
+        ? 'learn: tp_btf/sys_enter syscall record (attached while a container learns) + cgroup_skb/sock_addr peer record, exec identities from the exec fence'
+        : 'none (learning needs cgroup v2)',
+      learning: this.live.size,
+      syscallProgramAttached: this.rec?.sys.attached() ?? false,
+      ...(this.loadError ? { error: this.loadError } : {}),
+    };
+  }
+
+  /** A write to these by anyone else could forge what a container is said to have done. */
+  protectedMapIds(): number[] {
+    if (!this.rec) return [];
+    return [...Object.values(this.rec.sys.objectIds().maps), ...Object.values(this.rec.net.objectIds().maps)];
+  }
+
+  protectedProgramIds(): number[] {
+    if (!this.rec) return [];
+    return [this.rec.sys.objectIds().program, ...Object.values(this.rec.net.objectIds().programs)];
+  }
+
+  close(opts: { detach: boolean }): void {
+    for (const f of [...this.finishing.values()]) f.finish();
+    // Counts change without a write; the next daemon gets them as of now.
+    if (!opts.detach) for (const l of this.live.values()) this.save(l);
+    this.rec?.net.close({ detach: opts.detach });
+    this.rec?.sys.close({ detach: opts.detach });
+    if (opts.detach) {
+      fs.rmSync(this.dir, { recursive: true, force: true });
+      // The daemon's pin directory goes too once the last backend's pins are gone.
+      try { fs.rmdirSync(this.opts.pinDir); } catch { /* not empty (other objects' pins) or gone */ }
+    }
+  }
+}

@@ -1,0 +1,59 @@
+// TypeScript mirror of bpf/include/learn-abi.h. The addon static_asserts the C sizes; the
+// sizes here are checked against the maps' key/value sizes when an object loads.
+
+export const MAX_SYSCALL = 1024;
+export enum SyscallAbi { Native = 0, Compat = 1 }
+export const ABIS = 2;
+
+export const SYSCALLS_SIZE = ABIS * MAX_SYSCALL + 8;
+export const CGROUP_CACHE_SIZE = 16;
+export const NET_CONFIG_SIZE = 24;
+export const PEER_KEY_SIZE = 32;
+export const PORT_KEY_SIZE = 32;
+
+export enum LearnDir { Egress = 0, Ingress = 1 }
+
+export interface LearnedSyscallNumbers {
+  /** Syscall numbers seen, per ABI (SyscallAbi index), ascending. */
+  numbers: [number[], number[]];
+  outOfRange: bigint;
+}
+
+export function decodeSyscalls(b: Buffer): LearnedSyscallNumbers {
+  const numbers: [number[], number[]] = [[], []];
+  for (let abi = 0; abi < ABIS; abi++) {
+    for (let nr = 0; nr < MAX_SYSCALL; nr++) if (b[abi * MAX_SYSCALL + nr]) numbers[abi].push(nr);
+  }
+  return { numbers, outOfRange: b.readBigUInt64LE(ABIS * MAX_SYSCALL) };
+}
+
+export interface LearnNetConfig { fenceId: bigint; peerDrops: bigint; portDrops: bigint }
+
+export function encodeNetConfig(c: LearnNetConfig): Buffer {
+  const b = Buffer.alloc(NET_CONFIG_SIZE);
+  b.writeBigUInt64LE(c.fenceId, 0);
+  b.writeBigUInt64LE(c.peerDrops, 8);
+  b.writeBigUInt64LE(c.portDrops, 16);
+  return b;
+}
+
+export function decodeNetConfig(b: Buffer): LearnNetConfig {
+  return { fenceId: b.readBigUInt64LE(0), peerDrops: b.readBigUInt64LE(8), portDrops: b.readBigUInt64LE(16) };
+}
+
+export interface PeerKey { fenceId: bigint; family: 4 | 6; dir: LearnDir; addr: Buffer }
+
+export function decodePeerKey(b: Buffer): PeerKey {
+  const family = b.readUInt8(8) === 4 ? 4 : 6;
+  return { fenceId: b.readBigUInt64LE(0), family, dir: b.readUInt8(9), addr: Buffer.from(b.subarray(16, family === 4 ? 20 : 32)) };
+}
+
+export interface PortKey extends PeerKey { proto: number; port: number }
+
+export function decodePortKey(b: Buffer): PortKey {
+  const family = b.readUInt8(8) === 4 ? 4 : 6;
+  return {
+    fenceId: b.readBigUInt64LE(0), family, dir: b.readUInt8(9), proto: b.readUInt8(10), port: b.readUInt16LE(12),
+    addr: Buffer.from(b.subarray(16, family === 4 ? 20 : 32)),
+  };
+}

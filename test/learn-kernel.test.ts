@@ -1,0 +1,118 @@
+// Learn mode's kernel recorders on the real kernel, without containerd: the syscall record
+// (also for cgroups below the learning one, for a cgroup seen before its ancestor started
+// learning, and for 32-bit syscalls) and the network record (IPv6, IPv4-mapped destinations
+// judged as IPv4), through the learn backend the daemon uses.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cgroupId, createCgroup, removeCgroup } from '../src/kernel/cgroup';
+import { LearnBackend } from '../src/fence/learn-backend';
+import { AttachContext } from '../src/fence/backend';
+import { AuditInput } from '../src/audit/audit-record';
+import { emptyPolicy } from '../src/policy/policy';
+import { buildFixture, mktemp, runInCgroup, uniqueName } from './helpers/kernel';
+
+const name = uniqueName('cgf-learn');
+const pinDir = `/sys/fs/bpf/${name}`;
+let tmp: string;
+let parent: string;
+let inner: string;
+let plain: string;
+let other: string;
+let compat: string;
+let learn: LearnBackend;
+const written: AuditInput[] = [];
+
+async function waitForRecord(id: string): Promise<AuditInput> {
+  for (let i = 0; i < 100; i++) {
+    const r = written.find((x) => x.action === 'learned' && x.container_id === id);
+    if (r) return r;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  throw new Error(`no learned record for ${id}`);
+}
+
+function ctxFor(cgroupPath: string, id: string): AttachContext {
+  return {
+    namespace: 'test', id, bundle: '', pid: process.pid, cgroupPath, cgroupId: cgroupId(cgroupPath),
+    policy: { ...emptyPolicy(), mode: 'learn' }, annotations: {}, state: {},
+  };
+}
+
+beforeAll(() => {
+  tmp = mktemp(name);
+  parent = createCgroup(`${name}/learning`);
+  inner = createCgroup(`${name}/learning/inner`);
+  plain = createCgroup(`${name}/plain`);
+  other = createCgroup(`${name}/other`);
+  compat = buildFixture('compat-syscall', tmp);
+  learn = new LearnBackend({ pinDir, stateDir: path.join(tmp, 'state'), cgroupMode: 'auto', execDrops: () => 0n, audit: (r) => written.push(...r) });
+});
+
+afterAll(async () => {
+  learn?.close({ detach: true });
+  await removeCgroup(path.dirname(parent));
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.rmSync(pinDir, { recursive: true, force: true });
+});
+
+describe('the syscall record', () => {
+  it('records a cgroup below the learning one, also one first seen before its ancestor learned, and 32-bit syscalls by their own ABI', async () => {
+    const otherCtx = ctxFor(other, 'other');
+    const ctx = ctxFor(parent, 'parent');
+    learn.attach(otherCtx); // the program is attached now, and caches `inner` as not learning
+    try {
+      expect(runInCgroup(inner, [compat]).stdout).toContain('compat-done');
+      expect(runInCgroup(plain, [compat]).stdout).toContain('compat-done');
+
+      learn.attach(ctx);
+      expect(runInCgroup(plain, [compat]).stdout).toContain('compat-done');
+      expect(runInCgroup(inner, [compat]).stdout).toContain('compat-done');
+      expect(runInCgroup(inner, ['/bin/mkdir', path.join(tmp, 'made')]).status).toBe(0);
+
+      const [l] = learn.learnedOf('test', 'parent');
+      expect(l.running).toBe(true);
+      // socketcall exists for i386 only; libseccomp names it on x86_64 too (a pseudo-syscall
+      // there), and applies it to the 32-bit part of the filter.
+      expect(l.syscalls.names).toEqual(expect.arrayContaining(['execve', 'getpid', 'socketcall', 'exit_group']));
+      expect(l.syscalls.names.some((n) => n === 'mkdir' || n === 'mkdirat')).toBe(true);
+      expect(l.syscalls.unnamed).toEqual([]);
+      expect(l.incomplete).toEqual([]);
+      // `other` saw nothing: the plain and inner runs were not its.
+      expect(learn.learnedOf('test', 'other')[0].syscalls.names).toEqual([]);
+    } finally {
+      learn.detach(otherCtx);
+      if (ctx.state.fenceId) learn.detach(ctx);
+    }
+    // The learned record waits a moment for exec events still in the ring buffer.
+    const rec = await waitForRecord('parent');
+    expect(rec.type).toBe('lifecycle');
+    expect((rec.annotations as Record<string, string>)['cgfence.io/seccomp-allow']).toMatch(/(^|,)socketcall(,|$)/);
+    expect(learn.status().syscallProgramAttached).toBe(false);
+    expect(learn.learnedOf('test', 'parent')).toEqual([]);
+  });
+});
+
+describe('the network record', () => {
+  it('records IPv6 peers, and an IPv4-mapped destination as the IPv4 address the fence judges', async () => {
+    const ctx = ctxFor(parent, 'net');
+    learn.attach(ctx);
+    try {
+      // Port 9 (discard) answers or refuses: either way packets come back from the peer.
+      runInCgroup(inner, ['/bin/busybox', 'nc', '-w', '2', '::1', '9'], {}, 20_000);
+      runInCgroup(inner, ['/bin/busybox', 'nc', '-w', '2', '::ffff:127.0.0.1', '9'], {}, 20_000);
+      const [l] = learn.learnedOf('test', 'net');
+      const peers = l.network.peers.map((x) => `${x.direction} ${x.address}`);
+      expect(peers).toEqual(['egress 127.0.0.1', 'egress ::1', 'ingress 127.0.0.1', 'ingress ::1']);
+      expect(l.network.flows.filter((f) => f.direction === 'egress').map((f) => `${f.address} ${f.proto} ${f.port}`))
+        .toEqual(['127.0.0.1 tcp 9', '::1 tcp 9']);
+    } finally {
+      learn.detach(ctx);
+    }
+    const rec = await waitForRecord('net');
+    const ann = rec.annotations as Record<string, string>;
+    expect(ann['cgfence.io/egress-allow']).toBe('127.0.0.1/32,::1/128');
+    expect(ann['cgfence.io/ingress-allow']).toBe('127.0.0.1/32,::1/128');
+    expect(fs.readdirSync(path.join(pinDir, 'learn-net')).filter((n) => /^\d+$/.test(n))).toEqual([]);
+  });
+});

@@ -1,0 +1,446 @@
+// oci-config/, checked as far as one machine without Kubernetes allows: the manifests'
+// structure against what the daemon and cgfence-runc accept, and the containerd runtime
+// handler live, in a private containerd with its CRI plugin, driven as kubelet drives it.
+import * as grpc from '@grpc/grpc-js';
+import { execFileSync, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import * as protobuf from 'protobufjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import YAML from 'yaml';
+import { readRecords } from '../src/audit/audit-read';
+import { parseArgs } from '../src/cli/args';
+import { DEFAULT_SOCKET } from '../src/cli/daemon-client';
+import { ContainerdClient } from '../src/containerd/client';
+import { SETTINGS, loadConfigFile, resolveConfig } from '../src/daemon/config';
+import { TEST_IMAGE_NAME, buildOciImage, buildTestImage } from '../src/image/oci-image';
+import { native } from '../src/native';
+import { KEYS, parseAnnotations } from '../src/policy/annotations';
+import { containerdConfig, containerdPaths, importImage, startContainerd } from '../src/sandbox/containerd-process';
+import { SandboxPaths, sandboxDown, sandboxPaths, sandboxUp } from '../src/sandbox/sandbox';
+import { buildFixture } from './helpers/kernel';
+import { cli, sandboxDir, waitFor } from './helpers/sandbox';
+
+const ROOT = path.join(__dirname, '..');
+const OCI = path.join(ROOT, 'oci-config');
+const read = (f: string) => fs.readFileSync(path.join(OCI, f), 'utf8');
+const resolveSyscalls = (names: string[]) => native().resolveSyscalls(names);
+
+const handlerToml = read('containerd-runtime-handler.toml');
+const handlerName = /^\[plugins\."io\.containerd\.grpc\.v1\.cri"\.containerd\.runtimes\.([\w-]+)\]$/m.exec(handlerToml)?.[1];
+const binaryName = /^\s*BinaryName\s*=\s*"([^"]+)"/m.exec(handlerToml)?.[1];
+
+type Obj = Record<string, any>;
+const docs = (f: string): Obj[] => YAML.parseAllDocuments(read(f)).map((d) => {
+  expect(d.errors, `${f}: ${d.errors.join('; ')}`).toEqual([]);
+  return d.toJS() as Obj;
+}).filter((d) => d !== null);
+
+const dsDocs = docs('daemonset.yaml');
+const ds = dsDocs.find((d) => d.kind === 'DaemonSet')!;
+const pod = ds?.spec?.template?.spec as Obj;
+const daemon = pod?.containers?.find((c: Obj) => c.name === 'cgfence') as Obj;
+const volume = (name: string) => pod.volumes.find((v: Obj) => v.name === name) as Obj;
+
+/** The daemon's flags as the CLI parses them: an unknown one throws. */
+function daemonFlags(): Record<string, string | undefined> {
+  const argv = [...daemon.command, ...(daemon.args ?? [])];
+  expect(argv.slice(0, 2)).toEqual(['cgfence', 'daemon']);
+  return parseArgs(argv.slice(2), { values: [...Object.keys(SETTINGS), 'config'] }).flags;
+}
+
+/** The host path behind a path inside the daemon container, through its hostPath mounts. */
+function hostPathOf(container: Obj, inside: string): string | null {
+  const mounts = [...container.volumeMounts].sort((a: Obj, b: Obj) => b.mountPath.length - a.mountPath.length);
+  for (const m of mounts) {
+    if (inside !== m.mountPath && !inside.startsWith(`${m.mountPath}/`)) continue;
+    const v = volume(m.name);
+    if (!v?.hostPath) return null;
+    return path.join(v.hostPath.path, inside.slice(m.mountPath.length));
+  }
+  return null;
+}
+
+function runcConfKeys(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const t = line.trim();
+    if (!t || t.startsWith('#')) continue;
+    const eq = t.indexOf('=');
+    expect(eq, `runc.conf line ${JSON.stringify(line)}`).toBeGreaterThan(0);
+    out[t.slice(0, eq).trim()] = t.slice(eq + 1).trim();
+  }
+  return out;
+}
+
+describe('oci-config: the files agree with each other and with what cgfence accepts', () => {
+  it('the runtime handler TOML loads in containerd 1.6 with BinaryName and the annotation passthrough', () => {
+    expect(handlerName).toBe('cgfence');
+    expect(binaryName).toBe('/usr/local/bin/cgfence-runc');
+    const tmp = fs.mkdtempSync('/tmp/cgft-toml-');
+    try {
+      const file = path.join(tmp, 'config.toml');
+      // As on a node: the handler next to the runc one that `containerd config default` writes.
+      fs.writeFileSync(file, ['version = 2', '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]', '  runtime_type = "io.containerd.runc.v2"', handlerToml].join('\n'));
+      const dump = execFileSync('containerd', ['--config', file, 'config', 'dump'], { encoding: 'utf8' });
+      const section = dump.slice(dump.indexOf('[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.cgfence]'));
+      expect(section.length).toBeLessThan(dump.length);
+      const own = section.slice(0, section.indexOf('[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]') >>> 0);
+      expect(own).toMatch(/runtime_type = "io\.containerd\.runc\.v2"/);
+      expect(own).toMatch(/pod_annotations = \["cgfence\.io\/\*"\]/);
+      expect(own).toMatch(/container_annotations = \["cgfence\.io\/\*"\]/);
+      expect(own).toMatch(/BinaryName = "\/usr\/local\/bin\/cgfence-runc"/);
+      expect(own).toMatch(/SystemdCgroup = true/);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it('the RuntimeClass names the handler and schedules where the DaemonSet runs', () => {
+    const [rc] = docs('runtimeclass.yaml');
+    expect(rc).toMatchObject({ apiVersion: 'node.k8s.io/v1', kind: 'RuntimeClass', handler: handlerName });
+    expect(rc.metadata.name).toMatch(/^[a-z0-9-]+$/);
+    expect(rc.scheduling.nodeSelector).toEqual(pod.nodeSelector);
+  });
+
+  it('the DaemonSet: kinds, host pid, selector, service account', () => {
+    expect(dsDocs.map((d) => d.kind)).toEqual(['Namespace', 'ServiceAccount', 'DaemonSet']);
+    expect(ds.apiVersion).toBe('apps/v1');
+    const ns = dsDocs[0].metadata.name;
+    expect(ds.metadata.namespace).toBe(ns);
+    expect(dsDocs[1].metadata.namespace).toBe(ns);
+    expect(pod.serviceAccountName).toBe(dsDocs[1].metadata.name);
+    expect(pod.hostPID).toBe(true);
+    expect(pod.hostNetwork ?? false).toBe(false);
+    for (const [k, v] of Object.entries(ds.spec.selector.matchLabels)) expect(ds.spec.template.metadata.labels[k]).toBe(v);
+  });
+
+  it('the daemon runs `cgfence daemon` with the contract\'s flags, each a real one', () => {
+    const flags = daemonFlags();
+    for (const f of ['containerd-socket', 'state-dir', 'audit-log', 'socket', 'cgroup-mode']) expect(flags[f], f).toBeTruthy();
+    expect(['auto', 'v2', 'v1']).toContain(flags['cgroup-mode']);
+    // The config file it names is the ConfigMap's daemon-config.yaml.
+    const cfgMount = daemon.volumeMounts.find((m: Obj) => m.mountPath === flags.config);
+    expect(cfgMount.subPath).toBe('daemon-config.yaml');
+    expect(volume(cfgMount.name).configMap.name).toBe('cgfence-config');
+    const cfg = resolveConfig({ ...flags, config: path.join(OCI, 'daemon-config.yaml') }, {});
+    expect(cfg.socket).toBe(flags.socket);
+    // The CLI's default socket, which the readiness probe's `cgfence status` uses.
+    expect(cfg.socket).toBe(DEFAULT_SOCKET);
+    expect(daemon.readinessProbe.exec.command).toEqual(['cgfence', 'status']);
+  });
+
+  it('every path the daemon shares with the host is mounted from the host at the same path', () => {
+    const cfg = resolveConfig({ ...daemonFlags(), config: path.join(OCI, 'daemon-config.yaml') }, {});
+    // cgfence-runc, runc and containerd on the host name these paths to the daemon, and it to them.
+    for (const p of [cfg.containerdSocket, cfg.stateDir, cfg.auditLog, cfg.socket, cfg.pinDir, '/run/containerd/io.containerd.runtime.v2.task/k8s.io/x/config.json', '/sys/fs/cgroup/kubepods']) {
+      expect(hostPathOf(daemon, p), p).toBe(p);
+    }
+    for (const hp of ['/sys/fs/bpf', '/sys/fs/cgroup', '/run/containerd', '/var/lib/cgfence', '/var/log/cgfence', '/run/cgfence']) {
+      expect(pod.volumes.some((v: Obj) => v.hostPath?.path === hp), hp).toBe(true);
+    }
+    const m = (p: string) => daemon.volumeMounts.find((x: Obj) => x.mountPath === p);
+    // Container rootfs mounts made on the host after the pod started must show inside.
+    expect(m('/run/containerd').mountPropagation).toBe('HostToContainer');
+    // Bidirectional would need privileged and is not needed: the pins are made in the host's bpffs.
+    for (const x of daemon.volumeMounts) expect(x.mountPropagation ?? 'None').not.toBe('Bidirectional');
+  });
+
+  it('privileges: the capabilities the daemon uses, and privileged only with the reason written next to it', () => {
+    const sc = daemon.securityContext;
+    expect(sc.capabilities.drop).toEqual(['ALL']);
+    for (const c of ['BPF', 'PERFMON', 'SYS_ADMIN', 'SYS_PTRACE', 'NET_ADMIN']) expect(sc.capabilities.add).toContain(c);
+    expect(sc.runAsUser).toBe(0);
+    if (sc.privileged) expect(read('daemonset.yaml')).toMatch(/cgroup namespace/);
+    const init = pod.initContainers[0];
+    expect(init.securityContext.privileged).toBe(false);
+    expect(init.securityContext.capabilities.drop).toEqual(['ALL']);
+  });
+
+  it('the init container installs cgfence-runc where the handler runs it, and runc.conf where it reads it', () => {
+    const init = pod.initContainers[0] as Obj;
+    const script = init.command.join(' ');
+    const targets = [...script.matchAll(/mv -f \S+ ([^\s;]+)/g)].map((x) => x[1]);
+    const onHost = targets.map((t) => hostPathOf(init, t));
+    expect(onHost).toContain(binaryName);
+    const defaultFile = /#define CFG_DEFAULT_FILE\s+"([^"]+)"/.exec(fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.h'), 'utf8'))![1];
+    expect(onHost).toContain(defaultFile);
+    // The rename comes after a copy into the same directory, so it is atomic.
+    for (const t of targets) expect(script).toContain(`${path.dirname(t)}/.${path.basename(t)}.new`);
+    const cm = init.volumeMounts.find((v: Obj) => volume(v.name).configMap);
+    expect(script).toContain(`${cm.mountPath}/runc.conf`);
+  });
+
+  it('runc.conf: only keys cgfence-runc reads, values that agree with the DaemonSet', () => {
+    const accepted = new Set([...fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.c'), 'utf8').matchAll(/strcmp\(key, "(\w+)"\)/g)].map((x) => x[1]));
+    expect([...accepted].sort()).toEqual(['fail_mode', 'runc', 'socket', 'spool_dir']);
+    const conf = runcConfKeys(read('runc.conf'));
+    for (const k of Object.keys(conf)) expect(accepted, k).toContain(k);
+    expect(['closed', 'open']).toContain(conf.fail_mode);
+    expect(conf.socket).toBe(daemonFlags().socket);
+    // The spool is read back by the daemon: it must be on a path the DaemonSet mounts.
+    expect(hostPathOf(daemon, conf.spool_dir)).toBe(conf.spool_dir);
+  });
+
+  it('runc.conf: cgfence-runc reads it (pass-through finds runc, create asks the socket it names)', () => {
+    const env = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', CGFENCE_RUNC_CONFIG: path.join(OCI, 'runc.conf') };
+    const runc = path.join(ROOT, 'build/Release/cgfence-runc');
+    const v = spawnSync(runc, ['--version'], { env, encoding: 'utf8' });
+    expect(v.status, v.stderr).toBe(0);
+    expect(v.stdout).toMatch(/^runc version/);
+    const tmp = fs.mkdtempSync('/tmp/cgft-runcconf-');
+    try {
+      const c = spawnSync(runc, ['--root', path.join(tmp, 'root'), 'create', '--bundle', tmp, '--pid-file', path.join(tmp, 'pid'), `cgft-conf-${crypto.randomBytes(3).toString('hex')}`], { env, encoding: 'utf8' });
+      expect(c.status).not.toBe(0);
+      expect(c.stdout + c.stderr).toMatch(/daemon unreachable at \/run\/cgfence\/cgfence\.sock .*fail-closed|cannot read .*config\.json/);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it('daemon-config.yaml loads, and every profile is a valid policy', () => {
+    const cfg = loadConfigFile(path.join(OCI, 'daemon-config.yaml'));
+    expect(Object.keys(cfg.profiles ?? {}).length).toBeGreaterThan(0);
+    expect('defaultProfile' in cfg).toBe(true);
+    if (cfg.defaultProfile !== null) expect(Object.keys(cfg.profiles!)).toContain(cfg.defaultProfile);
+    for (const name of Object.keys(cfg.profiles!)) {
+      const p = parseAnnotations({ [KEYS.profile]: name }, { profiles: cfg.profiles, defaultProfile: cfg.defaultProfile, resolveSyscalls });
+      expect(p.profile).toBe(name);
+      expect(p.mode, name).not.toBe('off');
+    }
+    expect(resolveConfig({ config: path.join(OCI, 'daemon-config.yaml') }, {}).failMode).toBe(cfg.failMode);
+  });
+
+  it('the README covers every file and the steps', () => {
+    const readme = read('README.md');
+    for (const f of fs.readdirSync(OCI).filter((f) => f !== 'README.md')) expect(readme, f).toContain(f);
+    expect(readme).toContain('kubectl -n cgfence-system create configmap cgfence-config');
+    expect(readme).toMatch(/runtimeClassName: cgfence/);
+  });
+});
+
+// ---- live: containerd's CRI with the handler, driven like kubelet ----
+
+const dir = sandboxDir('oci');
+let p: SandboxPaths;
+let cri: Cri;
+const PAUSE_IMAGE = 'cgfence.local/pause:test';
+const pods: string[] = [];
+
+interface Cri { call<T = Obj>(method: string, req: Obj, timeoutMs?: number): Promise<T>; close(): void }
+
+function criClient(socket: string): Cri {
+  const root = protobuf.loadSync(path.join(__dirname, 'fixtures', 'cri-runtime-v1.proto'));
+  const client = new grpc.Client(`unix://${socket}`, grpc.credentials.createInsecure());
+  return {
+    call<T>(method: string, req: Obj, timeoutMs = 60_000): Promise<T> {
+      const [svc, name] = method.includes('.') ? method.split('.') : ['RuntimeService', method];
+      const reqT = root.lookupType(`runtime.v1.${name}Request`);
+      const resT = root.lookupType(`runtime.v1.${name}Response`);
+      return new Promise((resolve, reject) => {
+        client.makeUnaryRequest(`/runtime.v1.${svc}/${name}`,
+          (m: Obj) => Buffer.from(reqT.encode(reqT.fromObject(m)).finish()),
+          (b: Buffer) => resT.toObject(resT.decode(b), { longs: Number, enums: String, defaults: true }),
+          req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs },
+          (err, res) => (err ? reject(new Error(`CRI ${name}: ${err.details || err.message}`)) : resolve(res as T)));
+      });
+    },
+    close: () => client.close(),
+  };
+}
+
+function podConfig(name: string, annotations: Record<string, string>): Obj {
+  const logDirectory = path.join(dir, 'pods', name);
+  fs.mkdirSync(logDirectory, { recursive: true });
+  return {
+    metadata: { name, uid: crypto.randomUUID(), namespace: 'cgft', attempt: 0 },
+    logDirectory,
+    annotations: { ...annotations, 'example.com/not-passed': 'x' },
+    // Host network: no CNI here. The pid namespace is the pod's, as by default.
+    linux: { securityContext: { namespaceOptions: { network: 'NODE', pid: 'CONTAINER', ipc: 'POD' } } },
+  };
+}
+
+async function runPod(name: string, annotations: Record<string, string>, handler: string): Promise<{ id: string; config: Obj }> {
+  const config = podConfig(name, annotations);
+  const r = await cri.call<{ podSandboxId: string }>('RunPodSandbox', { config, runtimeHandler: handler }).catch((e: Error) => {
+    // containerd's own words on why, for whoever reads a failure.
+    const log = fs.readFileSync(containerdPaths(dir).log, 'utf8').split('\n').filter((l) => /level=(error|warning)/.test(l)).slice(-5).join('\n');
+    throw new Error(`${e.message}\ncontainerd log:\n${log}`);
+  });
+  pods.push(r.podSandboxId);
+  return { id: r.podSandboxId, config };
+}
+
+async function startContainer(podId: string, podCfg: Obj, name: string, script: string): Promise<string> {
+  const c = await cri.call<{ containerId: string }>('CreateContainer', {
+    podSandboxId: podId,
+    sandboxConfig: podCfg,
+    config: {
+      metadata: { name }, image: { image: TEST_IMAGE_NAME }, command: ['/bin/sh', '-c', script], logPath: `${name}.log`,
+      linux: { securityContext: { namespaceOptions: { network: 'NODE', pid: 'CONTAINER', ipc: 'POD' } } },
+    },
+  });
+  await cri.call('StartContainer', { containerId: c.containerId });
+  return c.containerId;
+}
+
+/** The container's output from its CRI log file ("<time> stdout F <line>"). */
+function output(podCfg: Obj, name: string): string {
+  try {
+    return fs.readFileSync(path.join(podCfg.logDirectory, `${name}.log`), 'utf8').split('\n').map((l) => l.split(' ').slice(3).join(' ')).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+async function specOf(id: string) {
+  const client = new ContainerdClient(`unix://${p.containerdSocket}`);
+  try {
+    return (await client.listContainers('k8s.io')).find((c) => c.id === id)!;
+  } finally {
+    client.close();
+  }
+}
+
+describe('live: a private containerd loads the handler with its CRI plugin, and pods get fenced', () => {
+  beforeAll(async () => {
+    p = sandboxPaths(dir);
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const handler = handlerToml
+      // This machine's build of the launcher, and no systemd to manage cgroups.
+      .replace(`BinaryName = "${binaryName}"`, `BinaryName = ${JSON.stringify(p.runc)}`)
+      .replace('SystemdCgroup = true', 'SystemdCgroup = false');
+    expect(handler).toContain(p.runc);
+    expect(handler).toContain('SystemdCgroup = false');
+    const extraConfig = [
+      '[plugins."io.containerd.grpc.v1.cri"]',
+      `  sandbox_image = ${JSON.stringify(PAUSE_IMAGE)}`,
+      // Never a node-wide port: the streaming server (exec, attach) on an ephemeral one.
+      '  stream_server_address = "127.0.0.1"',
+      '  stream_server_port = "0"',
+      // Root here lacks CAP_SYS_RESOURCE, so the sandbox's oom_score_adj of -998 would fail runc.
+      '  restrict_oom_score_adj = true',
+      '  [plugins."io.containerd.grpc.v1.cri".cni]',
+      `    bin_dir = ${JSON.stringify(path.join(dir, 'cni', 'bin'))}`,
+      `    conf_dir = ${JSON.stringify(path.join(dir, 'cni', 'conf'))}`,
+      '  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]',
+      '    runtime_type = "io.containerd.runc.v2"',
+      handler,
+    ].join('\n');
+    const realRunc = execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim();
+    await startContainerd(dir, {
+      enableCri: true, extraConfig,
+      env: { CGFENCE_SOCKET: p.socket, CGFENCE_REAL_RUNC: realRunc, CGFENCE_FAIL_MODE: 'closed', CGFENCE_SPOOL_DIR: path.join(dir, 'spool') },
+    });
+    // Reuses that containerd; starts the daemon.
+    p = await sandboxUp(dir);
+
+    const work = path.join(dir, 'images');
+    fs.mkdirSync(work, { recursive: true });
+    const pauseBin = buildFixture('pause', work);
+    const pauseTar = path.join(work, 'pause.tar');
+    await buildOciImage({
+      name: PAUSE_IMAGE, outFile: pauseTar, config: { entrypoint: ['/pause'] },
+      files: [{ path: '/pause', source: pauseBin, mode: 0o755 }, { path: '/proc', dir: true }, { path: '/sys', dir: true }, { path: '/dev', dir: true }, { path: '/etc', dir: true }],
+    });
+    if (!fs.existsSync(p.imageTar)) await buildTestImage(p.imageTar);
+    await importImage(dir, pauseTar, 'k8s.io');
+    await importImage(dir, p.imageTar, 'k8s.io');
+    cri = criClient(p.containerdSocket);
+    const v = await cri.call<Obj>('Version', { version: 'v1' });
+    expect(v.runtimeName).toBe('containerd');
+    for (const image of [PAUSE_IMAGE, TEST_IMAGE_NAME]) {
+      // CRI learns of imported images from containerd's events.
+      let seen = false;
+      await waitFor(`CRI to see ${image}`, () => {
+        void cri.call<Obj>('ImageService.ImageStatus', { image: { image } }).then((r) => { seen = !!r.image?.id; }, () => {});
+        return seen;
+      }, 30_000);
+    }
+  });
+
+  afterAll(async () => {
+    for (const id of pods) {
+      await cri?.call('StopPodSandbox', { podSandboxId: id }).catch(() => {});
+      await cri?.call('RemovePodSandbox', { podSandboxId: id }).catch(() => {});
+    }
+    cri?.close();
+    await sandboxDown(dir).catch((e) => console.error(e));
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('containerd accepts the handler: the CRI plugin is up', () => {
+    const r = spawnSync('ctr', ['-a', p.containerdSocket, 'plugins', 'ls'], { encoding: 'utf8' });
+    expect(r.stdout).toMatch(/io\.containerd\.grpc\.v1\s+cri\s+\S+\s+ok/);
+  });
+
+  it('a pod of the cgfence handler: annotations reach the spec, the sandbox runs unfenced, the container is fenced', async () => {
+    const name = `fenced-${crypto.randomBytes(3).toString('hex')}`;
+    const podRun = await runPod(name, { [KEYS.execAllow]: '/bin/sh' }, 'cgfence');
+    const sandbox = await specOf(podRun.id);
+    expect(sandbox.runcOptions?.binaryName).toBe(p.runc);
+    expect(sandbox.spec?.annotations?.['io.kubernetes.cri.container-type']).toBe('sandbox');
+    expect(sandbox.spec?.annotations?.[KEYS.execAllow]).toBe('/bin/sh');
+
+    const id = await startContainer(podRun.id, podRun.config, 'app', 'echo ALLOWED-RAN; /usr/local/bin/tool-a echo FORBIDDEN-RAN; echo "rc=$?"; sleep 60');
+    const spec = await specOf(id);
+    expect(spec.runcOptions?.binaryName).toBe(p.runc);
+    expect(spec.spec?.annotations?.[KEYS.execAllow]).toBe('/bin/sh');
+    expect(spec.spec?.annotations?.['example.com/not-passed']).toBeUndefined();
+
+    await waitFor('the container to report', () => output(podRun.config, 'app').includes('rc='), 60_000);
+    const out = output(podRun.config, 'app');
+    expect(out).toContain('ALLOWED-RAN');
+    expect(out).not.toContain('FORBIDDEN-RAN');
+    // EACCES from execve (the seccomp-notify path) or SIGKILL before it runs (the BPF path).
+    expect(out).toMatch(/rc=(126|137)/);
+
+    // kubectl exec: the same fence.
+    const ok = await cri.call<Obj>('ExecSync', { containerId: id, cmd: ['/bin/sh', '-c', 'echo EXEC-OK'], timeout: 30 });
+    expect(Buffer.from(ok.stdout).toString()).toContain('EXEC-OK');
+    const bad = await cri.call<Obj>('ExecSync', { containerId: id, cmd: ['/usr/local/bin/tool-a', 'echo', 'EXEC-RAN'], timeout: 30 });
+    expect(Buffer.from(bad.stdout).toString()).not.toContain('EXEC-RAN');
+    expect(bad.exitCode).not.toBe(0);
+
+    const ps = JSON.parse(cli(p, ['ps', '--json']).stdout) as Array<{ namespace: string; id: string }>;
+    expect(ps).toContainEqual(expect.objectContaining({ namespace: 'k8s.io', id }));
+    expect(ps.some((x) => x.id === podRun.id)).toBe(false);
+    const recs = await readRecords(p.auditLog, { container: id });
+    expect(recs.some((r) => r.type === 'lifecycle' && r.action === 'attach' && r.namespace === 'k8s.io')).toBe(true);
+    let denied = false;
+    await waitFor('the denial in the audit log', () => {
+      void readRecords(p.auditLog, { container: id }).then((rs) => { denied = rs.some((r) => r.type === 'exec' && r.action === 'deny' && r.path === '/usr/local/bin/tool-a'); });
+      return denied;
+    }, 20_000);
+    expect((await readRecords(p.auditLog, { container: podRun.id })).filter((r) => r.type === 'lifecycle' && r.action !== 'refuse')).toEqual([]);
+
+    await cri.call('StopContainer', { containerId: id, timeout: 0 });
+    await waitFor('detach at exit', () => !cli(p, ['ps', '--json']).stdout.includes(id), 30_000);
+  });
+
+  it('a pod with a bad cgfence annotation fails at its first step, with the message', async () => {
+    const name = `bad-${crypto.randomBytes(3).toString('hex')}`;
+    await expect(runPod(name, { [KEYS.execAllow]: 'bin/sh' }, 'cgfence')).rejects.toThrow(/cgfence\.io\/exec-allow: "bin\/sh" is not an absolute path/);
+  });
+
+  it('without the handler (the default runc one) the annotations do not reach the spec and nothing is fenced', async () => {
+    const name = `plain-${crypto.randomBytes(3).toString('hex')}`;
+    const podRun = await runPod(name, { [KEYS.execAllow]: '/bin/sh' }, '');
+    const id = await startContainer(podRun.id, podRun.config, 'app', '(exec -a echo /usr/local/bin/tool-a PLAIN-RAN)');
+    expect((await specOf(id)).spec?.annotations?.[KEYS.execAllow]).toBeUndefined();
+    await waitFor('the container to run', () => output(podRun.config, 'app').includes('PLAIN-RAN'), 60_000);
+  });
+});
+
+// Keep containerdConfig's CRI switch honest without starting anything.
+describe('containerdConfig', () => {
+  it('disables CRI unless asked, and appends extra TOML', () => {
+    const cp = containerdPaths('/run/cgft-none');
+    expect(containerdConfig(cp)).toContain('"io.containerd.grpc.v1.cri"');
+    const on = containerdConfig(cp, 'info', { enableCri: true, extraConfig: '# extra' });
+    expect(on).not.toContain('"io.containerd.grpc.v1.cri",');
+    expect(on.trimEnd().endsWith('# extra')).toBe(true);
+  });
+});
