@@ -8,6 +8,7 @@ import { ContainerdEvent, decodeEnvelope } from '../src/containerd/events';
 import { EventMonitor } from '../src/containerd/event-monitor';
 import { buildTestImage, TEST_IMAGE_NAME } from '../src/image/oci-image';
 import { importImage, isRunning, startContainerd, stopContainerd, containerdPaths } from '../src/sandbox/containerd-process';
+import { removeNamespaceCgroups } from './helpers/kernel';
 
 // Real containerd, real runc: these tests need root, containerd 1.6, runc and /bin/busybox.
 const suffix = randomBytes(4).toString('hex');
@@ -84,6 +85,7 @@ afterAll(async () => {
     await stopContainerd(dir);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
+    removeNamespaceCgroups(NS);
   }
 });
 

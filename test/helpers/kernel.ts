@@ -55,3 +55,23 @@ export async function waitForBpfCounts(want: Partial<BpfCounts>, timeoutMs = 500
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/**
+ * runc makes a parent cgroup per containerd namespace (/<ns>/<id>) in every hierarchy and
+ * nobody removes it: a test with its own namespace removes it (empty dirs, deepest first).
+ */
+export function removeNamespaceCgroups(namespace: string): void {
+  for (const h of fs.readdirSync('/sys/fs/cgroup')) {
+    const top = path.join('/sys/fs/cgroup', h, namespace);
+    if (!fs.existsSync(top)) continue;
+    const dirs: string[] = [];
+    const walk = (d: string) => {
+      for (const e of fs.readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name));
+      dirs.push(d);
+    };
+    walk(top);
+    for (const d of dirs) {
+      try { fs.rmdirSync(d); } catch { /* still in use: left for the system */ }
+    }
+  }
+}
