@@ -40,13 +40,20 @@ export async function run(argv: string[]): Promise<number> {
     console.log('   so its execve was refused (EACCES: "Permission denied", status 126); the kernel fence');
     console.log('   behind that check kills anything that slips past before its first instruction (137).');
 
-    step('3. a container with a bad annotation is not started');
+    step('3. the network fence: 127.0.0.2 is denied, the rest of loopback is not');
+    const net = ctr(['run', '--rm', '--runc-binary', p.runc, '--annotation', 'cgfence.io/egress-deny=127.0.0.2/32', TEST_IMAGE_NAME, `${id}-net`, '/bin/sh', '-c',
+      'nc -l -p 8080 -e echo hello-from-127.0.0.1 & sleep 0.2; echo "to 127.0.0.1: $(nc -w 2 127.0.0.1 8080 </dev/null)"; nc -w 2 127.0.0.2 8080 </dev/null; echo "to 127.0.0.2: exit status $?"']);
+    for (const line of `${net.stdout}${net.stderr}`.trim().split('\n')) console.log(`   | ${line}`);
+    console.log('   the connect() to a denied address fails at once with EPERM (no timeout); CGROUP_SKB');
+    console.log('   programs on the container cgroup stay as the packet-level backstop.');
+
+    step('4. a container with a bad annotation is not started');
     const bad = ctr(['run', '--rm', '--runc-binary', p.runc, '--annotation', 'cgfence.io/egress-allow=10.0.0.300/8', TEST_IMAGE_NAME, `${id}-bad`, '/bin/true']);
     console.log(`   ctr exit status ${bad.status}:`);
     for (const line of bad.stderr.trim().split('\n')) console.log(`   | ${line}`);
     ctr(['containers', 'rm', `${id}-bad`]);
 
-    step('4. status and the audit log');
+    step('5. status and the audit log');
     const st = await request<{ fences: number; kernel: { backends: Record<string, { backend: string }> } }>(p.socket, { op: 'status' });
     console.log(`   exec backend: ${st.kernel.backends.exec.backend}; fenced now: ${st.fences}`);
     const recs = await readRecords(p.auditLog, { where: (x) => typeof x.container_id === 'string' && x.container_id.startsWith(id) });
@@ -56,7 +63,7 @@ export async function run(argv: string[]): Promise<number> {
     if (a.bools.has('keep')) {
       console.log(`\nsandbox kept: . ${p.env}; stop it with: cgfence sandbox down --dir ${dir}`);
     } else {
-      step('5. teardown');
+      step('6. teardown');
       await sandboxDown(dir, (m) => console.log(`   ${m}`));
     }
   }
