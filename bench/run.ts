@@ -46,7 +46,7 @@ async function main(): Promise<void> {
     ...all.map((r) => `| ${r.name} | ${r.baseline} | ${r.fenced} | ${fmt(r.medianBaselineUs)} | ${fmt(r.medianFencedUs)} | **${r.ratio.toFixed(3)}** | ${r.runs} | ${r.note ?? ''} |`),
     '',
   ];
-  const out = path.join(projectRoot(), 'bench', wanted.length ? `RESULTS-${wanted.join('-')}.md` : 'RESULTS.md');
+  const out = path.join(projectRoot(), 'bench', wanted.length ? `RESULTS-${wanted.join('-')}.md` : 'RESULTS.md'); // partial runs never overwrite the full table
   fs.writeFileSync(out, lines.join('\n'));
   console.log(`\n${lines.slice(5).join('\n')}\nwritten to ${out}`);
 }
