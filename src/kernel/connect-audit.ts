@@ -7,6 +7,7 @@ import path from 'node:path';
 import { BpfLink, BpfObject, BPF_ANY, RingBuffer, native } from '../native';
 import { u64Key } from './abi';
 import { ensureTracefs } from './tracefs';
+import { closeLinks, closeObject } from './release';
 
 const OBJECT = 'connect-audit';
 const PROGRAM = 'connect_audit';
@@ -136,11 +137,7 @@ export class ConnectAudit {
     this.closed = true;
     this.ring?.close();
     this.ring = null;
-    if (opts.detach) this.link.unpin();
-    this.link.destroy();
-    this.obj.close({ unpin: !!opts.detach });
-    if (opts.detach && this.pinDir) {
-      try { fs.rmdirSync(this.pinDir); } catch { /* not empty: other objects still pinned there */ }
-    }
+    closeLinks([this.link], !!opts.detach);
+    closeObject(this.obj, this.pinDir, !!opts.detach);
   }
 }

@@ -4,6 +4,7 @@
 // tracepoint, the cgroup v1 fallback); both judge against the same maps. A fence is map
 // entries, so fencing, changing and unfencing a container never reloads or re-attaches one.
 import fs from 'node:fs';
+import { closeLinks, closeObject } from './release';
 import path from 'node:path';
 import { BpfLink, BpfObject, BPF_ANY, RingBuffer, native } from '../native';
 import { ensureTracefs } from './tracefs';
@@ -206,14 +207,8 @@ export class ExecFence {
     this.closed = true;
     this.ring?.close();
     this.ring = null;
-    for (const link of this.links.values()) {
-      if (opts.detach) link.unpin();
-      link.destroy();
-    }
-    this.obj.close({ unpin: !!opts.detach });
-    if (opts.detach && this.pinDir) {
-      try { fs.rmdirSync(this.pinDir); } catch { /* not empty: other objects still pinned there */ }
-    }
+    closeLinks(this.links.values(), !!opts.detach);
+    closeObject(this.obj, this.pinDir, !!opts.detach);
   }
 }
 

@@ -3,6 +3,7 @@
 // A recorder is its links (pinned in <pinDir>/<fenceId>/), its cgroup's local storage (the
 // fence id and drop counters) and its entries in learn_peers and learn_ports.
 import fs from 'node:fs';
+import { closeObject } from './release';
 import path from 'node:path';
 import { BpfLink, BpfObject, BPF_ANY, native } from '../native';
 import { u64Key } from './abi';
@@ -165,9 +166,6 @@ export class LearnNet {
       for (const ls of this.links.values()) for (const l of ls) l.destroy();
       this.links.clear();
     }
-    this.obj.close({ unpin: !!opts.detach });
-    if (opts.detach && this.pinDir) {
-      try { fs.rmdirSync(this.pinDir); } catch { /* not empty: something else is pinned there */ }
-    }
+    closeObject(this.obj, this.pinDir, !!opts.detach);
   }
 }

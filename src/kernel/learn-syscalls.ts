@@ -8,6 +8,7 @@ import path from 'node:path';
 import { BpfLink, BpfObject, BPF_ANY, BPF_NOEXIST, NativeError, native } from '../native';
 import { u64Key } from './abi';
 import { CGROUP_CACHE_SIZE, LearnedSyscallNumbers, SYSCALLS_SIZE, decodeSyscalls } from './learn-abi';
+import { closeObject } from './release';
 
 const OBJECT = 'learn-syscalls';
 const PROGRAM = 'learn_sys_enter';
@@ -128,9 +129,6 @@ export class LearnSyscalls {
     if (opts.detach) this.detachProgram();
     else this.link?.destroy();
     this.link = null;
-    this.obj.close({ unpin: !!opts.detach });
-    if (opts.detach && this.pinDir) {
-      try { fs.rmdirSync(this.pinDir); } catch { /* not empty: something else is pinned there */ }
-    }
+    closeObject(this.obj, this.pinDir, !!opts.detach);
   }
 }

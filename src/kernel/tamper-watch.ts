@@ -41,6 +41,7 @@ import {
   decodeTamperEvent, decodeTamperKey, encodeTamperKey,
 } from './tamper-abi';
 import { ensureTracefs } from './tracefs';
+import { closeLinks, closeObject } from './release';
 
 const OBJECT = 'tamper-watch';
 const MAPS = ['tamper_protect', 'tamper_events', 'tamper_stats'] as const;
@@ -285,14 +286,8 @@ export class TamperWatch {
     this.closed = true;
     this.ring?.close();
     this.ring = null;
-    for (const l of this.links.values()) {
-      if (opts.detach) l.unpin();
-      l.destroy();
-    }
-    this.obj.close({ unpin: !!opts.detach });
-    if (opts.detach && this.pinDir) {
-      try { fs.rmdirSync(this.pinDir); } catch { /* not empty: other objects still pinned there */ }
-    }
+    closeLinks(this.links.values(), !!opts.detach);
+    closeObject(this.obj, this.pinDir, !!opts.detach);
   }
 }
 
