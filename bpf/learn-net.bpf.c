@@ -24,12 +24,10 @@
 #include <bpf/bpf_endian.h>
 #include "cgfence-abi.h"
 #include "learn-abi.h"
+#include "ip-packet.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define ETH_P_IP 0x0800
-#define ETH_P_IPV6 0x86DD
-#define NEXTHDR_FRAGMENT 44
 #define EEXIST 17
 
 /* cgroup_skb passes with 1; sock_addr lets the syscall go on with 1. */
@@ -68,14 +66,6 @@ struct flow {
 	__u8 dir;
 	__u8 has_ports;
 };
-
-static __always_inline int is_v4_mapped(const __u8 *a)
-{
-	for (int i = 0; i < 10; i++)
-		if (a[i])
-			return 0;
-	return a[10] == 0xff && a[11] == 0xff;
-}
 
 /* Counts one more sighting of key in map, creating the entry the first time. */
 static __always_inline int bump(void *map, void *key)
@@ -148,47 +138,16 @@ static __always_inline int packet(struct __sk_buff *skb, __u8 dir)
 	__u8 frag = 0;
 
 	f.dir = dir;
-	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		struct iphdr ip;
+	struct ip_packet pk = {};
 
-		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
-			return PASS;
-		f.family = 4;
-		f.proto = ip.protocol;
-		__builtin_memcpy(f.saddr, &ip.saddr, 4);
-		__builtin_memcpy(f.daddr, &ip.daddr, 4);
-		l4 = ip.ihl * 4;
-		frag = (ip.frag_off & bpf_htons(0x1fff)) != 0;
-	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr ip6;
-
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
-			return PASS;
-		f.family = 6;
-		f.proto = ip6.nexthdr;
-		__builtin_memcpy(f.saddr, &ip6.saddr, 16);
-		__builtin_memcpy(f.daddr, &ip6.daddr, 16);
-		l4 = sizeof(ip6);
-		if (f.proto == NEXTHDR_FRAGMENT) {
-			struct frag_hdr fh;
-
-			if (bpf_skb_load_bytes(skb, l4, &fh, sizeof(fh)) == 0) {
-				f.proto = fh.nexthdr;
-				frag = (fh.frag_off & bpf_htons(0xfff8)) != 0;
-				l4 += sizeof(fh);
-			}
-		}
-		if (is_v4_mapped(f.saddr) && is_v4_mapped(f.daddr)) {
-			f.family = 4;
-			__builtin_memmove(f.saddr, f.saddr + 12, 4);
-			__builtin_memmove(f.daddr, f.daddr + 12, 4);
-			__builtin_memset(f.saddr + 4, 0, 12);
-			__builtin_memset(f.daddr + 4, 0, 12);
-		}
-	} else {
-		/* Not IP: the fence lets it through too. */
-		return PASS;
-	}
+	if (parse_ip_packet(skb, &pk))
+		return PASS; /* not IP, or unreadable: nothing the fence would judge by address */
+	f.family = pk.family;
+	f.proto = pk.proto;
+	__builtin_memcpy(f.saddr, pk.saddr, 16);
+	__builtin_memcpy(f.daddr, pk.daddr, 16);
+	l4 = pk.l4;
+	frag = pk.frag;
 	if (!frag && (f.proto == IPPROTO_TCP || f.proto == IPPROTO_UDP)) {
 		__be16 ports[2];
 

@@ -41,12 +41,10 @@
 #include <bpf/bpf_endian.h>
 #include "cgfence-abi.h"
 #include "net-abi.h"
+#include "ip-packet.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define ETH_P_IP 0x0800
-#define ETH_P_IPV6 0x86DD
-#define NEXTHDR_FRAGMENT 44
 
 /* Return values: cgroup_skb passes with 1, drops with 0; sock_addr allows with 1 and
  * makes the syscall fail with EPERM with 0. */
@@ -124,14 +122,6 @@ static __always_inline void count_drop(struct cgfence_net_stats *st)
 		__sync_fetch_and_add(n, 1);
 	if (st)
 		st->lost++;
-}
-
-static __always_inline int is_v4_mapped(const __u8 *a)
-{
-	for (int i = 0; i < 10; i++)
-		if (a[i])
-			return 0;
-	return a[10] == 0xff && a[11] == 0xff;
 }
 
 /* The verdict of the rules for an address (in packet or stack memory); *rule_id says which
@@ -321,45 +311,19 @@ static __always_inline int packet_slow(struct __sk_buff *skb, struct cgfence_net
 
 	f.dir = dir;
 	f.hook = CGFENCE_NET_HOOK_SKB;
-	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		struct iphdr ip;
+	struct ip_packet pk = {};
+	int parsed = parse_ip_packet(skb, &pk);
 
-		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
-			goto malformed;
-		f.family = 4;
-		f.proto = ip.protocol;
-		__builtin_memcpy(f.saddr, &ip.saddr, 4);
-		__builtin_memcpy(f.daddr, &ip.daddr, 4);
-		l4 = ip.ihl * 4;
-		frag = (ip.frag_off & bpf_htons(0x1fff)) != 0;
-	} else {
-		struct ipv6hdr ip6;
-
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
-			goto malformed;
-		f.family = 6;
-		f.proto = ip6.nexthdr;
-		__builtin_memcpy(f.saddr, &ip6.saddr, 16);
-		__builtin_memcpy(f.daddr, &ip6.daddr, 16);
-		l4 = sizeof(ip6);
-		if (f.proto == NEXTHDR_FRAGMENT) {
-			struct frag_hdr fh;
-
-			if (bpf_skb_load_bytes(skb, l4, &fh, sizeof(fh)) == 0) {
-				f.proto = fh.nexthdr;
-				frag = (fh.frag_off & bpf_htons(0xfff8)) != 0;
-				l4 += sizeof(fh);
-			}
-		}
-		/* Judged as the IPv4 address it maps, like the connect hook does. */
-		if (is_v4_mapped(f.saddr) && is_v4_mapped(f.daddr)) {
-			f.family = 4;
-			__builtin_memmove(f.saddr, f.saddr + 12, 4);
-			__builtin_memmove(f.daddr, f.daddr + 12, 4);
-			__builtin_memset(f.saddr + 4, 0, 12);
-			__builtin_memset(f.daddr + 4, 0, 12);
-		}
-	}
+	if (parsed > 0)
+		return PASS; /* not IP: cgfence judges IP addresses only */
+	if (parsed < 0)
+		goto malformed;
+	f.family = pk.family;
+	f.proto = pk.proto;
+	__builtin_memcpy(f.saddr, pk.saddr, 16);
+	__builtin_memcpy(f.daddr, pk.daddr, 16);
+	l4 = pk.l4;
+	frag = pk.frag;
 	if (judge(cfg, &f, &rule_id) == CGFENCE_NET_ALLOW)
 		return PASS;
 	if (!frag && (f.proto == IPPROTO_TCP || f.proto == IPPROTO_UDP)) {
