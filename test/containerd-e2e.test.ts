@@ -92,6 +92,9 @@ describe('containers fenced through cgfence-runc', () => {
       expect(bad.stdout).not.toContain('EXEC-RAN');
       expect(bad.status).not.toBe(0);
       expect(psIds()).toContain(id);
+      // `cgfence ps` counts the denial, whichever of the notify loop and the kernel fence made it.
+      const row = (JSON.parse(cli(p, ['ps', '--json']).stdout) as Array<{ id: string; counters: { denied: number } }>).find((c) => c.id === id)!;
+      expect(row.counters.denied).toBeGreaterThanOrEqual(1);
     } finally {
       ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
       await waitFor('task to stop', () => !ctr(p, ['task', 'ls']).stdout.includes(`${id} `) || ctr(p, ['task', 'delete', id]).status === 0, 20_000).catch(() => {});

@@ -11,6 +11,7 @@ import { ExecBackend } from '../fence/exec-backend';
 import { NetworkBackend } from '../fence/network-backend';
 import { LearnBackend } from '../fence/learn-backend';
 import { createBackends } from './backends';
+import { ExecNotifyBackend } from '../fence/exec-notify-backend';
 import { FenceBackend } from '../fence/backend';
 import { cgfenceAnnotations } from '../policy/annotations';
 import { native } from '../native';
@@ -306,10 +307,19 @@ export class Daemon {
         backend: Object.fromEntries(Object.entries(f.backends).map(([c, st]) => [c, st?.backend ?? c])),
         controls: f.controls, policyHash: f.policyHash, annotations: f.annotations,
         execAllow: ex?.allow ?? [], attachedAt: f.attachedAt, how: f.how,
-        counters: typeof ex?.fenceId === 'string' ? this.exec.counters(ex.fenceId) : null,
+        counters: typeof ex?.fenceId === 'string' ? this.execCounters(f.namespace, f.id, ex.fenceId) : null,
         networkCounters: typeof f.backends.network?.fenceId === 'string' ? this.network.counters(f.backends.network.fenceId, String(f.backends.network.cgroupId ?? f.backends.network.fenceId)) : null,
       };
     });
+  }
+
+  /** The kernel fence's counters plus the execs the seccomp notify loop refused before it. */
+  private execCounters(namespace: string, id: string, fenceId: string): Record<string, number> | null {
+    const k = this.exec.counters(fenceId);
+    if (!k) return null;
+    const notify = this.backends.find((b): b is ExecNotifyBackend => b instanceof ExecNotifyBackend);
+    const refused = notify ? notify.refusedBy(namespace, id) : 0;
+    return { ...k, denied: k.denied + refused, deniedByNotify: refused };
   }
 
   /** Stops the daemon. Fences stay pinned and enforcing unless `detach` is set. */

@@ -111,6 +111,11 @@ export class ExecNotifyBackend implements FenceBackend {
     }));
   }
 
+  /** Execs of a running container refused by the loop so far (for `cgfence ps`). */
+  refusedBy(namespace: string, id: string): number {
+    return this.refused.get(notifyKey(namespace, id)) ?? 0;
+  }
+
   detach(ctx: AttachContext): Record<string, unknown> | void {
     const key = notifyKey(ctx.namespace, ctx.id);
     this.notify.remove(key);
