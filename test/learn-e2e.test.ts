@@ -139,6 +139,8 @@ describe('learn, then enforce what was learned', () => {
   it('the same workload under the learned annotations in enforce mode runs with zero denials', async () => {
     expect(learned['cgfence.io/exec-allow']).toBeTruthy();
     withNetwork = networkBackend();
+    // This host has cgroup v2 for containers: the network fence must be there, not skipped.
+    expect(withNetwork, 'the network backend is loaded').toBe(true);
     const ann = { ...learned };
     if (!withNetwork) {
       // Without a network fence, -allow lists would be refused (fail-closed): leave them out.
