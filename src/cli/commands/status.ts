@@ -29,6 +29,10 @@ export async function run(argv: string[]): Promise<number> {
       const b = (k.backends as Record<string, Record<string, unknown>>)[c];
       return [`${c} fence`, b.backend];
     }),
+    ...(k.learn ? [['learn mode', (() => {
+      const l = k.learn as { backend: string; learning: number; error?: string };
+      return `${l.backend}; ${l.learning} container(s) learning${l.error ? `; ${l.error}` : ''}`;
+    })()] as [string, unknown]] : []),
     ['pins', d.pinDir],
     ['audit log', `${au.path}: ${au.written} written, ${au.writeErrors} write errors, ${au.dropped} dropped, kernel drops ${au.kernelDrops}${au.lastError ? `, last error: ${au.lastError}` : ''}`],
     ['fenced', `${s.fences} container(s)`],
