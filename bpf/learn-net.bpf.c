@@ -182,32 +182,7 @@ static __always_inline int sock_addr(struct bpf_sock_addr *ctx, __u8 family)
 	f.proto = ctx->protocol;
 	f.dport = bpf_ntohs(ctx->user_port);
 	f.has_ports = f.proto == IPPROTO_TCP || f.proto == IPPROTO_UDP;
-	if (family == 4) {
-		__u32 a = ctx->user_ip4;
-
-		f.family = 4;
-		if (a == 0)
-			a = bpf_htonl(0x7f000001);
-		__builtin_memcpy(f.daddr, &a, 4);
-	} else {
-		__u32 a[4];
-
-		a[0] = ctx->user_ip6[0];
-		a[1] = ctx->user_ip6[1];
-		a[2] = ctx->user_ip6[2];
-		a[3] = ctx->user_ip6[3];
-		if (a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff)) {
-			f.family = 4;
-			if (a[3] == 0)
-				a[3] = bpf_htonl(0x7f000001);
-			__builtin_memcpy(f.daddr, &a[3], 4);
-		} else {
-			f.family = 6;
-			if ((a[0] | a[1] | a[2] | a[3]) == 0)
-				a[3] = bpf_htonl(1);
-			__builtin_memcpy(f.daddr, a, 16);
-		}
-	}
+	f.family = sock_addr_dest(ctx, family, f.daddr);
 	learn(&f);
 	return PASS;
 }

@@ -398,33 +398,7 @@ static __always_inline int sock_addr(struct bpf_sock_addr *ctx, __u8 family, __u
 	f.hook = hook;
 	f.proto = ctx->protocol;
 	f.dport = bpf_ntohs(ctx->user_port);
-	if (family == 4) {
-		__u32 a = ctx->user_ip4;
-
-		f.family = 4;
-		/* The kernel routes 0.0.0.0 to 127.0.0.1; the packet hook will see that. */
-		if (a == 0)
-			a = bpf_htonl(0x7f000001);
-		__builtin_memcpy(f.daddr, &a, 4);
-	} else {
-		__u32 a[4];
-
-		a[0] = ctx->user_ip6[0];
-		a[1] = ctx->user_ip6[1];
-		a[2] = ctx->user_ip6[2];
-		a[3] = ctx->user_ip6[3];
-		if (a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff)) {
-			f.family = 4;
-			if (a[3] == 0)
-				a[3] = bpf_htonl(0x7f000001);
-			__builtin_memcpy(f.daddr, &a[3], 4);
-		} else {
-			f.family = 6;
-			if ((a[0] | a[1] | a[2] | a[3]) == 0)
-				a[3] = bpf_htonl(1);
-			__builtin_memcpy(f.daddr, a, 16);
-		}
-	}
+	f.family = sock_addr_dest(ctx, family, f.daddr);
 	if (judge(cfg, &f, &rule_id) == CGFENCE_NET_ALLOW)
 		return PASS;
 	return refuse(cfg, &f, rule_id, bpf_get_current_cgroup_id());

@@ -79,4 +79,38 @@ static __always_inline int parse_ip_packet(struct __sk_buff *skb, struct ip_pack
 	return 0;
 }
 
+/*
+ * The destination of a connect/sendmsg as the packet hooks will see it: an IPv4-mapped
+ * IPv6 address is the IPv4 address, and the unspecified address (0.0.0.0, ::) is loopback,
+ * where the kernel sends it. Writes the address to daddr (4 or 16 bytes), returns the family.
+ */
+static __always_inline __u8 sock_addr_dest(struct bpf_sock_addr *ctx, int family, __u8 *daddr)
+{
+	if (family == 4) {
+		__u32 a = ctx->user_ip4;
+
+		if (a == 0)
+			a = bpf_htonl(0x7f000001);
+		__builtin_memcpy(daddr, &a, 4);
+		return 4;
+	}
+
+	__u32 a[4];
+
+	a[0] = ctx->user_ip6[0];
+	a[1] = ctx->user_ip6[1];
+	a[2] = ctx->user_ip6[2];
+	a[3] = ctx->user_ip6[3];
+	if (a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff)) {
+		if (a[3] == 0)
+			a[3] = bpf_htonl(0x7f000001);
+		__builtin_memcpy(daddr, &a[3], 4);
+		return 4;
+	}
+	if ((a[0] | a[1] | a[2] | a[3]) == 0)
+		a[3] = bpf_htonl(1);
+	__builtin_memcpy(daddr, a, 16);
+	return 6;
+}
+
 #endif /* CGFENCE_IP_PACKET_BPF_H */
