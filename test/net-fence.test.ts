@@ -15,6 +15,7 @@ import { NetFence, NetRuleSet } from '../src/kernel/net-fence';
 import { NetAuditor } from '../src/fence/net-audit';
 import { compileNetRules, describeRule } from '../src/fence/net-rules';
 import { parseAnnotations } from '../src/policy/annotations';
+import { LoopbackServers } from './helpers/loopback-servers';
 import { buildFixture, mktemp, uniqueName } from './helpers/kernel';
 
 const name = uniqueName('cgfence-test-net');
@@ -27,11 +28,10 @@ const events: NetEvent[] = [];
 const records: AuditInput[] = [];
 const cgroups: string[] = [];
 const tables = new Map<bigint, string[]>();
-const servers: Array<net.Server | dgram.Socket> = [];
-/** TCP servers answering "ok" to a line, by address. */
-const tcp: Record<string, number> = {};
-/** Datagrams each UDP server received, by address. */
-const udp: Record<string, { port: number; got: string[] }> = {};
+const loopback = new LoopbackServers();
+const { tcp, udp } = loopback;
+const listenTcp = (addr: string) => loopback.listenTcp(addr);
+const listenUdp = (addr: string) => loopback.listenUdp(addr);
 
 function rules(annotations: Record<string, string>): NetRuleSet {
   const p = parseAnnotations(annotations);
@@ -91,35 +91,6 @@ async function waitFor<T>(what: string, fn: () => T | undefined | null | false, 
   }
 }
 
-function listenTcp(addr: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer((c) => {
-      c.on('data', () => c.end('ok\n'));
-      c.on('error', () => {});
-    });
-    s.on('error', reject);
-    s.listen(0, addr, () => {
-      tcp[addr] = (s.address() as net.AddressInfo).port;
-      servers.push(s);
-      resolve();
-    });
-  });
-}
-
-function listenUdp(addr: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket(addr.includes(':') ? 'udp6' : 'udp4');
-    const got: string[] = [];
-    s.on('message', (m) => got.push(m.toString()));
-    s.on('error', reject);
-    s.bind(0, addr, () => {
-      udp[addr] = { port: s.address().port, got };
-      servers.push(s);
-      resolve();
-    });
-  });
-}
-
 function sendFrom(src: string, dst: string, port: number, payloads: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
     const s = dgram.createSocket(src.includes(':') ? 'udp6' : 'udp4');
@@ -159,7 +130,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const s of servers) s.close();
+  loopback.close();
   if (cgroups.length) await removeCgroup(path.dirname(cgroups[0])).catch(() => {});
   fence?.close({ detach: true });
   if (fs.existsSync(pinDir)) fs.rmSync(pinDir, { recursive: true, force: true });

@@ -5,23 +5,23 @@
 // The static net-probe (test/fixtures) is bind-mounted at /probe to print what an
 // application sees; busybox nc and wget show the same thing in their own words.
 import { execFileSync, spawn } from 'node:child_process';
-import dgram from 'node:dgram';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditRecord } from '../src/audit/audit-record';
 import { readRecords } from '../src/audit/audit-read';
 import { SANDBOX_NAMESPACE, SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
+import { LoopbackServers } from './helpers/loopback-servers';
 import { buildFixture, mktemp } from './helpers/kernel';
 import { IMAGE, cid, sandboxDir, waitFor } from './helpers/sandbox';
 
 const dir = sandboxDir('net');
 let p: SandboxPaths;
 let probeDir: string;
-const servers: Array<net.Server | dgram.Socket> = [];
-const tcp: Record<string, number> = {};
-const udp: Record<string, { port: number; got: string[] }> = {};
+const loopback = new LoopbackServers();
+const { tcp, udp } = loopback;
+const listenTcp = (addr: string) => loopback.listenTcp(addr);
+const listenUdp = (addr: string) => loopback.listenUdp(addr);
 
 interface Run { status: number | null; stdout: string; stderr: string }
 
@@ -83,35 +83,6 @@ function cgroupLinks(cgroupId: string): unknown[] {
   return links.filter((l) => String(l.cgroup_id) === cgroupId);
 }
 
-function listenTcp(addr: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer((c) => {
-      c.on('data', () => c.end('ok\n'));
-      c.on('error', () => {});
-    });
-    s.on('error', reject);
-    s.listen(0, addr, () => {
-      tcp[addr] = (s.address() as net.AddressInfo).port;
-      servers.push(s);
-      resolve();
-    });
-  });
-}
-
-function listenUdp(addr: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket(addr.includes(':') ? 'udp6' : 'udp4');
-    const got: string[] = [];
-    s.on('message', (m) => got.push(m.toString()));
-    s.on('error', reject);
-    s.bind(0, addr, () => {
-      udp[addr] = { port: s.address().port, got };
-      servers.push(s);
-      resolve();
-    });
-  });
-}
-
 beforeAll(async () => {
   probeDir = mktemp('cgft-net-probe');
   buildFixture('net-probe', probeDir);
@@ -122,7 +93,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const s of servers) s.close();
+  loopback.close();
   await sandboxDown(dir).catch((e) => console.error(e));
   fs.rmSync(dir, { recursive: true, force: true });
   if (probeDir) fs.rmSync(probeDir, { recursive: true, force: true });
