@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { TEST_IMAGE_NAME } from '../src/image/oci-image';
 import { SANDBOX_NAMESPACE, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { footprint } from '../src/sandbox/footprint';
-import { request } from '../src/cli/daemon-client';
+import { request } from '../src/daemon/daemon-client';
 import { BenchResult } from './types';
 
 const N = Number(process.env.CGFENCE_BENCH_CHURN ?? 200);

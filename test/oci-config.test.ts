@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import { readRecords } from '../src/audit/audit-read';
 import { parseArgs } from '../src/cli/args';
-import { DEFAULT_SOCKET } from '../src/cli/daemon-client';
+import { DEFAULT_SOCKET } from '../src/daemon/daemon-client';
 import { ContainerdClient } from '../src/containerd/client';
 import { SETTINGS, loadConfigFile, resolveConfig } from '../src/daemon/config';
 import { TEST_IMAGE_NAME, buildOciImage, buildTestImage } from '../src/image/oci-image';

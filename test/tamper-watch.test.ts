@@ -13,7 +13,7 @@ import { TamperEvent } from '../src/kernel/tamper-abi';
 import { TamperWatch } from '../src/kernel/tamper-watch';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { uniqueName } from './helpers/kernel';
-import { request } from '../src/cli/daemon-client';
+import { request } from '../src/daemon/daemon-client';
 import { cli, sandboxDir, waitFor } from './helpers/sandbox';
 
 const name = uniqueName('cgfence-test-tamper');

@@ -3,6 +3,7 @@
 // one sentence and exits 1; anything else is a bug and keeps its stack.
 import { ConfigError } from '../daemon/config';
 import { UsageError } from './args';
+import { DaemonClientError } from '../daemon/daemon-client';
 
 const COMMANDS: Record<string, () => { run(argv: string[]): Promise<number>; help: string }> = {
   daemon: () => require('./commands/daemon'),
@@ -51,7 +52,7 @@ export async function runMain(argv: string[]): Promise<number> {
   try {
     return await load().run(rest);
   } catch (e) {
-    if (e instanceof UsageError || e instanceof ConfigError) {
+    if (e instanceof UsageError || e instanceof ConfigError || e instanceof DaemonClientError) {
       console.error(`cgfence ${cmd}: ${e.message}`);
       return 1;
     }

@@ -2,7 +2,9 @@
 import fs from 'node:fs';
 import YAML from 'yaml';
 
-export type CgroupMode = 'auto' | 'v2' | 'v1';
+import { CgroupMode } from '../fence/backend';
+
+export type { CgroupMode } from '../fence/backend';
 export type FailMode = 'closed' | 'open';
 
 export interface DaemonConfig {

@@ -3,30 +3,10 @@
 // stay the truth about what is enforced; this file is the truth about whom it is for.
 import fs from 'node:fs';
 import path from 'node:path';
-import { BackendName, Controls } from '../fence/backend';
+import { FencedContainer } from '../fence/backend';
 
-export type { ControlState, Controls } from '../fence/backend';
+export type { ControlState, Controls, FencedContainer } from '../fence/backend';
 
-export interface FencedContainer {
-  namespace: string;
-  id: string;
-  bundle: string;
-  pid: number;
-  cgroupPath: string | null;
-  /** u64 values as decimal strings (JSON has no 64-bit integers). */
-  cgroupId: string | null;
-  /** Keys kernel events carry for this container (fence ids: cgroup id, pid namespace...). */
-  eventKeys: string[];
-  /** The container's effective cgfence.io/* annotations (profile merged). */
-  annotations: Record<string, string>;
-  mode: string;
-  policyHash: string;
-  controls: Controls;
-  /** Each backend's own state for the container. */
-  backends: Partial<Record<BackendName, Record<string, unknown>>>;
-  attachedAt: string;
-  how: 'create' | 'late-attach';
-}
 
 export class FenceRegistry {
   private readonly byKey = new Map<string, FencedContainer>();

@@ -3,6 +3,9 @@
 // or kernel mechanism. New controls plug in here without touching the lifecycle logic.
 import { Policy } from '../policy/policy';
 
+/** How a container's cgroup is fenced: `v2` cgroup programs, `v1` tracepoints, `auto` per container. */
+export type CgroupMode = 'auto' | 'v2' | 'v1';
+
 export type ControlName = 'exec' | 'network' | 'seccomp';
 
 /** Backends that are no control of their own (learn mode) have a name outside ControlName. */
@@ -76,4 +79,26 @@ export interface FenceBackend {
   protectedLinkIds?(): number[];
   /** Daemon shutdown: with detach, nothing of this backend stays in the kernel. */
   close(opts: { detach: boolean }): void;
+}
+
+/** A fenced container as the daemon records it (persisted in the state directory). */
+export interface FencedContainer {
+  namespace: string;
+  id: string;
+  bundle: string;
+  pid: number;
+  cgroupPath: string | null;
+  /** u64 values as decimal strings (JSON has no 64-bit integers). */
+  cgroupId: string | null;
+  /** Keys kernel events carry for this container (fence ids: cgroup id, pid namespace...). */
+  eventKeys: string[];
+  /** The container's effective cgfence.io/* annotations (profile merged). */
+  annotations: Record<string, string>;
+  mode: string;
+  policyHash: string;
+  controls: Controls;
+  /** Each backend's own state for the container. */
+  backends: Partial<Record<BackendName, Record<string, unknown>>>;
+  attachedAt: string;
+  how: 'create' | 'late-attach';
 }

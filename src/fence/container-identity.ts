@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { cgroupV2PathOfPid, cgroupV2Root } from '../kernel/cgroup';
 import { ContainerPidns, containerPidns } from '../kernel/pidns';
-import { CgroupMode } from '../daemon/config';
+import { CgroupMode } from './backend';
 
 export type IdentityBackend = 'cgroup-v2' | 'pidns-tracepoint';
 

@@ -11,8 +11,7 @@
 import { AuditInput } from '../audit/audit-record';
 import { FileIdentity } from '../kernel/abi';
 import { Policy } from '../policy/policy';
-import { FencedContainer } from '../daemon/fence-registry';
-import { AttachContext, ControlState, FenceBackend, PrepareContext } from './backend';
+import { AttachContext, ControlState, FenceBackend, FencedContainer, PrepareContext } from './backend';
 import { ExecBackend } from './exec-backend';
 import { DenyEvent, ExecNotifier, denyRecord, notifyKey } from './exec-notify';
 

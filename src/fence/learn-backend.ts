@@ -17,8 +17,7 @@ import { LearnNet, LearnedNet } from '../kernel/learn-net';
 import { LearnSyscalls } from '../kernel/learn-syscalls';
 import { native } from '../native';
 import { Policy } from '../policy/policy';
-import { CgroupMode } from '../daemon/config';
-import { AttachContext, ControlName, ControlState, FenceBackend } from './backend';
+import { CgroupMode, AttachContext, ControlName, ControlState, FenceBackend } from './backend';
 import { LearnedExecs } from './learned-execs';
 import { Learned, LearnedFlow, LearnedPeer, formatAddress, learnedAnnotations, protoName } from './learned-policy';
 

@@ -8,8 +8,7 @@ import { cgroupId as cgroupIdOf, cgroupV2Root } from '../kernel/cgroup';
 import { NetDir, NetStats } from '../kernel/net-abi';
 import { NetFence } from '../kernel/net-fence';
 import { Policy } from '../policy/policy';
-import { CgroupMode } from '../daemon/config';
-import { AttachContext, ControlState, FenceBackend } from './backend';
+import { CgroupMode, AttachContext, ControlState, FenceBackend } from './backend';
 import { NetAuditor, NetOwner } from './net-audit';
 import { compileNetRules, describeRule } from './net-rules';
 

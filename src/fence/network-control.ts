@@ -4,8 +4,7 @@
 import fs from 'node:fs';
 import { cgroupV2Root } from '../kernel/cgroup';
 import { Policy } from '../policy/policy';
-import { CgroupMode } from '../daemon/config';
-import { AttachContext, ControlState, FenceBackend } from './backend';
+import { CgroupMode, AttachContext, ControlState, FenceBackend } from './backend';
 import { notOwnCgroupV2 } from './container-identity';
 import { NetworkBackend } from './network-backend';
 import { NetworkV1Audit, NetworkV1AuditOptions } from './network-v1-audit';

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { TEST_IMAGE_NAME, buildTestImage } from '../image/oci-image';
 import { projectRoot } from '../native';
 import { containerdPaths, importImage, isRunning as containerdRunning, startContainerd, stopContainerd } from './containerd-process';
-import { request } from '../cli/daemon-client';
+import { request } from '../daemon/daemon-client';
 
 export const DEFAULT_SANDBOX_DIR = '/run/cgfence-sandbox';
 export const SANDBOX_NAMESPACE = 'default';

@@ -6,7 +6,7 @@ import { formatRecord, readRecords } from '../../audit/audit-read';
 import { TEST_IMAGE_NAME } from '../../image/oci-image';
 import { SANDBOX_NAMESPACE, sandboxDown, sandboxUp } from '../../sandbox/sandbox';
 import { parseArgs } from '../args';
-import { request } from '../daemon-client';
+import { request } from '../../daemon/daemon-client';
 
 export const help = `usage: cgfence demo [--dir DIR] [--keep]
 

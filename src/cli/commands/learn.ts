@@ -1,7 +1,7 @@
 import { readRecords } from '../../audit/audit-read';
 import { Learned, learnedAnnotations, learnedWarnings, prefixProblem } from '../../fence/learned-policy';
 import { UsageError, parseArgs } from '../args';
-import { request, socketPath } from '../daemon-client';
+import { DaemonClientError, request, socketPath } from '../../daemon/daemon-client';
 import { auditLogPath } from './audit';
 
 export const help = `usage: cgfence learn CONTAINER [--namespace NS] [--prefix-len4 N] [--prefix-len6 N]
@@ -61,7 +61,7 @@ export async function run(argv: string[]): Promise<number> {
     reply = await request<LearnReply>(socketPath(a.flags.socket), { op: 'learn', id, ...(namespace ? { namespace } : {}) });
   } catch (e) {
     // A gone container needs no daemon: its record is in the log.
-    if (!(e instanceof UsageError) || !/cannot reach the cgfence daemon/.test(e.message)) throw e;
+    if (!(e instanceof DaemonClientError) || !/cannot reach the cgfence daemon/.test(e.message)) throw e;
     daemonDown = e.message;
   }
   const log = auditLogPath(a.flags['audit-log']);

@@ -2,7 +2,7 @@ import { loadConfigFile } from '../../daemon/config';
 import { PolicyError, parseAnnotations } from '../../policy/annotations';
 import { native } from '../../native';
 import { UsageError, parseArgs } from '../args';
-import { request, socketPath } from '../daemon-client';
+import { request, socketPath } from '../../daemon/daemon-client';
 
 export const help = `usage: cgfence policy check KEY=VALUE... [--config FILE]
        cgfence policy check --file config.json [--config FILE]

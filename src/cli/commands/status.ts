@@ -1,5 +1,5 @@
 import { parseArgs } from '../args';
-import { request, socketPath } from '../daemon-client';
+import { request, socketPath } from '../../daemon/daemon-client';
 
 export const help = `usage: cgfence status [--socket PATH] [--json]
 
