@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createCgroup, removeCgroup } from '../src/kernel/cgroup';
 import { ExecFence } from '../src/kernel/exec-fence';
-import { fenceCgroupExecs } from '../src/fence/cgroup-exec-fence';
+import { fenceCgroupExecs } from '../src/fence/exec/cgroup-exec-fence';
 import { projectRoot } from '../src/native';
 import { BenchResult, interleave, result } from './types';
 

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { FenceMode } from '../src/kernel/abi';
 import { createCgroup, removeCgroup } from '../src/kernel/cgroup';
 import { NetFence } from '../src/kernel/net-fence';
-import { compileNetRules } from '../src/fence/net-rules';
+import { compileNetRules } from '../src/fence/network/network-rules';
 import { parseAnnotations } from '../src/policy/annotations';
 import { projectRoot } from '../src/native';
 import { BenchResult, interleave, result } from './types';

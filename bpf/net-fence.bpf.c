@@ -215,7 +215,7 @@ static __always_inline void fill_event(struct cgfence_net_event *e, __u32 kind, 
  * is counted in the flow (monotonic) and in the fence's stats. The first suppressed
  * decision of a window sends a THROTTLE record naming the flow, before anything is
  * counted, so that user space learns which flow to read before the counts can show up in
- * the fence total; user space reports counts from there (see src/fence/net-audit.ts).
+ * the fence total; user space reports counts from there (see src/fence/network/network-audit.ts).
  */
 static __always_inline void report(struct cgfence_net_config *cfg, struct cgfence_net_stats *st,
 				   struct flow *f, __u32 action, __u32 rule_id, __u64 cgroup_id)

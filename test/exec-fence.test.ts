@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ExecAction, ExecEvent, FenceMode } from '../src/kernel/abi';
 import { cgroupId, createCgroup, removeCgroup } from '../src/kernel/cgroup';
 import { ExecFence } from '../src/kernel/exec-fence';
-import { fenceCgroupExecs } from '../src/fence/cgroup-exec-fence';
+import { fenceCgroupExecs } from '../src/fence/exec/cgroup-exec-fence';
 import { identityOf } from '../src/policy/identity';
 import { native, NativeError } from '../src/native';
 import { bpfCounts, buildFixture, mktemp, openFdCount, runInCgroup, uniqueName, waitForBpfCounts } from './helpers/kernel';

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { notifyPaths } from '../src/fence/exec-notify';
+import { notifyPaths } from '../src/fence/exec/exec-notify';
 import { cid, cli, ctr, IMAGE, sandboxDir, waitFor } from './helpers/sandbox';
 import { mktemp } from './helpers/kernel';
 

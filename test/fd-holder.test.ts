@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startFdHolder } from '../src/fence/fd-holder';
+import { startFdHolder } from '../src/fence/exec/fd-holder';
 import { buildFixture, mktemp } from './helpers/kernel';
 import { waitFor } from './helpers/sandbox';
 

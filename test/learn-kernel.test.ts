@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cgroupId, createCgroup, removeCgroup } from '../src/kernel/cgroup';
-import { LearnBackend } from '../src/fence/learn-backend';
+import { LearnBackend } from '../src/fence/learn/learn-backend';
 import { AttachContext } from '../src/fence/backend';
 import { AuditInput } from '../src/audit/audit-record';
 import { emptyPolicy } from '../src/policy/policy';

@@ -1,7 +1,7 @@
 // The annotations made of a learned result: stable order, addresses alone or folded into
 // networks on request, RFC 5952 IPv6 text, and every value accepted by the parser.
 import { describe, expect, it } from 'vitest';
-import { Learned, formatAddress, learnedAnnotations, learnedWarnings } from '../src/fence/learned-policy';
+import { Learned, formatAddress, learnedAnnotations, learnedWarnings } from '../src/fence/learn/learned-policy';
 import { parseAnnotations } from '../src/policy/annotations';
 
 function learned(over: Partial<Learned> = {}): Learned {

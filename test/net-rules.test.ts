@@ -2,7 +2,7 @@
 // into the verdicts, IPv4-mapped IPv6 rules turned into IPv4 ones, default-deny flags.
 import { describe, expect, it } from 'vitest';
 import { NetDir, NetVerdict, RULE_DEFAULT } from '../src/kernel/net-abi';
-import { compileNetRules, describeRule } from '../src/fence/net-rules';
+import { compileNetRules, describeRule } from '../src/fence/network/network-rules';
 import { parseAnnotations } from '../src/policy/annotations';
 
 const compile = (a: Record<string, string>) => compileNetRules(parseAnnotations(a));

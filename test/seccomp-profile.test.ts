@@ -4,10 +4,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { SeccompBackend } from '../src/fence/seccomp-backend';
+import { SeccompBackend } from '../src/fence/seccomp/seccomp-backend';
 import {
   OciSeccomp, RUNC_INIT_SYSCALLS, libseccompArch, nativeArchitectures, withAllowedOnly, withDenied, withExecNotify,
-} from '../src/fence/seccomp-profile';
+} from '../src/fence/seccomp/seccomp-profile';
 import { native } from '../src/native';
 import { emptyPolicy } from '../src/policy/policy';
 

@@ -2,13 +2,13 @@
 // the choice can depend on the node (cgroup mode, kernel features).
 import path from 'node:path';
 import { ExecEvent } from '../kernel/abi';
-import { ExecBackend } from '../fence/exec-backend';
+import { ExecBackend } from '../fence/exec/exec-backend';
 import { FenceBackend } from '../fence/backend';
-import { LearnBackend } from '../fence/learn-backend';
-import { NetworkBackend } from '../fence/network-backend';
-import { NetworkControl } from '../fence/network-control';
-import { SeccompBackend } from '../fence/seccomp-backend';
-import { ExecNotifyBackend } from '../fence/exec-notify-backend';
+import { LearnBackend } from '../fence/learn/learn-backend';
+import { NetworkBackend } from '../fence/network/network-backend';
+import { NetworkControl } from '../fence/network/network-control';
+import { SeccompBackend } from '../fence/seccomp/seccomp-backend';
+import { ExecNotifyBackend } from '../fence/exec/exec-notify-backend';
 import { DaemonConfig } from './config';
 import type { FenceManager } from './fence-manager';
 

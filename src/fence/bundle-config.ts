@@ -3,7 +3,7 @@
 // compose in attach order.
 import fs from 'node:fs';
 import path from 'node:path';
-import { OciSeccomp } from './seccomp-profile';
+import { OciSeccomp } from './seccomp/seccomp-profile';
 
 export interface OciSpec {
   annotations?: Record<string, string>;

@@ -1,5 +1,5 @@
 import { readRecords } from '../../audit/audit-read';
-import { Learned, learnedAnnotations, learnedWarnings, prefixProblem } from '../../fence/learned-policy';
+import { Learned, learnedAnnotations, learnedWarnings, prefixProblem } from '../../fence/learn/learned-policy';
 import { UsageError, parseArgs } from '../args';
 import { DaemonClientError, request, socketPath } from '../../daemon/daemon-client';
 import { auditLogPath } from './audit';

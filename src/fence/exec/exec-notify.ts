@@ -24,12 +24,12 @@
 // for the daemon; the next daemon takes the fds back.
 import fs from 'node:fs';
 import path from 'node:path';
-import { AuditInput } from '../audit/audit-record';
-import { FileIdentity, formatDev } from '../kernel/abi';
-import { NotifyEvent, NotifyStats, SeccompNotify, native } from '../native';
-import { PrepareContext } from './backend';
-import { readBundleConfig, writeBundleConfig } from './bundle-config';
-import { NotifyMerge, withExecNotify } from './seccomp-profile';
+import { AuditInput } from '../../audit/audit-record';
+import { FileIdentity, formatDev } from '../../kernel/abi';
+import { NotifyEvent, NotifyStats, SeccompNotify, native } from '../../native';
+import { PrepareContext } from '../backend';
+import { readBundleConfig, writeBundleConfig } from '../bundle-config';
+import { NotifyMerge, withExecNotify } from '../seccomp/seccomp-profile';
 import { startFdHolder } from './fd-holder';
 
 /**

@@ -2,15 +2,15 @@
 // and sendmsg refuse with EPERM, cgroup_skb drops packets), CIDR rules in shared LPM tries
 // (kernel/net-fence.ts, semantics in bpf/net-fence.bpf.c and docs/network-fence.md), and the
 // audit of refusals with its rate limiter (net-audit.ts). Pins live in <pinDir>/net.
-import { AuditInput } from '../audit/audit-record';
-import { FenceMode } from '../kernel/abi';
-import { cgroupId as cgroupIdOf, cgroupV2Root } from '../kernel/cgroup';
-import { NetDir, NetStats } from '../kernel/net-abi';
-import { NetFence } from '../kernel/net-fence';
-import { Policy } from '../policy/policy';
-import { CgroupMode, AttachContext, ControlState, FenceBackend } from './backend';
-import { NetAuditor, NetOwner } from './net-audit';
-import { compileNetRules, describeRule } from './net-rules';
+import { AuditInput } from '../../audit/audit-record';
+import { FenceMode } from '../../kernel/abi';
+import { cgroupId as cgroupIdOf, cgroupV2Root } from '../../kernel/cgroup';
+import { NetDir, NetStats } from '../../kernel/net-abi';
+import { NetFence } from '../../kernel/net-fence';
+import { Policy } from '../../policy/policy';
+import { CgroupMode, AttachContext, ControlState, FenceBackend } from '../backend';
+import { NetAuditor, NetOwner } from './network-audit';
+import { compileNetRules, describeRule } from './network-rules';
 
 export interface NetworkBackendOptions {
   /** The backend's own bpffs directory (the daemon passes <pinDir>/net). */

@@ -1,7 +1,7 @@
 // What a learn-mode container did, as the daemon reports it (socket op `learn`, and the
 // `lifecycle`/`learned` audit record written at exit), and the annotations that would fence
 // exactly that. Pure: no kernel, no files; the CLI renders with it too.
-import { KEYS, parseCidr } from '../policy/annotations';
+import { KEYS, parseCidr } from '../../policy/annotations';
 
 export interface LearnedExec {
   /** The allow-list path: the file's own path inside the container, symlinks resolved; null when none was found. */

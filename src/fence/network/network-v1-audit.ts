@@ -3,14 +3,14 @@
 // this backend says so (ControlState `unenforceable`, one `agent` audit record per container)
 // and audits what it can see instead, outbound TCP connection attempts, as `net` records with
 // action `audit`, judged against the egress rules in user space the way the v2 fence judges
-// them in the kernel (fence/net-rules: longest prefix, a deny entry always wins).
-import { AuditInput } from '../audit/audit-record';
-import { ConnectAudit, ConnectEvent } from '../kernel/connect-audit';
-import { Family, NetDir, NetVerdict, RULE_DEFAULT, formatAddr } from '../kernel/net-abi';
-import { containerPidns } from '../kernel/pidns';
-import { Policy } from '../policy/policy';
-import { AttachContext, ControlState, FenceBackend } from './backend';
-import { CompiledNetRules, compileNetRules, describeRule } from './net-rules';
+// them in the kernel (fence/network/network-rules: longest prefix, a deny entry always wins).
+import { AuditInput } from '../../audit/audit-record';
+import { ConnectAudit, ConnectEvent } from '../../kernel/connect-audit';
+import { Family, NetDir, NetVerdict, RULE_DEFAULT, formatAddr } from '../../kernel/net-abi';
+import { containerPidns } from '../../kernel/pidns';
+import { Policy } from '../../policy/policy';
+import { AttachContext, ControlState, FenceBackend } from '../backend';
+import { CompiledNetRules, compileNetRules, describeRule } from './network-rules';
 
 export const NETWORK_V1_REASON = 'CGROUP_SKB and connect-time programs need the container in a cgroup v2 of its own, '
   + 'and this container is fenced by pid namespace (cgroup v1): no network rule is enforced; '

@@ -9,15 +9,15 @@
 // backends (learns()), so `controls` stays the contract's three.
 import fs from 'node:fs';
 import path from 'node:path';
-import { AuditInput } from '../audit/audit-record';
-import { ExecEvent, FenceMode } from '../kernel/abi';
-import { cgroupV2Root } from '../kernel/cgroup';
-import { SyscallAbi } from '../kernel/learn-abi';
-import { LearnNet, LearnedNet } from '../kernel/learn-net';
-import { LearnSyscalls } from '../kernel/learn-syscalls';
-import { native } from '../native';
-import { Policy } from '../policy/policy';
-import { CgroupMode, AttachContext, ControlName, ControlState, FenceBackend } from './backend';
+import { AuditInput } from '../../audit/audit-record';
+import { ExecEvent, FenceMode } from '../../kernel/abi';
+import { cgroupV2Root } from '../../kernel/cgroup';
+import { SyscallAbi } from '../../kernel/learn-abi';
+import { LearnNet, LearnedNet } from '../../kernel/learn-net';
+import { LearnSyscalls } from '../../kernel/learn-syscalls';
+import { native } from '../../native';
+import { Policy } from '../../policy/policy';
+import { CgroupMode, AttachContext, ControlName, ControlState, FenceBackend } from '../backend';
 import { LearnedExecs } from './learned-execs';
 import { Learned, LearnedFlow, LearnedPeer, formatAddress, learnedAnnotations, protoName } from './learned-policy';
 

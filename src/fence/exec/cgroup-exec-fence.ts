@@ -1,10 +1,10 @@
 // Fences one cgroup's execs: resolves the allow-list inside the container's mount namespace
 // (through the root pid) to file identities and writes them to the kernel's maps.
-import { FenceMode, FLAG_REPORT_ALLOWED } from '../kernel/abi';
-import { cgroupId } from '../kernel/cgroup';
-import { ExecFence } from '../kernel/exec-fence';
-import { Mode } from '../policy/policy';
-import { ResolvedEntry, resolveAllowList } from '../policy/identity';
+import { FenceMode, FLAG_REPORT_ALLOWED } from '../../kernel/abi';
+import { cgroupId } from '../../kernel/cgroup';
+import { ExecFence } from '../../kernel/exec-fence';
+import { Mode } from '../../policy/policy';
+import { ResolvedEntry, resolveAllowList } from '../../policy/identity';
 
 export interface ExecFenceRequest {
   cgroupPath: string;

@@ -2,10 +2,10 @@
 // for a container with a v2 cgroup of its own; for one fenced by pid namespace (cgroup v1,
 // or --cgroup-mode v1), the connect audit, which enforces nothing and says so.
 import fs from 'node:fs';
-import { cgroupV2Root } from '../kernel/cgroup';
-import { Policy } from '../policy/policy';
-import { CgroupMode, AttachContext, ControlState, FenceBackend } from './backend';
-import { notOwnCgroupV2 } from './container-identity';
+import { cgroupV2Root } from '../../kernel/cgroup';
+import { Policy } from '../../policy/policy';
+import { CgroupMode, AttachContext, ControlState, FenceBackend } from '../backend';
+import { notOwnCgroupV2 } from '../container-identity';
 import { NetworkBackend } from './network-backend';
 import { NetworkV1Audit, NetworkV1AuditOptions } from './network-v1-audit';
 

@@ -1,11 +1,11 @@
 // Fences one pid namespace's execs (the cgroup v1 fallback): resolves the allow-list inside
 // the container's mount namespace through its init and writes the identities under the
 // namespace's fence id, into the same maps as cgroup fences (see bpf/include/pidns.bpf.h).
-import { FLAG_REPORT_ALLOWED } from '../kernel/abi';
-import { ExecFence } from '../kernel/exec-fence';
-import { ContainerPidns, containerPidns } from '../kernel/pidns';
-import { Mode } from '../policy/policy';
-import { ResolvedEntry, resolveAllowList } from '../policy/identity';
+import { FLAG_REPORT_ALLOWED } from '../../kernel/abi';
+import { ExecFence } from '../../kernel/exec-fence';
+import { ContainerPidns, containerPidns } from '../../kernel/pidns';
+import { Mode } from '../../policy/policy';
+import { ResolvedEntry, resolveAllowList } from '../../policy/identity';
 import { kernelMode } from './cgroup-exec-fence';
 
 export interface PidnsExecFenceRequest {

@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { projectRoot } from '../native';
+import { projectRoot } from '../../native';
 
 export function fdHolderBinary(): string {
   return path.join(projectRoot(), 'build', 'Release', 'cgfence-fd-holder');

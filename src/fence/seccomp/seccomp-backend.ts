@@ -4,11 +4,11 @@
 // filter is the kernel's and ends with the container's last process. There is no update():
 // a running process's filter can only be stacked on, never loosened or replaced.
 import fs from 'node:fs';
-import { KEYS } from '../policy/annotations';
-import { Policy } from '../policy/policy';
-import { native } from '../native';
-import { AttachContext, ControlState, FenceBackend, PrepareContext } from './backend';
-import { readBundleConfig, writeBundleConfig } from './bundle-config';
+import { KEYS } from '../../policy/annotations';
+import { Policy } from '../../policy/policy';
+import { native } from '../../native';
+import { AttachContext, ControlState, FenceBackend, PrepareContext } from '../backend';
+import { readBundleConfig, writeBundleConfig } from '../bundle-config';
 import { OciSeccomp, RUNC_INIT_SYSCALLS, Verdict, libseccompArch, primaryArchitecture, withAllowedOnly, withDenied } from './seccomp-profile';
 
 export class SeccompBackend implements FenceBackend {

@@ -6,8 +6,8 @@
 // kernel executed; otherwise the process's own /proc links are asked while it still lives.
 import fs from 'node:fs';
 import path from 'node:path';
-import { FileIdentity, formatDev } from '../kernel/abi';
-import { identityOf, resolveInRoot } from '../policy/identity';
+import { FileIdentity, formatDev } from '../../kernel/abi';
+import { identityOf, resolveInRoot } from '../../policy/identity';
 import { LearnedExec } from './learned-policy';
 
 export interface ExecSighting { pid: number; path: string; dev: bigint; ino: bigint }

@@ -8,10 +8,10 @@
 // execs wait forever: attach sets it, a restarted daemon sets it again from the registry
 // when the loop asks ('need'), and a container found only by reconcile (late attach) is set
 // when the loop has asked for it.
-import { AuditInput } from '../audit/audit-record';
-import { FileIdentity } from '../kernel/abi';
-import { Policy } from '../policy/policy';
-import { AttachContext, ControlState, FenceBackend, FencedContainer, PrepareContext } from './backend';
+import { AuditInput } from '../../audit/audit-record';
+import { FileIdentity } from '../../kernel/abi';
+import { Policy } from '../../policy/policy';
+import { AttachContext, ControlState, FenceBackend, FencedContainer, PrepareContext } from '../backend';
 import { ExecBackend } from './exec-backend';
 import { DenyEvent, ExecNotifier, denyRecord, notifyKey } from './exec-notify';
 

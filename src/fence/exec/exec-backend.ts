@@ -3,15 +3,15 @@
 // with --cgroup-mode v1, its pid namespace (tracepoint/sched/sched_process_exec). Both judge
 // against the same maps (kernel/exec-fence.ts) with the same semantics. Allow-listed paths are
 // resolved in the container's own root through its init pid.
-import { ExecEvent, formatDev, isPidnsFenceId } from '../kernel/abi';
-import { cgroupV2Root } from '../kernel/cgroup';
-import { ExecFence, ExecProgram } from '../kernel/exec-fence';
-import { PidnsError, describePidnsFenceId } from '../kernel/pidns';
-import { ResolvedEntry } from '../policy/identity';
-import { Policy } from '../policy/policy';
-import { CgroupMode, AttachContext, ControlState, FenceBackend } from './backend';
+import { ExecEvent, formatDev, isPidnsFenceId } from '../../kernel/abi';
+import { cgroupV2Root } from '../../kernel/cgroup';
+import { ExecFence, ExecProgram } from '../../kernel/exec-fence';
+import { PidnsError, describePidnsFenceId } from '../../kernel/pidns';
+import { ResolvedEntry } from '../../policy/identity';
+import { Policy } from '../../policy/policy';
+import { CgroupMode, AttachContext, ControlState, FenceBackend } from '../backend';
 import { fenceCgroupExecs } from './cgroup-exec-fence';
-import { ContainerIdentity, IdentityBackend, NoIdentityError, chooseIdentity } from './container-identity';
+import { ContainerIdentity, IdentityBackend, NoIdentityError, chooseIdentity } from '../container-identity';
 import { fencePidnsExecs } from './pidns-exec-fence';
 
 const DESCRIBE: Record<IdentityBackend, string> = {

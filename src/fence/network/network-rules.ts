@@ -3,10 +3,10 @@
 // allow entry that lies inside a deny entry is stored with the deny verdict (addresses whose
 // longest match is that allow entry are inside the deny network too), and a CIDR in both
 // lists is stored once, as a deny.
-import { Family, NetDir, NetVerdict, RULE_DEFAULT } from '../kernel/net-abi';
-import { NetRuleEntry } from '../kernel/net-fence';
-import { KEYS } from '../policy/annotations';
-import { Cidr, Policy } from '../policy/policy';
+import { Family, NetDir, NetVerdict, RULE_DEFAULT } from '../../kernel/net-abi';
+import { NetRuleEntry } from '../../kernel/net-fence';
+import { KEYS } from '../../policy/annotations';
+import { Cidr, Policy } from '../../policy/policy';
 
 export interface CompiledNetRules {
   entries: NetRuleEntry[];

@@ -12,9 +12,9 @@
 // time for THROTTLE events to arrive, so a count is reported once, or — if an event arrives
 // more than a sweep late — twice, never zero times. Records the ring buffer had no room for
 // are in the kernel's drop counter, which the backend logs.
-import { AuditInput } from '../audit/audit-record';
-import { ExecAction } from '../kernel/abi';
-import { FlowKey, NetDir, NetEvent, NetHook, NetStats, RATE_WINDOW_NS, formatAddr, protoName } from '../kernel/net-abi';
+import { AuditInput } from '../../audit/audit-record';
+import { ExecAction } from '../../kernel/abi';
+import { FlowKey, NetDir, NetEvent, NetHook, NetStats, RATE_WINDOW_NS, formatAddr, protoName } from '../../kernel/net-abi';
 
 export interface NetOwner { namespace: string; id: string }
 
