@@ -24,6 +24,7 @@ import { TamperReporter } from './tamper-reporter';
 import { Metrics } from './metrics';
 import { CounterSnapshots } from './counter-snapshots';
 import { takeSpooled } from './spool';
+import { writeLauncherHint } from './launcher-hint';
 
 const VERSION = '0.1.0';
 
@@ -62,6 +63,7 @@ export class Daemon {
     ensureBpffs(cfg.pinDir);
     this.audit = new AuditLog({ path: cfg.auditLog, maxBytes: cfg.auditMaxBytes, keep: cfg.auditKeep });
     const registry = new FenceRegistry(cfg.stateDir);
+    writeLauncherHint(cfg.stateDir, cfg.defaultProfile);
     const backends = createBackends(cfg, () => this.manager);
     this.exec = backends.exec;
     this.network = backends.network;
