@@ -40,17 +40,20 @@ struct fval {
 
 #define MAX_DEFS 12
 
-static char whybuf[1024];
+static char whybuf[1024], errbuf[512];
 
-__attribute__((format(printf, 1, 2)))
-static const char *why(const char *f, ...)
+__attribute__((format(printf, 3, 4)))
+static const char *put(char *buf, size_t n, const char *f, ...)
 {
 	va_list ap;
 	va_start(ap, f);
-	vsnprintf(whybuf, sizeof(whybuf), f, ap);
+	vsnprintf(buf, n, f, ap);
 	va_end(ap);
-	return whybuf;
+	return buf;
 }
+/* why: the refusal (it may quote a usage error); usage: the usage error itself. */
+#define why(...) put(whybuf, sizeof(whybuf), __VA_ARGS__)
+#define usage(...) put(errbuf, sizeof(errbuf), __VA_ARGS__)
 
 static const struct fdef global_defs[] = {
 	{ "debug", NULL, F_BOOL }, { "log", NULL, F_STR }, { "log-format", NULL, F_STR },
@@ -141,7 +144,7 @@ static int go_parse(const struct fdef *defs, int ndefs, char **args, int n, stru
 		}
 		const char *name = s + minuses;
 		if (name[0] == '-' || name[0] == '=')
-			return *err = why("bad flag syntax: %s", s), -1;
+			return *err = usage("bad flag syntax: %s", s), -1;
 		i++;
 		const char *eq = strchr(name + 1, '=');
 		size_t len = eq ? (size_t)(eq - name) : strlen(name);
@@ -149,19 +152,19 @@ static int go_parse(const struct fdef *defs, int ndefs, char **args, int n, stru
 		int w;
 		int d = lookup(defs, ndefs, name, len, &w);
 		if (d < 0)
-			return *err = why("flag provided but not defined: -%.*s", (int)len, name), -1;
+			return *err = usage("flag provided but not defined: -%.*s", (int)len, name), -1;
 		if (defs[d].type == F_BOOL) {
 			int on = 1;
 			if (value && parse_bool(value, &on))
-				return *err = why("invalid boolean value \"%s\" for -%.*s", value, (int)len, name), -1;
+				return *err = usage("invalid boolean value \"%s\" for -%.*s", value, (int)len, name), -1;
 			v[d].on[w] = on;
 		} else {
 			if (!value && i < n)
 				value = args[i++];
 			if (!value)
-				return *err = why("flag needs an argument: -%.*s", (int)len, name), -1;
+				return *err = usage("flag needs an argument: -%.*s", (int)len, name), -1;
 			if (defs[d].type == F_UINT && !plain_uint(value))
-				return *err = why("\"%s\" for -%.*s is not a plain decimal count", value, (int)len, name), -1;
+				return *err = usage("\"%s\" for -%.*s is not a plain decimal count", value, (int)len, name), -1;
 			v[d].val[w] = value;
 		}
 		v[d].set[w] = 1;
@@ -170,7 +173,7 @@ static int go_parse(const struct fdef *defs, int ndefs, char **args, int n, stru
 	/* urfave's normalizeFlags: one value per flag, under either name, not both. */
 	for (int d = 0; d < ndefs; d++) {
 		if (v[d].set[0] && v[d].set[1])
-			return *err = why("Cannot use two forms of the same flag: -%s and -%s", defs[d].name, defs[d].alt), -1;
+			return *err = usage("Cannot use two forms of the same flag: -%s and -%s", defs[d].name, defs[d].alt), -1;
 		if (v[d].set[1]) {
 			v[d].set[0] = 1;
 			v[d].val[0] = v[d].val[1];
