@@ -2,6 +2,7 @@
 #include "strict-json.h"
 
 #include <limits.h>
+#include <string.h>
 #include <strings.h>
 
 static int is_ws(char c)
@@ -9,24 +10,133 @@ static int is_ws(char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/*
- * json-c keeps object keys as C strings, so a "\u0000" in a key would cut it short ("pid\u0000x"
- * read as "pid"). Nothing cgfence reads has a NUL in it: such input is refused whole.
- */
-static int has_nul_escape(const char *s, size_t n)
+static int hex4(const char *s)
 {
-	int in_string = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '"') {
-			in_string = !in_string;
-		} else if (in_string && s[i] == '\\') {
-			if (i + 5 < n && s[i + 1] == 'u' && s[i + 2] == '0' && s[i + 3] == '0' &&
-			    s[i + 4] == '0' && s[i + 5] == '0')
-				return 1;
-			i++;
-		}
+	int v = 0;
+	for (int i = 0; i < 4; i++) {
+		char c = s[i];
+		int h = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+		if (h < 0)
+			return -1;
+		v = v * 16 + h;
 	}
-	return 0;
+	return v;
+}
+
+static int digit(const char *s, size_t n, size_t j)
+{
+	return j < n && s[j] >= '0' && s[j] <= '9';
+}
+
+/*
+ * What json-c's strict mode still lets through, refused before it parses: single-quoted keys,
+ * NaN and Infinity, "1.", raw control characters in strings, lone UTF-16 surrogates, and
+ * "\u0000" (json-c keeps keys as C strings, so "pid\u0000x" would read as "pid"; nothing
+ * cgfence reads has a NUL in it). A token cut off by the end of the input is left to json-c,
+ * which calls it incomplete. Returns NULL, or what is wrong.
+ */
+static const char *lexical_check(const char *s, size_t n)
+{
+	static const char *const literals[] = { "true", "false", "null" };
+	size_t i = 0;
+	while (i < n) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '"') {
+			for (i++;; i++) {
+				if (i >= n)
+					return NULL;
+				c = (unsigned char)s[i];
+				if (c == '"')
+					break;
+				if (c < 0x20)
+					return "a control character inside a string";
+				if (c != '\\')
+					continue;
+				if (i + 1 >= n)
+					return NULL;
+				if (s[i + 1] != 'u') {
+					i++;
+					continue;
+				}
+				if (i + 6 > n)
+					return NULL;
+				int cp = hex4(s + i + 2);
+				if (cp < 0)
+					return "an invalid \\u escape";
+				if (cp == 0)
+					return "a NUL character (\\u0000) in a string";
+				if (cp >= 0xdc00 && cp <= 0xdfff)
+					return "a lone UTF-16 surrogate";
+				if (cp >= 0xd800 && cp <= 0xdbff) {
+					if ((i + 6 < n && s[i + 6] != '\\') || (i + 7 < n && s[i + 7] != 'u'))
+						return "a lone UTF-16 surrogate";
+					if (i + 12 > n)
+						return NULL;
+					int lo = hex4(s + i + 8);
+					if (lo < 0xdc00 || lo > 0xdfff)
+						return "a lone UTF-16 surrogate";
+					i += 6;
+				}
+				i += 5;
+			}
+			i++;
+			continue;
+		}
+		if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '{' || c == '}' || c == '[' ||
+		    c == ']' || c == ',' || c == ':') {
+			i++;
+			continue;
+		}
+		if (c == '-' || (c >= '0' && c <= '9')) {
+			/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+			size_t j = i + (c == '-');
+			if (j >= n)
+				return NULL;
+			if (s[j] == '0')
+				j++;
+			else if (digit(s, n, j))
+				while (digit(s, n, j))
+					j++;
+			else
+				return "a malformed number";
+			if (j < n && s[j] == '.') {
+				if (++j >= n)
+					return NULL;
+				if (!digit(s, n, j))
+					return "a malformed number";
+				while (digit(s, n, j))
+					j++;
+			}
+			if (j < n && (s[j] == 'e' || s[j] == 'E')) {
+				if (++j < n && (s[j] == '+' || s[j] == '-'))
+					j++;
+				if (j >= n)
+					return NULL;
+				if (!digit(s, n, j))
+					return "a malformed number";
+				while (digit(s, n, j))
+					j++;
+			}
+			if (j < n && (digit(s, n, j) || s[j] == '.' || s[j] == 'e' || s[j] == 'E' || s[j] == '+' || s[j] == '-'))
+				return "a malformed number";
+			i = j;
+			continue;
+		}
+		size_t k;
+		for (k = 0; k < 3; k++) {
+			size_t len = strlen(literals[k]);
+			size_t have = n - i < len ? n - i : len;
+			if (!strncmp(s + i, literals[k], have)) {
+				if (have < len)
+					return NULL;
+				i += len;
+				break;
+			}
+		}
+		if (k == 3)
+			return "a character JSON does not allow here";
+	}
+	return NULL;
 }
 
 enum sj_status strict_json_parse(const char *buf, size_t len, int depth, struct json_object **out,
@@ -41,8 +151,9 @@ enum sj_status strict_json_parse(const char *buf, size_t len, int depth, struct 
 		end--;
 	if (end == 0)
 		return *err = "no JSON value", SJ_INCOMPLETE;
-	if (has_nul_escape(buf, end))
-		return *err = "a NUL character (\\u0000) in a string", SJ_INVALID;
+	const char *lex = lexical_check(buf, end);
+	if (lex)
+		return *err = lex, SJ_INVALID;
 	struct json_tokener *tok = json_tokener_new_ex(depth);
 	if (!tok)
 		return *err = "out of memory", SJ_INVALID;
