@@ -301,7 +301,12 @@ enum args_kind args_parse(int argc, char **argv, struct runc_args *a)
 	a->argv = argv;
 	a->sub = -1;
 
-	if (go_parse(global_defs, ndefs, argv + 1, argc - 1, v, &rest, &err)) {
+	int bad = go_parse(global_defs, ndefs, argv + 1, argc - 1, v, &rest, &err);
+	/* Read so far even on a usage error, so that a refusal still reaches runc's log. */
+	a->root = v[G_ROOT].val[0];
+	a->log = v[G_LOG].val[0];
+	a->log_json = v[G_LOG_FORMAT].val[0] && !strcmp(v[G_LOG_FORMAT].val[0], "json");
+	if (bad) {
 		/* runc stops with "Incorrect Usage"; the word check is a second lock on that door. */
 		for (int i = 1; i < argc; i++)
 			if (is_starting(argv[i])) {
@@ -311,9 +316,6 @@ enum args_kind args_parse(int argc, char **argv, struct runc_args *a)
 			}
 		return ARGS_PASSTHROUGH;
 	}
-	a->root = v[G_ROOT].val[0];
-	a->log = v[G_LOG].val[0];
-	a->log_json = v[G_LOG_FORMAT].val[0] && !strcmp(v[G_LOG_FORMAT].val[0], "json");
 	if ((v[G_HELP].set[0] && v[G_HELP].on[0]) || (v[G_VERSION].set[0] && v[G_VERSION].on[0]))
 		return ARGS_PASSTHROUGH;  /* help or version, and nothing else */
 	if (rest + 1 >= argc)

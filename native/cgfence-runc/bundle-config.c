@@ -21,7 +21,7 @@ int bundle_config_parse(const char *text, size_t n, struct bundle_config *out, c
 {
 	struct json_object *v;
 	memset(out, 0, sizeof(*out));
-	if (strict_json_parse(text, n, 64, &v, why) != SJ_OK)
+	if (strict_json_parse(text, n, 64, 0, &v, why) != SJ_OK)
 		return -1;
 	int rc = -1;
 	if (!json_object_is_type(v, json_type_object)) {

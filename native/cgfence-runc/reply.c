@@ -16,7 +16,7 @@ enum reply_kind reply_parse(const char *line, size_t n, char *msg, size_t msgn)
 	struct json_object *v;
 	const char *err;
 
-	if (strict_json_parse(line, n, 8, &v, &err) != SJ_OK)
+	if (strict_json_parse(line, n, 8, SJ_LONE_SURROGATES, &v, &err) != SJ_OK)
 		return bad(msg, msgn, err);
 	enum reply_kind k = REPLY_MALFORMED;
 	struct json_object *ok = strict_json_member(v, "ok", 0, NULL);

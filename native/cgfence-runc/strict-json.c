@@ -35,7 +35,7 @@ static int digit(const char *s, size_t n, size_t j)
  * cgfence reads has a NUL in it). A token cut off by the end of the input is left to json-c,
  * which calls it incomplete. Returns NULL, or what is wrong.
  */
-static const char *lexical_check(const char *s, size_t n)
+static const char *lexical_check(const char *s, size_t n, unsigned opts)
 {
 	static const char *const literals[] = { "true", "false", "null" };
 	size_t i = 0;
@@ -65,6 +65,10 @@ static const char *lexical_check(const char *s, size_t n)
 					return "an invalid \\u escape";
 				if (cp == 0)
 					return "a NUL character (\\u0000) in a string";
+				if (opts & SJ_LONE_SURROGATES) {
+					i += 5;
+					continue;
+				}
 				if (cp >= 0xdc00 && cp <= 0xdfff)
 					return "a lone UTF-16 surrogate";
 				if (cp >= 0xd800 && cp <= 0xdbff) {
@@ -139,8 +143,8 @@ static const char *lexical_check(const char *s, size_t n)
 	return NULL;
 }
 
-enum sj_status strict_json_parse(const char *buf, size_t len, int depth, struct json_object **out,
-				 const char **err)
+enum sj_status strict_json_parse(const char *buf, size_t len, int depth, unsigned opts,
+				 struct json_object **out, const char **err)
 {
 	*out = NULL;
 	/* json-c takes an int length; nothing the launcher or holder reads comes near it. */
@@ -151,7 +155,7 @@ enum sj_status strict_json_parse(const char *buf, size_t len, int depth, struct 
 		end--;
 	if (end == 0)
 		return *err = "no JSON value", SJ_INCOMPLETE;
-	const char *lex = lexical_check(buf, end);
+	const char *lex = lexical_check(buf, end, opts);
 	if (lex)
 		return *err = lex, SJ_INVALID;
 	struct json_tokener *tok = json_tokener_new_ex(depth);

@@ -10,7 +10,7 @@ int runc_state_parse(const char *s, size_t n, char *key, size_t keyn, int *pid, 
 	struct json_object *v;
 	if (n > RUNC_STATE_MAX)
 		return *why = "the state is larger than 1 MiB", -1;
-	switch (strict_json_parse(s, n, 64, &v, why)) {
+	switch (strict_json_parse(s, n, 64, 0, &v, why)) {
 	case SJ_INCOMPLETE:
 		return 0;
 	case SJ_INVALID:

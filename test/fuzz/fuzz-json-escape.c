@@ -44,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (valid_utf8((const unsigned char *)s, n)) {
 		struct json_object *v;
 		const char *err;
-		if (strict_json_parse(b.p, b.len, 4, &v, &err) != SJ_OK)
+		if (strict_json_parse(b.p, b.len, 4, 0, &v, &err) != SJ_OK)
 			abort();
 		if (!json_object_is_type(v, json_type_string) || (size_t)json_object_get_string_len(v) != n ||
 		    memcmp(json_object_get_string(v), s, n))

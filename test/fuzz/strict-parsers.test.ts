@@ -71,6 +71,8 @@ describe('daemon replies (launcher)', () => {
     expect(parse('reply', '{"ok":true}')).toBe('ok');
     expect(parse('reply', '{"fence":true,"controls":{"exec":"enforced"},"ok":true}')).toBe('ok');
     expect(parse('reply', '{"error":"no \\"x\\" \\u00e9","ok":false}')).toBe('refused no "x" é');
+    // JSON.stringify writes a lone surrogate as \ud800: shown as U+FFFD, not a broken reply.
+    expect(parse('reply', '{"ok":false,"error":"lone \\ud800 \\udc00"}')).toBe('refused lone \ufffd \ufffd');
   });
 
   it.each([
