@@ -21,8 +21,12 @@ esac
 [[ -f /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a ]] || bash scripts/setup.sh
 mkdir -p build/fuzz
 bin=build/fuzz/fuzz-$target
-clang-14 -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-  $(pkg-config --cflags json-c) "test/fuzz/fuzz-$target.c" "${src[@]}" $(pkg-config --libs json-c) -o "$bin"
+# Rebuilt only when a source or header changed: the sanitizer build is the slow part.
+if [[ ! -x $bin ]] || [[ -n $(find "test/fuzz/fuzz-$target.c" "${src[@]}" native/cgfence-runc/*.h native/fd-holder/*.h scripts/fuzz.sh -newer "$bin" 2>/dev/null) ]]; then
+  clang-14 -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+    $(pkg-config --cflags json-c) "test/fuzz/fuzz-$target.c" "${src[@]}" $(pkg-config --libs json-c) -o "$bin.tmp"
+  mv "$bin.tmp" "$bin"
+fi
 work=$(mktemp -d /tmp/cgfence-fuzz-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 dict=()
