@@ -426,9 +426,9 @@ static int run(void)
 
 	int st = runc_run(runc, sargv, 0);
 	if (st != 0) {
+		const char *why = st < 0 ? strerror(errno) : "see runc's message";
 		const char *note = remove_container(runc);
-		return refuse(fmt("cgfence: runc start %s failed (%s); removed the container%s", args.id,
-				  st < 0 ? strerror(errno) : "see runc's message", note));
+		return refuse(fmt("cgfence: runc start %s failed (%s); removed the container%s", args.id, why, note));
 	}
 	if (args.detach)
 		return 0;
