@@ -315,7 +315,9 @@ describe('create', () => {
 
   it('daemon gone between prepare and attach: deleted, fail-closed even in fail-open mode', async () => {
     answer = (req) => {
-      if (req.op === 'prepare') setImmediate(() => server?.close());
+      // Closed before the reply goes out, so the attach cannot reach a listener that is
+      // still draining its backlog (that would be a hang-up, not an unreachable daemon).
+      if (req.op === 'prepare') server?.close();
       return '{"ok":true}';
     };
     const args = goRuncCreate();
