@@ -92,6 +92,21 @@ afterAll(async () => {
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
+describe('runc create through cgfence-runc', () => {
+  it('fenced at create: after runc start the entrypoint runs under the allow-list', async () => {
+    const id = cid('create');
+    const b = bundle(id, ['/bin/sh', '-c', 'echo inside; /bin/printf escaped; echo "other=$?"; sleep 60'], ALLOW_SH);
+    const c = launcher(['create', '--bundle', b, '--pid-file', path.join(b, 'init.pid'), id]);
+    expect(c.status, c.stderr).toBe(0);
+    expect(runcState(id)).toBe('created');
+    expect(auditFor(id).find((a) => a.action === 'attach')).toBeTruthy();
+    const st = launcher(['start', id]);
+    expect(st.status, st.stderr).toBe(0);
+    await waitFor('the exec denial in the audit log', () => auditFor(id).some((a) => JSON.stringify(a).includes('/bin/printf')), 20_000);
+    cleanup(id);
+  });
+});
+
 describe('runc run through cgfence-runc', () => {
   it('foreground: fenced before the entrypoint, stdio and exit status as runc run, deleted afterwards', () => {
     const id = cid('run-fg');
