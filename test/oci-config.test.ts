@@ -175,14 +175,19 @@ describe('oci-config: the files agree with each other and with what cgfence acce
   });
 
   it('runc.conf: only keys cgfence-runc reads, values that agree with the DaemonSet', () => {
-    const accepted = new Set([...fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.c'), 'utf8').matchAll(/strcmp\(key, "(\w+)"\)/g)].map((x) => x[1]));
-    expect([...accepted].sort()).toEqual(['fail_mode', 'runc', 'socket', 'spool_dir']);
+    const keyList = /static const char \*const keys\[\] = \{([^}]*)\}/.exec(fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.c'), 'utf8'))![1];
+    const accepted = new Set([...keyList.matchAll(/"(\w+)"/g)].map((x) => x[1]));
+    expect([...accepted].sort()).toEqual(['fail_mode', 'node_hint', 'runc', 'socket', 'spool_dir']);
     const conf = runcConfKeys(read('runc.conf'));
     for (const k of Object.keys(conf)) expect(accepted, k).toContain(k);
     expect(['closed', 'open']).toContain(conf.fail_mode);
     expect(conf.socket).toBe(daemonFlags().socket);
     // The spool is read back by the daemon: it must be on a path the DaemonSet mounts.
     expect(hostPathOf(daemon, conf.spool_dir)).toBe(conf.spool_dir);
+    // The daemon writes the launcher's node hint into its state dir (docs/launcher.md).
+    const hint = conf.node_hint ?? /#define CFG_DEFAULT_NODE_HINT\s+"([^"]+)"/.exec(fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.h'), 'utf8'))![1];
+    expect(hint).toBe(path.join(daemonFlags()['state-dir']!, 'launcher-node.conf'));
+    expect(hostPathOf(daemon, hint)).toBe(hint);
   });
 
   it('runc.conf: cgfence-runc reads it (pass-through finds runc, create asks the socket it names)', () => {

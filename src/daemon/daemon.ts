@@ -26,6 +26,7 @@ import { TamperReporter } from './tamper-reporter';
 import { Metrics } from './metrics';
 import { CounterSnapshots } from './counter-snapshots';
 import { takeSpooled } from './spool';
+import { writeLauncherHint } from './launcher-hint';
 
 const VERSION = '0.1.0';
 
@@ -66,6 +67,7 @@ export class Daemon {
     ensureBpffs(cfg.pinDir);
     this.audit = new AuditLog({ path: cfg.auditLog, maxBytes: cfg.auditMaxBytes, keep: cfg.auditKeep });
     const registry = new FenceRegistry(cfg.stateDir);
+    writeLauncherHint(cfg.stateDir, cfg.defaultProfile);
     // Built before the backends and handed to them: nothing reaches back for the manager.
     this.sink = new AuditSink(this.audit, registry);
     const parse = policyParser(cfg);

@@ -113,6 +113,7 @@ export async function sandboxUp(dir: string, progress: Progress = () => {}): Pro
   // how the launcher finds this sandbox's daemon and the real runc.
   const runtimeEnv = {
     CGFENCE_SOCKET: p.socket, CGFENCE_REAL_RUNC: realRunc(), CGFENCE_FAIL_MODE: process.env.CGFENCE_FAIL_MODE ?? 'closed', CGFENCE_SPOOL_DIR: p.spoolDir,
+    CGFENCE_NODE_HINT: path.join(p.stateDir, 'launcher-node.conf'),
   };
   progress(containerdRunning(p.dir) ? 'containerd: already running' : 'containerd: starting');
   const ctd = await startContainerd(p.dir, { env: runtimeEnv });
