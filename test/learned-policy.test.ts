@@ -58,7 +58,7 @@ describe('learnedAnnotations', () => {
   it('says what is missing', () => {
     const w = learnedWarnings(learned({ syscalls: { names: [], unnamed: [{ abi: 'compat', nr: 102, name: 'socketcall' }], outOfRange: 2 } }));
     expect(w).toEqual([
-      'executable 0:46:3 (run as "./gone") has no path inside the container any more; it is not in cgfence.io/exec-allow',
+      'executable 0:46:3 (run as "./gone") is no file of the container\'s root filesystem: it was created at run time and removed, or lies on a mount outside the image; it is not in cgfence.io/exec-allow',
       'syscalls that cgfence.io/seccomp-allow cannot name on this architecture are not in it: compat 102 (socketcall)',
       '2 syscalls had numbers outside the recorded range (x32?) and are not in cgfence.io/seccomp-allow',
     ]);

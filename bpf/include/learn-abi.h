@@ -37,6 +37,25 @@ struct cgfence_learn_cgroup {
 	__u64 gen;
 };
 
+/*
+ * learn_exec: key = {fence id, dev, ino} of every file a learning container executed (the file
+ * the kernel mapped: a #! script's interpreter, an fexecve'd fd's file), the same identity the
+ * exec fence judges. Kept in the kernel like syscalls and peers, so the set is complete when
+ * the container exits, however late the daemon reads it. dev is the kernel's encoding.
+ */
+struct cgfence_learn_exec_key {
+	__u64 fence_id;
+	__u64 dev;
+	__u64 ino;
+};
+
+/* interp: bprm->interp of the first exec of that file, the name the kernel opened it by (the
+ * interpreter's name for a #! script). */
+struct cgfence_learn_exec {
+	__u64 count;
+	char interp[CGFENCE_PATH_LEN];
+};
+
 enum cgfence_learn_dir {
 	CGFENCE_LEARN_EGRESS = 0,  /* the container sends: the peer is the destination */
 	CGFENCE_LEARN_INGRESS = 1, /* the container receives: the peer is the source */

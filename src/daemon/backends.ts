@@ -56,7 +56,6 @@ export function createBackends(cfg: DaemonConfig, manager: () => FenceManager): 
   // Learn last: it records for whatever the others attached, and blocks nothing.
   const learn = new LearnBackend({
     pinDir: cfg.pinDir, stateDir: cfg.stateDir, cgroupMode: cfg.cgroupMode,
-    execDrops: () => exec.fence.drops(),
     audit: (records) => manager().writeAudit(records),
   });
   learnEvents = learn;

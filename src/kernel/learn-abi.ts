@@ -10,6 +10,9 @@ export const CGROUP_CACHE_SIZE = 16;
 export const NET_CONFIG_SIZE = 24;
 export const PEER_KEY_SIZE = 32;
 export const PORT_KEY_SIZE = 32;
+export const EXEC_KEY_SIZE = 24;
+const PATH_LEN = 256;
+export const EXEC_VALUE_SIZE = 8 + PATH_LEN;
 
 export enum LearnDir { Egress = 0, Ingress = 1 }
 
@@ -55,5 +58,25 @@ export function decodePortKey(b: Buffer): PortKey {
   return {
     fenceId: b.readBigUInt64LE(0), family, dir: b.readUInt8(9), proto: b.readUInt8(10), port: b.readUInt16LE(12),
     addr: Buffer.from(b.subarray(16, family === 4 ? 20 : 32)),
+  };
+}
+
+/** One executable a learning container ran (learn_exec): its identity, how often, and bprm->interp. */
+export interface LearnedExecRecord { fenceId: bigint; dev: bigint; ino: bigint; count: bigint; interp: string }
+
+export function encodeExecKey(fenceId: bigint, dev: bigint, ino: bigint): Buffer {
+  const b = Buffer.alloc(EXEC_KEY_SIZE);
+  b.writeBigUInt64LE(fenceId, 0);
+  b.writeBigUInt64LE(dev, 8);
+  b.writeBigUInt64LE(ino, 16);
+  return b;
+}
+
+export function decodeExecRecord(key: Buffer, value: Buffer): LearnedExecRecord {
+  const raw = value.subarray(8, 8 + PATH_LEN);
+  const nul = raw.indexOf(0);
+  return {
+    fenceId: key.readBigUInt64LE(0), dev: key.readBigUInt64LE(8), ino: key.readBigUInt64LE(16),
+    count: value.readBigUInt64LE(0), interp: raw.subarray(0, nul < 0 ? raw.length : nul).toString('utf8'),
   };
 }

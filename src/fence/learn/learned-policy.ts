@@ -3,9 +3,20 @@
 // exactly that. Pure: no kernel, no files; the CLI renders with it too.
 import { KEYS, parseCidr } from '../../policy/annotations';
 
+/**
+ * Where an executed file came from: `image` (there when the container started: a path can
+ * allow it), `runtime` (born after the container started learning: written at run time, or an
+ * image file changed; a fresh container has no such file, so no path can allow it), `unknown`
+ * (no file of the container's root filesystem is it any more: born at run time and removed,
+ * or on a mount outside the image).
+ */
+export type ExecOrigin = 'image' | 'runtime' | 'unknown';
+
 export interface LearnedExec {
-  /** The allow-list path: the file's own path inside the container, symlinks resolved; null when none was found. */
+  /** The file's own path inside the container, symlinks resolved; null when none was found. */
   path: string | null;
+  /** Absent in records of earlier versions: a path there meant an image file. */
+  origin?: ExecOrigin;
   dev: string;
   inode: string;
   /** The names it was executed by (what the process passed to exec). */
@@ -97,7 +108,7 @@ export function prefixProblem(flag: string, value: number, family: 4 | 6): strin
  * -allow list is what denies every one.
  */
 export function learnedAnnotations(l: Learned, opts: FoldOptions = {}): Record<string, string> {
-  const exec = [...new Set(l.exec.map((e) => e.path).filter((p): p is string => p !== null))].sort();
+  const exec = [...new Set(l.exec.filter(fromImage).map((e) => e.path as string))].sort();
   return {
     [KEYS.execAllow]: exec.join(','),
     [KEYS.egressAllow]: foldPeers(l.network.peers, 'egress', opts).join(','),
@@ -106,11 +117,21 @@ export function learnedAnnotations(l: Learned, opts: FoldOptions = {}): Record<s
   };
 }
 
+/** An executable an allow-list path can name: a file of the image. */
+export function fromImage(e: LearnedExec): boolean {
+  return e.path !== null && (e.origin ?? 'image') === 'image';
+}
+
 /** Things the user should know before applying the annotations, one sentence each. */
 export function learnedWarnings(l: Learned): string[] {
   const out = [...l.incomplete];
-  for (const e of l.exec.filter((x) => x.path === null)) {
-    out.push(`executable ${e.dev}:${e.inode} (run as ${e.names.map((n) => JSON.stringify(n)).join(', ')}) has no path inside the container any more; it is not in ${KEYS.execAllow}`);
+  const ran = (e: LearnedExec) => `run as ${e.names.map((n) => JSON.stringify(n)).join(', ')}`;
+  for (const e of l.exec) {
+    if (e.path !== null && e.origin === 'runtime') {
+      out.push(`executable ${e.path} (${ran(e)}) was created or changed at run time, after the container started: a fresh container has no such file, so no path can allow it; it is not in ${KEYS.execAllow}`);
+    } else if (e.path === null) {
+      out.push(`executable ${e.dev}:${e.inode} (${ran(e)}) is no file of the container's root filesystem: it was created at run time and removed, or lies on a mount outside the image; it is not in ${KEYS.execAllow}`);
+    }
   }
   if (l.syscalls.unnamed.length) {
     const shown = l.syscalls.unnamed.map((u) => `${u.abi} ${u.nr}${u.name ? ` (${u.name})` : ''}`).join(', ');
