@@ -18,7 +18,8 @@
  * ancestor started learning is looked up again.
  *
  * A second program, on tp_btf/sched_process_exec, records each file a learning container
- * executes (its identity, how often, and the name the kernel opened it by) in learn_exec. It
+ * executes (its identity, how often, the name the kernel opened it by, and the names of its
+ * dentry and parents: its own path in its filesystem, read at the exec) in learn_exec. It
  * shares the fence lookup and the attach lifetime of the first. The exec fence also reports
  * every exec of a learning container on its ring buffer, but a ring buffer is read later:
  * a container that lives a few milliseconds is gone, and containerd's exit event has
@@ -171,7 +172,25 @@ int BPF_PROG(learn_sched_exec, struct task_struct *p, pid_t old_pid, struct linu
 	if (!e)
 		return 0;
 	e->count = 1;
+	e->flags = 0;
+	e->depth = 0;
+	e->first_ns = bpf_ktime_get_ns();
 	bpf_probe_read_kernel_str(e->interp, sizeof(e->interp), BPF_CORE_READ(bprm, interp));
+	{
+		struct dentry *d = BPF_CORE_READ(bprm, file, f_path.dentry);
+
+		for (int i = 0; i < CGFENCE_LEARN_PATH_DEPTH; i++) {
+			struct dentry *parent = BPF_CORE_READ(d, d_parent);
+
+			if (!parent || parent == d)
+				break;
+			bpf_probe_read_kernel_str(e->parts[i], CGFENCE_LEARN_NAME_LEN, BPF_CORE_READ(d, d_name.name));
+			e->depth = i + 1;
+			d = parent;
+		}
+		if (d && BPF_CORE_READ(d, d_parent) == d)
+			e->flags |= CGFENCE_LEARN_PATH_WHOLE;
+	}
 	if (bpf_map_update_elem(&learn_exec, &key, e, BPF_NOEXIST) == 0)
 		return 0;
 	/* Another CPU added it first, or the map is full. */

@@ -12,7 +12,12 @@ export const PEER_KEY_SIZE = 32;
 export const PORT_KEY_SIZE = 32;
 export const EXEC_KEY_SIZE = 24;
 const PATH_LEN = 256;
-export const EXEC_VALUE_SIZE = 8 + PATH_LEN;
+const PATH_DEPTH = 16;
+const NAME_LEN = 64;
+const PATH_WHOLE = 1;
+const EXEC_INTERP = 24;
+const EXEC_PARTS = EXEC_INTERP + PATH_LEN;
+export const EXEC_VALUE_SIZE = EXEC_PARTS + PATH_DEPTH * NAME_LEN;
 
 export enum LearnDir { Egress = 0, Ingress = 1 }
 
@@ -61,8 +66,21 @@ export function decodePortKey(b: Buffer): PortKey {
   };
 }
 
-/** One executable a learning container ran (learn_exec): its identity, how often, and bprm->interp. */
-export interface LearnedExecRecord { fenceId: bigint; dev: bigint; ino: bigint; count: bigint; interp: string }
+/**
+ * One executable a learning container ran (learn_exec): its identity, how often, bprm->interp,
+ * and its path in its own filesystem as the kernel saw it at the exec (null when deeper than
+ * the record holds, or a name was too long to be whole).
+ */
+export interface LearnedExecRecord {
+  fenceId: bigint; dev: bigint; ino: bigint; count: bigint; interp: string; kernelPath: string | null;
+  /** CLOCK_MONOTONIC ns of the first exec. */
+  firstNs: bigint;
+}
+
+function cString(b: Buffer): { text: string; whole: boolean } {
+  const nul = b.indexOf(0);
+  return { text: b.subarray(0, nul < 0 ? b.length : nul).toString('utf8'), whole: nul >= 0 && nul < b.length - 1 };
+}
 
 export function encodeExecKey(fenceId: bigint, dev: bigint, ino: bigint): Buffer {
   const b = Buffer.alloc(EXEC_KEY_SIZE);
@@ -73,10 +91,20 @@ export function encodeExecKey(fenceId: bigint, dev: bigint, ino: bigint): Buffer
 }
 
 export function decodeExecRecord(key: Buffer, value: Buffer): LearnedExecRecord {
-  const raw = value.subarray(8, 8 + PATH_LEN);
-  const nul = raw.indexOf(0);
+  const depth = Math.min(value.readUInt32LE(8), PATH_DEPTH);
+  const flags = value.readUInt32LE(12);
+  const parts: string[] = [];
+  // A name that filled its slot may be cut short: the path is then not trusted.
+  let whole = (flags & PATH_WHOLE) !== 0 && depth > 0;
+  for (let i = depth - 1; i >= 0; i--) {
+    const off = EXEC_PARTS + i * NAME_LEN;
+    const part = cString(value.subarray(off, off + NAME_LEN));
+    whole &&= part.whole && part.text.length > 0;
+    parts.push(part.text);
+  }
   return {
     fenceId: key.readBigUInt64LE(0), dev: key.readBigUInt64LE(8), ino: key.readBigUInt64LE(16),
-    count: value.readBigUInt64LE(0), interp: raw.subarray(0, nul < 0 ? raw.length : nul).toString('utf8'),
+    count: value.readBigUInt64LE(0), interp: cString(value.subarray(EXEC_INTERP, EXEC_INTERP + PATH_LEN)).text,
+    kernelPath: whole ? `/${parts.join('/')}` : null, firstNs: value.readBigUInt64LE(16),
   };
 }

@@ -23,7 +23,8 @@ import { Policy } from '../../policy/policy';
 import { CgroupMode, AttachContext, ControlName, ControlState, FenceBackend } from '../backend';
 import { ContainerRoot } from './container-root';
 import { LearnedExecs } from './learned-execs';
-import { Learned, LearnedFlow, LearnedPeer, formatAddress, learnedAnnotations, protoName } from './learned-policy';
+import { readBundleConfig } from '../bundle-config';
+import { Learned, LearnedFlow, LearnedPeer, PodRef, formatAddress, learnedAnnotations, protoName } from './learned-policy';
 
 /** The audit record keeps at most this many flows (the peers, which make the policy, are all kept). */
 const MAX_RECORDED_FLOWS = 1000;
@@ -37,6 +38,7 @@ interface Live {
   pid: number;
   fenceId: bigint;
   since: string;
+  pod?: PodRef;
   /** The kernel's exec-table-full counter at attach: more at the end means execs were missed. */
   execDropsAtStart: string;
   execs: LearnedExecs;
@@ -53,6 +55,23 @@ export interface LearnBackendOptions {
 }
 
 interface Recorders { sys: LearnSyscalls; net: LearnNet }
+
+/** The OCI annotations containerd's CRI puts on every container of a pod. */
+const CRI_POD_NAMESPACE = 'io.kubernetes.cri.sandbox-namespace';
+const CRI_POD_NAME = 'io.kubernetes.cri.sandbox-name';
+
+/** The pod of a CRI container, from its bundle's spec; none for a container started otherwise. */
+function podOf(bundle: string): PodRef | undefined {
+  if (!bundle) return undefined;
+  try {
+    const a = readBundleConfig(bundle).annotations ?? {};
+    const namespace = a[CRI_POD_NAMESPACE];
+    const name = a[CRI_POD_NAME];
+    return namespace && name ? { namespace, name } : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 function alive(pid: number): boolean {
   try {
@@ -118,7 +137,7 @@ export class LearnBackend implements FenceBackend {
       throw e;
     }
     const live: Live = {
-      namespace: ctx.namespace, id: ctx.id, pid: ctx.pid, fenceId, since: new Date(startedMs).toISOString(),
+      namespace: ctx.namespace, id: ctx.id, pid: ctx.pid, fenceId, since: new Date(startedMs).toISOString(), pod: podOf(ctx.bundle),
       execDropsAtStart: sys.execDrops().toString(), execs: new LearnedExecs(startedMs), root: ContainerRoot.open(ctx.pid),
     };
     this.live.set(fenceId.toString(), live);
@@ -192,7 +211,7 @@ export class LearnBackend implements FenceBackend {
 
   private build(l: Live, sys: ReturnType<LearnSyscalls['read']>, execs: LearnedExecRecord[], net: LearnedNet, running: boolean): Learned {
     const incomplete: string[] = [];
-    l.execs.addKernel(execs);
+    l.execs.addKernel(execs, l.root);
     l.execs.resolvePending(l.root);
     if (!l.root) incomplete.push('the container\'s root could not be held (it was gone before the daemon looked): executables whose names do not resolve any more are left out of exec-allow');
     if (l.root?.walkTruncated) incomplete.push('the container\'s root filesystem is too big to be searched whole: an executable run by a name that does not lead to it any more may be left out of exec-allow');
@@ -207,7 +226,7 @@ export class LearnBackend implements FenceBackend {
     const order = (a: { direction: string; family: number; address: string }, b: typeof a) =>
       a.direction.localeCompare(b.direction) || a.family - b.family || a.address.localeCompare(b.address, 'en', { numeric: true });
     return {
-      namespace: l.namespace, id: l.id, running, since: l.since,
+      namespace: l.namespace, id: l.id, ...(l.pod ? { pod: l.pod } : {}), running, since: l.since,
       exec: l.execs.list(),
       network: {
         peers: net.peers.map(peer).sort(order),

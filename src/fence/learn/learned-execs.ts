@@ -2,13 +2,14 @@
 // judges), each with the path an allow-list needs and where the file came from.
 //
 // Identities come from the kernel's own record (learn_exec: complete at exit, however short
-// the container's life) and from the exec fence's ring-buffer events (names, as they arrive).
-// A name is only taken once it resolves, inside the container, to the very identity the
-// kernel executed: names may be relative, symlinks (/bin/ls -> busybox), a #! script (the
-// kernel runs, and the fence judges, its interpreter) or gone. Names are resolved in the
+// the container's life), with the file's path as the kernel saw it at the exec (its dentry
+// and parents), and from the exec fence's ring-buffer events (the names it was run by). A
+// path is only taken once it resolves, inside the container, to the very identity the kernel
+// executed: the kernel's path first, then the names (relative, symlinks like /bin/ls ->
+// busybox, a #! script whose interpreter is what runs, or gone). They are resolved in the
 // container's root held open since the attach (ContainerRoot), so a container that has exited,
 // even one whose snapshot is removed, still maps; while the process lives its /proc links
-// (exe, cwd) are asked too; and an identity no name leads to is looked for in the whole root.
+// (exe, cwd) are asked too; and an identity nothing leads to is looked for in the whole root.
 //
 // A file born after the container started learning (written to /tmp and run, or an image
 // file changed at run time) is "runtime": a fresh container has no such file at that path, so
@@ -19,12 +20,25 @@ import { FileIdentity, formatDev } from '../../kernel/abi';
 import { ContainerRoot, FoundFile } from './container-root';
 import { ExecOrigin, LearnedExec } from './learned-policy';
 
-export interface ExecSighting { pid: number; path: string; dev: bigint; ino: bigint }
+export interface ExecSighting { pid: number; path: string; dev: bigint; ino: bigint; tsMonoNs?: bigint }
 
-/** A file identity the kernel recorded, with how often it ran and the name it was opened by. */
-export interface KernelExec { dev: bigint; ino: bigint; count: bigint; interp: string }
+/**
+ * A file identity the kernel recorded: how often it ran, the name it was opened by, and its
+ * path in its own filesystem at the exec (null when the record could not hold it whole).
+ */
+export interface KernelExec { dev: bigint; ino: bigint; count: bigint; interp: string; kernelPath: string | null; firstNs: bigint }
 
-interface Entry { identity: FileIdentity; path: string | null; origin: ExecOrigin | null; names: Set<string>; count: number }
+interface Entry {
+  identity: FileIdentity;
+  path: string | null;
+  origin: ExecOrigin | null;
+  names: Set<string>;
+  count: number;
+  /** The kernel's path at the exec, kept for the report when the file is gone. */
+  kernelPath: string | null;
+  /** When it first ran (wall clock, ms), if known: a file born after that is another one. */
+  ranMs: number | null;
+}
 
 const MAX_NAMES = 16;
 
@@ -34,6 +48,14 @@ const MAX_NAMES = 16;
  * snapshot is made before runc creates the container).
  */
 const BORN_SLACK_MS = 20;
+
+/** Converting the kernel's monotonic time to the wall clock is good to about this much. */
+const CLOCK_SLACK_MS = 1;
+
+/** CLOCK_MONOTONIC ns (the kernel's bpf_ktime_get_ns) as wall-clock ms. */
+function monoNsToWallMs(ns: bigint): number {
+  return Date.now() - Number(process.hrtime.bigint() - ns) / 1e6;
+}
 
 function key(id: FileIdentity): string {
   return `${id.dev}:${id.ino}`;
@@ -57,7 +79,7 @@ export class LearnedExecs {
     const k = key(identity);
     const e = this.byId.get(k);
     if (e) return { e, added: false };
-    const n: Entry = { identity, path: null, origin: null, names: new Set(), count: 0 };
+    const n: Entry = { identity, path: null, origin: null, names: new Set(), count: 0, kernelPath: null, ranMs: null };
     this.byId.set(k, n);
     return { e: n, added: true };
   }
@@ -70,6 +92,9 @@ export class LearnedExecs {
 
   private found(e: Entry, f: FoundFile | null): boolean {
     if (!f) return false;
+    // Inode numbers are reused: a file born after the exec has the identity, but is not it.
+    // (A file's coarse timestamp is never later than the truth, so no slack but the clocks'.)
+    if (e.ranMs !== null && f.bornMs > e.ranMs + CLOCK_SLACK_MS) return false;
     e.path = f.path;
     e.origin = f.bornMs >= this.startedMs - BORN_SLACK_MS ? 'runtime' : 'image';
     return true;
@@ -82,6 +107,7 @@ export class LearnedExecs {
   record(s: ExecSighting, root: ContainerRoot | null): boolean {
     const { e, added } = this.entry({ dev: s.dev, ino: s.ino });
     e.count++;
+    if (s.tsMonoNs !== undefined && e.ranMs === null) e.ranMs = monoNsToWallMs(s.tsMonoNs);
     let changed = this.addName(e, s.path) || added;
     if (e.path === null) changed = this.resolveLive(e, s, root) || changed;
     return changed;
@@ -89,15 +115,19 @@ export class LearnedExecs {
 
   /**
    * The kernel's record, authoritative for the set and the counts (a ring buffer can lose
-   * events). True when it brought something new.
+   * events); its paths are resolved at once. True when it brought something new.
    */
-  addKernel(records: KernelExec[]): boolean {
+  addKernel(records: KernelExec[], root: ContainerRoot | null): boolean {
     let changed = false;
     for (const r of records) {
       const { e, added } = this.entry({ dev: r.dev, ino: r.ino });
       changed ||= added;
       if (Number(r.count) > e.count) e.count = Number(r.count);
+      const ran = monoNsToWallMs(r.firstNs);
+      if (e.ranMs === null || ran < e.ranMs) e.ranMs = ran;
       changed = this.addName(e, r.interp) || changed;
+      if (r.kernelPath && e.kernelPath === null) e.kernelPath = r.kernelPath;
+      if (e.path === null && r.kernelPath && root) changed = this.found(e, root.resolve(r.kernelPath, e.identity)) || changed;
     }
     return changed;
   }
@@ -132,11 +162,15 @@ export class LearnedExecs {
     for (const e of pending) if (e.path === null) this.found(e, root.findByIdentity(e.identity));
   }
 
+  /**
+   * An identity with no file in the root keeps the path the kernel saw at the exec, as
+   * `unknown`: it was there when it ran, it is not now.
+   */
   list(): LearnedExec[] {
     return [...this.byId.values()]
       .map((e) => ({
-        path: e.path, origin: e.origin ?? 'unknown', dev: formatDev(e.identity.dev), inode: e.identity.ino.toString(),
-        names: [...e.names].sort(), count: e.count,
+        path: e.path ?? e.kernelPath, origin: e.path !== null ? e.origin ?? 'unknown' : 'unknown' as ExecOrigin,
+        dev: formatDev(e.identity.dev), inode: e.identity.ino.toString(), names: [...e.names].sort(), count: e.count,
       }))
       .sort((a, b) => (a.path ?? '\uffff').localeCompare(b.path ?? '\uffff') || a.inode.localeCompare(b.inode));
   }
@@ -150,6 +184,7 @@ export class LearnedExecs {
       startedMs: this.startedMs,
       execs: [...this.byId.values()].map((e) => ({
         dev: e.identity.dev.toString(), ino: e.identity.ino.toString(), path: e.path, origin: e.origin, names: [...e.names], count: e.count,
+        kernelPath: e.kernelPath, ranMs: e.ranMs,
       })),
     };
   }
@@ -159,9 +194,15 @@ export class LearnedExecs {
     const o = (Array.isArray(v) ? { execs: v } : v ?? {}) as { startedMs?: number; execs?: unknown };
     const out = new LearnedExecs(typeof o.startedMs === 'number' ? o.startedMs : fallbackStartedMs);
     if (!Array.isArray(o.execs)) return out;
-    for (const x of o.execs as Array<{ dev: string; ino: string; path: string | null; origin?: ExecOrigin | null; names: string[]; count: number }>) {
+    type Saved = {
+      dev: string; ino: string; path: string | null; origin?: ExecOrigin | null; names: string[]; count: number; kernelPath?: string | null; ranMs?: number | null;
+    };
+    for (const x of o.execs as Saved[]) {
       const identity = { dev: BigInt(x.dev), ino: BigInt(x.ino) };
-      out.byId.set(key(identity), { identity, path: x.path, origin: x.origin ?? (x.path ? 'image' : null), names: new Set(x.names), count: x.count });
+      out.byId.set(key(identity), {
+        identity, path: x.path, origin: x.origin ?? (x.path ? 'image' : null), names: new Set(x.names), count: x.count, kernelPath: x.kernelPath ?? null,
+        ranMs: x.ranMs ?? null,
+      });
     }
     return out;
   }
