@@ -3,8 +3,12 @@
 // its events, the syscall recorder, the network recorder); an unfenced cgroup runs the same
 // loops while that learning goes on, interleaved. The loops run asynchronously so that the
 // events of the learning side are taken in this process while they run, as the daemon would.
-// Last, the node-wide price of the sys_enter program: an unfenced cgroup's syscall loop with
+// Then the node-wide price of the sys_enter program: an unfenced cgroup's syscall loop with
 // some other cgroup learning against the same loop with no learner at all.
+// Last, how executables are mapped to image paths (docs/learn-mode.md, "Short-lived
+// containers"): what the chosen way costs at attach (hold the container's root: one open)
+// against the alternative, an index of the root filesystem taken at attach (a walk of the
+// whole tree before the entrypoint may run). Host trees stand in for image roots.
 import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -14,6 +18,7 @@ import { cgroupId, createCgroup, removeCgroup } from '../src/kernel/cgroup';
 import { ExecFence } from '../src/kernel/exec-fence';
 import { LearnSyscalls } from '../src/kernel/learn-syscalls';
 import { fenceCgroupExecs } from '../src/fence/exec/cgroup-exec-fence';
+import { ContainerRoot } from '../src/fence/learn/container-root';
 import { LearnBackend } from '../src/fence/learn/learn-backend';
 import { emptyPolicy } from '../src/policy/policy';
 import { projectRoot } from '../src/native';
@@ -34,6 +39,29 @@ function build(dir: string, name: string): string {
 async function loopIn(cgroup: string, argv: string[]): Promise<number> {
   const { stdout } = await run_('/bin/sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup, ...argv], { encoding: 'utf8' });
   return Number(stdout.trim()) / 1000;
+}
+
+function timeUs(fn: () => void): number {
+  const t = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - t) / 1000;
+}
+
+/** Per attach: holding the root, against walking it into an index (the alternative not taken). */
+async function mappingAtAttach(): Promise<BenchResult[]> {
+  const out: BenchResult[] = [];
+  for (const tree of ['/usr/bin', '/usr']) {
+    let files = 0;
+    const r = await interleave(RUNS, () => timeUs(() => { ContainerRoot.open(process.pid)?.close(); }), () => timeUs(() => {
+      const root = ContainerRoot.ofDir(tree);
+      // An identity that is nowhere: the walk reads the whole tree, as an index at attach would.
+      if (root.findByIdentity({ dev: 0n, ino: 0n }) !== null) throw new Error('learn bench: found an impossible identity');
+      files = root.indexedFiles;
+    }));
+    out.push(result(`learn: mapping at attach, ${tree} as the image`, 'root held (open /proc/PID/root)', 'root filesystem indexed (walk)', r,
+      `µs per container start; ${files} regular files indexed`));
+  }
+  return out;
 }
 
 export async function run(): Promise<BenchResult[]> {
@@ -89,12 +117,13 @@ export async function run(): Promise<BenchResult[]> {
       sys.close({ detach: true });
     }
     return [
-      result('learn: exec loop', 'unfenced cgroup', 'learning cgroup (exec events taken, path resolved)', execs,
+      result('learn: exec loop', 'unfenced cgroup', 'learning cgroup (exec events taken, kernel exec record with path, path resolved)', execs,
         `${EXECS} fork+exec per run, µs per fork+exec+wait; ${execEvents} exec events learned`),
       result('learn: syscall loop', 'unfenced cgroup', 'learning cgroup (syscall and network recorders)', syscalls,
         `${SYSCALLS} getppid per run, µs per 1000 syscalls`),
       result('learn: syscall loop, node-wide', 'no container learning', 'another cgroup learning (sys_enter attached)', nodeWide,
         `${SYSCALLS} getppid per run in an unfenced cgroup, µs per 1000 syscalls`),
+      ...await mappingAtAttach(),
     ];
   } finally {
     exec?.close({ detach: true });

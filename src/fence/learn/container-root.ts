@@ -24,6 +24,11 @@ export class ContainerRoot {
   /** True when the last walk stopped at MAX_WALK_ENTRIES. */
   walkTruncated = false;
 
+  /** Regular files the walk indexed (0 before any walk). */
+  get indexedFiles(): number {
+    return this.index?.size ?? 0;
+  }
+
   private constructor(private fd: number | null, private readonly dir: string) {}
 
   /** Holds the root of `pid` (its init); null when the process is gone already. */

@@ -183,7 +183,8 @@ export class LearnBackend implements FenceBackend {
     const { sys: sysRec, net: netRec } = this.recorders();
     const l = this.live.get(key) ?? {
       namespace: ctx.namespace, id: ctx.id, pid: ctx.pid, fenceId, since: '', execDropsAtStart: sysRec.execDrops().toString(),
-      execs: new LearnedExecs(0), root: null,
+      // Unknown start: no file is taken for a runtime one.
+      execs: new LearnedExecs(Number.POSITIVE_INFINITY), root: null,
     };
     // The kernel's records are read now (the cgroup and its maps go with the container), and
     // complete: every exec and syscall of the container happened before its exit.
@@ -295,7 +296,7 @@ export class LearnBackend implements FenceBackend {
         }
         // An earlier daemon's held root went with it; the container's own is reopened while it runs.
         this.live.set(v.fenceId, {
-          ...v, fenceId: BigInt(v.fenceId), execs: LearnedExecs.fromJSON(v.execs, Date.parse(v.since) || 0), root: ContainerRoot.open(v.pid),
+          ...v, fenceId: BigInt(v.fenceId), execs: LearnedExecs.fromJSON(v.execs, Date.parse(v.since) || Number.POSITIVE_INFINITY), root: ContainerRoot.open(v.pid),
         });
       } catch {
         // A torn state file loses the exec set of one container, which the learned record says.
