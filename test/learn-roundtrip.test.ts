@@ -15,8 +15,9 @@ const dir = sandboxDir('lrt');
 let p: SandboxPaths;
 
 // A job of a few milliseconds: a second binary, a connection to a loopback port nobody
-// listens on (refused: one packet each way, so one egress and one ingress peer), done.
-const JOB = '(exec -a echo /usr/local/bin/tool-a tool-a-ran); nc 127.0.0.1 7001 </dev/null; echo nc-rc=$?; echo job-done';
+// listens on (refused: one packet each way, so one egress and one ingress peer), done. It
+// reports how long it ran on stderr, from /proc/uptime (10 ms ticks).
+const JOB = 'read t0 _ </proc/uptime; (exec -a echo /usr/local/bin/tool-a tool-a-ran); nc 127.0.0.1 7001 </dev/null; echo nc-rc=$?; echo job-done; read t1 _ </proc/uptime; echo "ran $t0 $t1" >&2';
 const JOB_OUT = 'tool-a-ran\nnc-rc=1\njob-done\n';
 
 type Rec = Awaited<ReturnType<typeof readRecords>>[number];
@@ -85,12 +86,15 @@ describe('a job that lives a few milliseconds', () => {
   let last: Record<string, string> = {};
 
   it('20 times in a row: learned the moment ctr returns, every policy applies with zero denials', async () => {
+    const ranMs: number[] = [];
     for (let i = 0; i < 20; i++) {
       const learnId = cid(`job${i}`);
       learnIds.push(learnId);
       const l = run(learnId, { 'cgfence.io/mode': 'learn' }, ['/bin/sh', '-c', JOB]);
       expect(l.status, l.stderr).toBe(0);
       expect(l.stdout).toBe(JOB_OUT);
+      const ran = /ran ([\d.]+) ([\d.]+)/.exec(l.stderr);
+      if (ran) ranMs.push(Math.round((Number(ran[2]) - Number(ran[1])) * 1000));
 
       // No wait for the exit record: the daemon answers, or the record is already written.
       const out = cli(p, ['learn', learnId]);
@@ -110,6 +114,8 @@ describe('a job that lives a few milliseconds', () => {
       await expectNoDenials(enforceId);
       last = learned;
     }
+    // How long the learned jobs ran (0 means within one 10 ms tick), for the record.
+    console.log(`learn round trip: job run times in ms (10 ms ticks): ${ranMs.join(' ')}`);
   });
 
   it('the exit record says the same as the answer given at once', async () => {
