@@ -183,6 +183,20 @@ describe('files created at run time', () => {
   });
 });
 
+describe('names that lead nowhere once the job is gone', () => {
+  it('a relative name whose working directory died with the job maps to the file\'s own path', () => {
+    const id = cid('relname');
+    const r = run(id, { 'cgfence.io/mode': 'learn' }, ['/bin/sh', '-c', 'cd /usr/local/bin && (exec -a echo ./tool-a rel-ran); cd / && /bin/ls -d / >/dev/null; echo done']);
+    expect(r.stdout).toBe('rel-ran\ndone\n');
+    const out = cli(p, ['learn', id, '--json']);
+    expect(out.status, out.stderr).toBe(0);
+    const j = JSON.parse(out.stdout) as { annotations: Record<string, string>; exec: Array<{ path: string; names: string[] }>; warnings: string[] };
+    expect(j.annotations['cgfence.io/exec-allow']).toBe('/bin/busybox,/usr/local/bin/tool-a');
+    expect(j.exec.find((e) => e.path === '/usr/local/bin/tool-a')?.names).toContain('./tool-a');
+    expect(j.warnings).toEqual([]);
+  });
+});
+
 describe('a direction with no peer', () => {
   it('is empty, says it denies all, and the enforce run denies as it says', async () => {
     const id = cid('nonet');
