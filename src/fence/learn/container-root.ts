@@ -60,13 +60,19 @@ export class ContainerRoot {
 
   /**
    * The file of that identity anywhere in the root's own filesystem (mounts inside it, like
-   * /proc, are not walked), by a walk made once and kept. For names that no longer lead to
-   * the file: relative ones whose working directory is gone, a renamed file.
+   * /proc, are not walked), by a walk made on first use and kept until forgetIndex(). For
+   * names that no longer lead to the file: relative ones whose working directory is gone, a
+   * renamed file.
    */
   findByIdentity(id: FileIdentity): FoundFile | null {
     if (!this.index) this.index = this.walk();
     const rel = this.index.get(`${id.dev}:${id.ino}`);
     return rel === undefined ? null : this.resolve(rel, id);
+  }
+
+  /** A running container's files change: the next search walks again. */
+  forgetIndex(): void {
+    this.index = null;
   }
 
   private walk(): Map<string, string> {

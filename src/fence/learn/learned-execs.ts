@@ -159,7 +159,11 @@ export class LearnedExecs {
     for (const e of pending) {
       for (const n of e.names) if (n.startsWith('/') && this.found(e, root.resolve(n, e.identity))) break;
     }
-    for (const e of pending) if (e.path === null) this.found(e, root.findByIdentity(e.identity));
+    if (pending.some((e) => e.path === null)) {
+      // One walk for all of them, of the tree as it is now.
+      root.forgetIndex();
+      for (const e of pending) if (e.path === null) this.found(e, root.findByIdentity(e.identity));
+    }
   }
 
   /**
