@@ -100,19 +100,23 @@ export async function run(): Promise<BenchResult[]> {
     l.detach(ctx);
     exec.unfence(cgroupId(learnCg));
 
-    // The sys_enter program is attached only while something learns: its node-wide price.
+    // The sys_enter and sched_process_exec programs are attached only while something
+    // learns: their node-wide price, on syscalls and on execs.
     const sys = LearnSyscalls.open({ pinDir: path.join(pinDir, 'sys-only') });
     let nodeWide;
+    let nodeWideExecs;
     try {
       const other = cgroupId(learnCg);
-      nodeWide = await interleave(RUNS, () => loopIn(plainCg, sysArgs), async () => {
+      const withLearner = async (argv: string[]) => {
         sys.add(other);
         try {
-          return await loopIn(plainCg, sysArgs);
+          return await loopIn(plainCg, argv);
         } finally {
           sys.remove(other);
         }
-      });
+      };
+      nodeWide = await interleave(RUNS, () => loopIn(plainCg, sysArgs), () => withLearner(sysArgs));
+      nodeWideExecs = await interleave(RUNS, () => loopIn(plainCg, execArgs), () => withLearner(execArgs));
     } finally {
       sys.close({ detach: true });
     }
@@ -123,6 +127,8 @@ export async function run(): Promise<BenchResult[]> {
         `${SYSCALLS} getppid per run, µs per 1000 syscalls`),
       result('learn: syscall loop, node-wide', 'no container learning', 'another cgroup learning (sys_enter attached)', nodeWide,
         `${SYSCALLS} getppid per run in an unfenced cgroup, µs per 1000 syscalls`),
+      result('learn: exec loop, node-wide', 'no container learning', 'another cgroup learning (sys_enter and sched_process_exec attached)', nodeWideExecs,
+        `${EXECS} fork+exec per run in an unfenced cgroup, µs per fork+exec+wait`),
       ...await mappingAtAttach(),
     ];
   } finally {
