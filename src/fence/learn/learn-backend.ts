@@ -13,17 +13,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { AuditInput } from '../../audit/audit-record';
 import { ExecEvent, FenceMode } from '../../kernel/abi';
-import { LearnedExecRecord } from '../../kernel/learn-abi';
 import { cgroupV2Root } from '../../kernel/cgroup';
-import { SyscallAbi } from '../../kernel/learn-abi';
+import { LearnedExecRecord, SyscallAbi } from '../../kernel/learn-abi';
 import { LearnNet, LearnedNet } from '../../kernel/learn-net';
 import { LearnSyscalls } from '../../kernel/learn-syscalls';
 import { native } from '../../native';
 import { Policy } from '../../policy/policy';
 import { CgroupMode, AttachContext, ControlName, ControlState, FenceBackend } from '../backend';
+import { readBundleConfig } from '../bundle-config';
 import { ContainerRoot } from './container-root';
 import { LearnedExecs } from './learned-execs';
-import { readBundleConfig } from '../bundle-config';
 import { Learned, LearnedFlow, LearnedPeer, PodRef, formatAddress, learnedAnnotations, protoName } from './learned-policy';
 
 /** The audit record keeps at most this many flows (the peers, which make the policy, are all kept). */
@@ -214,7 +213,9 @@ export class LearnBackend implements FenceBackend {
     const incomplete: string[] = [];
     l.execs.addKernel(execs, l.root);
     l.execs.resolvePending(l.root);
-    if (!l.root) incomplete.push('the container\'s root could not be held (it was gone before the daemon looked): executables whose names do not resolve any more are left out of exec-allow');
+    if (!l.root && l.execs.unmapped > 0) {
+      incomplete.push('the container\'s root could not be held (it was gone before the daemon looked): executables not mapped to a path are left out of exec-allow');
+    }
     if (l.root?.walkTruncated) incomplete.push('the container\'s root filesystem is too big to be searched whole: an executable run by a name that does not lead to it any more may be left out of exec-allow');
     if (this.recorders().sys.execDrops() > BigInt(l.execDropsAtStart)) {
       incomplete.push('the kernel\'s exec table was full while the container was learning: executables may be missing from exec-allow');

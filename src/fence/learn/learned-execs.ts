@@ -183,6 +183,11 @@ export class LearnedExecs {
     return this.byId.size;
   }
 
+  /** Identities no path was found for. */
+  get unmapped(): number {
+    return [...this.byId.values()].filter((e) => e.path === null).length;
+  }
+
   toJSON(): unknown {
     return {
       startedMs: this.startedMs,
