@@ -33,6 +33,9 @@ type Format = 'ctr' | 'yaml' | 'json';
 
 interface LearnReply { running: boolean; learned?: Learned; namespace?: string; mode?: string }
 
+/** How long to wait for the exit record of a container that has exited but is not yet detached. */
+const EXIT_RECORD_WAIT_MS = 5000;
+
 function prefix(flag: string, v: string | undefined, family: 4 | 6): number | undefined {
   if (v === undefined) return undefined;
   const n = /^\d+$/.test(v) ? Number(v) : NaN;
@@ -91,9 +94,24 @@ class Sources {
     }
   }
 
-  /** One container: from the daemon while it learns, else its exit record. */
+  /**
+   * One container: from the daemon while it learns, else its exit record. A container that
+   * has exited but whose exit the daemon has not handled yet (the moment `ctr run` returns)
+   * gets its exit record, written within moments: the daemon's answer then is as complete
+   * for what the container did, but runc's last steps in its cgroup may still add to it.
+   */
   async container(id: string, namespace: string | undefined): Promise<Learned> {
     const reply = (await this.ask<LearnReply>({ op: 'learn', id, ...(namespace ? { namespace } : {}) })) ?? { running: false };
+    if (reply.running && reply.learned?.running === false) {
+      const l = reply.learned;
+      const end = Date.now() + EXIT_RECORD_WAIT_MS;
+      for (;;) {
+        const rec = await fromLog(this.log, id, l.namespace);
+        if (rec && rec.since === l.since) return rec;
+        if (Date.now() > end) return l;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
     const learned = reply.running && reply.learned ? reply.learned : await fromLog(this.log, id, namespace ?? reply.namespace);
     if (learned) return learned;
     const why = reply.mode ? `it runs in mode ${reply.mode}, not learn` : this.daemonDown ?? 'no container of that id learns now';
