@@ -97,8 +97,8 @@ class Sources {
   /**
    * One container: from the daemon while it learns, else its exit record. A container that
    * has exited but whose exit the daemon has not handled yet (the moment `ctr run` returns)
-   * gets its exit record, written within moments: the daemon's answer then is as complete
-   * for what the container did, but runc's last steps in its cgroup may still add to it.
+   * gets its exit record, written within moments: the record can still gain a syscall after
+   * the answer (seen once in twenty runs), and it is what the policy is made of.
    */
   async container(id: string, namespace: string | undefined): Promise<Learned> {
     const reply = (await this.ask<LearnReply>({ op: 'learn', id, ...(namespace ? { namespace } : {}) })) ?? { running: false };
