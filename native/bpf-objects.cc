@@ -39,6 +39,8 @@ static_assert(sizeof(struct cgfence_learn_cgroup) == 16, "cgfence_learn_cgroup l
 static_assert(sizeof(struct cgfence_learn_net_config) == 24, "cgfence_learn_net_config layout changed");
 static_assert(sizeof(struct cgfence_learn_peer_key) == 32, "cgfence_learn_peer_key layout changed");
 static_assert(sizeof(struct cgfence_learn_port_key) == 32, "cgfence_learn_port_key layout changed");
+static_assert(sizeof(struct cgfence_learn_exec_key) == 24, "cgfence_learn_exec_key layout changed");
+static_assert(sizeof(struct cgfence_learn_exec) == 1304, "cgfence_learn_exec layout changed");
 
 namespace cgfence {
 

@@ -54,7 +54,7 @@ export function createBackends(cfg: DaemonConfig, deps: BackendDeps): Backends {
   // Learn last: it records for whatever the others attached, and blocks nothing.
   const learn = new LearnBackend({
     pinDir: cfg.pinDir, stateDir: cfg.stateDir, cgroupMode: cfg.cgroupMode,
-    execDrops: () => exec.fence.drops(), sink,
+    sink,
   });
   learnEvents = learn;
   const all: FenceBackend[] = [execWithNotify(cfg, exec, deps), new SeccompBackend(), networkControl, learn];
