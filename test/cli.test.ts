@@ -1,10 +1,12 @@
 // Black-box tests of the built CLI: exit codes, stdout and stderr, as a person sees them.
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditLog } from '../src/audit/audit-log';
+import { COMPLETION } from '../src/cli/commands/completion';
+import { formatTime } from '../src/cli/time-format';
 
 const BIN = path.join(__dirname, '..', 'bin', 'cgfence');
 let tmp: string;
@@ -44,7 +46,7 @@ describe('cgfence CLI', () => {
     expect(r.stderr).toContain('unknown command "stauts"');
     const f = cgfence(['ps', '--jsn']);
     expect(f.status).toBe(1);
-    expect(f.stderr.trim()).toBe('cgfence ps: unknown flag --jsn (known here: --socket, --json, --help)');
+    expect(f.stderr.trim()).toBe('cgfence ps: unknown flag --jsn (known here: --socket, --output, --utc, --json, --help, -o)');
   });
 
   it('status without a daemon says where it looked and what to do, without a stack', () => {
@@ -97,5 +99,85 @@ describe('cgfence CLI', () => {
     const broken = cgfence(['audit', 'verify', file]);
     expect(broken.status).toBe(1);
     expect(broken.stderr).toMatch(/audit\.log:2: altered/);
+  });
+
+  /** A user's mistake: exit 1, exactly one line on stderr naming the command, no stack. */
+  function oneLine(r: ReturnType<typeof cgfence>, cmd: string, pattern: RegExp) {
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stdout).toBe('');
+    const lines = r.stderr.trim().split('\n');
+    expect(lines, r.stderr).toHaveLength(1);
+    expect(lines[0]).toMatch(new RegExp(`^cgfence ${cmd}: `));
+    expect(lines[0]).toMatch(pattern);
+  }
+
+  it('user mistakes are one line and exit 1, unknown values included', () => {
+    const log = path.join(tmp, 'mistakes.log');
+    new AuditLog({ path: log }).close();
+    oneLine(cgfence(['audit', '--since', '10x', '--audit-log', log]), 'audit', /--since "10x": expected a duration like 90s/);
+    oneLine(cgfence(['audit', '--type', 'bogus', '--audit-log', log]), 'audit', /--type "bogus": expected one of exec, net, seccomp, lifecycle, tamper, agent/);
+    oneLine(cgfence(['audit', '--audit-log', path.join(tmp, 'nope.log')]), 'audit', /no audit log at .*nope\.log/);
+    oneLine(cgfence(['policy', 'check', '--file', '/missing/config.json']), 'policy', /--file \/missing\/config\.json: no such file/);
+    const notJson = path.join(tmp, 'bad.json');
+    fs.writeFileSync(notJson, '{"annotations": ');
+    oneLine(cgfence(['policy', 'check', '--file', notJson]), 'policy', /bad\.json: not JSON/);
+    oneLine(cgfence(['ps', '-o', 'yaml']), 'ps', /--output "yaml": expected table, wide or json/);
+    oneLine(cgfence(['status', '-x']), 'status', /unknown flag -x/);
+    oneLine(cgfence(['ps', '--json', '-o', 'wide']), 'ps', /contradict/);
+    oneLine(cgfence(['daemon', '--metrics-address', 'localhost'], { CGFENCE_PIN_DIR: '/nonexistent' }), 'daemon', /metrics-address "localhost": expected HOST:PORT/);
+    oneLine(cgfence(['daemon', '--cgroup-mode', 'v3']), 'daemon', /--cgroup-mode "v3": expected auto, v2 or v1/);
+    oneLine(cgfence(['completion', 'zsh']), 'completion', /bash is the one shell supported/);
+    oneLine(cgfence(['sandbox', 'sideways']), 'sandbox', /unknown sandbox command "sideways"/);
+  });
+
+  it('audit: -o json is the raw records, -o wide the whole ids, times local with date and zone or UTC with --utc', () => {
+    const file = path.join(tmp, 'times.log');
+    const id = 'a'.repeat(64);
+    const log = new AuditLog({ path: file });
+    log.write({ ts: '2026-01-02T03:04:05.678901234Z', type: 'exec', action: 'deny', namespace: 'k8s.io', container_id: id, pid: 7, path: '/bin/x' });
+    log.close();
+    const utc = cgfence(['audit', '--audit-log', file, '--utc']);
+    expect(utc.stdout).toMatch(/^2026-01-02 03:04:05\.678 Z deny\s+exec\s+k8s\.io\/aaaaaaaaaaaa\s/);
+    const local = cgfence(['audit', '--audit-log', file], { TZ: 'Asia/Kolkata' });
+    expect(local.stdout).toMatch(/^2026-01-02 08:34:05\.678 \+05:30 deny/);
+    const wide = cgfence(['audit', '--audit-log', file, '-o', 'wide', '--utc']);
+    expect(wide.stdout).toContain(`k8s.io/${id}`);
+    for (const args of [['-o', 'json'], ['--json'], ['-ojson']]) {
+      const j = cgfence(['audit', '--audit-log', file, ...args]);
+      expect(j.status, j.stderr).toBe(0);
+      expect(JSON.parse(j.stdout).container_id).toBe(id);
+    }
+  });
+
+  it('formatTime: local date, time and offset; UTC with Z', () => {
+    const d = new Date(Date.UTC(2026, 10, 30, 23, 59, 58, 7));
+    expect(formatTime(d, { utc: true })).toBe('2026-11-30 23:59:58.007 Z');
+    expect(formatTime(d)).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.007 [+-]\d\d:\d\d$/);
+  });
+
+  it('bash completion: valid bash, every listed flag accepted by its command', async () => {
+    const script = cgfence(['completion', 'bash']);
+    expect(script.status, script.stderr).toBe(0);
+    const file = path.join(tmp, 'completion.bash');
+    fs.writeFileSync(file, script.stdout);
+    const check = spawnSync('bash', ['-n', file], { encoding: 'utf8' });
+    expect(check.status, check.stderr).toBe(0);
+    // What bash offers after `cgfence ps -`.
+    const offered = spawnSync('bash', ['-c', `source ${file}; COMP_WORDS=(cgfence ps -); COMP_CWORD=2; _cgfence; echo "\${COMPREPLY[*]}"`], { encoding: 'utf8' });
+    expect(offered.stdout.trim().split(' ')).toEqual(expect.arrayContaining(['-o', '--output', '--json', '--utc', '--socket']));
+    const values = spawnSync('bash', ['-c', `source ${file}; COMP_WORDS=(cgfence audit --type l); COMP_CWORD=3; _cgfence; echo "\${COMPREPLY[*]}"`], { encoding: 'utf8' });
+    expect(values.stdout.trim()).toBe('lifecycle');
+    const valueFlags = new Set(['-o', '--output', '--containerd-socket', '--state-dir', '--audit-log', '--socket', '--cgroup-mode', '--pin-dir', '--fail-mode', '--metrics-address',
+      '--spool-dir', '--config', '--container', '--namespace', '--type', '--action', '--since', '--tail', '--file', '--prefix-len4', '--prefix-len6', '--dir', '--runc-link', '--runc-conf']);
+    // Asynchronously, a few at a time: sixty synchronous spawns would stall the test worker.
+    const cases = Object.entries(COMPLETION).flatMap(([cmd, c]) => c.flags.map((flag) => [cmd, flag, ...(valueFlags.has(flag) ? ['x'] : []), '--help']));
+    const results: Array<{ args: string[]; code: number; stderr: string }> = [];
+    for (let i = 0; i < cases.length; i += 6) {
+      results.push(...await Promise.all(cases.slice(i, i + 6).map((args) => new Promise<{ args: string[]; code: number; stderr: string }>((resolve) => {
+        execFile(BIN, args, { env: { ...process.env, CGFENCE_SOCKET: path.join(tmp, 'none.sock') } }, (err, _out, stderr) => resolve({ args, code: err ? Number(err.code ?? 99) : 0, stderr }));
+      }))));
+    }
+    expect(results.length).toBeGreaterThan(30);
+    for (const r of results) expect({ args: r.args.join(' '), code: r.code, stderr: r.stderr }).toEqual({ args: r.args.join(' '), code: 0, stderr: '' });
   });
 });

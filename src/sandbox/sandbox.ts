@@ -99,6 +99,8 @@ function writeEnv(p: SandboxPaths): void {
     `export CGFENCE_RUNC=${q(p.runc)}`,
     `export CGFENCE_SOCKET=${q(p.socket)}`,
     `export CGFENCE_AUDIT_LOG=${q(p.auditLog)}`,
+    // `cgfence` itself, as the hints name it.
+    `export PATH=${q(path.join(projectRoot(), 'bin'))}:"$PATH"`,
     '',
   ].join('\n'));
 }

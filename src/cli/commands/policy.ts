@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { loadConfigFile } from '../../daemon/config';
 import { PolicyError, parseAnnotations } from '../../policy/annotations';
 import { native } from '../../native';
@@ -18,6 +19,28 @@ Changes the policy of a running fenced container (CONTAINER is ID or NAMESPACE/I
 KEY=VALUE sets a cgfence.io/* annotation, KEY- removes one. The daemon validates the result
 as at create and applies it through BPF map updates; nothing restarts. Audited as a
 lifecycle policy-update record with the old and new policy hash.`;
+
+/** The annotations of an OCI bundle's config.json; a missing or malformed file is the user's to fix. */
+function bundleAnnotations(file: string): Record<string, string> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`--file ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+  let spec: unknown;
+  try {
+    spec = JSON.parse(text);
+  } catch (e) {
+    throw new UsageError(`--file ${file}: not JSON (${(e as Error).message})`);
+  }
+  const ann = (spec as { annotations?: unknown } | null)?.annotations;
+  if (ann === undefined) return {};
+  if (typeof ann !== 'object' || ann === null || Array.isArray(ann) || Object.values(ann).some((v) => typeof v !== 'string')) {
+    throw new UsageError(`--file ${file}: "annotations" must map keys to string values, as in an OCI config.json`);
+  }
+  return ann as Record<string, string>;
+}
 
 async function runSet(argv: string[]): Promise<number> {
   const a = parseArgs(argv, { values: ['namespace', 'socket'], bools: ['json'] });
@@ -45,6 +68,10 @@ async function runSet(argv: string[]): Promise<number> {
 }
 
 export async function run(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(help);
+    return 0;
+  }
   if (argv.find((x) => !x.startsWith('-')) === 'set' && !argv.includes('--help') && !argv.includes('-h')) return runSet(argv);
   const a = parseArgs(argv, { values: ['config', 'file'], bools: ['json'] });
   if (a.bools.has('help') || a.positionals[0] !== 'check') {
@@ -53,10 +80,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   let annotations: Record<string, string> = {};
-  if (a.flags.file) {
-    const spec = JSON.parse(require('node:fs').readFileSync(a.flags.file, 'utf8')) as { annotations?: Record<string, string> };
-    annotations = spec.annotations ?? {};
-  }
+  if (a.flags.file) annotations = bundleAnnotations(a.flags.file);
   for (const kv of a.positionals.slice(1)) {
     const eq = kv.indexOf('=');
     if (eq <= 0) throw new UsageError(`${JSON.stringify(kv)} is not KEY=VALUE`);
