@@ -95,6 +95,22 @@ export function resolveConfig(flags: Record<string, string | undefined>, env: No
     if (v !== undefined && v !== '') (cfg as unknown as Record<string, unknown>)[key] = v;
   }
   if (!['auto', 'v2', 'v1'].includes(cfg.cgroupMode)) throw new ConfigError(`--cgroup-mode ${JSON.stringify(cfg.cgroupMode)}: expected auto, v2 or v1`);
+  if (cfg.metricsAddress) {
+    try {
+      parseMetricsAddress(cfg.metricsAddress);
+    } catch (e) {
+      throw new ConfigError(`--${(e as Error).message}`);
+    }
+  }
   if (!['closed', 'open'].includes(cfg.failMode)) throw new ConfigError(`--fail-mode ${JSON.stringify(cfg.failMode)}: expected closed or open`);
   return cfg;
+}
+
+/** HOST:PORT ([::1]:9464 for IPv6) or an absolute socket path; anything else is named in the error. */
+export function parseMetricsAddress(address: string): { path: string } | { host: string; port: number } {
+  if (address.startsWith('/')) return { path: address };
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]*):(\d{1,5})$/.exec(address);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new Error(`metrics-address ${JSON.stringify(address)}: expected HOST:PORT (like 127.0.0.1:9464 or 0.0.0.0:9464) or an absolute unix socket path`);
+  return { host: m[1].replace(/^\[|\]$/g, '') || '0.0.0.0', port };
 }

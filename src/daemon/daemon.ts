@@ -17,11 +17,12 @@ import { cgfenceAnnotations } from '../policy/annotations';
 import { native } from '../native';
 import { DaemonConfig } from './config';
 import { FenceManager, Refusal } from './fence-manager';
-import { FenceRegistry } from './fence-registry';
+import { FenceRegistry, FencedContainer } from './fence-registry';
 import { Reply, Request, ok, refuse } from './protocol';
 import { SocketServer } from './socket-server';
 import { TamperReporter } from './tamper-reporter';
-import { Metrics } from './metrics';
+import { Decisions, Metrics } from './metrics';
+import { Health, checkHealth } from './health';
 import { CounterSnapshots } from './counter-snapshots';
 import { takeSpooled } from './spool';
 
@@ -47,7 +48,7 @@ export class Daemon {
   private client!: ContainerdClient;
   private monitor!: EventMonitor;
   private dropTimer?: NodeJS.Timeout;
-  private metrics: Metrics | null = null;
+  private metrics!: Metrics;
   private snapshots!: CounterSnapshots;
   private lastDrops = 0n;
   private readonly startedAt = new Date();
@@ -99,16 +100,20 @@ export class Daemon {
     this.snapshotCounters();
     this.ingestSpool();
 
+    // Always counted (ps shows every denial from it); served only with --metrics-address.
+    this.metrics = new Metrics({
+      fenced: () => this.manager.registry.all(),
+      kernelDecisions: (f) => this.kernelDecisions(f),
+      kernelDrops: () => Number(this.exec.fence.drops()),
+      audit: () => this.audit.stats,
+      containerdConnected: () => this.monitor?.status().connected ?? false,
+      health: () => this.health(),
+      build: { version: VERSION, node: process.version, libbpf: native().libbpfVersion, kernel: fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim() },
+    });
+    this.manager.metrics = this.metrics;
     if (cfg.metricsAddress) {
-      this.metrics = new Metrics({
-        fenced: () => this.manager.registry.all().length,
-        kernelDrops: () => Number(this.exec.fence.drops()),
-        audit: () => this.audit.stats,
-        containerdConnected: () => this.monitor?.status().connected ?? false,
-      });
-      this.manager.metrics = this.metrics;
       await this.metrics.listen(cfg.metricsAddress);
-      this.log(`metrics on ${cfg.metricsAddress}`);
+      this.log(`metrics, /healthz and /readyz on ${cfg.metricsAddress}`);
     }
 
     this.server = new SocketServer(cfg.socket, (req) => this.handle(req), this.log);
@@ -194,7 +199,10 @@ export class Daemon {
           return ok({ detach: !!req.detach });
       }
     } catch (e) {
-      if (e instanceof Refusal) return refuse(e.message);
+      if (e instanceof Refusal) {
+        if (req.op === 'prepare' || req.op === 'attach' || req.op === 'policy-set') this.metrics.refusal(req.op);
+        return refuse(e.message);
+      }
       throw e;
     }
   }
@@ -235,6 +243,7 @@ export class Daemon {
           this.manager.lateAttach({ namespace: ns, id: t.containerId, pid: t.pid, annotations: annotations ?? {} });
         } catch (e) {
           this.audit.write({ type: 'lifecycle', action: 'late-attach-failed', namespace: ns, container_id: t.containerId, pid: t.pid, reason: (e as Error).message });
+          this.metrics.refusal('late-attach');
           this.log(`late attach of ${key} failed: ${(e as Error).message}`);
         }
       }
@@ -294,6 +303,7 @@ export class Daemon {
         learn: this.learn.status(),
       },
       audit: { path: this.cfg.auditLog, ...this.audit.stats, kernelDrops: this.exec.fence.drops().toString() },
+      health: this.health(),
       fences: fences.length,
       tamper: this.tamper?.status() ?? null,
     };
@@ -309,7 +319,29 @@ export class Daemon {
         execAllow: ex?.allow ?? [], attachedAt: f.attachedAt, how: f.how,
         counters: typeof ex?.fenceId === 'string' ? this.execCounters(f.namespace, f.id, ex.fenceId) : null,
         networkCounters: typeof f.backends.network?.fenceId === 'string' ? this.network.counters(f.backends.network.fenceId, String(f.backends.network.cgroupId ?? f.backends.network.fenceId)) : null,
+        decisions: this.metrics.decisionsOf(f),
       };
+    });
+  }
+
+  /** What the kernel counted for a container, per control and action (the source of decision metrics). */
+  private kernelDecisions(f: FencedContainer): Decisions {
+    const d: Decisions = {};
+    const ex = f.backends.exec;
+    const e = typeof ex?.fenceId === 'string' ? this.execCounters(f.namespace, f.id, ex.fenceId) : null;
+    if (e) d.exec = { deny: e.denied, audit: e.audited, allow: e.allowed };
+    const net = f.backends.network;
+    const n = typeof net?.fenceId === 'string' ? this.network.counters(net.fenceId, String(net.cgroupId ?? net.fenceId)) : null;
+    if (n) d.network = { deny: (n.net_denied_egress ?? 0) + (n.net_denied_ingress ?? 0), audit: (n.net_audited_egress ?? 0) + (n.net_audited_ingress ?? 0) };
+    return d;
+  }
+
+  private health(): Health {
+    const m = this.monitor?.status();
+    return checkHealth({
+      execStatus: this.exec.status(), pinDir: this.cfg.pinDir, socket: this.cfg.socket,
+      containerd: { connected: m?.connected ?? false, lastError: m?.lastError ?? null, address: this.cfg.containerdSocket },
+      audit: { ...this.audit.stats, path: this.cfg.auditLog },
     });
   }
 
@@ -334,7 +366,7 @@ export class Daemon {
         for (const f of this.manager.registry.all()) this.manager.detach(f.namespace, f.id, 'daemon shutdown with detach');
       }
       this.checkDrops();
-      await this.metrics?.close();
+      await this.metrics.close();
       for (const b of this.backends) b.close({ detach: !!opts.detach });
       this.tamper?.close({ detach: !!opts.detach });
       this.audit.write({ type: 'agent', action: 'stop', pid: process.pid, detach: !!opts.detach });

@@ -307,6 +307,8 @@ export class FenceManager {
   detach(namespace: string, id: string, reason: string): boolean {
     const entry = this.registry.get(namespace, id);
     if (!entry) return false;
+    // Before the kernel counters go with the fences.
+    this.metrics?.retire(entry);
     const counters: Record<string, unknown> = {};
     for (const b of this.backends) {
       if (!entry.backends[b.control]) continue;
@@ -452,8 +454,7 @@ export class FenceManager {
   }
 
   private countDecisions(records: AuditInput[]): void {
-    if (!this.metrics) return;
-    for (const r of records) if (r.type === 'exec' || r.type === 'net' || r.type === 'seccomp') this.metrics.decision(r.type, r.action);
+    this.metrics?.observeRecords(records);
   }
 
   onExecEvents(events: ExecEvent[]): void {
