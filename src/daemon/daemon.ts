@@ -15,8 +15,14 @@ import { ExecNotifyBackend } from '../fence/exec/exec-notify-backend';
 import { FenceBackend } from '../fence/backend';
 import { cgfenceAnnotations } from '../policy/annotations';
 import { native } from '../native';
-import { DaemonConfig } from './config';
-import { FenceManager, Refusal } from './fence-manager';
+import { DaemonConfig, RELOADABLE, configHash } from './config';
+import { ConfigWatcher } from './config-watcher';
+import { misspeltKeys } from './annotation-typos';
+import { podContext } from './pod-context';
+import { describeSelector, selectProfile } from './profile-selectors';
+import { readBundleConfig, writeBundleConfig } from '../fence/bundle-config';
+import { KEYS, PolicyError } from '../policy/annotations';
+import { FenceManager, Refusal, namespaceOfRuncRoot } from './fence-manager';
 import { FenceRegistry, FencedContainer } from './fence-registry';
 import { Reply, Request, ok, refuse } from './protocol';
 import { SocketServer } from './socket-server';
@@ -56,7 +62,17 @@ export class Daemon {
   private resolveDone!: () => void;
   readonly done = new Promise<void>((r) => (this.resolveDone = r));
 
-  constructor(private readonly cfg: DaemonConfig, private readonly log: (m: string) => void = (m) => console.error(`cgfence daemon: ${m}`)) {}
+  private watcher: ConfigWatcher | null = null;
+
+  /**
+   * `reloadConfig` re-reads the settings as at start (flags, environment, `configFile`); with
+   * it the daemon reloads profiles and selectors on SIGHUP (reload()) and when the file changes.
+   */
+  constructor(
+    private readonly cfg: DaemonConfig,
+    private readonly log: (m: string) => void = (m) => console.error(`cgfence daemon: ${m}`),
+    private readonly reloading: { configFile: string | null; reloadConfig: () => DaemonConfig } | null = null,
+  ) {}
 
   async start(): Promise<void> {
     const cfg = this.cfg;
@@ -75,6 +91,9 @@ export class Daemon {
       type: 'agent', action: 'start', pid: process.pid, version: VERSION, pin_dir: cfg.pinDir,
       adopted: this.exec.fence.adopted, fences: registry.all().length, cgroup_mode: cfg.cgroupMode, fail_mode: cfg.failMode,
     });
+    if (this.reloading?.configFile) {
+      try { this.currentConfigHash = configHash(this.reloading.configFile); } catch { /* loaded a moment ago; reload says if it is gone */ }
+    }
     this.log(`started (pid ${process.pid}); ${this.exec.fence.adopted ? `adopted pinned fences in ${cfg.pinDir}` : `pins in ${cfg.pinDir}`}; audit log ${cfg.auditLog}`);
     // After the backends: it protects the ids of what they loaded.
     this.tamper = new TamperReporter({
@@ -119,6 +138,8 @@ export class Daemon {
     this.server = new SocketServer(cfg.socket, (req) => this.handle(req), this.log);
     await this.server.listen();
     this.log(`listening on ${cfg.socket}`);
+
+    if (this.reloading?.configFile) this.watcher = new ConfigWatcher(this.reloading.configFile, () => this.reload('file-change'));
 
     // Lost kernel events are never silent: the drop counter is turned into audit records.
     this.dropTimer = setInterval(() => this.checkDrops(), 2000);
@@ -173,6 +194,7 @@ export class Daemon {
     try {
       switch (req.op) {
         case 'prepare':
+          await this.beforePrepare(req);
           return ok(this.manager.prepare(req));
         case 'attach': {
           const r = this.manager.attach(req);
@@ -204,6 +226,84 @@ export class Daemon {
         return refuse(e.message);
       }
       throw e;
+    }
+  }
+
+  /**
+   * Before the manager decides: a warning record for annotation keys that look like
+   * cgfence's but are not, and the profile the node's selectors give a container that names
+   * none (written into the bundle, so the decision stays with the container).
+   */
+  private async beforePrepare(req: { id: string; bundle: string; runcRoot?: string }): Promise<void> {
+    let spec;
+    try {
+      spec = readBundleConfig(req.bundle);
+    } catch {
+      return; // the manager refuses with its own message
+    }
+    const annotations = spec.annotations ?? {};
+    const namespace = namespaceOfRuncRoot(req.runcRoot);
+    const typos = misspeltKeys(annotations);
+    if (typos.length) {
+      this.audit.writeBatch(typos.map((t) => ({
+        type: 'lifecycle' as const, action: 'annotation-warning', namespace, container_id: req.id, key: t.key, suggestion: t.suggestion,
+        message: `annotation ${t.key} is not a cgfence annotation and is ignored; did you mean ${t.suggestion}?`,
+      })));
+    }
+    if (this.cfg.selectors.length === 0 || annotations[KEYS.profile] !== undefined) return;
+    let pod;
+    try {
+      pod = await podContext((ns, id) => this.client.getContainer(ns, id), namespace, req.id, annotations);
+    } catch (e) {
+      throw new Refusal(`cannot read the labels of ${namespace}/${req.id} from containerd for the node's profile selectors: ${(e as Error).message}`);
+    }
+    const chosen = selectProfile(this.cfg.selectors, pod);
+    if (!chosen) return;
+    writeBundleConfig(req.bundle, { ...spec, annotations: { ...annotations, [KEYS.profile]: chosen.profile } });
+    this.audit.write({
+      type: 'lifecycle', action: 'profile-selected', namespace, container_id: req.id, profile: chosen.profile,
+      selector: describeSelector(chosen.selector), selector_index: chosen.index, pod_namespace: pod.namespace,
+      config_hash: this.reloading?.configFile ? this.currentConfigHash : null,
+    });
+  }
+
+  private currentConfigHash: string | null = null;
+
+  /**
+   * Re-reads the config file and applies what can change live (profiles, defaultProfile,
+   * selectors); the rest needs a restart and the record says which. A bad file changes
+   * nothing. Every attempt is an agent/config-reload record with the file's hash.
+   */
+  reload(trigger: 'sighup' | 'file-change'): boolean {
+    if (!this.reloading) {
+      this.log('reload: no config file (--config or CGFENCE_CONFIG); nothing to reload');
+      return false;
+    }
+    const file = this.reloading.configFile;
+    let hash: string | null = null;
+    try {
+      hash = file ? configHash(file) : null;
+      const next = this.reloading.reloadConfig();
+      // Profiles are checked as a container naming each would be: a bad value is refused now.
+      for (const name of Object.keys(next.profiles)) this.manager.parseWith(next, { [KEYS.profile]: name });
+      const changed = RELOADABLE.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(this.cfg[k]));
+      const restartNeeded = (Object.keys(next) as Array<keyof DaemonConfig>)
+        .filter((k) => !RELOADABLE.includes(k) && JSON.stringify(next[k]) !== JSON.stringify(this.cfg[k]));
+      // In place: the manager and the backends hold this same object.
+      for (const k of RELOADABLE) (this.cfg as unknown as Record<string, unknown>)[k] = next[k];
+      this.currentConfigHash = hash;
+      this.watcher?.sync();
+      this.audit.write({
+        type: 'agent', action: 'config-reload', trigger, ok: true, config_file: file, config_hash: hash, changed,
+        restart_needed: restartNeeded, profiles: Object.keys(next.profiles), selectors: next.selectors.length, default_profile: next.defaultProfile,
+      });
+      this.log(`config reloaded (${trigger}, ${hash}): ${changed.length ? `changed ${changed.join(', ')}` : 'no change'}${restartNeeded.length ? `; needs a restart to change ${restartNeeded.join(', ')}` : ''}`);
+      return true;
+    } catch (e) {
+      const msg = e instanceof PolicyError ? e.problems.join('; ') : (e as Error).message;
+      this.audit.write({ type: 'agent', action: 'config-reload', trigger, ok: false, config_file: file, config_hash: hash, error: msg });
+      this.log(`config reload (${trigger}) refused, the running config stays: ${msg}`);
+      return false;
     }
   }
 
@@ -359,6 +459,7 @@ export class Daemon {
     if (this.stopping) return this.stopping;
     this.stopping = (async () => {
       clearInterval(this.dropTimer);
+      this.watcher?.close();
       await this.monitor?.stop();
       this.client?.close();
       await this.server?.close();

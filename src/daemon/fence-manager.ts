@@ -78,9 +78,14 @@ export class FenceManager {
   }
 
   parse(annotations: Record<string, string> | undefined): Policy {
+    return this.parseWith(this.cfg, annotations);
+  }
+
+  /** Parses against another config's profiles (a reload checks its profiles before taking them). */
+  parseWith(cfg: Pick<DaemonConfig, 'profiles' | 'defaultProfile'>, annotations: Record<string, string> | undefined): Policy {
     return parseAnnotations(annotations, {
-      profiles: this.cfg.profiles,
-      defaultProfile: this.cfg.defaultProfile,
+      profiles: cfg.profiles,
+      defaultProfile: cfg.defaultProfile,
       resolveSyscalls: (names) => native().resolveSyscalls(names),
     });
   }

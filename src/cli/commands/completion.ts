@@ -24,7 +24,7 @@ export const COMPLETION: Record<string, CommandCompletion> = {
   audit: { verbs: ['verify'], flags: [...OUT, '--utc', '--follow', '--container', '--namespace', '--type', '--action', '--since', '--tail', '--audit-log'] },
   policy: { verbs: ['check', 'set'], flags: ['--config', '--file', '--namespace', '--socket', '--json'] },
   learn: { flags: ['--namespace', '--prefix-len4', '--prefix-len6', '--json', '--socket', '--audit-log'] },
-  sandbox: { verbs: ['up', 'down', 'status'], flags: [...OUT, '--dir'] },
+  sandbox: { verbs: ['up', 'down', 'status'], flags: [...OUT, '--dir', '--config'] },
   demo: { flags: ['--dir', '--keep'] },
   completion: { verbs: ['bash'], flags: [] },
 };
