@@ -168,7 +168,7 @@ describe('cgfence CLI', () => {
     const values = spawnSync('bash', ['-c', `source ${file}; COMP_WORDS=(cgfence audit --type l); COMP_CWORD=3; _cgfence; echo "\${COMPREPLY[*]}"`], { encoding: 'utf8' });
     expect(values.stdout.trim()).toBe('lifecycle');
     const valueFlags = new Set(['-o', '--output', '--containerd-socket', '--state-dir', '--audit-log', '--socket', '--cgroup-mode', '--pin-dir', '--fail-mode', '--metrics-address',
-      '--spool-dir', '--config', '--container', '--namespace', '--type', '--action', '--since', '--tail', '--file', '--prefix-len4', '--prefix-len6', '--dir', '--runc-link', '--runc-conf']);
+      '--spool-dir', '--config', '--container', '--namespace', '--type', '--action', '--since', '--tail', '--file', '--prefix-len4', '--prefix-len6', '--dir', '--runc-path', '--runc-conf', '--runc-conf-from']);
     // Asynchronously, a few at a time: sixty synchronous spawns would stall the test worker.
     const cases = Object.entries(COMPLETION).flatMap(([cmd, c]) => c.flags.map((flag) => [cmd, flag, ...(valueFlags.has(flag) ? ['x'] : []), '--help']));
     const results: Array<{ args: string[]; code: number; stderr: string }> = [];

@@ -16,6 +16,8 @@ const COMMANDS: Record<string, () => { run(argv: string[]): Promise<number>; hel
   sandbox: () => require('./commands/sandbox'),
   demo: () => require('./commands/demo'),
   completion: () => require('./commands/completion'),
+  install: () => require('./commands/install'),
+  uninstall: () => require('./commands/uninstall'),
 };
 
 export const USAGE = `usage: cgfence COMMAND [flags]
@@ -32,6 +34,8 @@ commands:
   policy set         change a running container's policy (map updates, audited)
   sandbox up|down|status   a private containerd + daemon to try cgfence
   demo               sandbox up, a fenced container, the audit log, sandbox down
+  install            put cgfence-runc (and runc.conf) where containerd's handler names it
+  uninstall          stop the daemon with fences detached; remove pins, state, cgfence-runc
   completion bash    a bash completion script: source <(cgfence completion bash)
 
 listings (status, ps, audit, sandbox status) take -o table|wide|json (--json = -o json);

@@ -25,6 +25,8 @@ export const COMPLETION: Record<string, CommandCompletion> = {
   policy: { verbs: ['check', 'set'], flags: ['--config', '--file', '--namespace', '--socket', '--json'] },
   learn: { flags: ['--namespace', '--prefix-len4', '--prefix-len6', '--json', '--socket', '--audit-log'] },
   sandbox: { verbs: ['up', 'down', 'status'], flags: [...OUT, '--dir', '--config'] },
+  install: { flags: ['--runc-path', '--runc-conf', '--runc-conf-from'] },
+  uninstall: { flags: ['--socket', '--pin-dir', '--state-dir', '--spool-dir', '--runc-path', '--runc-conf', '--audit-log', '--force', '--dry-run'] },
   demo: { flags: ['--dir', '--keep'] },
   completion: { verbs: ['bash'], flags: [] },
 };
@@ -33,7 +35,7 @@ const VALUES: Record<string, string[]> = {
   '-o': [...OUTPUT_FORMATS], '--output': [...OUTPUT_FORMATS], '--type': [...AUDIT_TYPES],
   '--cgroup-mode': ['auto', 'v2', 'v1'], '--fail-mode': ['closed', 'open'],
 };
-const FILES = ['--audit-log', '--config', '--file', '--socket', '--dir', '--state-dir', '--pin-dir', '--spool-dir', '--containerd-socket', '--runc-link', '--runc-conf'];
+const FILES = ['--audit-log', '--config', '--file', '--socket', '--dir', '--state-dir', '--pin-dir', '--spool-dir', '--containerd-socket', '--runc-path', '--runc-conf', '--runc-conf-from'];
 
 export function bashCompletion(): string {
   const cases = Object.entries(COMPLETION).map(([cmd, c]) =>
