@@ -270,20 +270,21 @@ function criClient(socket: string): Cri {
   };
 }
 
-function podConfig(name: string, annotations: Record<string, string>): Obj {
+function podConfig(name: string, annotations: Record<string, string>, labels: Record<string, string> = {}): Obj {
   const logDirectory = path.join(dir, 'pods', name);
   fs.mkdirSync(logDirectory, { recursive: true });
   return {
     metadata: { name, uid: crypto.randomUUID(), namespace: 'cgft', attempt: 0 },
     logDirectory,
     annotations: { ...annotations, 'example.com/not-passed': 'x' },
+    labels,
     // Host network: no CNI here. The pid namespace is the pod's, as by default.
     linux: { securityContext: { namespaceOptions: { network: 'NODE', pid: 'CONTAINER', ipc: 'POD' } } },
   };
 }
 
-async function runPod(name: string, annotations: Record<string, string>, handler: string): Promise<{ id: string; config: Obj }> {
-  const config = podConfig(name, annotations);
+async function runPod(name: string, annotations: Record<string, string>, handler: string, labels: Record<string, string> = {}): Promise<{ id: string; config: Obj }> {
+  const config = podConfig(name, annotations, labels);
   const r = await cri.call<{ podSandboxId: string }>('RunPodSandbox', { config, runtimeHandler: handler }).catch((e: Error) => {
     // containerd's own words on why, for whoever reads a failure.
     const log = fs.readFileSync(containerdPaths(dir).log, 'utf8').split('\n').filter((l) => /level=(error|warning)/.test(l)).slice(-5).join('\n');
@@ -354,8 +355,10 @@ describe('live: a private containerd loads the handler with its CRI plugin, and 
       enableCri: true, extraConfig,
       env: { CGFENCE_SOCKET: p.socket, CGFENCE_REAL_RUNC: realRunc, CGFENCE_FAIL_MODE: 'closed', CGFENCE_SPOOL_DIR: path.join(dir, 'spool') },
     });
-    // Reuses that containerd; starts the daemon.
-    p = await sandboxUp(dir);
+    // Reuses that containerd; starts the daemon, with a selector for pods labelled team=fenced.
+    const nodeConfig = path.join(dir, 'daemon-config.yaml');
+    fs.writeFileSync(nodeConfig, 'profiles:\n  sh-only:\n    cgfence.io/exec-allow: /bin/sh\nselectors:\n  - namespace: cgft\n    podLabels: {team: fenced}\n    profile: sh-only\n');
+    p = await sandboxUp(dir, () => {}, { config: nodeConfig });
 
     const work = path.join(dir, 'images');
     fs.mkdirSync(work, { recursive: true });
@@ -438,6 +441,22 @@ describe('live: a private containerd loads the handler with its CRI plugin, and 
 
     await cri.call('StopContainer', { containerId: id, timeout: 0 });
     await waitFor('detach at exit', () => !cli(p, ['ps', '--json']).stdout.includes(id), 30_000);
+  });
+
+  it('selectors see the pod\'s namespace and labels through CRI; a misspelt prefix passes the handler and gives a warning', async () => {
+    const name = `sel-${crypto.randomBytes(3).toString('hex')}`;
+    // No cgfence.io/* annotation of its own: the fence comes from the node's selector.
+    const podRun = await runPod(name, { 'cgfenc.io/exec-allow': '/bin/sh' }, 'cgfence', { team: 'fenced' });
+    const id = await startContainer(podRun.id, podRun.config, 'app', '/usr/local/bin/tool-a echo FORBIDDEN-RAN; echo "rc=$?"; sleep 60');
+    expect((await specOf(id)).spec?.annotations?.['cgfenc.io/exec-allow']).toBe('/bin/sh');
+    await waitFor('the container to report', () => output(podRun.config, 'app').includes('rc='), 60_000);
+    expect(output(podRun.config, 'app')).toMatch(/rc=(126|137)/);
+    const recs = await readRecords(p.auditLog, { container: id });
+    expect(recs.find((r) => r.action === 'profile-selected')).toMatchObject({ namespace: 'k8s.io', profile: 'sh-only', selector: 'namespace=cgft,team=fenced', pod_namespace: 'cgft' });
+    expect(recs.find((r) => r.action === 'annotation-warning')).toMatchObject({ key: 'cgfenc.io/exec-allow', suggestion: 'cgfence.io/exec-allow' });
+    // The sandbox gets neither.
+    expect((await readRecords(p.auditLog, { container: podRun.id })).filter((r) => r.action === 'profile-selected' || r.action === 'annotation-warning')).toEqual([]);
+    await cri.call('StopContainer', { containerId: id, timeout: 0 });
   });
 
   it('a pod with a bad cgfence annotation fails at its first step, with the message', async () => {

@@ -21,7 +21,7 @@ import { misspeltKeys } from './annotation-typos';
 import { podContext } from './pod-context';
 import { describeSelector, selectProfile } from './profile-selectors';
 import { readBundleConfig, writeBundleConfig } from '../fence/bundle-config';
-import { KEYS, PolicyError } from '../policy/annotations';
+import { CRI_CONTAINER_TYPE, KEYS, PolicyError } from '../policy/annotations';
 import { FenceManager, Refusal, namespaceOfRuncRoot } from './fence-manager';
 import { FenceRegistry, FencedContainer } from './fence-registry';
 import { Reply, Request, ok, refuse } from './protocol';
@@ -242,6 +242,9 @@ export class Daemon {
       return; // the manager refuses with its own message
     }
     const annotations = spec.annotations ?? {};
+    // A pod's sandbox ("pause") gets the pod's annotations too, but is never fenced: its
+    // containers get the warnings and the selected profile.
+    if (annotations[CRI_CONTAINER_TYPE] === 'sandbox') return;
     const namespace = namespaceOfRuncRoot(req.runcRoot);
     const typos = misspeltKeys(annotations);
     if (typos.length) {
