@@ -180,4 +180,21 @@ describe('cgfence CLI', () => {
     expect(results.length).toBeGreaterThan(30);
     for (const r of results) expect({ args: r.args.join(' '), code: r.code, stderr: r.stderr }).toEqual({ args: r.args.join(' '), code: 0, stderr: '' });
   });
+
+  it('uninstall keeps what does not look like cgfence\'s: a system directory, a state directory with foreign files', () => {
+    const foreign = path.join(tmp, 'not-state');
+    fs.mkdirSync(foreign, { recursive: true });
+    fs.writeFileSync(path.join(foreign, 'precious.txt'), 'x');
+    const r = cgfence(['uninstall', '--pin-dir', `/sys/fs/bpf/cgft-none-${process.pid}`, '--state-dir', foreign, '--spool-dir', '/var',
+      '--runc-path', path.join(tmp, 'no-runc'), '--runc-conf', path.join(tmp, 'no.conf'), '--audit-log', path.join(tmp, 'a.log')]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^kept\s+state\s+\S*not-state \(does not look like cgfence's/m);
+    expect(r.stdout).toMatch(/^kept\s+spool\s+\/var /m);
+    expect(r.stdout).toMatch(/^absent\s+pins\s/m);
+    expect(fs.existsSync(path.join(foreign, 'precious.txt'))).toBe(true);
+    expect(fs.existsSync('/var')).toBe(true);
+    const bad = cgfence(['uninstall', '--pin-dir', '/tmp/x']);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr.trim()).toBe('cgfence uninstall: --pin-dir /tmp/x: expected a directory under /sys/fs/bpf/');
+  });
 });

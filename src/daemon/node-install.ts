@@ -96,6 +96,10 @@ export async function uninstall(t: UninstallTargets, opts: { force?: boolean; dr
     }
   }
   const remove = (what: string, p: string, why?: string) => {
+    if (!looksOurs(what, p)) {
+      steps.push({ what, path: p, done: 'kept', why: 'does not look like cgfence\'s (a system directory, or foreign files in it)' });
+      return;
+    }
     if (!fs.existsSync(p) && !isSymlink(p)) {
       steps.push({ what, path: p, done: 'absent' });
       return;
@@ -117,6 +121,24 @@ export async function uninstall(t: UninstallTargets, opts: { force?: boolean; dr
   }
   steps.push({ what: 'audit log', path: t.auditLog, done: 'kept', why: 'evidence; remove it yourself when it is no longer needed' });
   return steps;
+}
+
+/**
+ * A guard against a mistyped flag removing more than cgfence's own: never / or a top-level
+ * directory, and a state directory only if it holds the daemon's registry (or nothing).
+ */
+function looksOurs(what: string, p: string): boolean {
+  const abs = path.resolve(p);
+  if (abs.split('/').filter(Boolean).length < 2) return false;
+  if (what === 'state' && fs.existsSync(abs)) {
+    try {
+      const names = fs.readdirSync(abs);
+      return names.length === 0 || names.includes('fences.json');
+    } catch {
+      return false;
+    }
+  }
+  return true;
 }
 
 function isSymlink(p: string): boolean {
