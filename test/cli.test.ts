@@ -117,6 +117,13 @@ describe('cgfence CLI', () => {
     oneLine(cgfence(['audit', '--since', '10x', '--audit-log', log]), 'audit', /--since "10x": expected a duration like 90s/);
     oneLine(cgfence(['audit', '--type', 'bogus', '--audit-log', log]), 'audit', /--type "bogus": expected one of exec, net, seccomp, lifecycle, tamper, agent/);
     oneLine(cgfence(['audit', '--audit-log', path.join(tmp, 'nope.log')]), 'audit', /no audit log at .*nope\.log/);
+    const acts = path.join(tmp, 'actions.log');
+    const al = new AuditLog({ path: acts });
+    al.write({ type: 'exec', action: 'deny', namespace: 'n', container_id: 'c' });
+    al.write({ type: 'lifecycle', action: 'attach', namespace: 'n', container_id: 'c' });
+    al.close();
+    oneLine(cgfence(['audit', '--audit-log', acts, '--type', 'exec', '--action', 'denied']), 'audit', /--action "denied": no exec record in .*actions\.log has it \(there: deny\)/);
+    expect(cgfence(['audit', '--audit-log', acts, '--action', 'deny']).stdout.trim().split('\n')).toHaveLength(1);
     oneLine(cgfence(['policy', 'check', '--file', '/missing/config.json']), 'policy', /--file \/missing\/config\.json: no such file/);
     const notJson = path.join(tmp, 'bad.json');
     fs.writeFileSync(notJson, '{"annotations": ');

@@ -13,7 +13,7 @@ export const help = `usage: cgfence audit [--follow] [--container ID] [--namespa
 Shows the node's audit log, one readable line per record: local date, time and zone (UTC
 with --utc); -o wide also shows whole container ids; -o json (or --json) prints the raw
 records. --container takes an id or a prefix of one; --type is one of
-${AUDIT_TYPES.join(', ')}; --since takes a duration (90s, 10m, 2h, 1d) or an RFC 3339 time.
+${AUDIT_TYPES.join(', ')}; --action one that records of the log have; --since takes a duration (90s, 10m, 2h, 1d) or an RFC 3339 time.
 The log is $CGFENCE_AUDIT_LOG, or /var/log/cgfence/audit.log.
 
 verify checks the log's hash chain (across rotated files) and names the first record
@@ -73,12 +73,19 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   if (listLogFiles(file).length === 0) throw new UsageError(`no audit log at ${file} (set --audit-log or CGFENCE_AUDIT_LOG)`);
+  // Actions are open-ended (each record type has its own), so an unknown --action is one
+  // that no record in the log has: the error lists the ones that are there.
+  const action = filter.action;
+  const actions = new Set<string>();
   let records;
   try {
-    records = await readRecords(file, filter);
+    records = await readRecords(file, { ...filter, action: undefined, where: (r) => { actions.add(r.action); return action === undefined || r.action === action; } });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new UsageError(`no audit log at ${file} (set --audit-log or CGFENCE_AUDIT_LOG)`);
     throw e;
+  }
+  if (typeof action === 'string' && !actions.has(action)) {
+    throw new UsageError(`--action ${JSON.stringify(action)}: no ${filter.type ?? ''}${filter.type ? ' ' : ''}record in ${file} has it (there: ${[...actions].sort().join(', ') || 'none'})`);
   }
   for (const r of records) print(r);
   return 0;
