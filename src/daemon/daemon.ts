@@ -258,7 +258,9 @@ export class Daemon {
     try {
       pod = await podContext((ns, id) => this.client.getContainer(ns, id), namespace, req.id, annotations);
     } catch (e) {
-      throw new Refusal(`cannot read the labels of ${namespace}/${req.id} from containerd for the node's profile selectors: ${(e as Error).message}`);
+      const reason = `cannot read the labels of ${namespace}/${req.id} from containerd for the node's profile selectors: ${(e as Error).message}`;
+      this.audit.write({ type: 'lifecycle', action: 'refuse', namespace, container_id: req.id, reason });
+      throw new Refusal(reason);
     }
     const chosen = selectProfile(this.cfg.selectors, pod);
     if (!chosen) return;
