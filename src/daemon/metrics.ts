@@ -68,8 +68,9 @@ export class Metrics {
   private readonly retired: Decisions = {};
   /** Decisions only records tell (seccomp), per container key, until it is retired. */
   private readonly fromRecords = new Map<string, Decisions>();
-  /** Highest value reported per node-wide series: a counter never decreases, even if a kernel counter is lost. */
+  /** Last value reported per node-wide series, and what lost kernel counts add: a counter never decreases. */
   private readonly reported = new Map<string, number>();
+  private readonly offsets = new Map<string, number>();
 
   constructor(private readonly src: MetricsSources, private readonly maxWorkloadSeries = DEFAULT_MAX_WORKLOAD_SERIES) {
     const r = this.registry;
@@ -82,7 +83,14 @@ export class Metrics {
         for (const [c, acts] of Object.entries(self.nodeDecisions())) {
           for (const [a, n] of Object.entries(acts ?? {})) {
             const key = `${c}/${a}`;
-            const v = Math.max(n ?? 0, self.reported.get(key) ?? 0);
+            // A kernel counter that restarts (a fence replaced by a live policy change)
+            // would take the sum back: what it had counted is carried as an offset.
+            let v = (n ?? 0) + (self.offsets.get(key) ?? 0);
+            const last = self.reported.get(key) ?? 0;
+            if (v < last) {
+              self.offsets.set(key, (self.offsets.get(key) ?? 0) + last - v);
+              v = last;
+            }
             self.reported.set(key, v);
             this.inc({ control: c, action: a }, v);
           }
