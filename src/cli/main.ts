@@ -26,8 +26,8 @@ kernel-enforced fences for containerd containers: exec allow-lists in eBPF, per 
 
 commands:
   daemon             run the node agent (see cgfence daemon --help)
-  status             the daemon, containerd, kernel features and backends
-  ps                 fenced containers with their policy and cgroup
+  status             a health verdict (exit 3 if unhealthy), then the daemon, containerd, kernel, backends
+  ps                 fenced containers: policy per control, every denial counted, cgroup
   audit [--follow]   the audit log, readable and filterable; audit verify checks its hash chain
   policy check       validate cgfence.io/* annotations
   learn CONTAINER    the annotations learned for a cgfence.io/mode=learn container
