@@ -256,7 +256,8 @@ export class Daemon {
     if (this.cfg.selectors.length === 0 || annotations[KEYS.profile] !== undefined) return;
     let pod;
     try {
-      pod = await podContext((ns, id) => this.client.getContainer(ns, id), namespace, req.id, annotations);
+      const needLabels = this.cfg.selectors.some((x) => Object.keys(x.podLabels ?? {}).length > 0);
+      pod = await podContext((ns, id) => this.client.getContainer(ns, id), namespace, req.id, annotations, needLabels);
     } catch (e) {
       const reason = `cannot read the labels of ${namespace}/${req.id} from containerd for the node's profile selectors: ${(e as Error).message}`;
       this.audit.write({ type: 'lifecycle', action: 'refuse', namespace, container_id: req.id, reason });

@@ -12,7 +12,12 @@ export const POD_NAMESPACE_LABEL = 'io.kubernetes.pod.namespace';
 
 export type GetContainer = (namespace: string, id: string) => Promise<ContainerInfo | undefined>;
 
-export async function podContext(get: GetContainer, namespace: string, id: string, annotations: Record<string, string>): Promise<PodContext> {
+/**
+ * `needLabels` false (every selector is by namespace alone): a CRI container's namespace is in
+ * its annotations, and containerd is not asked.
+ */
+export async function podContext(get: GetContainer, namespace: string, id: string, annotations: Record<string, string>, needLabels = true): Promise<PodContext> {
+  if (!needLabels && annotations[CRI_SANDBOX_NAMESPACE]) return { namespace: annotations[CRI_SANDBOX_NAMESPACE], labels: {} };
   const own = await get(namespace, id);
   const sandboxId = annotations[CRI_SANDBOX_ID];
   const sandbox = sandboxId && sandboxId !== id ? await get(namespace, sandboxId) : undefined;
