@@ -14,6 +14,7 @@ import { misspeltKeys } from '../src/daemon/annotation-typos';
 import { ConfigError, loadConfigFile } from '../src/daemon/config';
 import { ConfigWatcher } from '../src/daemon/config-watcher';
 import { parseSelectors, selectProfile } from '../src/daemon/profile-selectors';
+import { podContext } from '../src/daemon/pod-context';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { IMAGE, cid, ctr, sandboxDir, waitFor } from './helpers/sandbox';
 
@@ -56,6 +57,27 @@ describe('selectors', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('podContext', () => {
+  const labels: Record<string, Record<string, string>> = {
+    sbx: { app: 'web', 'io.kubernetes.pod.namespace': 'shop' },
+    ctr: { 'io.kubernetes.container.name': 'nginx', 'io.kubernetes.pod.namespace': 'shop' },
+  };
+  const get = async (_ns: string, id: string) => (labels[id] ? { labels: labels[id] } as never : undefined);
+  const cri = { 'io.kubernetes.cri.sandbox-id': 'sbx', 'io.kubernetes.cri.sandbox-namespace': 'shop' };
+
+  it('a CRI container: its own labels and its pod sandbox\'s (the pod labels), and the pod namespace', async () => {
+    const c = await podContext(get, 'k8s.io', 'ctr', cri);
+    expect(c.namespace).toBe('shop');
+    expect(c.labels).toMatchObject({ app: 'web', 'io.kubernetes.container.name': 'nginx' });
+  });
+
+  it('namespace-only selectors: the namespace from the annotations, containerd not asked', async () => {
+    const never = async () => { throw new Error('containerd was asked'); };
+    expect(await podContext(never, 'k8s.io', 'ctr', cri, false)).toEqual({ namespace: 'shop', labels: {} });
+    await expect(podContext(never, 'default', 'plain', {}, false)).rejects.toThrow(/containerd was asked/);
   });
 });
 
