@@ -42,6 +42,18 @@ function alive(pid: number): boolean {
   }
 }
 
+/** Pids of cgfence-fd-holder processes whose sockets are under dir. */
+function holders(dir: string): number[] {
+  const out: number[] = [];
+  for (const pid of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    try {
+      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      if (argv[0]?.endsWith('cgfence-fd-holder') && argv.some((a) => a.startsWith(`${dir}/`))) out.push(Number(pid));
+    } catch { /* gone */ }
+  }
+  return out;
+}
+
 /** tool-a in the running container: 126 when the fence refuses it. */
 function toolA(id: string): number | null {
   const r = ctr(p, ['tasks', 'exec', '--exec-id', `t${Date.now()}`, id, '/bin/sh', '-c', '/usr/local/bin/tool-a true; echo "rc=$?"']);
@@ -99,6 +111,7 @@ describe('install, upgrade, uninstall', () => {
     expect(dry.stdout).toMatch(/would stop\s+daemon/);
     expect(fs.existsSync(p.pinDir)).toBe(true);
 
+    expect(holders(p.stateDir).length).toBe(1);
     const pid = daemonPid();
     const r = cli(p, args);
     expect(r.status, r.stderr).toBe(0);
@@ -106,6 +119,9 @@ describe('install, upgrade, uninstall', () => {
     expect(r.stdout).toMatch(/^kept\s+audit log/m);
     await waitFor('the daemon to exit', () => !alive(pid), 20_000);
     for (const gone of [p.pinDir, p.stateDir, p.spoolDir, p.socket, runcPath(), runcConf()]) expect(fs.existsSync(gone), gone).toBe(false);
+    // The seccomp-notify fd-holder (cgfence-fd-holder CONTROL AGENT, both in the state dir) went with it.
+    await waitFor('the fd-holder to exit', () => !holders(p.stateDir).length, 10_000).catch(() => undefined);
+    expect(holders(p.stateDir)).toEqual([]);
     expect(fs.existsSync(p.auditLog)).toBe(true);
     const stop = await readRecords(p.auditLog, { type: 'agent', action: 'stop' });
     expect(stop[stop.length - 1]).toMatchObject({ pid, detach: true });
