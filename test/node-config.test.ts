@@ -16,7 +16,7 @@ import { ConfigWatcher } from '../src/daemon/config-watcher';
 import { parseSelectors, selectProfile } from '../src/daemon/profile-selectors';
 import { podContext } from '../src/daemon/pod-context';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { IMAGE, cid, ctr, sandboxDir, waitFor } from './helpers/sandbox';
+import { IMAGE, cid, cli, ctr, sandboxDir, waitFor } from './helpers/sandbox';
 
 const PROFILES = { web: { 'cgfence.io/exec-allow': '/bin/sh' }, strict: { 'cgfence.io/exec-allow': '/bin/sh' }, team: { 'cgfence.io/mode': 'audit', 'cgfence.io/exec-allow': '/bin/sh' } };
 
@@ -218,6 +218,11 @@ ${extra}`;
     expect(refused).toMatchObject({ ok: false });
     expect(String(refused.error)).toMatch(/selectors\[2\]: no profile "missing"/);
     expect(tryToolA(cid('sel-kept'), { app: 'web' })).toBe('ran'); // still the last good config
+    // status: the running config's hash (the last good one) and the refused reload.
+    const st = cli(p, ['status', '-o', 'wide']);
+    const row = st.stdout.split('\n').find((l) => l.startsWith('config '));
+    expect(row).toContain(`${cm.file} ${hashOf(next)}; 3 profile(s), 2 selector(s), default none; last reload`);
+    expect(row).toMatch(/\(file-change\) REFUSED: .*selectors\[2\]: no profile "missing"/);
   });
 
   it('a misspelt cgfence-like annotation key gives a warning record naming the key and the fix', async () => {

@@ -274,6 +274,7 @@ export class Daemon {
   }
 
   private currentConfigHash: string | null = null;
+  private lastReload: { at: string; trigger: string; ok: boolean; hash: string | null; error?: string } | null = null;
 
   /**
    * Re-reads the config file and applies what can change live (profiles, defaultProfile,
@@ -298,6 +299,7 @@ export class Daemon {
       // In place: the manager and the backends hold this same object.
       for (const k of RELOADABLE) (this.cfg as unknown as Record<string, unknown>)[k] = next[k];
       this.currentConfigHash = hash;
+      this.lastReload = { at: new Date().toISOString(), trigger, ok: true, hash };
       this.watcher?.sync();
       this.audit.write({
         type: 'agent', action: 'config-reload', trigger, ok: true, config_file: file, config_hash: hash, changed,
@@ -308,6 +310,7 @@ export class Daemon {
     } catch (e) {
       const msg = e instanceof PolicyError ? e.problems.join('; ') : (e as Error).message;
       this.audit.write({ type: 'agent', action: 'config-reload', trigger, ok: false, config_file: file, config_hash: hash, error: msg });
+      this.lastReload = { at: new Date().toISOString(), trigger, ok: false, hash, error: msg };
       this.log(`config reload (${trigger}) refused, the running config stays: ${msg}`);
       return false;
     }
@@ -410,6 +413,10 @@ export class Daemon {
       },
       audit: { path: this.cfg.auditLog, ...this.audit.stats, kernelDrops: this.exec.fence.drops().toString() },
       health: this.health(),
+      config: {
+        file: this.reloading?.configFile ?? null, hash: this.currentConfigHash, lastReload: this.lastReload,
+        profiles: Object.keys(this.cfg.profiles), selectors: this.cfg.selectors.length, defaultProfile: this.cfg.defaultProfile,
+      },
       fences: fences.length,
       tamper: this.tamper?.status() ?? null,
     };

@@ -51,6 +51,7 @@ export async function run(argv: string[]): Promise<number> {
       return `${l.backend}; ${l.learning} container(s) learning${l.error ? `; ${l.error}` : ''}`;
     })()] as [string, unknown]] : []),
     ['pins', d.pinDir],
+    ['config', configRow(s.config, a.bools.has('utc'))],
     ['audit log', `${au.path}: ${au.written} written, ${au.writeErrors} write errors, ${au.dropped} dropped, kernel drops ${au.kernelDrops}${au.lastError ? `, last error: ${au.lastError}` : ''}`],
     ['fenced', `${s.fences} container(s)`],
     ['tamper watch', tamperRow(s.tamper)],
@@ -60,6 +61,13 @@ export async function run(argv: string[]): Promise<number> {
   console.log(fit(`cgfence ${verdict}`));
   for (const [k2, v] of rows) console.log(fit(`${k2.padEnd(16)} ${v}`));
   return healthy ? 0 : UNHEALTHY_EXIT;
+}
+
+function configRow(c: Record<string, unknown> | undefined, utc: boolean): string {
+  if (!c || !c.file) return 'none (no --config): no profiles or selectors';
+  const r = c.lastReload as { at: string; trigger: string; ok: boolean; error?: string } | null;
+  const last = r ? `; last reload ${formatTimestamp(r.at, { utc })} (${r.trigger}) ${r.ok ? 'ok' : `REFUSED: ${r.error}`}` : '';
+  return `${c.file} ${c.hash ?? '(unreadable)'}; ${(c.profiles as string[]).length} profile(s), ${c.selectors} selector(s), default ${c.defaultProfile ?? 'none'}${last}`;
 }
 
 function tamperRow(t: Record<string, unknown> | null | undefined): string {
