@@ -81,6 +81,21 @@ describe('cgfence CLI', () => {
     expect(missing.stderr).toContain('cgfence.io/profile="db": no such profile on this node (known: web)');
   });
 
+  it('policy check previews what the node\'s selectors give a pod', () => {
+    const cfg = path.join(tmp, 'selectors.yaml');
+    fs.writeFileSync(cfg, 'profiles:\n  web:\n    cgfence.io/exec-allow: /bin/sh\n  shop:\n    cgfence.io/mode: audit\n    cgfence.io/exec-allow: /bin/sh\nselectors:\n  - namespace: shop\n    profile: shop\n  - namespace: shop\n    podLabels: {app: web}\n    profile: web\n');
+    const web = cgfence(['policy', 'check', '--config', cfg, '--pod-namespace', 'shop', '--pod-labels', 'app=web,tier=front']);
+    expect(web.status, web.stderr).toBe(0);
+    expect(web.stdout).toContain('valid: mode enforce, profile web (selector 1: namespace=shop,app=web)');
+    const ns = cgfence(['policy', 'check', '--config', cfg, '--pod-namespace', 'shop']);
+    expect(ns.stdout).toContain('valid: mode audit, profile shop (selector 0: namespace=shop)');
+    const own = cgfence(['policy', 'check', '--config', cfg, '--pod-namespace', 'shop', 'cgfence.io/profile=web']);
+    expect(own.stdout).toMatch(/profile web\n/);
+    const bad = cgfence(['policy', 'check', '--config', cfg, '--pod-labels', 'app']);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr.trim()).toBe('cgfence policy: --pod-labels: "app" is not NAME=VALUE');
+  });
+
   it('audit prints readable lines and verify finds an altered record', () => {
     const file = path.join(tmp, 'audit.log');
     const log = new AuditLog({ path: file });
@@ -175,7 +190,7 @@ describe('cgfence CLI', () => {
     const values = spawnSync('bash', ['-c', `source ${file}; COMP_WORDS=(cgfence audit --type l); COMP_CWORD=3; _cgfence; echo "\${COMPREPLY[*]}"`], { encoding: 'utf8' });
     expect(values.stdout.trim()).toBe('lifecycle');
     const valueFlags = new Set(['-o', '--output', '--containerd-socket', '--state-dir', '--audit-log', '--socket', '--cgroup-mode', '--pin-dir', '--fail-mode', '--metrics-address',
-      '--spool-dir', '--config', '--container', '--namespace', '--type', '--action', '--since', '--tail', '--file', '--prefix-len4', '--prefix-len6', '--dir', '--runc-path', '--runc-conf', '--runc-conf-from']);
+      '--spool-dir', '--config', '--container', '--namespace', '--type', '--action', '--since', '--tail', '--file', '--prefix-len4', '--prefix-len6', '--dir', '--runc-path', '--runc-conf', '--runc-conf-from', '--pod-namespace', '--pod-labels']);
     // Asynchronously, a few at a time: sixty synchronous spawns would stall the test worker.
     const cases = Object.entries(COMPLETION).flatMap(([cmd, c]) => c.flags.map((flag) => [cmd, flag, ...(valueFlags.has(flag) ? ['x'] : []), '--help']));
     const results: Array<{ args: string[]; code: number; stderr: string }> = [];

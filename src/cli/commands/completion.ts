@@ -22,7 +22,7 @@ export const COMPLETION: Record<string, CommandCompletion> = {
   status: { flags: [...OUT, '--utc', '--socket'] },
   ps: { flags: [...OUT, '--utc', '--socket'] },
   audit: { verbs: ['verify'], flags: [...OUT, '--utc', '--follow', '--container', '--namespace', '--type', '--action', '--since', '--tail', '--audit-log'] },
-  policy: { verbs: ['check', 'set'], flags: ['--config', '--file', '--namespace', '--socket', '--json'] },
+  policy: { verbs: ['check', 'set'], flags: ['--config', '--file', '--pod-namespace', '--pod-labels', '--namespace', '--socket', '--json'] },
   learn: { flags: ['--namespace', '--prefix-len4', '--prefix-len6', '--json', '--socket', '--audit-log'] },
   sandbox: { verbs: ['up', 'down', 'status'], flags: [...OUT, '--dir', '--config'] },
   install: { flags: ['--runc-path', '--runc-conf', '--runc-conf-from'] },
