@@ -15,13 +15,10 @@ import { ExecNotifyBackend } from '../fence/exec/exec-notify-backend';
 import { FenceBackend } from '../fence/backend';
 import { cgfenceAnnotations } from '../policy/annotations';
 import { native } from '../native';
-import { DaemonConfig, RELOADABLE, configHash } from './config';
-import { ConfigWatcher } from './config-watcher';
-import { misspeltKeys } from './annotation-typos';
-import { podContext } from './pod-context';
-import { describeSelector, selectProfile } from './profile-selectors';
-import { readBundleConfig, writeBundleConfig } from '../fence/bundle-config';
-import { CRI_CONTAINER_TYPE, KEYS, PolicyError } from '../policy/annotations';
+import { DaemonConfig } from './config';
+import { ConfigReloader } from './config-reloader';
+import { PreflightRefusal, bundlePreflight } from './bundle-preflight';
+import { KEYS } from '../policy/annotations';
 import { FenceManager, Refusal, namespaceOfRuncRoot } from './fence-manager';
 import { FenceRegistry, FencedContainer } from './fence-registry';
 import { Reply, Request, ok, refuse } from './protocol';
@@ -62,7 +59,7 @@ export class Daemon {
   private resolveDone!: () => void;
   readonly done = new Promise<void>((r) => (this.resolveDone = r));
 
-  private watcher: ConfigWatcher | null = null;
+  private reloader: ConfigReloader | null = null;
 
   /**
    * `reloadConfig` re-reads the settings as at start (flags, environment, `configFile`); with
@@ -92,7 +89,11 @@ export class Daemon {
       adopted: this.exec.fence.adopted, fences: registry.all().length, cgroup_mode: cfg.cgroupMode, fail_mode: cfg.failMode,
     });
     if (this.reloading?.configFile) {
-      try { this.currentConfigHash = configHash(this.reloading.configFile); } catch { /* loaded a moment ago; reload says if it is gone */ }
+      this.reloader = new ConfigReloader({
+        cfg, configFile: this.reloading.configFile, reloadConfig: this.reloading.reloadConfig, audit: this.audit, log: this.log,
+        // Each profile checked as a container naming it would be: a bad value is refused now.
+        validate: (next) => { for (const name of Object.keys(next.profiles)) this.manager.parseWith(next, { [KEYS.profile]: name }); },
+      });
     }
     this.log(`started (pid ${process.pid}); ${this.exec.fence.adopted ? `adopted pinned fences in ${cfg.pinDir}` : `pins in ${cfg.pinDir}`}; audit log ${cfg.auditLog}`);
     // After the backends: it protects the ids of what they loaded.
@@ -139,7 +140,7 @@ export class Daemon {
     await this.server.listen();
     this.log(`listening on ${cfg.socket}`);
 
-    if (this.reloading?.configFile) this.watcher = new ConfigWatcher(this.reloading.configFile, () => this.reload('file-change'));
+    this.reloader?.watch();
 
     // Lost kernel events are never silent: the drop counter is turned into audit records.
     this.dropTimer = setInterval(() => this.checkDrops(), 2000);
@@ -194,7 +195,9 @@ export class Daemon {
     try {
       switch (req.op) {
         case 'prepare':
-          await this.beforePrepare(req);
+          await bundlePreflight({
+            cfg: this.cfg, audit: this.audit, getContainer: (ns, id) => this.client.getContainer(ns, id), configHash: () => this.reloader?.hash ?? null,
+          }, namespaceOfRuncRoot(req.runcRoot), req.id, req.bundle);
           return ok(this.manager.prepare(req));
         case 'attach': {
           const r = this.manager.attach(req);
@@ -221,7 +224,7 @@ export class Daemon {
           return ok({ detach: !!req.detach });
       }
     } catch (e) {
-      if (e instanceof Refusal) {
+      if (e instanceof Refusal || e instanceof PreflightRefusal) {
         if (req.op === 'prepare' || req.op === 'attach' || req.op === 'policy-set') this.metrics.refusal(req.op);
         return refuse(e.message);
       }
@@ -229,91 +232,13 @@ export class Daemon {
     }
   }
 
-  /**
-   * Before the manager decides: a warning record for annotation keys that look like
-   * cgfence's but are not, and the profile the node's selectors give a container that names
-   * none (written into the bundle, so the decision stays with the container).
-   */
-  private async beforePrepare(req: { id: string; bundle: string; runcRoot?: string }): Promise<void> {
-    let spec;
-    try {
-      spec = readBundleConfig(req.bundle);
-    } catch {
-      return; // the manager refuses with its own message
-    }
-    const annotations = spec.annotations ?? {};
-    // A pod's sandbox ("pause") gets the pod's annotations too, but is never fenced: its
-    // containers get the warnings and the selected profile.
-    if (annotations[CRI_CONTAINER_TYPE] === 'sandbox') return;
-    const namespace = namespaceOfRuncRoot(req.runcRoot);
-    const typos = misspeltKeys(annotations);
-    if (typos.length) {
-      this.audit.writeBatch(typos.map((t) => ({
-        type: 'lifecycle' as const, action: 'annotation-warning', namespace, container_id: req.id, key: t.key, suggestion: t.suggestion,
-        message: `annotation ${t.key} is not a cgfence annotation and is ignored; did you mean ${t.suggestion}?`,
-      })));
-    }
-    if (this.cfg.selectors.length === 0 || annotations[KEYS.profile] !== undefined) return;
-    let pod;
-    try {
-      const needLabels = this.cfg.selectors.some((x) => Object.keys(x.podLabels ?? {}).length > 0);
-      pod = await podContext((ns, id) => this.client.getContainer(ns, id), namespace, req.id, annotations, needLabels);
-    } catch (e) {
-      const reason = `cannot read the labels of ${namespace}/${req.id} from containerd for the node's profile selectors: ${(e as Error).message}`;
-      this.audit.write({ type: 'lifecycle', action: 'refuse', namespace, container_id: req.id, reason });
-      throw new Refusal(reason);
-    }
-    const chosen = selectProfile(this.cfg.selectors, pod);
-    if (!chosen) return;
-    writeBundleConfig(req.bundle, { ...spec, annotations: { ...annotations, [KEYS.profile]: chosen.profile } });
-    this.audit.write({
-      type: 'lifecycle', action: 'profile-selected', namespace, container_id: req.id, profile: chosen.profile,
-      selector: describeSelector(chosen.selector), selector_index: chosen.index, pod_namespace: pod.namespace,
-      config_hash: this.reloading?.configFile ? this.currentConfigHash : null,
-    });
-  }
-
-  private currentConfigHash: string | null = null;
-  private lastReload: { at: string; trigger: string; ok: boolean; hash: string | null; error?: string } | null = null;
-
-  /**
-   * Re-reads the config file and applies what can change live (profiles, defaultProfile,
-   * selectors); the rest needs a restart and the record says which. A bad file changes
-   * nothing. Every attempt is an agent/config-reload record with the file's hash.
-   */
+  /** SIGHUP: reload the config file (false when there is none or it is refused). */
   reload(trigger: 'sighup' | 'file-change'): boolean {
-    if (!this.reloading) {
+    if (!this.reloader) {
       this.log('reload: no config file (--config or CGFENCE_CONFIG); nothing to reload');
       return false;
     }
-    const file = this.reloading.configFile;
-    let hash: string | null = null;
-    try {
-      hash = file ? configHash(file) : null;
-      const next = this.reloading.reloadConfig();
-      // Profiles are checked as a container naming each would be: a bad value is refused now.
-      for (const name of Object.keys(next.profiles)) this.manager.parseWith(next, { [KEYS.profile]: name });
-      const changed = RELOADABLE.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(this.cfg[k]));
-      const restartNeeded = (Object.keys(next) as Array<keyof DaemonConfig>)
-        .filter((k) => !RELOADABLE.includes(k) && JSON.stringify(next[k]) !== JSON.stringify(this.cfg[k]));
-      // In place: the manager and the backends hold this same object.
-      for (const k of RELOADABLE) (this.cfg as unknown as Record<string, unknown>)[k] = next[k];
-      this.currentConfigHash = hash;
-      this.lastReload = { at: new Date().toISOString(), trigger, ok: true, hash };
-      this.watcher?.sync();
-      this.audit.write({
-        type: 'agent', action: 'config-reload', trigger, ok: true, config_file: file, config_hash: hash, changed,
-        restart_needed: restartNeeded, profiles: Object.keys(next.profiles), selectors: next.selectors.length, default_profile: next.defaultProfile,
-      });
-      this.log(`config reloaded (${trigger}, ${hash}): ${changed.length ? `changed ${changed.join(', ')}` : 'no change'}${restartNeeded.length ? `; needs a restart to change ${restartNeeded.join(', ')}` : ''}`);
-      return true;
-    } catch (e) {
-      const msg = e instanceof PolicyError ? e.problems.join('; ') : (e as Error).message;
-      this.audit.write({ type: 'agent', action: 'config-reload', trigger, ok: false, config_file: file, config_hash: hash, error: msg });
-      this.lastReload = { at: new Date().toISOString(), trigger, ok: false, hash, error: msg };
-      this.log(`config reload (${trigger}) refused, the running config stays: ${msg}`);
-      return false;
-    }
+    return this.reloader.reload(trigger);
   }
 
   private async onEvent(ev: ContainerdEvent): Promise<void> {
@@ -414,7 +339,7 @@ export class Daemon {
       audit: { path: this.cfg.auditLog, ...this.audit.stats, kernelDrops: this.exec.fence.drops().toString() },
       health: this.health(),
       config: {
-        file: this.reloading?.configFile ?? null, hash: this.currentConfigHash, lastReload: this.lastReload,
+        file: this.reloading?.configFile ?? null, hash: this.reloader?.hash ?? null, lastReload: this.reloader?.last ?? null,
         profiles: Object.keys(this.cfg.profiles), selectors: this.cfg.selectors.length, defaultProfile: this.cfg.defaultProfile,
       },
       fences: fences.length,
@@ -472,7 +397,7 @@ export class Daemon {
     if (this.stopping) return this.stopping;
     this.stopping = (async () => {
       clearInterval(this.dropTimer);
-      this.watcher?.close();
+      this.reloader?.close();
       await this.monitor?.stop();
       this.client?.close();
       await this.server?.close();
