@@ -11,6 +11,74 @@
 #include <unistd.h>
 
 #define PREFIX "cgfence.io/"
+#define DOMAIN "cgfence.io"
+
+/* Edit distance of two short strings (the caller bounds their length). */
+static size_t distance(const char *a, size_t na, const char *b, size_t nb)
+{
+	size_t row[64 + 1];
+	for (size_t j = 0; j <= nb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= na; i++) {
+		size_t diag = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= nb; j++) {
+			size_t up = row[j];
+			size_t best = diag + ((a[i - 1] | 0x20) == (b[j - 1] | 0x20) ? 0 : 1);
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[nb];
+}
+
+/* c, g, f, e (optional), n, c in order, each at most one non-word byte apart; any case. */
+static int cgfenc_shape(const char *s, size_t n)
+{
+	static const char want[] = "cgfenc";
+	for (size_t start = 0; start < n; start++) {
+		size_t i = start, w = 0;
+		while (w < sizeof(want) - 1 && i < n) {
+			char c = s[i] | 0x20;
+			if (c == want[w]) {
+				i++, w++;
+				continue;
+			}
+			if (want[w] == 'e') { /* e is optional */
+				w++;
+				continue;
+			}
+			int word = (c >= 'a' && c <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_';
+			if (w == 0 || word || (i > 0 && !(((s[i - 1] | 0x20) >= 'a' && (s[i - 1] | 0x20) <= 'z'))))
+				break;
+			i++; /* one non-word byte between two letters */
+		}
+		if (w == sizeof(want) - 1)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * A key the daemon would warn about as a misspelt cgfence.io/ key (src/daemon/annotation-typos.ts,
+ * same rule): such a container goes to the daemon, which writes the warning record.
+ */
+static int looks_like_cgfence(const char *key)
+{
+	const char *sep = strrchr(key, '/');
+	if (!sep) {
+		const char *dot = strrchr(key, '.'), *us = strrchr(key, '_');
+		sep = dot > us ? dot : us;
+	}
+	size_t n = sep ? (size_t)(sep - key) : strlen(key);
+	if (n <= 64 && distance(key, n, DOMAIN, sizeof(DOMAIN) - 1) <= 3)
+		return 1;
+	return cgfenc_shape(key, n);
+}
 
 /*
  * Go's encoding/json, which runc uses, matches member names to its struct fields without
@@ -38,7 +106,7 @@ int bundle_config_parse(const char *text, size_t n, struct bundle_config *out, c
 			}
 			json_object_object_foreach(val, ak, av) {
 				(void)av;
-				if (!strncmp(ak, PREFIX, sizeof(PREFIX) - 1))
+				if (!strncmp(ak, PREFIX, sizeof(PREFIX) - 1) || looks_like_cgfence(ak))
 					out->annotated = 1;
 			}
 		} else if (!strcasecmp(key, "process")) {

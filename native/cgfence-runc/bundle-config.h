@@ -7,7 +7,7 @@
 #define BUNDLE_MAX_CONFIG (4 << 20)
 
 struct bundle_config {
-	int annotated;  /* some annotation key starts with cgfence.io/ */
+	int annotated;  /* some annotation key starts with cgfence.io/, or looks like a misspelling of it */
 	int terminal;   /* process.terminal */
 };
 

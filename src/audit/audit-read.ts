@@ -407,6 +407,10 @@ const SHOWN = new Set([
 export interface FormatOptions {
   /** Full RFC 3339 timestamp instead of the time of day (UTC). */
   date?: boolean;
+  /** How to show `ts` (the CLI shows local date, time and zone); overrides `date`. */
+  time?: (ts: string) => string;
+  /** Whole 64-hex container ids instead of their first 12 characters. */
+  fullIds?: boolean;
 }
 
 /**
@@ -416,10 +420,11 @@ export interface FormatOptions {
  */
 export function formatRecord(r: AuditRecord, opts: FormatOptions = {}): string {
   const ts = typeof r.ts === 'string' ? r.ts : '';
-  const time = opts.date || !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}/.test(ts) ? sanitize(ts) : ts.slice(11, 23);
+  const time = opts.time ? sanitize(opts.time(ts)) : opts.date || !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}/.test(ts) ? sanitize(ts) : ts.slice(11, 23);
   const parts: string[] = [time, text(r.action).padEnd(5), text(r.type).padEnd(5)];
   const ns = text(r.namespace);
-  const ctr = text(shortId(typeof r.container_id === 'string' ? r.container_id : ''));
+  const cid = typeof r.container_id === 'string' ? r.container_id : '';
+  const ctr = text(opts.fullIds ? cid : shortId(cid));
   let line = `${parts.join(' ')} ${ns || ctr ? `${ns}/${ctr}` : '-'}`;
 
   const who: string[] = [];

@@ -1,6 +1,8 @@
 // Daemon settings: flag > environment variable > config file (JSON or YAML) > default.
 import fs from 'node:fs';
+import crypto from 'node:crypto';
 import YAML from 'yaml';
+import { ProfileSelector, parseSelectors } from './profile-selectors';
 
 import { CgroupMode } from '../fence/backend';
 
@@ -17,6 +19,8 @@ export interface DaemonConfig {
   failMode: FailMode;
   profiles: Record<string, Record<string, string>>;
   defaultProfile: string | null;
+  /** Kubernetes namespace and pod labels → profile; reloaded with profiles (profile-selectors.ts). */
+  selectors: ProfileSelector[];
   auditMaxBytes: number;
   auditKeep: number;
   /** Prometheus endpoint: HOST:PORT (localhost) or a unix socket path; null for none. */
@@ -35,6 +39,7 @@ export const DEFAULTS: DaemonConfig = {
   failMode: 'closed',
   profiles: {},
   defaultProfile: null,
+  selectors: [],
   auditMaxBytes: 64 * 1024 * 1024,
   auditKeep: 5,
   metricsAddress: null,
@@ -55,6 +60,19 @@ export const SETTINGS: Record<string, [keyof DaemonConfig, string]> = {
 };
 
 export class ConfigError extends Error {}
+
+/** Settings a running daemon takes from a reloaded file (SIGHUP, or the file changing); the rest need a restart. */
+export const RELOADABLE: ReadonlyArray<keyof DaemonConfig> = ['profiles', 'defaultProfile', 'selectors'];
+
+/** The config file a daemon reads: flag, else environment; null for none. */
+export function configFileOf(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv = process.env): string | null {
+  return flags.config ?? (env.CGFENCE_CONFIG || null);
+}
+
+/** sha256 of the file's bytes, as reload records carry it ("sha256:<hex>"). */
+export function configHash(file: string): string {
+  return `sha256:${crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex')}`;
+}
 
 export function loadConfigFile(file: string): Partial<DaemonConfig> {
   let text: string;
@@ -84,17 +102,41 @@ export function loadConfigFile(file: string): Partial<DaemonConfig> {
       }
     }
   }
+  if (out.defaultProfile !== undefined && out.defaultProfile !== null && (typeof out.defaultProfile !== 'string' || !Object.prototype.hasOwnProperty.call(out.profiles ?? {}, out.defaultProfile))) {
+    throw new ConfigError(`config file ${file}: defaultProfile ${JSON.stringify(out.defaultProfile)} is not one of its profiles (${Object.keys(out.profiles ?? {}).join(', ') || 'none'})`);
+  }
+  try {
+    out.selectors = parseSelectors((data as Record<string, unknown>).selectors, out.profiles ?? {});
+  } catch (e) {
+    throw new ConfigError(`config file ${file}: ${(e as Error).message}`);
+  }
   return out;
 }
 
 export function resolveConfig(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv = process.env): DaemonConfig {
-  const file = flags.config ?? env.CGFENCE_CONFIG;
+  const file = configFileOf(flags, env);
   const cfg: DaemonConfig = { ...DEFAULTS, ...(file ? loadConfigFile(file) : {}) };
   for (const [flag, [key, envName]] of Object.entries(SETTINGS)) {
     const v = flags[flag] ?? env[envName];
     if (v !== undefined && v !== '') (cfg as unknown as Record<string, unknown>)[key] = v;
   }
   if (!['auto', 'v2', 'v1'].includes(cfg.cgroupMode)) throw new ConfigError(`--cgroup-mode ${JSON.stringify(cfg.cgroupMode)}: expected auto, v2 or v1`);
+  if (cfg.metricsAddress) {
+    try {
+      parseMetricsAddress(cfg.metricsAddress);
+    } catch (e) {
+      throw new ConfigError(`--${(e as Error).message}`);
+    }
+  }
   if (!['closed', 'open'].includes(cfg.failMode)) throw new ConfigError(`--fail-mode ${JSON.stringify(cfg.failMode)}: expected closed or open`);
   return cfg;
+}
+
+/** HOST:PORT ([::1]:9464 for IPv6) or an absolute socket path; anything else is named in the error. */
+export function parseMetricsAddress(address: string): { path: string } | { host: string; port: number } {
+  if (address.startsWith('/')) return { path: address };
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]*):(\d{1,5})$/.exec(address);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new Error(`metrics-address ${JSON.stringify(address)}: expected HOST:PORT (like 127.0.0.1:9464 or 0.0.0.0:9464) or an absolute unix socket path`);
+  return { host: m[1].replace(/^\[|\]$/g, '') || '0.0.0.0', port };
 }

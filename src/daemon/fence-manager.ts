@@ -225,6 +225,8 @@ export class FenceManager {
   detach(namespace: string, id: string, reason: string): boolean {
     const entry = this.registry.get(namespace, id);
     if (!entry) return false;
+    // Before the kernel counters go with the fences.
+    this.metrics?.retire(entry);
     const counters: Record<string, unknown> = {};
     for (const b of this.backends) {
       if (!entry.backends[b.control]) continue;

@@ -23,8 +23,11 @@ export const KEYS_OF: Record<ControlName, string[]> = {
   seccomp: [KEYS.seccompDeny, KEYS.seccompAllow],
 };
 
-/** Parses a container's annotations with the node's profiles (no backend needed). */
-export function policyParser(cfg: DaemonConfig): (annotations: Record<string, string> | undefined) => Policy {
+/**
+ * Parses a container's annotations with a config's profiles (no backend needed). The
+ * profiles are read at each call, so a reloaded config applies to the next container.
+ */
+export function policyParser(cfg: Pick<DaemonConfig, 'profiles' | 'defaultProfile'>): (annotations: Record<string, string> | undefined) => Policy {
   return (annotations) => parseAnnotations(annotations, {
     profiles: cfg.profiles,
     defaultProfile: cfg.defaultProfile,

@@ -99,12 +99,19 @@ function writeEnv(p: SandboxPaths): void {
     `export CGFENCE_RUNC=${q(p.runc)}`,
     `export CGFENCE_SOCKET=${q(p.socket)}`,
     `export CGFENCE_AUDIT_LOG=${q(p.auditLog)}`,
+    // `cgfence` itself, as the hints name it.
+    `export PATH=${q(path.join(projectRoot(), 'bin'))}:"$PATH"`,
     '',
   ].join('\n'));
 }
 
+export interface SandboxOptions {
+  /** The daemon's config file (profiles, selectors); it reloads on changes and SIGHUP. */
+  config?: string;
+}
+
 /** Starts whatever of containerd and the daemon is not running (idempotent). */
-export async function sandboxUp(dir: string, progress: Progress = () => {}): Promise<SandboxPaths> {
+export async function sandboxUp(dir: string, progress: Progress = () => {}, opts: SandboxOptions = {}): Promise<SandboxPaths> {
   const p = sandboxPaths(dir);
   fs.mkdirSync(p.dir, { recursive: true, mode: 0o700 });
   if (!fs.existsSync(p.runc)) throw new Error(`${p.runc} is missing: run \`npm run build\``);
@@ -129,7 +136,8 @@ export async function sandboxUp(dir: string, progress: Progress = () => {}): Pro
     const env: NodeJS.ProcessEnv = { ...process.env };
     const child = spawn(process.execPath, [main, 'daemon',
       '--containerd-socket', p.containerdSocket, '--state-dir', p.stateDir, '--audit-log', p.auditLog,
-      '--socket', p.socket, '--pin-dir', p.pinDir, '--metrics-address', p.metrics, '--spool-dir', p.spoolDir], { detached: true, stdio: ['ignore', log, log], env });
+      '--socket', p.socket, '--pin-dir', p.pinDir, '--metrics-address', p.metrics, '--spool-dir', p.spoolDir,
+      ...(opts.config ? ['--config', path.resolve(opts.config)] : [])], { detached: true, stdio: ['ignore', log, log], env });
     fs.closeSync(log);
     child.unref();
     pid = child.pid!;

@@ -1,5 +1,5 @@
 import { Daemon } from '../../daemon/daemon';
-import { SETTINGS, resolveConfig } from '../../daemon/config';
+import { SETTINGS, configFileOf, resolveConfig } from '../../daemon/config';
 import { parseArgs } from '../args';
 
 export const help = `usage: cgfence daemon [flags]
@@ -17,9 +17,12 @@ flags (each also from an environment variable, or a config file):
   --fail-mode MODE          closed | open                (CGFENCE_FAIL_MODE, closed)
   --metrics-address ADDR    Prometheus endpoint, HOST:PORT or a socket path (CGFENCE_METRICS_ADDRESS, none)
   --spool-dir DIR           fail-open records from cgfence-runc (CGFENCE_SPOOL_DIR, /run/cgfence/spool)
-  --config FILE             JSON or YAML with the same settings plus profiles and defaultProfile (CGFENCE_CONFIG)
+  --config FILE             JSON or YAML with the same settings plus profiles, defaultProfile and selectors (CGFENCE_CONFIG)
 
-SIGTERM stops the daemon and leaves fences pinned and enforcing; a restarted daemon adopts them.`;
+SIGTERM stops the daemon and leaves fences pinned and enforcing; a restarted daemon adopts them.
+SIGHUP, or a change of the config file (a ConfigMap update included), reloads profiles,
+defaultProfile and selectors; each reload is an agent/config-reload audit record with the
+file's hash, and a file that does not load changes nothing.`;
 
 export async function run(argv: string[]): Promise<number> {
   const a = parseArgs(argv, { values: [...Object.keys(SETTINGS), 'config'] });
@@ -28,11 +31,15 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const cfg = resolveConfig(a.flags);
-  const daemon = new Daemon(cfg);
+  const configFile = configFileOf(a.flags);
+  const daemon = new Daemon(cfg, undefined, { configFile, reloadConfig: () => resolveConfig(a.flags) });
   await daemon.start();
   const stop = () => void daemon.stop();
+  const hup = () => void daemon.reload('sighup');
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+  process.on('SIGHUP', hup);
   await daemon.done;
+  process.off('SIGHUP', hup);
   return 0;
 }
