@@ -38,7 +38,7 @@ export function createBackends(cfg: DaemonConfig, deps: BackendDeps): Backends {
   // Exec events of learning containers go to the learn backend too, once it exists.
   let learnEvents: LearnBackend | undefined;
   const exec = new ExecBackend({
-    pinDir: cfg.pinDir, cgroupMode: cfg.cgroupMode,
+    pinDir: cfg.pinDir, cgroupMode: cfg.cgroupMode, limits: cfg.limits,
     onEvents: (evs: ExecEvent[]) => {
       sink.write(execAuditRecords(evs, sink));
       learnEvents?.onExecEvents(evs);
@@ -48,7 +48,7 @@ export function createBackends(cfg: DaemonConfig, deps: BackendDeps): Backends {
   // else is made for it.
   // Seccomp after exec: both edit config.json at prepare, and its deny/allow rules are
   // merged over whatever exec routing is already there.
-  const network = new NetworkBackend({ pinDir: path.join(cfg.pinDir, 'net'), cgroupMode: cfg.cgroupMode, sink });
+  const network = new NetworkBackend({ pinDir: path.join(cfg.pinDir, 'net'), cgroupMode: cfg.cgroupMode, sink, limits: cfg.limits });
   // Containers fenced by pid namespace get the connect audit instead (it enforces nothing).
   const networkControl = new NetworkControl(network, cfg.cgroupMode, { pinDir: path.join(cfg.pinDir, 'net-v1'), sink, policyOf: deps.policyOf });
   // Learn last: it records for whatever the others attached, and blocks nothing.

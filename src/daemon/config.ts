@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import YAML from 'yaml';
 
 import { CgroupMode } from '../fence/backend';
+import { DEFAULT_LIMITS, Limits, parseLimits } from '../fence/quota';
 
 export type { CgroupMode } from '../fence/backend';
 export type FailMode = 'closed' | 'open';
@@ -23,6 +24,8 @@ export interface DaemonConfig {
   metricsAddress: string | null;
   /** Where cgfence-runc spools fail-open records while the daemon is unreachable. */
   spoolDir: string;
+  /** Per-container quotas on the shared kernel tables (fence/quota.ts). */
+  limits: Limits;
 }
 
 export const DEFAULTS: DaemonConfig = {
@@ -39,6 +42,7 @@ export const DEFAULTS: DaemonConfig = {
   auditKeep: 5,
   metricsAddress: null,
   spoolDir: '/run/cgfence/spool',
+  limits: DEFAULT_LIMITS,
 };
 
 /** flag name → [config key, environment variable] */
@@ -75,6 +79,9 @@ export function loadConfigFile(file: string): Partial<DaemonConfig> {
   for (const [k, v] of Object.entries(data as Record<string, unknown>)) {
     if (!known.has(k)) throw new ConfigError(`config file ${file}: unknown setting "${k}" (known: ${[...known].join(', ')})`);
     (out as Record<string, unknown>)[k] = v;
+  }
+  if (out.limits !== undefined) {
+    try { out.limits = parseLimits(out.limits, `config file ${file}`); } catch (e) { throw new ConfigError((e as Error).message); }
   }
   if (out.profiles !== undefined) {
     if (typeof out.profiles !== 'object' || out.profiles === null) throw new ConfigError(`config file ${file}: profiles must be a mapping of name to annotations`);

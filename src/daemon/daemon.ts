@@ -116,6 +116,7 @@ export class Daemon {
         kernelDrops: () => Number(this.exec.fence.drops()),
         audit: () => this.audit.stats,
         containerdConnected: () => this.monitor?.status().connected ?? false,
+        tables: () => this.tables(),
       });
       this.manager.metrics = this.metrics;
       this.sink.metrics = this.metrics;
@@ -299,8 +300,16 @@ export class Daemon {
       },
       audit: { path: this.cfg.auditLog, ...this.audit.stats, kernelDrops: this.exec.fence.drops().toString() },
       fences: fences.length,
+      tables: this.tables(),
+      limits: this.cfg.limits,
       tamper: this.tamper?.status() ?? null,
     };
+  }
+
+  /** The shared kernel tables' use against their capacity (quotas: fence/quota.ts). */
+  private tables(): Record<string, { used: number; capacity: number }> {
+    const exec = this.exec.usage();
+    return { exec_fences: exec.fences, exec_allow: exec.exec_allow, ...(this.network.usage() ?? {}) };
   }
 
   private ps(): Array<Record<string, unknown>> {

@@ -231,6 +231,15 @@ export class FenceManager {
     return { fence: true, controls: entry.controls, cgroup: cgroupPath ?? undefined };
   }
 
+  /** A refused live change is audited too: who asked for what, and why it was not done. */
+  private refuseUpdate(entry: FencedContainer, changes: Record<string, string | null>, reason: string): Refusal {
+    this.audit.write({
+      type: 'lifecycle', action: 'policy-update-refused', namespace: entry.namespace, container_id: entry.id, pid: entry.pid,
+      cgroup_id: entry.cgroupId, mode: entry.mode, policy_hash: entry.policyHash, changes, reason,
+    });
+    return new Refusal(reason);
+  }
+
   private auditRefusal(namespace: string, id: string, problems: string[]): void {
     this.audit.write({ type: 'lifecycle', action: 'refuse', namespace, container_id: id, reason: problems.join('; ') });
   }
@@ -295,13 +304,13 @@ export class FenceManager {
     try {
       policy = this.policy.parse(annotations);
     } catch (e) {
-      if (e instanceof PolicyError) throw new Refusal(`invalid cgfence policy: ${e.problems.join('; ')}`);
+      if (e instanceof PolicyError) throw this.refuseUpdate(entry, changes, `invalid cgfence policy: ${e.problems.join('; ')}`);
       throw e;
     }
     const oldPolicy = this.policy.parse(entry.annotations);
     const controls = this.policy.controls(policy);
     const problems = this.policy.unenforceable(policy, controls, annotations);
-    if (problems.length) throw new Refusal(problems.join('; '));
+    if (problems.length) throw this.refuseUpdate(entry, changes, problems.join('; '));
 
     const sameFor = (c: BackendName) => policy.mode === oldPolicy.mode
       && keysOf(c).every((k) => JSON.stringify(policyField(policy, k)) === JSON.stringify(policyField(oldPolicy, k)));
@@ -326,9 +335,9 @@ export class FenceManager {
         if (had && active) {
           if (!b.update) throw new Error(`the ${b.control} fence of a running container cannot change (it is fixed when the container starts)`);
           const ctx: AttachContext = { ...base, state: { ...had } };
-          b.update(ctx);
+          const undoIt = b.update(ctx);
           backends[b.control] = ctx.state;
-          undo.push(() => b.update!({ ...base, policy: oldPolicy, annotations: entry.annotations, state: { ...ctx.state } }));
+          undo.push(undoIt ?? (() => { b.update!({ ...base, policy: oldPolicy, annotations: entry.annotations, state: { ...ctx.state } }); }));
         } else if (active) {
           const ctx: AttachContext = { ...base, state: {} };
           const decided = b.attach(ctx);
@@ -342,8 +351,10 @@ export class FenceManager {
         }
       } catch (e) {
         // Put back what this update already changed: the container keeps its old policy.
-        for (const u of undo.reverse()) { try { u(); } catch { /* best effort */ } }
-        throw new Refusal(`${keys || b.control}: ${(e as Error).message}; the container keeps its previous policy`);
+        const failed: string[] = [];
+        for (const u of undo.reverse()) { try { u(); } catch (ue) { failed.push((ue as Error).message); } }
+        const restored = failed.length === 0 ? 'the container keeps its previous policy' : `putting back the previous policy failed too: ${failed.join('; ')}`;
+        throw this.refuseUpdate(entry, changes, `${keys || b.control}: ${(e as Error).message}; ${restored}`);
       }
     }
 

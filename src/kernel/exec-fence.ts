@@ -38,6 +38,14 @@ export interface ExecFenceOptions {
 
 export interface FenceEntry extends FenceState { fenceId: bigint; identities: FileIdentity[] }
 
+/** Entries in use against a map's capacity (max_entries), for quotas and `status`. */
+export interface MapUse { used: number; capacity: number }
+
+/** What a fence holds in the kernel, exactly: taken before a change, put back if it fails. */
+export interface FenceSnapshot { fenceId: bigint; fence: Buffer | null; allow: Buffer[] }
+
+const idKey = (id: FileIdentity) => `${id.dev}:${id.ino}`;
+
 export class ExecFence {
   private readonly obj: BpfObject;
   private readonly links: Map<ExecProgram, BpfLink>;
@@ -45,11 +53,57 @@ export class ExecFence {
   private closed = false;
   /** True when this instance took over a program pinned by an earlier process. */
   readonly adopted: boolean;
+  /**
+   * The allow entries of each fence ("dev:ino"), built from one scan at open (entries pinned
+   * by an earlier daemon included) and kept by every write here: quotas are checked against
+   * it without walking a shared map of tens of thousands of entries on every attach.
+   */
+  private readonly index = new Map<bigint, Set<string>>();
+  private indexed = 0;
 
   private constructor(obj: BpfObject, links: Map<ExecProgram, BpfLink>, adopted: boolean, private readonly pinDir?: string) {
     this.obj = obj;
     this.links = links;
     this.adopted = adopted;
+    for (const k of obj.mapKeys('exec_allow')) this.noteAdded(decodeExecKey(k).fenceId, decodeExecKey(k));
+  }
+
+  private noteAdded(fenceId: bigint, id: FileIdentity): void {
+    let set = this.index.get(fenceId);
+    if (!set) this.index.set(fenceId, (set = new Set()));
+    if (!set.has(idKey(id))) { set.add(idKey(id)); this.indexed++; }
+  }
+
+  private noteRemoved(fenceId: bigint, id: FileIdentity): void {
+    const set = this.index.get(fenceId);
+    if (set?.delete(idKey(id))) this.indexed--;
+    if (set && set.size === 0) this.index.delete(fenceId);
+  }
+
+  /** Allow entries of one fence. */
+  allowCount(fenceId: bigint): number {
+    return this.index.get(fenceId)?.size ?? 0;
+  }
+
+  /** How full the shared maps are: allow entries and fences against their max_entries. */
+  usage(): { fences: MapUse; allow: MapUse } {
+    return {
+      fences: { used: this.obj.mapKeys('fences').length, capacity: this.obj.mapInfo('fences').maxEntries },
+      allow: { used: this.indexed, capacity: this.obj.mapInfo('exec_allow').maxEntries },
+    };
+  }
+
+  /** Entries `ids` would add to a fence that it does not hold yet. */
+  newEntries(fenceId: bigint, ids: Iterable<FileIdentity>): number {
+    const have = this.index.get(fenceId);
+    const seen = new Set<string>();
+    for (const id of ids) if (!have?.has(idKey(id))) seen.add(idKey(id));
+    return seen.size;
+  }
+
+  /** Fence ids that own allow entries, with or without a fence entry. */
+  allowOwners(): bigint[] {
+    return [...this.index.keys()];
   }
 
   /**
@@ -123,13 +177,64 @@ export class ExecFence {
     return v ? decodeFence(v) : null;
   }
 
+  /**
+   * Adds allow entries, all or none: if the kernel refuses one (the map is full), the entries
+   * this call added are deleted again before the error goes on.
+   */
   allow(fenceId: bigint, ids: Iterable<FileIdentity>): void {
     const one = Buffer.from([1]);
-    for (const id of ids) this.obj.mapUpdate('exec_allow', encodeExecKey(fenceId, id), one, BPF_ANY);
+    const added: FileIdentity[] = [];
+    try {
+      for (const id of ids) {
+        const key = encodeExecKey(fenceId, id);
+        const fresh = !this.index.get(fenceId)?.has(idKey(id));
+        this.obj.mapUpdate('exec_allow', key, one, BPF_ANY);
+        this.noteAdded(fenceId, id);
+        if (fresh) added.push(id);
+      }
+    } catch (e) {
+      this.disallow(fenceId, added);
+      throw e;
+    }
   }
 
   disallow(fenceId: bigint, ids: Iterable<FileIdentity>): void {
-    for (const id of ids) this.obj.mapDelete('exec_allow', encodeExecKey(fenceId, id));
+    for (const id of ids) {
+      this.obj.mapDelete('exec_allow', encodeExecKey(fenceId, id));
+      this.noteRemoved(fenceId, id);
+    }
+  }
+
+  /** The fence's kernel state as bytes (fence value and allow keys). */
+  snapshot(fenceId: bigint): FenceSnapshot {
+    return {
+      fenceId,
+      fence: this.obj.mapLookup('fences', u64Key(fenceId)),
+      allow: this.allowed(fenceId).map((id) => encodeExecKey(fenceId, id)),
+    };
+  }
+
+  /**
+   * Puts a fence back as `snap` holds it: its allow entries first (nothing it had is ever
+   * missing), then its fence value (mode and flags; counters are the kernel's and go on),
+   * then entries it did not have go.
+   */
+  restore(snap: FenceSnapshot): void {
+    const want = new Set(snap.allow.map((k) => k.toString('hex')));
+    const one = Buffer.from([1]);
+    for (const k of snap.allow) {
+      this.obj.mapUpdate('exec_allow', k, one, BPF_ANY);
+      this.noteAdded(snap.fenceId, decodeExecKey(k));
+    }
+    if (snap.fence) {
+      const prev = decodeFence(snap.fence);
+      this.setFence(snap.fenceId, prev.mode, prev.flags);
+    } else {
+      this.obj.mapDelete('fences', u64Key(snap.fenceId));
+    }
+    for (const id of this.allowed(snap.fenceId)) {
+      if (!want.has(encodeExecKey(snap.fenceId, id).toString('hex'))) this.disallow(snap.fenceId, [id]);
+    }
   }
 
   allowed(fenceId: bigint): FileIdentity[] {
@@ -157,7 +262,11 @@ export class ExecFence {
     const last = this.getFence(fenceId);
     this.obj.mapDelete('fences', u64Key(fenceId));
     for (const k of this.obj.mapKeys('exec_allow')) {
-      if (decodeExecKey(k).fenceId === fenceId) this.obj.mapDelete('exec_allow', k);
+      const d = decodeExecKey(k);
+      if (d.fenceId === fenceId) {
+        this.obj.mapDelete('exec_allow', k);
+        this.noteRemoved(fenceId, d);
+      }
     }
     return last;
   }

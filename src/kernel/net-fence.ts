@@ -201,6 +201,30 @@ export class NetFence {
     }
   }
 
+  /** Fence ids that own rule entries (attached or not: a crash can leave entries behind). */
+  ruleOwners(): bigint[] {
+    const ids = new Set<bigint>();
+    for (const [id, list] of this.index) if (list.length) ids.add(BigInt(id.slice(0, id.indexOf('|'))));
+    return [...ids];
+  }
+
+  /** Rule entries of one fence per family (both generations). */
+  ruleCount(fenceId: bigint): { 4: number; 6: number } {
+    const out = { 4: 0, 6: 0 };
+    for (const g of [0, 1]) for (const [map] of this.index.get(`${fenceId}|${g}`) ?? []) out[map === 'net_rules4' ? 4 : 6]++;
+    return out;
+  }
+
+  /** How full each rule trie is, against its max_entries. */
+  usage(): { 4: { used: number; capacity: number }; 6: { used: number; capacity: number } } {
+    const used = { 4: 0, 6: 0 };
+    for (const list of this.index.values()) for (const [map] of list) used[map === 'net_rules4' ? 4 : 6]++;
+    return {
+      4: { used: used[4], capacity: this.obj.mapInfo('net_rules4').maxEntries },
+      6: { used: used[6], capacity: this.obj.mapInfo('net_rules6').maxEntries },
+    };
+  }
+
   /** Trie entries of a fence (both generations), for tests and status. */
   entries(fenceId: bigint): Array<NetRuleEntry & { gen: number }> {
     const out: Array<NetRuleEntry & { gen: number }> = [];

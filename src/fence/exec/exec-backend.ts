@@ -10,8 +10,9 @@ import { ExecFence, ExecProgram } from '../../kernel/exec-fence';
 import { PidnsError, describePidnsFenceId } from '../../kernel/pidns';
 import { ResolvedEntry } from '../../policy/identity';
 import { Policy } from '../../policy/policy';
-import { CgroupMode, AttachContext, ControlState, FenceBackend } from '../backend';
-import { fenceCgroupExecs } from './cgroup-exec-fence';
+import { CgroupMode, AttachContext, ControlState, FenceBackend, containerKey } from '../backend';
+import { ExecAdmit, fenceCgroupExecs } from './cgroup-exec-fence';
+import { DEFAULT_LIMITS, Limits, QuotaError, admit } from '../quota';
 import { ContainerIdentity, IdentityBackend, NoIdentityError, chooseIdentity } from '../container-identity';
 import { fencePidnsExecs } from './pidns-exec-fence';
 
@@ -31,7 +32,7 @@ export class ExecBackend implements FenceBackend {
   readonly control = 'exec' as const;
   readonly fence: ExecFence;
 
-  constructor(private readonly opts: { pinDir: string; cgroupMode: CgroupMode; onEvents: (e: ExecEvent[]) => void }) {
+  constructor(private readonly opts: { pinDir: string; cgroupMode: CgroupMode; onEvents: (e: ExecEvent[]) => void; limits?: Limits }) {
     // cgroup mode v2 without a v2 hierarchy gets the pidns program too, only so that fences an
     // earlier daemon pinned stay enforced: controlState refuses every new exec fence.
     this.fence = ExecFence.open({ pinDir: opts.pinDir, onEvents: opts.onEvents, programs: execPrograms(opts.cgroupMode, cgroupV2Root() !== null) });
@@ -64,7 +65,7 @@ export class ExecBackend implements FenceBackend {
       ctx.state.why = e.message;
       return `unenforceable: ${why}`;
     }
-    const req = { mode: ctx.policy.mode, execAllow: ctx.policy.execAllow ?? [] };
+    const req = { mode: ctx.policy.mode, execAllow: ctx.policy.execAllow ?? [], admit: this.admitFor(ctx) };
     let resolved: ResolvedEntry[];
     if (identity.backend === 'cgroup-v2') {
       const r = fenceCgroupExecs(this.fence, { ...req, cgroupPath: identity.cgroupPath, rootPid: ctx.pid });
@@ -81,8 +82,36 @@ export class ExecBackend implements FenceBackend {
     ctx.state.allow = resolved.map((e) => ({ path: e.path, dev: formatDev(e.identity.dev), ino: e.identity.ino.toString() }));
   }
 
-  update(ctx: AttachContext): void {
+  /** The quota check of one container's allow set (fence/quota.ts). */
+  private admitFor(ctx: AttachContext): ExecAdmit {
+    const limit = (this.opts.limits ?? DEFAULT_LIMITS).execAllowPerContainer;
+    return (fenceId, ids) => {
+      const all = this.fence.usage();
+      if (!this.fence.getFence(fenceId) && all.fences.used >= all.fences.capacity) {
+        throw new QuotaError(`container ${containerKey(ctx.namespace, ctx.id)} needs an exec fence entry, but the node's exec fences table holds ${all.fences.used} of ${all.fences.capacity}; nothing was written`);
+      }
+      const use = all.allow;
+      admit({
+        container: containerKey(ctx.namespace, ctx.id), table: 'exec allow', setting: 'execAllowPerContainer', limit,
+        asked: new Set(ids.map((i) => `${i.dev}:${i.ino}`)).size, adds: this.fence.newEntries(fenceId, ids), used: use.used, capacity: use.capacity,
+      });
+    };
+  }
+
+  /**
+   * A live change, all or nothing: attach writes it (writeExecFence puts the fence back if a
+   * write fails), and the undo returned puts back the exact kernel state of before, for when
+   * a later control of the same change fails.
+   */
+  update(ctx: AttachContext): () => void {
+    const id = typeof ctx.state.fenceId === 'string' ? BigInt(ctx.state.fenceId) : null;
+    const before = id !== null ? this.fence.snapshot(id) : null;
     this.attach(ctx);
+    const after = typeof ctx.state.fenceId === 'string' ? BigInt(ctx.state.fenceId) : null;
+    return () => {
+      if (before) this.fence.restore(before);
+      if (after !== null && after !== id) this.fence.unfence(after);
+    };
   }
 
   detach(ctx: AttachContext): Record<string, unknown> | void {
@@ -96,9 +125,19 @@ export class ExecBackend implements FenceBackend {
     return k ? { denied: Number(k.denied), audited: Number(k.audited), allowed: Number(k.allowed) } : null;
   }
 
-  /** Kernel fences no container claims (a crash between the kernel write and the state file). */
+  /**
+   * Kernel fences no container claims (a crash between the kernel write and the state file),
+   * and allow entries of fence ids no container claims, with or without a fence entry.
+   */
   orphans(known: Set<string>): bigint[] {
-    return this.fence.fences().map((f) => f.fenceId).filter((id) => !known.has(id.toString()));
+    const ids = new Set([...this.fence.fences().map((f) => f.fenceId), ...this.fence.allowOwners()]);
+    return [...ids].filter((id) => !known.has(id.toString()));
+  }
+
+  /** Shared table use against capacity, for status and metrics. */
+  usage(): Record<string, { used: number; capacity: number }> {
+    const u = this.fence.usage();
+    return { fences: u.fences, exec_allow: u.allow };
   }
 
   removeFence(fenceId: bigint): void {
@@ -108,7 +147,7 @@ export class ExecBackend implements FenceBackend {
   sweepOrphans(known: Set<string>): AuditInput[] {
     return this.orphans(known).map((id) => {
       this.removeFence(id);
-      return { type: 'agent', action: 'remove-orphan-fence', cgroup_id: id.toString() };
+      return { type: 'agent', action: 'remove-orphan-fence', control: 'exec', cgroup_id: id.toString() };
     });
   }
 
@@ -128,6 +167,8 @@ export class ExecBackend implements FenceBackend {
       fences: { 'cgroup-v2': fences.length - pidnsFences.length, 'pidns-tracepoint': pidnsFences.length },
       pidnsFences: pidnsFences.map((f) => ({ fenceId: f.fenceId.toString(), ...describePidnsFenceId(f.fenceId) })),
       adopted: this.fence.adopted,
+      tables: this.usage(),
+      limits: { execAllowPerContainer: (this.opts.limits ?? DEFAULT_LIMITS).execAllowPerContainer },
       kernelDrops: this.fence.drops().toString(),
       objects: this.fence.objectIds(),
     };

@@ -68,9 +68,17 @@ export class ExecNotifyBackend implements FenceBackend {
     return st;
   }
 
-  update(ctx: AttachContext): void {
-    (this.inner as FenceBackend).update?.(ctx);
+  update(ctx: AttachContext): () => void {
+    const prev = Array.isArray(ctx.state.allow) ? { ...ctx.state } : null;
+    const undoKernel = this.inner.update(ctx);
     this.route(ctx);
+    return () => {
+      undoKernel();
+      // The loop's allow set goes back with the kernel's: the old one, or none.
+      const key = notifyKey(ctx.namespace, ctx.id);
+      if (prev?.notify === 'seccomp-notify') this.notify.set(key, identitiesOf(prev)!);
+      else if (ctx.state.notify === 'seccomp-notify') this.notify.passThrough(key);
+    };
   }
 
   private route(ctx: AttachContext): void {
