@@ -223,8 +223,10 @@ export class ExecFence {
     const want = new Set(snap.allow.map((k) => k.toString('hex')));
     const one = Buffer.from([1]);
     for (const k of snap.allow) {
+      const id = decodeExecKey(k);
+      if (this.index.get(snap.fenceId)?.has(idKey(id))) continue;
       this.obj.mapUpdate('exec_allow', k, one, BPF_ANY);
-      this.noteAdded(snap.fenceId, decodeExecKey(k));
+      this.noteAdded(snap.fenceId, id);
     }
     if (snap.fence) {
       const prev = decodeFence(snap.fence);
