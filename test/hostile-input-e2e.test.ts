@@ -11,12 +11,15 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditRecord } from '../src/audit/audit-record';
 import { readRecords } from '../src/audit/audit-read';
+import { nameBytes } from '../src/audit/exact-name';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { mktemp } from './helpers/kernel';
 import { IMAGE, cid, cli, ctr, runFenced, sandboxDir, waitFor } from './helpers/sandbox';
 
 const dir = sandboxDir('bounds');
 const LIMIT = 16;
+/** A file name that is not UTF-8: "d", 0xff, "e". */
+const NOT_UTF8 = Buffer.from([0x64, 0xff, 0x65]);
 let p: SandboxPaths;
 let host: string;
 let savedConfig: string | undefined;
@@ -61,6 +64,9 @@ beforeAll(async () => {
   fs.mkdirSync(path.join(host, 'tools'));
   for (const n of ['echo', 'cat', '[']) fs.copyFileSync('/bin/busybox', path.join(host, 'tools', n));
   for (const n of ['echo', 'cat', '[']) fs.chmodSync(path.join(host, 'tools', n), 0o755);
+  const odd = Buffer.concat([Buffer.from(path.join(host, 'tools') + '/'), NOT_UTF8]);
+  fs.writeFileSync(odd, '#!/bin/sh\necho ODD-RAN\n');
+  fs.chmodSync(odd, 0o755);
   fs.mkdirSync(path.join(host, 'many'));
   for (let i = 0; i < LIMIT + 4; i++) fs.writeFileSync(path.join(host, 'many', `s-${i}`), '#!/bin/sh\necho hi\n', { mode: 0o755 });
   const cfg = path.join(host, 'cgfence.json');
@@ -157,6 +163,22 @@ describe('allow-lists and bind mounts', () => {
     expect(r.stdout).not.toContain('SHOULD-NOT-RUN');
     expect(r.stderr).toContain('/mnt/tools/nosuch: no such file in the container');
     ctr(p, ['containers', 'delete', id]);
+  });
+});
+
+describe('exact names', () => {
+  it('a denied exec of a non-UTF-8 name (the notify loop) is recorded with its exact bytes', async () => {
+    const id = cid('odd');
+    const r = runFenced(p, id, { 'cgfence.io/exec-allow': '/bin/sh' }, ['/bin/sh', '-c', '"$(printf "/mnt/tools/d\\377e")"; echo STATUS=$?'], TOOLS());
+    expect(r.stdout).toContain('STATUS=126');
+    expect(r.stdout).not.toContain('ODD-RAN');
+    const rec = await recordFor(id, (x) => x.type === 'exec' && x.action === 'deny', 'the deny record');
+    expect(rec.via).toBe('seccomp-notify');
+    expect(nameBytes(rec as Record<string, unknown>, 'path')!.equals(Buffer.concat([Buffer.from('/mnt/tools/'), NOT_UTF8]))).toBe(true);
+    expect(rec.path).toBe('/mnt/tools/d\\xffe');
+    const shown = cli(p, ['audit', '--container', id, '--type', 'exec']);
+    expect(shown.stdout).toContain('/mnt/tools/d\\xffe');
+    expect(cli(p, ['audit', 'verify', p.auditLog]).status).toBe(0);
   });
 });
 

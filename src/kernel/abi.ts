@@ -70,11 +70,19 @@ export interface ExecEvent {
   mode: FenceMode;
   comm: string;
   path: string;
+  /** comm and path as the kernel has them (not necessarily UTF-8). */
+  commBytes?: Buffer;
+  pathBytes?: Buffer;
+}
+
+/** The bytes of a NUL-terminated C string in `b[off, off+len)`. */
+export function cBytes(b: Buffer, off: number, len: number): Buffer {
+  const end = b.indexOf(0, off);
+  return b.subarray(off, end < 0 || end > off + len ? off + len : end);
 }
 
 function cstr(b: Buffer, off: number, len: number): string {
-  const end = b.indexOf(0, off);
-  return b.toString('utf8', off, end < 0 || end > off + len ? off + len : end);
+  return cBytes(b, off, len).toString('utf8');
 }
 
 export function decodeExecEvent(b: Buffer): ExecEvent {
@@ -93,6 +101,9 @@ export function decodeExecEvent(b: Buffer): ExecEvent {
     mode: b.readUInt32LE(60),
     comm: cstr(b, 64, COMM_LEN),
     path: cstr(b, 64 + COMM_LEN, PATH_LEN),
+    // The exact bytes: names need not be UTF-8 (audit/exact-name.ts).
+    commBytes: Buffer.from(cBytes(b, 64, COMM_LEN)),
+    pathBytes: Buffer.from(cBytes(b, 64 + COMM_LEN, PATH_LEN)),
   };
 }
 
