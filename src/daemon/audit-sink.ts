@@ -20,7 +20,7 @@ export class AuditSink implements EventSink {
 
   write(records: AuditInput[]): void {
     if (this.metrics) {
-      for (const r of records) if (r.type === 'exec' || r.type === 'net' || r.type === 'seccomp') this.metrics.decision(r.type, r.action);
+      for (const r of records) if (r.type === 'exec' || r.type === 'net' || r.type === 'seccomp') this.metrics.decision(r.type, r.action, typeof r.count === 'number' ? r.count : 1);
     }
     this.audit.writeBatch(records);
   }

@@ -4,7 +4,6 @@
 import path from 'node:path';
 import { ExecEvent } from '../kernel/abi';
 import { ExecBackend } from '../fence/exec/exec-backend';
-import { execAuditRecords } from '../fence/exec/exec-audit';
 import { FenceBackend, FencedContainer } from '../fence/backend';
 import { EventSink } from '../fence/event-sink';
 import { LearnBackend } from '../fence/learn/learn-backend';
@@ -38,11 +37,8 @@ export function createBackends(cfg: DaemonConfig, deps: BackendDeps): Backends {
   // Exec events of learning containers go to the learn backend too, once it exists.
   let learnEvents: LearnBackend | undefined;
   const exec = new ExecBackend({
-    pinDir: cfg.pinDir, cgroupMode: cfg.cgroupMode, limits: cfg.limits,
-    onEvents: (evs: ExecEvent[]) => {
-      sink.write(execAuditRecords(evs, sink));
-      learnEvents?.onExecEvents(evs);
-    },
+    pinDir: cfg.pinDir, cgroupMode: cfg.cgroupMode, limits: cfg.limits, sink,
+    onEvents: (evs: ExecEvent[]) => learnEvents?.onExecEvents(evs),
   });
   // Exec first: a container whose exec fence cannot attach is refused before anything
   // else is made for it.

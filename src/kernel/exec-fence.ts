@@ -9,8 +9,8 @@ import path from 'node:path';
 import { BpfLink, BpfObject, BPF_ANY, RingBuffer, native } from '../native';
 import { ensureTracefs } from './tracefs';
 import {
-  EXEC_EVENT_SIZE, EXEC_KEY_SIZE, ExecEvent, FENCE_SIZE, FenceMode, FenceState, FileIdentity,
-  decodeExecEvent, decodeExecKey, decodeFence, encodeExecKey, encodeFence, u64Key,
+  EXEC_EVENT_SIZE, EXEC_KEY_SIZE, EXEC_RATE_SIZE, ExecEvent, ExecRate, FENCE_SIZE, FenceMode, FenceState, FileIdentity,
+  decodeExecEvent, decodeExecKey, decodeExecRate, decodeFence, encodeExecKey, encodeFence, u64Key,
 } from './abi';
 
 const OBJECT = 'exec-fence';
@@ -288,6 +288,29 @@ export class ExecFence {
     });
   }
 
+  /** The rate limiter's state of one fence and identity, or null (none, or evicted). */
+  rate(fenceId: bigint, id: FileIdentity): ExecRate | null {
+    const v = this.obj.mapLookup('exec_rate', encodeExecKey(fenceId, id));
+    return v ? decodeExecRate(v) : null;
+  }
+
+  /** Refusals of a fence the rate limiter only counted (monotonic), or null when none yet. */
+  suppressed(fenceId: bigint): bigint | null {
+    const v = this.obj.mapLookup('exec_suppressed', u64Key(fenceId));
+    return v ? decodeExecRate(v).suppressed : null;
+  }
+
+  /** Fence ids with rate-limiter counts (their fence may be gone: the last report is pending). */
+  rateOwners(): bigint[] {
+    return this.obj.mapKeys('exec_suppressed').map((k) => k.readBigUInt64LE(0));
+  }
+
+  /** Forgets a fence's rate-limiter state (after its last count was reported). */
+  forgetRate(fenceId: bigint): void {
+    this.obj.mapDelete('exec_suppressed', u64Key(fenceId));
+    for (const k of this.obj.mapKeys('exec_rate')) if (decodeExecKey(k).fenceId === fenceId) this.obj.mapDelete('exec_rate', k);
+  }
+
   /** Events the kernel could not put on the ring buffer since the maps were created. */
   drops(): bigint {
     const v = this.obj.mapLookup('exec_drops', Buffer.alloc(4));
@@ -297,7 +320,7 @@ export class ExecFence {
   /** Kernel object ids, for status output and leak checks. */
   objectIds(): { programs: Record<string, { program: number; link: number }>; maps: Record<string, number> } {
     const maps: Record<string, number> = {};
-    for (const m of ['fences', 'exec_allow', 'exec_events', 'exec_drops']) maps[m] = this.obj.mapInfo(m).id;
+    for (const m of ['fences', 'exec_allow', 'exec_events', 'exec_drops', 'exec_rate', 'exec_suppressed']) maps[m] = this.obj.mapInfo(m).id;
     const programs: Record<string, { program: number; link: number }> = {};
     for (const [p, link] of this.links) programs[p] = { program: this.obj.programInfo(PROGRAMS[p].name).id, link: link.info()?.id ?? 0 };
     return { programs, maps };
@@ -326,6 +349,8 @@ export class ExecFence {
 function checkSizes(obj: BpfObject): void {
   const f = obj.mapInfo('fences');
   const a = obj.mapInfo('exec_allow');
+  const r = obj.mapInfo('exec_rate');
+  if (r.valueSize !== EXEC_RATE_SIZE || obj.mapInfo('exec_suppressed').valueSize !== EXEC_RATE_SIZE) throw new Error(`exec-fence ABI mismatch: exec_rate value ${r.valueSize} (want ${EXEC_RATE_SIZE}); rebuild with \`npm run build\``);
   if (f.valueSize !== FENCE_SIZE || a.keySize !== EXEC_KEY_SIZE) {
     throw new Error(`exec-fence ABI mismatch: fence value ${f.valueSize} (want ${FENCE_SIZE}), allow key ${a.keySize} (want ${EXEC_KEY_SIZE}); rebuild with \`npm run build\``);
   }

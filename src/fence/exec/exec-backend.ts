@@ -4,7 +4,9 @@
 // against the same maps (kernel/exec-fence.ts) with the same semantics. Allow-listed paths are
 // resolved in the container's own root through its init pid.
 import { AuditInput } from '../../audit/audit-record';
-import { ExecEvent, formatDev, isPidnsFenceId } from '../../kernel/abi';
+import { ExecEvent, FenceMode, formatDev, isPidnsFenceId } from '../../kernel/abi';
+import { EventSink } from '../event-sink';
+import { ExecRateAuditor } from './exec-rate-audit';
 import { cgroupV2Root } from '../../kernel/cgroup';
 import { ExecFence, ExecProgram } from '../../kernel/exec-fence';
 import { PidnsError, describePidnsFenceId } from '../../kernel/pidns';
@@ -32,10 +34,43 @@ export class ExecBackend implements FenceBackend {
   readonly control = 'exec' as const;
   readonly fence: ExecFence;
 
-  constructor(private readonly opts: { pinDir: string; cgroupMode: CgroupMode; onEvents: (e: ExecEvent[]) => void; limits?: Limits }) {
+  /** Exec records and the rate limiter's counts (null without a sink: events go to onEvents only). */
+  private readonly rateAudit: ExecRateAuditor | null = null;
+  private readonly timer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly opts: {
+    pinDir: string; cgroupMode: CgroupMode; onEvents?: (e: ExecEvent[]) => void; limits?: Limits;
+    /** Where exec records go; the daemon's sink. */
+    sink?: EventSink; sweepMs?: number;
+  }) {
+    let rateAudit: ExecRateAuditor | null = null;
+    const onEvents = (evs: ExecEvent[]) => {
+      if (rateAudit && opts.sink) opts.sink.write(rateAudit.onEvents(evs));
+      opts.onEvents?.(evs.filter((e) => e.kind === 'exec'));
+    };
     // cgroup mode v2 without a v2 hierarchy gets the pidns program too, only so that fences an
     // earlier daemon pinned stay enforced: controlState refuses every new exec fence.
-    this.fence = ExecFence.open({ pinDir: opts.pinDir, onEvents: opts.onEvents, programs: execPrograms(opts.cgroupMode, cgroupV2Root() !== null) });
+    this.fence = ExecFence.open({ pinDir: opts.pinDir, onEvents, programs: execPrograms(opts.cgroupMode, cgroupV2Root() !== null) });
+    if (opts.sink) {
+      const fence = this.fence;
+      rateAudit = new ExecRateAuditor({
+        rate: (id, ident) => fence.rate(id, ident), suppressed: (id) => fence.suppressed(id), forget: (id) => fence.forgetRate(id), sink: opts.sink,
+      });
+      // Fences of an earlier daemon: counted from where their totals are.
+      for (const f of fence.fences()) if (f.mode === FenceMode.Enforce || f.mode === FenceMode.Audit) rateAudit.track(f.fenceId, f.mode === FenceMode.Enforce ? 'deny' : 'audit');
+      this.rateAudit = rateAudit;
+      this.timer = setInterval(() => this.sweepRate(), opts.sweepMs ?? 1000);
+      this.timer.unref();
+    }
+  }
+
+  private sweepRate(opts: { final?: boolean } = {}): void {
+    try {
+      const out = this.rateAudit?.sweep(opts) ?? [];
+      if (out.length) this.opts.sink!.write(out);
+    } catch {
+      // A sweep racing close() finds the maps gone; close sweeps last.
+    }
   }
 
   controlState(policy: Policy): ControlState {
@@ -79,6 +114,7 @@ export class ExecBackend implements FenceBackend {
       resolved = r.resolved;
     }
     ctx.state.backend = identity.backend;
+    if (ctx.policy.mode === 'enforce' || ctx.policy.mode === 'audit') this.rateAudit?.track(BigInt(ctx.state.fenceId as string), ctx.policy.mode === 'enforce' ? 'deny' : 'audit');
     ctx.state.allow = resolved.map((e) => ({ path: e.path, dev: formatDev(e.identity.dev), ino: e.identity.ino.toString() }));
   }
 
@@ -117,6 +153,8 @@ export class ExecBackend implements FenceBackend {
   detach(ctx: AttachContext): Record<string, unknown> | void {
     if (typeof ctx.state.fenceId !== 'string') return;
     const last = this.fence.unfence(BigInt(ctx.state.fenceId));
+    if (this.rateAudit) this.rateAudit.retire(BigInt(ctx.state.fenceId));
+    else this.fence.forgetRate(BigInt(ctx.state.fenceId));
     if (last) return { denied: Number(last.denied), audited: Number(last.audited), allowed: Number(last.allowed) };
   }
 
@@ -130,7 +168,7 @@ export class ExecBackend implements FenceBackend {
    * and allow entries of fence ids no container claims, with or without a fence entry.
    */
   orphans(known: Set<string>): bigint[] {
-    const ids = new Set([...this.fence.fences().map((f) => f.fenceId), ...this.fence.allowOwners()]);
+    const ids = new Set([...this.fence.fences().map((f) => f.fenceId), ...this.fence.allowOwners(), ...this.fence.rateOwners()]);
     return [...ids].filter((id) => !known.has(id.toString()));
   }
 
@@ -142,6 +180,7 @@ export class ExecBackend implements FenceBackend {
 
   removeFence(fenceId: bigint): void {
     this.fence.unfence(fenceId);
+    this.fence.forgetRate(fenceId);
   }
 
   sweepOrphans(known: Set<string>): AuditInput[] {
@@ -187,6 +226,8 @@ export class ExecBackend implements FenceBackend {
   }
 
   close(opts: { detach: boolean }): void {
+    if (this.timer) clearInterval(this.timer);
+    this.sweepRate({ final: true });
     this.fence.close({ detach: opts.detach });
   }
 }
