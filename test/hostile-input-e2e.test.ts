@@ -182,6 +182,30 @@ describe('exact names', () => {
   });
 });
 
+describe('exec records are rate-limited', () => {
+  it('10,000 denials of one container: few records, counts adding up to 10,000, a neighbour still recorded', async () => {
+    const id = cid('flood');
+    const script = 'i=0; while [ $i -lt 10000 ]; do /usr/local/bin/tool-a 2>/dev/null; i=$((i+1)); done; echo FLOOD-DONE';
+    const r = ctr(p, ['run', '--rm', '--runc-binary', p.runc, '--annotation', 'cgfence.io/exec-allow=/bin/sh', IMAGE, id, '/bin/sh', '-c', script], 600_000);
+    expect(r.stdout, r.stderr).toContain('FLOOD-DONE');
+    const neighbour = cid('neighbour');
+    const other = runFenced(p, neighbour, { 'cgfence.io/exec-allow': '/bin/sh' }, ['/bin/sh', '-c', '/usr/local/bin/tool-b; /usr/local/bin/tool-b; true']);
+    expect(other.status, other.stderr).toBe(0);
+    const detach = await recordFor(id, (x) => x.type === 'lifecycle' && x.action === 'detach', 'the detach record');
+    expect(detach.denied).toBe(10_000);
+    const denials = (await records(id)).filter((x) => x.type === 'exec' && x.action === 'deny');
+    const counted = denials.reduce((n, x) => n + (typeof x.count === 'number' ? x.count : 1), 0);
+    expect(counted).toBe(10_000);
+    console.log(`flood: ${denials.length} deny records (${denials.filter((x) => x.rate_limited === true).length} of them counts) for 10,000 denials`);
+    expect(denials.length).toBeLessThan(500);
+    expect(denials.filter((x) => x.rate_limited === true).every((x) => x.path === '/usr/local/bin/tool-a')).toBe(true);
+    // The flood did not cost the neighbour its records.
+    await recordFor(neighbour, (x) => x.type === 'lifecycle' && x.action === 'detach', 'the neighbour\'s detach record');
+    expect((await records(neighbour)).filter((x) => x.type === 'exec' && x.action === 'deny' && x.count === undefined)).toHaveLength(2);
+    expect(cli(p, ['audit', 'verify', p.auditLog]).status).toBe(0);
+  });
+});
+
 describe('small errors', () => {
   it('`[` in a path is a file name, not a wildcard', () => {
     const r = runFenced(p, cid('bracket'), { 'cgfence.io/exec-allow': '/bin/sh,/mnt/tools/[' },
