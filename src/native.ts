@@ -63,7 +63,7 @@ export interface SeccompNotify {
 
 export interface NativeAddon {
   /** `programs`: load only these programs of the object (default: all). */
-  BpfObject: new (name: string, opts?: { pinDir?: string; programs?: string[]; rodata?: Record<string, Buffer> }) => BpfObject;
+  BpfObject: new (name: string, opts?: { pinDir?: string; programs?: string[]; rodata?: Record<string, Buffer>; /** Map sizes; a map already pinned keeps its own. */ maxEntries?: Record<string, number> }) => BpfObject;
   BpfLink: { open(pinPath: string): BpfLink };
   RingBuffer: new (obj: BpfObject, map: string, onBatch: (records: Buffer[]) => void) => RingBuffer;
   resolveSyscalls(names: string[], arch?: string): Array<number | null>;

@@ -12,6 +12,7 @@ import { ExecBackend } from '../src/fence/exec/exec-backend';
 import { writeExecFence } from '../src/fence/exec/cgroup-exec-fence';
 import { NetworkBackend } from '../src/fence/network/network-backend';
 import { QuotaError } from '../src/fence/quota';
+import { loadConfigFile } from '../src/daemon/config';
 import { cgroupId, createCgroup, removeCgroup } from '../src/kernel/cgroup';
 import { parseAnnotations } from '../src/policy/annotations';
 import { collectingSink } from './helpers/sink';
@@ -189,5 +190,37 @@ describe('network rule quota', () => {
     const removed = net.sweepOrphans(new Set());
     expect(removed.map((r) => r.cgroup_id)).toContain(id.toString());
     expect(net.fence.entries(id)).toEqual([]);
+  });
+});
+
+describe('table sizes', () => {
+  const sizesPin = `/sys/fs/bpf/${name}-sizes`;
+  afterAll(() => { fs.rmSync(sizesPin, { recursive: true, force: true }); });
+
+  it('a new table gets the configured size; a pinned one keeps its own', () => {
+    const a = new ExecBackend({ pinDir: sizesPin, cgroupMode: 'v2', sizes: { exec_fences: 64, exec_allow: 1000, net_rules4: 10, net_rules6: 10 } });
+    try {
+      expect(a.usage()).toEqual({ fences: { used: 0, capacity: 64 }, exec_allow: { used: 0, capacity: 1000 } });
+    } finally {
+      a.close({ detach: false });
+    }
+    const b = new ExecBackend({ pinDir: sizesPin, cgroupMode: 'v2', sizes: { exec_fences: 128, exec_allow: 2000, net_rules4: 10, net_rules6: 10 } });
+    try {
+      expect(b.usage().exec_allow.capacity).toBe(1000);
+    } finally {
+      b.close({ detach: true });
+    }
+  });
+
+  it('the node config names a bad size or an unknown table', () => {
+    const f = path.join(dir, 'sizes.json');
+    fs.writeFileSync(f, JSON.stringify({ tableSizes: { exec_allow: 0 } }));
+    expect(() => loadConfigFile(f)).toThrow(/tableSizes\.exec_allow must be an integer from 1 to 16777216, not 0/);
+    fs.writeFileSync(f, JSON.stringify({ tableSizes: { exec_alow: 10 } }));
+    expect(() => loadConfigFile(f)).toThrow(/unknown setting "tableSizes\.exec_alow"/);
+    fs.writeFileSync(f, JSON.stringify({ limits: { execAllowPerContainer: -1 } }));
+    expect(() => loadConfigFile(f)).toThrow(/limits\.execAllowPerContainer must be a positive integer, not -1/);
+    fs.writeFileSync(f, JSON.stringify({ limits: { execAllowPerContainer: 10 }, tableSizes: { exec_allow: 100 } }));
+    expect(loadConfigFile(f)).toMatchObject({ limits: { execAllowPerContainer: 10, netRulesPerContainer: 8192 }, tableSizes: { exec_allow: 100, exec_fences: 4096 } });
   });
 });

@@ -37,14 +37,14 @@ export function createBackends(cfg: DaemonConfig, deps: BackendDeps): Backends {
   // Exec events of learning containers go to the learn backend too, once it exists.
   let learnEvents: LearnBackend | undefined;
   const exec = new ExecBackend({
-    pinDir: cfg.pinDir, cgroupMode: cfg.cgroupMode, limits: cfg.limits, sink,
+    pinDir: cfg.pinDir, cgroupMode: cfg.cgroupMode, limits: cfg.limits, sizes: cfg.tableSizes, sink,
     onEvents: (evs: ExecEvent[]) => learnEvents?.onExecEvents(evs),
   });
   // Exec first: a container whose exec fence cannot attach is refused before anything
   // else is made for it.
   // Seccomp after exec: both edit config.json at prepare, and its deny/allow rules are
   // merged over whatever exec routing is already there.
-  const network = new NetworkBackend({ pinDir: path.join(cfg.pinDir, 'net'), cgroupMode: cfg.cgroupMode, sink, limits: cfg.limits });
+  const network = new NetworkBackend({ pinDir: path.join(cfg.pinDir, 'net'), cgroupMode: cfg.cgroupMode, sink, limits: cfg.limits, sizes: cfg.tableSizes });
   // Containers fenced by pid namespace get the connect audit instead (it enforces nothing).
   const networkControl = new NetworkControl(network, cfg.cgroupMode, { pinDir: path.join(cfg.pinDir, 'net-v1'), sink, policyOf: deps.policyOf });
   // Learn last: it records for whatever the others attached, and blocks nothing.

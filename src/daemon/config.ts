@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import YAML from 'yaml';
 
 import { CgroupMode } from '../fence/backend';
-import { DEFAULT_LIMITS, Limits, parseLimits } from '../fence/quota';
+import { DEFAULT_LIMITS, DEFAULT_TABLE_SIZES, Limits, TableSizes, parseLimits, parseTableSizes } from '../fence/quota';
 
 export type { CgroupMode } from '../fence/backend';
 export type FailMode = 'closed' | 'open';
@@ -26,6 +26,8 @@ export interface DaemonConfig {
   spoolDir: string;
   /** Per-container quotas on the shared kernel tables (fence/quota.ts). */
   limits: Limits;
+  /** Capacities of the shared kernel tables, when their maps are created (fence/quota.ts). */
+  tableSizes: TableSizes;
 }
 
 export const DEFAULTS: DaemonConfig = {
@@ -43,6 +45,7 @@ export const DEFAULTS: DaemonConfig = {
   metricsAddress: null,
   spoolDir: '/run/cgfence/spool',
   limits: DEFAULT_LIMITS,
+  tableSizes: DEFAULT_TABLE_SIZES,
 };
 
 /** flag name → [config key, environment variable] */
@@ -82,6 +85,9 @@ export function loadConfigFile(file: string): Partial<DaemonConfig> {
   }
   if (out.limits !== undefined) {
     try { out.limits = parseLimits(out.limits, `config file ${file}`); } catch (e) { throw new ConfigError((e as Error).message); }
+  }
+  if (out.tableSizes !== undefined) {
+    try { out.tableSizes = parseTableSizes(out.tableSizes, `config file ${file}`); } catch (e) { throw new ConfigError((e as Error).message); }
   }
   if (out.profiles !== undefined) {
     if (typeof out.profiles !== 'object' || out.profiles === null) throw new ConfigError(`config file ${file}: profiles must be a mapping of name to annotations`);

@@ -302,6 +302,8 @@ export class Daemon {
       fences: fences.length,
       tables: this.tables(),
       limits: this.cfg.limits,
+      // What the node config asks; a table pinned earlier keeps its size (tables.*.capacity).
+      tableSizes: this.cfg.tableSizes,
       tamper: this.tamper?.status() ?? null,
     };
   }

@@ -17,6 +17,32 @@ export const DEFAULT_LIMITS: Limits = {
   netRulesPerContainer: 8192,
 };
 
+/**
+ * Node config `tableSizes`: the capacity (max_entries) of each shared table, applied when its
+ * map is created. A map pinned by an earlier daemon keeps its size until its pins are removed.
+ */
+export interface TableSizes {
+  exec_fences: number;
+  exec_allow: number;
+  net_rules4: number;
+  net_rules6: number;
+}
+
+/** The sizes compiled into the BPF objects. */
+export const DEFAULT_TABLE_SIZES: TableSizes = { exec_fences: 4096, exec_allow: 65536, net_rules4: 262144, net_rules6: 262144 };
+
+export function parseTableSizes(v: unknown, where: string): TableSizes {
+  if (v === undefined) return { ...DEFAULT_TABLE_SIZES };
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${where}: tableSizes must be a mapping (known: ${Object.keys(DEFAULT_TABLE_SIZES).join(', ')})`);
+  const out: TableSizes = { ...DEFAULT_TABLE_SIZES };
+  for (const [k, n] of Object.entries(v as Record<string, unknown>)) {
+    if (!Object.hasOwn(DEFAULT_TABLE_SIZES, k)) throw new Error(`${where}: unknown setting "tableSizes.${k}" (known: ${Object.keys(DEFAULT_TABLE_SIZES).join(', ')})`);
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 16 * 1024 * 1024) throw new Error(`${where}: tableSizes.${k} must be an integer from 1 to 16777216, not ${JSON.stringify(n)}`);
+    out[k as keyof TableSizes] = n;
+  }
+  return out;
+}
+
 export class QuotaError extends Error {}
 
 export interface Admission {

@@ -34,6 +34,8 @@ export interface ExecFenceOptions {
    * still in the maps and must keep being enforced.
    */
   programs?: ExecProgram[];
+  /** Sizes of the shared tables when they are created (a pinned map keeps its size). */
+  sizes?: { fences?: number; exec_allow?: number };
 }
 
 export interface FenceEntry extends FenceState { fenceId: bigint; identities: FileIdentity[] }
@@ -119,7 +121,7 @@ export class ExecFence {
     if (asked.length === 0) throw new Error('ExecFence.open: programs is empty; name at least one of cgroup-v2, pidns');
     const programs = ALL_PROGRAMS.filter((p) => asked.includes(p) || pinned(p));
     if (programs.includes('pidns')) ensureTracefs();
-    const obj = new addon.BpfObject(OBJECT, { pinDir: opts.pinDir, programs: programs.map((p) => PROGRAMS[p].name) });
+    const obj = new addon.BpfObject(OBJECT, { pinDir: opts.pinDir, programs: programs.map((p) => PROGRAMS[p].name), maxEntries: definedOnly(opts.sizes) });
     const links = new Map<ExecProgram, BpfLink>();
     let adopted = false;
     try {
@@ -356,3 +358,11 @@ function checkSizes(obj: BpfObject): void {
   }
 }
 
+
+/** The entries of `o` that are set (the addon refuses an undefined size). */
+export function definedOnly(o: Record<string, number | undefined> | undefined): Record<string, number> | undefined {
+  if (!o) return undefined;
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) out[k] = v;
+  return out;
+}

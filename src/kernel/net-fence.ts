@@ -7,6 +7,7 @@ import path from 'node:path';
 import { BpfLink, BpfObject, BPF_ANY, RingBuffer, native } from '../native';
 import { cgroupId as cgroupIdOf } from './cgroup';
 import { FenceMode, u64Key } from './abi';
+import { definedOnly } from './exec-fence';
 import {
   CONFIG_SIZE, FLOW_KEY_SIZE, FlowKey, FlowState, Family, KEY4_SIZE, KEY6_SIZE, NET_EVENT_SIZE, NetConfig, NetDir,
   NetEvent, NetStats, NetVerdict, STATS_SIZE, decodeConfig, decodeFlow, decodeFlowKey, decodeNetEvent, decodeRuleKey,
@@ -32,6 +33,8 @@ export interface NetRuleSet {
 export interface NetFenceOptions {
   /** bpffs directory for the maps and the per-fence link directories. */
   pinDir?: string;
+  /** Sizes of the rule tries when they are created (a pinned map keeps its size). */
+  sizes?: { net_rules4?: number; net_rules6?: number };
   onEvents?: (events: NetEvent[]) => void;
 }
 
@@ -52,7 +55,7 @@ export class NetFence {
 
   static open(opts: NetFenceOptions = {}): NetFence {
     if (opts.pinDir) fs.mkdirSync(opts.pinDir, { recursive: true, mode: 0o700 });
-    const obj = new (native().BpfObject)(OBJECT, { pinDir: opts.pinDir });
+    const obj = new (native().BpfObject)(OBJECT, { pinDir: opts.pinDir, maxEntries: definedOnly(opts.sizes) });
     try {
       checkSizes(obj);
       const f = new NetFence(obj, opts.pinDir);

@@ -37,7 +37,10 @@ export async function run(argv: string[]): Promise<number> {
     ['audit log', `${au.path}: ${au.written} written, ${au.writeErrors} write errors, ${au.dropped} dropped, kernel drops ${au.kernelDrops}${au.lastError ? `, last error: ${au.lastError}` : ''}`],
     ['fenced', `${s.fences} container(s)`],
     ['kernel tables', Object.entries((s.tables ?? {}) as Record<string, { used: number; capacity: number }>)
-      .map(([t, u]) => `${t} ${u.used}/${u.capacity}`).join(', ') + (s.limits ? `; per container: ${Object.entries(s.limits).map(([k2, v]) => `${k2} ${v}`).join(', ')}` : '')],
+      .map(([t, u]) => {
+        const want = (s.tableSizes as Record<string, number> | undefined)?.[t];
+        return `${t} ${u.used}/${u.capacity}${want !== undefined && want !== u.capacity ? ` (config asks ${want}: pinned before, keeps its size until the pins are recreated)` : ''}`;
+      }).join(', ') + (s.limits ? `; per container: ${Object.entries(s.limits).map(([k2, v]) => `${k2} ${v}`).join(', ')}` : '')],
     ['tamper watch', tamperRow(s.tamper)],
   ];
   for (const [k2, v] of rows) console.log(`${k2.padEnd(14)} ${v}`);

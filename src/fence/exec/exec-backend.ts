@@ -14,7 +14,7 @@ import { ResolvedEntry } from '../../policy/identity';
 import { Policy } from '../../policy/policy';
 import { CgroupMode, AttachContext, ControlState, FenceBackend, containerKey } from '../backend';
 import { ExecAdmit, fenceCgroupExecs } from './cgroup-exec-fence';
-import { DEFAULT_LIMITS, Limits, QuotaError, admit } from '../quota';
+import { DEFAULT_LIMITS, Limits, QuotaError, TableSizes, admit } from '../quota';
 import { ContainerIdentity, IdentityBackend, NoIdentityError, chooseIdentity } from '../container-identity';
 import { fencePidnsExecs } from './pidns-exec-fence';
 
@@ -39,7 +39,7 @@ export class ExecBackend implements FenceBackend {
   private readonly timer: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: {
-    pinDir: string; cgroupMode: CgroupMode; onEvents?: (e: ExecEvent[]) => void; limits?: Limits;
+    pinDir: string; cgroupMode: CgroupMode; onEvents?: (e: ExecEvent[]) => void; limits?: Limits; sizes?: TableSizes;
     /** Where exec records go; the daemon's sink. */
     sink?: EventSink; sweepMs?: number;
   }) {
@@ -50,7 +50,10 @@ export class ExecBackend implements FenceBackend {
     };
     // cgroup mode v2 without a v2 hierarchy gets the pidns program too, only so that fences an
     // earlier daemon pinned stay enforced: controlState refuses every new exec fence.
-    this.fence = ExecFence.open({ pinDir: opts.pinDir, onEvents, programs: execPrograms(opts.cgroupMode, cgroupV2Root() !== null) });
+    this.fence = ExecFence.open({
+      pinDir: opts.pinDir, onEvents, programs: execPrograms(opts.cgroupMode, cgroupV2Root() !== null),
+      sizes: opts.sizes ? { fences: opts.sizes.exec_fences, exec_allow: opts.sizes.exec_allow } : undefined,
+    });
     if (opts.sink) {
       const fence = this.fence;
       rateAudit = new ExecRateAuditor({

@@ -12,7 +12,7 @@ import { NetAuditor, NetOwner } from './network-audit';
 import { EventSink } from '../event-sink';
 import { AuditInput } from '../../audit/audit-record';
 import { compileNetRules, describeRule } from './network-rules';
-import { DEFAULT_LIMITS, Limits, admit } from '../quota';
+import { DEFAULT_LIMITS, Limits, TableSizes, admit } from '../quota';
 import { NetRuleSet } from '../../kernel/net-fence';
 import { containerKey } from '../backend';
 
@@ -24,6 +24,7 @@ export interface NetworkBackendOptions {
   /** How often counts of rate-limited flows and kernel drops are reported. */
   sweepMs?: number;
   limits?: Limits;
+  sizes?: TableSizes;
 }
 
 function hasNetworkRules(p: Policy): boolean {
@@ -59,7 +60,10 @@ export class NetworkBackend implements FenceBackend {
     let auditor: NetAuditor | undefined;
     let kernel: NetFence | null = null;
     try {
-      kernel = NetFence.open({ pinDir: opts.pinDir, onEvents: (evs) => auditor?.onEvents(evs) });
+      kernel = NetFence.open({
+        pinDir: opts.pinDir, onEvents: (evs) => auditor?.onEvents(evs),
+        sizes: opts.sizes ? { net_rules4: opts.sizes.net_rules4, net_rules6: opts.sizes.net_rules6 } : undefined,
+      });
     } catch (e) {
       // The daemon still runs the other controls; this one reports itself unenforceable.
       this.loadError = (e as Error).message;
