@@ -194,7 +194,9 @@ export class FenceManager {
       try {
         decided = b.attach(ctx);
       } catch (e) {
-        // All or nothing: a container is never left half-fenced.
+        // All or nothing: a container is never left half-fenced. The failing backend too,
+        // if it had got as far as saying what it holds.
+        if (Object.keys(ctx.state).length > 0) done.push([b, ctx]);
         undoAll();
         const keys = keysOf(b.control).filter((k) => annotations[k] !== undefined).map((k) => `${k}=${JSON.stringify(annotations[k])}`).join(', ');
         const msg = `${keys || b.control}: ${(e as Error).message}`;

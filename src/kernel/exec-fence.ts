@@ -62,12 +62,15 @@ export class ExecFence {
    */
   private readonly index = new Map<bigint, Set<string>>();
   private indexed = 0;
+  /** Fence ids in the fences map, kept the same way. */
+  private readonly fenceIds = new Set<bigint>();
 
   private constructor(obj: BpfObject, links: Map<ExecProgram, BpfLink>, adopted: boolean, private readonly pinDir?: string) {
     this.obj = obj;
     this.links = links;
     this.adopted = adopted;
     for (const k of obj.mapKeys('exec_allow')) this.noteAdded(decodeExecKey(k).fenceId, decodeExecKey(k));
+    for (const k of obj.mapKeys('fences')) this.fenceIds.add(k.readBigUInt64LE(0));
   }
 
   private noteAdded(fenceId: bigint, id: FileIdentity): void {
@@ -90,7 +93,7 @@ export class ExecFence {
   /** How full the shared maps are: allow entries and fences against their max_entries. */
   usage(): { fences: MapUse; allow: MapUse } {
     return {
-      fences: { used: this.obj.mapKeys('fences').length, capacity: this.obj.mapInfo('fences').maxEntries },
+      fences: { used: this.fenceIds.size, capacity: this.obj.mapInfo('fences').maxEntries },
       allow: { used: this.indexed, capacity: this.obj.mapInfo('exec_allow').maxEntries },
     };
   }
@@ -172,6 +175,7 @@ export class ExecFence {
     const prev = cur ? decodeFence(cur) : undefined;
     // Updating in place keeps the kernel's counters; only mode and flags change.
     this.obj.mapUpdate('fences', key, encodeFence({ ...prev, mode, flags }), BPF_ANY);
+    this.fenceIds.add(fenceId);
   }
 
   getFence(fenceId: bigint): FenceState | null {
@@ -235,6 +239,7 @@ export class ExecFence {
       this.setFence(snap.fenceId, prev.mode, prev.flags);
     } else {
       this.obj.mapDelete('fences', u64Key(snap.fenceId));
+      this.fenceIds.delete(snap.fenceId);
     }
     for (const id of this.allowed(snap.fenceId)) {
       if (!want.has(encodeExecKey(snap.fenceId, id).toString('hex'))) this.disallow(snap.fenceId, [id]);
@@ -265,6 +270,7 @@ export class ExecFence {
   unfence(fenceId: bigint): FenceState | null {
     const last = this.getFence(fenceId);
     this.obj.mapDelete('fences', u64Key(fenceId));
+    this.fenceIds.delete(fenceId);
     for (const k of this.obj.mapKeys('exec_allow')) {
       const d = decodeExecKey(k);
       if (d.fenceId === fenceId) {

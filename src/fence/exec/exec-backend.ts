@@ -126,7 +126,7 @@ export class ExecBackend implements FenceBackend {
     const limit = (this.opts.limits ?? DEFAULT_LIMITS).execAllowPerContainer;
     return (fenceId, ids) => {
       const all = this.fence.usage();
-      if (!this.fence.getFence(fenceId) && all.fences.used >= all.fences.capacity) {
+      if (all.fences.used >= all.fences.capacity && !this.fence.getFence(fenceId)) {
         throw new QuotaError(`container ${containerKey(ctx.namespace, ctx.id)} needs an exec fence entry, but the node's exec fences table holds ${all.fences.used} of ${all.fences.capacity}; nothing was written`);
       }
       const use = all.allow;
