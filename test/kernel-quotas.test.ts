@@ -31,8 +31,10 @@ const cgroups: string[] = [];
 function container(tag: string): { cg: string; pid: number } {
   const cg = createCgroup(`${name}/${tag}`);
   cgroups.push(cg);
-  const p = spawn('/bin/sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec sleep 600', cg], { stdio: 'ignore' });
+  // Moved in from outside after its exec, so that no exec of its own meets the fence.
+  const p = spawn('sleep', ['600'], { stdio: 'ignore' });
   procs.push(p);
+  fs.writeFileSync(path.join(cg, 'cgroup.procs'), String(p.pid));
   return { cg, pid: p.pid! };
 }
 

@@ -85,6 +85,18 @@ export class ExecFence {
     if (set && set.size === 0) this.index.delete(fenceId);
   }
 
+  /**
+   * A fence's allow entries as the index has them: what this process (and, through the scan
+   * at open, its predecessors) wrote. Writes use it rather than allowed(), which walks the
+   * whole shared map: tens of thousands of entries on a busy node, at every attach.
+   */
+  private held(fenceId: bigint): FileIdentity[] {
+    return [...this.index.get(fenceId) ?? []].map((k) => {
+      const [dev, ino] = k.split(':');
+      return { dev: BigInt(dev), ino: BigInt(ino) };
+    });
+  }
+
   /** Allow entries of one fence. */
   allowCount(fenceId: bigint): number {
     return this.index.get(fenceId)?.size ?? 0;
@@ -216,7 +228,7 @@ export class ExecFence {
     return {
       fenceId,
       fence: this.obj.mapLookup('fences', u64Key(fenceId)),
-      allow: this.allowed(fenceId).map((id) => encodeExecKey(fenceId, id)),
+      allow: this.held(fenceId).map((id) => encodeExecKey(fenceId, id)),
     };
   }
 
@@ -241,7 +253,7 @@ export class ExecFence {
       this.obj.mapDelete('fences', u64Key(snap.fenceId));
       this.fenceIds.delete(snap.fenceId);
     }
-    for (const id of this.allowed(snap.fenceId)) {
+    for (const id of this.held(snap.fenceId)) {
       if (!want.has(encodeExecKey(snap.fenceId, id).toString('hex'))) this.disallow(snap.fenceId, [id]);
     }
   }
@@ -261,7 +273,7 @@ export class ExecFence {
    */
   replaceAllowList(fenceId: bigint, ids: FileIdentity[]): void {
     const want = new Map(ids.map((i) => [`${i.dev}:${i.ino}`, i]));
-    const have = new Map(this.allowed(fenceId).map((i) => [`${i.dev}:${i.ino}`, i]));
+    const have = new Map(this.held(fenceId).map((i) => [`${i.dev}:${i.ino}`, i]));
     this.allow(fenceId, [...want].filter(([k]) => !have.has(k)).map(([, v]) => v));
     this.disallow(fenceId, [...have].filter(([k]) => !want.has(k)).map(([, v]) => v));
   }
