@@ -44,7 +44,7 @@ export interface FenceEntry extends FenceState { fenceId: bigint; identities: Fi
 export interface MapUse { used: number; capacity: number }
 
 /** What a fence holds in the kernel, exactly: taken before a change, put back if it fails. */
-export interface FenceSnapshot { fenceId: bigint; fence: Buffer | null; allow: Buffer[] }
+export interface FenceSnapshot { fenceId: bigint; fence: Buffer | null; allow: Array<{ key: Buffer; value: Buffer }> }
 
 const idKey = (id: FileIdentity) => `${id.dev}:${id.ino}`;
 
@@ -223,13 +223,15 @@ export class ExecFence {
     }
   }
 
-  /** The fence's kernel state as bytes (fence value and allow keys). */
+  /** The fence's kernel state as bytes (its fence value, its allow keys and values). */
   snapshot(fenceId: bigint): FenceSnapshot {
-    return {
-      fenceId,
-      fence: this.obj.mapLookup('fences', u64Key(fenceId)),
-      allow: this.held(fenceId).map((id) => encodeExecKey(fenceId, id)),
-    };
+    const allow: FenceSnapshot['allow'] = [];
+    for (const id of this.held(fenceId)) {
+      const key = encodeExecKey(fenceId, id);
+      const value = this.obj.mapLookup('exec_allow', key);
+      if (value) allow.push({ key, value });
+    }
+    return { fenceId, fence: this.obj.mapLookup('fences', u64Key(fenceId)), allow };
   }
 
   /**
@@ -238,13 +240,12 @@ export class ExecFence {
    * then entries it did not have go.
    */
   restore(snap: FenceSnapshot): void {
-    const want = new Set(snap.allow.map((k) => k.toString('hex')));
-    const one = Buffer.from([1]);
-    for (const k of snap.allow) {
-      const id = decodeExecKey(k);
-      if (this.index.get(snap.fenceId)?.has(idKey(id))) continue;
-      this.obj.mapUpdate('exec_allow', k, one, BPF_ANY);
-      this.noteAdded(snap.fenceId, id);
+    const want = new Set(snap.allow.map((e) => e.key.toString('hex')));
+    for (const { key, value } of snap.allow) {
+      // Written again only where it differs: the entry is missing, or its value changed.
+      if (this.obj.mapLookup('exec_allow', key)?.equals(value)) continue;
+      this.obj.mapUpdate('exec_allow', key, value, BPF_ANY);
+      this.noteAdded(snap.fenceId, decodeExecKey(key));
     }
     if (snap.fence) {
       const prev = decodeFence(snap.fence);
