@@ -7,6 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditRecord } from '../src/audit/audit-record';
@@ -131,6 +132,16 @@ describe('exec allow quota', () => {
       expect(st.tables.exec_allow.used).toBeGreaterThanOrEqual(2);
       expect(st.limits.execAllowPerContainer).toBe(LIMIT);
       expect(cli(p, ['status']).stdout).toMatch(/kernel tables\s+exec_fences \d+\/4096, exec_allow \d+\/65536/);
+      const metrics = await new Promise<string>((resolve, reject) => {
+        http.get({ socketPath: p.metrics, path: '/metrics' }, (res) => {
+          let body = '';
+          res.on('data', (d) => (body += d));
+          res.on('end', () => resolve(body));
+        }).on('error', reject);
+      });
+      expect(metrics).toContain('cgfence_kernel_table_capacity{table="exec_allow"} 65536');
+      expect(metrics).toMatch(/cgfence_kernel_table_entries\{table="exec_allow"\} [1-9]\d*/);
+      expect(metrics).toContain('cgfence_kernel_table_capacity{table="net_rules4"} 262144');
     } finally {
       await stop(id);
     }
