@@ -33,6 +33,7 @@ function setup(maxSeries = 200) {
     audit: () => ({ written: 0, writeErrors: 0, dropped: 0, pending: 0 }),
     containerdConnected: () => true,
     health: () => ({ live: true, ready: true, checks: [] }),
+    tables: () => ({ exec_allow: { used: 3, capacity: 65536 } }),
     build: { version: '0.0.0', node: process.version, libbpf: 'v1', kernel: 'k' },
   }, maxSeries);
   return { m, live, kernel, text: () => m.registry.metrics() };

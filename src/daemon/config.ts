@@ -5,6 +5,7 @@ import YAML from 'yaml';
 import { ProfileSelector, parseSelectors } from './profile-selectors';
 
 import { CgroupMode } from '../fence/backend';
+import { DEFAULT_LIMITS, DEFAULT_TABLE_SIZES, Limits, TableSizes, parseLimits, parseTableSizes } from '../fence/quota';
 
 export type { CgroupMode } from '../fence/backend';
 export type FailMode = 'closed' | 'open';
@@ -27,6 +28,10 @@ export interface DaemonConfig {
   metricsAddress: string | null;
   /** Where cgfence-runc spools fail-open records while the daemon is unreachable. */
   spoolDir: string;
+  /** Per-container quotas on the shared kernel tables (fence/quota.ts). */
+  limits: Limits;
+  /** Capacities of the shared kernel tables, when their maps are created (fence/quota.ts). */
+  tableSizes: TableSizes;
 }
 
 export const DEFAULTS: DaemonConfig = {
@@ -44,6 +49,8 @@ export const DEFAULTS: DaemonConfig = {
   auditKeep: 5,
   metricsAddress: null,
   spoolDir: '/run/cgfence/spool',
+  limits: DEFAULT_LIMITS,
+  tableSizes: DEFAULT_TABLE_SIZES,
 };
 
 /** flag name → [config key, environment variable] */
@@ -93,6 +100,12 @@ export function loadConfigFile(file: string): Partial<DaemonConfig> {
   for (const [k, v] of Object.entries(data as Record<string, unknown>)) {
     if (!known.has(k)) throw new ConfigError(`config file ${file}: unknown setting "${k}" (known: ${[...known].join(', ')})`);
     (out as Record<string, unknown>)[k] = v;
+  }
+  if (out.limits !== undefined) {
+    try { out.limits = parseLimits(out.limits, `config file ${file}`); } catch (e) { throw new ConfigError((e as Error).message); }
+  }
+  if (out.tableSizes !== undefined) {
+    try { out.tableSizes = parseTableSizes(out.tableSizes, `config file ${file}`); } catch (e) { throw new ConfigError((e as Error).message); }
   }
   if (out.profiles !== undefined) {
     if (typeof out.profiles !== 'object' || out.profiles === null) throw new ConfigError(`config file ${file}: profiles must be a mapping of name to annotations`);

@@ -142,6 +142,7 @@ export class Daemon {
       audit: () => this.audit.stats,
       containerdConnected: () => this.monitor?.status().connected ?? false,
       health: () => this.health(),
+      tables: () => this.tables(),
       build: { version: VERSION, node: process.version, libbpf: native().libbpfVersion, kernel: fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim() },
     });
     this.manager.metrics = this.metrics;
@@ -350,8 +351,18 @@ export class Daemon {
         profiles: Object.keys(this.cfg.profiles), selectors: this.cfg.selectors.length, defaultProfile: this.cfg.defaultProfile,
       },
       fences: fences.length,
+      tables: this.tables(),
+      limits: this.cfg.limits,
+      // What the node config asks; a table pinned earlier keeps its size (tables.*.capacity).
+      tableSizes: this.cfg.tableSizes,
       tamper: this.tamper?.status() ?? null,
     };
+  }
+
+  /** The shared kernel tables' use against their capacity (quotas: fence/quota.ts). */
+  private tables(): Record<string, { used: number; capacity: number }> {
+    const exec = this.exec.usage();
+    return { exec_fences: exec.fences, exec_allow: exec.exec_allow, ...(this.network.usage() ?? {}) };
   }
 
   private ps(): Array<Record<string, unknown>> {

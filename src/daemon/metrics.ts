@@ -25,6 +25,8 @@ export interface MetricsSources {
   kernelDrops(): number;
   audit(): { written: number; writeErrors: number; dropped: number; pending: number };
   containerdConnected(): boolean;
+  /** Shared kernel tables: entries in use and max_entries, by table name. */
+  tables(): Record<string, { used: number; capacity: number }>;
   health(): Health;
   build: { version: string; node: string; libbpf: string; kernel: string };
 }
@@ -134,6 +136,8 @@ export class Metrics {
     total('cgfence_audit_dropped_total', 'Audit records lost after the in-memory backlog filled (each loss is also an agent record)', () => src.audit().dropped);
     new client.Gauge({ name: 'cgfence_audit_pending', help: 'Audit records waiting in memory for the log to become writable', registers: [r], collect() { this.set(src.audit().pending); } });
     new client.Gauge({ name: 'cgfence_containerd_connected', help: '1 while the containerd event stream is connected', registers: [r], collect() { this.set(src.containerdConnected() ? 1 : 0); } });
+    new client.Gauge({ name: 'cgfence_kernel_table_entries', help: 'Entries in use in each shared kernel table (exec_fences, exec_allow, net_rules4, net_rules6)', labelNames: ['table'], registers: [r], collect() { for (const [t, u] of Object.entries(src.tables())) this.set({ table: t }, u.used); } });
+    new client.Gauge({ name: 'cgfence_kernel_table_capacity', help: 'Capacity (max_entries) of each shared kernel table', labelNames: ['table'], registers: [r], collect() { for (const [t, u] of Object.entries(src.tables())) this.set({ table: t }, u.capacity); } });
     new client.Gauge({
       name: 'cgfence_health_check', help: '1 when the named check passes (the checks of /healthz and /readyz)', labelNames: ['check'], registers: [r],
       collect() { this.reset(); for (const c of src.health().checks) this.set({ check: c.name }, c.ok ? 1 : 0); },

@@ -96,6 +96,13 @@ export class LearnSyscalls {
    * a record already there (an earlier daemon's, found again by a late attach) is kept.
    */
   add(fenceId: bigint): void {
+    // One record per learning container, in a table every learner shares: a full one is a
+    // clear refusal, not the kernel's E2BIG.
+    const cap = this.obj.mapInfo('learn_sys').maxEntries;
+    const used = this.fences();
+    if (!used.includes(fenceId) && used.length >= cap) {
+      throw new Error(`the node's learn_sys table holds ${used.length} of ${cap} learning containers; no room to learn fence ${fenceId}`);
+    }
     try {
       this.obj.mapUpdate('learn_sys', u64Key(fenceId), Buffer.alloc(SYSCALLS_SIZE), BPF_NOEXIST);
     } catch (e) {

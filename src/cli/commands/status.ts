@@ -54,6 +54,11 @@ export async function run(argv: string[]): Promise<number> {
     ['config', configRow(s.config, a.bools.has('utc'))],
     ['audit log', `${au.path}: ${au.written} written, ${au.writeErrors} write errors, ${au.dropped} dropped, kernel drops ${au.kernelDrops}${au.lastError ? `, last error: ${au.lastError}` : ''}`],
     ['fenced', `${s.fences} container(s)`],
+    ['kernel tables', Object.entries((s.tables ?? {}) as Record<string, { used: number; capacity: number }>)
+      .map(([t, u]) => {
+        const want = (s.tableSizes as Record<string, number> | undefined)?.[t];
+        return `${t} ${u.used}/${u.capacity}${want !== undefined && want !== u.capacity ? ` (config asks ${want}: pinned before, keeps its size until the pins are recreated)` : ''}`;
+      }).join(', ') + (s.limits ? `; per container: ${Object.entries(s.limits).map(([k2, v]) => `${k2} ${v}`).join(', ')}` : '')],
     ['tamper watch', tamperRow(s.tamper)],
     ...health.checks.map((x): [string, unknown] => [`check ${x.name}`, `${x.ok ? 'ok' : 'FAIL'}: ${x.detail}`]),
   ];

@@ -309,7 +309,9 @@ export class LearnBackend implements FenceBackend {
 
   /** Kernel recorders no learning container claims (a crash between attach and the registry). */
   orphans(known: Set<string>): bigint[] {
-    return this.recording().filter((id) => !known.has(id.toString()));
+    // Learned peers and ports count too: the sweep collects entries of any table.
+    const ids = new Set([...this.recording(), ...(this.rec?.net.tableFences() ?? [])]);
+    return [...ids].filter((id) => !known.has(id.toString()));
   }
 
   sweepOrphans(known: Set<string>): AuditInput[] {
