@@ -262,6 +262,22 @@ export class FenceManager {
    * restarts), attached if it is new, detached if it is gone. Audited with both hashes.
    */
   update(namespace: string | undefined, id: string, changes: Record<string, string | null>) {
+    try {
+      return this.applyUpdate(namespace, id, changes);
+    } catch (e) {
+      // A refused update is audited too: who asked for what, and that nothing changed.
+      if (e instanceof Refusal) {
+        const f = this.registry.all().find((x) => x.id === id && (namespace === undefined || x.namespace === namespace));
+        this.audit.write({
+          type: 'lifecycle', action: 'policy-refuse', namespace: f?.namespace ?? namespace ?? '', container_id: f?.id ?? id,
+          pid: f?.pid ?? null, cgroup_id: f?.cgroupId ?? null, policy_hash: f?.policyHash ?? null, changes, reason: e.message,
+        });
+      }
+      throw e;
+    }
+  }
+
+  private applyUpdate(namespace: string | undefined, id: string, changes: Record<string, string | null>) {
     const entry = this.findFenced(namespace, id);
     const annotations = { ...entry.annotations };
     for (const [k, v] of Object.entries(changes)) {
@@ -283,6 +299,22 @@ export class FenceManager {
 
     const sameFor = (c: BackendName) => policy.mode === oldPolicy.mode
       && keysOf(c).every((k) => JSON.stringify(policyField(policy, k)) === JSON.stringify(policyField(oldPolicy, k)));
+    // A control fixed at start (seccomp) is never touched live: refuse before anything changes,
+    // so the container keeps its state in the registry and the kernel alike.
+    for (const b of this.backends) {
+      if (!b.fixedAtStart) continue;
+      const want = b.controlState(policy);
+      const active = want !== 'none' && !want.startsWith('unenforceable');
+      const had = entry.backends[b.control] !== undefined;
+      if ((!had && !active) || (had && active && sameFor(b.control))) continue;
+      const show = (k: string) => (k in changes ? (changes[k] === null ? `${k}- (removal)` : `${k}=${JSON.stringify(changes[k])}`) : null);
+      const asked = [...keysOf(b.control), KEYS.mode, KEYS.profile].map(show).filter((x): x is string => x !== null);
+      const held = keysOf(b.control).filter((k) => entry.annotations[k] !== undefined).map((k) => `${k}=${JSON.stringify(entry.annotations[k])}`);
+      throw new Refusal(`${asked.join(', ') || b.control}: ${b.fixedAtStart}; nothing was changed`
+        + `${held.length ? ` (the container keeps ${held.join(', ')} as it started)` : ''}. `
+        + `To apply it, recreate the container with the annotations you want (ctr run --annotation KEY=VALUE, or the pod's annotations); `
+        + `other annotations can still be changed live without this one`);
+    }
     const base = {
       namespace: entry.namespace, id: entry.id, bundle: entry.bundle, pid: entry.pid, cgroupPath: entry.cgroupPath,
       cgroupId: entry.cgroupId ? BigInt(entry.cgroupId) : null, policy, annotations,

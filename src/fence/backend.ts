@@ -71,6 +71,11 @@ export interface FenceBackend {
   attach(ctx: AttachContext): ControlState | void;
   /** Live policy change of a running container. */
   update?(ctx: AttachContext): void;
+  /**
+   * Set when this control cannot be added, changed or removed on a running container at all
+   * (why, in words for the user): a live update that would touch it is refused as a whole.
+   */
+  readonly fixedAtStart?: string;
   /** At exit, or when the container is gone. Returns final counters for the audit record. */
   detach(ctx: AttachContext): Record<string, unknown> | void;
   /** Kernel facts for `cgfence status`. */

@@ -2,7 +2,9 @@
 // the bundle's OCI seccomp section at prepare, and runc installs the filter (libseccomp) in
 // the container's init before the entrypoint runs. Nothing of it lives in the daemon: the
 // filter is the kernel's and ends with the container's last process. There is no update():
-// a running process's filter can only be stacked on, never loosened or replaced.
+// a process can only install a filter on itself (or, with TSYNC, its own threads), never on
+// another process, and an installed filter can only be stacked on, never loosened or
+// replaced; so a live update that touches seccomp is refused (fixedAtStart).
 import fs from 'node:fs';
 import { KEYS } from '../../policy/annotations';
 import { Policy } from '../../policy/policy';
@@ -13,6 +15,8 @@ import { OciSeccomp, RUNC_INIT_SYSCALLS, Verdict, libseccompArch, primaryArchite
 
 export class SeccompBackend implements FenceBackend {
   readonly control = 'seccomp' as const;
+  readonly fixedAtStart = 'a running container\'s seccomp filter cannot be added, changed or removed from outside '
+    + '(runc installs it in the container\'s init before the entrypoint; the kernel lets a process filter only itself, and never loosens a filter)';
 
   controlState(policy: Policy): ControlState {
     if (policy.mode === 'off' || (policy.seccompDeny === null && policy.seccompAllow === null)) return 'none';
