@@ -10,6 +10,7 @@ import { cgroupV2Root } from '../kernel/cgroup';
 import { ExecBackend } from '../fence/exec/exec-backend';
 import { NetworkBackend } from '../fence/network/network-backend';
 import { LearnBackend } from '../fence/learn/learn-backend';
+import { SeccompBackend } from '../fence/seccomp/seccomp-backend';
 import { createBackends } from './backends';
 import { ExecNotifyBackend } from '../fence/exec/exec-notify-backend';
 import { FenceBackend } from '../fence/backend';
@@ -42,6 +43,7 @@ export class Daemon {
   private exec!: ExecBackend;
   private network!: NetworkBackend;
   private learn!: LearnBackend;
+  private seccomp!: SeccompBackend;
   private backends: FenceBackend[] = [];
   private manager!: FenceManager;
   private policy!: PolicyDecider;
@@ -76,7 +78,9 @@ export class Daemon {
     this.exec = backends.exec;
     this.network = backends.network;
     this.learn = backends.learn;
+    this.seccomp = backends.seccomp;
     this.backends = backends.all;
+    for (const f of registry.all()) backends.seccomp.adopt(f);
     this.policy = new PolicyDecider(cfg, this.backends);
     this.manager = new FenceManager(cfg, this.backends, this.policy, this.audit, registry, this.log);
     this.lastDrops = this.exec.fence.drops();
@@ -212,6 +216,10 @@ export class Daemon {
   }
 
   private async onEvent(ev: ContainerdEvent): Promise<void> {
+    // The kernel's seccomp log of a container that just exited may still be on its way: let
+    // it arrive, so that its records are written before the detach record.
+    const detaching = ev.kind === 'container-delete' || ((ev.kind === 'task-exit' || ev.kind === 'task-delete') && ev.isInit);
+    if (detaching && this.manager.registry.get(ev.namespace, ev.containerId)?.backends.seccomp) await this.seccomp.settle();
     switch (ev.kind) {
       case 'task-exit':
         if (ev.isInit) this.manager.detach(ev.namespace, ev.containerId, `task exited with status ${ev.exitStatus}`);
