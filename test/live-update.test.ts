@@ -211,7 +211,7 @@ describe('policy set on a running container: ps says what the kernel does', () =
       expect(await mkdirWorks(id)).toBe(true);
 
       const refused = await waitFor('the policy-refuse record', async () => (await recordsOf(id)).find((x) => x.type === 'lifecycle' && x.action === 'policy-refuse'));
-      expect(refused.changes).toEqual({ 'cgfence.io/seccomp-deny': 'mkdir,mkdirat' });
+      expect(refused.changes).toEqual([{ key: 'cgfence.io/seccomp-deny', value: 'mkdir,mkdirat' }]);
       expect(refused.policy_hash).toBe(before.policyHash);
       expect(String(refused.reason)).toContain('recreate the container');
       expect((await recordsOf(id)).filter((x) => x.action === 'policy-update')).toEqual([]);

@@ -1,11 +1,14 @@
 // The node agent: owns the kernel fences, answers cgfence-runc and the CLI on its socket,
 // follows containerd's events to detach at exit, and writes the audit log.
 import fs from 'node:fs';
+import os from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { AuditLog } from '../audit/audit-log';
 import { ContainerdClient } from '../containerd/client';
 import { ContainerdEvent } from '../containerd/events';
 import { EventMonitor } from '../containerd/event-monitor';
+import { Workload, workloadFromLabels } from '../containerd/workload';
+import { LookupError, findContainer } from './container-lookup';
 import { cgroupV2Root } from '../kernel/cgroup';
 import { ExecBackend } from '../fence/exec/exec-backend';
 import { NetworkBackend } from '../fence/network/network-backend';
@@ -17,7 +20,7 @@ import { FenceBackend } from '../fence/backend';
 import { cgfenceAnnotations } from '../policy/annotations';
 import { native } from '../native';
 import { DaemonConfig } from './config';
-import { FenceManager, Refusal } from './fence-manager';
+import { FenceManager, Refusal, namespaceOfRuncRoot } from './fence-manager';
 import { FenceRegistry } from './fence-registry';
 import { AuditSink } from './audit-sink';
 import { PolicyDecider, policyParser } from './policy-decider';
@@ -29,6 +32,13 @@ import { CounterSnapshots } from './counter-snapshots';
 import { takeSpooled } from './spool';
 
 const VERSION = '0.1.0';
+/** How long container start waits for containerd to say whose pod a container is. */
+const WORKLOAD_LOOKUP_MS = 500;
+
+/** The node's name in records: the Kubernetes node name (NODE_NAME from the downward API), else the host name. */
+export function nodeName(): string {
+  return process.env.CGFENCE_NODE_NAME || process.env.NODE_NAME || os.hostname();
+}
 
 function ensureBpffs(dir: string): void {
   const mounts = fs.readFileSync('/proc/self/mounts', 'utf8');
@@ -66,8 +76,12 @@ export class Daemon {
   async start(): Promise<void> {
     const cfg = this.cfg;
     ensureBpffs(cfg.pinDir);
-    this.audit = new AuditLog({ path: cfg.auditLog, maxBytes: cfg.auditMaxBytes, keep: cfg.auditKeep });
     const registry = new FenceRegistry(cfg.stateDir);
+    // Every record names the node, and a container by its workload too when it has one.
+    this.audit = new AuditLog({
+      path: cfg.auditLog, maxBytes: cfg.auditMaxBytes, keep: cfg.auditKeep,
+      context: { node: nodeName(), hostname: os.hostname(), workloadOf: (ns, id) => registry.lastKnown(ns, id)?.workload },
+    });
     // Built before the backends and handed to them: nothing reaches back for the manager.
     this.sink = new AuditSink(this.audit, registry);
     const parse = policyParser(cfg);
@@ -184,9 +198,9 @@ export class Daemon {
     try {
       switch (req.op) {
         case 'prepare':
-          return ok(this.manager.prepare(req));
+          return ok(this.manager.prepare({ ...req, workload: await this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id) }));
         case 'attach': {
-          const r = this.manager.attach(req);
+          const r = this.manager.attach({ ...req, workload: await this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id) });
           this.tamper?.refresh();
           return ok(r);
         }
@@ -205,13 +219,38 @@ export class Daemon {
           return ok(this.manager.update(req.namespace, req.id, req.annotations));
         case 'learn':
           return this.learned(req.namespace, req.id);
+        case 'resolve': {
+          const f = findContainer(this.manager.registry.all(), req.namespace, req.id);
+          return ok({ namespace: f.namespace, id: f.id, workload: f.workload ?? null });
+        }
         case 'shutdown':
           setImmediate(() => void this.stop({ detach: !!req.detach }));
           return ok({ detach: !!req.detach });
       }
     } catch (e) {
-      if (e instanceof Refusal) return refuse(e.message);
+      if (e instanceof Refusal || e instanceof LookupError) return refuse(e.message);
       throw e;
+    }
+  }
+
+  /**
+   * The pod, pod namespace and container name containerd's labels give a container; null when
+   * it has none, or containerd does not answer in time (the manager then reads the CRI's
+   * annotations in the bundle). Never delays a container start by more than WORKLOAD_LOOKUP_MS.
+   */
+  private async workloadOf(namespace: string, id: string): Promise<Workload | null> {
+    if (!this.client || !namespace) return null;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const c = await Promise.race([
+        this.client.getContainer(namespace, id),
+        new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), WORKLOAD_LOOKUP_MS); }),
+      ]);
+      return workloadFromLabels(c?.labels);
+    } catch {
+      return null;
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -252,7 +291,7 @@ export class Daemon {
         if (Object.keys(cgfenceAnnotations(annotations)).length === 0 && !this.cfg.defaultProfile) continue;
         // It runs unfenced: the daemon was down when it started (or it started fail-open).
         try {
-          this.manager.lateAttach({ namespace: ns, id: t.containerId, pid: t.pid, annotations: annotations ?? {} });
+          this.manager.lateAttach({ namespace: ns, id: t.containerId, pid: t.pid, annotations: annotations ?? {}, workload: workloadFromLabels(c.labels) });
         } catch (e) {
           this.audit.write({ type: 'lifecycle', action: 'late-attach-failed', namespace: ns, container_id: t.containerId, pid: t.pid, reason: (e as Error).message });
           this.log(`late attach of ${key} failed: ${(e as Error).message}`);
@@ -273,7 +312,14 @@ export class Daemon {
   }
 
   /** The learn op: a running learner's record, or running: false and the CLI reads the exit record. */
-  private learned(namespace: string | undefined, id: string): Reply {
+  private learned(namespace: string | undefined, query: string): Reply {
+    // A unique prefix of a fenced container's id names it, as everywhere an id is taken.
+    let id = query;
+    try {
+      const f = findContainer(this.manager.registry.all(), namespace, query);
+      id = f.id;
+      namespace = f.namespace;
+    } catch { /* not fenced (any more): the CLI looks for its exit record by the id given */ }
     const found = this.learn.learnedOf(namespace, id);
     if (found.length > 1) return refuse(`container ${JSON.stringify(id)} learns in several namespaces (${found.map((l) => l.namespace).join(', ')}): name one with --namespace`);
     if (found.length === 1) return ok({ running: true, learned: found[0] });
@@ -315,7 +361,7 @@ export class Daemon {
     return this.manager.registry.all().map((f) => {
       const ex = f.backends.exec;
       return {
-        namespace: f.namespace, id: f.id, pid: f.pid, cgroup: f.cgroupPath, cgroupId: f.cgroupId, mode: f.mode,
+        namespace: f.namespace, id: f.id, workload: f.workload ?? null, pid: f.pid, cgroup: f.cgroupPath, cgroupId: f.cgroupId, mode: f.mode,
         backend: Object.fromEntries(Object.entries(f.backends).map(([c, st]) => [c, st?.backend ?? c])),
         controls: f.controls, policyHash: f.policyHash, annotations: f.annotations,
         execAllow: ex?.allow ?? [], attachedAt: f.attachedAt, how: f.how,

@@ -8,7 +8,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { AuditLog } from '../audit/audit-log';
 import { cgroupId, cgroupV2PathOfPid } from '../kernel/cgroup';
-import { AttachContext, BackendName, ControlState, Controls, FenceBackend, containerKey, isControl } from '../fence/backend';
+import { AttachContext, BackendName, ControlState, Controls, FenceBackend, Workload, containerKey, isControl } from '../fence/backend';
+import { workloadFromAnnotations } from '../containerd/workload';
+import { LookupError, findContainer } from './container-lookup';
 import { KEYS, PolicyError } from '../policy/annotations';
 import { ResolvedEntry, resolveAllowList } from '../policy/identity';
 import { Policy, hasRules } from '../policy/policy';
@@ -28,6 +30,7 @@ interface Prepared {
   policy: Policy;
   controls: Controls;
   at: number;
+  workload: Workload | null;
 }
 
 const PREPARED_TTL_MS = 10 * 60 * 1000;
@@ -65,16 +68,18 @@ export class FenceManager {
   }
 
   /** Validates the bundle's policy before runc creates anything. */
-  prepare(req: { id: string; bundle: string; runcRoot?: string }): { fence: boolean; controls?: Controls } {
+  prepare(req: { id: string; bundle: string; runcRoot?: string; workload?: Workload | null }): { fence: boolean; controls?: Controls } {
     const namespace = namespaceOfRuncRoot(req.runcRoot);
     const key = containerKey(namespace, req.id);
     const spec = this.readBundle(req.bundle);
+    // containerd's labels when the daemon could ask for them, else the CRI's own annotations.
+    const workload = req.workload ?? workloadFromAnnotations(spec.annotations);
     let policy: Policy;
     try {
       policy = this.policy.parse(spec.annotations);
     } catch (e) {
       if (e instanceof PolicyError) {
-        this.auditRefusal(namespace, req.id, e.problems);
+        this.auditRefusal(namespace, req.id, e.problems, workload);
         throw new Refusal(`invalid cgfence policy: ${e.problems.join('; ')}`);
       }
       throw e;
@@ -114,10 +119,10 @@ export class FenceManager {
       }
     }
     if (problems.length) {
-      this.auditRefusal(namespace, req.id, problems);
+      this.auditRefusal(namespace, req.id, problems, workload);
       throw new Refusal(problems.join('; '));
     }
-    this.prepared.set(key, { namespace, id: req.id, bundle: req.bundle, annotations, policy, controls, at: Date.now() });
+    this.prepared.set(key, { namespace, id: req.id, bundle: req.bundle, annotations, policy, controls, at: Date.now(), workload });
     this.registry.setInFlight(namespace, req.id, true);
     this.expirePrepared();
     return { fence: true, controls };
@@ -134,7 +139,7 @@ export class FenceManager {
   }
 
   /** Fences a just-created container whose init is blocked before its entrypoint. */
-  attach(req: { id: string; bundle: string; runcRoot?: string; pid: number }): { fence: boolean; controls?: Controls; cgroup?: string } {
+  attach(req: { id: string; bundle: string; runcRoot?: string; pid: number; workload?: Workload | null }): { fence: boolean; controls?: Controls; cgroup?: string } {
     const namespace = namespaceOfRuncRoot(req.runcRoot);
     const key = containerKey(namespace, req.id);
     let prep = this.prepared.get(key);
@@ -155,12 +160,12 @@ export class FenceManager {
    * Fences a container found running unfenced (the daemon was down when it started). Its
    * allow-list is resolved in the running container's root. Audited as a late attach.
    */
-  lateAttach(a: { namespace: string; id: string; pid: number; annotations: Record<string, string>; bundle?: string }): void {
+  lateAttach(a: { namespace: string; id: string; pid: number; annotations: Record<string, string>; bundle?: string; workload?: Workload | null }): void {
     const policy = this.policy.parse(a.annotations);
     if (!hasRules(policy) && policy.mode !== 'learn') return;
     const annotations = this.policy.effectiveAnnotations(a.annotations, policy);
     const controls = this.policy.controls(policy);
-    this.attachPrepared({ namespace: a.namespace, id: a.id, bundle: a.bundle ?? '', annotations, policy, controls, at: Date.now() }, a.pid, 'late-attach');
+    this.attachPrepared({ namespace: a.namespace, id: a.id, bundle: a.bundle ?? '', annotations, policy, controls, at: Date.now(), workload: a.workload ?? null }, a.pid, 'late-attach');
   }
 
   private attachPrepared(prep: Prepared, pid: number, how: FencedContainer['how']) {
@@ -171,7 +176,7 @@ export class FenceManager {
     const entry: FencedContainer = {
       namespace, id, bundle: prep.bundle, pid, cgroupPath, cgroupId: cgid?.toString() ?? null, eventKeys: [],
       annotations, mode: policy.mode, policyHash: policyHash(annotations), controls, backends: {},
-      attachedAt: new Date().toISOString(), how,
+      attachedAt: new Date().toISOString(), how, workload: prep.workload,
     };
     const done: Array<[FenceBackend, AttachContext]> = [];
     for (const b of this.backends) {
@@ -187,7 +192,7 @@ export class FenceManager {
         for (const [db, dctx] of done) { try { db.detach(dctx); } catch { /* best effort */ } }
         const keys = keysOf(b.control).filter((k) => annotations[k] !== undefined).map((k) => `${k}=${JSON.stringify(annotations[k])}`).join(', ');
         const msg = `${keys || b.control}: ${(e as Error).message}`;
-        this.auditRefusal(namespace, id, [msg]);
+        this.auditRefusal(namespace, id, [msg], prep.workload);
         throw new Refusal(msg);
       }
       // A backend can learn per container what it can give (the cgroup v1 fallback cannot
@@ -209,8 +214,8 @@ export class FenceManager {
     return { fence: true, controls: entry.controls, cgroup: cgroupPath ?? undefined };
   }
 
-  private auditRefusal(namespace: string, id: string, problems: string[]): void {
-    this.audit.write({ type: 'lifecycle', action: 'refuse', namespace, container_id: id, reason: problems.join('; ') });
+  private auditRefusal(namespace: string, id: string, problems: string[], workload: Workload | null): void {
+    this.audit.write({ type: 'lifecycle', action: 'refuse', namespace, container_id: id, workload, reason: problems.join('; ') });
   }
 
   private contextOf(f: FencedContainer, control: BackendName): AttachContext {
@@ -242,17 +247,14 @@ export class FenceManager {
     return true;
   }
 
-  /** The fenced container named by id, in `namespace` or, without one, in whichever holds it. */
-  private findFenced(namespace: string | undefined, id: string): FencedContainer {
-    if (namespace !== undefined) {
-      const f = this.registry.get(namespace, id);
-      if (!f) throw new Refusal(`no fenced container ${namespace}/${id} (a container started without cgfence.io/* annotations is not fenced)`);
-      return f;
+  /** The fenced container named by id or a unique id prefix, in `namespace` or in whichever holds it. */
+  findFenced(namespace: string | undefined, id: string): FencedContainer {
+    try {
+      return findContainer(this.registry.all(), namespace, id);
+    } catch (e) {
+      if (e instanceof LookupError) throw new Refusal(e.message);
+      throw e;
     }
-    const all = this.registry.all().filter((f) => f.id === id);
-    if (all.length === 0) throw new Refusal(`no fenced container ${JSON.stringify(id)} in any namespace (a container started without cgfence.io/* annotations is not fenced)`);
-    if (all.length > 1) throw new Refusal(`container ${JSON.stringify(id)} is fenced in several namespaces (${all.map((f) => f.namespace).join(', ')}): name one`);
-    return all[0];
   }
 
   /**
@@ -267,7 +269,8 @@ export class FenceManager {
     } catch (e) {
       // A refused update is audited too: who asked for what, and that nothing changed.
       if (e instanceof Refusal) {
-        const f = this.registry.all().find((x) => x.id === id && (namespace === undefined || x.namespace === namespace));
+        let f: FencedContainer | undefined;
+        try { f = findContainer(this.registry.all(), namespace, id); } catch { f = undefined; }
         this.audit.write({
           type: 'lifecycle', action: 'policy-refuse', namespace: f?.namespace ?? namespace ?? '', container_id: f?.id ?? id,
           pid: f?.pid ?? null, cgroup_id: f?.cgroupId ?? null, policy_hash: f?.policyHash ?? null, changes, reason: e.message,

@@ -1,7 +1,9 @@
 // A fence backend applies one control (exec, network, seccomp) to a container. The fence
 // manager decides *whether* and *when*; backends know *how*, each over its own BPF object
 // or kernel mechanism. New controls plug in here without touching the lifecycle logic.
-import { AuditInput } from '../audit/audit-record';
+import { AuditInput, Workload } from '../audit/audit-record';
+
+export type { Workload } from '../audit/audit-record';
 import { Policy } from '../policy/policy';
 
 /** How a container's cgroup is fenced: `v2` cgroup programs, `v1` tracepoints, `auto` per container. */
@@ -118,4 +120,6 @@ export interface FencedContainer {
   backends: Partial<Record<BackendName, Record<string, unknown>>>;
   attachedAt: string;
   how: 'create' | 'late-attach';
+  /** Pod, pod namespace and container name (CRI labels); null for a container without them. */
+  workload?: Workload | null;
 }
