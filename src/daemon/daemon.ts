@@ -25,7 +25,7 @@ import { FenceRegistry } from './fence-registry';
 import { AuditSink } from './audit-sink';
 import { PolicyDecider, policyParser } from './policy-decider';
 import { Reply, Request, ok, refuse } from './protocol';
-import { SocketServer } from './socket-server';
+import { Peer, SocketServer } from './socket-server';
 import { TamperReporter } from './tamper-reporter';
 import { Metrics } from './metrics';
 import { CounterSnapshots } from './counter-snapshots';
@@ -46,6 +46,20 @@ function ensureBpffs(dir: string): void {
   if (!dir.startsWith('/sys/fs/bpf/')) return;
   // Pins need bpffs; hosts that do not mount it at boot get it mounted here.
   execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf']);
+}
+
+/**
+ * Who asked, for the audit log: the peer's uid and pid from the socket, and what the pid was
+ * running (read at once: it may exit right after asking). The socket is root-only, so the uid
+ * is 0 unless the mode was changed; the pid and its command line tell people apart.
+ */
+export function actorOf(peer: Peer | null): Record<string, unknown> {
+  if (!peer) return { actor_uid: -1, actor_pid: 0, actor_comm: '', actor_cmdline: '' };
+  const read = (f: string) => { try { return fs.readFileSync(`/proc/${peer.pid}/${f}`, 'utf8'); } catch { return ''; } };
+  return {
+    actor_uid: peer.uid, actor_gid: peer.gid, actor_pid: peer.pid,
+    actor_comm: read('comm').trim(), actor_cmdline: read('cmdline').split('\0').filter(Boolean).join(' ').slice(0, 512),
+  };
 }
 
 export class Daemon {
@@ -141,7 +155,7 @@ export class Daemon {
       this.log(`metrics on ${cfg.metricsAddress}`);
     }
 
-    this.server = new SocketServer(cfg.socket, (req) => this.handle(req), this.log);
+    this.server = new SocketServer(cfg.socket, (req, peer) => this.handle(req, peer), this.log);
     await this.server.listen();
     this.log(`listening on ${cfg.socket}`);
 
@@ -194,7 +208,7 @@ export class Daemon {
     }
   }
 
-  private async handle(req: Request): Promise<Reply> {
+  private async handle(req: Request, peer: Peer | null = null): Promise<Reply> {
     try {
       switch (req.op) {
         case 'prepare':
@@ -216,7 +230,7 @@ export class Daemon {
             return refuse((e as Error).message);
           }
         case 'policy-set':
-          return ok(this.manager.update(req.namespace, req.id, req.annotations));
+          return ok(this.manager.update(req.namespace, req.id, req.annotations, actorOf(peer)));
         case 'learn':
           return this.learned(req.namespace, req.id);
         case 'resolve': {

@@ -263,9 +263,9 @@ export class FenceManager {
    * annotations or mode changed is updated in place by its backend (map updates, nothing
    * restarts), attached if it is new, detached if it is gone. Audited with both hashes.
    */
-  update(namespace: string | undefined, id: string, changes: Record<string, string | null>) {
+  update(namespace: string | undefined, id: string, changes: Record<string, string | null>, actor: Record<string, unknown> = {}) {
     try {
-      return this.applyUpdate(namespace, id, changes);
+      return this.applyUpdate(namespace, id, changes, actor);
     } catch (e) {
       // A refused update is audited too: who asked for what, and that nothing changed.
       if (e instanceof Refusal) {
@@ -273,14 +273,14 @@ export class FenceManager {
         try { f = findContainer(this.registry.all(), namespace, id); } catch { f = undefined; }
         this.audit.write({
           type: 'lifecycle', action: 'policy-refuse', namespace: f?.namespace ?? namespace ?? '', container_id: f?.id ?? id,
-          pid: f?.pid ?? null, cgroup_id: f?.cgroupId ?? null, policy_hash: f?.policyHash ?? null, changes, reason: e.message,
+          pid: f?.pid ?? null, cgroup_id: f?.cgroupId ?? null, policy_hash: f?.policyHash ?? null, changes, reason: e.message, ...actor,
         });
       }
       throw e;
     }
   }
 
-  private applyUpdate(namespace: string | undefined, id: string, changes: Record<string, string | null>) {
+  private applyUpdate(namespace: string | undefined, id: string, changes: Record<string, string | null>, actor: Record<string, unknown>) {
     const entry = this.findFenced(namespace, id);
     const annotations = { ...entry.annotations };
     for (const [k, v] of Object.entries(changes)) {
@@ -369,7 +369,7 @@ export class FenceManager {
     this.audit.write({
       type: 'lifecycle', action: 'policy-update', namespace: entry.namespace, container_id: entry.id, pid: entry.pid,
       cgroup_id: entry.cgroupId, mode: policy.mode, controls: newControls, old_policy_hash: entry.policyHash,
-      new_policy_hash: updated.policyHash, policy_hash: updated.policyHash, changes,
+      new_policy_hash: updated.policyHash, policy_hash: updated.policyHash, changes, ...actor,
     });
     return { namespace: entry.namespace, id: entry.id, mode: policy.mode, controls: newControls, oldPolicyHash: entry.policyHash, policyHash: updated.policyHash };
   }
