@@ -45,7 +45,9 @@ export function severityOf(type: string, action: string): Severity {
   if (type === 'tamper') return 'critical';
   if (type === 'agent') {
     if (action === 'dropped' || action === 'ring-buffer-drops' || action === 'write-error') return 'error';
-    if (action === 'while-down' || action === 'fail-open' || action === 'tamper-watch-failed') return 'warning';
+    // Something cgfence could not do or see: enforcement went on, but a part of it is missing.
+    if (action === 'while-down' || action === 'fail-open' || action === 'torn-tail-truncated'
+      || /-(unavailable|unreadable|lost|unenforceable|failed)$/.test(action)) return 'warning';
     return 'info';
   }
   if (action === 'deny' || action === 'kill' || action === 'refuse' || action === 'policy-refuse'
