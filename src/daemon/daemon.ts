@@ -405,6 +405,8 @@ export class Daemon {
       if (opts.detach) {
         for (const f of this.manager.registry.all()) this.manager.detach(f.namespace, f.id, 'daemon shutdown with detach');
       }
+      // Detach records still waiting for a backend's last records are written before the log closes.
+      await this.manager.detachesWritten();
       this.checkDrops();
       await this.metrics?.close();
       for (const b of this.backends) b.close({ detach: !!opts.detach });

@@ -34,6 +34,8 @@ interface Prepared {
 }
 
 const PREPARED_TTL_MS = 10 * 60 * 1000;
+/** The longest a detach record waits for a backend's last records of the container. */
+const LAST_RECORDS_MAX_MS = 5000;
 
 export function namespaceOfRuncRoot(runcRoot: string | undefined): string {
   // The runc.v2 shim runs runc with --root <state>/runc/<namespace>.
@@ -47,6 +49,7 @@ export function policyHash(annotations: Record<string, string>): string {
 
 export class FenceManager {
   private readonly prepared = new Map<string, Prepared>();
+  private readonly owedDetaches = new Set<Promise<void>>();
   /** Set once metrics are served: attach times are observed from then on. */
   metrics: Metrics | null = null;
 
@@ -240,11 +243,36 @@ export class FenceManager {
       }
     }
     this.registry.delete(namespace, id);
-        this.audit.write({
-      type: 'lifecycle', action: 'detach', namespace, container_id: id, cgroup_id: entry.cgroupId, pid: entry.pid,
+    const record = {
+      type: 'lifecycle' as const, action: 'detach', namespace, container_id: id, cgroup_id: entry.cgroupId, pid: entry.pid,
       reason, ...counters,
-    });
+    };
+    // The detach record is the container's last: it waits for the records backends still owe
+    // it (network counts, a learned policy), at most LAST_RECORDS_MAX_MS.
+    const owed: Array<Promise<void>> = [];
+    for (const b of this.backends) {
+      if (!entry.backends[b.control] || !b.lastRecords) continue;
+      try {
+        const w = b.lastRecords(this.contextOf(entry, b.control));
+        if (w) owed.push(w);
+      } catch { /* nothing owed then */ }
+    }
+    if (owed.length === 0) {
+      this.audit.write(record);
+      return true;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const written = Promise.race([Promise.all(owed), new Promise((r) => { timer = setTimeout(r, LAST_RECORDS_MAX_MS); })])
+      .catch(() => undefined)
+      .then(() => { clearTimeout(timer); this.audit.write(record); })
+      .finally(() => this.owedDetaches.delete(written));
+    this.owedDetaches.add(written);
     return true;
+  }
+
+  /** Settles once every detach record still waiting for a backend's last records is written. */
+  async detachesWritten(): Promise<void> {
+    await Promise.all([...this.owedDetaches]);
   }
 
   /** The fenced container named by id or a unique id prefix, in `namespace` or in whichever holds it. */

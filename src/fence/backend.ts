@@ -80,6 +80,12 @@ export interface FenceBackend {
   readonly fixedAtStart?: string;
   /** At exit, or when the container is gone. Returns final counters for the audit record. */
   detach(ctx: AttachContext): Record<string, unknown> | void;
+  /**
+   * After detach: settles once this backend has written every record it still owes the
+   * container (counts it reports a little later, a learned policy); the manager writes the
+   * container's detach record after that, so the detach record is its last.
+   */
+  lastRecords?(ctx: AttachContext): Promise<void> | void;
   /** Kernel facts for `cgfence status`. */
   status(): Record<string, unknown>;
   /**

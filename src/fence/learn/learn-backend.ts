@@ -64,7 +64,7 @@ export class LearnBackend implements FenceBackend {
    * Containers that exited but whose last exec events may still be in the ring buffer:
    * containerd's exit event can overtake them. Their learned record waits a moment.
    */
-  private readonly finishing = new Map<string, { l: Live; finish: () => void; timer: NodeJS.Timeout }>();
+  private readonly finishing = new Map<string, { l: Live; finish: () => void; timer: NodeJS.Timeout; written: Promise<void> }>();
   private readonly dir: string;
 
   constructor(private readonly opts: LearnBackendOptions) {
@@ -138,6 +138,11 @@ export class LearnBackend implements FenceBackend {
     for (const l of changed) if (this.live.has(l.fenceId.toString())) this.save(l);
   }
 
+  /** Settles once the container's learned record is written (it waits for late exec events). */
+  lastRecords(ctx: AttachContext): Promise<void> | void {
+    if (typeof ctx.state.fenceId === 'string') return this.finishing.get(ctx.state.fenceId)?.written;
+  }
+
   /** What the learning containers of that id (in that namespace, or any) have done so far. */
   learnedOf(namespace: string | undefined, id: string): Learned[] {
     return [...this.live.values()]
@@ -156,7 +161,16 @@ export class LearnBackend implements FenceBackend {
     const net = this.recorders().net.detach(fenceId);
     const key = ctx.state.fenceId;
     this.live.delete(key);
+    let written = () => {};
+    const writtenP = new Promise<void>((r) => (written = r));
     const finish = () => {
+      try {
+        write();
+      } finally {
+        written();
+      }
+    };
+    const write = () => {
       clearTimeout(timer);
       this.finishing.delete(key);
       const learned = this.build(l, sys, net, false);
@@ -172,7 +186,7 @@ export class LearnBackend implements FenceBackend {
       }]);
     };
     const timer = setTimeout(finish, EXEC_EVENT_GRACE_MS);
-    this.finishing.set(key, { l, finish, timer });
+    this.finishing.set(key, { l, finish, timer, written: writtenP });
     return { learned_peers: net.peers.length, learned_syscalls: sys ? 'recorded' : 'none' };
   }
 
