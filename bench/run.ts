@@ -13,6 +13,7 @@ const BENCHES: Record<string, string> = {
   'seccomp-exec': './seccomp-exec',
   churn: './churn',
   learn: './learn',
+  'exited-tasks': './exited-tasks',
 };
 
 function fmt(us: number): string {
