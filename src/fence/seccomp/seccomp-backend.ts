@@ -38,19 +38,25 @@ export class SeccompBackend implements FenceBackend {
     + '(runc installs it in the container\'s init before the entrypoint; the kernel lets a process filter only itself, and never loosens a filter)';
 
   private readonly records: SeccompLogRecords | null;
-  private readonly reader: SeccompLogReader | null = null;
-  private readonly readerError: string | null = null;
+  private reader: SeccompLogReader | null = null;
+  private readerError: string | null = null;
 
-  constructor(deps: { sink?: EventSink; log?: (m: string) => void } = {}) {
+  constructor(private readonly deps: { sink?: EventSink; log?: (m: string) => void } = {}) {
     this.records = deps.sink ? new SeccompLogRecords(deps.sink) : null;
-    if (this.records) {
-      const records = this.records;
-      try {
-        this.reader = new SeccompLogReader((recs) => records.onRecords(recs));
-      } catch (e) {
-        this.readerError = (e as Error).message;
-        deps.log?.(`seccomp decisions will not reach the audit log: ${this.readerError}`);
-      }
+  }
+
+  /**
+   * The kernel log reader starts with the first container that has seccomp rules: until then
+   * the node pays nothing for it (its exit program runs at every process exit).
+   */
+  private ensureReader(): void {
+    const records = this.records;
+    if (this.reader || this.readerError || !records) return;
+    try {
+      this.reader = new SeccompLogReader((recs) => records.onRecords(recs));
+    } catch (e) {
+      this.readerError = (e as Error).message;
+      this.deps.log?.(`seccomp decisions will not reach the audit log: ${this.readerError}`);
     }
   }
 
@@ -120,6 +126,7 @@ export class SeccompBackend implements FenceBackend {
     ctx.state.filters = filters;
     if (ctx.policy.seccompDeny) ctx.state.deny = ctx.policy.seccompDeny;
     if (ctx.policy.seccompAllow) ctx.state.allow = ctx.policy.seccompAllow;
+    this.ensureReader();
     ctx.state.log = this.logState(ctx.policy);
     if (ctx.cgroupId !== null && ctx.cgroupPath) {
       // The key of the container's records (and of its kernel events: the manager indexes it).
@@ -164,7 +171,9 @@ export class SeccompBackend implements FenceBackend {
   /** A container fenced by an earlier daemon: its records are attributed again. */
   adopt(f: FencedContainer): void {
     const st = f.backends.seccomp;
-    if (st && typeof st.fenceId === 'string' && f.cgroupPath) this.watch(st.fenceId, f.cgroupPath);
+    if (!st || typeof st.fenceId !== 'string' || !f.cgroupPath) return;
+    this.ensureReader();
+    this.watch(st.fenceId, f.cgroupPath);
   }
 
   /** The filter belongs to the container's processes and goes with the last of them; what
@@ -183,7 +192,7 @@ export class SeccompBackend implements FenceBackend {
       runcInitSyscalls: RUNC_INIT_SYSCALLS.length,
       decisions: this.reader
         ? { source: 'kernel seccomp log (audit multicast group, AUDIT_SECCOMP)', actionsLogged: actionsLogged().join(' '), watching: this.records?.watching() ?? 0, unattributed: this.records?.unattributed ?? 0, ...this.reader.stats() }
-        : { source: 'none', error: this.readerError ?? 'no audit sink' },
+        : { source: 'none', error: this.readerError ?? (this.records ? 'not started: no container with seccomp rules yet' : 'no audit sink') },
     };
   }
 
