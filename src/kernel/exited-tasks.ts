@@ -29,6 +29,11 @@ export class ExitedTasks {
     return v ? v.readBigUInt64LE(0) : null;
   }
 
+  /** For the tamper watch. */
+  objectIds(): { program: number; maps: number[] } {
+    return { program: this.obj.programInfo(PROGRAM).id, maps: [this.obj.mapInfo(MAP).id] };
+  }
+
   close(): void {
     this.link.destroy();
     this.obj.close();

@@ -124,6 +124,11 @@ export class SeccompLogReader {
     if (out.length) this.onRecords(out);
   }
 
+  /** The exit program's ids, for the tamper watch. */
+  objectIds(): { program: number; maps: number[] } {
+    return this.exited.objectIds();
+  }
+
   stats(): { received: number; overruns: number; dropped: number; unparsed: number } {
     return { ...this.reader.stats(), unparsed: this.unparsed };
   }

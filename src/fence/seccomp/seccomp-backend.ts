@@ -196,6 +196,15 @@ export class SeccompBackend implements FenceBackend {
     };
   }
 
+  /** The attribution program and its map (a write there would misattribute decisions). */
+  protectedMapIds(): number[] {
+    return this.reader?.objectIds().maps ?? [];
+  }
+
+  protectedProgramIds(): number[] {
+    return this.reader ? [this.reader.objectIds().program] : [];
+  }
+
   close(): void {
     // Filters live in the containers; only the log reader is ours.
     this.reader?.close();
