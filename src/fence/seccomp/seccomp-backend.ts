@@ -46,8 +46,8 @@ export class SeccompBackend implements FenceBackend {
   }
 
   /**
-   * The kernel log reader starts with the first container that has seccomp rules: until then
-   * the node pays nothing for it (its exit program runs at every process exit).
+   * The kernel log reader runs while some container has seccomp rules: otherwise the node pays
+   * nothing for it (its exit program runs at every process exit).
    */
   private ensureReader(): void {
     const records = this.records;
@@ -184,6 +184,11 @@ export class SeccompBackend implements FenceBackend {
     // take them from the reader now, so they are written before the detach record.
     this.reader?.drain();
     this.records?.unwatch(ctx.state.fenceId);
+    // With the last such container gone, so is the reader: nothing of it stays in the kernel.
+    if (this.reader && this.records?.watching() === 0) {
+      this.reader.close();
+      this.reader = null;
+    }
   }
 
   status(): Record<string, unknown> {
@@ -192,7 +197,7 @@ export class SeccompBackend implements FenceBackend {
       runcInitSyscalls: RUNC_INIT_SYSCALLS.length,
       decisions: this.reader
         ? { source: 'kernel seccomp log (audit multicast group, AUDIT_SECCOMP)', actionsLogged: actionsLogged().join(' '), watching: this.records?.watching() ?? 0, unattributed: this.records?.unattributed ?? 0, ...this.reader.stats() }
-        : { source: 'none', error: this.readerError ?? (this.records ? 'not started: no container with seccomp rules yet' : 'no audit sink') },
+        : { source: 'none', error: this.readerError ?? (this.records ? 'not running: no container has seccomp rules' : 'no audit sink') },
     };
   }
 
