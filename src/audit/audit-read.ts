@@ -423,7 +423,7 @@ export function formatRecord(r: AuditRecord, opts: FormatOptions = {}): string {
   let line = `${parts.join(' ')} ${ns || ctr ? `${ns}/${ctr}` : '-'}`;
 
   const who: string[] = [];
-  if (typeof r.pid === 'number') who.push(`pid ${r.pid}`);
+  if (typeof r.pid === 'number' && r.pid > 0) who.push(`pid ${r.pid}`);
   if (r.comm) who.push(`(${text(r.comm)})`);
   if (who.length) line += `  ${who.join(' ')}`;
 
