@@ -6,6 +6,8 @@
         "native/addon.cc",
         "native/errors.cc",
         "native/bpf-objects.cc",
+        "native/audit-netlink.cc",
+        "native/peer-credentials.cc",
         "native/bpf-object.cc",
         "native/bpf-link.cc",
         "native/ring-buffer.cc",

@@ -14,6 +14,7 @@ const BENCHES: Record<string, string> = {
   churn: './churn',
   learn: './learn',
   'selector-latency': './selector-latency',
+  'exited-tasks': './exited-tasks',
 };
 
 function fmt(us: number): string {

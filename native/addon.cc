@@ -2,8 +2,10 @@
 // One file per exported concept: bpf-object, bpf-link, ring-buffer, seccomp.
 #include <napi.h>
 
+#include "audit-netlink.h"
 #include "bpf-link.h"
 #include "bpf-object.h"
+#include "peer-credentials.h"
 #include "ring-buffer.h"
 #include "seccomp.h"
 #include "seccomp-notify.h"
@@ -16,6 +18,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("RingBuffer", cgfence::RingBuffer::Init(env));
   cgfence::InitSeccomp(env, exports);
   exports.Set("SeccompNotify", cgfence::SeccompNotify::Init(env));
+  exports.Set("AuditNetlink", cgfence::AuditNetlink::Init(env));
+  cgfence::InitPeerCredentials(env, exports);
   exports.Set("libbpfVersion", Napi::String::New(env, libbpf_version_string()));
   return exports;
 }

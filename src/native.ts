@@ -72,6 +72,26 @@ export interface NativeAddon {
   /** The reverse: libseccomp's name of each syscall number (null: none on that architecture). */
   syscallNames(numbers: number[], arch?: string): Array<string | null>;
   libbpfVersion: string;
+  /** Reads the kernel's seccomp log records (AUDIT_SECCOMP) from the audit multicast group; onReady: records wait for take(). */
+  AuditNetlink: new (onReady: () => void) => AuditNetlink;
+  /** SO_PEERCRED of a connected unix socket: who is at the other end. */
+  peerCredentials(fd: number): { pid: number; uid: number; gid: number };
+}
+
+export interface AuditNetlinkRecord {
+  /** As the kernel formatted it: `audit(SECS.MS:SERIAL): key=value ...`. */
+  text: string;
+  /** The caller's cgroup v2 path, read when the record arrived; '' when the caller was gone. */
+  cgroup: string;
+  tsMonoNs: bigint;
+}
+
+export interface AuditNetlink {
+  /** The records received so far, at once. */
+  take(): AuditNetlinkRecord[];
+  stats(): { received: number; overruns: number; dropped: number };
+  close(): void;
+  unref(): void;
 }
 
 /** Errors thrown by the addon: Node's SystemError shape, plus the verifier log of a failed load. */

@@ -99,7 +99,7 @@ describe('audit record format', () => {
     expect(parseRfc3339Ns('yesterday')).toBeNull();
   });
 
-  it('writes every contract field on every line, null or "" when missing, hash last', () => {
+  it('writes every contract field on every line, 0 or "" when missing (one JSON type per field), hash last', () => {
     const p = path.join(dir, 'audit.log');
     const log = open({ path: p });
     const before = BigInt(Date.now()) * 1_000_000n;
@@ -139,10 +139,10 @@ describe('audit record format', () => {
     // default timestamp: now, from the monotonic-anchored clock
     const t1 = parseRfc3339Ns(recs[1].ts)!;
     expect(t1 >= before - 5_000_000n && t1 <= after).toBe(true);
-    expect(recs[1]).toMatchObject({ namespace: '', container_id: '', cgroup_id: '', pid: null, comm: '' });
-    expect(recs[1]).toMatchObject({ daddr: '10.0.0.1', dport: 443, direction: null, proto: null });
+    expect(recs[1]).toMatchObject({ namespace: '', container_id: '', cgroup_id: '', pid: 0, comm: '' });
+    expect(recs[1]).toMatchObject({ daddr: '10.0.0.1', dport: 443, direction: '', proto: '' });
     expect(recs[2]).toMatchObject({ exec: 'enforced', policy_hash: 'abc' });
-    expect(recs[3]).toMatchObject({ path: null, inode: null, dev: null });
+    expect(recs[3]).toMatchObject({ path: '', inode: '', dev: '' });
     expect(recs[4]).toMatchObject({ type: 'agent', action: 'odd' });
     expect(recs[4].serialize_error).toMatch(/circular/i);
     // timestamps never go backwards within a process
@@ -478,7 +478,7 @@ describe('reading for the CLI', () => {
       seq: 3,
       prev: GENESIS_PREV,
       hash: GENESIS_PREV,
-    } as AuditRecord;
+    } as unknown as AuditRecord;
     expect(formatRecord(r)).toBe('12:00:01.123 deny  exec  ns/ctr-id  pid 42 (ls) /bin/ls [dev 0:1a ino 1234]');
     expect(formatRecord(r, { date: true })).toMatch(/^2026-11-25T12:00:01\.123456789Z deny/);
 
@@ -491,13 +491,13 @@ describe('reading for the CLI', () => {
       proto: 'tcp',
       daddr: '2001:db8::1',
       dport: 443,
-    } as AuditRecord;
+    } as unknown as AuditRecord;
     delete net.path;
     delete net.inode;
     delete net.dev;
     expect(formatRecord(net)).toBe('12:00:01.123 allow net   ns/aaaaaaaaaaaa  pid 42 (ls) egress tcp [2001:db8::1]:443');
 
-    const agent = { ...r, type: 'agent', action: 'dropped', namespace: '', container_id: '', pid: null, comm: '', count: 5 } as AuditRecord;
+    const agent = { ...r, type: 'agent', action: 'dropped', namespace: '', container_id: '', pid: null, comm: '', count: 5 } as unknown as AuditRecord;
     delete agent.path;
     delete agent.inode;
     delete agent.dev;
@@ -529,7 +529,7 @@ describe('reading for the CLI', () => {
 
   it('follows the log across rotations without losing or repeating records', async () => {
     const p = path.join(dir, 'audit.log');
-    const log = open({ path: p, maxBytes: 1500, keep: 20 });
+    const log = open({ path: p, maxBytes: 2000, keep: 20 });
     for (let i = 0; i < 5; i++) log.write(exec(i)); // history
     const got: AuditRecord[] = [];
     const ac = new AbortController();

@@ -119,7 +119,7 @@ describe('bad requests are refused, one by one', () => {
   });
 
   it('an unknown op, echoed back only in part', async () => {
-    await refusedAndDropped('{"op":"rm -rf /"}\n', /^bad request: unknown op "rm -rf \/" \(known: prepare, attach, status, ps, policy-check, policy-set, learn, shutdown\)$/);
+    await refusedAndDropped('{"op":"rm -rf /"}\n', /^bad request: unknown op "rm -rf \/" \(known: prepare, attach, status, ps, policy-check, policy-set, learn, resolve, shutdown\)$/);
     await refusedAndDropped('{}\n', /^bad request: unknown op undefined/);
     await refusedAndDropped('{"__proto__":{"op":"status"}}\n', /^bad request: unknown op undefined/);
     const r = await exchange(`{"op":"${'x'.repeat(100_000)}"}\n`);

@@ -117,8 +117,8 @@ describe('exec allow quota', () => {
       expect(kernelState()).toEqual(before);
       const psAfter = JSON.parse(cli(p, ['ps', '--json']).stdout) as Array<{ id: string; policyHash: string }>;
       expect(psAfter.find((c) => c.id === id)!.policyHash).toBe(hash);
-      const rec = await recordFor(id, (x) => x.type === 'lifecycle' && x.action === 'policy-update-refused', 'the refused update record');
-      expect(rec.changes).toEqual({ 'cgfence.io/exec-allow': '/bin/sh,/mnt/many/*' });
+      const rec = await recordFor(id, (x) => x.type === 'lifecycle' && x.action === 'policy-refuse', 'the refused update record');
+      expect(rec.changes).toEqual([{ key: 'cgfence.io/exec-allow', value: '/bin/sh,/mnt/many/*' }]);
       expect(rec.policy_hash).toBe(hash);
       expect(String(rec.reason)).toContain('limits.execAllowPerContainer');
       // The old policy still holds: s-0 runs, s-1 does not.

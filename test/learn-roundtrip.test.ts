@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../src/audit/audit-read';
 import { SANDBOX_NAMESPACE, SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { cid, cli, ctr, IMAGE, sandboxDir, waitFor } from './helpers/sandbox';
+import { mapField } from '../src/audit/audit-read';
 
 const dir = sandboxDir('lrt');
 let p: SandboxPaths;
@@ -125,7 +126,7 @@ describe('a job that lives a few milliseconds', () => {
   it('the exit record says the same as the answer given at once', async () => {
     const id = learnIds[learnIds.length - 1];
     const rec = await waitRecord(id, (x) => x.type === 'lifecycle' && x.action === 'learned', 'learned record');
-    expect(rec.annotations).toEqual(last);
+    expect(mapField(rec.annotations)).toEqual(last);
   });
 
   it('a new binary, a new peer and a new syscall are each denied', async () => {

@@ -201,7 +201,7 @@ describe('cgfence policy set', () => {
       const upd = await recordFor(id, (x) => x.type === 'lifecycle' && x.action === 'policy-update', 'the policy-update record');
       expect(upd.old_policy_hash).toBe(attach.policy_hash);
       expect(upd.new_policy_hash).not.toBe(attach.policy_hash);
-      expect(upd.changes).toEqual({ 'cgfence.io/egress-deny': '127.0.0.3/32' });
+      expect(upd.changes).toEqual([{ key: 'cgfence.io/egress-deny', value: '127.0.0.3/32' }]); // no dotted keys in records
 
       const bad = await cli(['policy', 'set', `default/${id}`, 'cgfence.io/egress-deny=127.0.0.300/32']);
       expect(bad.status).toBe(1);

@@ -14,6 +14,7 @@ import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import {
   type AuditInput,
+  type RecordContext,
   GENESIS_PREV,
   chainLine,
   formatRfc3339Ns,
@@ -37,6 +38,8 @@ export interface AuditLogOptions {
   mode?: number;
   /** While records are pending, retry on a timer as well as on the next write. 0 disables. Default 1000 ms. */
   retryIntervalMs?: number;
+  /** Added to every record: node, hostname, and the workload of the container it names. */
+  context?: RecordContext;
 }
 
 export interface AuditLogStats {
@@ -77,6 +80,7 @@ export class AuditLog {
   readonly maxPending: number;
   private readonly mode: number;
   private readonly retryIntervalMs: number;
+  private readonly context: RecordContext;
 
   private fd: number | null = null;
   private ino = 0n;
@@ -119,6 +123,7 @@ export class AuditLog {
     this.maxPending = Math.max(0, Math.floor(opts.maxPending ?? 10_000));
     this.mode = opts.mode ?? 0o640;
     this.retryIntervalMs = opts.retryIntervalMs ?? 1000;
+    this.context = opts.context ?? {};
     // Open eagerly so a bad --audit-log shows up in stats at startup, not at
     // the first denied exec; failure is only recorded, as everywhere else.
     this.prepare();
@@ -145,7 +150,7 @@ export class AuditLog {
         this.st.lastError = 'write after close';
         return;
       }
-      for (const r of recs) this.queue.push(serializeBody(normalizeRecord(r)));
+      for (const r of recs) this.queue.push(serializeBody(normalizeRecord(r, this.context)));
       this.flushInternal();
       this.trimQueue();
       this.armRetry();
@@ -235,7 +240,7 @@ export class AuditLog {
   }
 
   private notice(rec: AuditInput): void {
-    this.notices.push(serializeBody(normalizeRecord({ pid: process.pid, comm: 'cgfence', ...rec })));
+    this.notices.push(serializeBody(normalizeRecord({ pid: process.pid, comm: 'cgfence', ...rec }, this.context)));
   }
 
   private closeFd(): void {
@@ -375,7 +380,7 @@ export class AuditLog {
         reason: this.st.lastError,
         pid: process.pid,
         comm: 'cgfence',
-      }),
+      }, this.context),
     );
   }
 

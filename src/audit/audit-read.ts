@@ -447,7 +447,7 @@ export function formatRecord(r: AuditRecord, opts: FormatOptions = {}): string {
 
   const used = new Set(SHOWN);
   const who: string[] = [];
-  if (typeof r.pid === 'number') who.push(`pid ${r.pid}`);
+  if (typeof r.pid === 'number' && r.pid > 0) who.push(`pid ${r.pid}`);
   if (r.comm) who.push(`(${nameText(r, 'comm', used)})`);
   if (who.length) line += `  ${who.join(' ')}`;
 
@@ -487,4 +487,18 @@ export function formatRecord(r: AuditRecord, opts: FormatOptions = {}): string {
   }
   if (detail.length) line += ` ${detail.join(' ')}`;
   return line;
+}
+
+/**
+ * A map field as a record carries it: an object, or, when its keys hold dots (annotation
+ * names), the [{key, value}] array the writer makes of it so log shippers do not expand the
+ * keys into nested objects. Either way, the map.
+ */
+export function mapField(v: unknown): Record<string, unknown> {
+  if (Array.isArray(v)) {
+    const out: Record<string, unknown> = {};
+    for (const e of v) if (e && typeof e === 'object' && typeof (e as { key?: unknown }).key === 'string') out[(e as { key: string }).key] = (e as { value?: unknown }).value;
+    return out;
+  }
+  return v && typeof v === 'object' ? (v as Record<string, unknown>) : {};
 }

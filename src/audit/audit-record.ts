@@ -27,6 +27,43 @@ export type AuditType = (typeof AUDIT_TYPES)[number];
 
 export const GENESIS_PREV = '0'.repeat(64);
 
+/** Who a container is in Kubernetes terms (CRI labels), when it is known. */
+export interface Workload {
+  pod: string;
+  podNamespace: string;
+  containerName: string;
+}
+
+/**
+ * How bad a record is, in syslog's words, so that a shipper can route and alert without
+ * knowing every type and action: a tamper is critical, lost records are errors, denials,
+ * kills, refusals and fail-open are warnings, audit-mode decisions notices, the rest info.
+ */
+export type Severity = 'critical' | 'error' | 'warning' | 'notice' | 'info';
+
+export function severityOf(type: string, action: string): Severity {
+  if (type === 'tamper') return 'critical';
+  if (type === 'agent') {
+    if (action === 'dropped' || action === 'ring-buffer-drops' || action === 'write-error') return 'error';
+    // Something cgfence could not do or see: enforcement went on, but a part of it is missing.
+    if (action === 'while-down' || action === 'fail-open' || action === 'torn-tail-truncated'
+      || /-(unavailable|unreadable|lost|unenforceable|failed)$/.test(action)) return 'warning';
+    return 'info';
+  }
+  if (action === 'deny' || action === 'kill' || action === 'refuse' || action === 'policy-refuse'
+    || action === 'late-attach-failed' || action === 'fail-open' || action.endsWith('-failed')) return 'warning';
+  if (action === 'audit') return 'notice';
+  return 'info';
+}
+
+/** What the writer adds to every record: where it was written, and who a container is. */
+export interface RecordContext {
+  /** The node's name (Kubernetes node name, else the host name). */
+  node?: string;
+  hostname?: string;
+  workloadOf?: (namespace: string, containerId: string) => Workload | null | undefined;
+}
+
 /** What callers hand to AuditLog.write(). Anything beyond the contract fields is kept as a per-type field. */
 export interface AuditInput {
   /** ns since the Unix epoch, a Date, or an RFC 3339 string; default: now (monotonic-anchored clock). */
@@ -39,18 +76,33 @@ export interface AuditInput {
   cgroup_id?: string | bigint | number | null;
   pid?: number | null;
   comm?: string | null;
+  /** Default: severityOf(type, action). */
+  severity?: Severity;
+  /** Default: the writer's RecordContext.workloadOf(namespace, container_id). */
+  workload?: Workload | null;
   [field: string]: unknown;
 }
 
-/** A record as it appears in the log. */
+/**
+ * A record as it appears in the log. Every field has one JSON type whatever the record: an
+ * unknown string is "", an unknown number 0 (pid 0: no process); other fields are left out
+ * when they have no value, never null. No key contains a dot (maps keyed by annotation names
+ * become [{key, value}] arrays), so shippers never expand a key into nested objects.
+ */
 export interface AuditRecord {
   ts: string;
   type: AuditType;
   action: string;
+  severity: Severity;
+  node: string;
+  hostname: string;
   namespace: string;
   container_id: string;
+  pod: string;
+  pod_namespace: string;
+  container_name: string;
   cgroup_id: string;
-  pid: number | null;
+  pid: number;
   comm: string;
   seq: number;
   prev: string;
@@ -58,7 +110,7 @@ export interface AuditRecord {
   [field: string]: unknown;
 }
 
-/** Per-type fields that every record of that type carries, null when unknown. */
+/** Per-type fields that every record of that type carries ("" or 0 when unknown), and their JSON type. */
 export const TYPE_FIELDS: Readonly<Record<string, readonly string[]>> = {
   exec: ['path', 'inode', 'dev'],
   net: ['daddr', 'dport', 'direction', 'proto'],
@@ -67,8 +119,9 @@ export const TYPE_FIELDS: Readonly<Record<string, readonly string[]>> = {
   lifecycle: [],
   tamper: [],
 };
+const NUMBER_FIELDS = new Set(['dport']);
 
-const CONTRACT_KEYS = new Set(['ts', 'type', 'action', 'namespace', 'container_id', 'cgroup_id', 'pid', 'comm']);
+const CONTRACT_KEYS = new Set(['ts', 'type', 'action', 'severity', 'node', 'hostname', 'namespace', 'container_id', 'pod', 'pod_namespace', 'container_name', 'cgroup_id', 'pid', 'comm', 'workload']);
 // Chain fields belong to the writer; a caller-supplied `hash` placed before the
 // real one would make the line ambiguous to tools that search for the key.
 const RESERVED_KEYS = new Set(['seq', 'prev', 'hash']);
@@ -152,11 +205,34 @@ function u64str(v: unknown): string {
   return String(v);
 }
 
-function pidOf(v: unknown): number | null {
+function pidOf(v: unknown): number {
   if (typeof v === 'number' && Number.isFinite(v)) return v;
   if (typeof v === 'bigint') return Number(v);
   if (typeof v === 'string' && /^\d+$/.test(v)) return Number(v);
-  return null;
+  return 0;
+}
+
+function numberOf(v: unknown): number {
+  if (typeof v === 'number' && Number.isFinite(v)) return v;
+  if (typeof v === 'bigint') return Number(v);
+  if (typeof v === 'string' && /^-?\d+(\.\d+)?$/.test(v)) return Number(v);
+  return 0;
+}
+
+/**
+ * Objects whose keys hold a dot (annotation names) become [{key, value}] arrays, at any
+ * depth: Elasticsearch and others would expand `cgfence.io/mode` into nested objects.
+ */
+function undotted(v: unknown, seen = new WeakSet<object>()): unknown {
+  if (v === null || typeof v !== 'object' || v instanceof Date || ArrayBuffer.isView(v)) return v;
+  // A cycle is left as it is: serializeBody reports it instead of losing the record.
+  if (seen.has(v)) return v;
+  seen.add(v);
+  if (Array.isArray(v)) return v.map((x) => undotted(x, seen));
+  if (typeof (v as { toJSON?: unknown }).toJSON === 'function') return v;
+  const entries = Object.entries(v as Record<string, unknown>);
+  if (entries.some(([k]) => k.includes('.'))) return entries.map(([key, value]) => ({ key, value: undotted(value, seen) }));
+  return Object.fromEntries(entries.map(([k, x]) => [k, undotted(x, seen)]));
 }
 
 // bigint is how the kernel side hands us u64s (inode, cgroup id, counters);
@@ -172,14 +248,27 @@ function replacer(_k: string, v: unknown): unknown {
 }
 
 /** The record without chain fields, in canonical key order; never throws. */
-export function normalizeRecord(input: AuditInput): Record<string, unknown> {
+export function normalizeRecord(input: AuditInput, ctx: RecordContext = {}): Record<string, unknown> {
   const type = str(input?.type) as AuditType;
+  const action = str(input?.action);
+  const namespace = str(input?.namespace);
+  const containerId = str(input?.container_id);
+  let workload: Workload | null | undefined = input?.workload;
+  if (workload === undefined && containerId && ctx.workloadOf) {
+    try { workload = ctx.workloadOf(namespace, containerId); } catch { workload = null; }
+  }
   const out: Record<string, unknown> = {
     ts: tsOf(input?.ts),
     type,
-    action: str(input?.action),
-    namespace: str(input?.namespace),
-    container_id: str(input?.container_id),
+    action,
+    severity: str(input?.severity) || severityOf(type, action),
+    node: str(input?.node ?? ctx.node),
+    hostname: str(input?.hostname ?? ctx.hostname),
+    namespace,
+    container_id: containerId,
+    pod: str(workload?.pod),
+    pod_namespace: str(workload?.podNamespace),
+    container_name: str(workload?.containerName),
     cgroup_id: u64str(input?.cgroup_id),
     pid: pidOf(input?.pid),
     comm: str(input?.comm),
@@ -187,14 +276,15 @@ export function normalizeRecord(input: AuditInput): Record<string, unknown> {
   const typeFields = TYPE_FIELDS[type] ?? [];
   for (const k of typeFields) {
     const v = input?.[k];
-    out[k] = k === 'inode' ? (v === undefined || v === null ? null : u64str(v)) : v === undefined ? null : jsonValue(v);
+    out[k] = NUMBER_FIELDS.has(k) ? numberOf(v) : k === 'inode' ? u64str(v) : str(jsonValue(v) ?? '');
   }
   if (input && typeof input === 'object') {
     for (const k of Object.keys(input)) {
       if (CONTRACT_KEYS.has(k) || RESERVED_KEYS.has(k) || typeFields.includes(k)) continue;
       const v = input[k];
-      if (v === undefined) continue;
-      out[k] = jsonValue(v);
+      // No value, no field: a field is never null in one record and a string in the next.
+      if (v === undefined || v === null) continue;
+      out[k.includes('.') ? k.replace(/\./g, '_') : k] = undotted(jsonValue(v));
     }
   }
   return out;

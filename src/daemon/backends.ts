@@ -18,6 +18,7 @@ export interface Backends {
   exec: ExecBackend;
   network: NetworkBackend;
   learn: LearnBackend;
+  seccomp: SeccompBackend;
   all: FenceBackend[];
 }
 
@@ -53,8 +54,9 @@ export function createBackends(cfg: DaemonConfig, deps: BackendDeps): Backends {
     sink,
   });
   learnEvents = learn;
-  const all: FenceBackend[] = [execWithNotify(cfg, exec, deps), new SeccompBackend(), networkControl, learn];
-  return { exec, network, learn, all };
+  const seccomp = new SeccompBackend({ sink, log: deps.log });
+  const all: FenceBackend[] = [execWithNotify(cfg, exec, deps), seccomp, networkControl, learn];
+  return { exec, network, learn, seccomp, all };
 }
 
 /**

@@ -1,15 +1,19 @@
 // The node agent: owns the kernel fences, answers cgfence-runc and the CLI on its socket,
 // follows containerd's events to detach at exit, and writes the audit log.
 import fs from 'node:fs';
+import os from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { AuditLog } from '../audit/audit-log';
 import { ContainerdClient } from '../containerd/client';
 import { ContainerdEvent } from '../containerd/events';
 import { EventMonitor } from '../containerd/event-monitor';
+import { Workload, workloadFromLabels } from '../containerd/workload';
+import { LookupError, findContainer } from './container-lookup';
 import { cgroupV2Root } from '../kernel/cgroup';
 import { ExecBackend } from '../fence/exec/exec-backend';
 import { NetworkBackend } from '../fence/network/network-backend';
 import { LearnBackend } from '../fence/learn/learn-backend';
+import { SeccompBackend } from '../fence/seccomp/seccomp-backend';
 import { createBackends } from './backends';
 import { ExecNotifyBackend } from '../fence/exec/exec-notify-backend';
 import { FenceBackend } from '../fence/backend';
@@ -24,7 +28,7 @@ import { FenceRegistry, FencedContainer } from './fence-registry';
 import { AuditSink } from './audit-sink';
 import { PolicyDecider, policyParser } from './policy-decider';
 import { Reply, Request, ok, refuse } from './protocol';
-import { SocketServer } from './socket-server';
+import { Peer, SocketServer } from './socket-server';
 import { TamperReporter } from './tamper-reporter';
 import { Decisions, Metrics } from './metrics';
 import { Health, checkHealth } from './health';
@@ -33,6 +37,13 @@ import { takeSpooled } from './spool';
 import { writeLauncherHint } from './launcher-hint';
 
 const VERSION = '0.1.0';
+/** How long container start waits for containerd to say whose pod a container is. */
+const WORKLOAD_LOOKUP_MS = 500;
+
+/** The node's name in records: the Kubernetes node name (NODE_NAME from the downward API), else the host name. */
+export function nodeName(): string {
+  return process.env.CGFENCE_NODE_NAME || process.env.NODE_NAME || os.hostname();
+}
 
 function ensureBpffs(dir: string): void {
   const mounts = fs.readFileSync('/proc/self/mounts', 'utf8');
@@ -42,11 +53,26 @@ function ensureBpffs(dir: string): void {
   execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf']);
 }
 
+/**
+ * Who asked, for the audit log: the peer's uid and pid from the socket, and what the pid was
+ * running (read at once: it may exit right after asking). The socket is root-only, so the uid
+ * is 0 unless the mode was changed; the pid and its command line tell people apart.
+ */
+export function actorOf(peer: Peer | null): Record<string, unknown> {
+  if (!peer) return { actor_uid: -1, actor_pid: 0, actor_comm: '', actor_cmdline: '' };
+  const read = (f: string) => { try { return fs.readFileSync(`/proc/${peer.pid}/${f}`, 'utf8'); } catch { return ''; } };
+  return {
+    actor_uid: peer.uid, actor_gid: peer.gid, actor_pid: peer.pid,
+    actor_comm: read('comm').trim(), actor_cmdline: read('cmdline').split('\0').filter(Boolean).join(' ').slice(0, 512),
+  };
+}
+
 export class Daemon {
   private audit!: AuditLog;
   private exec!: ExecBackend;
   private network!: NetworkBackend;
   private learn!: LearnBackend;
+  private seccomp!: SeccompBackend;
   private backends: FenceBackend[] = [];
   private manager!: FenceManager;
   private policy!: PolicyDecider;
@@ -79,9 +105,13 @@ export class Daemon {
   async start(): Promise<void> {
     const cfg = this.cfg;
     ensureBpffs(cfg.pinDir);
-    this.audit = new AuditLog({ path: cfg.auditLog, maxBytes: cfg.auditMaxBytes, keep: cfg.auditKeep });
     const registry = new FenceRegistry(cfg.stateDir);
     writeLauncherHint(cfg.stateDir, cfg.defaultProfile, cfg.selectors.length > 0);
+    // Every record names the node, and a container by its workload too when it has one.
+    this.audit = new AuditLog({
+      path: cfg.auditLog, maxBytes: cfg.auditMaxBytes, keep: cfg.auditKeep,
+      context: { node: nodeName(), hostname: os.hostname(), workloadOf: (ns, id) => registry.lastKnown(ns, id)?.workload },
+    });
     // Built before the backends and handed to them: nothing reaches back for the manager.
     this.sink = new AuditSink(this.audit, registry);
     const parse = policyParser(cfg);
@@ -92,7 +122,9 @@ export class Daemon {
     this.exec = backends.exec;
     this.network = backends.network;
     this.learn = backends.learn;
+    this.seccomp = backends.seccomp;
     this.backends = backends.all;
+    for (const f of registry.all()) backends.seccomp.adopt(f);
     this.policy = new PolicyDecider(cfg, this.backends);
     this.manager = new FenceManager(cfg, this.backends, this.policy, this.audit, registry, this.log);
     this.lastDrops = this.exec.fence.drops();
@@ -152,7 +184,7 @@ export class Daemon {
       this.log(`metrics, /healthz and /readyz on ${cfg.metricsAddress}`);
     }
 
-    this.server = new SocketServer(cfg.socket, (req) => this.handle(req), this.log);
+    this.server = new SocketServer(cfg.socket, (req, peer) => this.handle(req, peer), this.log);
     await this.server.listen();
     this.log(`listening on ${cfg.socket}`);
 
@@ -207,16 +239,16 @@ export class Daemon {
     }
   }
 
-  private async handle(req: Request): Promise<Reply> {
+  private async handle(req: Request, peer: Peer | null = null): Promise<Reply> {
     try {
       switch (req.op) {
         case 'prepare':
           await bundlePreflight({
             cfg: this.cfg, audit: this.audit, getContainer: (ns, id) => this.client.getContainer(ns, id), configHash: () => this.reloader?.hash ?? null,
           }, namespaceOfRuncRoot(req.runcRoot), req.id, req.bundle);
-          return ok(this.manager.prepare(req));
+          return ok(this.manager.prepare({ ...req, workload: await this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id) }));
         case 'attach': {
-          const r = this.manager.attach(req);
+          const r = this.manager.attach({ ...req, workload: await this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id) });
           this.tamper?.refresh();
           return ok(r);
         }
@@ -232,15 +264,19 @@ export class Daemon {
             return refuse((e as Error).message);
           }
         case 'policy-set':
-          return ok(this.manager.update(req.namespace, req.id, req.annotations));
+          return ok(this.manager.update(req.namespace, req.id, req.annotations, actorOf(peer)));
         case 'learn':
           return this.learned(req.namespace, req.id);
+        case 'resolve': {
+          const f = findContainer(this.manager.registry.all(), req.namespace, req.id);
+          return ok({ namespace: f.namespace, id: f.id, workload: f.workload ?? null });
+        }
         case 'shutdown':
           setImmediate(() => void this.stop({ detach: !!req.detach }));
           return ok({ detach: !!req.detach });
       }
     } catch (e) {
-      if (e instanceof Refusal || e instanceof PreflightRefusal) {
+      if (e instanceof Refusal || e instanceof PreflightRefusal || e instanceof LookupError) {
         if (req.op === 'prepare' || req.op === 'attach' || req.op === 'policy-set') this.metrics.refusal(req.op);
         return refuse(e.message);
       }
@@ -257,7 +293,32 @@ export class Daemon {
     return this.reloader.reload(trigger);
   }
 
+  /**
+   * The pod, pod namespace and container name containerd's labels give a container; null when
+   * it has none, or containerd does not answer in time (the manager then reads the CRI's
+   * annotations in the bundle). Never delays a container start by more than WORKLOAD_LOOKUP_MS.
+   */
+  private async workloadOf(namespace: string, id: string): Promise<Workload | null> {
+    if (!this.client || !namespace) return null;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const c = await Promise.race([
+        this.client.getContainer(namespace, id),
+        new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), WORKLOAD_LOOKUP_MS); }),
+      ]);
+      return workloadFromLabels(c?.labels);
+    } catch {
+      return null;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   private async onEvent(ev: ContainerdEvent): Promise<void> {
+    // The kernel's seccomp log of a container that just exited may still be on its way: let
+    // it arrive, so that its records are written before the detach record.
+    const detaching = ev.kind === 'container-delete' || ((ev.kind === 'task-exit' || ev.kind === 'task-delete') && ev.isInit);
+    if (detaching && this.manager.registry.get(ev.namespace, ev.containerId)?.backends.seccomp) await this.seccomp.settle();
     switch (ev.kind) {
       case 'task-exit':
         if (ev.isInit) this.manager.detach(ev.namespace, ev.containerId, `task exited with status ${ev.exitStatus}`);
@@ -290,7 +351,7 @@ export class Daemon {
         if (Object.keys(cgfenceAnnotations(annotations)).length === 0 && !this.cfg.defaultProfile) continue;
         // It runs unfenced: the daemon was down when it started (or it started fail-open).
         try {
-          this.manager.lateAttach({ namespace: ns, id: t.containerId, pid: t.pid, annotations: annotations ?? {} });
+          this.manager.lateAttach({ namespace: ns, id: t.containerId, pid: t.pid, annotations: annotations ?? {}, workload: workloadFromLabels(c.labels) });
         } catch (e) {
           this.audit.write({ type: 'lifecycle', action: 'late-attach-failed', namespace: ns, container_id: t.containerId, pid: t.pid, reason: (e as Error).message });
           this.metrics.refusal('late-attach');
@@ -312,7 +373,14 @@ export class Daemon {
   }
 
   /** The learn op: a running learner's record, or running: false and the CLI reads the exit record. */
-  private learned(namespace: string | undefined, id: string): Reply {
+  private learned(namespace: string | undefined, query: string): Reply {
+    // A unique prefix of a fenced container's id names it, as everywhere an id is taken.
+    let id = query;
+    try {
+      const f = findContainer(this.manager.registry.all(), namespace, query);
+      id = f.id;
+      namespace = f.namespace;
+    } catch { /* not fenced (any more): the CLI looks for its exit record by the id given */ }
     const found = this.learn.learnedOf(namespace, id);
     if (found.length > 1) return refuse(`container ${JSON.stringify(id)} learns in several namespaces (${found.map((l) => l.namespace).join(', ')}): name one with --namespace`);
     if (found.length === 1) return ok({ running: true, learned: found[0] });
@@ -369,7 +437,7 @@ export class Daemon {
     return this.manager.registry.all().map((f) => {
       const ex = f.backends.exec;
       return {
-        namespace: f.namespace, id: f.id, pid: f.pid, cgroup: f.cgroupPath, cgroupId: f.cgroupId, mode: f.mode,
+        namespace: f.namespace, id: f.id, workload: f.workload ?? null, pid: f.pid, cgroup: f.cgroupPath, cgroupId: f.cgroupId, mode: f.mode,
         backend: Object.fromEntries(Object.entries(f.backends).map(([c, st]) => [c, st?.backend ?? c])),
         controls: f.controls, policyHash: f.policyHash, annotations: f.annotations,
         execAllow: ex?.allow ?? [], attachedAt: f.attachedAt, how: f.how,
@@ -422,6 +490,8 @@ export class Daemon {
       if (opts.detach) {
         for (const f of this.manager.registry.all()) this.manager.detach(f.namespace, f.id, 'daemon shutdown with detach');
       }
+      // Detach records still waiting for a backend's last records are written before the log closes.
+      await this.manager.detachesWritten();
       this.checkDrops();
       await this.metrics.close();
       for (const b of this.backends) b.close({ detach: !!opts.detach });

@@ -8,7 +8,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { AuditLog } from '../audit/audit-log';
 import { cgroupId, cgroupV2PathOfPid } from '../kernel/cgroup';
-import { AttachContext, BackendName, ControlState, Controls, FenceBackend, containerKey, isControl } from '../fence/backend';
+import { AttachContext, BackendName, ControlState, Controls, FenceBackend, Workload, containerKey, isControl } from '../fence/backend';
+import { workloadFromAnnotations } from '../containerd/workload';
+import { LookupError, findContainer } from './container-lookup';
 import { KEYS, PolicyError } from '../policy/annotations';
 import { checkAllowListInRootfs } from '../policy/identity';
 import { Policy, hasRules } from '../policy/policy';
@@ -30,9 +32,12 @@ interface Prepared {
   at: number;
   /** Set when the entrypoint could not be judged from the rootfs: judged at attach. */
   entrypoint?: OciConfig;
+  workload: Workload | null;
 }
 
 const PREPARED_TTL_MS = 10 * 60 * 1000;
+/** The longest a detach record waits for a backend's last records of the container. */
+const LAST_RECORDS_MAX_MS = 5000;
 
 export function namespaceOfRuncRoot(runcRoot: string | undefined): string {
   // The runc.v2 shim runs runc with --root <state>/runc/<namespace>.
@@ -51,6 +56,7 @@ export function policyHash(annotations: Record<string, string>): string {
 
 export class FenceManager {
   private readonly prepared = new Map<string, Prepared>();
+  private readonly owedDetaches = new Set<Promise<void>>();
   /** Set once metrics are served: attach times are observed from then on. */
   metrics: Metrics | null = null;
 
@@ -72,16 +78,18 @@ export class FenceManager {
   }
 
   /** Validates the bundle's policy before runc creates anything. */
-  prepare(req: { id: string; bundle: string; runcRoot?: string }): { fence: boolean; controls?: Controls } {
+  prepare(req: { id: string; bundle: string; runcRoot?: string; workload?: Workload | null }): { fence: boolean; controls?: Controls } {
     const namespace = namespaceOfRuncRoot(req.runcRoot);
     const key = containerKey(namespace, req.id);
     const spec = this.readBundle(req.bundle);
+    // containerd's labels when the daemon could ask for them, else the CRI's own annotations.
+    const workload = req.workload ?? workloadFromAnnotations(spec.annotations);
     let policy: Policy;
     try {
       policy = this.policy.parse(spec.annotations);
     } catch (e) {
       if (e instanceof PolicyError) {
-        this.auditRefusal(namespace, req.id, e.problems);
+        this.auditRefusal(namespace, req.id, e.problems, workload);
         throw new Refusal(`invalid cgfence policy: ${e.problems.join('; ')}`);
       }
       throw e;
@@ -124,10 +132,10 @@ export class FenceManager {
       }
     }
     if (problems.length) {
-      this.auditRefusal(namespace, req.id, problems);
+      this.auditRefusal(namespace, req.id, problems, workload);
       throw new Refusal(problems.join('; '));
     }
-    this.prepared.set(key, { namespace, id: req.id, bundle: req.bundle, annotations, policy, controls, at: Date.now(), entrypoint: entrypointDeferred ? spec : undefined });
+    this.prepared.set(key, { namespace, id: req.id, bundle: req.bundle, annotations, policy, controls, at: Date.now(), entrypoint: entrypointDeferred ? spec : undefined, workload });
     this.registry.setInFlight(namespace, req.id, true);
     this.expirePrepared();
     return { fence: true, controls };
@@ -144,7 +152,7 @@ export class FenceManager {
   }
 
   /** Fences a just-created container whose init is blocked before its entrypoint. */
-  attach(req: { id: string; bundle: string; runcRoot?: string; pid: number }): { fence: boolean; controls?: Controls; cgroup?: string } {
+  attach(req: { id: string; bundle: string; runcRoot?: string; pid: number; workload?: Workload | null }): { fence: boolean; controls?: Controls; cgroup?: string } {
     const namespace = namespaceOfRuncRoot(req.runcRoot);
     const key = containerKey(namespace, req.id);
     let prep = this.prepared.get(key);
@@ -165,12 +173,12 @@ export class FenceManager {
    * Fences a container found running unfenced (the daemon was down when it started). Its
    * allow-list is resolved in the running container's root. Audited as a late attach.
    */
-  lateAttach(a: { namespace: string; id: string; pid: number; annotations: Record<string, string>; bundle?: string }): void {
+  lateAttach(a: { namespace: string; id: string; pid: number; annotations: Record<string, string>; bundle?: string; workload?: Workload | null }): void {
     const policy = this.policy.parse(a.annotations);
     if (!hasRules(policy) && policy.mode !== 'learn') return;
     const annotations = this.policy.effectiveAnnotations(a.annotations, policy);
     const controls = this.policy.controls(policy);
-    this.attachPrepared({ namespace: a.namespace, id: a.id, bundle: a.bundle ?? '', annotations, policy, controls, at: Date.now() }, a.pid, 'late-attach');
+    this.attachPrepared({ namespace: a.namespace, id: a.id, bundle: a.bundle ?? '', annotations, policy, controls, at: Date.now(), workload: a.workload ?? null }, a.pid, 'late-attach');
   }
 
   private attachPrepared(prep: Prepared, pid: number, how: FencedContainer['how']) {
@@ -181,7 +189,7 @@ export class FenceManager {
     const entry: FencedContainer = {
       namespace, id, bundle: prep.bundle, pid, cgroupPath, cgroupId: cgid?.toString() ?? null, eventKeys: [],
       annotations, mode: policy.mode, policyHash: policyHash(annotations), controls, backends: {},
-      attachedAt: new Date().toISOString(), how,
+      attachedAt: new Date().toISOString(), how, workload: prep.workload,
     };
     const done: Array<[FenceBackend, AttachContext]> = [];
     const undoAll = () => { for (const [db, dctx] of done.reverse()) { try { db.detach(dctx); } catch { /* best effort */ } } };
@@ -200,7 +208,7 @@ export class FenceManager {
         undoAll();
         const keys = keysOf(b.control).filter((k) => annotations[k] !== undefined).map((k) => `${k}=${JSON.stringify(annotations[k])}`).join(', ');
         const msg = `${keys || b.control}: ${(e as Error).message}`;
-        this.auditRefusal(namespace, id, [msg]);
+        this.auditRefusal(namespace, id, [msg], prep.workload);
         throw new Refusal(msg);
       }
       // A backend can learn per container what it can give (the cgroup v1 fallback cannot
@@ -217,7 +225,7 @@ export class FenceManager {
       const problem = this.policy.entrypointProblem(`/proc/${pid}/root`, prep.entrypoint, allowed, annotations[KEYS.execAllow]);
       if (problem && problem !== 'deferred') {
         undoAll();
-        this.auditRefusal(namespace, id, [problem]);
+        this.auditRefusal(namespace, id, [problem], prep.workload);
         throw new Refusal(problem);
       }
     }
@@ -233,17 +241,13 @@ export class FenceManager {
     return { fence: true, controls: entry.controls, cgroup: cgroupPath ?? undefined };
   }
 
-  /** A refused live change is audited too: who asked for what, and why it was not done. */
-  private refuseUpdate(entry: FencedContainer, changes: Record<string, string | null>, reason: string): Refusal {
-    this.audit.write({
-      type: 'lifecycle', action: 'policy-update-refused', namespace: entry.namespace, container_id: entry.id, pid: entry.pid,
-      cgroup_id: entry.cgroupId, mode: entry.mode, policy_hash: entry.policyHash, changes, reason,
-    });
+  /** A refused live change; update() audits every refusal once, as lifecycle/policy-refuse. */
+  private refuseUpdate(_entry: FencedContainer, _changes: Record<string, string | null>, reason: string): Refusal {
     return new Refusal(reason);
   }
 
-  private auditRefusal(namespace: string, id: string, problems: string[]): void {
-    this.audit.write({ type: 'lifecycle', action: 'refuse', namespace, container_id: id, reason: problems.join('; ') });
+  private auditRefusal(namespace: string, id: string, problems: string[], workload: Workload | null): void {
+    this.audit.write({ type: 'lifecycle', action: 'refuse', namespace, container_id: id, workload, reason: problems.join('; ') });
   }
 
   private contextOf(f: FencedContainer, control: BackendName): AttachContext {
@@ -270,24 +274,46 @@ export class FenceManager {
       }
     }
     this.registry.delete(namespace, id);
-        this.audit.write({
-      type: 'lifecycle', action: 'detach', namespace, container_id: id, cgroup_id: entry.cgroupId, pid: entry.pid,
+    const record = {
+      type: 'lifecycle' as const, action: 'detach', namespace, container_id: id, cgroup_id: entry.cgroupId, pid: entry.pid,
       reason, ...counters,
-    });
+    };
+    // The detach record is the container's last: it waits for the records backends still owe
+    // it (network counts, a learned policy), at most LAST_RECORDS_MAX_MS.
+    const owed: Array<Promise<void>> = [];
+    for (const b of this.backends) {
+      if (!entry.backends[b.control] || !b.lastRecords) continue;
+      try {
+        const w = b.lastRecords(this.contextOf(entry, b.control));
+        if (w) owed.push(w);
+      } catch { /* nothing owed then */ }
+    }
+    if (owed.length === 0) {
+      this.audit.write(record);
+      return true;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const written = Promise.race([Promise.all(owed), new Promise((r) => { timer = setTimeout(r, LAST_RECORDS_MAX_MS); })])
+      .catch(() => undefined)
+      .then(() => { clearTimeout(timer); this.audit.write(record); })
+      .finally(() => this.owedDetaches.delete(written));
+    this.owedDetaches.add(written);
     return true;
   }
 
-  /** The fenced container named by id, in `namespace` or, without one, in whichever holds it. */
-  private findFenced(namespace: string | undefined, id: string): FencedContainer {
-    if (namespace !== undefined) {
-      const f = this.registry.get(namespace, id);
-      if (!f) throw new Refusal(`no fenced container ${namespace}/${id} (a container started without cgfence.io/* annotations is not fenced)`);
-      return f;
+  /** Settles once every detach record still waiting for a backend's last records is written. */
+  async detachesWritten(): Promise<void> {
+    await Promise.all([...this.owedDetaches]);
+  }
+
+  /** The fenced container named by id or a unique id prefix, in `namespace` or in whichever holds it. */
+  findFenced(namespace: string | undefined, id: string): FencedContainer {
+    try {
+      return findContainer(this.registry.all(), namespace, id);
+    } catch (e) {
+      if (e instanceof LookupError) throw new Refusal(e.message);
+      throw e;
     }
-    const all = this.registry.all().filter((f) => f.id === id);
-    if (all.length === 0) throw new Refusal(`no fenced container ${JSON.stringify(id)} in any namespace (a container started without cgfence.io/* annotations is not fenced)`);
-    if (all.length > 1) throw new Refusal(`container ${JSON.stringify(id)} is fenced in several namespaces (${all.map((f) => f.namespace).join(', ')}): name one`);
-    return all[0];
   }
 
   /**
@@ -296,7 +322,24 @@ export class FenceManager {
    * annotations or mode changed is updated in place by its backend (map updates, nothing
    * restarts), attached if it is new, detached if it is gone. Audited with both hashes.
    */
-  update(namespace: string | undefined, id: string, changes: Record<string, string | null>) {
+  update(namespace: string | undefined, id: string, changes: Record<string, string | null>, actor: Record<string, unknown> = {}) {
+    try {
+      return this.applyUpdate(namespace, id, changes, actor);
+    } catch (e) {
+      // A refused update is audited too: who asked for what, and that nothing changed.
+      if (e instanceof Refusal) {
+        let f: FencedContainer | undefined;
+        try { f = findContainer(this.registry.all(), namespace, id); } catch { f = undefined; }
+        this.audit.write({
+          type: 'lifecycle', action: 'policy-refuse', namespace: f?.namespace ?? namespace ?? '', container_id: f?.id ?? id,
+          pid: f?.pid ?? null, cgroup_id: f?.cgroupId ?? null, policy_hash: f?.policyHash ?? null, changes, reason: e.message, ...actor,
+        });
+      }
+      throw e;
+    }
+  }
+
+  private applyUpdate(namespace: string | undefined, id: string, changes: Record<string, string | null>, actor: Record<string, unknown>) {
     const entry = this.findFenced(namespace, id);
     const annotations = { ...entry.annotations };
     for (const [k, v] of Object.entries(changes)) {
@@ -318,6 +361,22 @@ export class FenceManager {
 
     const sameFor = (c: BackendName) => policy.mode === oldPolicy.mode
       && keysOf(c).every((k) => JSON.stringify(policyField(policy, k)) === JSON.stringify(policyField(oldPolicy, k)));
+    // A control fixed at start (seccomp) is never touched live: refuse before anything changes,
+    // so the container keeps its state in the registry and the kernel alike.
+    for (const b of this.backends) {
+      if (!b.fixedAtStart) continue;
+      const want = b.controlState(policy);
+      const active = want !== 'none' && !want.startsWith('unenforceable');
+      const had = entry.backends[b.control] !== undefined;
+      if ((!had && !active) || (had && active && sameFor(b.control))) continue;
+      const show = (k: string) => (k in changes ? (changes[k] === null ? `${k}- (removal)` : `${k}=${JSON.stringify(changes[k])}`) : null);
+      const asked = [...keysOf(b.control), KEYS.mode, KEYS.profile].map(show).filter((x): x is string => x !== null);
+      const held = keysOf(b.control).filter((k) => entry.annotations[k] !== undefined).map((k) => `${k}=${JSON.stringify(entry.annotations[k])}`);
+      throw new Refusal(`${asked.join(', ') || b.control}: ${b.fixedAtStart}; nothing was changed`
+        + `${held.length ? ` (the container keeps ${held.join(', ')} as it started)` : ''}. `
+        + `To apply it, recreate the container with the annotations you want (ctr run --annotation KEY=VALUE, or the pod's annotations); `
+        + `other annotations can still be changed live without this one`);
+    }
     const base = {
       namespace: entry.namespace, id: entry.id, bundle: entry.bundle, pid: entry.pid, cgroupPath: entry.cgroupPath,
       cgroupId: entry.cgroupId ? BigInt(entry.cgroupId) : null, policy, annotations,
@@ -371,7 +430,7 @@ export class FenceManager {
     this.audit.write({
       type: 'lifecycle', action: 'policy-update', namespace: entry.namespace, container_id: entry.id, pid: entry.pid,
       cgroup_id: entry.cgroupId, mode: policy.mode, controls: newControls, old_policy_hash: entry.policyHash,
-      new_policy_hash: updated.policyHash, policy_hash: updated.policyHash, changes,
+      new_policy_hash: updated.policyHash, policy_hash: updated.policyHash, changes, ...actor,
     });
     return { namespace: entry.namespace, id: entry.id, mode: policy.mode, controls: newControls, oldPolicyHash: entry.policyHash, policyHash: updated.policyHash };
   }

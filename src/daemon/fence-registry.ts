@@ -20,6 +20,7 @@ export class FenceRegistry {
   /** Containers between prepare and attach: reconcile leaves them to their attach. */
   private readonly inFlight = new Set<string>();
   private readonly recent = new Map<string, { entry: FencedContainer; until: number }>();
+  private readonly recentByKey = new Map<string, { entry: FencedContainer; until: number }>();
   // Every kernel event is looked up by its key: keep that O(1).
   private readonly byEventKey = new Map<string, FencedContainer>();
   private readonly file: string;
@@ -63,6 +64,15 @@ export class FenceRegistry {
     return r && r.until >= Date.now() ? r.entry : undefined;
   }
 
+  /** The entry, or the one removed moments ago (its last records are still being written). */
+  lastKnown(namespace: string, id: string): FencedContainer | undefined {
+    const k = FenceRegistry.key(namespace, id);
+    const f = this.byKey.get(k);
+    if (f) return f;
+    const r = this.recentByKey.get(k);
+    return r && r.until >= Date.now() ? r.entry : undefined;
+  }
+
   setInFlight(namespace: string, id: string, on: boolean): void {
     if (on) this.inFlight.add(containerKey(namespace, id));
     else this.inFlight.delete(containerKey(namespace, id));
@@ -93,6 +103,8 @@ export class FenceRegistry {
       const now = Date.now();
       for (const ek of f.eventKeys) this.recent.set(ek, { entry: f, until: now + RECENT_OWNER_MS });
       for (const [ek, v] of this.recent) if (v.until < now) this.recent.delete(ek);
+      this.recentByKey.set(k, { entry: f, until: now + RECENT_OWNER_MS });
+      for (const [rk, v] of this.recentByKey) if (v.until < now) this.recentByKey.delete(rk);
     }
     return f;
   }

@@ -14,7 +14,10 @@ export interface PolicySetRequest { op: 'policy-set'; namespace?: string; id: st
 /** What a learn-mode container has done so far (`running: false` when no such container learns here). */
 export interface LearnRequest { op: 'learn'; namespace?: string; id: string }
 
-export type Request = PrepareRequest | AttachRequest | StatusRequest | PsRequest | PolicyCheckRequest | ShutdownRequest | PolicySetRequest | LearnRequest;
+/** The fenced container a full id or unique id prefix names: {namespace, id, workload}. */
+export interface ResolveRequest { op: 'resolve'; namespace?: string; id: string }
+
+export type Request = PrepareRequest | AttachRequest | StatusRequest | PsRequest | PolicyCheckRequest | ShutdownRequest | PolicySetRequest | LearnRequest | ResolveRequest;
 
 export type Reply = { ok: true; [k: string]: unknown } | { ok: false; error: string };
 
@@ -52,6 +55,7 @@ export function checkRequest(r: unknown): string | null {
       if (!Object.values(o.annotations).every((v) => typeof v === 'string' || v === null)) return 'annotation values must be strings (or null to remove one)';
       return str('id');
     case 'learn':
+    case 'resolve':
       return optStr('namespace') ?? str('id');
     case 'status':
     case 'ps':
@@ -59,7 +63,7 @@ export function checkRequest(r: unknown): string | null {
     default: {
       // The refusal echoes the op; a megabyte of it must not come back.
       const op = JSON.stringify(o.op) ?? 'undefined';
-      return `unknown op ${op.length > 64 ? `${op.slice(0, 64)}...` : op} (known: prepare, attach, status, ps, policy-check, policy-set, learn, shutdown)`;
+      return `unknown op ${op.length > 64 ? `${op.slice(0, 64)}...` : op} (known: prepare, attach, status, ps, policy-check, policy-set, learn, resolve, shutdown)`;
     }
   }
 }

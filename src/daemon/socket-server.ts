@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { native } from '../native';
 import { MAX_REQUEST_BYTES, Reply, Request, checkRequest, refuse } from './protocol';
 
 // cgfence-runc sends a request in one write: a line still incomplete after this long is a
@@ -11,7 +12,26 @@ const LINE_DEADLINE_MS = 10_000;
 // Requests a connection may have queued; past that, it is not read until they are answered.
 const MAX_PIPELINED = 16;
 
-export type RequestHandler = (req: Request) => Promise<Reply> | Reply;
+/** Who sent a request: the peer's credentials as the kernel recorded them at connect (SO_PEERCRED). */
+export interface Peer {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+export type RequestHandler = (req: Request, peer: Peer | null) => Promise<Reply> | Reply;
+
+/** SO_PEERCRED of a connection; null when the kernel cannot say (the handle has no fd). */
+function peerOf(sock: net.Socket): Peer | null {
+  // Node keeps the fd on its libuv handle and has no API for the peer's credentials.
+  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) return null;
+  try {
+    return native().peerCredentials(fd);
+  } catch {
+    return null;
+  }
+}
 
 export class SocketServer {
   private server: net.Server | null = null;
@@ -48,6 +68,7 @@ export class SocketServer {
 
   private serve(sock: net.Socket): void {
     this.conns.add(sock);
+    const peer = peerOf(sock);
     sock.on('close', () => this.conns.delete(sock));
     sock.on('error', () => sock.destroy());
     sock.setTimeout(120_000, () => sock.destroy());
@@ -70,7 +91,7 @@ export class SocketServer {
         // One request at a time per connection, answered in order.
         if (++pending >= MAX_PIPELINED) sock.pause();
         // A rejected link would end the chain and, unhandled, the daemon.
-        busy = busy.then(() => this.answer(sock, line)).catch((e) => this.log(`answering a request failed: ${(e as Error).stack ?? e}`)).finally(() => {
+        busy = busy.then(() => this.answer(sock, line, peer)).catch((e) => this.log(`answering a request failed: ${(e as Error).stack ?? e}`)).finally(() => {
           if (--pending < MAX_PIPELINED && !this.dropped.has(sock)) sock.resume();
         });
       }
@@ -98,7 +119,7 @@ export class SocketServer {
     this.reply(sock, r, () => sock.destroy());
   }
 
-  private async answer(sock: net.Socket, line: string): Promise<void> {
+  private async answer(sock: net.Socket, line: string, peer: Peer | null): Promise<void> {
     if (line.trim() === '' || this.dropped.has(sock) || sock.destroyed) return;
     let req: unknown;
     try {
@@ -114,7 +135,7 @@ export class SocketServer {
     }
     let reply: Reply;
     try {
-      reply = await this.handle(req as Request);
+      reply = await this.handle(req as Request, peer);
     } catch (e) {
       this.log(`request ${(req as Request).op} failed: ${(e as Error).stack ?? e}`);
       reply = refuse(`internal error: ${(e as Error).message}`);

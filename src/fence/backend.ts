@@ -1,7 +1,9 @@
 // A fence backend applies one control (exec, network, seccomp) to a container. The fence
 // manager decides *whether* and *when*; backends know *how*, each over its own BPF object
 // or kernel mechanism. New controls plug in here without touching the lifecycle logic.
-import { AuditInput } from '../audit/audit-record';
+import { AuditInput, Workload } from '../audit/audit-record';
+
+export type { Workload } from '../audit/audit-record';
 import { Policy } from '../policy/policy';
 
 /** How a container's cgroup is fenced: `v2` cgroup programs, `v1` tracepoints, `auto` per container. */
@@ -76,8 +78,19 @@ export interface FenceBackend {
    * updates it again with the old policy.
    */
   update?(ctx: AttachContext): void | (() => void);
+  /**
+   * Set when this control cannot be added, changed or removed on a running container at all
+   * (why, in words for the user): a live update that would touch it is refused as a whole.
+   */
+  readonly fixedAtStart?: string;
   /** At exit, or when the container is gone. Returns final counters for the audit record. */
   detach(ctx: AttachContext): Record<string, unknown> | void;
+  /**
+   * After detach: settles once this backend has written every record it still owes the
+   * container (counts it reports a little later, a learned policy); the manager writes the
+   * container's detach record after that, so the detach record is its last.
+   */
+  lastRecords?(ctx: AttachContext): Promise<void> | void;
   /** Kernel facts for `cgfence status`. */
   status(): Record<string, unknown>;
   /**
@@ -118,4 +131,6 @@ export interface FencedContainer {
   backends: Partial<Record<BackendName, Record<string, unknown>>>;
   attachedAt: string;
   how: 'create' | 'late-attach';
+  /** Pod, pod namespace and container name (CRI labels); null for a container without them. */
+  workload?: Workload | null;
 }

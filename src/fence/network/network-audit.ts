@@ -39,7 +39,7 @@ interface FenceTally {
   reported: bigint;
   /** The kernel total read by the previous sweep. */
   prev: bigint | null;
-  retired?: { final: bigint; sweepsLeft: number };
+  retired?: { final: bigint; sweepsLeft: number; reported: () => void; done: Promise<void> };
 }
 
 const HOOKS: Record<NetHook, string> = { [NetHook.Skb]: 'packet', [NetHook.Connect]: 'connect', [NetHook.Sendmsg]: 'sendmsg' };
@@ -79,7 +79,14 @@ export class NetAuditor {
   retire(fenceId: bigint, last: NetStats | null): void {
     const t = this.fences.get(fenceId);
     if (!t) return;
-    t.retired = { final: last?.suppressed ?? t.prev ?? t.reported, sweepsLeft: 2 };
+    let reported = () => {};
+    const done = new Promise<void>((r) => (reported = r));
+    t.retired = { final: last?.suppressed ?? t.prev ?? t.reported, sweepsLeft: 2, reported, done };
+  }
+
+  /** Settles once a retired fence's last count records are written (at once when there is none). */
+  retiredReported(fenceId: bigint): Promise<void> {
+    return this.fences.get(fenceId)?.retired?.done ?? Promise.resolve();
   }
 
   onEvents(events: NetEvent[]): void {
@@ -118,6 +125,7 @@ export class NetAuditor {
   /** Reports counts: call about once per rate-limit window. `final` skips the lag (shutdown). */
   sweep(opts: { final?: boolean } = {}): void {
     const out: AuditInput[] = [];
+    const retiredNow: Array<() => void> = [];
     const now = process.hrtime.bigint(); // CLOCK_MONOTONIC, like bpf_ktime_get_ns()
     for (const [id, p] of this.pending) {
       const st = this.deps.flow(p.key);
@@ -144,6 +152,7 @@ export class NetAuditor {
         for (const [id, p] of this.pending) if (p.key.fenceId === fenceId) this.pending.delete(id);
         this.fences.delete(fenceId);
         try { this.deps.deleteFlows(fenceId); } catch { /* the object may be closing */ }
+        retiredNow.push(t.retired.reported);
         continue;
       }
       const cur = this.deps.stats(t.cgroupId)?.suppressed ?? null;
@@ -155,6 +164,8 @@ export class NetAuditor {
       t.prev = cur ?? t.prev;
     }
     if (out.length) this.deps.write(out);
+    // Written: the containers' detach records may follow.
+    for (const r of retiredNow) r();
   }
 
   private countRecord(k: FlowKey, action: ExecAction, count: bigint, cgroupId: bigint): AuditInput {

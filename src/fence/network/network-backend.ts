@@ -202,6 +202,11 @@ export class NetworkBackend implements FenceBackend {
     return counters(last);
   }
 
+  /** The retired fence's last count records: two sweeps after detach (see NetAuditor.sweep). */
+  lastRecords(ctx: AttachContext): Promise<void> | void {
+    if (typeof ctx.state.fenceId === 'string') return this.auditor.retiredReported(BigInt(ctx.state.fenceId));
+  }
+
   counters(fenceId: string, cgroupId?: string): Record<string, number> | null {
     const s = this.kernel?.stats(BigInt(cgroupId ?? fenceId)) ?? null;
     return s ? counters(s) : null;

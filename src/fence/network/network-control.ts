@@ -60,6 +60,11 @@ export class NetworkControl implements FenceBackend {
     return this.for(ctx).detach(ctx);
   }
 
+  lastRecords(ctx: AttachContext): Promise<void> | void {
+    const b: FenceBackend = this.for(ctx);
+    return b.lastRecords?.(ctx);
+  }
+
   /** For the tamper watch: the ids of both sides' maps and programs (per-container links follow from the programs). */
   protectedMapIds(): number[] {
     return [...this.v2Ids().maps, ...(this.v1 ? Object.values(this.v1.kernel.objectIds().maps) : [])];

@@ -2,17 +2,63 @@
 // the bundle's OCI seccomp section at prepare, and runc installs the filter (libseccomp) in
 // the container's init before the entrypoint runs. Nothing of it lives in the daemon: the
 // filter is the kernel's and ends with the container's last process. There is no update():
-// a running process's filter can only be stacked on, never loosened or replaced.
+// a process can only install a filter on itself (or, with TSYNC, its own threads), never on
+// another process, and an installed filter can only be stacked on, never loosened or
+// replaced; so a live update that touches seccomp is refused (fixedAtStart).
+//
+// Its decisions reach the audit log through the kernel's seccomp log (seccomp-log-records.ts):
+// SCMP_ACT_LOG (audit mode) and kills are always logged; SCMP_ACT_ERRNO (enforce mode) is
+// not (ERRNO_UNLOGGED).
 import fs from 'node:fs';
+import path from 'node:path';
+import { cgroupV2Root } from '../../kernel/cgroup';
+import { SeccompLogReader, actionsLogged } from '../../kernel/seccomp-audit';
 import { KEYS } from '../../policy/annotations';
 import { Policy } from '../../policy/policy';
 import { native } from '../../native';
-import { AttachContext, ControlState, FenceBackend, PrepareContext } from '../backend';
+import { AttachContext, ControlState, FenceBackend, FencedContainer, PrepareContext } from '../backend';
 import { readBundleConfig, writeBundleConfig } from '../bundle-config';
+import { EventSink } from '../event-sink';
+import { SeccompLogRecords } from './seccomp-log-records';
 import { OciSeccomp, RUNC_INIT_SYSCALLS, Verdict, libseccompArch, primaryArchitecture, withAllowedOnly, withDenied } from './seccomp-profile';
+
+/**
+ * Why enforce-mode denials are not in the audit log (measured on runc 1.1.5): the kernel logs
+ * SCMP_ACT_ERRNO only for a filter loaded with SECCOMP_FILTER_FLAG_LOG, and runc 1.1 refuses
+ * `linux.seccomp.flags` ("seccomp flags are not yet supported by runc").
+ */
+export const ERRNO_UNLOGGED = 'the kernel logs SCMP_ACT_ERRNO only for filters loaded with SECCOMP_FILTER_FLAG_LOG, which runc 1.1 cannot set';
+
+const SETTLE_QUIET_MS = 50;
+const SETTLE_MAX_MS = 1000;
 
 export class SeccompBackend implements FenceBackend {
   readonly control = 'seccomp' as const;
+  readonly fixedAtStart = 'a running container\'s seccomp filter cannot be added, changed or removed from outside '
+    + '(runc installs it in the container\'s init before the entrypoint; the kernel lets a process filter only itself, and never loosens a filter)';
+
+  private readonly records: SeccompLogRecords | null;
+  private reader: SeccompLogReader | null = null;
+  private readerError: string | null = null;
+
+  constructor(private readonly deps: { sink?: EventSink; log?: (m: string) => void } = {}) {
+    this.records = deps.sink ? new SeccompLogRecords(deps.sink) : null;
+  }
+
+  /**
+   * The kernel log reader runs while some container has seccomp rules: otherwise the node pays
+   * nothing for it (its exit program runs at every process exit).
+   */
+  private ensureReader(): void {
+    const records = this.records;
+    if (this.reader || this.readerError || !records) return;
+    try {
+      this.reader = new SeccompLogReader((recs) => records.onRecords(recs));
+    } catch (e) {
+      this.readerError = (e as Error).message;
+      this.deps.log?.(`seccomp decisions will not reach the audit log: ${this.readerError}`);
+    }
+  }
 
   controlState(policy: Policy): ControlState {
     if (policy.mode === 'off' || (policy.seccompDeny === null && policy.seccompAllow === null)) return 'none';
@@ -80,20 +126,92 @@ export class SeccompBackend implements FenceBackend {
     ctx.state.filters = filters;
     if (ctx.policy.seccompDeny) ctx.state.deny = ctx.policy.seccompDeny;
     if (ctx.policy.seccompAllow) ctx.state.allow = ctx.policy.seccompAllow;
+    this.ensureReader();
+    ctx.state.log = this.logState(ctx.policy);
+    if (ctx.cgroupId !== null && ctx.cgroupPath) {
+      // The key of the container's records (and of its kernel events: the manager indexes it).
+      ctx.state.fenceId = ctx.cgroupId.toString();
+      this.watch(ctx.state.fenceId as string, ctx.cgroupPath);
+    }
   }
 
-  detach(): void {
-    // The filter belongs to the container's processes and goes with the last of them.
+  /** Whether this container's decisions reach the audit log, and if not, why. */
+  private logState(policy: Policy): string {
+    if (!this.records) return 'off: no audit sink';
+    if (!this.reader) return `off: ${this.readerError}`;
+    if (policy.mode === 'enforce') return `off: ${ERRNO_UNLOGGED}`;
+    if (!actionsLogged().includes('log')) return 'off: "log" is not in /proc/sys/kernel/seccomp/actions_logged';
+    return 'kernel seccomp log';
+  }
+
+  private watch(fenceId: string, cgroupPath: string): void {
+    const root = cgroupV2Root();
+    if (!this.records || !root) return;
+    this.records.watch(fenceId, `/${path.relative(root, cgroupPath)}`);
+  }
+
+  /**
+   * Waits until the kernel's log has gone quiet (nothing received for SETTLE_QUIET_MS, at most
+   * SETTLE_MAX_MS): called between a container's exit and its detach, so that the decisions the
+   * kernel still had queued (kauditd hands them over in batches, later under load) are written
+   * before the detach record rather than lost.
+   */
+  async settle(): Promise<void> {
+    if (!this.reader) return;
+    const end = Date.now() + SETTLE_MAX_MS;
+    let last = this.reader.stats().received;
+    while (Date.now() < end) {
+      await new Promise((r) => setTimeout(r, SETTLE_QUIET_MS));
+      const now = this.reader.stats().received;
+      if (now === last) return;
+      last = now;
+    }
+  }
+
+  /** A container fenced by an earlier daemon: its records are attributed again. */
+  adopt(f: FencedContainer): void {
+    const st = f.backends.seccomp;
+    if (!st || typeof st.fenceId !== 'string' || !f.cgroupPath) return;
+    this.ensureReader();
+    this.watch(st.fenceId, f.cgroupPath);
+  }
+
+  /** The filter belongs to the container's processes and goes with the last of them; what
+   * the log still counted for it is written now, before the detach record. */
+  detach(ctx: AttachContext): void {
+    if (typeof ctx.state.fenceId !== 'string') return;
+    // The kernel logged the container's last decisions long before containerd said it exited;
+    // take them from the reader now, so they are written before the detach record.
+    this.reader?.drain();
+    this.records?.unwatch(ctx.state.fenceId);
+    // With the last such container gone, so is the reader: nothing of it stays in the kernel.
+    if (this.reader && this.records?.watching() === 0) {
+      this.reader.close();
+      this.reader = null;
+    }
   }
 
   status(): Record<string, unknown> {
     return {
       backend: 'OCI linux.seccomp rules merged into config.json at prepare, installed by runc (libseccomp) before the entrypoint',
       runcInitSyscalls: RUNC_INIT_SYSCALLS.length,
+      decisions: this.reader
+        ? { source: 'kernel seccomp log (audit multicast group, AUDIT_SECCOMP)', actionsLogged: actionsLogged().join(' '), watching: this.records?.watching() ?? 0, unattributed: this.records?.unattributed ?? 0, ...this.reader.stats() }
+        : { source: 'none', error: this.readerError ?? (this.records ? 'not running: no container has seccomp rules' : 'no audit sink') },
     };
   }
 
+  /** The attribution program and its map (a write there would misattribute decisions). */
+  protectedMapIds(): number[] {
+    return this.reader?.objectIds().maps ?? [];
+  }
+
+  protectedProgramIds(): number[] {
+    return this.reader ? [this.reader.objectIds().program] : [];
+  }
+
   close(): void {
-    // Nothing held: filters live in the containers.
+    // Filters live in the containers; only the log reader is ours.
+    this.reader?.close();
   }
 }

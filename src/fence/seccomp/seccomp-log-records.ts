@@ -1,0 +1,182 @@
+// Turns the kernel's seccomp log (src/kernel/seccomp-audit.ts) into `seccomp` audit records
+// of the fenced containers, rate-limited: the first decision of a kind (container, syscall,
+// ABI, action) is written at once, later ones are counted and written at most once per
+// interval as one record with `count`, and whatever is still counted when the container goes
+// is written before its detach record. A container looping on a denied syscall therefore
+// costs one record a second, never one a call, and no decision goes uncounted.
+import { AuditInput, formatRfc3339Ns } from '../../audit/audit-record';
+import { SECCOMP_RET, SeccompLogRecord } from '../../kernel/seccomp-audit';
+import { native } from '../../native';
+import { KEYS } from '../../policy/annotations';
+import { EventSink } from '../event-sink';
+
+export const SECCOMP_RECORD_INTERVAL_MS = 1000;
+/** A kind quiet for this many intervals is forgotten: its next decision is written at once. */
+const IDLE_INTERVALS = 10;
+
+interface Pending {
+  fenceId: string;
+  arch: string;
+  syscall: number;
+  code: number;
+  /** Decisions not written yet. */
+  count: number;
+  firstMs: number;
+  lastMs: number;
+  pid: number;
+  uid: number | null;
+  comm: string;
+  exe: string;
+  writtenAt: number;
+}
+
+/** The audit action of a seccomp action; null for those that decide nothing (notify, trace, allow). */
+function actionOf(code: number): { action: string; seccompAction: string } | null {
+  switch (code) {
+    case SECCOMP_RET.ERRNO: return { action: 'deny', seccompAction: 'SCMP_ACT_ERRNO' };
+    case SECCOMP_RET.LOG: return { action: 'audit', seccompAction: 'SCMP_ACT_LOG' };
+    case SECCOMP_RET.KILL_PROCESS: return { action: 'kill', seccompAction: 'SCMP_ACT_KILL_PROCESS' };
+    case SECCOMP_RET.KILL_THREAD: return { action: 'kill', seccompAction: 'SCMP_ACT_KILL_THREAD' };
+    case SECCOMP_RET.TRAP: return { action: 'deny', seccompAction: 'SCMP_ACT_TRAP' };
+    default: return null;
+  }
+}
+
+function listed(annotations: Record<string, string>, key: string, name: string): boolean | null {
+  const v = annotations[key];
+  return v === undefined ? null : v.split(',').map((s) => s.trim()).includes(name);
+}
+
+export class SeccompLogRecords {
+  /** Watched containers: cgroup v2 path (relative to the hierarchy root) -> fence id. */
+  private readonly watched = new Map<string, string>();
+  private readonly pending = new Map<string, Pending>();
+  private readonly names = new Map<string, string | null>();
+  private timer: NodeJS.Timeout | null = null;
+  /** Log records of no watched container (another process on the node, or a caller already gone). */
+  unattributed = 0;
+
+  constructor(private readonly sink: EventSink, private readonly intervalMs = SECCOMP_RECORD_INTERVAL_MS, private readonly now: () => number = Date.now) {}
+
+  watch(fenceId: string, cgroupRelative: string): void {
+    this.watched.set(cgroupRelative.replace(/\/+$/, '') || '/', fenceId);
+    if (!this.timer) {
+      this.timer = setInterval(() => this.tick(), this.intervalMs);
+      this.timer.unref();
+    }
+  }
+
+  /** Writes what is still counted for the fence, then forgets it (before its detach record). */
+  unwatch(fenceId: string): void {
+    this.flush((p) => p.fenceId === fenceId, true);
+    for (const [cg, f] of this.watched) if (f === fenceId) this.watched.delete(cg);
+    if (this.watched.size === 0 && this.timer) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
+
+  watching(): number {
+    return this.watched.size;
+  }
+
+  /** The fence of a cgroup: its own, or the nearest watched ancestor's (a container's sub-cgroups). */
+  private fenceOf(cgroup: string): string | undefined {
+    for (let cg = cgroup; cg.length > 1; cg = cg.slice(0, cg.lastIndexOf('/')) || '/') {
+      const f = this.watched.get(cg);
+      if (f) return f;
+    }
+    return undefined;
+  }
+
+  /** A caller that was gone: the container whose own cgroup it exited in. */
+  private fenceOfExited(cgroupId: bigint | undefined): string | undefined {
+    if (cgroupId === undefined) return undefined;
+    const id = cgroupId.toString();
+    for (const f of this.watched.values()) if (f === id) return f;
+    return undefined;
+  }
+
+  onRecords(records: SeccompLogRecord[]): void {
+    const out: AuditInput[] = [];
+    const now = this.now();
+    for (const r of records) {
+      if (!actionOf(r.code)) continue;
+      const fenceId = r.cgroup ? this.fenceOf(r.cgroup) : this.fenceOfExited(r.exitedCgroupId);
+      if (!fenceId) {
+        this.unattributed++;
+        continue;
+      }
+      const key = `${fenceId}|${r.arch}|${r.syscall}|${r.code}`;
+      let p = this.pending.get(key);
+      if (!p) {
+        // The first of its kind: written at once.
+        p = { fenceId, arch: r.arch, syscall: r.syscall, code: r.code, count: 1, firstMs: r.tsMs, lastMs: r.tsMs, pid: r.pid, uid: r.uid, comm: r.comm, exe: r.exe, writtenAt: 0 };
+        this.pending.set(key, p);
+        out.push(this.record(p, now));
+        continue;
+      }
+      if (p.count === 0) p.firstMs = r.tsMs;
+      p.count++;
+      Object.assign(p, { lastMs: r.tsMs, pid: r.pid, uid: r.uid, comm: r.comm, exe: r.exe });
+      if (now - p.writtenAt >= this.intervalMs) out.push(this.record(p, now));
+    }
+    if (out.length) this.sink.write(out);
+  }
+
+  private tick(): void {
+    const now = this.now();
+    this.flush((p) => p.count > 0 && now - p.writtenAt >= this.intervalMs, false);
+    for (const [k, p] of this.pending) if (p.count === 0 && now - p.writtenAt > IDLE_INTERVALS * this.intervalMs) this.pending.delete(k);
+  }
+
+  private flush(pred: (p: Pending) => boolean, forget: boolean): void {
+    const now = this.now();
+    const out: AuditInput[] = [];
+    for (const [k, p] of this.pending) {
+      if (!pred(p)) continue;
+      if (p.count > 0) out.push(this.record(p, now));
+      if (forget) this.pending.delete(k);
+    }
+    if (out.length) this.sink.write(out);
+  }
+
+  private syscallName(arch: string, nr: number): string | null {
+    const k = `${arch}/${nr}`;
+    if (!this.names.has(k)) {
+      let n: string | null = null;
+      try { n = native().syscallNames([nr], arch)[0]; } catch { n = null; }
+      this.names.set(k, n);
+    }
+    return this.names.get(k)!;
+  }
+
+  /** One record for what p counted; p's count starts again from 0. */
+  private record(p: Pending, now: number): AuditInput {
+    const owner = this.sink.owner(p.fenceId);
+    const act = actionOf(p.code)!;
+    const name = this.syscallName(p.arch, p.syscall);
+    const annotations = owner?.annotations ?? {};
+    // Whose rule decided: a name cgfence denies, one its allow-list leaves out, or else the
+    // container's own profile (or the runtime's default) that the filter also holds.
+    const denied = name !== null && listed(annotations, KEYS.seccompDeny, name) === true;
+    const notAllowed = name !== null && listed(annotations, KEYS.seccompAllow, name) === false;
+    const rec: AuditInput = {
+      ts: BigInt(p.lastMs) * 1_000_000n,
+      type: 'seccomp', action: act.action,
+      namespace: owner?.namespace ?? '', container_id: owner?.id ?? '', cgroup_id: p.fenceId,
+      pid: p.pid, comm: p.comm,
+      syscall: name ?? `#${p.syscall}`, syscall_nr: p.syscall, arch: p.arch,
+      seccomp_action: act.seccompAction,
+      rule: denied ? KEYS.seccompDeny : notAllowed ? KEYS.seccompAllow : 'container profile',
+      count: p.count,
+      first_ts: formatRfc3339Ns(BigInt(p.firstMs) * 1_000_000n),
+      last_ts: formatRfc3339Ns(BigInt(p.lastMs) * 1_000_000n),
+      exe: p.exe, uid: p.uid, mode: owner?.mode ?? null,
+      via: 'kernel seccomp log',
+    };
+    p.count = 0;
+    p.writtenAt = now;
+    return rec;
+  }
+}

@@ -1,0 +1,41 @@
+// The cgroup each process had when it exited, by pid (bpf/exited-tasks.bpf.c): how a kernel
+// record that names a caller by pid alone is attributed after the caller is gone. Not
+// pinned: it only serves the running daemon's reader of the kernel's seccomp log, which
+// stops with it.
+import { BpfLink, BpfObject, native } from '../native';
+
+const OBJECT = 'exited-tasks';
+const PROGRAM = 'record_exit';
+const MAP = 'exited_cgroup';
+
+export class ExitedTasks {
+  private constructor(private readonly obj: BpfObject, private readonly link: BpfLink) {}
+
+  static open(): ExitedTasks {
+    const obj = new (native().BpfObject)(OBJECT);
+    try {
+      return new ExitedTasks(obj, obj.attachTracing(PROGRAM));
+    } catch (e) {
+      obj.close();
+      throw e;
+    }
+  }
+
+  /** The cgroup v2 id the process `pid` had when it exited, if it exited lately. */
+  cgroupOf(pid: number): bigint | null {
+    const k = Buffer.alloc(4);
+    k.writeUInt32LE(pid >>> 0);
+    const v = this.obj.mapLookup(MAP, k);
+    return v ? v.readBigUInt64LE(0) : null;
+  }
+
+  /** For the tamper watch. */
+  objectIds(): { program: number; maps: number[] } {
+    return { program: this.obj.programInfo(PROGRAM).id, maps: [this.obj.mapInfo(MAP).id] };
+  }
+
+  close(): void {
+    this.link.destroy();
+    this.obj.close();
+  }
+}
