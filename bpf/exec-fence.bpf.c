@@ -2,7 +2,9 @@
 /*
  * exec fence: one global program on tp_btf/sched_process_exec. For a task in a fenced
  * cgroup (the fence's own cgroup or any cgroup below it) it checks the identity
- * (device, inode) of the file the kernel is executing against the fence's allow map.
+ * (device, inode) of the file the kernel is executing against the fence's allow map, that the
+ * file is unchanged since it was allowed (its ctime stamp, exec-allow.bpf.h), and the same
+ * of the ELF loader (PT_INTERP) the program starts in.
  * A second program (exec_fence_pidns, below) finds fences by pid namespace instead, for
  * containers without a cgroup v2; user space loads and attaches the one(s) it needs.
  *
@@ -23,6 +25,7 @@
 #include <bpf/bpf_core_read.h>
 #include "cgfence-abi.h"
 #include "pidns.bpf.h"
+#include "exec-allow.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -39,7 +42,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct cgfence_exec_key);
-	__type(value, __u8);
+	__type(value, struct cgfence_exec_allow);
 } exec_allow SEC(".maps");
 
 struct {
@@ -90,23 +93,81 @@ static __always_inline void count_drop(void)
 }
 
 /*
+ * The ELF loader the new program starts in. By sched_process_exec the binfmt handler has
+ * mapped everything and set the user registers, so the instruction pointer is the entry point:
+ * inside the program's own text (mm->start_code..end_code, set from the program's segments,
+ * never the loader's) for a static program, inside the PT_INTERP loader's mapping for a
+ * dynamic one. binfmt_elf has dropped the loader's struct file by then, so it is found through
+ * that mapping, which is also exactly the code that would run first. On overlayfs the mapping
+ * holds the file of the layer below (ovl_mmap), so the loader's identity is that real file's;
+ * user space allows it under that identity (src/policy/loader-file.ts).
+ */
+struct loader_find {
+	__u64 inode; /* struct inode * of the file mapped at the entry point, 0 for none */
+};
+
+static long loader_vma_cb(struct task_struct *task, struct vm_area_struct *vma, void *data)
+{
+	struct loader_find *f = data;
+
+	f->inode = (__u64)BPF_CORE_READ(vma, vm_file, f_inode);
+	return 0;
+}
+
+/* 0 with *inode the loader's, or 0 when the program starts in its own text; -1 when the
+ * entry point's mapping cannot be read (judged as a denial: an unknown loader). */
+static __always_inline int loader_inode(struct task_struct *task, __u64 *inode)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	struct loader_find f = {};
+	__u64 ip, start, end;
+
+	*inode = 0;
+	if (!regs)
+		return -1;
+	ip = PT_REGS_IP_CORE(regs);
+	start = BPF_CORE_READ(task, mm, start_code);
+	end = BPF_CORE_READ(task, mm, end_code);
+	if (ip >= start && ip < end)
+		return 0;
+	if (bpf_find_vma(task, ip, loader_vma_cb, &f, 0) || !f.inode)
+		return -1;
+	*inode = f.inode;
+	return 0;
+}
+
+/*
  * The verdict, shared by both programs: the same allow map, counters, events and kill, so a
- * container gets the same fence whichever identity finds it.
+ * container gets the same fence whichever identity finds it. The program file must be on the
+ * list and unchanged (exec-allow.bpf.h); so must the loader it runs through, if any.
+ * task must be a trusted (BTF) pointer to the current task: bpf_find_vma needs one.
  */
 static __always_inline int judge(struct cgfence_fence *fence, __u64 fence_id, struct file *file,
 				 struct task_struct *task, const char *filename)
 {
-	struct cgfence_exec_key key = {};
+	struct cgfence_exec_seen seen = {}, iseen = {};
 	struct cgfence_exec_event *e;
 	struct inode *inode;
-	__u32 action;
+	__u64 loader = 0;
+	__u32 action, reason;
+	bool interp = false;
 
 	inode = BPF_CORE_READ(file, f_inode);
-	key.fence_id = fence_id;
-	key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
-	key.ino = BPF_CORE_READ(inode, i_ino);
+	reason = cgfence_exec_allowed(&exec_allow, fence_id, inode, false, &seen);
+	if (reason == CGFENCE_REASON_NONE) {
+		if (loader_inode(task, &loader)) {
+			reason = CGFENCE_REASON_INTERP_UNKNOWN;
+		} else if (loader) {
+			interp = true;
+			reason = cgfence_exec_allowed(&exec_allow, fence_id, (struct inode *)loader, true, &iseen);
+			if (reason == CGFENCE_REASON_NOT_ALLOWED)
+				reason = CGFENCE_REASON_INTERP_NOT_ALLOWED;
+			else if (reason == CGFENCE_REASON_MODIFIED)
+				reason = CGFENCE_REASON_INTERP_MODIFIED;
+		}
+	}
 
-	if (bpf_map_lookup_elem(&exec_allow, &key)) {
+	if (reason == CGFENCE_REASON_NONE) {
 		__sync_fetch_and_add(&fence->allowed, 1);
 		if (!(fence->flags & CGFENCE_FLAG_REPORT_ALLOWED) && fence->mode != CGFENCE_MODE_LEARN)
 			return 0;
@@ -131,14 +192,31 @@ static __always_inline int judge(struct cgfence_fence *fence, __u64 fence_id, st
 	e->ts_ns = bpf_ktime_get_ns();
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->fence_id = fence_id;
-	e->dev = key.dev;
-	e->ino = key.ino;
+	e->dev = seen.dev;
+	e->ino = seen.ino;
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	e->uid = (__u32)bpf_get_current_uid_gid();
 	e->mode = fence->mode;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	bpf_probe_read_kernel_str(e->path, sizeof(e->path), filename);
+	e->reason = reason;
+	e->pad = 0;
+	if (interp) {
+		e->interp_dev = iseen.dev;
+		e->interp_ino = iseen.ino;
+		e->now_ctime_sec = iseen.now_sec;
+		e->now_ctime_nsec = iseen.now_nsec;
+		e->want_ctime_sec = iseen.found ? iseen.want_sec : 0;
+		e->want_ctime_nsec = iseen.found ? iseen.want_nsec : 0;
+	} else {
+		e->interp_dev = 0;
+		e->interp_ino = 0;
+		e->now_ctime_sec = seen.now_sec;
+		e->now_ctime_nsec = seen.now_nsec;
+		e->want_ctime_sec = seen.found ? seen.want_sec : 0;
+		e->want_ctime_nsec = seen.found ? seen.want_nsec : 0;
+	}
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
@@ -169,7 +247,7 @@ int BPF_PROG(exec_fence, struct task_struct *p, pid_t old_pid, struct linux_binp
 SEC("tracepoint/sched/sched_process_exec")
 int exec_fence_pidns(struct trace_event_raw_sched_process_exec *ctx)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct cgfence_fence *fence;
 	__u64 fence_id = 0;
 	__u32 loc;

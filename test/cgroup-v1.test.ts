@@ -18,7 +18,7 @@ import { chooseIdentity } from '../src/fence/container-identity';
 import { NetworkV1Audit } from '../src/fence/network/network-v1-audit';
 import { fencePidnsExecs } from '../src/fence/exec/pidns-exec-fence';
 import { parseAnnotations } from '../src/policy/annotations';
-import { identityOf } from '../src/policy/identity';
+import { allowedFileOf, identityOf } from '../src/policy/identity';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { buildFixture, mktemp, uniqueName } from './helpers/kernel';
 import { cid, cli, ctr, IMAGE, runFenced, sandboxDir, waitFor } from './helpers/sandbox';
@@ -222,7 +222,7 @@ describe('exec fence by pid namespace (enforce)', () => {
     const real = containerPidns(ns.initPid);
     // What a fence left on a dead namespace whose inode number was handed out again looks like.
     const stale = pidnsFenceId(real.inode, startTicks(ns.initPid) + 1n);
-    fence.allow(stale, [identityOf('/bin/sh')]);
+    fence.allow(stale, [allowedFileOf('/bin/sh')]);
     fence.setFence(stale, FenceMode.Enforce);
     try {
       ns.release();

@@ -111,7 +111,7 @@ describe('tamper watch (kernel)', () => {
   });
 
   it('does not report the daemon\'s own updates and deletes', async () => {
-    fence.allow(0x5e1fn, [{ dev: 1n, ino: 2n }]);
+    fence.allow(0x5e1fn, [{ dev: 1n, ino: 2n, ctimeNs: 0n, interpOnly: false }]);
     fence.disallow(0x5e1fn, [{ dev: 1n, ino: 2n }]);
     fence.setFence(0x5e1fn, 1);
     fence.unfence(0x5e1fn);

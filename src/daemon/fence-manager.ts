@@ -14,6 +14,7 @@ import { KEYS, PolicyError, cgfenceAnnotations, parseAnnotations } from '../poli
 import { ResolvedEntry, identityOf, resolveAllowList, resolveInRoot } from '../policy/identity';
 import { Policy, hasRules } from '../policy/policy';
 import { native } from '../native';
+import { verdictFields } from '../fence/exec/exec-verdict';
 import { DaemonConfig } from './config';
 import type { Metrics } from './metrics';
 import { FenceRegistry, FencedContainer } from './fence-registry';
@@ -474,6 +475,7 @@ export class FenceManager {
         ppid: e.ppid,
         uid: e.uid,
         mode: owner?.mode ?? null,
+        ...verdictFields(e),
       };
     }));
   }

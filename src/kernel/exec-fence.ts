@@ -9,8 +9,8 @@ import path from 'node:path';
 import { BpfLink, BpfObject, BPF_ANY, RingBuffer, native } from '../native';
 import { ensureTracefs } from './tracefs';
 import {
-  EXEC_EVENT_SIZE, EXEC_KEY_SIZE, ExecEvent, FENCE_SIZE, FenceMode, FenceState, FileIdentity,
-  decodeExecEvent, decodeExecKey, decodeFence, encodeExecKey, encodeFence, u64Key,
+  AllowedFile, EXEC_ALLOW_SIZE, EXEC_EVENT_SIZE, EXEC_KEY_SIZE, ExecEvent, FENCE_SIZE, FenceMode, FenceState, FileIdentity,
+  decodeExecAllow, decodeExecEvent, decodeExecKey, decodeFence, encodeExecAllow, encodeExecKey, encodeFence, u64Key,
 } from './abi';
 
 const OBJECT = 'exec-fence';
@@ -123,9 +123,15 @@ export class ExecFence {
     return v ? decodeFence(v) : null;
   }
 
-  allow(fenceId: bigint, ids: Iterable<FileIdentity>): void {
-    const one = Buffer.from([1]);
-    for (const id of ids) this.obj.mapUpdate('exec_allow', encodeExecKey(fenceId, id), one, BPF_ANY);
+  /** Allows each file in the state its stamp records; an existing entry takes the new stamp. */
+  allow(fenceId: bigint, files: Iterable<AllowedFile>): void {
+    for (const f of files) this.obj.mapUpdate('exec_allow', encodeExecKey(fenceId, f), encodeExecAllow(f), BPF_ANY);
+  }
+
+  /** The allow entry of one identity, stamp included (null: not allowed). */
+  allowEntry(fenceId: bigint, id: FileIdentity): AllowedFile | null {
+    const v = this.obj.mapLookup('exec_allow', encodeExecKey(fenceId, id));
+    return v ? { dev: id.dev, ino: id.ino, ...decodeExecAllow(v) } : null;
   }
 
   disallow(fenceId: bigint, ids: Iterable<FileIdentity>): void {
@@ -143,12 +149,13 @@ export class ExecFence {
 
   /**
    * Makes the allow-list of a fence exactly `ids`, entry by entry: additions go in before
-   * removals, so an identity in both the old and new list is never briefly denied.
+   * removals, so an identity in both the old and new list is never briefly denied. Every
+   * wanted entry is written, not only new ones: a re-resolved file may carry a new stamp.
    */
-  replaceAllowList(fenceId: bigint, ids: FileIdentity[]): void {
+  replaceAllowList(fenceId: bigint, ids: AllowedFile[]): void {
     const want = new Map(ids.map((i) => [`${i.dev}:${i.ino}`, i]));
     const have = new Map(this.allowed(fenceId).map((i) => [`${i.dev}:${i.ino}`, i]));
-    this.allow(fenceId, [...want].filter(([k]) => !have.has(k)).map(([, v]) => v));
+    this.allow(fenceId, want.values());
     this.disallow(fenceId, [...have].filter(([k]) => !want.has(k)).map(([, v]) => v));
   }
 
@@ -215,8 +222,8 @@ export class ExecFence {
 function checkSizes(obj: BpfObject): void {
   const f = obj.mapInfo('fences');
   const a = obj.mapInfo('exec_allow');
-  if (f.valueSize !== FENCE_SIZE || a.keySize !== EXEC_KEY_SIZE) {
-    throw new Error(`exec-fence ABI mismatch: fence value ${f.valueSize} (want ${FENCE_SIZE}), allow key ${a.keySize} (want ${EXEC_KEY_SIZE}); rebuild with \`npm run build\``);
+  if (f.valueSize !== FENCE_SIZE || a.keySize !== EXEC_KEY_SIZE || a.valueSize !== EXEC_ALLOW_SIZE) {
+    throw new Error(`exec-fence ABI mismatch: fence value ${f.valueSize} (want ${FENCE_SIZE}), allow key ${a.keySize} (want ${EXEC_KEY_SIZE}), allow value ${a.valueSize} (want ${EXEC_ALLOW_SIZE}); rebuild with \`npm run build\``);
   }
 }
 

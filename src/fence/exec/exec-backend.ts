@@ -77,7 +77,10 @@ export class ExecBackend implements FenceBackend {
       resolved = r.resolved;
     }
     ctx.state.backend = identity.backend;
-    ctx.state.allow = resolved.map((e) => ({ path: e.path, dev: formatDev(e.identity.dev), ino: e.identity.ino.toString() }));
+    ctx.state.allow = resolved.map((e) => ({
+      path: e.path, dev: formatDev(e.identity.dev), ino: e.identity.ino.toString(), ctime_ns: e.identity.ctimeNs.toString(),
+      ...(e.loaderOf !== undefined ? { loader_of: e.loaderOf } : {}),
+    }));
   }
 
   update(ctx: AttachContext): void {
