@@ -365,8 +365,11 @@ export class FenceManager {
     const problems = this.unenforceable(policy, controls, annotations);
     if (problems.length) throw new Refusal(problems.join('; '));
 
+    // A control whose key the request names is applied again even when its value is the same:
+    // that is how an operator re-allows legitimately updated files (the exec allow-list is
+    // re-resolved and re-stamped); changing another control never re-stamps them.
     const sameFor = (c: BackendName) => policy.mode === oldPolicy.mode
-      && keysOf(c).every((k) => JSON.stringify(policyField(policy, k)) === JSON.stringify(policyField(oldPolicy, k)));
+      && keysOf(c).every((k) => !(k in changes) && JSON.stringify(policyField(policy, k)) === JSON.stringify(policyField(oldPolicy, k)));
     const base = {
       namespace: entry.namespace, id: entry.id, bundle: entry.bundle, pid: entry.pid, cgroupPath: entry.cgroupPath,
       cgroupId: entry.cgroupId ? BigInt(entry.cgroupId) : null, policy, annotations,
