@@ -41,7 +41,7 @@ const tryIt = (change: string) => [
 
 beforeAll(async () => {
   p = await sandboxUp(dir);
-  await importFixtureImage(p, IMAGE, { static: ['marker'], dynamic: ['dyn-app'], freestanding: ['loader-payload'] });
+  await importFixtureImage(p, IMAGE, { static: ['marker', 'inject-probe'], dynamic: ['dyn-app'], freestanding: ['loader-payload'] });
 }, 180_000);
 
 afterAll(async () => {
@@ -188,5 +188,23 @@ describe('re-allowing a legitimately updated file', () => {
       ctr(p, ['task', 'delete', '--force', id]);
       ctr(p, ['containers', 'delete', id]);
     }
+  });
+});
+
+describe('the hardened profile (built into every node)', () => {
+  const allow = { 'cgfence.io/exec-allow': `/bin/sh,/bin/busybox,${FIXTURE_DIR}/inject-probe` };
+
+  it('a default container can write into another process through ptrace and process_vm_writev', () => {
+    const r = run(cid('inj'), allow, `${FIXTURE_DIR}/inject-probe`);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('ptrace=0');
+    expect(r.stdout).toContain('process_vm_writev=0');
+  });
+
+  it('with cgfence.io/profile=hardened both fail with EPERM', () => {
+    const r = run(cid('hard'), { ...allow, 'cgfence.io/profile': 'hardened' }, `${FIXTURE_DIR}/inject-probe`);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('ptrace=EPERM');
+    expect(r.stdout).toContain('process_vm_writev=EPERM');
   });
 });
