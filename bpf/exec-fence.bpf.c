@@ -153,8 +153,14 @@ static __always_inline int judge(struct cgfence_fence *fence, __u64 fence_id, st
 	bool interp = false;
 
 	inode = BPF_CORE_READ(file, f_inode);
-	reason = cgfence_exec_allowed(&exec_allow, fence_id, inode, false, &seen);
-	if (reason == CGFENCE_REASON_NONE) {
+	if (fence->flags & CGFENCE_FLAG_IDENTITY_ONLY) {
+		struct cgfence_exec_key key = {};
+
+		key.fence_id = fence_id;
+		key.dev = seen.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+		key.ino = seen.ino = BPF_CORE_READ(inode, i_ino);
+		reason = bpf_map_lookup_elem(&exec_allow, &key) ? CGFENCE_REASON_NONE : CGFENCE_REASON_NOT_ALLOWED;
+	} else if ((reason = cgfence_exec_allowed(&exec_allow, fence_id, inode, false, &seen)) == CGFENCE_REASON_NONE) {
 		if (loader_inode(task, &loader)) {
 			reason = CGFENCE_REASON_INTERP_UNKNOWN;
 		} else if (loader) {

@@ -39,6 +39,10 @@ enum cgfence_mode {
 enum cgfence_fence_flags {
 	/* Report allowed execs too (learn mode and debugging); off by default for speed. */
 	CGFENCE_FLAG_REPORT_ALLOWED = 1,
+	/* Judge the file identity alone, without its stamp and without the ELF loader: the fence as
+	 * it was before exec integrity. Only bench/exec-loop.ts sets it, to measure what the checks
+	 * cost; the daemon never does. */
+	CGFENCE_FLAG_IDENTITY_ONLY = 2,
 };
 
 enum cgfence_event_kind {

@@ -3,6 +3,8 @@
 
 export enum FenceMode { Off = 0, Enforce = 1, Audit = 2, Learn = 3 }
 export const FLAG_REPORT_ALLOWED = 1;
+/** Identity alone, no stamp or loader check: for bench/exec-loop.ts only, never set by the daemon. */
+export const FLAG_IDENTITY_ONLY = 2;
 
 export enum ExecAction { Allow = 0, Deny = 1, Audit = 2 }
 
