@@ -208,3 +208,35 @@ describe('the hardened profile (built into every node)', () => {
     expect(r.stdout).toContain('process_vm_writev=EPERM');
   });
 });
+
+describe('learn mode still produces a policy that applies', () => {
+  it('a dynamic program learned in learn mode runs under the learned exec-allow in enforce mode', async () => {
+    const learnId = cid('lrn');
+    // The sleep keeps the root alive while the daemon resolves the learned path.
+    const workload = '/usr/bin/dyn-app; echo rc=$?; sleep 1';
+    const r = run(learnId, { 'cgfence.io/mode': 'learn' }, workload);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('APP-RAN\nrc=0');
+    const rec = await recordOf(learnId, (x) => x.type === 'lifecycle' && x.action === 'learned');
+    const allow = (rec.annotations as Record<string, string>)['cgfence.io/exec-allow'];
+    expect(allow.split(',')).toContain('/usr/bin/dyn-app');
+    // The loader is not learned by name: the enforce-mode attach adds it as loader-only.
+    expect(allow).not.toContain('ld-linux');
+
+    const id = cid('lrnenf');
+    const again = run(id, { 'cgfence.io/exec-allow': allow }, workload);
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stdout).toContain('APP-RAN\nrc=0');
+    await recordOf(id, (x) => x.type === 'lifecycle' && x.action === 'detach');
+    const denials = (await readRecords(p.auditLog, { container: id })).filter((x) => x.type === 'exec' && x.action === 'deny');
+    expect(denials).toEqual([]);
+  });
+});
+
+async function recordOf(id: string, pred: (r: AuditRecord) => boolean): Promise<AuditRecord> {
+  let recs: AuditRecord[] = [];
+  return waitFor(`record of ${id}`, () => {
+    void readRecords(p.auditLog, { container: id }).then((x) => (recs = x));
+    return recs.find(pred);
+  }, 20_000);
+}
