@@ -2,7 +2,9 @@
 /*
  * exec fence: one global program on tp_btf/sched_process_exec. For a task in a fenced
  * cgroup (the fence's own cgroup or any cgroup below it) it checks the identity
- * (device, inode) of the file the kernel is executing against the fence's allow map.
+ * (device, inode) of the file the kernel is executing against the fence's allow map, that the
+ * file is unchanged since it was allowed (its ctime stamp, exec-allow.bpf.h), and the same
+ * of the ELF loader (PT_INTERP) the program starts in.
  * A second program (exec_fence_pidns, below) finds fences by pid namespace instead, for
  * containers without a cgroup v2; user space loads and attaches the one(s) it needs.
  *
@@ -24,6 +26,7 @@
 #include <bpf/bpf_core_read.h>
 #include "cgfence-abi.h"
 #include "pidns.bpf.h"
+#include "exec-allow.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -40,7 +43,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct cgfence_exec_key);
-	__type(value, __u8);
+	__type(value, struct cgfence_exec_allow);
 } exec_allow SEC(".maps");
 
 struct {
@@ -170,29 +173,99 @@ static __always_inline __u32 rate_check(struct cgfence_exec_key *key, __u64 fenc
 	return n == CGFENCE_EXEC_RATE_BURST ? RATE_THROTTLE : RATE_COUNT;
 }
 
+/* What judge() decided about one exec, for the event that reports it. */
+struct verdict {
+	__u32 reason;	/* enum cgfence_exec_reason */
+	bool interp;	/* the loader was judged (the Interp* reasons) */
+	struct cgfence_exec_seen seen, iseen;
+};
+
 static __always_inline void fill_event(struct cgfence_exec_event *e, __u32 kind, __u32 action,
 				       struct cgfence_fence *fence, __u64 fence_id,
-				       struct cgfence_exec_key *key, struct task_struct *task,
+				       const struct verdict *v, struct task_struct *task,
 				       const char *filename);
 
 /*
+ * The ELF loader the new program starts in. By sched_process_exec the binfmt handler has
+ * mapped everything and set the user registers, so the instruction pointer is the entry point:
+ * inside the program's own text (mm->start_code..end_code, set from the program's segments,
+ * never the loader's) for a static program, inside the PT_INTERP loader's mapping for a
+ * dynamic one. binfmt_elf has dropped the loader's struct file by then, so it is found through
+ * that mapping, which is also exactly the code that would run first. On overlayfs the mapping
+ * holds the file of the layer below (ovl_mmap), so the loader's identity is that real file's;
+ * user space allows it under that identity (src/policy/loader-file.ts).
+ */
+struct loader_find {
+	__u64 inode; /* struct inode * of the file mapped at the entry point, 0 for none */
+};
+
+static long loader_vma_cb(struct task_struct *task, struct vm_area_struct *vma, void *data)
+{
+	struct loader_find *f = data;
+
+	f->inode = (__u64)BPF_CORE_READ(vma, vm_file, f_inode);
+	return 0;
+}
+
+/* 0 with *inode the loader's, or 0 when the program starts in its own text; -1 when the
+ * entry point's mapping cannot be read (judged as a denial: an unknown loader). */
+static __always_inline int loader_inode(struct task_struct *task, __u64 *inode)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	struct loader_find f = {};
+	__u64 ip, start, end;
+
+	*inode = 0;
+	if (!regs)
+		return -1;
+	ip = PT_REGS_IP_CORE(regs);
+	start = BPF_CORE_READ(task, mm, start_code);
+	end = BPF_CORE_READ(task, mm, end_code);
+	if (ip >= start && ip < end)
+		return 0;
+	if (bpf_find_vma(task, ip, loader_vma_cb, &f, 0) || !f.inode)
+		return -1;
+	*inode = f.inode;
+	return 0;
+}
+
+/*
  * The verdict, shared by both programs: the same allow map, counters, events and kill, so a
- * container gets the same fence whichever identity finds it.
+ * container gets the same fence whichever identity finds it. The program file must be on the
+ * list and unchanged (exec-allow.bpf.h); so must the loader it runs through, if any.
+ * task must be a trusted (BTF) pointer to the current task: bpf_find_vma needs one.
  */
 static __always_inline int judge(struct cgfence_fence *fence, __u64 fence_id, struct file *file,
 				 struct task_struct *task, const char *filename)
 {
-	struct cgfence_exec_key key = {};
+	struct verdict v = {};
 	struct cgfence_exec_event *e;
 	struct inode *inode;
+	__u64 loader = 0;
 	__u32 action;
 
 	inode = BPF_CORE_READ(file, f_inode);
-	key.fence_id = fence_id;
-	key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
-	key.ino = BPF_CORE_READ(inode, i_ino);
+	if (fence->flags & CGFENCE_FLAG_IDENTITY_ONLY) {
+		struct cgfence_exec_key key = {};
 
-	if (bpf_map_lookup_elem(&exec_allow, &key)) {
+		key.fence_id = fence_id;
+		key.dev = v.seen.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+		key.ino = v.seen.ino = BPF_CORE_READ(inode, i_ino);
+		v.reason = bpf_map_lookup_elem(&exec_allow, &key) ? CGFENCE_REASON_NONE : CGFENCE_REASON_NOT_ALLOWED;
+	} else if ((v.reason = cgfence_exec_allowed(&exec_allow, fence_id, inode, false, &v.seen)) == CGFENCE_REASON_NONE) {
+		if (loader_inode(task, &loader)) {
+			v.reason = CGFENCE_REASON_INTERP_UNKNOWN;
+		} else if (loader) {
+			v.interp = true;
+			v.reason = cgfence_exec_allowed(&exec_allow, fence_id, (struct inode *)loader, true, &v.iseen);
+			if (v.reason == CGFENCE_REASON_NOT_ALLOWED)
+				v.reason = CGFENCE_REASON_INTERP_NOT_ALLOWED;
+			else if (v.reason == CGFENCE_REASON_MODIFIED)
+				v.reason = CGFENCE_REASON_INTERP_MODIFIED;
+		}
+	}
+
+	if (v.reason == CGFENCE_REASON_NONE) {
 		__sync_fetch_and_add(&fence->allowed, 1);
 		if (!(fence->flags & CGFENCE_FLAG_REPORT_ALLOWED) && fence->mode != CGFENCE_MODE_LEARN)
 			return 0;
@@ -208,6 +281,8 @@ static __always_inline int judge(struct cgfence_fence *fence, __u64 fence_id, st
 	}
 
 	if (action != CGFENCE_ACTION_ALLOW) {
+		/* Rate-limited per fence and identity of the program file (not the loader). */
+		struct cgfence_exec_key key = { .fence_id = fence_id, .dev = v.seen.dev, .ino = v.seen.ino };
 		struct cgfence_exec_throttle *t;
 		__u64 count = 0;
 		__u32 n = rate_check(&key, fence_id, &count);
@@ -221,7 +296,7 @@ static __always_inline int judge(struct cgfence_fence *fence, __u64 fence_id, st
 				count_drop();
 				return 0;
 			}
-			fill_event(&t->e, CGFENCE_EVENT_EXEC_THROTTLE, action, fence, fence_id, &key, task, filename);
+			fill_event(&t->e, CGFENCE_EVENT_EXEC_THROTTLE, action, fence, fence_id, &v, task, filename);
 			t->suppressed = count;
 			bpf_ringbuf_submit(t, 0);
 			return 0;
@@ -233,29 +308,40 @@ static __always_inline int judge(struct cgfence_fence *fence, __u64 fence_id, st
 		count_drop();
 		return 0;
 	}
-	fill_event(e, CGFENCE_EVENT_EXEC, action, fence, fence_id, &key, task, filename);
+	fill_event(e, CGFENCE_EVENT_EXEC, action, fence, fence_id, &v, task, filename);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
 
 static __always_inline void fill_event(struct cgfence_exec_event *e, __u32 kind, __u32 action,
 				       struct cgfence_fence *fence, __u64 fence_id,
-				       struct cgfence_exec_key *key, struct task_struct *task,
+				       const struct verdict *v, struct task_struct *task,
 				       const char *filename)
 {
+	/* The judged file's stamps: the loader's for the Interp* reasons, else the program's. */
+	const struct cgfence_exec_seen *s = v->interp ? &v->iseen : &v->seen;
+
 	e->kind = kind;
 	e->action = action;
 	e->ts_ns = bpf_ktime_get_ns();
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->fence_id = fence_id;
-	e->dev = key->dev;
-	e->ino = key->ino;
+	e->dev = v->seen.dev;
+	e->ino = v->seen.ino;
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	e->uid = (__u32)bpf_get_current_uid_gid();
 	e->mode = fence->mode;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	bpf_probe_read_kernel_str(e->path, sizeof(e->path), filename);
+	e->reason = v->reason;
+	e->pad = 0;
+	e->interp_dev = v->interp ? v->iseen.dev : 0;
+	e->interp_ino = v->interp ? v->iseen.ino : 0;
+	e->now_ctime_sec = s->now_sec;
+	e->now_ctime_nsec = s->now_nsec;
+	e->want_ctime_sec = s->found ? s->want_sec : 0;
+	e->want_ctime_nsec = s->found ? s->want_nsec : 0;
 }
 
 SEC("tp_btf/sched_process_exec")
@@ -284,7 +370,7 @@ int BPF_PROG(exec_fence, struct task_struct *p, pid_t old_pid, struct linux_binp
 SEC("tracepoint/sched/sched_process_exec")
 int exec_fence_pidns(struct trace_event_raw_sched_process_exec *ctx)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct cgfence_fence *fence;
 	__u64 fence_id = 0;
 	__u32 loc;

@@ -18,9 +18,10 @@
 // The TypeScript decoder (src/kernel/abi.ts) mirrors these layouts.
 static_assert(sizeof(struct cgfence_fence) == 32, "cgfence_fence layout changed");
 static_assert(sizeof(struct cgfence_exec_key) == 24, "cgfence_exec_key layout changed");
-static_assert(sizeof(struct cgfence_exec_event) == 336, "cgfence_exec_event layout changed");
+static_assert(sizeof(struct cgfence_exec_allow) == 16, "cgfence_exec_allow layout changed");
+static_assert(sizeof(struct cgfence_exec_event) == 384, "cgfence_exec_event layout changed");
 static_assert(sizeof(struct cgfence_exec_rate) == 24, "cgfence_exec_rate layout changed");
-static_assert(sizeof(struct cgfence_exec_throttle) == 344, "cgfence_exec_throttle layout changed");
+static_assert(sizeof(struct cgfence_exec_throttle) == 392, "cgfence_exec_throttle layout changed");
 // src/kernel/net-abi.ts mirrors these.
 static_assert(sizeof(struct cgfence_net_key4) == 24, "cgfence_net_key4 layout changed");
 static_assert(sizeof(struct cgfence_net_key6) == 32, "cgfence_net_key6 layout changed");

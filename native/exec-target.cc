@@ -1,5 +1,7 @@
 #include "exec-target.h"
 
+#include <linux/types.h>
+
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <linux/openat2.h>
@@ -15,6 +17,8 @@
 #include <cstring>
 #include <deque>
 #include <utility>
+
+#include "cgfence-abi.h"
 
 namespace cgfence {
 namespace {
@@ -284,8 +288,17 @@ ExecTarget ResolveExecTarget(const ExecRequest &req, const std::function<bool()>
   if (!S_ISREG(st.st_mode)) return unresolved(EACCES);  // the kernel refuses it itself
   t.dev = (static_cast<uint64_t>(major(st.st_dev)) << 20) | minor(st.st_dev);
   t.ino = st.st_ino;
+  t.ctime_sec = st.st_ctim.tv_sec;
+  t.ctime_nsec = static_cast<uint32_t>(st.st_ctim.tv_nsec);
   t.status = ExecTarget::kResolved;
   return t;
+}
+
+uint32_t JudgeTarget(const ExecTarget &t, const AllowStamp *entry) {
+  if (!entry) return CGFENCE_REASON_NOT_ALLOWED;
+  if (entry->ctime_sec != t.ctime_sec || entry->ctime_nsec != t.ctime_nsec) return CGFENCE_REASON_MODIFIED;
+  if (entry->interp_only) return CGFENCE_REASON_INTERP_ONLY;
+  return CGFENCE_REASON_NONE;
 }
 
 std::string ReadComm(uint32_t pid) {

@@ -26,7 +26,21 @@ struct ExecTarget {
   std::string path;  // as the caller passed it ("" for an fd exec)
   uint64_t dev = 0;  // kernel encoding: MAJOR << 20 | MINOR
   uint64_t ino = 0;
+  int64_t ctime_sec = 0;  // its change stamp now (kResolved)
+  uint32_t ctime_nsec = 0;
 };
+
+// An allow entry's stamp: the file's ctime when it was allowed (struct cgfence_exec_allow).
+struct AllowStamp {
+  int64_t ctime_sec;
+  uint32_t ctime_nsec;
+  bool interp_only;  // CGFENCE_ALLOW_INTERP_ONLY: allowed as a PT_INTERP loader, not by exec
+};
+
+// The verdict on a resolved target, as the kernel fence's cgfence_exec_allowed() gives it: an
+// enum cgfence_exec_reason (CGFENCE_REASON_NONE: allowed). entry: the target's allow entry,
+// nullptr when its identity is not on the list.
+uint32_t JudgeTarget(const ExecTarget &t, const AllowStamp *entry);
 
 // `still_valid` is SECCOMP_IOCTL_NOTIF_ID_VALID on the notification: called after every
 // access to /proc/<pid>/..., because a pid is only known to mean the caller while the

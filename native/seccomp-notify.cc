@@ -36,12 +36,15 @@ struct SeccompNotify::Event {
   uint64_t ts = 0;
   std::string detail;
   uint64_t count = 0;
+  uint32_t reason = 0;                // kDeny: enum cgfence_exec_reason
+  int64_t now_sec = 0, want_sec = 0;  // kDeny: the file's stamp now, its entry's (MODIFIED)
+  uint32_t now_nsec = 0, want_nsec = 0;
 };
 
 struct SeccompNotify::Command {
   enum Kind { kSet, kRemove, kConnectHolder } kind;
   std::string key;
-  std::vector<Identity> allow;
+  std::vector<std::pair<Identity, AllowStamp>> allow;
   int deny_errno = 0;
   std::string path;
 };
@@ -197,29 +200,36 @@ void SeccompNotify::Post(Command *c) {
   if (write(wake_, &one, sizeof(one)) < 0) { /* already signalled: the counter is non-zero */ }
 }
 
-// setContainer(key, identities: Array<[dev: bigint, ino: bigint]>, denyErrno: number)
+// setContainer(key, entries: Array<[dev: bigint, ino: bigint, ctimeNs: bigint, interpOnly: boolean]>, denyErrno: number)
 Napi::Value SeccompNotify::SetContainer(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[0].IsString() || !info[1].IsArray() || !info[2].IsNumber())
-    throw Napi::TypeError::New(env, "setContainer(key, identities: [dev, ino][], denyErrno)");
+    throw Napi::TypeError::New(env, "setContainer(key, entries: [dev, ino, ctimeNs, interpOnly][], denyErrno)");
   if (closed_) throw Napi::Error::New(env, "setContainer: the notify loop is closed");
   auto *c = new Command{Command::kSet, info[0].As<Napi::String>().Utf8Value(), {}, info[2].As<Napi::Number>().Int32Value(), ""};
   Napi::Array a = info[1].As<Napi::Array>();
   for (uint32_t i = 0; i < a.Length(); i++) {
     Napi::Value v = a.Get(i);
-    if (!v.IsArray() || v.As<Napi::Array>().Length() != 2) {
+    if (!v.IsArray() || v.As<Napi::Array>().Length() != 4) {
       delete c;
-      throw Napi::TypeError::New(env, "setContainer: each identity is [dev: bigint, ino: bigint]");
+      throw Napi::TypeError::New(env, "setContainer: each entry is [dev: bigint, ino: bigint, ctimeNs: bigint, interpOnly: boolean]");
     }
-    Napi::Array pair = v.As<Napi::Array>();
-    bool l1 = false, l2 = false;
-    if (!pair.Get(0u).IsBigInt() || !pair.Get(1u).IsBigInt()) {
+    Napi::Array e = v.As<Napi::Array>();
+    if (!e.Get(0u).IsBigInt() || !e.Get(1u).IsBigInt() || !e.Get(2u).IsBigInt() || !e.Get(3u).IsBoolean()) {
       delete c;
-      throw Napi::TypeError::New(env, "setContainer: dev and ino are bigints");
+      throw Napi::TypeError::New(env, "setContainer: dev, ino and ctimeNs are bigints, interpOnly a boolean");
     }
-    uint64_t dev = pair.Get(0u).As<Napi::BigInt>().Uint64Value(&l1);
-    uint64_t ino = pair.Get(1u).As<Napi::BigInt>().Uint64Value(&l2);
-    c->allow.push_back(Identity{dev, ino});
+    bool l1 = false, l2 = false, l3 = false;
+    uint64_t dev = e.Get(0u).As<Napi::BigInt>().Uint64Value(&l1);
+    uint64_t ino = e.Get(1u).As<Napi::BigInt>().Uint64Value(&l2);
+    int64_t ctime = e.Get(2u).As<Napi::BigInt>().Int64Value(&l3);
+    // Floor division, so that a stamp before 1970 splits as the kernel's timespec does.
+    int64_t sec = ctime / 1000000000LL, nsec = ctime % 1000000000LL;
+    if (nsec < 0) {
+      sec -= 1;
+      nsec += 1000000000LL;
+    }
+    c->allow.emplace_back(Identity{dev, ino}, AllowStamp{sec, static_cast<uint32_t>(nsec), e.Get(3u).As<Napi::Boolean>().Value()});
   }
   Post(c);
   return env.Undefined();
@@ -495,6 +505,8 @@ void SeccompNotify::Handle(int fd) {
 
   bool deny = false;
   ExecTarget t;
+  const AllowStamp *entry = nullptr;
+  uint32_t reason = 0;
   if (!sc) {
     n_unknown_syscall_++;  // the filter only notifies exec syscalls; anything else runs as if unfiltered
   } else if (ct.deny_errno == 0) {
@@ -510,7 +522,12 @@ void SeccompNotify::Handle(int fd) {
     if (t.status == ExecTarget::kUnresolved) n_unresolved_++;
     // Unresolved is not denied: the kernel fails it the same way, or if the file appeared
     // meanwhile, the exec fence (sched_process_exec) still decides on what really runs.
-    deny = t.status == ExecTarget::kResolved && !ct.allow.count(Identity{t.dev, t.ino});
+    if (t.status == ExecTarget::kResolved) {
+      auto a = ct.allow.find(Identity{t.dev, t.ino});
+      entry = a == ct.allow.end() ? nullptr : &a->second;
+      reason = JudgeTarget(t, entry);
+      deny = reason != 0;
+    }
   }
   std::string comm;
   if (deny) {
@@ -538,7 +555,15 @@ void SeccompNotify::Handle(int fd) {
     return;
   }
   n_denied_++;
-  Emit(new Event{Event::kDeny, it->second.key, req->pid, sc->call, t.path, t.dev, t.ino, ct.deny_errno, comm, MonoNs(), "", 0});
+  auto *ev = new Event{Event::kDeny, it->second.key, req->pid, sc->call, t.path, t.dev, t.ino, ct.deny_errno, comm, MonoNs(), "", 0};
+  ev->reason = reason;
+  ev->now_sec = t.ctime_sec;
+  ev->now_nsec = t.ctime_nsec;
+  if (entry) {
+    ev->want_sec = entry->ctime_sec;
+    ev->want_nsec = entry->ctime_nsec;
+  }
+  Emit(ev);
 }
 
 void SeccompNotify::Emit(Event *e) {
@@ -574,6 +599,12 @@ void SeccompNotify::Flush() {
         // The exact bytes too: a name need not be UTF-8 (src/audit/exact-name.ts).
         o.Set("pathBytes", Napi::Buffer<char>::Copy(env, e->path.data(), e->path.size()));
         o.Set("commBytes", Napi::Buffer<char>::Copy(env, e->comm.data(), e->comm.size()));
+        o.Set("reason", Napi::Number::New(env, e->reason));
+        o.Set("nowCtimeNs", Napi::BigInt::New(env, static_cast<int64_t>(e->now_sec * 1000000000LL + e->now_nsec)));
+        if (e->reason == 2 /* CGFENCE_REASON_MODIFIED */)
+          o.Set("wantCtimeNs", Napi::BigInt::New(env, static_cast<int64_t>(e->want_sec * 1000000000LL + e->want_nsec)));
+        else
+          o.Set("wantCtimeNs", env.Null());
       } else if (e->kind == Event::kNeed) {
         o.Set("pid", Napi::Number::New(env, e->pid));
       } else {

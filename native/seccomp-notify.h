@@ -47,7 +47,7 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   struct Container {
     bool known = false;  // an allow set was pushed; until then its fds are parked
     bool need_sent = false;
-    std::unordered_set<Identity, IdentityHash> allow;
+    std::unordered_map<Identity, AllowStamp, IdentityHash> allow;
     int deny_errno = 0;  // 0: answer CONTINUE to everything, the kernel fence alone decides
     std::vector<int> fds;
   };

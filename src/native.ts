@@ -33,7 +33,13 @@ export interface RingBuffer {
 
 /** What the notify loop hands to JavaScript, in batches (native/seccomp-notify.h). */
 export type NotifyEvent =
-  | { kind: 'deny'; key: string; tsMonoNs: bigint; pid: number; syscall: 'execve' | 'execveat'; path: string; dev: bigint; ino: bigint; errno: number; comm: string; pathBytes?: Buffer; commBytes?: Buffer }
+  | {
+    kind: 'deny'; key: string; tsMonoNs: bigint; pid: number; syscall: 'execve' | 'execveat'; path: string; dev: bigint; ino: bigint; errno: number; comm: string;
+    /** enum cgfence_exec_reason (ExecReason); the file's stamp now, its entry's for a modified file. */
+    reason: number; nowCtimeNs: bigint; wantCtimeNs: bigint | null;
+    /** The exact bytes of path and comm (names need not be UTF-8). */
+    pathBytes?: Buffer; commBytes?: Buffer;
+  }
   /** A notify fd arrived for a container with no allow set yet: until one is set, its execs wait. */
   | { kind: 'need'; key: string; tsMonoNs: bigint; pid: number }
   | { kind: 'holder-lost' | 'holder-connected'; key: string; tsMonoNs: bigint; detail: string; count: number };
@@ -46,10 +52,11 @@ export interface NotifyStats {
 
 export interface SeccompNotify {
   /**
-   * Sets or replaces a container's allowed file identities ([kernel dev, ino]) and the errno of a
-   * denial; denyErrno 0 answers CONTINUE to every exec (the kernel fence alone decides).
+   * Sets or replaces a container's allow entries ([kernel dev, ino, ctime stamp in ns, allowed
+   * only as a PT_INTERP loader]) and the errno of a denial; denyErrno 0 answers CONTINUE to
+   * every exec (the kernel fence alone decides).
    */
-  setContainer(key: string, identities: Array<[bigint, bigint]>, denyErrno: number): void;
+  setContainer(key: string, entries: Array<[bigint, bigint, bigint, boolean]>, denyErrno: number): void;
   /** Closes the container's notify fds (here and in the fd-holder). */
   removeContainer(key: string): void;
   /** Takes over from a (new) fd-holder: takes what it holds, hands it copies of what it lacks. */

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../src/audit/audit-read';
 import { AuditInput } from '../src/audit/audit-record';
-import { ExecAction, ExecEvent, FenceMode, isPidnsFenceId } from '../src/kernel/abi';
+import { ExecAction, ExecEvent, ExecReason, FenceMode, isPidnsFenceId } from '../src/kernel/abi';
 import { cgroupV2PathOfPid } from '../src/kernel/cgroup';
 import { ExecFence } from '../src/kernel/exec-fence';
 import { containerPidns, pidNamespaceOf, pidnsFenceId, startTicks } from '../src/kernel/pidns';
@@ -18,7 +18,7 @@ import { chooseIdentity } from '../src/fence/container-identity';
 import { NetworkV1Audit } from '../src/fence/network/network-v1-audit';
 import { fencePidnsExecs } from '../src/fence/exec/pidns-exec-fence';
 import { parseAnnotations } from '../src/policy/annotations';
-import { identityOf } from '../src/policy/identity';
+import { allowedFileOf, identityOf } from '../src/policy/identity';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { buildFixture, mktemp, uniqueName } from './helpers/kernel';
 import { cid, cli, ctr, IMAGE, runFenced, sandboxDir, waitFor } from './helpers/sandbox';
@@ -223,7 +223,7 @@ describe('exec fence by pid namespace (enforce)', () => {
     const real = containerPidns(ns.initPid);
     // What a fence left on a dead namespace whose inode number was handed out again looks like.
     const stale = pidnsFenceId(real.inode, startTicks(ns.initPid) + 1n);
-    fence.allow(stale, [identityOf('/bin/sh')]);
+    fence.allow(stale, [allowedFileOf('/bin/sh')]);
     fence.setFence(stale, FenceMode.Enforce);
     try {
       ns.release();
@@ -252,6 +252,28 @@ describe('exec fence by pid namespace (enforce)', () => {
       await ns.done;
       fence.unfence(fenced.fenceId);
     }
+  });
+});
+
+describe('exec integrity by pid namespace (the tracepoint program shares the stamp check)', () => {
+  it('kills an allowed program changed after the fence was set, with the reason and both stamps', async () => {
+    const prog = path.join(dir, `changed-${Math.random().toString(36).slice(2)}`);
+    fs.copyFileSync(allowedMarker, prog);
+    fs.chmodSync(prog, 0o755);
+    const m = marker('changed');
+    const ns = await startInPidns([prog], { CGFENCE_MARKER: m });
+    const { fenceId } = fencePidnsExecs(fence, { pid: ns.initPid, mode: 'enforce', execAllow: ['/bin/sh', prog] });
+    const want = allowedFileOf(prog).ctimeNs;
+    fs.chmodSync(prog, 0o755); // moves ctime, keeps (dev, ino) and content
+    ns.release();
+    await ns.done;
+    expect(fs.existsSync(m)).toBe(false);
+    const e = await eventFor((x) => x.path === prog && x.fenceId === fenceId);
+    expect(e.action).toBe(ExecAction.Deny);
+    expect(e.reason).toBe(ExecReason.Modified);
+    expect(e.wantCtimeNs).toBe(want);
+    expect(e.nowCtimeNs).toBe(allowedFileOf(prog).ctimeNs);
+    fence.unfence(fenceId);
   });
 });
 

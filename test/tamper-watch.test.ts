@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../src/audit/audit-read';
+import { EXEC_ALLOW_SIZE } from '../src/kernel/abi';
 import { ExecFence } from '../src/kernel/exec-fence';
 import { TamperEvent } from '../src/kernel/tamper-abi';
 import { TamperWatch } from '../src/kernel/tamper-watch';
@@ -37,6 +38,9 @@ function run(argv: string[], opts: { cwd?: string } = {}): SpawnSyncReturns<stri
   return r;
 }
 
+/** bpftool's "value hex" argument for an exec_allow value (struct cgfence_exec_allow, zeroes). */
+const ALLOW_VALUE = ['hex', ...Array<string>(EXEC_ALLOW_SIZE).fill('00')];
+
 /** bpftool's "key hex" argument for an exec_allow key (fence id, dev, ino). */
 function keyHex(fenceId: bigint): string[] {
   const b = Buffer.alloc(24);
@@ -52,7 +56,7 @@ async function eventOf(what: string, pred: (e: TamperEvent) => boolean): Promise
 
 /** A tamper by bpftool that must be reported: everything before it has been delivered. */
 async function marker(): Promise<void> {
-  const r = bpftool(['map', 'update', 'pinned', `${pinDir}/exec_allow`, 'key', ...keyHex(0xfeedn), 'value', 'hex', '01']);
+  const r = bpftool(['map', 'update', 'pinned', `${pinDir}/exec_allow`, 'key', ...keyHex(0xfeedn), 'value', ...ALLOW_VALUE]);
   await eventOf('the marker', (e) => e.pid === r.pid && e.action === 'map-update');
 }
 
@@ -88,7 +92,7 @@ describe('tamper watch (kernel)', () => {
   });
 
   it('reports a map update by another process, naming the map and the process', async () => {
-    const r = bpftool(['map', 'update', 'pinned', `${pinDir}/exec_allow`, 'key', ...keyHex(0xabcn), 'value', 'hex', '01']);
+    const r = bpftool(['map', 'update', 'pinned', `${pinDir}/exec_allow`, 'key', ...keyHex(0xabcn), 'value', ...ALLOW_VALUE]);
     const e = await eventOf('map-update', (x) => x.pid === r.pid);
     expect(e).toMatchObject({
       action: 'map-update', object: 'map', objectId: ids.execAllow, objectName: 'exec_allow',
@@ -111,7 +115,7 @@ describe('tamper watch (kernel)', () => {
   });
 
   it('does not report the daemon\'s own updates and deletes', async () => {
-    fence.allow(0x5e1fn, [{ dev: 1n, ino: 2n }]);
+    fence.allow(0x5e1fn, [{ dev: 1n, ino: 2n, ctimeNs: 0n, interpOnly: false }]);
     fence.disallow(0x5e1fn, [{ dev: 1n, ino: 2n }]);
     fence.setFence(0x5e1fn, 1);
     fence.unfence(0x5e1fn);
@@ -219,7 +223,7 @@ describe('tamper watch (daemon, through the sandbox)', () => {
   it('writes a tamper record when bpftool updates or deletes in the pinned exec_allow map', async () => {
     const status = JSON.parse(cli(p, ['status', '--json']).stdout) as { kernel: { backends: { exec: { objects: { maps: Record<string, number> } } } } };
     const mapId = status.kernel.backends.exec.objects.maps.exec_allow;
-    const up = bpftool(['map', 'update', 'pinned', `${p.pinDir}/exec_allow`, 'key', ...keyHex(0xe2en), 'value', 'hex', '01']);
+    const up = bpftool(['map', 'update', 'pinned', `${p.pinDir}/exec_allow`, 'key', ...keyHex(0xe2en), 'value', ...ALLOW_VALUE]);
     const rec = await tamperRecord(up.pid!, 'map-update');
     expect(rec).toMatchObject({ type: 'tamper', action: 'map-update', map_id: mapId, map_name: 'exec_allow', comm: 'bpftool', bpf_cmd: 'BPF_MAP_UPDATE_ELEM', uid: 0 });
     expect(typeof rec.ts).toBe('string');
@@ -236,7 +240,7 @@ describe('tamper watch (daemon, through the sandbox)', () => {
   it('keeps watching while the daemon is down, and the restarted daemon reports it', async () => {
     process.kill(daemonPid, 'SIGKILL');
     await waitFor('the daemon to die', () => { try { process.kill(daemonPid, 0); return false; } catch { return true; } }, 20_000);
-    const up = bpftool(['map', 'update', 'pinned', `${p.pinDir}/exec_allow`, 'key', ...keyHex(0xd0dn), 'value', 'hex', '01']);
+    const up = bpftool(['map', 'update', 'pinned', `${p.pinDir}/exec_allow`, 'key', ...keyHex(0xd0dn), 'value', ...ALLOW_VALUE]);
     await sandboxUp(dir);
     const old = daemonPid;
     daemonPid = Number(fs.readFileSync(p.daemonPid, 'utf8'));

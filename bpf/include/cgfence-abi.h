@@ -39,6 +39,10 @@ enum cgfence_mode {
 enum cgfence_fence_flags {
 	/* Report allowed execs too (learn mode and debugging); off by default for speed. */
 	CGFENCE_FLAG_REPORT_ALLOWED = 1,
+	/* Judge the file identity alone, without its stamp and without the ELF loader: the fence as
+	 * it was before exec integrity. Only bench/exec-loop.ts sets it, to measure what the checks
+	 * cost; the daemon never does. */
+	CGFENCE_FLAG_IDENTITY_ONLY = 2,
 };
 
 enum cgfence_event_kind {
@@ -53,6 +57,17 @@ enum cgfence_event_kind {
 /* And at most this many per fence and window, however many identities it makes. */
 #define CGFENCE_EXEC_RATE_FENCE_BURST 50
 #define CGFENCE_EXEC_RATE_WINDOW_NS 1000000000ull
+
+/* Why an exec was denied (or, in audit mode, would have been). */
+enum cgfence_exec_reason {
+	CGFENCE_REASON_NONE = 0,         /* allowed */
+	CGFENCE_REASON_NOT_ALLOWED = 1,  /* the file's identity is not on the list */
+	CGFENCE_REASON_MODIFIED = 2,     /* on the list, but changed since allowed (stamps differ) */
+	CGFENCE_REASON_INTERP_ONLY = 3,  /* an ELF loader listed for its programs, run directly */
+	CGFENCE_REASON_INTERP_NOT_ALLOWED = 4, /* the program's PT_INTERP loader is not on the list */
+	CGFENCE_REASON_INTERP_MODIFIED = 5,    /* the loader is, but changed since allowed */
+	CGFENCE_REASON_INTERP_UNKNOWN = 6,     /* the mapping at the entry point could not be read */
+};
 
 enum cgfence_action {
 	CGFENCE_ACTION_ALLOW = 0,
@@ -79,6 +94,22 @@ struct cgfence_exec_key {
 	__u64 ino;
 };
 
+enum cgfence_allow_flags {
+	/* Allowed only as the PT_INTERP loader of an allowed program, never exec'd by name: an
+	 * ELF loader run directly (ld.so /any/file) maps and runs any file it is given. */
+	CGFENCE_ALLOW_INTERP_ONLY = 1,
+};
+
+/* exec_allow value: the state of the file when it was allowed. The stamp is the inode's
+ * ctime, which every write, truncate, chmod, chown, link and rename moves to the current
+ * time and which no system call lets a process set; a file whose ctime differs is not the
+ * file that was allowed. The check is cgfence_exec_allowed() in exec-allow.bpf.h. */
+struct cgfence_exec_allow {
+	__s64 ctime_sec;
+	__u32 ctime_nsec;
+	__u32 flags; /* enum cgfence_allow_flags */
+};
+
 struct cgfence_exec_event {
 	__u32 kind;   /* CGFENCE_EVENT_EXEC */
 	__u32 action; /* enum cgfence_action */
@@ -93,6 +124,14 @@ struct cgfence_exec_event {
 	__u32 mode;
 	char comm[CGFENCE_COMM_LEN]; /* comm of the new program, as the kernel set it */
 	char path[CGFENCE_PATH_LEN]; /* the name passed to exec (bprm->filename) */
+	__u32 reason;         /* enum cgfence_exec_reason */
+	__u32 now_ctime_nsec; /* the judged file's stamp now (the loader's for INTERP_*) */
+	__s64 now_ctime_sec;
+	__s64 want_ctime_sec; /* the stamp its entry holds (MODIFIED and INTERP_MODIFIED) */
+	__u32 want_ctime_nsec;
+	__u32 pad;
+	__u64 interp_dev;     /* the ELF loader the program runs through (0: none or unknown) */
+	__u64 interp_ino;
 };
 
 /* exec_rate (LRU): the rate limiter of one fence and identity (key: struct cgfence_exec_key);

@@ -6,6 +6,7 @@ import { ProfileSelector, parseSelectors } from './profile-selectors';
 
 import { CgroupMode } from '../fence/backend';
 import { DEFAULT_LIMITS, DEFAULT_TABLE_SIZES, Limits, TableSizes, parseLimits, parseTableSizes } from '../fence/quota';
+import { BUILTIN_PROFILES } from './builtin-profiles';
 
 export type { CgroupMode } from '../fence/backend';
 export type FailMode = 'closed' | 'open';
@@ -42,7 +43,7 @@ export const DEFAULTS: DaemonConfig = {
   cgroupMode: 'auto',
   pinDir: '/sys/fs/bpf/cgfence',
   failMode: 'closed',
-  profiles: {},
+  profiles: structuredClone(BUILTIN_PROFILES) as Record<string, Record<string, string>>,
   defaultProfile: null,
   selectors: [],
   auditMaxBytes: 64 * 1024 * 1024,
@@ -128,7 +129,9 @@ export function loadConfigFile(file: string): Partial<DaemonConfig> {
 
 export function resolveConfig(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv = process.env): DaemonConfig {
   const file = configFileOf(flags, env);
-  const cfg: DaemonConfig = { ...DEFAULTS, ...(file ? loadConfigFile(file) : {}) };
+  const fromFile = file ? loadConfigFile(file) : {};
+  // Built-in profiles stay available next to the file's; a file's profile of the same name wins.
+  const cfg: DaemonConfig = { ...DEFAULTS, ...fromFile, profiles: { ...DEFAULTS.profiles, ...(fromFile.profiles ?? {}) } };
   for (const [flag, [key, envName]] of Object.entries(SETTINGS)) {
     const v = flags[flag] ?? env[envName];
     if (v !== undefined && v !== '') (cfg as unknown as Record<string, unknown>)[key] = v;

@@ -4,6 +4,7 @@
 // live policy updates. What the policy means is PolicyDecider's; how each control is
 // applied is its backend's (fence/); kernel events go through the EventSink.
 import crypto from 'node:crypto';
+import { AllowedFile } from '../kernel/abi';
 import fs from 'node:fs';
 import path from 'node:path';
 import { AuditLog } from '../audit/audit-log';
@@ -44,9 +45,10 @@ export function namespaceOfRuncRoot(runcRoot: string | undefined): string {
   return runcRoot ? path.basename(runcRoot) : '';
 }
 
-function parseIdentity(dev: string, ino: string): { dev: bigint; ino: bigint } {
-  const [maj, min] = dev.split(':').map((x) => BigInt(x));
-  return { dev: (maj << 20n) | min, ino: BigInt(ino) };
+/** An allow entry as the exec backend's state keeps it ({ dev: "MAJ:MIN", ino, ctime_ns, loader_of }). */
+function parseIdentity(a: { dev: string; ino: string; ctime_ns?: string; loader_of?: unknown }): AllowedFile {
+  const [maj, min] = a.dev.split(':').map((x) => BigInt(x));
+  return { dev: (maj << 20n) | min, ino: BigInt(a.ino), ctimeNs: BigInt(a.ctime_ns ?? '0'), interpOnly: a.loader_of !== undefined };
 }
 
 export function policyHash(annotations: Record<string, string>): string {
@@ -220,8 +222,8 @@ export class FenceManager {
     }
     if (prep.entrypoint) {
       // Deferred at prepare (it lies under a mount): judged now in the container's own root.
-      const allow = (entry.backends.exec?.allow ?? []) as Array<{ path: string; dev: string; ino: string }>;
-      const allowed = allow.map((a) => ({ path: a.path, identity: parseIdentity(a.dev, a.ino) }));
+      const allow = (entry.backends.exec?.allow ?? []) as Array<{ path: string; dev: string; ino: string; ctime_ns?: string; loader_of?: unknown }>;
+      const allowed = allow.map((a) => ({ path: a.path, identity: parseIdentity(a) }));
       const problem = this.policy.entrypointProblem(`/proc/${pid}/root`, prep.entrypoint, allowed, annotations[KEYS.execAllow]);
       if (problem && problem !== 'deferred') {
         undoAll();
@@ -359,8 +361,14 @@ export class FenceManager {
     const problems = this.policy.unenforceable(policy, controls, annotations);
     if (problems.length) throw this.refuseUpdate(entry, changes, problems.join('; '));
 
+    // A control whose key the request names is applied again even when its value is the same:
+    // that is how an operator re-allows legitimately updated files (the exec allow-list is
+    // re-resolved and re-stamped); changing another control never re-stamps them.
     const sameFor = (c: BackendName) => policy.mode === oldPolicy.mode
       && keysOf(c).every((k) => JSON.stringify(policyField(policy, k)) === JSON.stringify(policyField(oldPolicy, k)));
+    // A control whose key the change names is applied again even with the same value: that is
+    // how an operator re-allows a file updated on purpose (new stamps, docs/exec-integrity.md).
+    const untouched = (c: BackendName) => sameFor(c) && keysOf(c).every((k) => !(k in changes));
     // A control fixed at start (seccomp) is never touched live: refuse before anything changes,
     // so the container keeps its state in the registry and the kernel alike.
     for (const b of this.backends) {
@@ -388,7 +396,7 @@ export class FenceManager {
       const want = b.controlState(policy);
       const active = want !== 'none' && !want.startsWith('unenforceable');
       const had = entry.backends[b.control];
-      if (had && active && sameFor(b.control)) {
+      if (had && active && untouched(b.control)) {
         if (isControl(b.control)) newControls[b.control] = entry.controls[b.control];
         continue;
       }

@@ -3,15 +3,35 @@
 
 export enum FenceMode { Off = 0, Enforce = 1, Audit = 2, Learn = 3 }
 export const FLAG_REPORT_ALLOWED = 1;
+/** Identity alone, no stamp or loader check: for bench/exec-loop.ts only, never set by the daemon. */
+export const FLAG_IDENTITY_ONLY = 2;
 
 export enum ExecAction { Allow = 0, Deny = 1, Audit = 2 }
+
+/** enum cgfence_exec_reason: why an exec was denied (or audited). */
+export enum ExecReason { None = 0, NotAllowed = 1, Modified = 2, InterpOnly = 3, InterpNotAllowed = 4, InterpModified = 5, InterpUnknown = 6 }
+
+/** The audit `reason` of each ExecReason. */
+export const EXEC_REASON_NAMES: Record<ExecReason, string> = {
+  [ExecReason.None]: 'allowed',
+  [ExecReason.NotAllowed]: 'not-allowed',
+  [ExecReason.Modified]: 'modified-since-allowed',
+  [ExecReason.InterpOnly]: 'loader-run-directly',
+  [ExecReason.InterpNotAllowed]: 'loader-not-allowed',
+  [ExecReason.InterpModified]: 'loader-modified-since-allowed',
+  [ExecReason.InterpUnknown]: 'loader-unknown',
+};
+
+/** enum cgfence_allow_flags */
+export const ALLOW_INTERP_ONLY = 1;
 export const EVENT_EXEC = 1;
 
 export const FENCE_SIZE = 32;
 export const EXEC_KEY_SIZE = 24;
-export const EXEC_EVENT_SIZE = 336;
+export const EXEC_ALLOW_SIZE = 16;
+export const EXEC_EVENT_SIZE = 384;
 /** struct cgfence_exec_throttle: an exec event and the identity's suppressed count. */
-export const EXEC_THROTTLE_SIZE = 344;
+export const EXEC_THROTTLE_SIZE = 392;
 export const EVENT_EXEC_THROTTLE = 2;
 export const EXEC_RATE_SIZE = 24;
 /** The kernel's exec rate limiter (bpf/include/cgfence-abi.h). */
@@ -23,6 +43,32 @@ const PATH_LEN = 256;
 
 /** A file identity as the kernel sees it: dev in the kernel's MAJOR<<20|MINOR encoding. */
 export interface FileIdentity { dev: bigint; ino: bigint }
+
+/**
+ * An allow entry: a file identity, its change stamp when it was allowed (the inode's ctime in
+ * nanoseconds since the epoch, as stat reports it) and whether it is allowed only as the ELF
+ * loader of allowed programs.
+ */
+export interface AllowedFile extends FileIdentity { ctimeNs: bigint; interpOnly: boolean }
+
+const NS = 1_000_000_000n;
+
+/** A stamp as audit records show it: seconds.nanoseconds, the nanoseconds zero-padded. */
+export function formatStamp(ctimeNs: bigint): string {
+  return `${ctimeNs / NS}.${(ctimeNs % NS).toString().padStart(9, '0')}`;
+}
+
+export function encodeExecAllow(a: Pick<AllowedFile, 'ctimeNs' | 'interpOnly'>): Buffer {
+  const b = Buffer.alloc(EXEC_ALLOW_SIZE);
+  b.writeBigInt64LE(a.ctimeNs / NS, 0);
+  b.writeUInt32LE(Number(a.ctimeNs % NS), 8);
+  b.writeUInt32LE(a.interpOnly ? ALLOW_INTERP_ONLY : 0, 12);
+  return b;
+}
+
+export function decodeExecAllow(b: Buffer): Pick<AllowedFile, 'ctimeNs' | 'interpOnly'> {
+  return { ctimeNs: b.readBigInt64LE(0) * NS + BigInt(b.readUInt32LE(8)), interpOnly: (b.readUInt32LE(12) & ALLOW_INTERP_ONLY) !== 0 };
+}
 
 export interface FenceState { mode: FenceMode; flags: number; denied: bigint; audited: bigint; allowed: bigint }
 
@@ -84,6 +130,13 @@ export interface ExecEvent {
   /** comm and path as the kernel has them (not necessarily UTF-8). */
   commBytes?: Buffer;
   pathBytes?: Buffer;
+  reason: ExecReason;
+  /** The judged file's stamp now: the program's, or its loader's for the Interp* reasons. */
+  nowCtimeNs: bigint;
+  /** The stamp its allow entry holds (Modified, InterpModified), else null. */
+  wantCtimeNs: bigint | null;
+  /** The ELF loader of the program when the loader was judged, else null. */
+  interp: FileIdentity | null;
 }
 
 /** The bytes of a NUL-terminated C string in `b[off, off+len)`. */
@@ -117,6 +170,23 @@ export function decodeExecEvent(b: Buffer): ExecEvent {
     // The exact bytes: names need not be UTF-8 (audit/exact-name.ts).
     commBytes: Buffer.from(cBytes(b, 64, COMM_LEN)),
     pathBytes: Buffer.from(cBytes(b, 64 + COMM_LEN, PATH_LEN)),
+    ...decodeExecVerdict(b, 64 + COMM_LEN + PATH_LEN),
+  };
+}
+
+function decodeExecVerdict(b: Buffer, off: number): Pick<ExecEvent, 'reason' | 'nowCtimeNs' | 'wantCtimeNs' | 'interp'> {
+  const reason = b.readUInt32LE(off) as ExecReason;
+  const nowCtimeNs = b.readBigInt64LE(off + 8) * NS + BigInt(b.readUInt32LE(off + 4));
+  const wantSec = b.readBigInt64LE(off + 16);
+  const wantNsec = b.readUInt32LE(off + 24);
+  const interpDev = b.readBigUInt64LE(off + 32);
+  const interpIno = b.readBigUInt64LE(off + 40);
+  const modified = reason === ExecReason.Modified || reason === ExecReason.InterpModified;
+  return {
+    reason,
+    nowCtimeNs,
+    wantCtimeNs: modified ? wantSec * NS + BigInt(wantNsec) : null,
+    interp: interpDev || interpIno ? { dev: interpDev, ino: interpIno } : null,
   };
 }
 

@@ -9,8 +9,8 @@ import path from 'node:path';
 import { BpfLink, BpfObject, BPF_ANY, RingBuffer, native } from '../native';
 import { ensureTracefs } from './tracefs';
 import {
-  EXEC_EVENT_SIZE, EXEC_KEY_SIZE, EXEC_RATE_SIZE, ExecEvent, ExecRate, FENCE_SIZE, FenceMode, FenceState, FileIdentity,
-  decodeExecEvent, decodeExecKey, decodeExecRate, decodeFence, encodeExecKey, encodeFence, u64Key,
+  AllowedFile, EXEC_ALLOW_SIZE, EXEC_EVENT_SIZE, EXEC_KEY_SIZE, EXEC_RATE_SIZE, ExecEvent, ExecRate, FENCE_SIZE, FenceMode, FenceState, FileIdentity,
+  decodeExecAllow, decodeExecEvent, decodeExecKey, decodeExecRate, decodeFence, encodeExecAllow, encodeExecKey, encodeFence, u64Key,
 } from './abi';
 
 const OBJECT = 'exec-fence';
@@ -196,24 +196,29 @@ export class ExecFence {
   }
 
   /**
-   * Adds allow entries, all or none: if the kernel refuses one (the map is full), the entries
-   * this call added are deleted again before the error goes on.
+   * Adds allow entries with the stamps their files had, all or none: if the kernel refuses one
+   * (the map is full), the entries this call added are deleted again before the error goes on.
+   * An existing entry takes the new stamp.
    */
-  allow(fenceId: bigint, ids: Iterable<FileIdentity>): void {
-    const one = Buffer.from([1]);
+  allow(fenceId: bigint, files: Iterable<AllowedFile>): void {
     const added: FileIdentity[] = [];
     try {
-      for (const id of ids) {
-        const key = encodeExecKey(fenceId, id);
-        const fresh = !this.index.get(fenceId)?.has(idKey(id));
-        this.obj.mapUpdate('exec_allow', key, one, BPF_ANY);
-        this.noteAdded(fenceId, id);
-        if (fresh) added.push(id);
+      for (const f of files) {
+        const fresh = !this.index.get(fenceId)?.has(idKey(f));
+        this.obj.mapUpdate('exec_allow', encodeExecKey(fenceId, f), encodeExecAllow(f), BPF_ANY);
+        this.noteAdded(fenceId, f);
+        if (fresh) added.push(f);
       }
     } catch (e) {
       this.disallow(fenceId, added);
       throw e;
     }
+  }
+
+  /** The allow entry of one identity, stamp included (null: not allowed). */
+  allowEntry(fenceId: bigint, id: FileIdentity): AllowedFile | null {
+    const v = this.obj.mapLookup('exec_allow', encodeExecKey(fenceId, id));
+    return v ? { dev: id.dev, ino: id.ino, ...decodeExecAllow(v) } : null;
   }
 
   disallow(fenceId: bigint, ids: Iterable<FileIdentity>): void {
@@ -270,12 +275,14 @@ export class ExecFence {
 
   /**
    * Makes the allow-list of a fence exactly `ids`, entry by entry: additions go in before
-   * removals, so an identity in both the old and new list is never briefly denied.
+   * removals, so an identity in both the old and new list is never briefly denied. Every
+   * wanted entry is written, not only new ones: a re-resolved file may carry a new stamp.
    */
-  replaceAllowList(fenceId: bigint, ids: FileIdentity[]): void {
+  replaceAllowList(fenceId: bigint, ids: AllowedFile[]): void {
     const want = new Map(ids.map((i) => [`${i.dev}:${i.ino}`, i]));
     const have = new Map(this.held(fenceId).map((i) => [`${i.dev}:${i.ino}`, i]));
-    this.allow(fenceId, [...want].filter(([k]) => !have.has(k)).map(([, v]) => v));
+    // Every wanted entry is written: one already there may carry an old stamp.
+    this.allow(fenceId, want.values());
     this.disallow(fenceId, [...have].filter(([k]) => !want.has(k)).map(([, v]) => v));
   }
 
@@ -372,8 +379,8 @@ function checkSizes(obj: BpfObject): void {
   const a = obj.mapInfo('exec_allow');
   const r = obj.mapInfo('exec_rate');
   if (r.valueSize !== EXEC_RATE_SIZE || obj.mapInfo('exec_suppressed').valueSize !== EXEC_RATE_SIZE) throw new Error(`exec-fence ABI mismatch: exec_rate value ${r.valueSize} (want ${EXEC_RATE_SIZE}); rebuild with \`npm run build\``);
-  if (f.valueSize !== FENCE_SIZE || a.keySize !== EXEC_KEY_SIZE) {
-    throw new Error(`exec-fence ABI mismatch: fence value ${f.valueSize} (want ${FENCE_SIZE}), allow key ${a.keySize} (want ${EXEC_KEY_SIZE}); rebuild with \`npm run build\``);
+  if (f.valueSize !== FENCE_SIZE || a.keySize !== EXEC_KEY_SIZE || a.valueSize !== EXEC_ALLOW_SIZE) {
+    throw new Error(`exec-fence ABI mismatch: fence value ${f.valueSize} (want ${FENCE_SIZE}), allow key ${a.keySize} (want ${EXEC_KEY_SIZE}), allow value ${a.valueSize} (want ${EXEC_ALLOW_SIZE}); rebuild with \`npm run build\``);
   }
 }
 

@@ -5,20 +5,20 @@
 // resolved against *our* root and name a host file. So symlinks are walked by hand and
 // every absolute target is re-anchored at the container's root, which is also what keeps
 // a hostile image from pointing a path outside its rootfs.
+//
+// Each resolved file is bound to its state at that moment by its change stamp (the inode's
+// ctime, see docs/exec-integrity.md), and the ELF loader (PT_INTERP) of each allowed program
+// is added as an entry that allows it only as a loader.
 import fs from 'node:fs';
 import path from 'node:path';
-import { FileIdentity, kernelDev } from '../kernel/abi';
+import { AllowedFile, FileIdentity, kernelDev } from '../kernel/abi';
+import { elfInterpreter } from './elf-interp';
+import { ResolveError } from './identity-error';
+import { mappedFile } from './loader-file';
 
 const MAX_SYMLINKS = 40; // the kernel's own limit
 
-export class ResolveError extends Error {
-  /** The path inside the container at which resolution stopped (symlinks followed), when known. */
-  at?: string;
-  constructor(public readonly requested: string, reason: string, at?: string) {
-    super(`${requested}: ${reason}`);
-    this.at = at;
-  }
-}
+export { ResolveError };
 
 /** Resolves `p` (absolute, inside `root`) to a host path under `root`, following symlinks in-root. */
 export function resolveInRoot(root: string, p: string): string {
@@ -64,11 +64,42 @@ export function identityOf(hostPath: string): FileIdentity {
   return { dev: kernelDev(st.dev), ino: st.ino };
 }
 
-export interface ResolvedEntry { path: string; identity: FileIdentity }
+/** The identity and change stamp of a file, as the exec fence binds it. */
+export function allowedFileOf(hostPath: string, interpOnly = false): AllowedFile {
+  const st = fs.statSync(hostPath, { bigint: true });
+  return { dev: kernelDev(st.dev), ino: st.ino, ctimeNs: st.ctimeNs, interpOnly };
+}
+
+/** loaderOf: for an entry added as the PT_INTERP loader of allowed programs, the first of them. */
+export interface ResolvedEntry { path: string; identity: AllowedFile; loaderOf?: string }
+
+/**
+ * Adds the PT_INTERP loader of each ELF program in `out`, allowed only as a loader and under
+ * the identity of the file the kernel maps for it (loader-file.ts: on overlayfs, the layer's).
+ */
+function addLoaders(out: ResolvedEntry[], root: { pid: number } | { dir: string }, rootDir: string): void {
+  // A loader also listed by name keeps its full entry (the same identity off overlayfs).
+  const have = new Set(out.map((e) => `${e.identity.dev}:${e.identity.ino}`));
+  for (const e of [...out]) {
+    const interp = elfInterpreter(resolveInRoot(rootDir, e.path));
+    if (interp === null) continue;
+    let host: string;
+    try {
+      host = resolveInRoot(rootDir, interp);
+    } catch {
+      continue; // a loader the image lacks: the kernel fails that program's exec itself
+    }
+    const id = allowedFileOf(mappedFile(root, '/' + path.relative(rootDir, host)), true);
+    if (have.has(`${id.dev}:${id.ino}`)) continue;
+    have.add(`${id.dev}:${id.ino}`);
+    out.push({ path: interp, identity: id, loaderOf: e.path });
+  }
+}
 
 /**
  * Resolves allow-list entries (absolute paths, or `DIR/*` for every regular file directly
- * in DIR) inside the root of `rootPid` (or an explicit root directory). Entries that name
+ * in DIR at this moment) inside the root of `rootPid` (or an explicit root directory), each
+ * with its stamp, then the loaders of the ELF programs among them. Entries that name
  * nothing are errors: a typo in an allow-list must not silently shrink it.
  */
 export function resolveAllowList(entries: string[], root: { pid: number } | { dir: string }): ResolvedEntry[] {
@@ -88,14 +119,15 @@ export function resolveAllowList(entries: string[], root: { pid: number } | { di
           continue; // dangling symlinks in a directory are not the user's typo
         }
         const st = fs.statSync(hostPath);
-        if (st.isFile()) out.push({ path: inner, identity: identityOf(hostPath) });
+        if (st.isFile()) out.push({ path: inner, identity: allowedFileOf(hostPath) });
       }
       continue;
     }
     const hostPath = resolveInRoot(rootDir, entry);
     if (!fs.statSync(hostPath).isFile()) throw new ResolveError(entry, 'not a regular file');
-    out.push({ path: entry, identity: identityOf(hostPath) });
+    out.push({ path: entry, identity: allowedFileOf(hostPath) });
   }
+  addLoaders(out, root, rootDir);
   return out;
 }
 

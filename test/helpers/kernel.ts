@@ -18,6 +18,20 @@ export function buildFixture(name: string, dir: string): string {
   return out;
 }
 
+/** Compiles a test/fixtures/*.c program dynamically linked (the host's loader and libc). */
+export function buildDynamicFixture(name: string, dir: string): string {
+  const out = path.join(dir, name);
+  execFileSync('gcc', ['-O2', '-o', out, path.join(FIXTURES, `${name}.c`)], { stdio: 'pipe' });
+  return out;
+}
+
+/** Compiles a freestanding test/fixtures/*.c program: no libc, entry _start, static. */
+export function buildFreestandingFixture(name: string, dir: string): string {
+  const out = path.join(dir, name);
+  execFileSync('gcc', ['-static', '-nostdlib', '-fno-stack-protector', '-O2', '-o', out, path.join(FIXTURES, `${name}.c`)], { stdio: 'pipe' });
+  return out;
+}
+
 /** Runs argv with its pid moved into the cgroup first, so its exec is the one fenced. */
 export function runInCgroup(cgroupPath: string, argv: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 20000): SpawnSyncReturns<string> {
   return spawnSync('/bin/sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroupPath, ...argv], {

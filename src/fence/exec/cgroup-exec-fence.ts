@@ -1,6 +1,6 @@
 // Fences one cgroup's execs: resolves the allow-list inside the container's mount namespace
 // (through the root pid) to file identities and writes them to the kernel's maps.
-import { FenceMode, FileIdentity, FLAG_REPORT_ALLOWED } from '../../kernel/abi';
+import { AllowedFile, FenceMode, FLAG_REPORT_ALLOWED } from '../../kernel/abi';
 import { cgroupId } from '../../kernel/cgroup';
 import { ExecFence } from '../../kernel/exec-fence';
 import { Mode } from '../../policy/policy';
@@ -37,7 +37,7 @@ function root(req: ExecFenceRequest): { pid: number } | { dir: string } {
 }
 
 /** Called with a fence's new allow set before anything is written: throws to refuse. */
-export type ExecAdmit = (fenceId: bigint, ids: FileIdentity[]) => void;
+export type ExecAdmit = (fenceId: bigint, ids: AllowedFile[]) => void;
 
 /**
  * Writes a fence, all or nothing: admitted first (quotas), then the allow-list before the
@@ -46,7 +46,7 @@ export type ExecAdmit = (fenceId: bigint, ids: FileIdentity[]) => void;
  * switched, then narrowed, so a live change never denies an exec that both the old and the
  * new policy allow. If any write fails, the fence is put back exactly as it was.
  */
-export function writeExecFence(fence: ExecFence, fenceId: bigint, ids: FileIdentity[], mode: Mode, flags: number, admit?: ExecAdmit): void {
+export function writeExecFence(fence: ExecFence, fenceId: bigint, ids: AllowedFile[], mode: Mode, flags: number, admit?: ExecAdmit): void {
   admit?.(fenceId, ids);
   const before = fence.snapshot(fenceId);
   try {

@@ -3,6 +3,7 @@ import { AuditInput } from '../../audit/audit-record';
 import { ExecAction, ExecEvent, formatDev } from '../../kernel/abi';
 import { EventSink } from '../event-sink';
 import { exactName } from '../../audit/exact-name';
+import { verdictFields } from './exec-verdict';
 
 export function execAuditRecords(events: ExecEvent[], sink: EventSink): AuditInput[] {
   return events.map((e) => {
@@ -22,6 +23,7 @@ export function execAuditRecords(events: ExecEvent[], sink: EventSink): AuditInp
       ppid: e.ppid,
       uid: e.uid,
       mode: owner?.mode ?? null,
+      ...verdictFields(e),
     };
   });
 }

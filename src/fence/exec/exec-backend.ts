@@ -118,7 +118,10 @@ export class ExecBackend implements FenceBackend {
     }
     ctx.state.backend = identity.backend;
     if (ctx.policy.mode === 'enforce' || ctx.policy.mode === 'audit') this.rateAudit?.track(BigInt(ctx.state.fenceId as string), ctx.policy.mode === 'enforce' ? 'deny' : 'audit');
-    ctx.state.allow = resolved.map((e) => ({ path: e.path, dev: formatDev(e.identity.dev), ino: e.identity.ino.toString() }));
+    ctx.state.allow = resolved.map((e) => ({
+      path: e.path, dev: formatDev(e.identity.dev), ino: e.identity.ino.toString(), ctime_ns: e.identity.ctimeNs.toString(),
+      ...(e.loaderOf !== undefined ? { loader_of: e.loaderOf } : {}),
+    }));
   }
 
   /** The quota check of one container's allow set (fence/quota.ts). */

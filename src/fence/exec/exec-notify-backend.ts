@@ -10,7 +10,7 @@
 // when the loop has asked for it.
 import { AuditInput } from '../../audit/audit-record';
 import { EventSink } from '../event-sink';
-import { FileIdentity } from '../../kernel/abi';
+import { AllowedFile } from '../../kernel/abi';
 import { Policy } from '../../policy/policy';
 import { AttachContext, ControlState, FenceBackend, FencedContainer, PrepareContext } from '../backend';
 import { ExecBackend } from './exec-backend';
@@ -25,12 +25,18 @@ export interface ExecNotifyHooks {
   log: (m: string) => void;
 }
 
-/** The allow-list entries ExecBackend keeps in its state: { path, dev: "MAJ:MIN", ino }. */
-function identitiesOf(state: Record<string, unknown> | undefined): FileIdentity[] | null {
+/**
+ * The allow-list entries ExecBackend keeps in its state: { path, dev: "MAJ:MIN", ino, ctime_ns,
+ * loader_of? }. null when there are none, or when they come from a daemon that kept no stamps:
+ * the container is then left to the kernel fence until it is attached again.
+ */
+function identitiesOf(state: Record<string, unknown> | undefined): AllowedFile[] | null {
   if (!Array.isArray(state?.allow)) return null;
-  return (state.allow as Array<{ dev: string; ino: string }>).map((a) => {
+  const entries = state.allow as Array<{ dev: string; ino: string; ctime_ns?: string; loader_of?: string }>;
+  if (entries.some((a) => typeof a.ctime_ns !== 'string')) return null;
+  return entries.map((a) => {
     const [maj, min] = a.dev.split(':').map((x) => BigInt(x));
-    return { dev: (maj << 20n) | min, ino: BigInt(a.ino) };
+    return { dev: (maj << 20n) | min, ino: BigInt(a.ino), ctimeNs: BigInt(a.ctime_ns!), interpOnly: a.loader_of !== undefined };
   });
 }
 

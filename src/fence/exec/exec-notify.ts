@@ -26,11 +26,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { AuditInput } from '../../audit/audit-record';
 import { exactName } from '../../audit/exact-name';
-import { FileIdentity, formatDev } from '../../kernel/abi';
+import { AllowedFile, formatDev } from '../../kernel/abi';
 import { NotifyEvent, NotifyStats, SeccompNotify, native } from '../../native';
 import { PrepareContext } from '../backend';
 import { readBundleConfig, writeBundleConfig } from '../bundle-config';
 import { NotifyMerge, withExecNotify } from '../seccomp/seccomp-profile';
+import { verdictFields } from './exec-verdict';
 import { startFdHolder } from './fd-holder';
 
 /**
@@ -151,8 +152,8 @@ export class ExecNotifier {
     }
   }
 
-  set(key: string, identities: FileIdentity[]): void {
-    this.loop.setContainer(key, identities.map((i) => [i.dev, i.ino]), EXEC_DENY_ERRNO);
+  set(key: string, files: AllowedFile[]): void {
+    this.loop.setContainer(key, files.map((f) => [f.dev, f.ino, f.ctimeNs, f.interpOnly]), EXEC_DENY_ERRNO);
   }
 
   /** No allow set is known for the container: let its execs on to the kernel fence rather than wait. */
@@ -195,5 +196,6 @@ export function denyRecord(e: DenyEvent, owner: { cgroupId: string | null } | un
     errno: e.errno === EXEC_DENY_ERRNO ? EXEC_DENY_ERRNO_NAME : e.errno,
     via: 'seccomp-notify',
     mode: 'enforce',
+    ...verdictFields(e),
   };
 }
