@@ -69,6 +69,9 @@ export function createBackends(cfg: DaemonConfig, manager: () => FenceManager): 
  * fence; the kernel fence alone (SIGKILL) when the notify loop cannot start, said in the log.
  */
 function execWithNotify(cfg: DaemonConfig, exec: ExecBackend, manager: () => FenceManager): FenceBackend {
+  // --exec-deny kill: no notify loop, no fd-holder, nothing routed at prepare. An fd-holder
+  // left by an earlier errno-mode daemon goes on answering its containers CONTINUE.
+  if (cfg.execDeny === 'kill') return exec;
   try {
     return new ExecNotifyBackend(exec, cfg.stateDir, {
       lookup: (ns, id) => manager().registry.get(ns, id),

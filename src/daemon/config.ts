@@ -6,6 +6,13 @@ import { CgroupMode } from '../fence/backend';
 
 export type { CgroupMode } from '../fence/backend';
 export type FailMode = 'closed' | 'open';
+/**
+ * How an exec the allow-list forbids is stopped, node-wide. errno: seccomp user notification
+ * refuses it with EACCES before the kernel loads it (the kernel fence stays behind it);
+ * kill: no seccomp notification at all, the kernel fence alone kills it before its first
+ * instruction (exit 137), and allowed execs pay nothing for the notify round trip.
+ */
+export type ExecDeny = 'errno' | 'kill';
 
 export interface DaemonConfig {
   containerdSocket: string;
@@ -23,6 +30,7 @@ export interface DaemonConfig {
   metricsAddress: string | null;
   /** Where cgfence-runc spools fail-open records while the daemon is unreachable. */
   spoolDir: string;
+  execDeny: ExecDeny;
 }
 
 export const DEFAULTS: DaemonConfig = {
@@ -39,6 +47,7 @@ export const DEFAULTS: DaemonConfig = {
   auditKeep: 5,
   metricsAddress: null,
   spoolDir: '/run/cgfence/spool',
+  execDeny: 'errno',
 };
 
 /** flag name → [config key, environment variable] */
@@ -52,6 +61,7 @@ export const SETTINGS: Record<string, [keyof DaemonConfig, string]> = {
   'fail-mode': ['failMode', 'CGFENCE_FAIL_MODE'],
   'metrics-address': ['metricsAddress', 'CGFENCE_METRICS_ADDRESS'],
   'spool-dir': ['spoolDir', 'CGFENCE_SPOOL_DIR'],
+  'exec-deny': ['execDeny', 'CGFENCE_EXEC_DENY'],
 };
 
 export class ConfigError extends Error {}
@@ -96,5 +106,6 @@ export function resolveConfig(flags: Record<string, string | undefined>, env: No
   }
   if (!['auto', 'v2', 'v1'].includes(cfg.cgroupMode)) throw new ConfigError(`--cgroup-mode ${JSON.stringify(cfg.cgroupMode)}: expected auto, v2 or v1`);
   if (!['closed', 'open'].includes(cfg.failMode)) throw new ConfigError(`--fail-mode ${JSON.stringify(cfg.failMode)}: expected closed or open`);
+  if (!['errno', 'kill'].includes(cfg.execDeny)) throw new ConfigError(`--exec-deny ${JSON.stringify(cfg.execDeny)}: expected errno or kill`);
   return cfg;
 }

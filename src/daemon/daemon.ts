@@ -12,6 +12,7 @@ import { NetworkBackend } from '../fence/network/network-backend';
 import { LearnBackend } from '../fence/learn/learn-backend';
 import { createBackends } from './backends';
 import { ExecNotifyBackend } from '../fence/exec/exec-notify-backend';
+import { execDenyOf } from '../fence/exec/exec-notify';
 import { FenceBackend } from '../fence/backend';
 import { cgfenceAnnotations } from '../policy/annotations';
 import { native } from '../native';
@@ -72,7 +73,7 @@ export class Daemon {
     this.snapshots = new CounterSnapshots(cfg.stateDir);
     this.audit.write({
       type: 'agent', action: 'start', pid: process.pid, version: VERSION, pin_dir: cfg.pinDir,
-      adopted: this.exec.fence.adopted, fences: registry.all().length, cgroup_mode: cfg.cgroupMode, fail_mode: cfg.failMode,
+      adopted: this.exec.fence.adopted, fences: registry.all().length, cgroup_mode: cfg.cgroupMode, fail_mode: cfg.failMode, exec_deny: cfg.execDeny,
     });
     this.log(`started (pid ${process.pid}); ${this.exec.fence.adopted ? `adopted pinned fences in ${cfg.pinDir}` : `pins in ${cfg.pinDir}`}; audit log ${cfg.auditLog}`);
     // After the backends: it protects the ids of what they loaded.
@@ -280,7 +281,7 @@ export class Daemon {
     }
     const fences = this.ps();
     return {
-      daemon: { pid: process.pid, version: VERSION, startedAt: this.startedAt.toISOString(), socket: this.cfg.socket, stateDir: this.cfg.stateDir, pinDir: this.cfg.pinDir, adopted: this.exec.fence.adopted, failMode: this.cfg.failMode, cgroupMode: this.cfg.cgroupMode },
+      daemon: { pid: process.pid, version: VERSION, startedAt: this.startedAt.toISOString(), socket: this.cfg.socket, stateDir: this.cfg.stateDir, pinDir: this.cfg.pinDir, adopted: this.exec.fence.adopted, failMode: this.cfg.failMode, execDeny: this.cfg.execDeny, cgroupMode: this.cfg.cgroupMode },
       containerd,
       kernel: {
         release: fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
@@ -306,7 +307,7 @@ export class Daemon {
         namespace: f.namespace, id: f.id, pid: f.pid, cgroup: f.cgroupPath, cgroupId: f.cgroupId, mode: f.mode,
         backend: Object.fromEntries(Object.entries(f.backends).map(([c, st]) => [c, st?.backend ?? c])),
         controls: f.controls, policyHash: f.policyHash, annotations: f.annotations,
-        execAllow: ex?.allow ?? [], attachedAt: f.attachedAt, how: f.how,
+        execAllow: ex?.allow ?? [], attachedAt: f.attachedAt, how: f.how, execDeny: execDenyOf(f.mode, ex),
         counters: typeof ex?.fenceId === 'string' ? this.execCounters(f.namespace, f.id, ex.fenceId) : null,
         networkCounters: typeof f.backends.network?.fenceId === 'string' ? this.network.counters(f.backends.network.fenceId, String(f.backends.network.cgroupId ?? f.backends.network.fenceId)) : null,
       };

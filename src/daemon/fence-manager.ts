@@ -14,6 +14,7 @@ import { KEYS, PolicyError, cgfenceAnnotations, parseAnnotations } from '../poli
 import { ResolvedEntry, identityOf, resolveAllowList, resolveInRoot } from '../policy/identity';
 import { Policy, hasRules } from '../policy/policy';
 import { native } from '../native';
+import { execDenyOf } from '../fence/exec/exec-notify';
 import { DaemonConfig } from './config';
 import type { Metrics } from './metrics';
 import { FenceRegistry, FencedContainer } from './fence-registry';
@@ -285,7 +286,7 @@ export class FenceManager {
     this.audit.write({
       type: 'lifecycle', action: 'attach', namespace, container_id: id, pid, cgroup_id: cgid?.toString() ?? null,
       how, mode: policy.mode, controls: entry.controls, policy_hash: entry.policyHash, cgroup: cgroupPath,
-      fail_mode: this.cfg.failMode, attach_ms: Math.round(ms * 1000) / 1000,
+      fail_mode: this.cfg.failMode, exec_deny: execDenyOf(policy.mode, entry.backends.exec), attach_ms: Math.round(ms * 1000) / 1000,
     });
     if (how === 'late-attach') this.log(`late attach: ${namespace}/${id} was running unfenced; fenced now`);
     return { fence: true, controls: entry.controls, cgroup: cgroupPath ?? undefined };

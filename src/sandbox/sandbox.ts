@@ -104,7 +104,13 @@ function writeEnv(p: SandboxPaths): void {
 }
 
 /** Starts whatever of containerd and the daemon is not running (idempotent). */
-export async function sandboxUp(dir: string, progress: Progress = () => {}): Promise<SandboxPaths> {
+/**
+ * `opts.daemonEnv`: settings for the daemon on top of this process's environment, which the
+ * daemon inherits whole: CGFENCE_EXEC_DENY, CGFENCE_FAIL_MODE, CGFENCE_CONFIG and the other
+ * CGFENCE_* settings reach it, except the paths the sandbox gives as flags (socket, state,
+ * audit log, pins, metrics, spool), which are the sandbox's own.
+ */
+export async function sandboxUp(dir: string, progress: Progress = () => {}, opts: { daemonEnv?: Record<string, string> } = {}): Promise<SandboxPaths> {
   const p = sandboxPaths(dir);
   fs.mkdirSync(p.dir, { recursive: true, mode: 0o700 });
   if (!fs.existsSync(p.runc)) throw new Error(`${p.runc} is missing: run \`npm run build\``);
@@ -125,7 +131,7 @@ export async function sandboxUp(dir: string, progress: Progress = () => {}): Pro
     progress('daemon: starting');
     const main = path.join(projectRoot(), 'dist', 'src', 'cli', 'main.js');
     const log = fs.openSync(p.daemonLog, 'a');
-    const env: NodeJS.ProcessEnv = { ...process.env };
+    const env: NodeJS.ProcessEnv = { ...process.env, ...opts.daemonEnv };
     const child = spawn(process.execPath, [main, 'daemon',
       '--containerd-socket', p.containerdSocket, '--state-dir', p.stateDir, '--audit-log', p.auditLog,
       '--socket', p.socket, '--pin-dir', p.pinDir, '--metrics-address', p.metrics, '--spool-dir', p.spoolDir], { detached: true, stdio: ['ignore', log, log], env });

@@ -9,7 +9,7 @@ unenforceable and why), the backend, the cgroup and the kernel's decision counte
 interface Row {
   namespace: string; id: string; pid: number; cgroup: string; mode: string; backend: Record<string, string>;
   controls: Record<string, string>; counters: { denied: number; audited: number; allowed: number } | null;
-  execAllow: Array<{ path: string }>; policyHash: string;
+  execAllow: Array<{ path: string }>; policyHash: string; execDeny: 'errno' | 'kill' | null;
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -27,9 +27,9 @@ export async function run(argv: string[]): Promise<number> {
     console.log('no fenced containers');
     return 0;
   }
-  const header = ['NAMESPACE/ID', 'PID', 'MODE', 'EXEC', 'NETWORK', 'SECCOMP', 'BACKEND', 'DENIED', 'CGROUP'];
+  const header = ['NAMESPACE/ID', 'PID', 'MODE', 'EXEC', 'EXEC-DENY', 'NETWORK', 'SECCOMP', 'BACKEND', 'DENIED', 'CGROUP'];
   const rows = r.containers.map((c) => [
-    `${c.namespace}/${c.id}`, String(c.pid), c.mode, c.controls.exec, c.controls.network, c.controls.seccomp, Object.values(c.backend).join(',') || '-',
+    `${c.namespace}/${c.id}`, String(c.pid), c.mode, c.controls.exec, c.execDeny ?? '-', c.controls.network, c.controls.seccomp, Object.values(c.backend).join(',') || '-',
     String(c.counters?.denied ?? '-'), c.cgroup,
   ]);
   const widths = header.map((h, i) => Math.min(48, Math.max(h.length, ...rows.map((row) => row[i].length))));

@@ -10,7 +10,10 @@ containerd set up. DIR defaults to ${DEFAULT_SANDBOX_DIR}.
   up      start whatever of the two is not running; writes DIR/env (source it for ctr),
           DIR/containerd.pid and DIR/daemon.pid
   down    stop both; every fence is detached and nothing stays pinned
-  status  what runs`;
+  status  what runs
+
+The daemon inherits this environment's CGFENCE_* settings (CGFENCE_EXEC_DENY=kill,
+CGFENCE_CONFIG, ...), except the paths the sandbox sets itself.`;
 
 export async function run(argv: string[]): Promise<number> {
   const a = parseArgs(argv, { values: ['dir'] });

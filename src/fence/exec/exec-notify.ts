@@ -175,6 +175,17 @@ export class ExecNotifier {
   }
 }
 
+/**
+ * How a forbidden exec of this container ends: 'errno' when its execs are routed to the
+ * notify loop (EACCES), 'kill' when the kernel fence alone stops them (SIGKILL, exit 137:
+ * --exec-deny kill, a config the notify route could not be added to, or no notify loop),
+ * null when nothing is denied (no exec fence, or not in enforce mode).
+ */
+export function execDenyOf(mode: string, execState: Record<string, unknown> | undefined): 'errno' | 'kill' | null {
+  if (mode !== 'enforce' || !execState) return null;
+  return execState.notify === 'seccomp-notify' ? 'errno' : 'kill';
+}
+
 /** The audit record of an exec the loop denied. */
 export function denyRecord(e: DenyEvent, owner: { cgroupId: string | null } | undefined, wallNs: bigint): AuditInput {
   const { namespace, id } = splitNotifyKey(e.key);
