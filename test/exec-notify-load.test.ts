@@ -63,6 +63,9 @@ describe('under load', () => {
   it(`${CONTAINERS} fenced containers exec at once: every exec decided as the allow-list says, none left waiting`, async () => {
     const ids = Array.from({ length: CONTAINERS }, (_, i) => cid(`ld${i}`));
     for (const id of ids) startDetached(id);
+    // --exec-deny errno is the default: every one of them is routed to the notify loop.
+    const rows = JSON.parse(cli(p, ['ps', '--json']).stdout) as Array<{ id: string; execDeny: string | null }>;
+    for (const id of ids) expect(rows.find((x) => x.id === id)?.execDeny, id).toBe('errno');
     const before = notifyStats();
     const runs = await Promise.all(ids.map((id) => execAsync(id, 'mix', ['/bin/sh', '-c',
       `CGFENCE_MARKER=/tmp/forbidden-ran ${FIXTURE_DIR}/exec-mix n${EXECS} /bin/true ${FIXTURE_DIR}/marker ${EVERY}; test -e /tmp/forbidden-ran && echo MARKER-EXISTS || echo no-marker`], 240_000)));
