@@ -5,7 +5,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { AuditInput } from '../audit/audit-record';
+import { AuditInput, nowNs } from '../audit/audit-record';
 import { AuditLog } from '../audit/audit-log';
 import { ExecAction, ExecEvent, formatDev } from '../kernel/abi';
 import { cgroupId, cgroupV2PathOfPid } from '../kernel/cgroup';
@@ -58,6 +58,7 @@ export function policyHash(annotations: Record<string, string>): string {
 }
 
 export class FenceManager {
+  private deferred: AuditInput[] = [];
   private readonly prepared = new Map<string, Prepared>();
   /** Containers between prepare and attach: reconcile leaves them to their attach. */
   private readonly inFlight = new Set<string>();
@@ -283,8 +284,8 @@ export class FenceManager {
     this.registry.put(entry);
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
     this.metrics?.attachSeconds.observe({ how }, ms / 1000);
-    this.audit.write({
-      type: 'lifecycle', action: 'attach', namespace, container_id: id, pid, cgroup_id: cgid?.toString() ?? null,
+    this.afterReply({
+      ts: nowNs(), type: 'lifecycle', action: 'attach', namespace, container_id: id, pid, cgroup_id: cgid?.toString() ?? null,
       how, mode: policy.mode, controls: entry.controls, policy_hash: entry.policyHash, cgroup: cgroupPath,
       fail_mode: this.cfg.failMode, exec_deny: execDenyOf(policy.mode, entry.backends.exec), attach_ms: Math.round(ms * 1000) / 1000,
     });
@@ -421,6 +422,24 @@ export class FenceManager {
       new_policy_hash: updated.policyHash, policy_hash: updated.policyHash, changes,
     });
     return { namespace: entry.namespace, id: entry.id, mode: policy.mode, controls: newControls, oldPolicyHash: entry.policyHash, policyHash: updated.policyHash };
+  }
+
+  /**
+   * Audit records of a create (the attach record) are written once the reply is on its way:
+   * hashing and the write(2) are not the container's to wait for. Stamped now; nothing of
+   * the container can happen before them (its init waits for `runc start`).
+   */
+  private afterReply(r: AuditInput): void {
+    if (this.deferred.length === 0) setImmediate(() => this.flushDeferred());
+    this.deferred.push(r);
+  }
+
+  /** Writes the records afterReply holds (the daemon's stop calls it before closing the log). */
+  flushDeferred(): void {
+    if (this.deferred.length === 0) return;
+    const recs = this.deferred;
+    this.deferred = [];
+    this.writeAudit(recs);
   }
 
   isInFlight(namespace: string, id: string): boolean {
