@@ -9,6 +9,7 @@
 // the notify loop's decision time p50/p99 (receive returned .. answer sent, its native
 // histogram) and the daemon's CPU time per 1,000 fenced execs (/proc/<daemon>/stat, all
 // threads, during the fenced runs; and during as many unfenced ones, which is its idle work).
+import { NotifyStats } from '../src/native';
 import { BenchResult, interleave, median, result } from './types';
 import { FX, benchSandbox, daemonCpuMs, execAsync, histDelta, notifyStats, parseMix, percentile, startContainer, MixRun } from './container-exec';
 
@@ -48,6 +49,15 @@ async function oneMode(mode: 'errno' | 'kill'): Promise<BenchResult> {
       `run means (median of runs): ${mean('b').toFixed(0)} -> ${mean('f').toFixed(0)} µs, ratio ${(mean('f') / mean('b')).toFixed(3)}`,
       `daemon CPU ${((cpu.f * 1000) / fencedExecs).toFixed(1)} ms per 1000 fenced execs (${((cpu.b * 1000) / fencedExecs).toFixed(1)} ms over the same number of unfenced ones: the daemon's idle work)`,
     ];
+    if (n0 && n1) {
+      const d = histDelta(n1.decisionHistogram, n0.decisionHistogram);
+      notes.push(`${((n1.notifications - n0.notifications) / RUNS).toFixed(0)} notifications per run, ${n1.cacheHits - n0.cacheHits} answered from the allowed-path cache`,
+        `notify decision p50/p99 ${percentile([d], 0.5)}/${percentile([d], 0.99)} µs (receive .. answer sent)`,
+        `sync wake-up on ${n1.syncWakeUp} listener(s)`,
+        `decision profile, mean ns per notification: ${profile(n0, n1)}`);
+    } else {
+      notes.push('no notify loop (0 notifications)');
+    }
     const fenced = mode === 'errno'
       ? 'exec-fenced container, --exec-deny errno (seccomp notify + kernel fence)'
       : 'exec-fenced container, --exec-deny kill (kernel fence alone)';
@@ -55,6 +65,16 @@ async function oneMode(mode: 'errno' | 'kill'): Promise<BenchResult> {
   } finally {
     await sb.down();
   }
+}
+
+/** Mean ns per notification of each stage of a decision (native/seccomp-notify.cc, Handle). */
+function profile(n0: NotifyStats, n1: NotifyStats): string {
+  const n = n1.notifications - n0.notifications;
+  if (!n) return '-';
+  return Object.keys(n1.profileNs).map((k) => {
+    const key = k as keyof NotifyStats['profileNs'];
+    return `${k} ${((n1.profileNs[key] - n0.profileNs[key]) / n).toFixed(0)}`;
+  }).join(', ');
 }
 
 export async function run(): Promise<BenchResult[]> {
