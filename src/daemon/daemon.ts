@@ -172,7 +172,9 @@ export class Daemon {
           return ok(this.manager.prepare(req));
         case 'attach': {
           const r = this.manager.attach(req);
-          this.tamper?.refresh();
+          // After the reply: the new container's objects are protected a turn later, before
+          // its init can run (it waits for `runc start`, which follows this reply).
+          setImmediate(() => this.tamper?.refresh());
           return ok(r);
         }
         case 'status':
@@ -339,6 +341,7 @@ export class Daemon {
       for (const b of this.backends) b.close({ detach: !!opts.detach });
       this.tamper?.close({ detach: !!opts.detach });
       this.manager.flushDeferred();
+      this.manager.registry.flush();
       this.audit.write({ type: 'agent', action: 'stop', pid: process.pid, detach: !!opts.detach });
       this.audit.close();
       this.log(`stopped${opts.detach ? '; every fence detached and unpinned' : '; fences stay pinned and enforcing'}`);
