@@ -26,6 +26,8 @@ interface Prepared {
   namespace: string;
   id: string;
   bundle: string;
+  /** How long prepare took, ms (in the attach record beside attach_ms). */
+  prepareMs?: number;
   annotations: Record<string, string>;
   policy: Policy;
   controls: Controls;
@@ -128,6 +130,7 @@ export class FenceManager {
 
   /** Validates the bundle's policy before runc creates anything. */
   prepare(req: { id: string; bundle: string; runcRoot?: string }): { fence: boolean; controls?: Controls } {
+    const started = process.hrtime.bigint();
     const namespace = namespaceOfRuncRoot(req.runcRoot);
     const key = `${namespace}/${req.id}`;
     const spec = this.readBundle(req.bundle);
@@ -179,7 +182,8 @@ export class FenceManager {
       this.auditRefusal(namespace, req.id, problems);
       throw new Refusal(problems.join('; '));
     }
-    this.prepared.set(key, { namespace, id: req.id, bundle: req.bundle, annotations, policy, controls, at: Date.now() });
+    const prepareMs = Math.round(Number(process.hrtime.bigint() - started) / 1000) / 1000;
+    this.prepared.set(key, { namespace, id: req.id, bundle: req.bundle, annotations, policy, controls, at: Date.now(), prepareMs });
     this.inFlight.add(key);
     this.expirePrepared();
     return { fence: true, controls };
@@ -288,6 +292,7 @@ export class FenceManager {
       ts: nowNs(), type: 'lifecycle', action: 'attach', namespace, container_id: id, pid, cgroup_id: cgid?.toString() ?? null,
       how, mode: policy.mode, controls: entry.controls, policy_hash: entry.policyHash, cgroup: cgroupPath,
       fail_mode: this.cfg.failMode, exec_deny: execDenyOf(policy.mode, entry.backends.exec), attach_ms: Math.round(ms * 1000) / 1000,
+      ...(prep.prepareMs !== undefined ? { prepare_ms: prep.prepareMs } : {}),
     });
     if (how === 'late-attach') this.log(`late attach: ${namespace}/${id} was running unfenced; fenced now`);
     return { fence: true, controls: entry.controls, cgroup: cgroupPath ?? undefined };
