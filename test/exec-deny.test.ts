@@ -5,7 +5,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import os from 'node:os';
 import { readRecords } from '../src/audit/audit-read';
+import { resolveConfig } from '../src/daemon/config';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { IMAGE, cid, cli, ctr, sandboxDir, waitFor } from './helpers/sandbox';
 
@@ -73,6 +75,23 @@ describe('--exec-deny kill', () => {
       ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
       ctr(p, ['task', 'delete', '--force', id]);
       ctr(p, ['containers', 'delete', id]);
+    }
+  });
+});
+
+describe('the setting', () => {
+  it('comes from the flag, then CGFENCE_EXEC_DENY, then the config file, else errno; anything else is refused by name', () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cgft-xd-'));
+    try {
+      const file = path.join(tmp, 'daemon.yaml');
+      fs.writeFileSync(file, 'execDeny: kill\n');
+      expect(resolveConfig({}, {}).execDeny).toBe('errno');
+      expect(resolveConfig({ config: file }, {}).execDeny).toBe('kill');
+      expect(resolveConfig({ config: file }, { CGFENCE_EXEC_DENY: 'errno' }).execDeny).toBe('errno');
+      expect(resolveConfig({ 'exec-deny': 'kill' }, { CGFENCE_EXEC_DENY: 'errno' }).execDeny).toBe('kill');
+      expect(() => resolveConfig({ 'exec-deny': 'eperm' }, {})).toThrow(/--exec-deny "eperm": expected errno or kill/);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
     }
   });
 });
