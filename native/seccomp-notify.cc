@@ -420,7 +420,7 @@ void SeccompNotify::Run() {
 void SeccompNotify::RunCommands() {
   std::vector<Command *> cmds;
   std::vector<Event *> events;
-  std::vector<int> ended;
+  std::vector<std::pair<int, uint64_t>> ended;
   {
     std::lock_guard<std::mutex> lock(mu_);
     cmds.swap(commands_);
@@ -428,7 +428,10 @@ void SeccompNotify::RunCommands() {
     ended.swap(ended_);
   }
   for (Event *e : events) Emit(e);
-  for (int fd : ended) RemoveNotifyFd(fd, true);
+  for (auto [fd, serial] : ended) {
+    auto it = fds_.find(fd);
+    if (it != fds_.end() && it->second.serial == serial) RemoveNotifyFd(fd, true);
+  }
   for (Command *c : cmds) {
     switch (c->kind) {
       case Command::kSet: {
@@ -622,7 +625,7 @@ void SeccompNotify::Serve(Worker *w) {
   // The container is gone: the control thread closes the fd and tells the holder.
   {
     std::lock_guard<std::mutex> lock(mu_);
-    ended_.push_back(w->fd);
+    ended_.emplace_back(w->fd, w->serial);
   }
   uint64_t one = 1;
   if (write(wake_, &one, sizeof(one)) < 0) { /* already signalled */ }

@@ -132,7 +132,9 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   std::mutex mu_;
   std::vector<Command *> commands_;  // guarded by mu_
   std::vector<Event *> shared_batch_;  // guarded by mu_: events from the fd threads
-  std::vector<int> ended_;             // guarded by mu_: fds whose thread saw the filter orphaned
+  // guarded by mu_: fds (with their serial: the number may be reused once closed) whose
+  // thread saw the filter orphaned
+  std::vector<std::pair<int, uint64_t>> ended_;
 
   Napi::ThreadSafeFunction tsfn_;
   std::thread thread_;
