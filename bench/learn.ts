@@ -51,7 +51,7 @@ export async function run(): Promise<BenchResult[]> {
     const sysLoop = build(dir, 'syscall-loop');
     const l = new LearnBackend({
       pinDir: path.join(pinDir, 'learn'), stateDir: path.join(dir, 'state'), cgroupMode: 'auto',
-      execDrops: () => exec?.drops() ?? 0n, audit: () => {},
+      execDrops: () => exec?.drops() ?? 0n, sink: { write: () => {}, toWallNs: (n) => n, owner: () => undefined },
     });
     learn = l;
     exec = ExecFence.open({ pinDir: path.join(pinDir, 'exec'), onEvents: (evs) => { execEvents += evs.length; l.onExecEvents(evs); } });

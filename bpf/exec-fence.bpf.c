@@ -6,12 +6,13 @@
  * A second program (exec_fence_pidns, below) finds fences by pid namespace instead, for
  * containers without a cgroup v2; user space loads and attaches the one(s) it needs.
  *
- * Why this hook: BPF LSM (bprm_check_security) and fentry are refused on the kernels we
- * target, while sched_process_exec runs after the new image is committed but before the
- * task returns to user space. bpf_send_signal(SIGKILL) raised here is delivered on that
- * return, so a denied program never executes its first instruction. The price is that the
- * caller cannot see EPERM (the old image is already gone); the seccomp notify path gives
- * EPERM where it is enabled and this program stays as the backstop.
+ * Why this hook: it loads wherever BTF does, while BPF LSM (bprm_check_security) and fentry
+ * are refused on some kernels (this project's test host among them).
+ * sched_process_exec runs after the new image is committed but before the task returns to
+ * user space. bpf_send_signal(SIGKILL) raised here is delivered on that return, so a denied
+ * program never executes its first instruction. The price is that the caller cannot see an
+ * error (the old image is already gone); the seccomp notify path answers EACCES where it is
+ * enabled, and this program stays as the backstop.
  *
  * bprm->file is the file actually mapped: for a #! script it is the final interpreter,
  * for fexecve()/execveat(AT_EMPTY_PATH) it is the fd's file (a memfd has its own

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The build recipe: system packages, BPF objects (CO-RE, vmlinux.h from this kernel's BTF),
-# the native addon and launcher (node-gyp), then the TypeScript.
+# The build recipe: BPF objects (CO-RE, vmlinux.h from this kernel's BTF), the native addon
+# and launcher (node-gyp), then the TypeScript. System packages are scripts/setup.sh's job;
+# here they are only checked, so a missing one is named instead of failing in a compiler.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --check
 bash scripts/build-bpf.sh
 if [[ -f build/Makefile && build/Makefile -nt binding.gyp ]]; then
   npx --no-install node-gyp build --loglevel=warn >&2

@@ -22,6 +22,7 @@ import { identityOf } from '../src/policy/identity';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { buildFixture, mktemp, uniqueName } from './helpers/kernel';
 import { cid, cli, ctr, IMAGE, runFenced, sandboxDir, waitFor } from './helpers/sandbox';
+import { collectingSink } from './helpers/sink';
 
 const name = uniqueName('cgft-v1');
 const pinDir = `/sys/fs/bpf/${name}`;
@@ -316,7 +317,7 @@ describe('connect audit (network on the pid-namespace backend)', () => {
   it('says the network rules are unenforceable, refuses enforce, and audits outbound TCP connects as net records', async () => {
     const records: AuditInput[] = [];
     const audit = new NetworkV1Audit({
-      pinDir: `/sys/fs/bpf/${uniqueName('cgft-v1-net')}`, writeAudit: (r) => records.push(...r), monoToWallNs: (n) => n,
+      pinDir: `/sys/fs/bpf/${uniqueName('cgft-v1-net')}`, sink: collectingSink(records),
     });
     const server = net.createServer((s) => s.destroy());
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

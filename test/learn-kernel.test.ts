@@ -11,6 +11,7 @@ import { AttachContext } from '../src/fence/backend';
 import { AuditInput } from '../src/audit/audit-record';
 import { emptyPolicy } from '../src/policy/policy';
 import { buildFixture, mktemp, runInCgroup, uniqueName } from './helpers/kernel';
+import { collectingSink } from './helpers/sink';
 
 const name = uniqueName('cgf-learn');
 const pinDir = `/sys/fs/bpf/${name}`;
@@ -46,7 +47,7 @@ beforeAll(() => {
   plain = createCgroup(`${name}/plain`);
   other = createCgroup(`${name}/other`);
   compat = buildFixture('compat-syscall', tmp);
-  learn = new LearnBackend({ pinDir, stateDir: path.join(tmp, 'state'), cgroupMode: 'auto', execDrops: () => 0n, audit: (r) => written.push(...r) });
+  learn = new LearnBackend({ pinDir, stateDir: path.join(tmp, 'state'), cgroupMode: 'auto', execDrops: () => 0n, sink: collectingSink(written) });
 });
 
 afterAll(async () => {

@@ -31,6 +31,8 @@ const handlerToml = read('containerd-runtime-handler.toml');
 const handlerName = /^\[plugins\."io\.containerd\.grpc\.v1\.cri"\.containerd\.runtimes\.([\w-]+)\]$/m.exec(handlerToml)?.[1];
 const binaryName = /^\s*BinaryName\s*=\s*"([^"]+)"/m.exec(handlerToml)?.[1];
 
+// Kubernetes manifests are walked field by field in the assertions below.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Obj = Record<string, any>;
 const docs = (f: string): Obj[] => YAML.parseAllDocuments(read(f)).map((d) => {
   expect(d.errors, `${f}: ${d.errors.join('; ')}`).toEqual([]);

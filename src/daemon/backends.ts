@@ -1,16 +1,19 @@
 // Which fence backends this daemon runs, in attach order. Each control has one backend;
-// the choice can depend on the node (cgroup mode, kernel features).
+// the choice can depend on the node (cgroup mode, kernel features). The shared sinks (audit
+// and clock, container lookups) exist before the backends and are handed to them.
 import path from 'node:path';
 import { ExecEvent } from '../kernel/abi';
 import { ExecBackend } from '../fence/exec/exec-backend';
-import { FenceBackend } from '../fence/backend';
+import { execAuditRecords } from '../fence/exec/exec-audit';
+import { FenceBackend, FencedContainer } from '../fence/backend';
+import { EventSink } from '../fence/event-sink';
 import { LearnBackend } from '../fence/learn/learn-backend';
 import { NetworkBackend } from '../fence/network/network-backend';
 import { NetworkControl } from '../fence/network/network-control';
 import { SeccompBackend } from '../fence/seccomp/seccomp-backend';
 import { ExecNotifyBackend } from '../fence/exec/exec-notify-backend';
+import { Policy } from '../policy/policy';
 import { DaemonConfig } from './config';
-import type { FenceManager } from './fence-manager';
 
 export interface Backends {
   exec: ExecBackend;
@@ -19,17 +22,25 @@ export interface Backends {
   all: FenceBackend[];
 }
 
-/**
- * `manager` is resolved lazily: backends hand kernel events to the manager, which is
- * created after them.
- */
-export function createBackends(cfg: DaemonConfig, manager: () => FenceManager): Backends {
+export interface BackendDeps {
+  sink: EventSink;
+  /** A container's policy from its (effective) annotations, with the node's profiles. */
+  policyOf: (annotations: Record<string, string>) => Policy;
+  /** The registry entry of a fenced container. */
+  lookup: (namespace: string, id: string) => FencedContainer | undefined;
+  /** A container between prepare and attach. */
+  inFlight: (namespace: string, id: string) => boolean;
+  log: (m: string) => void;
+}
+
+export function createBackends(cfg: DaemonConfig, deps: BackendDeps): Backends {
+  const { sink } = deps;
   // Exec events of learning containers go to the learn backend too, once it exists.
   let learnEvents: LearnBackend | undefined;
   const exec = new ExecBackend({
     pinDir: cfg.pinDir, cgroupMode: cfg.cgroupMode,
     onEvents: (evs: ExecEvent[]) => {
-      manager().onExecEvents(evs);
+      sink.write(execAuditRecords(evs, sink));
       learnEvents?.onExecEvents(evs);
     },
   });
@@ -37,30 +48,16 @@ export function createBackends(cfg: DaemonConfig, manager: () => FenceManager): 
   // else is made for it.
   // Seccomp after exec: both edit config.json at prepare, and its deny/allow rules are
   // merged over whatever exec routing is already there.
-  const network = new NetworkBackend({
-    pinDir: path.join(cfg.pinDir, 'net'), cgroupMode: cfg.cgroupMode,
-    write: (records) => manager().writeAudit(records),
-    owner: (fenceId) => manager().registry.byEvent(fenceId),
-    toWallNs: (ns) => manager().monoToWallNs(ns),
-  });
+  const network = new NetworkBackend({ pinDir: path.join(cfg.pinDir, 'net'), cgroupMode: cfg.cgroupMode, sink });
   // Containers fenced by pid namespace get the connect audit instead (it enforces nothing).
-  const networkControl = new NetworkControl(network, cfg.cgroupMode, {
-    pinDir: path.join(cfg.pinDir, 'net-v1'),
-    writeAudit: (r) => manager().writeAudit(r),
-    monoToWallNs: (ns) => manager().monoToWallNs(ns),
-    owner: (k) => {
-      const f = manager().registry.byEvent(k);
-      return f && { namespace: f.namespace, id: f.id, policy: manager().parse(f.annotations) };
-    },
-  });
+  const networkControl = new NetworkControl(network, cfg.cgroupMode, { pinDir: path.join(cfg.pinDir, 'net-v1'), sink, policyOf: deps.policyOf });
   // Learn last: it records for whatever the others attached, and blocks nothing.
   const learn = new LearnBackend({
     pinDir: cfg.pinDir, stateDir: cfg.stateDir, cgroupMode: cfg.cgroupMode,
-    execDrops: () => exec.fence.drops(),
-    audit: (records) => manager().writeAudit(records),
+    execDrops: () => exec.fence.drops(), sink,
   });
   learnEvents = learn;
-  const all: FenceBackend[] = [execWithNotify(cfg, exec, manager), new SeccompBackend(), networkControl, learn];
+  const all: FenceBackend[] = [execWithNotify(cfg, exec, deps), new SeccompBackend(), networkControl, learn];
   return { exec, network, learn, all };
 }
 
@@ -68,20 +65,14 @@ export function createBackends(cfg: DaemonConfig, manager: () => FenceManager): 
  * The exec control with EACCES for denied execs (seccomp notify) in front of the kernel
  * fence; the kernel fence alone (SIGKILL) when the notify loop cannot start, said in the log.
  */
-function execWithNotify(cfg: DaemonConfig, exec: ExecBackend, manager: () => FenceManager): FenceBackend {
+function execWithNotify(cfg: DaemonConfig, exec: ExecBackend, deps: BackendDeps): FenceBackend {
   // --exec-deny kill: no notify loop, no fd-holder, nothing routed at prepare. An fd-holder
   // left by an earlier errno-mode daemon goes on answering its containers CONTINUE.
   if (cfg.execDeny === 'kill') return exec;
   try {
-    return new ExecNotifyBackend(exec, cfg.stateDir, {
-      lookup: (ns, id) => manager().registry.get(ns, id),
-      inFlight: (ns, id) => manager().isInFlight(ns, id),
-      write: (records) => manager().writeAudit(records),
-      toWallNs: (ns) => manager().monoToWallNs(ns),
-      log: (m) => console.error(`cgfence daemon: ${m}`),
-    });
+    return new ExecNotifyBackend(exec, cfg.stateDir, { lookup: deps.lookup, inFlight: deps.inFlight, sink: deps.sink, log: deps.log });
   } catch (e) {
-    console.error(`cgfence daemon: exec denials stay SIGKILL (the seccomp notify loop did not start: ${(e as Error).message})`);
+    deps.log(`exec denials stay SIGKILL (the seccomp notify loop did not start: ${(e as Error).message})`);
     return exec;
   }
 }

@@ -19,6 +19,8 @@ import { native } from '../native';
 import { DaemonConfig } from './config';
 import { FenceManager, Refusal } from './fence-manager';
 import { FenceRegistry } from './fence-registry';
+import { AuditSink } from './audit-sink';
+import { PolicyDecider, policyParser } from './policy-decider';
 import { Reply, Request, ok, refuse } from './protocol';
 import { SocketServer } from './socket-server';
 import { TamperReporter } from './tamper-reporter';
@@ -43,6 +45,8 @@ export class Daemon {
   private learn!: LearnBackend;
   private backends: FenceBackend[] = [];
   private manager!: FenceManager;
+  private policy!: PolicyDecider;
+  private sink!: AuditSink;
   private tamper: TamperReporter | null = null;
   private server!: SocketServer;
   private client!: ContainerdClient;
@@ -63,12 +67,19 @@ export class Daemon {
     ensureBpffs(cfg.pinDir);
     this.audit = new AuditLog({ path: cfg.auditLog, maxBytes: cfg.auditMaxBytes, keep: cfg.auditKeep });
     const registry = new FenceRegistry(cfg.stateDir);
-    const backends = createBackends(cfg, () => this.manager);
+    // Built before the backends and handed to them: nothing reaches back for the manager.
+    this.sink = new AuditSink(this.audit, registry);
+    const parse = policyParser(cfg);
+    const backends = createBackends(cfg, {
+      sink: this.sink, policyOf: parse, log: this.log,
+      lookup: (ns, id) => registry.get(ns, id), inFlight: (ns, id) => registry.isInFlight(ns, id),
+    });
     this.exec = backends.exec;
     this.network = backends.network;
     this.learn = backends.learn;
     this.backends = backends.all;
-    this.manager = new FenceManager(cfg, this.backends, this.audit, registry, this.log);
+    this.policy = new PolicyDecider(cfg, this.backends);
+    this.manager = new FenceManager(cfg, this.backends, this.policy, this.audit, registry, this.log);
     this.lastDrops = this.exec.fence.drops();
     this.snapshots = new CounterSnapshots(cfg.stateDir);
     this.audit.write({
@@ -79,7 +90,7 @@ export class Daemon {
     // After the backends: it protects the ids of what they loaded.
     this.tamper = new TamperReporter({
       pinDir: cfg.pinDir, audit: this.audit, backends: () => this.backends, log: this.log,
-      owner: (cgroupId) => this.manager.registry.byEvent(cgroupId), monoToWallNs: (mono) => this.manager.monoToWallNs(mono),
+      sink: this.sink,
     });
     this.tamper.start();
 
@@ -108,6 +119,7 @@ export class Daemon {
         containerdConnected: () => this.monitor?.status().connected ?? false,
       });
       this.manager.metrics = this.metrics;
+      this.sink.metrics = this.metrics;
       await this.metrics.listen(cfg.metricsAddress);
       this.log(`metrics on ${cfg.metricsAddress}`);
     }
@@ -183,8 +195,8 @@ export class Daemon {
           return ok({ containers: this.ps() });
         case 'policy-check':
           try {
-            const policy = this.manager.parse(req.annotations);
-            return ok({ controls: this.manager.controls(policy), mode: policy.mode });
+            const policy = this.policy.parse(req.annotations);
+            return ok({ controls: this.policy.controls(policy), mode: policy.mode });
           } catch (e) {
             return refuse((e as Error).message);
           }
@@ -230,7 +242,7 @@ export class Daemon {
         const key = `${ns}/${t.containerId}`;
         live.add(key);
         const c = byId.get(t.containerId);
-        if (!c || this.manager.registry.get(ns, t.containerId) || this.manager.isInFlight(ns, t.containerId)) continue;
+        if (!c || this.manager.registry.get(ns, t.containerId) || this.manager.registry.isInFlight(ns, t.containerId)) continue;
         const annotations = c.spec?.annotations;
         if (Object.keys(cgfenceAnnotations(annotations)).length === 0 && !this.cfg.defaultProfile) continue;
         // It runs unfenced: the daemon was down when it started (or it started fail-open).
@@ -248,17 +260,9 @@ export class Daemon {
       if (!live.has(`${f.namespace}/${f.id}`)) this.manager.detach(f.namespace, f.id, 'container gone (reconcile)');
     }
     const known = new Set(this.manager.registry.all().flatMap((f) => f.eventKeys));
-    for (const id of this.exec.orphans(known)) {
-      this.exec.removeFence(id);
-      this.audit.write({ type: 'agent', action: 'remove-orphan-fence', cgroup_id: id.toString() });
-    }
-    for (const id of this.network.orphans(known)) {
-      this.network.removeFence(id);
-      this.audit.write({ type: 'agent', action: 'remove-orphan-fence', control: 'network', cgroup_id: id.toString() });
-    }
-    for (const id of this.learn.orphans(known)) {
-      this.learn.removeRecorder(id);
-      this.audit.write({ type: 'agent', action: 'remove-orphan-learn', cgroup_id: id.toString() });
+    for (const b of this.backends) {
+      const removed = b.sweepOrphans?.(known) ?? [];
+      if (removed.length) this.audit.writeBatch(removed);
     }
     this.tamper?.refresh();
   }

@@ -1,23 +1,23 @@
-// Decides and applies fences for containers: prepare (validate the bundle's annotations and
-// the entrypoint before runc runs), attach (every backend, on the init's cgroup, before the
-// entrypoint runs), detach (at exit), late attach and cleanup (reconcile), and turns kernel
-// events into audit records. How each control is applied lives in its backend (fence/).
+// The lifecycle transactions of fencing a container: prepare (validate the bundle's
+// annotations and the entrypoint before runc runs), attach (every backend, on the init's
+// cgroup, before the entrypoint runs; all or nothing), detach (at exit), late attach and
+// live policy updates. What the policy means is PolicyDecider's; how each control is
+// applied is its backend's (fence/); kernel events go through the EventSink.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { AuditInput, nowNs } from '../audit/audit-record';
 import { AuditLog } from '../audit/audit-log';
-import { ExecAction, ExecEvent, formatDev } from '../kernel/abi';
 import { cgroupId, cgroupV2PathOfPid } from '../kernel/cgroup';
-import { AttachContext, BackendName, ControlName, ControlState, Controls, FenceBackend, isControl } from '../fence/backend';
-import { KEYS, PolicyError, cgfenceAnnotations, parseAnnotations } from '../policy/annotations';
-import { ResolvedEntry, identityOf, resolveAllowList, resolveInRoot } from '../policy/identity';
+import { AttachContext, BackendName, ControlState, Controls, FenceBackend, containerKey, isControl } from '../fence/backend';
+import { KEYS, PolicyError } from '../policy/annotations';
+import { ResolvedEntry, resolveAllowList } from '../policy/identity';
 import { Policy, hasRules } from '../policy/policy';
-import { native } from '../native';
 import { execDenyOf } from '../fence/exec/exec-notify';
 import { DaemonConfig } from './config';
 import type { Metrics } from './metrics';
 import { FenceRegistry, FencedContainer } from './fence-registry';
+import { OciConfig, PolicyDecider, keysOf, policyField } from './policy-decider';
 
 /** A refusal the user sees (through ctr, or the CLI): one clear message, no stack. */
 export class Refusal extends Error {}
@@ -34,20 +34,7 @@ interface Prepared {
   at: number;
 }
 
-interface OciConfig {
-  annotations?: Record<string, string>;
-  root?: { path?: string };
-  process?: { args?: string[]; env?: string[]; cwd?: string };
-}
-
 const PREPARED_TTL_MS = 10 * 60 * 1000;
-const RECENT_OWNER_MS = 10_000;
-const CONTROLS: ControlName[] = ['exec', 'network', 'seccomp'];
-const KEYS_OF: Record<ControlName, string[]> = {
-  exec: [KEYS.execAllow],
-  network: [KEYS.egressAllow, KEYS.egressDeny, KEYS.ingressAllow, KEYS.ingressDeny],
-  seccomp: [KEYS.seccompDeny, KEYS.seccompAllow],
-};
 
 export function namespaceOfRuncRoot(runcRoot: string | undefined): string {
   // The runc.v2 shim runs runc with --root <state>/runc/<namespace>.
@@ -62,63 +49,17 @@ export function policyHash(annotations: Record<string, string>): string {
 export class FenceManager {
   private deferred: AuditInput[] = [];
   private readonly prepared = new Map<string, Prepared>();
-  /** Containers between prepare and attach: reconcile leaves them to their attach. */
-  private readonly inFlight = new Set<string>();
-  private readonly clockOffset: bigint;
-  private readonly byControl = new Map<BackendName, FenceBackend>();
+  /** Set once metrics are served: attach times are observed from then on. */
   metrics: Metrics | null = null;
-  private readonly recent = new Map<string, { entry: FencedContainer; until: number }>();
 
   constructor(
     private readonly cfg: DaemonConfig,
     readonly backends: FenceBackend[],
+    readonly policy: PolicyDecider,
     private readonly audit: AuditLog,
     readonly registry: FenceRegistry,
     private readonly log: (msg: string) => void,
-  ) {
-    for (const b of backends) this.byControl.set(b.control, b);
-    // bpf_ktime_get_ns() and process.hrtime are both CLOCK_MONOTONIC.
-    this.clockOffset = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
-  }
-
-  parse(annotations: Record<string, string> | undefined): Policy {
-    return parseAnnotations(annotations, {
-      profiles: this.cfg.profiles,
-      defaultProfile: this.cfg.defaultProfile,
-      resolveSyscalls: (names) => native().resolveSyscalls(names),
-    });
-  }
-
-  /** The effective annotations: the profile's merged under the container's own. */
-  effectiveAnnotations(annotations: Record<string, string> | undefined, policy: Policy): Record<string, string> {
-    const own = cgfenceAnnotations(annotations);
-    const prof = policy.profile ? cgfenceAnnotations(this.cfg.profiles[policy.profile]) : {};
-    return { ...prof, ...own };
-  }
-
-  controls(policy: Policy): Controls {
-    const out = {} as Controls;
-    for (const c of CONTROLS) {
-      const b = this.byControl.get(c);
-      const asked = policy.mode !== 'off' && (KEYS_OF[c].some((k) => (policyField(policy, k)) !== null) || (c === 'exec' && policy.mode === 'learn'));
-      out[c] = b ? b.controlState(policy) : asked ? `unenforceable: the ${c === 'network' ? 'network' : c} fence is not implemented in this version` : 'none';
-    }
-    // Learn mode: a control its own backend has nothing to apply for is learned by another.
-    for (const b of this.backends) for (const c of b.learns?.(policy) ?? []) if (out[c] === 'none') out[c] = 'learning';
-    return out;
-  }
-
-  /** Fail-closed: an enforce policy whose controls cannot all be enforced is refused. */
-  private unenforceable(policy: Policy, controls: Controls, annotations: Record<string, string>): string[] {
-    if (policy.mode !== 'enforce' || this.cfg.failMode === 'open') return [];
-    const problems: string[] = [];
-    for (const c of CONTROLS) {
-      if (!controls[c].startsWith('unenforceable')) continue;
-      const keys = KEYS_OF[c].filter((k) => annotations[k] !== undefined).map((k) => `${k}=${JSON.stringify(annotations[k])}`);
-      problems.push(`${keys.join(', ') || c}: ${controls[c].replace('unenforceable: ', '')}; refusing to start in enforce mode (fail-closed)`);
-    }
-    return problems;
-  }
+  ) {}
 
   private readBundle(bundle: string): OciConfig {
     try {
@@ -132,11 +73,11 @@ export class FenceManager {
   prepare(req: { id: string; bundle: string; runcRoot?: string }): { fence: boolean; controls?: Controls } {
     const started = process.hrtime.bigint();
     const namespace = namespaceOfRuncRoot(req.runcRoot);
-    const key = `${namespace}/${req.id}`;
+    const key = containerKey(namespace, req.id);
     const spec = this.readBundle(req.bundle);
     let policy: Policy;
     try {
-      policy = this.parse(spec.annotations);
+      policy = this.policy.parse(spec.annotations);
     } catch (e) {
       if (e instanceof PolicyError) {
         this.auditRefusal(namespace, req.id, e.problems);
@@ -148,9 +89,9 @@ export class FenceManager {
       this.prepared.delete(key);
       return { fence: false };
     }
-    const annotations = this.effectiveAnnotations(spec.annotations, policy);
-    const controls = this.controls(policy);
-    const problems = this.unenforceable(policy, controls, annotations);
+    const annotations = this.policy.effectiveAnnotations(spec.annotations, policy);
+    const controls = this.policy.controls(policy);
+    const problems = this.policy.unenforceable(policy, controls, annotations);
     const rootfs = path.resolve(req.bundle, spec.root?.path ?? 'rootfs');
 
     // Resolve the allow-list and the entrypoint in the bundle's rootfs now, so that a typo
@@ -163,7 +104,7 @@ export class FenceManager {
         problems.push(`${KEYS.execAllow}=${JSON.stringify(annotations[KEYS.execAllow])}: ${(e as Error).message}`);
       }
       if (policy.mode === 'enforce') {
-        const entry = this.entrypointProblem(rootfs, spec, resolved, annotations[KEYS.execAllow]);
+        const entry = this.policy.entrypointProblem(rootfs, spec, resolved, annotations[KEYS.execAllow]);
         if (entry) problems.push(entry);
       }
     }
@@ -184,31 +125,9 @@ export class FenceManager {
     }
     const prepareMs = Math.round(Number(process.hrtime.bigint() - started) / 1000) / 1000;
     this.prepared.set(key, { namespace, id: req.id, bundle: req.bundle, annotations, policy, controls, at: Date.now(), prepareMs });
-    this.inFlight.add(key);
+    this.registry.setInFlight(namespace, req.id, true);
     this.expirePrepared();
     return { fence: true, controls };
-  }
-
-  private entrypointProblem(rootfs: string, spec: OciConfig, allowed: ResolvedEntry[], value: string | undefined): string | null {
-    const arg0 = spec.process?.args?.[0];
-    if (!arg0) return null;
-    let host: string | null = null;
-    if (arg0.includes('/')) {
-      const abs = arg0.startsWith('/') ? arg0 : path.posix.join(spec.process?.cwd ?? '/', arg0);
-      try { host = resolveInRoot(rootfs, abs); } catch { host = null; }
-    } else {
-      const envPath = spec.process?.env?.find((e) => e.startsWith('PATH='))?.slice(5) ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-      for (const dir of envPath.split(':').filter((d) => d.startsWith('/'))) {
-        try {
-          const h = resolveInRoot(rootfs, path.posix.join(dir, arg0));
-          if (fs.statSync(h).isFile()) { host = h; break; }
-        } catch { /* not in this PATH entry */ }
-      }
-    }
-    if (!host) return null; // runc reports a missing entrypoint itself, in its own words
-    const id = identityOf(host);
-    if (allowed.some((a) => a.identity.dev === id.dev && a.identity.ino === id.ino)) return null;
-    return `${KEYS.execAllow}=${JSON.stringify(value ?? '')} does not allow the entrypoint ${JSON.stringify(arg0)}`;
   }
 
   private expirePrepared(): void {
@@ -216,7 +135,7 @@ export class FenceManager {
     for (const [k, p] of this.prepared) {
       if (now - p.at > PREPARED_TTL_MS) {
         this.prepared.delete(k);
-        this.inFlight.delete(k);
+        this.registry.setInFlight(p.namespace, p.id, false);
       }
     }
   }
@@ -224,7 +143,7 @@ export class FenceManager {
   /** Fences a just-created container whose init is blocked before its entrypoint. */
   attach(req: { id: string; bundle: string; runcRoot?: string; pid: number }): { fence: boolean; controls?: Controls; cgroup?: string } {
     const namespace = namespaceOfRuncRoot(req.runcRoot);
-    const key = `${namespace}/${req.id}`;
+    const key = containerKey(namespace, req.id);
     let prep = this.prepared.get(key);
     if (!prep) {
       // The daemon restarted between prepare and attach: decide again from the bundle.
@@ -235,7 +154,7 @@ export class FenceManager {
       return this.attachPrepared(prep, req.pid, 'create');
     } finally {
       this.prepared.delete(key);
-      this.inFlight.delete(key);
+      this.registry.setInFlight(namespace, req.id, false);
     }
   }
 
@@ -244,10 +163,10 @@ export class FenceManager {
    * allow-list is resolved in the running container's root. Audited as a late attach.
    */
   lateAttach(a: { namespace: string; id: string; pid: number; annotations: Record<string, string>; bundle?: string }): void {
-    const policy = this.parse(a.annotations);
+    const policy = this.policy.parse(a.annotations);
     if (!hasRules(policy) && policy.mode !== 'learn') return;
-    const annotations = this.effectiveAnnotations(a.annotations, policy);
-    const controls = this.controls(policy);
+    const annotations = this.policy.effectiveAnnotations(a.annotations, policy);
+    const controls = this.policy.controls(policy);
     this.attachPrepared({ namespace: a.namespace, id: a.id, bundle: a.bundle ?? '', annotations, policy, controls, at: Date.now() }, a.pid, 'late-attach');
   }
 
@@ -305,7 +224,7 @@ export class FenceManager {
   private contextOf(f: FencedContainer, control: BackendName): AttachContext {
     return {
       namespace: f.namespace, id: f.id, bundle: f.bundle, pid: f.pid, cgroupPath: f.cgroupPath,
-      cgroupId: f.cgroupId ? BigInt(f.cgroupId) : null, policy: this.parse(f.annotations), annotations: f.annotations,
+      cgroupId: f.cgroupId ? BigInt(f.cgroupId) : null, policy: this.policy.parse(f.annotations), annotations: f.annotations,
       state: f.backends[control] ?? {},
     };
   }
@@ -324,8 +243,7 @@ export class FenceManager {
       }
     }
     this.registry.delete(namespace, id);
-    this.rememberDetached(entry);
-    this.audit.write({
+        this.audit.write({
       type: 'lifecycle', action: 'detach', namespace, container_id: id, cgroup_id: entry.cgroupId, pid: entry.pid,
       reason, ...counters,
     });
@@ -361,14 +279,14 @@ export class FenceManager {
     }
     let policy: Policy;
     try {
-      policy = this.parse(annotations);
+      policy = this.policy.parse(annotations);
     } catch (e) {
       if (e instanceof PolicyError) throw new Refusal(`invalid cgfence policy: ${e.problems.join('; ')}`);
       throw e;
     }
-    const oldPolicy = this.parse(entry.annotations);
-    const controls = this.controls(policy);
-    const problems = this.unenforceable(policy, controls, annotations);
+    const oldPolicy = this.policy.parse(entry.annotations);
+    const controls = this.policy.controls(policy);
+    const problems = this.policy.unenforceable(policy, controls, annotations);
     if (problems.length) throw new Refusal(problems.join('; '));
 
     const sameFor = (c: BackendName) => policy.mode === oldPolicy.mode
@@ -444,80 +362,6 @@ export class FenceManager {
     if (this.deferred.length === 0) return;
     const recs = this.deferred;
     this.deferred = [];
-    this.writeAudit(recs);
-  }
-
-  isInFlight(namespace: string, id: string): boolean {
-    return this.inFlight.has(`${namespace}/${id}`);
-  }
-
-  /** Writes audit records; exposed for backends that have their own kernel events. */
-  writeAudit(records: AuditInput[]): void {
-    this.countDecisions(records);
-    this.audit.writeBatch(records);
-  }
-
-  monoToWallNs(mono: bigint): bigint {
-    return mono + this.clockOffset;
-  }
-
-  /**
-   * containerd's exit event can overtake a container's last kernel events (still in the ring
-   * buffer): for a short while after detach they are still attributed to their container.
-   */
-  private rememberDetached(entry: FencedContainer): void {
-    const until = Date.now() + RECENT_OWNER_MS;
-    for (const k of entry.eventKeys) this.recent.set(k, { entry, until });
-    for (const [k, v] of this.recent) if (v.until < Date.now()) this.recent.delete(k);
-  }
-
-  private recentlyDetached(key: bigint): FencedContainer | undefined {
-    const r = this.recent.get(key.toString());
-    return r && r.until >= Date.now() ? r.entry : undefined;
-  }
-
-  private countDecisions(records: AuditInput[]): void {
-    if (!this.metrics) return;
-    for (const r of records) if (r.type === 'exec' || r.type === 'net' || r.type === 'seccomp') this.metrics.decision(r.type, r.action);
-  }
-
-  onExecEvents(events: ExecEvent[]): void {
-    this.writeAudit(events.map((e) => {
-      const owner = this.registry.byEvent(e.fenceId) ?? this.recentlyDetached(e.fenceId);
-      return {
-        ts: this.monoToWallNs(e.tsMonoNs),
-        type: 'exec' as const,
-        action: e.action === ExecAction.Deny ? 'deny' : e.action === ExecAction.Audit ? 'audit' : 'allow',
-        namespace: owner?.namespace ?? '',
-        container_id: owner?.id ?? '',
-        cgroup_id: e.cgroupId.toString(),
-        pid: e.pid,
-        comm: e.comm,
-        path: e.path,
-        inode: e.ino.toString(),
-        dev: formatDev(e.dev),
-        ppid: e.ppid,
-        uid: e.uid,
-        mode: owner?.mode ?? null,
-      };
-    }));
-  }
-}
-
-/** The annotations of a backend's control (none for a backend that is no control, like learn). */
-function keysOf(b: BackendName): string[] {
-  return isControl(b) ? KEYS_OF[b] : [];
-}
-
-function policyField(p: Policy, key: string): unknown {
-  switch (key) {
-    case KEYS.execAllow: return p.execAllow;
-    case KEYS.egressAllow: return p.egressAllow;
-    case KEYS.egressDeny: return p.egressDeny;
-    case KEYS.ingressAllow: return p.ingressAllow;
-    case KEYS.ingressDeny: return p.ingressDeny;
-    case KEYS.seccompDeny: return p.seccompDeny;
-    case KEYS.seccompAllow: return p.seccompAllow;
-    default: return null;
+    this.audit.writeBatch(recs);
   }
 }

@@ -3,13 +3,23 @@
 // stay the truth about what is enforced; this file is the truth about whom it is for.
 import fs from 'node:fs';
 import path from 'node:path';
-import { FencedContainer } from '../fence/backend';
+import { FencedContainer, containerKey } from '../fence/backend';
 
 export type { ControlState, Controls, FencedContainer } from '../fence/backend';
 
 
+/**
+ * containerd's exit event can overtake a container's last kernel events (still in a ring
+ * buffer): for this long after detach they are still attributed to their container. The
+ * one grace period for "exit overtakes events".
+ */
+export const RECENT_OWNER_MS = 10_000;
+
 export class FenceRegistry {
   private readonly byKey = new Map<string, FencedContainer>();
+  /** Containers between prepare and attach: reconcile leaves them to their attach. */
+  private readonly inFlight = new Set<string>();
+  private readonly recent = new Map<string, { entry: FencedContainer; until: number }>();
   // Every kernel event is looked up by its key: keep that O(1).
   private readonly byEventKey = new Map<string, FencedContainer>();
   private readonly file: string;
@@ -30,7 +40,7 @@ export class FenceRegistry {
   }
 
   static key(namespace: string, id: string): string {
-    return `${namespace}/${id}`;
+    return containerKey(namespace, id);
   }
 
   private index(f: FencedContainer): void {
@@ -42,8 +52,25 @@ export class FenceRegistry {
     return this.byKey.get(FenceRegistry.key(namespace, id));
   }
 
-  byEvent(key: bigint): FencedContainer | undefined {
+  byEvent(key: bigint | string): FencedContainer | undefined {
     return this.byEventKey.get(key.toString());
+  }
+
+  /** byEvent, or the container that had this key until moments ago (see RECENT_OWNER_MS). */
+  ownerOf(key: bigint | string): FencedContainer | undefined {
+    const f = this.byEvent(key);
+    if (f) return f;
+    const r = this.recent.get(key.toString());
+    return r && r.until >= Date.now() ? r.entry : undefined;
+  }
+
+  setInFlight(namespace: string, id: string, on: boolean): void {
+    if (on) this.inFlight.add(containerKey(namespace, id));
+    else this.inFlight.delete(containerKey(namespace, id));
+  }
+
+  isInFlight(namespace: string, id: string): boolean {
+    return this.inFlight.has(containerKey(namespace, id));
   }
 
   all(): FencedContainer[] {
@@ -64,6 +91,9 @@ export class FenceRegistry {
       this.byKey.delete(k);
       for (const ek of f.eventKeys) this.byEventKey.delete(ek);
       this.saveSoon();
+      const now = Date.now();
+      for (const ek of f.eventKeys) this.recent.set(ek, { entry: f, until: now + RECENT_OWNER_MS });
+      for (const [ek, v] of this.recent) if (v.until < now) this.recent.delete(ek);
     }
     return f;
   }

@@ -5,6 +5,7 @@
 import { AuditInput } from '../audit/audit-record';
 import { AuditLog } from '../audit/audit-log';
 import { FenceBackend } from '../fence/backend';
+import { EventSink } from '../fence/event-sink';
 import { TamperEvent } from '../kernel/tamper-abi';
 import { TamperWatch } from '../kernel/tamper-watch';
 
@@ -13,8 +14,8 @@ export interface TamperReporterOptions {
   audit: AuditLog;
   backends: () => FenceBackend[];
   /** The container a cgroup belongs to, when it is a fenced one. */
-  owner: (cgroupId: bigint) => { namespace: string; id: string } | undefined;
-  monoToWallNs: (mono: bigint) => bigint;
+  /** Owners of cgroups and clock conversion, as every backend gets them. */
+  sink: EventSink;
   log: (m: string) => void;
 }
 
@@ -63,9 +64,9 @@ export class TamperReporter {
   }
 
   private record(e: TamperEvent): AuditInput {
-    const owner = this.opts.owner(e.cgroupId);
+    const owner = this.opts.sink.owner(e.cgroupId);
     const r: AuditInput = {
-      ts: this.opts.monoToWallNs(e.tsMonoNs),
+      ts: this.opts.sink.toWallNs(e.tsMonoNs),
       type: 'tamper',
       action: e.action,
       namespace: owner?.namespace ?? '',

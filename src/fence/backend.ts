@@ -1,10 +1,16 @@
 // A fence backend applies one control (exec, network, seccomp) to a container. The fence
 // manager decides *whether* and *when*; backends know *how*, each over its own BPF object
 // or kernel mechanism. New controls plug in here without touching the lifecycle logic.
+import { AuditInput } from '../audit/audit-record';
 import { Policy } from '../policy/policy';
 
 /** How a container's cgroup is fenced: `v2` cgroup programs, `v1` tracepoints, `auto` per container. */
 export type CgroupMode = 'auto' | 'v2' | 'v1';
+
+/** The one spelling of a container's key, `namespace/id`, used wherever containers are keyed. */
+export function containerKey(namespace: string, id: string): string {
+  return `${namespace}/${id}`;
+}
 
 export type ControlName = 'exec' | 'network' | 'seccomp';
 
@@ -77,6 +83,12 @@ export interface FenceBackend {
   protectedMapIds?(): number[];
   protectedProgramIds?(): number[];
   protectedLinkIds?(): number[];
+  /**
+   * Removes what this backend holds in the kernel for event keys no fenced container claims
+   * (`known`: every fenced container's eventKeys), e.g. after a crash between the kernel write
+   * and the state file. Returns the audit records that say what was removed.
+   */
+  sweepOrphans?(known: Set<string>): AuditInput[];
   /** Daemon shutdown: with detach, nothing of this backend stays in the kernel. */
   close(opts: { detach: boolean }): void;
 }

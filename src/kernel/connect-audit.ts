@@ -2,12 +2,11 @@
 // sock:inet_sock_set_state that reports outbound TCP connection attempts of watched pid
 // namespaces. It never blocks: it is what is left of the network fence without cgroup v2.
 // A watch is a map entry; the mirror of bpf/include/connect-audit-abi.h is here too.
-import fs from 'node:fs';
-import path from 'node:path';
-import { BpfLink, BpfObject, BPF_ANY, RingBuffer, native } from '../native';
+import { BpfLink, BpfObject, BPF_ANY, RingBuffer } from '../native';
 import { u64Key } from './abi';
 import { ensureTracefs } from './tracefs';
 import { closeLinks, closeObject } from './release';
+import { attachReplacingPin, checkAbi, linkPin, loadPinned, readRing } from './object-steps';
 
 const OBJECT = 'connect-audit';
 const PROGRAM = 'connect_audit';
@@ -57,33 +56,18 @@ export class ConnectAudit {
 
   /** Loads and attaches; with a pinDir, watches pinned by an earlier daemon carry on. */
   static open(opts: { pinDir?: string; onEvents?: (events: ConnectEvent[]) => void } = {}): ConnectAudit {
-    const addon = native();
     ensureTracefs();
-    if (opts.pinDir) fs.mkdirSync(opts.pinDir, { recursive: true, mode: 0o700 });
-    const obj = new addon.BpfObject(OBJECT, { pinDir: opts.pinDir });
+    const obj = loadPinned(OBJECT, { pinDir: opts.pinDir });
     let link: BpfLink | undefined;
-    let adopted = false;
     try {
-      const w = obj.mapInfo('connect_watch');
-      if (w.valueSize !== CONNECT_WATCH_SIZE) throw new Error(`connect-audit ABI mismatch: watch value ${w.valueSize} (want ${CONNECT_WATCH_SIZE}); rebuild with \`npm run build\``);
-      link = obj.attachTracing(PROGRAM);
-      if (opts.pinDir) {
-        const pin = path.join(opts.pinDir, LINK_PIN);
-        if (fs.existsSync(pin)) {
-          // Ours is attached first: no connect of a watched namespace goes unreported.
-          const old = addon.BpfLink.open(pin);
-          old.unpin();
-          old.destroy();
-          adopted = true;
-        }
-        link.pin(pin);
-      }
-      const audit = new ConnectAudit(obj, link, adopted, opts.pinDir);
+      checkAbi(obj, 'connect-audit', [{ map: 'connect_watch', valueSize: CONNECT_WATCH_SIZE }]);
+      // Ours is attached first: no connect of a watched namespace goes unreported.
+      const attached = attachReplacingPin(obj, PROGRAM, linkPin(opts.pinDir, LINK_PIN));
+      link = attached.link;
+      const audit = new ConnectAudit(obj, link, attached.adopted, opts.pinDir);
       const onEvents = opts.onEvents;
       if (onEvents) {
-        audit.ring = new addon.RingBuffer(obj, 'connect_events', (records) => {
-          onEvents(records.filter((r) => r.length >= CONNECT_EVENT_SIZE && r.readUInt32LE(0) === EVENT_CONNECT).map(decodeConnectEvent));
-        });
+        audit.ring = readRing(obj, 'connect_events', CONNECT_EVENT_SIZE, (r) => (r.readUInt32LE(0) === EVENT_CONNECT ? decodeConnectEvent(r) : null), onEvents);
       }
       return audit;
     } catch (e) {

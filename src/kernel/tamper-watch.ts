@@ -34,7 +34,7 @@
 // whom it trusts (the daemon's identity) is baked into its read-only data.
 import fs from 'node:fs';
 import path from 'node:path';
-import { BpfLink, BpfObject, BPF_ANY, NativeError, RingBuffer, native } from '../native';
+import { BpfLink, BpfObject, BPF_ANY, NativeError, RingBuffer } from '../native';
 import { kernelDev } from './abi';
 import {
   ObjKind, PIN_DIR_LEN, TAMPER_EVENT_SIZE, TAMPER_KEY_SIZE, TamperEvent, TamperStat,
@@ -42,6 +42,7 @@ import {
 } from './tamper-abi';
 import { ensureTracefs } from './tracefs';
 import { closeLinks, closeObject } from './release';
+import { attachReplacingPin, checkAbi, linkPin, loadPinned, readRing } from './object-steps';
 
 const OBJECT = 'tamper-watch';
 const MAPS = ['tamper_protect', 'tamper_events', 'tamper_stats'] as const;
@@ -140,33 +141,23 @@ export class TamperWatch {
    */
   static open(opts: TamperWatchOptions = {}): TamperWatch {
     ensureTracefs();
-    const addon = native();
-    if (opts.pinDir) fs.mkdirSync(opts.pinDir, { recursive: true, mode: 0o700 });
     const self = selfIdentity();
-    const obj = new addon.BpfObject(OBJECT, { pinDir: opts.pinDir, rodata: rodata(self, opts.pinDir) });
+    const obj = loadPinned(OBJECT, { pinDir: opts.pinDir, rodata: rodata(self, opts.pinDir) });
     const links = new Map<string, BpfLink>();
     let adopted = false;
     try {
-      checkSizes(obj);
+      checkAbi(obj, 'tamper-watch', [{ map: 'tamper_protect', keySize: TAMPER_KEY_SIZE }]);
       for (const p of PROGRAMS) {
-        let link: BpfLink;
+        let attached: { link: BpfLink; adopted: boolean };
         try {
-          link = obj.attachTracing(p.name);
+          attached = attachReplacingPin(obj, p.name, linkPin(opts.pinDir, `${p.name}_link`));
         } catch (e) {
           // The syscall does not exist on this architecture: nothing to watch there.
           if (p.optional && (e as NativeError).code === 'ENOENT') continue;
           throw e;
         }
-        links.set(p.name, link);
-        if (!opts.pinDir) continue;
-        const pin = path.join(opts.pinDir, `${p.name}_link`);
-        if (fs.existsSync(pin)) {
-          const old = addon.BpfLink.open(pin);
-          old.unpin();
-          old.destroy();
-          adopted = true;
-        }
-        link.pin(pin);
+        links.set(p.name, attached.link);
+        adopted ||= attached.adopted;
       }
       const w = new TamperWatch(obj, links, adopted, self, opts.pinDir);
       w.protect({});
@@ -183,17 +174,13 @@ export class TamperWatch {
   }
 
   private startEvents(onEvents: (events: TamperEvent[]) => void): void {
-    this.ring = new (native().RingBuffer)(this.obj, 'tamper_events', (records) => {
-      const events: TamperEvent[] = [];
-      for (const r of records) {
-        if (r.length < TAMPER_EVENT_SIZE) continue;
-        const e = decodeTamperEvent(r);
-        // Until our program replaced it, a predecessor's program took us for a stranger.
-        if (this.isSelf(e)) this.selfReports++;
-        else events.push(e);
-      }
-      if (events.length) onEvents(events);
-    });
+    this.ring = readRing(this.obj, 'tamper_events', TAMPER_EVENT_SIZE, (r) => {
+      const e = decodeTamperEvent(r);
+      // Until our program replaced it, a predecessor's program took us for a stranger.
+      if (!this.isSelf(e)) return e;
+      this.selfReports++;
+      return null;
+    }, onEvents);
   }
 
   private isSelf(e: TamperEvent): boolean {
@@ -295,9 +282,3 @@ function uniq(ids: number[]): number[] {
   return [...new Set(ids)].sort((a, b) => a - b);
 }
 
-function checkSizes(obj: BpfObject): void {
-  const p = obj.mapInfo('tamper_protect');
-  if (p.keySize !== TAMPER_KEY_SIZE) {
-    throw new Error(`tamper-watch ABI mismatch: protect key ${p.keySize} (want ${TAMPER_KEY_SIZE}); rebuild with \`npm run build\``);
-  }
-}

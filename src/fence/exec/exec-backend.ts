@@ -3,6 +3,7 @@
 // with --cgroup-mode v1, its pid namespace (tracepoint/sched/sched_process_exec). Both judge
 // against the same maps (kernel/exec-fence.ts) with the same semantics. Allow-listed paths are
 // resolved in the container's own root through its init pid.
+import { AuditInput } from '../../audit/audit-record';
 import { ExecEvent, formatDev, isPidnsFenceId } from '../../kernel/abi';
 import { cgroupV2Root } from '../../kernel/cgroup';
 import { ExecFence, ExecProgram } from '../../kernel/exec-fence';
@@ -102,6 +103,13 @@ export class ExecBackend implements FenceBackend {
 
   removeFence(fenceId: bigint): void {
     this.fence.unfence(fenceId);
+  }
+
+  sweepOrphans(known: Set<string>): AuditInput[] {
+    return this.orphans(known).map((id) => {
+      this.removeFence(id);
+      return { type: 'agent', action: 'remove-orphan-fence', cgroup_id: id.toString() };
+    });
   }
 
   status(): Record<string, unknown> {

@@ -9,6 +9,7 @@
 // when the loop asks ('need'), and a container found only by reconcile (late attach) is set
 // when the loop has asked for it.
 import { AuditInput } from '../../audit/audit-record';
+import { EventSink } from '../event-sink';
 import { FileIdentity } from '../../kernel/abi';
 import { Policy } from '../../policy/policy';
 import { AttachContext, ControlState, FenceBackend, FencedContainer, PrepareContext } from '../backend';
@@ -19,8 +20,7 @@ export interface ExecNotifyHooks {
   /** The registry entry of a container, for allow sets after a restart and for audit records. */
   lookup: (namespace: string, id: string) => FencedContainer | undefined;
   inFlight: (namespace: string, id: string) => boolean;
-  write: (records: AuditInput[]) => void;
-  toWallNs: (mono: bigint) => bigint;
+  sink: EventSink;
   log: (m: string) => void;
 }
 
@@ -46,7 +46,7 @@ export class ExecNotifyBackend implements FenceBackend {
       stateDir,
       onDenied: (evs) => this.onDenied(evs),
       onNeed: (key) => this.onNeed(key),
-      audit: (r) => hooks.write([r]),
+      audit: (r) => hooks.sink.write([r]),
       log: hooks.log,
     });
   }
@@ -103,10 +103,10 @@ export class ExecNotifyBackend implements FenceBackend {
 
   private onDenied(evs: DenyEvent[]): void {
     for (const e of evs) this.refused.set(e.key, (this.refused.get(e.key) ?? 0) + 1);
-    this.hooks.write(evs.map((e) => {
+    this.hooks.sink.write(evs.map((e) => {
       const i = e.key.indexOf('/');
       const f = this.hooks.lookup(e.key.slice(0, i), e.key.slice(i + 1));
-      return denyRecord(e, f ? { cgroupId: f.cgroupId } : undefined, this.hooks.toWallNs(e.tsMonoNs));
+      return denyRecord(e, f ? { cgroupId: f.cgroupId } : undefined, this.hooks.sink.toWallNs(e.tsMonoNs));
     }));
   }
 
@@ -125,6 +125,10 @@ export class ExecNotifyBackend implements FenceBackend {
     // `denied` counts every exec that did not run, whichever of the two stopped it.
     if (counters && typeof counters.denied === 'number') return { ...counters, denied: counters.denied + refused, denied_by_notify: refused };
     return counters;
+  }
+
+  sweepOrphans(known: Set<string>): AuditInput[] {
+    return this.inner.sweepOrphans(known);
   }
 
   status(): Record<string, unknown> {

@@ -10,6 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { AuditInput } from '../../audit/audit-record';
+import { EventSink } from '../event-sink';
 import { ExecEvent, FenceMode } from '../../kernel/abi';
 import { cgroupV2Root } from '../../kernel/cgroup';
 import { SyscallAbi } from '../../kernel/learn-abi';
@@ -44,8 +45,8 @@ export interface LearnBackendOptions {
   cgroupMode: CgroupMode;
   /** The exec fence's ring-buffer loss counter (global). */
   execDrops: () => bigint;
-  /** Writes the lifecycle/learned record. */
-  audit: (records: AuditInput[]) => void;
+  /** Where the lifecycle/learned record goes. */
+  sink: EventSink;
 }
 
 interface Recorders { sys: LearnSyscalls; net: LearnNet }
@@ -165,7 +166,7 @@ export class LearnBackend implements FenceBackend {
         learned.network.flows = flows.slice(0, MAX_RECORDED_FLOWS);
         learned.network.flowsTruncated = flows.length - MAX_RECORDED_FLOWS;
       }
-      this.opts.audit([{
+      this.opts.sink.write([{
         type: 'lifecycle', action: 'learned', namespace: ctx.namespace, container_id: ctx.id, cgroup_id: key, pid: ctx.pid,
         annotations: learnedAnnotations(learned), learned,
       }]);
@@ -267,6 +268,13 @@ export class LearnBackend implements FenceBackend {
   /** Kernel recorders no learning container claims (a crash between attach and the registry). */
   orphans(known: Set<string>): bigint[] {
     return this.recording().filter((id) => !known.has(id.toString()));
+  }
+
+  sweepOrphans(known: Set<string>): AuditInput[] {
+    return this.orphans(known).map((id) => {
+      this.removeRecorder(id);
+      return { type: 'agent', action: 'remove-orphan-learn', cgroup_id: id.toString() };
+    });
   }
 
   /** Fences with a record in the kernel (this daemon's or an earlier one's). */

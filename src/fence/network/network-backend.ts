@@ -2,7 +2,6 @@
 // and sendmsg refuse with EPERM, cgroup_skb drops packets), CIDR rules in shared LPM tries
 // (kernel/net-fence.ts, semantics in bpf/net-fence.bpf.c and docs/network-fence.md), and the
 // audit of refusals with its rate limiter (net-audit.ts). Pins live in <pinDir>/net.
-import { AuditInput } from '../../audit/audit-record';
 import { FenceMode } from '../../kernel/abi';
 import { cgroupId as cgroupIdOf, cgroupV2Root } from '../../kernel/cgroup';
 import { NetDir, NetStats } from '../../kernel/net-abi';
@@ -10,15 +9,15 @@ import { NetFence } from '../../kernel/net-fence';
 import { Policy } from '../../policy/policy';
 import { CgroupMode, AttachContext, ControlState, FenceBackend } from '../backend';
 import { NetAuditor, NetOwner } from './network-audit';
+import { EventSink } from '../event-sink';
+import { AuditInput } from '../../audit/audit-record';
 import { compileNetRules, describeRule } from './network-rules';
 
 export interface NetworkBackendOptions {
   /** The backend's own bpffs directory (the daemon passes <pinDir>/net). */
   pinDir: string;
   cgroupMode: CgroupMode;
-  write: (records: AuditInput[]) => void;
-  owner: (fenceId: bigint) => NetOwner | undefined;
-  toWallNs: (mono: bigint) => bigint;
+  sink: EventSink;
   /** How often counts of rate-limited flows and kernel drops are reported. */
   sweepMs?: number;
 }
@@ -66,9 +65,9 @@ export class NetworkBackend implements FenceBackend {
       flow: (k) => kernel?.flow(k) ?? null,
       stats: (cg) => kernel?.stats(cg) ?? null,
       deleteFlows: (id) => kernel?.deleteFlows(id),
-      write: opts.write,
-      owner: (id) => this.owners.get(id) ?? opts.owner(id),
-      toWallNs: opts.toWallNs,
+      write: (r) => opts.sink.write(r),
+      owner: (id) => this.owners.get(id) ?? opts.sink.owner(id),
+      toWallNs: (ns) => opts.sink.toWallNs(ns),
       rule: (id, gen, dir, ruleId) => describeRule(this.tables.get(id)?.get(gen), dir, ruleId),
     });
     this.auditor = auditor;
@@ -184,13 +183,20 @@ export class NetworkBackend implements FenceBackend {
     this.auditor.retire(fenceId, this.fence.detach(fenceId));
   }
 
+  sweepOrphans(known: Set<string>): AuditInput[] {
+    return this.orphans(known).map((id) => {
+      this.removeFence(id);
+      return { type: 'agent', action: 'remove-orphan-fence', control: 'network', cgroup_id: id.toString() };
+    });
+  }
+
   private sweep(): void {
     try {
       this.auditor.sweep();
       if (!this.kernel) return;
       const d = this.kernel.drops();
       if (d > this.lastDrops) {
-        this.opts.write([{ type: 'agent', action: 'ring-buffer-drops', count: Number(d - this.lastDrops), source: 'net-fence', pid: process.pid, comm: 'cgfence' }]);
+        this.opts.sink.write([{ type: 'agent', action: 'ring-buffer-drops', count: Number(d - this.lastDrops), source: 'net-fence', pid: process.pid, comm: 'cgfence' }]);
         this.lastDrops = d;
       }
     } catch {

@@ -2,6 +2,7 @@
 // for a container with a v2 cgroup of its own; for one fenced by pid namespace (cgroup v1,
 // or --cgroup-mode v1), the connect audit, which enforces nothing and says so.
 import fs from 'node:fs';
+import { AuditInput } from '../../audit/audit-record';
 import { cgroupV2Root } from '../../kernel/cgroup';
 import { Policy } from '../../policy/policy';
 import { CgroupMode, AttachContext, ControlState, FenceBackend } from '../backend';
@@ -79,6 +80,10 @@ export class NetworkControl implements FenceBackend {
     } catch {
       return { maps: [], programs: [] }; // not loaded on this node
     }
+  }
+
+  sweepOrphans(known: Set<string>): AuditInput[] {
+    return this.v2.sweepOrphans(known);
   }
 
   status(): Record<string, unknown> {

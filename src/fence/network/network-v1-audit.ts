@@ -5,6 +5,7 @@
 // action `audit`, judged against the egress rules in user space the way the v2 fence judges
 // them in the kernel (fence/network/network-rules: longest prefix, a deny entry always wins).
 import { AuditInput } from '../../audit/audit-record';
+import { EventSink } from '../event-sink';
 import { ConnectAudit, ConnectEvent } from '../../kernel/connect-audit';
 import { Family, NetDir, NetVerdict, RULE_DEFAULT, formatAddr } from '../../kernel/net-abi';
 import { containerPidns } from '../../kernel/pidns';
@@ -31,11 +32,9 @@ interface Watched {
 
 export interface NetworkV1AuditOptions {
   pinDir: string;
-  writeAudit: (records: AuditInput[]) => void;
-  /** bpf_ktime_get_ns() (CLOCK_MONOTONIC) to wall-clock ns. */
-  monoToWallNs: (mono: bigint) => bigint;
-  /** The container a pidns fence id belongs to, for watches an earlier daemon left pinned. */
-  owner?: (fenceId: bigint) => { namespace: string; id: string; policy: Policy } | undefined;
+  sink: EventSink;
+  /** A container's policy from its annotations, for watches an earlier daemon left pinned. */
+  policyOf?: (annotations: Record<string, string>) => Policy;
 }
 
 export function hasNetworkRules(p: Policy): boolean {
@@ -86,7 +85,7 @@ export class NetworkV1Audit implements FenceBackend {
     if (d <= this.lastDrops) return;
     const n = d - this.lastDrops;
     this.lastDrops = d;
-    this.opts.writeAudit([{ type: 'agent', action: 'ring-buffer-drops', count: Number(n), source: 'connect-audit', pid: process.pid, comm: 'cgfence' }]);
+    this.opts.sink.write([{ type: 'agent', action: 'ring-buffer-drops', count: Number(n), source: 'connect-audit', pid: process.pid, comm: 'cgfence' }]);
   }
 
   /**
@@ -118,7 +117,7 @@ export class NetworkV1Audit implements FenceBackend {
     ctx.state.fenceId = key;
     ctx.state.pidns = `pid:[${pidns.inode}]`;
     ctx.state.audits = 'outbound TCP connection attempts';
-    this.opts.writeAudit([{
+    this.opts.sink.write([{
       type: 'agent', action: 'network-unenforceable', namespace: ctx.namespace, container_id: ctx.id, pid: ctx.pid,
       cgroup_id: ctx.cgroupId?.toString() ?? null, backend: 'pidns-tracepoint', pidns: `pid:[${pidns.inode}]`,
       reason: NETWORK_V1_REASON, audited: 'outbound TCP connection attempts (IPv4 and IPv6), as net records with action audit',
@@ -145,8 +144,9 @@ export class NetworkV1Audit implements FenceBackend {
   private watchedBy(fenceId: bigint): Watched | undefined {
     const key = fenceId.toString();
     let w = this.watching.get(key);
-    if (!w && this.opts.owner) {
-      const o = this.opts.owner(fenceId);
+    if (!w && this.opts.policyOf) {
+      const f = this.opts.sink.owner(fenceId);
+      const o = f && { namespace: f.namespace, id: f.id, policy: this.opts.policyOf(f.annotations) };
       if (o) {
         w = { namespace: o.namespace, id: o.id, mode: o.policy.mode, rules: compileNetRules(o.policy), wouldDeny: 0, flows: new Map() };
         this.watching.set(key, w);
@@ -177,13 +177,13 @@ export class NetworkV1Audit implements FenceBackend {
       const suppressed = flow.suppressed;
       flow.suppressed = 0;
       out.push({
-        ts: this.opts.monoToWallNs(e.tsMonoNs), type: 'net', action: 'audit', namespace: w.namespace, container_id: w.id,
+        ts: this.opts.sink.toWallNs(e.tsMonoNs), type: 'net', action: 'audit', namespace: w.namespace, container_id: w.id,
         cgroup_id: e.cgroupId.toString(), pid: e.pid, comm: e.comm, daddr, dport: e.dport, direction: 'egress', proto: 'tcp', hook: 'inet_sock_set_state',
         family: dst.family, verdict: v!.verdict === NetVerdict.Deny ? 'deny' : 'allow', rule: describeRule(w.rules.table, NetDir.Egress, v!.ruleId),
         enforced: false, backend: 'pidns-tracepoint', uid: e.uid, ...(suppressed ? { suppressed } : {}),
       });
     }
-    if (out.length) this.opts.writeAudit(out);
+    if (out.length) this.opts.sink.write(out);
   }
 
   status(): Record<string, unknown> {

@@ -1,0 +1,75 @@
+// The steps every kernel-object wrapper takes, written once: load an object with its maps
+// pinned, check that the object's structs match the TypeScript decoders, attach a tracing
+// program in place of the link an earlier daemon pinned, and read a ring buffer.
+import fs from 'node:fs';
+import path from 'node:path';
+import { BpfLink, BpfObject, RingBuffer, native } from '../native';
+
+/** The object's struct sizes that a decoder relies on: a mismatch means a stale build. */
+export interface AbiSize {
+  map: string;
+  keySize?: number;
+  valueSize?: number;
+}
+
+export function checkAbi(obj: BpfObject, object: string, sizes: AbiSize[]): void {
+  const wrong: string[] = [];
+  for (const s of sizes) {
+    const info = obj.mapInfo(s.map);
+    if (s.keySize !== undefined && info.keySize !== s.keySize) wrong.push(`${s.map} key ${info.keySize} (want ${s.keySize})`);
+    if (s.valueSize !== undefined && info.valueSize !== s.valueSize) wrong.push(`${s.map} value ${info.valueSize} (want ${s.valueSize})`);
+  }
+  if (wrong.length) throw new Error(`${object} ABI mismatch: ${wrong.join(', ')}; rebuild with \`npm run build\``);
+}
+
+/**
+ * Creates the pin directory (0700) and loads the object; maps already pinned there by an
+ * earlier daemon are reused, so state and unread events survive a restart.
+ */
+export function loadPinned(object: string, opts: { pinDir?: string; programs?: string[]; rodata?: Record<string, Buffer> }): BpfObject {
+  if (opts.pinDir) fs.mkdirSync(opts.pinDir, { recursive: true, mode: 0o700 });
+  return new (native().BpfObject)(object, opts);
+}
+
+/**
+ * Attaches a tracing program and, with a pin path, pins its link there in place of the one
+ * an earlier daemon left: ours is attached before the old one goes, so there is no instant
+ * without the program (for that instant both run against the same maps and agree).
+ * `adopted` says whether an old link was replaced.
+ */
+export function attachReplacingPin(obj: BpfObject, program: string, pin: string | undefined): { link: BpfLink; adopted: boolean } {
+  const link = obj.attachTracing(program);
+  let adopted = false;
+  if (pin) {
+    try {
+      if (fs.existsSync(pin)) {
+        const old = native().BpfLink.open(pin);
+        old.unpin();
+        old.destroy();
+        adopted = true;
+      }
+      link.pin(pin);
+    } catch (e) {
+      link.destroy();
+      throw e;
+    }
+  }
+  return { link, adopted };
+}
+
+export function linkPin(pinDir: string | undefined, name: string): string | undefined {
+  return pinDir ? path.join(pinDir, name) : undefined;
+}
+
+/** Reads a ring buffer on a native thread; records shorter than `minSize` are skipped. */
+export function readRing<E>(obj: BpfObject, map: string, minSize: number, decode: (r: Buffer) => E | null, onEvents: (events: E[]) => void): RingBuffer {
+  return new (native().RingBuffer)(obj, map, (records) => {
+    const events: E[] = [];
+    for (const r of records) {
+      if (r.length < minSize) continue;
+      const e = decode(r);
+      if (e !== null) events.push(e);
+    }
+    if (events.length) onEvents(events);
+  });
+}
