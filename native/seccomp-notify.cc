@@ -362,8 +362,6 @@ void SeccompNotify::Stop(bool release) {
   for (auto &[fd, nf] : fds_) StopWorker(nf);
   for (Command *c : commands_) delete c;
   commands_.clear();
-  for (Event *e : shared_batch_) delete e;
-  shared_batch_.clear();
   if (release && holder_.connected()) {
     for (const auto &[fd, nf] : fds_) holder_.Drop(nf.serial);
     holder_.Quit();
@@ -419,15 +417,12 @@ void SeccompNotify::Run() {
 
 void SeccompNotify::RunCommands() {
   std::vector<Command *> cmds;
-  std::vector<Event *> events;
   std::vector<std::pair<int, uint64_t>> ended;
   {
     std::lock_guard<std::mutex> lock(mu_);
     cmds.swap(commands_);
-    events.swap(shared_batch_);
     ended.swap(ended_);
   }
-  for (Event *e : events) Emit(e);
   for (auto [fd, serial] : ended) {
     auto it = fds_.find(fd);
     if (it != fds_.end() && it->second.serial == serial) RemoveNotifyFd(fd, true);
@@ -752,16 +747,10 @@ void SeccompNotify::Handle(Worker *w, void *req_buf, void *resp_buf) {
   EmitShared(new Event{Event::kDeny, w->key, req->pid, sc->call, t.path, t.dev, t.ino, deny_errno, comm, MonoNs(), "", 0});
 }
 
-void SeccompNotify::EmitShared(Event *e) {
-  bool first;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    first = shared_batch_.empty();
-    shared_batch_.push_back(e);
-  }
-  uint64_t one = 1;
-  if (first && write(wake_, &one, sizeof(one)) < 0) { /* already signalled */ }
-}
+// Straight to JavaScript (the thread-safe function is), not through the control thread: a
+// denial reaches the audit log, and the container's refused count, before the caller can
+// act on its EACCES, as it did when one thread did everything.
+void SeccompNotify::EmitShared(Event *e) { Deliver(new std::vector<Event *>{e}); }
 
 void SeccompNotify::Emit(Event *e) {
   if (batch_.size() >= kMaxBatch) {
@@ -776,6 +765,10 @@ void SeccompNotify::Flush() {
   if (batch_.empty()) return;
   auto *b = new std::vector<Event *>(std::move(batch_));
   batch_.clear();
+  Deliver(b);
+}
+
+void SeccompNotify::Deliver(std::vector<Event *> *b) {
   napi_status st = tsfn_.NonBlockingCall(b, [](Napi::Env env, Napi::Function cb, std::vector<Event *> *events) {
     Napi::Array arr = Napi::Array::New(env, events->size());
     uint32_t i = 0;

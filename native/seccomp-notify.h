@@ -111,6 +111,7 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   void Handle(Worker *w, void *req_buf, void *resp_buf);
   void Emit(Event *e);        // control thread
   void EmitShared(Event *e);  // fd threads
+  void Deliver(std::vector<Event *> *batch);  // any thread: hands a batch to JS
   void Flush();
   void BuildSyscallTable();
   int TakeOver();
@@ -131,7 +132,6 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
 
   std::mutex mu_;
   std::vector<Command *> commands_;  // guarded by mu_
-  std::vector<Event *> shared_batch_;  // guarded by mu_: events from the fd threads
   // guarded by mu_: fds (with their serial: the number may be reused once closed) whose
   // thread saw the filter orphaned
   std::vector<std::pair<int, uint64_t>> ended_;
