@@ -147,3 +147,13 @@ export function notifyStats(p: SandboxPaths): NotifyStats | null {
   });
   return (JSON.parse(out) as { kernel: { backends: { exec: { notify?: NotifyStats } } } }).kernel.backends.exec.notify ?? null;
 }
+
+/** Mean ns per notification of each stage of a decision (native/seccomp-notify.cc, Handle). */
+export function profile(n0: NotifyStats, n1: NotifyStats): string {
+  const n = n1.notifications - n0.notifications;
+  if (!n) return '-';
+  return Object.keys(n1.profileNs).map((k) => {
+    const key = k as keyof NotifyStats['profileNs'];
+    return `${k} ${((n1.profileNs[key] - n0.profileNs[key]) / n).toFixed(0)}`;
+  }).join(', ');
+}

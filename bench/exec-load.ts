@@ -10,7 +10,7 @@
 // p50/p99, the notify loop's decision p50/p99 and the daemon's CPU per 1,000 fenced execs.
 // (The correctness test with 20 containers is test/exec-notify-load.test.ts.)
 import { BenchResult, interleave, result } from './types';
-import { FX, benchSandbox, daemonCpuMs, execAsync, histDelta, notifyStats, parseMix, percentile, startContainer, MixRun } from './container-exec';
+import { FX, benchSandbox, daemonCpuMs, execAsync, histDelta, notifyStats, parseMix, percentile, profile, startContainer, MixRun } from './container-exec';
 
 const CONTAINERS = Number(process.env.CGFENCE_BENCH_LOAD_CONTAINERS ?? 50);
 const SECONDS = Number(process.env.CGFENCE_BENCH_LOAD_SECONDS ?? 30);
@@ -62,7 +62,8 @@ export async function run(): Promise<BenchResult[]> {
     ];
     if (n0 && n1) {
       const d = histDelta(n1.decisionHistogram, n0.decisionHistogram);
-      notes.push(`notify decision p50/p99/max ${percentile([d], 0.5)}/${percentile([d], 0.99)}/${percentile([d], 1)} µs, ${n1.cacheHits - n0.cacheHits} cache hits, ${n1.threads} notify threads`);
+      notes.push(`notify decision p50/p99/max ${percentile([d], 0.5)}/${percentile([d], 0.99)}/${percentile([d], 1)} µs, ${n1.cacheHits - n0.cacheHits} cache hits, ${n1.threads} notify threads`,
+        `decision profile, mean ns per notification: ${profile(n0, n1)}`);
     }
     return [result(`${CONTAINERS} containers exec-looping at once (--exec-deny errno)`, `${CONTAINERS} unfenced containers`,
       `${CONTAINERS} exec-fenced containers`, r, notes.join('; '))];

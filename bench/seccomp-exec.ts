@@ -9,9 +9,8 @@
 // the notify loop's decision time p50/p99 (receive returned .. answer sent, its native
 // histogram) and the daemon's CPU time per 1,000 fenced execs (/proc/<daemon>/stat, all
 // threads, during the fenced runs; and during as many unfenced ones, which is its idle work).
-import { NotifyStats } from '../src/native';
 import { BenchResult, interleave, median, result } from './types';
-import { FX, benchSandbox, daemonCpuMs, execAsync, histDelta, notifyStats, parseMix, percentile, startContainer, MixRun } from './container-exec';
+import { FX, benchSandbox, daemonCpuMs, execAsync, histDelta, notifyStats, parseMix, percentile, profile, startContainer, MixRun } from './container-exec';
 
 const ITERATIONS = Number(process.env.CGFENCE_BENCH_EXECS ?? 2000);
 const RUNS = Number(process.env.CGFENCE_BENCH_RUNS ?? 9);
@@ -65,16 +64,6 @@ async function oneMode(mode: 'errno' | 'kill'): Promise<BenchResult> {
   } finally {
     await sb.down();
   }
-}
-
-/** Mean ns per notification of each stage of a decision (native/seccomp-notify.cc, Handle). */
-function profile(n0: NotifyStats, n1: NotifyStats): string {
-  const n = n1.notifications - n0.notifications;
-  if (!n) return '-';
-  return Object.keys(n1.profileNs).map((k) => {
-    const key = k as keyof NotifyStats['profileNs'];
-    return `${k} ${((n1.profileNs[key] - n0.profileNs[key]) / n).toFixed(0)}`;
-  }).join(', ');
 }
 
 export async function run(): Promise<BenchResult[]> {
