@@ -3,8 +3,12 @@
 // its events, the syscall recorder, the network recorder); an unfenced cgroup runs the same
 // loops while that learning goes on, interleaved. The loops run asynchronously so that the
 // events of the learning side are taken in this process while they run, as the daemon would.
-// Last, the node-wide price of the sys_enter program: an unfenced cgroup's syscall loop with
+// Then the node-wide price of the sys_enter program: an unfenced cgroup's syscall loop with
 // some other cgroup learning against the same loop with no learner at all.
+// Last, how executables are mapped to image paths (docs/learn-mode.md, "Short-lived
+// containers"): what the chosen way costs at attach (hold the container's root: one open)
+// against the alternative, an index of the root filesystem taken at attach (a walk of the
+// whole tree before the entrypoint may run). Host trees stand in for image roots.
 import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -14,6 +18,7 @@ import { cgroupId, createCgroup, removeCgroup } from '../src/kernel/cgroup';
 import { ExecFence } from '../src/kernel/exec-fence';
 import { LearnSyscalls } from '../src/kernel/learn-syscalls';
 import { fenceCgroupExecs } from '../src/fence/exec/cgroup-exec-fence';
+import { ContainerRoot } from '../src/fence/learn/container-root';
 import { LearnBackend } from '../src/fence/learn/learn-backend';
 import { emptyPolicy } from '../src/policy/policy';
 import { projectRoot } from '../src/native';
@@ -36,6 +41,29 @@ async function loopIn(cgroup: string, argv: string[]): Promise<number> {
   return Number(stdout.trim()) / 1000;
 }
 
+function timeUs(fn: () => void): number {
+  const t = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - t) / 1000;
+}
+
+/** Per attach: holding the root, against walking it into an index (the alternative not taken). */
+async function mappingAtAttach(): Promise<BenchResult[]> {
+  const out: BenchResult[] = [];
+  for (const tree of ['/usr/bin', '/usr']) {
+    let files = 0;
+    const r = await interleave(RUNS, () => timeUs(() => { ContainerRoot.open(process.pid)?.close(); }), () => timeUs(() => {
+      const root = ContainerRoot.ofDir(tree);
+      // An identity that is nowhere: the walk reads the whole tree, as an index at attach would.
+      if (root.findByIdentity({ dev: 0n, ino: 0n }) !== null) throw new Error('learn bench: found an impossible identity');
+      files = root.indexedFiles;
+    }));
+    out.push(result(`learn: mapping at attach, ${tree} as the image`, 'root held (open /proc/PID/root)', 'root filesystem indexed (walk)', r,
+      `µs per container start; ${files} regular files indexed`));
+  }
+  return out;
+}
+
 export async function run(): Promise<BenchResult[]> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgfence-bench-learn-'));
   const tag = `cgfence-bench-learn-${process.pid}`;
@@ -51,7 +79,7 @@ export async function run(): Promise<BenchResult[]> {
     const sysLoop = build(dir, 'syscall-loop');
     const l = new LearnBackend({
       pinDir: path.join(pinDir, 'learn'), stateDir: path.join(dir, 'state'), cgroupMode: 'auto',
-      execDrops: () => exec?.drops() ?? 0n, sink: { write: () => {}, toWallNs: (n) => n, owner: () => undefined },
+      sink: { write: () => {}, toWallNs: (n) => n, owner: () => undefined },
     });
     learn = l;
     exec = ExecFence.open({ pinDir: path.join(pinDir, 'exec'), onEvents: (evs) => { execEvents += evs.length; l.onExecEvents(evs); } });
@@ -72,29 +100,36 @@ export async function run(): Promise<BenchResult[]> {
     l.detach(ctx);
     exec.unfence(cgroupId(learnCg));
 
-    // The sys_enter program is attached only while something learns: its node-wide price.
+    // The sys_enter and sched_process_exec programs are attached only while something
+    // learns: their node-wide price, on syscalls and on execs.
     const sys = LearnSyscalls.open({ pinDir: path.join(pinDir, 'sys-only') });
     let nodeWide;
+    let nodeWideExecs;
     try {
       const other = cgroupId(learnCg);
-      nodeWide = await interleave(RUNS, () => loopIn(plainCg, sysArgs), async () => {
+      const withLearner = async (argv: string[]) => {
         sys.add(other);
         try {
-          return await loopIn(plainCg, sysArgs);
+          return await loopIn(plainCg, argv);
         } finally {
           sys.remove(other);
         }
-      });
+      };
+      nodeWide = await interleave(RUNS, () => loopIn(plainCg, sysArgs), () => withLearner(sysArgs));
+      nodeWideExecs = await interleave(RUNS, () => loopIn(plainCg, execArgs), () => withLearner(execArgs));
     } finally {
       sys.close({ detach: true });
     }
     return [
-      result('learn: exec loop', 'unfenced cgroup', 'learning cgroup (exec events taken, path resolved)', execs,
+      result('learn: exec loop', 'unfenced cgroup', 'learning cgroup (exec events taken, kernel exec record with path, path resolved)', execs,
         `${EXECS} fork+exec per run, µs per fork+exec+wait; ${execEvents} exec events learned`),
       result('learn: syscall loop', 'unfenced cgroup', 'learning cgroup (syscall and network recorders)', syscalls,
         `${SYSCALLS} getppid per run, µs per 1000 syscalls`),
       result('learn: syscall loop, node-wide', 'no container learning', 'another cgroup learning (sys_enter attached)', nodeWide,
         `${SYSCALLS} getppid per run in an unfenced cgroup, µs per 1000 syscalls`),
+      result('learn: exec loop, node-wide', 'no container learning', 'another cgroup learning (sys_enter and sched_process_exec attached)', nodeWideExecs,
+        `${EXECS} fork+exec per run in an unfenced cgroup, µs per fork+exec+wait`),
+      ...await mappingAtAttach(),
     ];
   } finally {
     exec?.close({ detach: true });

@@ -14,6 +14,7 @@ const BENCHES: Record<string, string> = {
   'exec-load': './exec-load',
   churn: './churn',
   learn: './learn',
+  'selector-latency': './selector-latency',
 };
 
 function fmt(us: number): string {

@@ -56,6 +56,29 @@ struct {
 	__type(value, __u64);
 } exec_drops SEC(".maps");
 
+/*
+ * The exec rate limiter (like the network fence's): per fence and file identity, at most
+ * CGFENCE_EXEC_RATE_BURST refusal records per window; the first refusal past it sends one
+ * THROTTLE event, every refusal past it is counted here (per identity, monotonic) and in the
+ * fence's total (exec_suppressed), from which user space writes count records
+ * (src/fence/exec/exec-rate-audit.ts). So one container cannot flush the audit log, and a
+ * refusal is never lost without being counted. An LRU map: evicting an identity loses only
+ * which identity, its counts are still in the fence total.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct cgfence_exec_key);
+	__type(value, struct cgfence_exec_rate);
+} exec_rate SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct cgfence_exec_rate);
+} exec_suppressed SEC(".maps");
+
 /* Nearest fenced ancestor of the current task's cgroup (v2 hierarchy), the deepest first so
  * that a fence nested in another fence's subtree governs its own cgroup. */
 static __always_inline struct cgfence_fence *find_fence(__u64 *fence_id)
@@ -90,6 +113,68 @@ static __always_inline void count_drop(void)
 		__sync_fetch_and_add(n, 1);
 }
 
+enum { RATE_RECORD, RATE_THROTTLE, RATE_COUNT };
+
+/* The limiter entry of `key` in `map`, made when missing; NULL only when the map is full. */
+static __always_inline struct cgfence_exec_rate *rate_entry(void *map, void *key, __u64 now)
+{
+	struct cgfence_exec_rate *r = bpf_map_lookup_elem(map, key);
+
+	if (!r) {
+		struct cgfence_exec_rate init = { .window_start_ns = now };
+
+		bpf_map_update_elem(map, key, &init, BPF_NOEXIST);
+		r = bpf_map_lookup_elem(map, key);
+	}
+	return r;
+}
+
+/* Takes one record from an entry's window: returns how many it had taken before. */
+static __always_inline __u32 rate_take(struct cgfence_exec_rate *r, __u64 now)
+{
+	__u32 n;
+
+	if (now - r->window_start_ns >= CGFENCE_EXEC_RATE_WINDOW_NS) {
+		r->window_start_ns = now;
+		r->emitted = 0;
+	}
+	n = r->emitted;
+	r->emitted = n + 1;
+	return n;
+}
+
+/*
+ * Which of record, throttle (the identity's first refusal past its burst) or count a refusal
+ * gets, and counts it when it gets no record: in the fence total, and in the identity's
+ * count when past the identity's burst. *ident_count is the identity's count then.
+ */
+static __always_inline __u32 rate_check(struct cgfence_exec_key *key, __u64 fence_id, __u64 *ident_count)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct cgfence_exec_rate *f = rate_entry(&exec_suppressed, &fence_id, now);
+	struct cgfence_exec_rate *r = rate_entry(&exec_rate, key, now);
+	__u32 n;
+
+	if (!f || !r)
+		return RATE_RECORD; /* no room to limit in: record rather than lose */
+	n = rate_take(r, now);
+	if (n < CGFENCE_EXEC_RATE_BURST) {
+		if (rate_take(f, now) < CGFENCE_EXEC_RATE_FENCE_BURST)
+			return RATE_RECORD;
+		/* The fence's burst is spent: counted in its total only. */
+		__sync_fetch_and_add(&f->suppressed, 1);
+		return RATE_COUNT;
+	}
+	__sync_fetch_and_add(&f->suppressed, 1);
+	*ident_count = __sync_fetch_and_add(&r->suppressed, 1) + 1;
+	return n == CGFENCE_EXEC_RATE_BURST ? RATE_THROTTLE : RATE_COUNT;
+}
+
+static __always_inline void fill_event(struct cgfence_exec_event *e, __u32 kind, __u32 action,
+				       struct cgfence_fence *fence, __u64 fence_id,
+				       struct cgfence_exec_key *key, struct task_struct *task,
+				       const char *filename);
+
 /*
  * The verdict, shared by both programs: the same allow map, counters, events and kill, so a
  * container gets the same fence whichever identity finds it.
@@ -122,26 +207,55 @@ static __always_inline int judge(struct cgfence_fence *fence, __u64 fence_id, st
 		action = fence->mode == CGFENCE_MODE_LEARN ? CGFENCE_ACTION_ALLOW : CGFENCE_ACTION_AUDIT;
 	}
 
+	if (action != CGFENCE_ACTION_ALLOW) {
+		struct cgfence_exec_throttle *t;
+		__u64 count = 0;
+		__u32 n = rate_check(&key, fence_id, &count);
+
+		if (n == RATE_COUNT)
+			return 0;
+		if (n == RATE_THROTTLE) {
+			t = bpf_ringbuf_reserve(&exec_events, sizeof(*t), 0);
+			if (!t) {
+				/* Only the identity's name is lost: its count is in the fence total. */
+				count_drop();
+				return 0;
+			}
+			fill_event(&t->e, CGFENCE_EVENT_EXEC_THROTTLE, action, fence, fence_id, &key, task, filename);
+			t->suppressed = count;
+			bpf_ringbuf_submit(t, 0);
+			return 0;
+		}
+	}
+
 	e = bpf_ringbuf_reserve(&exec_events, sizeof(*e), 0);
 	if (!e) {
 		count_drop();
 		return 0;
 	}
-	e->kind = CGFENCE_EVENT_EXEC;
+	fill_event(e, CGFENCE_EVENT_EXEC, action, fence, fence_id, &key, task, filename);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+static __always_inline void fill_event(struct cgfence_exec_event *e, __u32 kind, __u32 action,
+				       struct cgfence_fence *fence, __u64 fence_id,
+				       struct cgfence_exec_key *key, struct task_struct *task,
+				       const char *filename)
+{
+	e->kind = kind;
 	e->action = action;
 	e->ts_ns = bpf_ktime_get_ns();
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->fence_id = fence_id;
-	e->dev = key.dev;
-	e->ino = key.ino;
+	e->dev = key->dev;
+	e->ino = key->ino;
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	e->uid = (__u32)bpf_get_current_uid_gid();
 	e->mode = fence->mode;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	bpf_probe_read_kernel_str(e->path, sizeof(e->path), filename);
-	bpf_ringbuf_submit(e, 0);
-	return 0;
 }
 
 SEC("tp_btf/sched_process_exec")

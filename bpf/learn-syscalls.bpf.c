@@ -16,10 +16,19 @@
  * is above this cgroup", valid for one generation of the fence set. User space bumps the
  * generation whenever it adds a fence, so a cgroup cached as "not learning" before its
  * ancestor started learning is looked up again.
+ *
+ * A second program, on tp_btf/sched_process_exec, records each file a learning container
+ * executes (its identity, how often, the name the kernel opened it by, and the names of its
+ * dentry and parents: its own path in its filesystem, read at the exec) in learn_exec. It
+ * shares the fence lookup and the attach lifetime of the first. The exec fence also reports
+ * every exec of a learning container on its ring buffer, but a ring buffer is read later:
+ * a container that lives a few milliseconds is gone, and containerd's exit event has
+ * overtaken its exec events, before the daemon reads them. This map is complete at exit.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 #include "cgfence-abi.h"
 #include "learn-abi.h"
 
@@ -50,8 +59,32 @@ struct {
 	__type(value, __u64);
 } learn_sys_gen SEC(".maps");
 
-/* The nearest learning ancestor of the current task's cgroup, deepest first. */
-static __always_inline struct cgfence_learn_syscalls *find_ancestor(__u64 cg)
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct cgfence_learn_exec_key);
+	__type(value, struct cgfence_learn_exec);
+} learn_exec SEC(".maps");
+
+/* Executables not recorded because learn_exec was full (global; user space compares). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} learn_exec_drops SEC(".maps");
+
+/* A new entry is built here: it is too big for comfort on the BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cgfence_learn_exec);
+} learn_exec_scratch SEC(".maps");
+
+/* The nearest learning ancestor of the current task's cgroup, deepest first; its id in *fence_id. */
+static __always_inline struct cgfence_learn_syscalls *find_ancestor(__u64 cg, __u64 *fence_id)
 {
 	struct cgfence_learn_cgroup *cached, entry = {};
 	struct cgfence_learn_syscalls *s = NULL;
@@ -64,6 +97,7 @@ static __always_inline struct cgfence_learn_syscalls *find_ancestor(__u64 cg)
 	if (cached && cached->gen == *gen) {
 		if (!cached->fence_id)
 			return NULL;
+		*fence_id = cached->fence_id;
 		return bpf_map_lookup_elem(&learn_sys, &cached->fence_id);
 	}
 	entry.gen = *gen;
@@ -75,6 +109,7 @@ static __always_inline struct cgfence_learn_syscalls *find_ancestor(__u64 cg)
 		s = bpf_map_lookup_elem(&learn_sys, &id);
 		if (s) {
 			entry.fence_id = id;
+			*fence_id = id;
 			break;
 		}
 	}
@@ -88,9 +123,10 @@ int BPF_PROG(learn_sys_enter, struct pt_regs *regs, long id)
 	__u64 cg = bpf_get_current_cgroup_id();
 	struct cgfence_learn_syscalls *s = bpf_map_lookup_elem(&learn_sys, &cg);
 	__u32 abi = CGFENCE_LEARN_ABI_NATIVE;
+	__u64 fence_id = cg;
 
 	if (!s)
-		s = find_ancestor(cg);
+		s = find_ancestor(cg, &fence_id);
 	if (!s)
 		return 0;
 #if defined(__TARGET_ARCH_x86)
@@ -109,5 +145,65 @@ int BPF_PROG(learn_sys_enter, struct pt_regs *regs, long id)
 	 * stays shared between CPUs. */
 	if (!s->seen[abi][id])
 		s->seen[abi][id] = 1;
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(learn_sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u64 cg = bpf_get_current_cgroup_id();
+	struct cgfence_learn_exec_key key = {};
+	struct cgfence_learn_exec *e;
+	struct inode *inode;
+	__u32 zero = 0;
+
+	key.fence_id = cg;
+	if (!bpf_map_lookup_elem(&learn_sys, &cg) && !find_ancestor(cg, &key.fence_id))
+		return 0;
+	inode = BPF_CORE_READ(bprm, file, f_inode);
+	key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	key.ino = BPF_CORE_READ(inode, i_ino);
+	e = bpf_map_lookup_elem(&learn_exec, &key);
+	if (e) {
+		__sync_fetch_and_add(&e->count, 1);
+		return 0;
+	}
+	e = bpf_map_lookup_elem(&learn_exec_scratch, &zero);
+	if (!e)
+		return 0;
+	e->count = 1;
+	e->flags = 0;
+	e->depth = 0;
+	e->first_ns = bpf_ktime_get_ns();
+	bpf_probe_read_kernel_str(e->interp, sizeof(e->interp), BPF_CORE_READ(bprm, interp));
+	{
+		struct dentry *d = BPF_CORE_READ(bprm, file, f_path.dentry);
+
+		for (int i = 0; i < CGFENCE_LEARN_PATH_DEPTH; i++) {
+			struct dentry *parent = BPF_CORE_READ(d, d_parent);
+
+			if (!parent || parent == d)
+				break;
+			bpf_probe_read_kernel_str(e->parts[i], CGFENCE_LEARN_NAME_LEN, BPF_CORE_READ(d, d_name.name));
+			e->depth = i + 1;
+			d = parent;
+		}
+		if (d && BPF_CORE_READ(d, d_parent) == d)
+			e->flags |= CGFENCE_LEARN_PATH_WHOLE;
+	}
+	if (bpf_map_update_elem(&learn_exec, &key, e, BPF_NOEXIST) == 0)
+		return 0;
+	/* Another CPU added it first, or the map is full. */
+	e = bpf_map_lookup_elem(&learn_exec, &key);
+	if (e) {
+		__sync_fetch_and_add(&e->count, 1);
+		return 0;
+	}
+	{
+		__u64 *n = bpf_map_lookup_elem(&learn_exec_drops, &zero);
+
+		if (n)
+			__sync_fetch_and_add(n, 1);
+	}
 	return 0;
 }

@@ -101,6 +101,7 @@ BpfObject::BpfObject(const Napi::CallbackInfo &info) : Napi::ObjectWrap<BpfObjec
   std::vector<std::string> only_programs;
   bool select_programs = false;
   Napi::Object rodata;
+  Napi::Object max_entries;
   if (info.Length() > 1 && info[1].IsObject()) {
     Napi::Value p = info[1].As<Napi::Object>().Get("pinDir");
     if (p.IsString()) pin_dir = p.As<Napi::String>().Utf8Value();
@@ -116,6 +117,8 @@ BpfObject::BpfObject(const Napi::CallbackInfo &info) : Napi::ObjectWrap<BpfObjec
     }
     Napi::Value rd = info[1].As<Napi::Object>().Get("rodata");
     if (rd.IsObject()) rodata = rd.As<Napi::Object>();
+    Napi::Value me = info[1].As<Napi::Object>().Get("maxEntries");
+    if (me.IsObject()) max_entries = me.As<Napi::Object>();
   }
 
   size_t size = 0;
@@ -164,6 +167,38 @@ BpfObject::BpfObject(const Napi::CallbackInfo &info) : Napi::ObjectWrap<BpfObjec
       bpf_object__close(obj_);
       obj_ = nullptr;
       throw Napi::Error::New(env, "BPF object '" + name_ + "': " + bad);
+    }
+  }
+  if (!max_entries.IsEmpty()) {
+    // Table sizes from the node config. A map already pinned keeps the size it was made
+    // with (libbpf reuses a pinned map only when it matches): resizing means new pins.
+    Napi::Array names = max_entries.GetPropertyNames();
+    for (uint32_t i = 0; i < names.Length(); i++) {
+      std::string mname = names.Get(i).As<Napi::String>().Utf8Value();
+      Napi::Value v = max_entries.Get(mname);
+      struct bpf_map *map = bpf_object__find_map_by_name(obj_, mname.c_str());
+      std::string bad;
+      if (!map) bad = "has no map '" + mname + "'";
+      else if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 1 || v.As<Napi::Number>().DoubleValue() > 0xffffffff)
+        bad = "maxEntries." + mname + " must be a positive 32-bit integer";
+      if (!bad.empty()) {
+        stop_capture();
+        bpf_object__close(obj_);
+        obj_ = nullptr;
+        throw Napi::Error::New(env, "BPF object '" + name_ + "' " + bad);
+      }
+      uint32_t n = v.As<Napi::Number>().Uint32Value();
+      if (!pin_dir.empty()) {
+        int fd = bpf_obj_get((pin_dir + "/" + mname).c_str());
+        if (fd >= 0) {
+          // Pinned: reused as it is, so the object must ask for the size it has.
+          struct bpf_map_info mi = {};
+          uint32_t len = sizeof(mi);
+          if (bpf_obj_get_info_by_fd(fd, &mi, &len) == 0) n = mi.max_entries;
+          close(fd);
+        }
+      }
+      bpf_map__set_max_entries(map, n);
     }
   }
   if (!pin_dir.empty()) {

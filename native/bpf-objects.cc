@@ -18,6 +18,8 @@
 static_assert(sizeof(struct cgfence_fence) == 32, "cgfence_fence layout changed");
 static_assert(sizeof(struct cgfence_exec_key) == 24, "cgfence_exec_key layout changed");
 static_assert(sizeof(struct cgfence_exec_event) == 336, "cgfence_exec_event layout changed");
+static_assert(sizeof(struct cgfence_exec_rate) == 24, "cgfence_exec_rate layout changed");
+static_assert(sizeof(struct cgfence_exec_throttle) == 344, "cgfence_exec_throttle layout changed");
 // src/kernel/net-abi.ts mirrors these.
 static_assert(sizeof(struct cgfence_net_key4) == 24, "cgfence_net_key4 layout changed");
 static_assert(sizeof(struct cgfence_net_key6) == 32, "cgfence_net_key6 layout changed");
@@ -39,6 +41,8 @@ static_assert(sizeof(struct cgfence_learn_cgroup) == 16, "cgfence_learn_cgroup l
 static_assert(sizeof(struct cgfence_learn_net_config) == 24, "cgfence_learn_net_config layout changed");
 static_assert(sizeof(struct cgfence_learn_peer_key) == 32, "cgfence_learn_peer_key layout changed");
 static_assert(sizeof(struct cgfence_learn_port_key) == 32, "cgfence_learn_port_key layout changed");
+static_assert(sizeof(struct cgfence_learn_exec_key) == 24, "cgfence_learn_exec_key layout changed");
+static_assert(sizeof(struct cgfence_learn_exec) == 1304, "cgfence_learn_exec layout changed");
 
 namespace cgfence {
 

@@ -786,6 +786,9 @@ void SeccompNotify::Deliver(std::vector<Event *> *b) {
         o.Set("ino", Napi::BigInt::New(env, e->ino));
         o.Set("errno", Napi::Number::New(env, e->err));
         o.Set("comm", e->comm);
+        // The exact bytes too: a name need not be UTF-8 (src/audit/exact-name.ts).
+        o.Set("pathBytes", Napi::Buffer<char>::Copy(env, e->path.data(), e->path.size()));
+        o.Set("commBytes", Napi::Buffer<char>::Copy(env, e->comm.data(), e->comm.size()));
       } else if (e->kind == Event::kNeed) {
         o.Set("pid", Napi::Number::New(env, e->pid));
       } else {

@@ -8,7 +8,8 @@ check_only=0
 [[ ${1:-} == --check ]] && check_only=1
 
 packages=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev libseccomp-dev pkg-config
-          gcc libc6-dev make containerd runc busybox-static iproute2)
+          gcc libc6-dev make containerd runc busybox-static iproute2
+          libjson-c-dev clang-14 libclang-rt-14-dev)
 
 missing=()
 for p in "${packages[@]}"; do

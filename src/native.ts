@@ -33,7 +33,7 @@ export interface RingBuffer {
 
 /** What the notify loop hands to JavaScript, in batches (native/seccomp-notify.h). */
 export type NotifyEvent =
-  | { kind: 'deny'; key: string; tsMonoNs: bigint; pid: number; syscall: 'execve' | 'execveat'; path: string; dev: bigint; ino: bigint; errno: number; comm: string }
+  | { kind: 'deny'; key: string; tsMonoNs: bigint; pid: number; syscall: 'execve' | 'execveat'; path: string; dev: bigint; ino: bigint; errno: number; comm: string; pathBytes?: Buffer; commBytes?: Buffer }
   /** A notify fd arrived for a container with no allow set yet: until one is set, its execs wait. */
   | { kind: 'need'; key: string; tsMonoNs: bigint; pid: number }
   | { kind: 'holder-lost' | 'holder-connected'; key: string; tsMonoNs: bigint; detail: string; count: number };
@@ -70,7 +70,7 @@ export interface SeccompNotify {
 
 export interface NativeAddon {
   /** `programs`: load only these programs of the object (default: all). */
-  BpfObject: new (name: string, opts?: { pinDir?: string; programs?: string[]; rodata?: Record<string, Buffer> }) => BpfObject;
+  BpfObject: new (name: string, opts?: { pinDir?: string; programs?: string[]; rodata?: Record<string, Buffer>; /** Map sizes; a map already pinned keeps its own. */ maxEntries?: Record<string, number> }) => BpfObject;
   BpfLink: { open(pinPath: string): BpfLink };
   RingBuffer: new (obj: BpfObject, map: string, onBatch: (records: Buffer[]) => void) => RingBuffer;
   resolveSyscalls(names: string[], arch?: string): Array<number | null>;

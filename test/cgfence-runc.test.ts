@@ -145,7 +145,7 @@ beforeAll(async () => {
     .readdirSync(path.join(repo, 'native/cgfence-runc'))
     .filter((f) => f.endsWith('.c'))
     .map((f) => path.join(repo, 'native/cgfence-runc', f));
-  execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-std=gnu11', ...sources, '-o', launcher]);
+  execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-std=gnu11', ...sources, '-ljson-c', '-o', launcher]);
   fakeRunc = path.join(tmp, 'fake-runc');
   fs.writeFileSync(fakeRunc, FAKE_RUNC, { mode: 0o755 });
   record = path.join(tmp, 'runc-calls');
@@ -315,7 +315,9 @@ describe('create', () => {
 
   it('daemon gone between prepare and attach: deleted, fail-closed even in fail-open mode', async () => {
     answer = (req) => {
-      if (req.op === 'prepare') setImmediate(() => server?.close());
+      // Closed before the reply goes out, so the attach cannot reach a listener that is
+      // still draining its backlog (that would be a hang-up, not an unreachable daemon).
+      if (req.op === 'prepare') server?.close();
       return '{"ok":true}';
     };
     const args = goRuncCreate();
@@ -345,7 +347,7 @@ describe('create', () => {
   it('refuses a create option it cannot read, rather than guess the container id', async () => {
     const r = await run(['--root', 'r', 'create', '--frobnicate', 'x', 'c1']);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^cgfence: unsupported runc option --frobnicate/);
+    expect(r.stderr).toMatch(/^cgfence: runc create would not accept this command line \(flag provided but not defined: -frobnicate\)/);
     expect(runcCalls()).toEqual([]);
     expect(connections).toBe(0);
   });
@@ -447,5 +449,150 @@ describe('settings file', () => {
     r = await run(goRuncCreate(), { ...env, CGFENCE_FAIL_MODE: 'opne' });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^cgfence: fail_mode is "opne", expected "closed" or "open"/);
+  });
+});
+
+describe('command lines runc reads as a create (issue 18)', () => {
+  const pidFile = () => path.join(tmp, 'bundle', 'init.pid');
+  it('help and version flags given a value are read as runc reads them: a create, fenced', async () => {
+    for (const flag of ['-h=0', '--help=false', '-v=f', '--version=0']) {
+      fs.rmSync(record, { force: true });
+      requests = [];
+      const args = [flag, 'create', '--pid-file', pidFile(), 'c1'];
+      const r = await run(args, {}, path.join(tmp, 'bundle'));
+      expect(r.code, r.stderr).toBe(0);
+      expect(requests.map((q) => [q.op, q.id, q.bundle])).toEqual([['prepare', 'c1', path.join(tmp, 'bundle')], ['attach', 'c1', path.join(tmp, 'bundle')]]);
+      expect(runcCalls()).toEqual([args]);
+    }
+  });
+
+  it('a value flag last takes the first positional, as urfave/cli reorders it', async () => {
+    const other = path.join(tmp, 'other-bundle');
+    fs.mkdirSync(other, { recursive: true });
+    const r = await run(['create', '--pid-file', pidFile(), other, 'c1', '--bundle']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(requests[0]).toMatchObject({ op: 'prepare', id: 'c1', bundle: other });
+  });
+
+  it('unknown flags and -v before "--" become the container id, as in runc', async () => {
+    for (const flag of ['-v', '--version', '-pidfd-socket']) {
+      requests = [];
+      const r = await run(['create', '--pid-file', pidFile(), flag, '--'], {}, path.join(tmp, 'bundle'));
+      expect(r.code, r.stderr).toBe(0);
+      expect(requests[0]).toMatchObject({ op: 'prepare', id: flag });
+    }
+  });
+
+  it('refuses, never passes through: restore, an unknown command, a create runc would reject, a usage error naming create', async () => {
+    const log = path.join(tmp, 'log.json');
+    const cases: Array<[string[], RegExp]> = [
+      [['restore', '--image-path', 'i', 'c1'], /runc restore is not supported/],
+      [['crate', 'c1'], /unknown runc command "crate"/],
+      [['create', '--pid-file', pidFile(), 'c1', 'c2'], /takes exactly one container id, this line has 2/],
+      [['create', '--pid-file', pidFile(), '-b', 'x', '--bundle', 'y', 'c1'], /Cannot use two forms of the same flag/],
+      [['create', '--pid-file', pidFile(), '--preserve-fds=0x1', 'c1'], /not a plain decimal count/],
+      [['create', '--pid-file', pidFile(), '---bundle', 'x', 'c1'], /bad flag syntax: ---bundle/],
+      [['--frobnicate', 'create', 'c1'], /would not accept this command line \(flag provided but not defined: -frobnicate\), and it names create/],
+      [['create', '--pid-file', pidFile(), '--help=maybe', 'c1'], /invalid boolean value "maybe" for -help/],
+    ];
+    for (const [args, want] of cases) {
+      fs.rmSync(log, { force: true });
+      const r = await run(['--log', log, '--log-format', 'json', ...args]);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stderr).toMatch(want);
+      expect(logLines(log).at(-1)).toMatchObject({ level: 'error', msg: expect.stringMatching(want) });
+    }
+    expect(runcCalls()).toEqual([]);
+    expect(connections).toBe(0);
+  });
+
+  it('passes through runc help for a command, and other commands with flags it does not know', async () => {
+    for (const args of [['run', '-h'], ['create', '--help=true'], ['help', 'create'], ['exec', '--frobnicate', 'c1'], ['-v=1', 'create', 'c1']]) {
+      fs.rmSync(record, { force: true });
+      const r = await run(args);
+      expect(r.code, args.join(' ')).toBe(0);
+      expect(runcCalls()).toEqual([args]);
+    }
+    expect(connections).toBe(0);
+  });
+});
+
+describe('strict daemon replies', () => {
+  it('a reply that only starts like a yes is no answer: refused, runc never runs', async () => {
+    for (const reply of ['{"ok":true,garbage', '{"ok":true} {"ok":false}', "{'ok':true}", '{"ok":1}']) {
+      answer = () => reply;
+      const r = await run(goRuncCreate());
+      expect(r.code, reply).toBe(1);
+      expect(r.stderr).toMatch(/gave no usable answer to prepare \(unexpected reply/);
+    }
+    expect(runcCalls()).toEqual([]);
+  });
+
+  it('takes a refusal whatever the key order', async () => {
+    answer = () => '{"error":"no \\"way\\"","ok":false}';
+    const r = await run(goRuncCreate());
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('cgfence: no "way"\n');
+  });
+});
+
+describe('settings file errors', () => {
+  it('are reported with the file and line, never cut or skipped: creates and pass-throughs are refused', async () => {
+    const conf = path.join(tmp, 'bad-runc.conf');
+    const cases: Array<[string, RegExp]> = [
+      [`socket=/ru${'x'.repeat(70_000)}\nfail_mode=open\n`, /bad-runc.conf is larger than 65536 bytes/],
+      ['socket="/run/x\nfail_mode=open\n', /bad-runc.conf line 1: socket has an unterminated quote/],
+      ['# ok\nthis is not a setting\n', /bad-runc.conf line 2: expected KEY=VALUE/],
+      ['fail_mode=open\nfail_mode=closed\n', /bad-runc.conf line 2: fail_mode is set twice/],
+      ['socket=/run/a\0b\n', /a NUL byte is not text/],
+    ];
+    for (const [text, want] of cases) {
+      fs.writeFileSync(conf, text);
+      let r = await run(goRuncCreate(), { CGFENCE_RUNC_CONFIG: conf, CGFENCE_SOCKET: '', CGFENCE_FAIL_MODE: '' });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(want);
+      r = await run(['state', 'c1'], { CGFENCE_RUNC_CONFIG: conf, CGFENCE_REAL_RUNC: '' });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(want);
+    }
+    expect(runcCalls()).toEqual([]);
+    expect(connections).toBe(0);
+  });
+});
+
+describe('containers that ask for nothing (issue 14, deliverable 6)', () => {
+  const plain = () => path.join(tmp, 'plain-bundle');
+  const hint = () => path.join(tmp, 'launcher-node.conf');
+  const create = () => ['create', '--bundle', plain(), '--pid-file', path.join(plain(), 'init.pid'), 'c1'];
+  beforeEach(() => {
+    fs.mkdirSync(plain(), { recursive: true });
+    fs.writeFileSync(path.join(plain(), 'config.json'), JSON.stringify({ ociVersion: '1.0.2', process: { args: ['sh'] }, annotations: { 'io.example/x': 'y' } }));
+    fs.writeFileSync(hint(), '# written by the cgfence daemon\ndefault_profile=\n');
+  });
+
+  it('go straight to runc when the daemon says the node has no defaultProfile', async () => {
+    const r = await run(create(), { CGFENCE_NODE_HINT: hint() });
+    expect(r.code, r.stderr).toBe(0);
+    expect(runcCalls()).toEqual([create()]);
+    expect(connections).toBe(0);
+  });
+
+  it('ask the daemon when the node has a defaultProfile, the note is missing or unreadable, or the bundle is annotated', async () => {
+    const variants: Array<() => Record<string, string>> = [
+      () => { fs.writeFileSync(hint(), 'default_profile=baseline\n'); return { CGFENCE_NODE_HINT: hint() }; },
+      () => ({ CGFENCE_NODE_HINT: path.join(tmp, 'no-such-hint.conf') }),
+      () => { fs.writeFileSync(hint(), 'default_profile=\ndefault_profile=\n'); return { CGFENCE_NODE_HINT: hint() }; },
+      () => {
+        fs.writeFileSync(path.join(plain(), 'config.json'), JSON.stringify({ ociVersion: '1.0.2', Annotations: { 'cgfence.io/mode': 'learn' } }));
+        return { CGFENCE_NODE_HINT: hint() };
+      },
+      () => { fs.writeFileSync(path.join(plain(), 'config.json'), '{"annotations":{}'); return { CGFENCE_NODE_HINT: hint() }; },
+    ];
+    for (const v of variants) {
+      requests = [];
+      const r = await run(create(), v());
+      expect(r.code, r.stderr).toBe(0);
+      expect(requests.map((q) => q.op)).toEqual(['prepare', 'attach']);
+    }
   });
 });

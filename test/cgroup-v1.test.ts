@@ -472,7 +472,7 @@ describe('end to end: the daemon in --cgroup-mode v1 with real containerd', () =
       const row = (JSON.parse(r.stdout) as Array<{ id: string; backend: Record<string, string>; controls: Record<string, string> }>).find((c) => c.id === id);
       expect(row?.backend.exec).toBe('pidns-tracepoint');
       expect(row?.controls.exec).toBe('enforced');
-      expect(cli(p, ['ps']).stdout).toMatch(new RegExp(`default/${id}.*pidns-tracepoint`));
+      expect(cli(p, ['ps', '-o', 'wide']).stdout).toMatch(new RegExp(`default/${id}.*pidns-tracepoint`));
     } finally {
       ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
       await waitFor('the task to stop', () => ctr(p, ['task', 'delete', id]).status === 0 || !ctr(p, ['task', 'ls']).stdout.includes(id), 20_000).catch(() => {});

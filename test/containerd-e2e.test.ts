@@ -147,7 +147,7 @@ describe('metrics', () => {
           res.on('end', () => resolve(b));
         }).on('error', reject);
       }).then((b) => (metricsText = b), () => {});
-      return /cgfence_decisions_total\{type="exec",action="deny"\} [1-9]/.test(metricsText) && metricsText;
+      return /cgfence_decisions_total\{control="exec",action="deny"\} [1-9]/.test(metricsText) && metricsText;
     });
     expect(body).toMatch(/cgfence_fenced_containers \d+/);
     expect(body).toMatch(/cgfence_attach_duration_seconds_count\{how="create"\} [1-9]/);

@@ -1,7 +1,7 @@
 // cgfence-fd-holder against the real kernel: a notification the daemon received but never
 // answered (it died in between) is answered by the holder, so the caller does not wait
 // forever; an idle holder goes away by itself.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -61,5 +61,45 @@ describe('cgfence-fd-holder', () => {
     await waitFor('the idle holder to exit', () => holderPid() === undefined, 20_000);
     expect(fs.existsSync(control)).toBe(false);
     expect(fs.existsSync(agent)).toBe(false);
+  });
+
+  it('keeps a notify fd only when the runc state is read exactly (strict JSON, pid an integer, the key whole)', async () => {
+    // A fresh holder that no daemon took over: it keeps what runc delivers and forwards nothing.
+    startFdHolder(control, agent);
+    const holder = holderPid()!;
+    const notifyFds = () => fs.readdirSync(`/proc/${holder}/fd`).filter((fd) => {
+      try { return fs.readlinkSync(`/proc/${holder}/fd/${fd}`) === 'anon_inode:seccomp notify'; } catch { return false; }
+    }).length;
+    const deliver = buildFixture('agent-deliver', dir);
+    const state = (o: Record<string, unknown>) => JSON.stringify({ ociVersion: '1.0.2', fds: ['seccompFd'], ...o, state: { id: 'x', status: 'creating' } });
+    const cases: Array<[string, boolean]> = [
+      [state({ pid: 4242, metadata: 'test/good' }), true],
+      [state({ pid: '4242', metadata: 'test/pid-string' }), false],
+      [state({ pid: 1e30, metadata: 'test/pid-huge' }), false],
+      [state({ pid: 4294967297, metadata: 'test/pid-wraps' }), false],
+      [state({ pid: 7, metadata: 'k'.repeat(1025) }), false],
+      [state({ pid: 7, metadata: 'test/trailing' }) + ' x', false],
+      ['{"pid":7,"metadata\\u0000x":"a","metadata":"test/nul-key"}', false],
+    ];
+    for (const [text, kept] of cases) {
+      const before = notifyFds();
+      const child = spawn(deliver, [agent, text], { stdio: ['pipe', 'pipe', 'inherit'] });
+      await new Promise<void>((resolve, reject) => {
+        child.stdout!.on('data', (d) => { if (String(d).includes('sent')) resolve(); });
+        child.on('exit', (code) => reject(new Error(`agent-deliver exited ${code}`)));
+      });
+      try {
+        if (kept) await waitFor('the holder to keep the fd', () => notifyFds() === before + 1, 10_000);
+        else {
+          await new Promise((r) => setTimeout(r, 300)); // the holder has read and judged it by now
+          expect(notifyFds(), text.slice(0, 80)).toBe(before);
+        }
+      } finally {
+        child.stdin!.end();
+        await new Promise((r) => child.on('close', r));
+      }
+      // Its filter has no task left: a kept fd is dropped (POLLHUP).
+      await waitFor('the holder to drop the fd', () => notifyFds() === 0, 10_000);
+    }
   });
 });

@@ -1,6 +1,8 @@
-// Learn mode's kernel recorders on the real kernel, without containerd: the syscall record
-// (also for cgroups below the learning one, for a cgroup seen before its ancestor started
-// learning, and for 32-bit syscalls) and the network record (IPv6, IPv4-mapped destinations
+// Learn mode's kernel recorders on the real kernel, without containerd: the syscall and
+// executable records (also for cgroups below the learning one, for a cgroup seen before its
+// ancestor started learning, and for 32-bit syscalls; executables without any exec fence
+// event, each mapped to its path, a file written after the attach reported as such) and the
+// network record (IPv6, IPv4-mapped destinations
 // judged as IPv4), through the learn backend the daemon uses.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -47,7 +49,7 @@ beforeAll(() => {
   plain = createCgroup(`${name}/plain`);
   other = createCgroup(`${name}/other`);
   compat = buildFixture('compat-syscall', tmp);
-  learn = new LearnBackend({ pinDir, stateDir: path.join(tmp, 'state'), cgroupMode: 'auto', execDrops: () => 0n, sink: collectingSink(written) });
+  learn = new LearnBackend({ pinDir, stateDir: path.join(tmp, 'state'), cgroupMode: 'auto', sink: collectingSink(written) });
 });
 
 afterAll(async () => {
@@ -70,6 +72,11 @@ describe('the syscall record', () => {
       expect(runInCgroup(plain, [compat]).stdout).toContain('compat-done');
       expect(runInCgroup(inner, [compat]).stdout).toContain('compat-done');
       expect(runInCgroup(inner, ['/bin/mkdir', path.join(tmp, 'made')]).status).toBe(0);
+      // Written after the attach, then run: no allow-list path can allow it in a fresh run.
+      const fresh = path.join(tmp, 'fresh-true');
+      fs.copyFileSync(fs.realpathSync('/bin/true'), fresh);
+      fs.chmodSync(fresh, 0o755);
+      expect(runInCgroup(inner, [fresh]).status).toBe(0);
 
       const [l] = learn.learnedOf('test', 'parent');
       expect(l.running).toBe(true);
@@ -79,15 +86,20 @@ describe('the syscall record', () => {
       expect(l.syscalls.names.some((n) => n === 'mkdir' || n === 'mkdirat')).toBe(true);
       expect(l.syscalls.unnamed).toEqual([]);
       expect(l.incomplete).toEqual([]);
+      // No exec fence runs here: the kernel's own record has every executable, by its path.
+      const execs = Object.fromEntries(l.exec.map((e) => [e.path, e.origin]));
+      expect(execs).toEqual({ [compat]: 'image', [fs.realpathSync('/bin/mkdir')]: 'image', [path.join(tmp, 'fresh-true')]: 'runtime' });
+      // Once: the run in `inner` before the attach and the one in `plain` are not its.
+      expect(l.exec.find((e) => e.path === compat)?.count).toBe(1);
       // `other` saw nothing: the plain and inner runs were not its.
       expect(learn.learnedOf('test', 'other')[0].syscalls.names).toEqual([]);
     } finally {
       learn.detach(otherCtx);
       if (ctx.state.fenceId) learn.detach(ctx);
     }
-    // The learned record waits a moment for exec events still in the ring buffer.
     const rec = await waitForRecord('parent');
     expect(rec.type).toBe('lifecycle');
+    expect((rec.annotations as Record<string, string>)['cgfence.io/exec-allow']).toBe([compat, fs.realpathSync('/bin/mkdir')].sort().join(','));
     expect((rec.annotations as Record<string, string>)['cgfence.io/seccomp-allow']).toMatch(/(^|,)socketcall(,|$)/);
     expect(learn.status().syscallProgramAttached).toBe(false);
     expect(learn.learnedOf('test', 'parent')).toEqual([]);

@@ -15,6 +15,7 @@ import { DEFAULT_SOCKET } from '../src/daemon/daemon-client';
 import { ContainerdClient } from '../src/containerd/client';
 import { SETTINGS, loadConfigFile, resolveConfig } from '../src/daemon/config';
 import { TEST_IMAGE_NAME, buildOciImage, buildTestImage } from '../src/image/oci-image';
+import { daemonImageName } from '../src/image/daemon-image';
 import { native } from '../src/native';
 import { KEYS, parseAnnotations } from '../src/policy/annotations';
 import { containerdConfig, containerdPaths, importImage, startContainerd } from '../src/sandbox/containerd-process';
@@ -90,13 +91,24 @@ describe('oci-config: the files agree with each other and with what cgfence acce
       expect(section.length).toBeLessThan(dump.length);
       const own = section.slice(0, section.indexOf('[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]') >>> 0);
       expect(own).toMatch(/runtime_type = "io\.containerd\.runc\.v2"/);
-      expect(own).toMatch(/pod_annotations = \["cgfence\.io\/\*"\]/);
+      expect(own).toMatch(/pod_annotations = \["cgfence\.io\/\*", "\*\/mode", "\*\/profile", "\*\/exec-allow",/);
       expect(own).toMatch(/container_annotations = \["cgfence\.io\/\*"\]/);
       expect(own).toMatch(/BinaryName = "\/usr\/local\/bin\/cgfence-runc"/);
       expect(own).toMatch(/SystemdCgroup = true/);
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }
+  });
+
+  it('the containerd 2.x handler has the same runtime, binary and passthrough as the 1.x one, in the 2.x plugin', () => {
+    const v3 = read('containerd2-runtime-handler.toml');
+    expect(v3).toMatch(/^\[plugins\.'io\.containerd\.cri\.v1\.runtime'\.containerd\.runtimes\.cgfence\]$/m);
+    expect(v3).toMatch(/^\s*runtime_type = 'io\.containerd\.runc\.v2'$/m);
+    expect(/^\s*BinaryName = '([^']+)'$/m.exec(v3)?.[1]).toBe(binaryName);
+    const items = (text: string, key: string) => (new RegExp(`^\\s*${key} = \\[(.*)\\]$`, 'm').exec(text)?.[1] ?? '').split(',').map((x) => x.trim().replace(/^["']|["']$/g, ''));
+    expect(items(v3, 'pod_annotations')).toContain('*/exec-allow');
+    expect(items(v3, 'pod_annotations')).toEqual(items(handlerToml, 'pod_annotations'));
+    expect(items(v3, 'container_annotations')).toEqual(items(handlerToml, 'container_annotations'));
   });
 
   it('the RuntimeClass names the handler and schedules where the DaemonSet runs', () => {
@@ -122,15 +134,25 @@ describe('oci-config: the files agree with each other and with what cgfence acce
     const flags = daemonFlags();
     for (const f of ['containerd-socket', 'state-dir', 'audit-log', 'socket', 'cgroup-mode']) expect(flags[f], f).toBeTruthy();
     expect(['auto', 'v2', 'v1']).toContain(flags['cgroup-mode']);
-    // The config file it names is the ConfigMap's daemon-config.yaml.
-    const cfgMount = daemon.volumeMounts.find((m: Obj) => m.mountPath === flags.config);
-    expect(cfgMount.subPath).toBe('daemon-config.yaml');
+    // The config file it names is the ConfigMap's daemon-config.yaml, mounted as a directory
+    // (a subPath mount would never see an update, and the daemon reloads on update).
+    const cfgMount = daemon.volumeMounts.find((m: Obj) => m.mountPath === path.dirname(flags.config!));
+    expect(path.basename(flags.config!)).toBe('daemon-config.yaml');
+    expect(cfgMount.subPath).toBeUndefined();
     expect(volume(cfgMount.name).configMap.name).toBe('cgfence-config');
     const cfg = resolveConfig({ ...flags, config: path.join(OCI, 'daemon-config.yaml') }, {});
     expect(cfg.socket).toBe(flags.socket);
-    // The CLI's default socket, which the readiness probe's `cgfence status` uses.
+    // The CLI's default socket: `kubectl exec ds/cgfence -- cgfence status` finds it.
     expect(cfg.socket).toBe(DEFAULT_SOCKET);
-    expect(daemon.readinessProbe.exec.command).toEqual(['cgfence', 'status']);
+    // Probes ask the daemon's own /healthz and /readyz on the metrics port.
+    const port = Number(/:(\d+)$/.exec(flags['metrics-address']!)?.[1]);
+    const metrics = daemon.ports.find((x: Obj) => x.name === 'metrics');
+    expect(metrics.containerPort).toBe(port);
+    expect(daemon.livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'metrics' });
+    expect(daemon.readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'metrics' });
+    expect(ds.spec.template.metadata.annotations['prometheus.io/port']).toBe(String(port));
+    // The image the manifests name is the one `npm run image` builds.
+    for (const c of [daemon, ...pod.initContainers]) expect(c.image).toBe(daemonImageName());
   });
 
   it('every path the daemon shares with the host is mounted from the host at the same path', () => {
@@ -162,27 +184,30 @@ describe('oci-config: the files agree with each other and with what cgfence acce
 
   it('the init container installs cgfence-runc where the handler runs it, and runc.conf where it reads it', () => {
     const init = pod.initContainers[0] as Obj;
-    const script = init.command.join(' ');
-    const targets = [...script.matchAll(/mv -f \S+ ([^\s;]+)/g)].map((x) => x[1]);
-    const onHost = targets.map((t) => hostPathOf(init, t));
-    expect(onHost).toContain(binaryName);
+    expect(init.command.slice(0, 2)).toEqual(['cgfence', 'install']);
+    // `cgfence install` copies next to the target and renames (test/lifecycle.test.ts runs it).
+    const flags = parseArgs(init.command.slice(2), { values: ['runc-path', 'runc-conf', 'runc-conf-from'] }).flags;
+    expect(hostPathOf(init, flags['runc-path']!)).toBe(binaryName);
     const defaultFile = /#define CFG_DEFAULT_FILE\s+"([^"]+)"/.exec(fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.h'), 'utf8'))![1];
-    expect(onHost).toContain(defaultFile);
-    // The rename comes after a copy into the same directory, so it is atomic.
-    for (const t of targets) expect(script).toContain(`${path.dirname(t)}/.${path.basename(t)}.new`);
+    expect(hostPathOf(init, flags['runc-conf']!)).toBe(defaultFile);
     const cm = init.volumeMounts.find((v: Obj) => volume(v.name).configMap);
-    expect(script).toContain(`${cm.mountPath}/runc.conf`);
+    expect(flags['runc-conf-from']).toBe(`${cm.mountPath}/runc.conf`);
   });
 
   it('runc.conf: only keys cgfence-runc reads, values that agree with the DaemonSet', () => {
-    const accepted = new Set([...fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.c'), 'utf8').matchAll(/strcmp\(key, "(\w+)"\)/g)].map((x) => x[1]));
-    expect([...accepted].sort()).toEqual(['fail_mode', 'runc', 'socket', 'spool_dir']);
+    const keyList = /static const char \*const keys\[\] = \{([^}]*)\}/.exec(fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.c'), 'utf8'))![1];
+    const accepted = new Set([...keyList.matchAll(/"(\w+)"/g)].map((x) => x[1]));
+    expect([...accepted].sort()).toEqual(['fail_mode', 'node_hint', 'runc', 'socket', 'spool_dir']);
     const conf = runcConfKeys(read('runc.conf'));
     for (const k of Object.keys(conf)) expect(accepted, k).toContain(k);
     expect(['closed', 'open']).toContain(conf.fail_mode);
     expect(conf.socket).toBe(daemonFlags().socket);
     // The spool is read back by the daemon: it must be on a path the DaemonSet mounts.
     expect(hostPathOf(daemon, conf.spool_dir)).toBe(conf.spool_dir);
+    // The daemon writes the launcher's node hint into its state dir (docs/launcher.md).
+    const hint = conf.node_hint ?? /#define CFG_DEFAULT_NODE_HINT\s+"([^"]+)"/.exec(fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.h'), 'utf8'))![1];
+    expect(hint).toBe(path.join(daemonFlags()['state-dir']!, 'launcher-node.conf'));
+    expect(hostPathOf(daemon, hint)).toBe(hint);
   });
 
   it('runc.conf: cgfence-runc reads it (pass-through finds runc, create asks the socket it names)', () => {
@@ -252,20 +277,21 @@ function criClient(socket: string): Cri {
   };
 }
 
-function podConfig(name: string, annotations: Record<string, string>): Obj {
+function podConfig(name: string, annotations: Record<string, string>, labels: Record<string, string> = {}): Obj {
   const logDirectory = path.join(dir, 'pods', name);
   fs.mkdirSync(logDirectory, { recursive: true });
   return {
     metadata: { name, uid: crypto.randomUUID(), namespace: 'cgft', attempt: 0 },
     logDirectory,
     annotations: { ...annotations, 'example.com/not-passed': 'x' },
+    labels,
     // Host network: no CNI here. The pid namespace is the pod's, as by default.
     linux: { securityContext: { namespaceOptions: { network: 'NODE', pid: 'CONTAINER', ipc: 'POD' } } },
   };
 }
 
-async function runPod(name: string, annotations: Record<string, string>, handler: string): Promise<{ id: string; config: Obj }> {
-  const config = podConfig(name, annotations);
+async function runPod(name: string, annotations: Record<string, string>, handler: string, labels: Record<string, string> = {}): Promise<{ id: string; config: Obj }> {
+  const config = podConfig(name, annotations, labels);
   const r = await cri.call<{ podSandboxId: string }>('RunPodSandbox', { config, runtimeHandler: handler }).catch((e: Error) => {
     // containerd's own words on why, for whoever reads a failure.
     const log = fs.readFileSync(containerdPaths(dir).log, 'utf8').split('\n').filter((l) => /level=(error|warning)/.test(l)).slice(-5).join('\n');
@@ -336,8 +362,10 @@ describe('live: a private containerd loads the handler with its CRI plugin, and 
       enableCri: true, extraConfig,
       env: { CGFENCE_SOCKET: p.socket, CGFENCE_REAL_RUNC: realRunc, CGFENCE_FAIL_MODE: 'closed', CGFENCE_SPOOL_DIR: path.join(dir, 'spool') },
     });
-    // Reuses that containerd; starts the daemon.
-    p = await sandboxUp(dir);
+    // Reuses that containerd; starts the daemon, with a selector for pods labelled team=fenced.
+    const nodeConfig = path.join(dir, 'daemon-config.yaml');
+    fs.writeFileSync(nodeConfig, 'profiles:\n  sh-only:\n    cgfence.io/exec-allow: /bin/sh\nselectors:\n  - namespace: cgft\n    podLabels: {team: fenced}\n    profile: sh-only\n');
+    p = await sandboxUp(dir, () => {}, { config: nodeConfig });
 
     const work = path.join(dir, 'images');
     fs.mkdirSync(work, { recursive: true });
@@ -420,6 +448,22 @@ describe('live: a private containerd loads the handler with its CRI plugin, and 
 
     await cri.call('StopContainer', { containerId: id, timeout: 0 });
     await waitFor('detach at exit', () => !cli(p, ['ps', '--json']).stdout.includes(id), 30_000);
+  });
+
+  it('selectors see the pod\'s namespace and labels through CRI; a misspelt prefix passes the handler and gives a warning', async () => {
+    const name = `sel-${crypto.randomBytes(3).toString('hex')}`;
+    // No cgfence.io/* annotation of its own: the fence comes from the node's selector.
+    const podRun = await runPod(name, { 'cgfenc.io/exec-allow': '/bin/sh' }, 'cgfence', { team: 'fenced' });
+    const id = await startContainer(podRun.id, podRun.config, 'app', '/usr/local/bin/tool-a echo FORBIDDEN-RAN; echo "rc=$?"; sleep 60');
+    expect((await specOf(id)).spec?.annotations?.['cgfenc.io/exec-allow']).toBe('/bin/sh');
+    await waitFor('the container to report', () => output(podRun.config, 'app').includes('rc='), 60_000);
+    expect(output(podRun.config, 'app')).toMatch(/rc=(126|137)/);
+    const recs = await readRecords(p.auditLog, { container: id });
+    expect(recs.find((r) => r.action === 'profile-selected')).toMatchObject({ namespace: 'k8s.io', profile: 'sh-only', selector: 'namespace=cgft,team=fenced', pod_namespace: 'cgft' });
+    expect(recs.find((r) => r.action === 'annotation-warning')).toMatchObject({ key: 'cgfenc.io/exec-allow', suggestion: 'cgfence.io/exec-allow' });
+    // The sandbox gets neither.
+    expect((await readRecords(p.auditLog, { container: podRun.id })).filter((r) => r.action === 'profile-selected' || r.action === 'annotation-warning')).toEqual([]);
+    await cri.call('StopContainer', { containerId: id, timeout: 0 });
   });
 
   it('a pod with a bad cgfence annotation fails at its first step, with the message', async () => {

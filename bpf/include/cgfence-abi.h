@@ -43,7 +43,16 @@ enum cgfence_fence_flags {
 
 enum cgfence_event_kind {
 	CGFENCE_EVENT_EXEC = 1,
+	/* The first refusal of an identity past the rate limit in a window: a
+	 * struct cgfence_exec_throttle. The rest of the window is only counted. */
+	CGFENCE_EVENT_EXEC_THROTTLE = 2,
 };
+
+/* Refusals (deny, audit) recorded per fence and file identity and window; the rest counted. */
+#define CGFENCE_EXEC_RATE_BURST 5
+/* And at most this many per fence and window, however many identities it makes. */
+#define CGFENCE_EXEC_RATE_FENCE_BURST 50
+#define CGFENCE_EXEC_RATE_WINDOW_NS 1000000000ull
 
 enum cgfence_action {
 	CGFENCE_ACTION_ALLOW = 0,
@@ -84,6 +93,21 @@ struct cgfence_exec_event {
 	__u32 mode;
 	char comm[CGFENCE_COMM_LEN]; /* comm of the new program, as the kernel set it */
 	char path[CGFENCE_PATH_LEN]; /* the name passed to exec (bprm->filename) */
+};
+
+/* exec_rate (LRU): the rate limiter of one fence and identity (key: struct cgfence_exec_key);
+ * exec_suppressed: the same for a whole fence (key: fence id), suppressed = the fence total. */
+struct cgfence_exec_rate {
+	__u64 window_start_ns;
+	__u32 emitted; /* records in the current window; races only change how many */
+	__u32 pad;
+	__u64 suppressed; /* refusals only counted, since the entry was made (monotonic) */
+};
+
+/* The THROTTLE event: the refusal that was not recorded, and the identity's count with it. */
+struct cgfence_exec_throttle {
+	struct cgfence_exec_event e; /* e.kind = CGFENCE_EVENT_EXEC_THROTTLE */
+	__u64 suppressed;            /* the identity's suppressed count, this refusal included */
 };
 
 #endif /* CGFENCE_ABI_H */

@@ -37,6 +37,43 @@ struct cgfence_learn_cgroup {
 	__u64 gen;
 };
 
+/*
+ * learn_exec: key = {fence id, dev, ino} of every file a learning container executed (the file
+ * the kernel mapped: a #! script's interpreter, an fexecve'd fd's file), the same identity the
+ * exec fence judges. Kept in the kernel like syscalls and peers, so the set is complete when
+ * the container exits, however late the daemon reads it. dev is the kernel's encoding.
+ */
+struct cgfence_learn_exec_key {
+	__u64 fence_id;
+	__u64 dev;
+	__u64 ino;
+};
+
+/* The file's own path as the kernel knows it, at most this many components of this length. */
+#define CGFENCE_LEARN_PATH_DEPTH 16
+#define CGFENCE_LEARN_NAME_LEN 64
+
+enum cgfence_learn_exec_flags {
+	/* parts reach the root of the file's filesystem: the path is whole (else cut at DEPTH). */
+	CGFENCE_LEARN_PATH_WHOLE = 1,
+};
+
+/*
+ * interp: bprm->interp of the first exec of that file, the name the kernel opened it by (the
+ * interpreter's name for a #! script; relative if the caller's was). parts: the names of the
+ * file's dentry and its parents up to the root of its filesystem, the file's own name first,
+ * taken at the exec: for a file of the container's root filesystem, its path in the image,
+ * whatever name, cwd, link or script led to it and even if it is removed right after.
+ */
+struct cgfence_learn_exec {
+	__u64 count;
+	__u32 depth; /* parts used */
+	__u32 flags; /* enum cgfence_learn_exec_flags */
+	__u64 first_ns; /* CLOCK_MONOTONIC of the first exec: a file born later is not this one */
+	char interp[CGFENCE_PATH_LEN];
+	char parts[CGFENCE_LEARN_PATH_DEPTH][CGFENCE_LEARN_NAME_LEN];
+};
+
 enum cgfence_learn_dir {
 	CGFENCE_LEARN_EGRESS = 0,  /* the container sends: the peer is the destination */
 	CGFENCE_LEARN_INGRESS = 1, /* the container receives: the peer is the source */

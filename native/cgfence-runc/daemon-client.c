@@ -1,6 +1,6 @@
 #define _GNU_SOURCE
 #include "daemon-client.h"
-#include "json.h"
+#include "reply.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -14,9 +14,10 @@
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-/* Only the head of a reply matters; the rest is drained, not kept. */
+/* A reply longer than this is an error (drained, not kept); prepare and attach answer in a few hundred bytes. */
 static char reply[65536];
 static char why[512];
+static char refusal[8192];
 
 __attribute__((format(printf, 4, 5)))
 static enum dc_status fail(struct dc_result *r, enum dc_status st, int fd, const char *fmt, ...)
@@ -82,7 +83,7 @@ enum dc_status dc_call(const char *socket_path, const char *req, size_t len, str
 	}
 
 	size_t n = 0;
-	int have_line = 0;
+	int have_line = 0, overflow = 0;
 	for (;;) {
 		char sink[4096];
 		int full = n == sizeof(reply) - 1;
@@ -99,6 +100,8 @@ enum dc_status dc_call(const char *socket_path, const char *req, size_t len, str
 		char *nl = memchr(dst, '\n', (size_t)got);
 		if (!full)
 			n += nl ? (size_t)(nl - dst) : (size_t)got;
+		else if (!nl || nl > dst)
+			overflow = 1;
 		if (nl) {
 			have_line = 1;
 			break;
@@ -110,19 +113,22 @@ enum dc_status dc_call(const char *socket_path, const char *req, size_t len, str
 		return fail(r, DC_BROKEN, -1, "%s", have_line ? "the reply was empty"
 							       : "the daemon closed the connection without replying");
 
-	const char *error = NULL;
-	switch (json_parse_reply(reply, &error)) {
+	if (overflow)
+		return fail(r, DC_BROKEN, -1, "the reply is longer than %zu bytes", sizeof(reply) - 1);
+	char detail[256];
+	switch (reply_parse(reply, n, refusal, sizeof(refusal))) {
 	case REPLY_OK:
 		r->status = DC_OK;
 		r->msg = NULL;
 		return DC_OK;
 	case REPLY_REFUSED:
 		r->status = DC_REFUSED;
-		r->msg = error;
+		r->msg = refusal;
 		return DC_REFUSED;
 	default:
+		snprintf(detail, sizeof(detail), "%.200s", refusal);
 		if (n > 200)
 			memcpy(reply + 197, "...", 4);
-		return fail(r, DC_BROKEN, -1, "unexpected reply %.200s", reply);
+		return fail(r, DC_BROKEN, -1, "unexpected reply (%s): %.200s", detail, reply);
 	}
 }

@@ -1,4 +1,4 @@
-/* Just enough JSON for one-line requests and the daemon's replies. */
+/* JSON output: the one-line requests to the daemon and runc log entries (input: strict-json.h). */
 #ifndef CGFENCE_RUNC_JSON_H
 #define CGFENCE_RUNC_JSON_H
 
@@ -21,14 +21,5 @@ void sb_json_str(struct sbuf *b, const char *s);
 /* Appends s escaped as inside a Go %q / logrus text value, without the quotes. */
 void sb_text_str(struct sbuf *b, const char *s);
 void sb_free(struct sbuf *b);
-
-enum reply_kind { REPLY_OK, REPLY_REFUSED, REPLY_MALFORMED };
-
-/*
- * The daemon answers with JSON.stringify output, which always starts with
- * {"ok":true or {"ok":false,"error":"...". On REPLY_REFUSED *error points
- * to the unescaped message, decoded in place inside line.
- */
-enum reply_kind json_parse_reply(char *line, const char **error);
 
 #endif

@@ -1,16 +1,21 @@
 /*
  * cgfence-runc: the runtime binary containerd's runc.v2 shim runs in place
- * of runc. Only `create` is intercepted: the daemon prepares the bundle,
- * the real runc creates the container (its init blocked before the user's
- * entrypoint), the daemon attaches the fences to the container's cgroup,
- * and only then do we return, so nothing in the container ever runs
- * unfenced. Everything else is an execv of runc with the same arguments.
+ * of runc. A create is fenced: the daemon prepares the bundle, the real runc
+ * creates the container (its init blocked before the user's entrypoint), the
+ * daemon attaches the fences to the container's cgroup, and only then do we
+ * return, so nothing in the container ever runs unfenced. A run is the same
+ * create, then runc start, then (in the foreground) what runc run does: wait
+ * for the init, forward signals, delete. restore is refused. Commands known
+ * to start no container are an execv of runc with the same arguments; every
+ * other line is refused (see args.c). Details: docs/launcher.md.
  */
 #define _GNU_SOURCE
 #include "args.h"
+#include "bundle-config.h"
 #include "config.h"
 #include "daemon-client.h"
 #include "json.h"
+#include "node-hint.h"
 #include "runc-exec.h"
 #include "runc-log.h"
 #include "spool.h"
@@ -20,8 +25,11 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static struct runc_args args;
@@ -182,26 +190,49 @@ static const char *remove_container(const char *runc)
 	return note;
 }
 
-static int create(void)
+/* The settings every create needs; 0, or the exit code of a refusal already reported. */
+static int load_settings(const char **runc, int *fail_open)
+{
+	config_load(&cfg, CFG_ALL);
+	if (cfg.error[0])
+		return refuse(fmt("cgfence: %s; refusing to create %s", cfg.error, args.id));
+	*fail_open = strcmp(cfg.fail_mode, "open") == 0;
+	if (!*fail_open && strcmp(cfg.fail_mode, "closed") != 0)
+		return refuse(fmt("cgfence: fail_mode is \"%s\", expected \"closed\" or \"open\"; refusing to create %s",
+				  cfg.fail_mode, args.id));
+	*runc = runc_resolve(cfg.runc);
+	if (!*runc)
+		return refuse(runc_error(cfg.runc, errno));
+	return 0;
+}
+
+/*
+ * A container that asks for nothing on a node without a defaultProfile needs no daemon, so
+ * none is asked: the daemon would answer "no fence" anyway, and this way such containers
+ * start while it is down. Anything uncertain (config.json unreadable, the daemon's note
+ * missing) goes the daemon's way, which fails closed.
+ */
+static int needs_daemon(const char *bundle)
+{
+	struct bundle_config bc;
+	char err[512];
+	if (bundle_config_read(bundle, &bc, err, sizeof(err)) < 0 || bc.annotated)
+		return 1;
+	return node_hint_read(cfg.node_hint, err, sizeof(err)) != HINT_NO_DEFAULT_PROFILE;
+}
+
+/*
+ * Fenced runc create with cargv (the caller's own line, or the create a run becomes).
+ * Returns 0 once the container exists and is fenced (or needs no fence), with its init pid
+ * in *pid_out; otherwise an exit code, the reason already reported.
+ */
+static int create_container(char **cargv, const char *pid_file, const char *runc, int fail_open, long *pid_out)
 {
 	char bundle_buf[PATH_MAX], root_buf[PATH_MAX];
 	struct dc_result r;
 
-	config_load(&cfg, CFG_ALL);
-	if (cfg.file_errno)
-		return refuse(fmt("cgfence: cannot read %s (%s); refusing to create %s",
-				  cfg.file, strerror(cfg.file_errno), args.id));
-	int fail_open = strcmp(cfg.fail_mode, "open") == 0;
-	if (!fail_open && strcmp(cfg.fail_mode, "closed") != 0)
-		return refuse(fmt("cgfence: fail_mode is \"%s\", expected \"closed\" or \"open\"; refusing to create %s",
-				  cfg.fail_mode, args.id));
-
-	const char *runc = runc_resolve(cfg.runc);
-	if (!runc)
-		return refuse(runc_error(cfg.runc, errno));
-
 	/* Without the init pid there is nothing to attach to; say so before anything is made. */
-	if (!args.pid_file)
+	if (!pid_file)
 		return refuse(fmt("cgfence: runc create was called without --pid-file, so the container's "
 				  "init cannot be fenced; refusing to create %s", args.id));
 
@@ -211,45 +242,50 @@ static int create(void)
 		return refuse(fmt("cgfence: cannot resolve the bundle or root path (%s); refusing to create %s",
 				  strerror(errno), args.id));
 
-	switch (call("prepare", bundle, root, 0, &r)) {
-	case DC_OK:
-		break;
-	case DC_REFUSED:
-		return refuse(fmt("cgfence: %s", r.msg));
-	case DC_BROKEN:
-		return refuse(fmt("cgfence: daemon at %s gave no usable answer to prepare (%s); refusing to create %s",
-				  cfg.socket, r.msg, args.id));
-	case DC_UNREACHABLE:
-		if (!fail_open)
-			return refuse(fmt("cgfence: daemon unreachable at %s (%s); refusing to create %s (fail-closed)",
+	int daemon = needs_daemon(bundle);
+	if (daemon) {
+		switch (call("prepare", bundle, root, 0, &r)) {
+		case DC_OK:
+			break;
+		case DC_REFUSED:
+			return refuse(fmt("cgfence: %s", r.msg));
+		case DC_BROKEN:
+			return refuse(fmt("cgfence: daemon at %s gave no usable answer to prepare (%s); refusing to create %s",
 					  cfg.socket, r.msg, args.id));
-		{
-			char reason[1024];
-			const char *spool;
-			snprintf(reason, sizeof(reason), "daemon unreachable at %s (%s)", cfg.socket, r.msg);
-			/* Fail-open is allowed only if it leaves a trace: unrecorded, it would be a silent downgrade. */
-			if (spool_fail_open(cfg.spool_dir, args.id, bundle, reason, &spool) < 0)
-				return refuse(fmt("cgfence: %s and the fail-open record could not be written to %s (%s); "
-						  "refusing to create %s", reason, spool, strerror(errno), args.id));
-			report("warning", fmt("cgfence: %s; creating %s unfenced (fail-open)", reason, args.id));
-			runc_exec(runc, args.argv);
-			return refuse(runc_error(runc, errno));
+		case DC_UNREACHABLE:
+			if (!fail_open)
+				return refuse(fmt("cgfence: daemon unreachable at %s (%s); refusing to create %s (fail-closed)",
+						  cfg.socket, r.msg, args.id));
+			{
+				char reason[1024];
+				const char *spool;
+				snprintf(reason, sizeof(reason), "daemon unreachable at %s (%s)", cfg.socket, r.msg);
+				/* Fail-open is allowed only if it leaves a trace: unrecorded, it would be a silent downgrade. */
+				if (spool_fail_open(cfg.spool_dir, args.id, bundle, reason, &spool) < 0)
+					return refuse(fmt("cgfence: %s and the fail-open record could not be written to %s (%s); "
+							  "refusing to create %s", reason, spool, strerror(errno), args.id));
+				report("warning", fmt("cgfence: %s; creating %s unfenced (fail-open)", reason, args.id));
+				daemon = 0;
+			}
 		}
 	}
 
-	int st = runc_run(runc, args.argv, 0);
+	int st = runc_run(runc, cargv, 0);
 	if (st < 0)
 		return refuse(runc_error(runc, errno));
 	if (st != 0)
 		return exit_code(st);  /* runc has already said why, in its own log */
 
-	long pid = read_pid(args.pid_file);
+	long pid = read_pid(pid_file);
 	if (pid < 0) {
 		int e = errno;
 		const char *note = remove_container(runc);
 		return refuse(fmt("cgfence: cannot read the init pid from %s (%s); removed container %s%s",
-				  args.pid_file, strerror(e), args.id, note));
+				  pid_file, strerror(e), args.id, note));
 	}
+	*pid_out = pid;
+	if (!daemon)
+		return 0;
 
 	enum dc_status ast = call("attach", bundle, root, pid, &r);
 	if (ast == DC_OK)
@@ -269,21 +305,179 @@ static int create(void)
 	}
 }
 
+static int create(void)
+{
+	const char *runc;
+	int fail_open;
+	long pid;
+	int rc = load_settings(&runc, &fail_open);
+	return rc ? rc : create_container(args.argv, args.pid_file, runc, fail_open, &pid);
+}
+
+/* runc's global flags, then cmd, then "--" (an id may start with '-'), then the id. */
+static char **command_line(const char *runc, const char *cmd, char **extra, int nextra)
+{
+	int nglobal = args.sub - 1;
+	char **argv = malloc(sizeof(char *) * (size_t)(nglobal + nextra + 5));
+	if (!argv)
+		return NULL;
+	int n = 0;
+	argv[n++] = (char *)runc;
+	for (int i = 1; i < args.sub; i++)
+		argv[n++] = args.argv[i];
+	argv[n++] = (char *)cmd;
+	for (int i = 0; i < nextra; i++)
+		argv[n++] = extra[i];
+	argv[n++] = "--";
+	argv[n++] = (char *)args.id;
+	argv[n] = NULL;
+	return argv;
+}
+
+/*
+ * runc run = create (fenced) + start, and in the foreground: wait for the init, forward
+ * signals to it, delete the container unless --keep, exit with the init's status. The init
+ * gets our stdio directly, as with a detached run (runc run copies through pipes instead; a
+ * program sees a different fd, the same bytes). A foreground run with process.terminal needs
+ * runc's own pty relay, which runs only inside runc run: that one is refused.
+ */
+static int run(void)
+{
+	char bundle_buf[PATH_MAX], tmpdir[] = "/tmp/cgfence-run-XXXXXX", tmp_pid[sizeof(tmpdir) + 8];
+	const char *runc;
+	int fail_open;
+	int rc = load_settings(&runc, &fail_open);
+	if (rc)
+		return rc;
+
+	if (!args.detach) {
+		struct bundle_config bc;
+		char err[1024];
+		const char *bundle = absolute(args.bundle, bundle_buf, sizeof(bundle_buf));
+		if (!bundle || bundle_config_read(bundle, &bc, err, sizeof(err)) < 0)
+			return refuse(fmt("cgfence: %s; refusing to run %s", bundle ? err : strerror(errno), args.id));
+		if (bc.terminal)
+			return refuse(fmt("cgfence: runc run in the foreground with process.terminal=true is not "
+					  "supported (its pty relay exists only inside runc run); use runc run --detach "
+					  "--console-socket, or create and start; refusing to run %s", args.id));
+	}
+
+	const char *pid_file = args.pid_file;
+	if (!pid_file) {
+		if (!mkdtemp(tmpdir))
+			return refuse(fmt("cgfence: cannot make a directory for the pid file (%s); refusing to run %s",
+					  strerror(errno), args.id));
+		snprintf(tmp_pid, sizeof(tmp_pid), "%s/pid", tmpdir);
+		pid_file = tmp_pid;
+	}
+
+	char *extra[12];
+	char preserve[64];
+	int nextra = 0;
+	if (args.bundle) {
+		extra[nextra++] = "--bundle";
+		extra[nextra++] = (char *)args.bundle;
+	}
+	extra[nextra++] = "--pid-file";
+	extra[nextra++] = (char *)pid_file;
+	if (args.console_socket) {
+		extra[nextra++] = "--console-socket";
+		extra[nextra++] = (char *)args.console_socket;
+	}
+	if (args.no_pivot)
+		extra[nextra++] = "--no-pivot";
+	if (args.no_new_keyring)
+		extra[nextra++] = "--no-new-keyring";
+	if (args.preserve_fds) {
+		snprintf(preserve, sizeof(preserve), "--preserve-fds=%s", args.preserve_fds);
+		extra[nextra++] = preserve;
+	}
+	char **cargv = command_line(runc, "create", extra, nextra);
+	char **sargv = command_line(runc, "start", NULL, 0);
+	if (!cargv || !sargv)
+		return refuse("cgfence: out of memory");
+
+	/*
+	 * Foreground: signals wait (blocked) from before the create, so none is lost or kills us
+	 * half-way; runc create's init is reparented to us when runc create exits, as runc run's
+	 * own init is its child, so that we can wait for it.
+	 */
+	sigset_t all, old;
+	if (!args.detach) {
+		sigfillset(&all);
+		int sync_sigs[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS };
+		for (size_t i = 0; i < sizeof(sync_sigs) / sizeof(sync_sigs[0]); i++)
+			sigdelset(&all, sync_sigs[i]);
+		sigprocmask(SIG_BLOCK, &all, &old);
+		runc_child_sigmask(&old);
+		if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+			return refuse(fmt("cgfence: cannot become a subreaper (%s); refusing to run %s",
+					  strerror(errno), args.id));
+	}
+
+	long pid = 0;
+	rc = create_container(cargv, pid_file, runc, fail_open, &pid);
+	if (pid_file == tmp_pid) {
+		unlink(tmp_pid);
+		rmdir(tmpdir);
+	}
+	if (rc)
+		return rc;
+
+	int st = runc_run(runc, sargv, 0);
+	if (st != 0) {
+		const char *why = st < 0 ? strerror(errno) : "see runc's message";
+		const char *note = remove_container(runc);
+		return refuse(fmt("cgfence: runc start %s failed (%s); removed the container%s", args.id, why, note));
+	}
+	if (args.detach)
+		return 0;
+
+	int status = 0;
+	for (;;) {
+		siginfo_t info;
+		int sig = sigwaitinfo(&all, &info);
+		if (sig < 0)
+			continue;  /* EINTR */
+		if (sig == SIGCHLD) {
+			int ws;
+			pid_t w;
+			int done = 0;
+			while ((w = waitpid(-1, &ws, WNOHANG)) > 0)
+				if (w == (pid_t)pid) {
+					status = ws;
+					done = 1;
+				}
+			if (done)
+				break;
+			continue;
+		}
+		if (sig == SIGWINCH)
+			continue;  /* no terminal of ours to resize */
+		kill((pid_t)pid, sig);
+	}
+	if (!args.keep)
+		(void)remove_container(runc);
+	return exit_code(status);
+}
+
 int main(int argc, char **argv)
 {
 	switch (args_parse(argc, argv, &args)) {
 	case ARGS_CREATE:
 		return create();
-	case ARGS_UNSUPPORTED:
-		config_load(&cfg, 0);
-		return refuse(fmt("cgfence: unsupported runc option %s on a create line; "
-				  "refusing rather than guessing which container to fence", args.bad_flag));
+	case ARGS_RUN:
+		return run();
+	case ARGS_REFUSE:
+		return refuse(fmt("cgfence: %s", args.why));
 	case ARGS_PASSTHROUGH:
 		break;
 	}
 
 	/* Pass-through: find runc and become it. Anything more here costs every runc call. */
 	config_load(&cfg, CFG_RUNC);
+	if (cfg.error[0])
+		return refuse(fmt("cgfence: %s", cfg.error));
 	const char *runc = runc_resolve(cfg.runc);
 	if (runc)
 		runc_exec(runc, argv);

@@ -13,6 +13,14 @@
 #include <unistd.h>
 
 static char found[PATH_MAX];
+static sigset_t child_mask;
+static int have_child_mask;
+
+void runc_child_sigmask(const sigset_t *mask)
+{
+	child_mask = *mask;
+	have_child_mask = 1;
+}
 
 static int is_self(const struct stat *st)
 {
@@ -92,6 +100,8 @@ int runc_run(const char *runc, char **argv, int quiet)
 		 * go with us, as it would if the shim had started it directly.
 		 */
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (have_child_mask)
+			sigprocmask(SIG_SETMASK, &child_mask, NULL);
 		if (getppid() != ppid)
 			_exit(127);
 		if (quiet) {

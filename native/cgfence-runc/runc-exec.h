@@ -2,6 +2,8 @@
 #ifndef CGFENCE_RUNC_EXEC_H
 #define CGFENCE_RUNC_EXEC_H
 
+#include <signal.h>
+
 /*
  * configured: CGFENCE_REAL_RUNC / runc=, or NULL to search PATH for "runc".
  * Never resolves to this very binary, which would exec itself forever when
@@ -18,6 +20,9 @@ void runc_exec(const char *runc, char **argv);
  * status, or -1 with errno if runc could not be started at all.
  */
 int runc_run(const char *runc, char **argv, int quiet);
+
+/* The signal mask runc_run's children get (the caller may block signals meanwhile). */
+void runc_child_sigmask(const sigset_t *mask);
 
 /* A wait status as an exit code, the way a shell reports it. */
 int exit_code(int status);

@@ -20,8 +20,8 @@
  */
 #define _GNU_SOURCE
 #include "protocol.h"
+#include "runc-state.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/seccomp.h>
@@ -41,7 +41,6 @@
 
 #define MAX_CLIENTS 8
 #define MAX_CONNS 64
-#define MAX_STATE (1 << 20) /* a container state is a few KiB */
 #define STARTUP_GRACE_MS 60000
 
 struct held {
@@ -241,137 +240,6 @@ static void rescue_in_flight(void)
 	memset(table, 0, FDH_SLOTS * sizeof(*table));
 }
 
-/* ---- runc's state: just enough JSON to find "metadata" and "pid" at the top level ---- */
-
-static size_t ws(const char *s, size_t n, size_t i)
-{
-	while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
-		i++;
-	return i;
-}
-
-/* i at a quote; returns the index after the closing one, or (size_t)-1. Decodes into out
- * when given (\uXXXX only below 0x80; runc escapes nothing else in a container key). */
-static size_t jstring(const char *s, size_t n, size_t i, char *out, size_t outn)
-{
-	size_t o = 0;
-	if (i >= n || s[i] != '"')
-		return (size_t)-1;
-	for (i++; i < n; i++) {
-		char c = s[i];
-		if (c == '"') {
-			if (out)
-				out[o < outn ? o : outn - 1] = '\0';
-			return i + 1;
-		}
-		if (c == '\\') {
-			if (++i >= n)
-				return (size_t)-1;
-			c = s[i];
-			if (c == 'u') {
-				if (i + 4 >= n)
-					return (size_t)-1;
-				char hex[5] = { s[i + 1], s[i + 2], s[i + 3], s[i + 4], 0 };
-				long v = strtol(hex, NULL, 16);
-				c = v < 0x80 ? (char)v : '?';
-				i += 4;
-			} else if (c == 'n')
-				c = '\n';
-			else if (c == 't')
-				c = '\t';
-		}
-		if (out && o + 1 < outn)
-			out[o++] = c;
-	}
-	return (size_t)-1;
-}
-
-static size_t jvalue(const char *s, size_t n, size_t i, int depth)
-{
-	if (depth > 64)
-		return (size_t)-1;
-	i = ws(s, n, i);
-	if (i >= n)
-		return (size_t)-1;
-	char c = s[i];
-	if (c == '"')
-		return jstring(s, n, i, NULL, 0);
-	if (c == '{' || c == '[') {
-		char close = c == '{' ? '}' : ']';
-		i = ws(s, n, i + 1);
-		if (i < n && s[i] == close)
-			return i + 1;
-		for (;;) {
-			if (c == '{') {
-				i = jstring(s, n, ws(s, n, i), NULL, 0);
-				if (i == (size_t)-1)
-					return i;
-				i = ws(s, n, i);
-				if (i >= n || s[i] != ':')
-					return (size_t)-1;
-				i++;
-			}
-			i = jvalue(s, n, i, depth + 1);
-			if (i == (size_t)-1)
-				return i;
-			i = ws(s, n, i);
-			if (i >= n)
-				return (size_t)-1;
-			if (s[i] == close)
-				return i + 1;
-			if (s[i] != ',')
-				return (size_t)-1;
-			i++;
-		}
-	}
-	size_t j = i;
-	while (j < n && (isalnum((unsigned char)s[j]) || s[j] == '-' || s[j] == '+' || s[j] == '.'))
-		j++;
-	return j == i || j == n ? (size_t)-1 : j; /* a literal at the very end may still grow */
-}
-
-/* 1: complete and parsed; 0: not complete yet; -1: not a usable state. */
-static int parse_state(const char *s, size_t n, char *key, size_t keyn, int *pid)
-{
-	size_t i = ws(s, n, 0);
-	if (i >= n)
-		return 0;
-	if (s[i] != '{')
-		return -1;
-	if (jvalue(s, n, i, 0) == (size_t)-1)
-		return 0;
-	int have_key = 0;
-	*pid = 0;
-	i = ws(s, n, i + 1);
-	for (;;) {
-		char name[32];
-		i = jstring(s, n, ws(s, n, i), name, sizeof(name));
-		if (i == (size_t)-1)
-			return -1;
-		i = ws(s, n, i);
-		if (i >= n || s[i] != ':')
-			return -1;
-		i = ws(s, n, i + 1);
-		size_t end;
-		if (!strcmp(name, "metadata") && i < n && s[i] == '"') {
-			end = jstring(s, n, i, key, keyn);
-			have_key = key[0] != '\0';
-		} else {
-			end = jvalue(s, n, i, 1);
-			if (!strcmp(name, "pid") && end != (size_t)-1)
-				*pid = (int)strtol(s + i, NULL, 10);
-		}
-		if (end == (size_t)-1)
-			return -1;
-		i = ws(s, n, end);
-		if (i < n && s[i] == '}')
-			return have_key ? 1 : -1;
-		if (i >= n || s[i] != ',')
-			return -1;
-		i++;
-	}
-}
-
 /* ---- connections ---- */
 
 static void close_conn(size_t i)
@@ -410,7 +278,7 @@ static int read_conn(struct conn *c)
 		}
 		if (n == 0)
 			return 1;
-		if (c->len + (size_t)n > MAX_STATE)
+		if (c->len + (size_t)n > RUNC_STATE_MAX)
 			return 1;
 		char *nb = realloc(c->buf, c->len + (size_t)n + 1);
 		if (!nb)
@@ -421,7 +289,8 @@ static int read_conn(struct conn *c)
 
 		char key[FDH_MAX_KEY + 1] = "";
 		int pid = 0;
-		int st = parse_state(c->buf, c->len, key, sizeof(key), &pid);
+		const char *why;
+		int st = runc_state_parse(c->buf, c->len, key, sizeof(key), &pid, &why);
 		if (st == 0)
 			continue;
 		if (st == 1 && c->notify_fd >= 0 && is_notify_fd(c->notify_fd)) {

@@ -8,6 +8,7 @@
 import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
+import { escapeBytes, nameBytes } from './exact-name';
 import { type AuditRecord, listLogFiles, nowNs, parseRfc3339Ns, readTailRecord } from './audit-record';
 
 export interface AuditFilter {
@@ -373,8 +374,25 @@ export function sanitize(s: string): string {
   return s.replace(UNSAFE_RE, (c) => {
     if (c === '\\') return '\\\\';
     const code = c.charCodeAt(0);
-    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+    // \xNN is an ASCII byte here (NN < 80); \x80 and up is reserved for bytes that are not
+    // UTF-8 (exact-name.ts), so a C1 control character is shown as \u0080..\u009f.
+    return code < 0x80 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
   });
+}
+
+/**
+ * A name field as an operator should see it: from its exact bytes when the record has them
+ * (`<field>_raw`: not UTF-8), every byte that is no UTF-8 character shown as \xNN (>= \x80,
+ * which sanitize never prints for a character), so two different names never look alike.
+ */
+function nameText(r: AuditRecord, field: string, used: Set<string>): string {
+  used.add(field);
+  used.add(`${field}_raw`);
+  if (typeof r[`${field}_raw`] === 'string') {
+    const bytes = nameBytes(r as Record<string, unknown>, field);
+    if (bytes) return escapeBytes(bytes, sanitize);
+  }
+  return text(r[field]);
 }
 
 function text(v: unknown): string {
@@ -407,6 +425,10 @@ const SHOWN = new Set([
 export interface FormatOptions {
   /** Full RFC 3339 timestamp instead of the time of day (UTC). */
   date?: boolean;
+  /** How to show `ts` (the CLI shows local date, time and zone); overrides `date`. */
+  time?: (ts: string) => string;
+  /** Whole 64-hex container ids instead of their first 12 characters. */
+  fullIds?: boolean;
 }
 
 /**
@@ -416,18 +438,19 @@ export interface FormatOptions {
  */
 export function formatRecord(r: AuditRecord, opts: FormatOptions = {}): string {
   const ts = typeof r.ts === 'string' ? r.ts : '';
-  const time = opts.date || !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}/.test(ts) ? sanitize(ts) : ts.slice(11, 23);
+  const time = opts.time ? sanitize(opts.time(ts)) : opts.date || !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}/.test(ts) ? sanitize(ts) : ts.slice(11, 23);
   const parts: string[] = [time, text(r.action).padEnd(5), text(r.type).padEnd(5)];
   const ns = text(r.namespace);
-  const ctr = text(shortId(typeof r.container_id === 'string' ? r.container_id : ''));
+  const cid = typeof r.container_id === 'string' ? r.container_id : '';
+  const ctr = text(opts.fullIds ? cid : shortId(cid));
   let line = `${parts.join(' ')} ${ns || ctr ? `${ns}/${ctr}` : '-'}`;
 
+  const used = new Set(SHOWN);
   const who: string[] = [];
   if (typeof r.pid === 'number') who.push(`pid ${r.pid}`);
-  if (r.comm) who.push(`(${text(r.comm)})`);
+  if (r.comm) who.push(`(${nameText(r, 'comm', used)})`);
   if (who.length) line += `  ${who.join(' ')}`;
 
-  const used = new Set(SHOWN);
   const detail: string[] = [];
   const take = (k: string): unknown => {
     used.add(k);
@@ -437,7 +460,7 @@ export function formatRecord(r: AuditRecord, opts: FormatOptions = {}): string {
     const path = take('path');
     const dev = take('dev');
     const ino = take('inode');
-    if (path) detail.push(text(path));
+    if (path) detail.push(nameText(r, 'path', used));
     const id: string[] = [];
     if (dev !== null && dev !== undefined && dev !== '') id.push(`dev ${devText(dev)}`);
     if (ino !== null && ino !== undefined && ino !== '') id.push(`ino ${text(ino)}`);

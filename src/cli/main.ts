@@ -1,6 +1,7 @@
 // cgfence's command line. Each subcommand is one file in commands/; this file only routes.
-// Two error tiers: a user's mistake (UsageError, a refused request, a bad config) prints
-// one sentence and exits 1; anything else is a bug and keeps its stack.
+// Two error tiers: a user's mistake (UsageError, a refused request, a bad config) or a
+// problem of the machine (a system call's errno: a missing file, no permission) prints one
+// sentence and exits 1; anything else is a bug and keeps its stack (exit 2).
 import { ConfigError } from '../daemon/config';
 import { UsageError } from './args';
 import { DaemonClientError } from '../daemon/daemon-client';
@@ -14,6 +15,9 @@ const COMMANDS: Record<string, () => { run(argv: string[]): Promise<number>; hel
   learn: () => require('./commands/learn'),
   sandbox: () => require('./commands/sandbox'),
   demo: () => require('./commands/demo'),
+  completion: () => require('./commands/completion'),
+  install: () => require('./commands/install'),
+  uninstall: () => require('./commands/uninstall'),
 };
 
 export const USAGE = `usage: cgfence COMMAND [flags]
@@ -22,14 +26,20 @@ kernel-enforced fences for containerd containers: exec allow-lists in eBPF, per 
 
 commands:
   daemon             run the node agent (see cgfence daemon --help)
-  status             the daemon, containerd, kernel features and backends
-  ps                 fenced containers with their policy and cgroup
+  status             a health verdict (exit 3 if unhealthy), then the daemon, containerd, kernel, backends
+  ps                 fenced containers: policy per control, every denial counted, cgroup
   audit [--follow]   the audit log, readable and filterable; audit verify checks its hash chain
   policy check       validate cgfence.io/* annotations
   learn CONTAINER    the annotations learned for a cgfence.io/mode=learn container
   policy set         change a running container's policy (map updates, audited)
   sandbox up|down|status   a private containerd + daemon to try cgfence
   demo               sandbox up, a fenced container, the audit log, sandbox down
+  install            put cgfence-runc (and runc.conf) where containerd's handler names it
+  uninstall          stop the daemon with fences detached; remove pins, state, cgfence-runc
+  completion bash    a bash completion script: source <(cgfence completion bash)
+
+listings (status, ps, audit, sandbox status) take -o table|wide|json (--json = -o json);
+times are local with date and zone, UTC with --utc.
 
 the runtime for containerd is the separate binary cgfence-runc (ctr run --runc-binary).
 cgfence COMMAND --help tells more.`;
@@ -52,12 +62,18 @@ export async function runMain(argv: string[]): Promise<number> {
   try {
     return await load().run(rest);
   } catch (e) {
-    if (e instanceof UsageError || e instanceof ConfigError || e instanceof DaemonClientError) {
-      console.error(`cgfence ${cmd}: ${e.message}`);
+    if (e instanceof UsageError || e instanceof ConfigError || e instanceof DaemonClientError || isSystemError(e)) {
+      console.error(`cgfence ${cmd}: ${(e as Error).message}`);
       return 1;
     }
     throw e;
   }
+}
+
+/** An error from a system call (ENOENT, EACCES, EADDRINUSE...): the machine's state, not a bug. */
+function isSystemError(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException | null)?.code;
+  return e instanceof Error && typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) && typeof (e as NodeJS.ErrnoException).syscall === 'string';
 }
 
 export function main(): void {

@@ -10,7 +10,7 @@ import type { Metrics } from './metrics';
 
 export class AuditSink implements EventSink {
   private readonly clockOffset: bigint;
-  /** Set once metrics are served; decisions are counted from then on. */
+  /** The daemon's metrics, which count what records say (seccomp decisions, refusals). */
   metrics: Metrics | null = null;
 
   constructor(private readonly audit: AuditLog, private readonly registry: FenceRegistry) {
@@ -19,9 +19,7 @@ export class AuditSink implements EventSink {
   }
 
   write(records: AuditInput[]): void {
-    if (this.metrics) {
-      for (const r of records) if (r.type === 'exec' || r.type === 'net' || r.type === 'seccomp') this.metrics.decision(r.type, r.action);
-    }
+    this.metrics?.observeRecords(records);
     this.audit.writeBatch(records);
   }
 

@@ -4,7 +4,6 @@
 import path from 'node:path';
 import { ExecEvent } from '../kernel/abi';
 import { ExecBackend } from '../fence/exec/exec-backend';
-import { execAuditRecords } from '../fence/exec/exec-audit';
 import { FenceBackend, FencedContainer } from '../fence/backend';
 import { EventSink } from '../fence/event-sink';
 import { LearnBackend } from '../fence/learn/learn-backend';
@@ -38,23 +37,20 @@ export function createBackends(cfg: DaemonConfig, deps: BackendDeps): Backends {
   // Exec events of learning containers go to the learn backend too, once it exists.
   let learnEvents: LearnBackend | undefined;
   const exec = new ExecBackend({
-    pinDir: cfg.pinDir, cgroupMode: cfg.cgroupMode,
-    onEvents: (evs: ExecEvent[]) => {
-      sink.write(execAuditRecords(evs, sink));
-      learnEvents?.onExecEvents(evs);
-    },
+    pinDir: cfg.pinDir, cgroupMode: cfg.cgroupMode, limits: cfg.limits, sizes: cfg.tableSizes, sink,
+    onEvents: (evs: ExecEvent[]) => learnEvents?.onExecEvents(evs),
   });
   // Exec first: a container whose exec fence cannot attach is refused before anything
   // else is made for it.
   // Seccomp after exec: both edit config.json at prepare, and its deny/allow rules are
   // merged over whatever exec routing is already there.
-  const network = new NetworkBackend({ pinDir: path.join(cfg.pinDir, 'net'), cgroupMode: cfg.cgroupMode, sink });
+  const network = new NetworkBackend({ pinDir: path.join(cfg.pinDir, 'net'), cgroupMode: cfg.cgroupMode, sink, limits: cfg.limits, sizes: cfg.tableSizes });
   // Containers fenced by pid namespace get the connect audit instead (it enforces nothing).
   const networkControl = new NetworkControl(network, cfg.cgroupMode, { pinDir: path.join(cfg.pinDir, 'net-v1'), sink, policyOf: deps.policyOf });
   // Learn last: it records for whatever the others attached, and blocks nothing.
   const learn = new LearnBackend({
     pinDir: cfg.pinDir, stateDir: cfg.stateDir, cgroupMode: cfg.cgroupMode,
-    execDrops: () => exec.fence.drops(), sink,
+    sink,
   });
   learnEvents = learn;
   const all: FenceBackend[] = [execWithNotify(cfg, exec, deps), new SeccompBackend(), networkControl, learn];

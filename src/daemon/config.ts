@@ -1,8 +1,11 @@
 // Daemon settings: flag > environment variable > config file (JSON or YAML) > default.
 import fs from 'node:fs';
+import crypto from 'node:crypto';
 import YAML from 'yaml';
+import { ProfileSelector, parseSelectors } from './profile-selectors';
 
 import { CgroupMode } from '../fence/backend';
+import { DEFAULT_LIMITS, DEFAULT_TABLE_SIZES, Limits, TableSizes, parseLimits, parseTableSizes } from '../fence/quota';
 
 export type { CgroupMode } from '../fence/backend';
 export type FailMode = 'closed' | 'open';
@@ -24,6 +27,8 @@ export interface DaemonConfig {
   failMode: FailMode;
   profiles: Record<string, Record<string, string>>;
   defaultProfile: string | null;
+  /** Kubernetes namespace and pod labels → profile; reloaded with profiles (profile-selectors.ts). */
+  selectors: ProfileSelector[];
   auditMaxBytes: number;
   auditKeep: number;
   /** Prometheus endpoint: HOST:PORT (localhost) or a unix socket path; null for none. */
@@ -31,6 +36,10 @@ export interface DaemonConfig {
   /** Where cgfence-runc spools fail-open records while the daemon is unreachable. */
   spoolDir: string;
   execDeny: ExecDeny;
+  /** Per-container quotas on the shared kernel tables (fence/quota.ts). */
+  limits: Limits;
+  /** Capacities of the shared kernel tables, when their maps are created (fence/quota.ts). */
+  tableSizes: TableSizes;
 }
 
 export const DEFAULTS: DaemonConfig = {
@@ -43,11 +52,14 @@ export const DEFAULTS: DaemonConfig = {
   failMode: 'closed',
   profiles: {},
   defaultProfile: null,
+  selectors: [],
   auditMaxBytes: 64 * 1024 * 1024,
   auditKeep: 5,
   metricsAddress: null,
   spoolDir: '/run/cgfence/spool',
   execDeny: 'errno',
+  limits: DEFAULT_LIMITS,
+  tableSizes: DEFAULT_TABLE_SIZES,
 };
 
 /** flag name → [config key, environment variable] */
@@ -65,6 +77,19 @@ export const SETTINGS: Record<string, [keyof DaemonConfig, string]> = {
 };
 
 export class ConfigError extends Error {}
+
+/** Settings a running daemon takes from a reloaded file (SIGHUP, or the file changing); the rest need a restart. */
+export const RELOADABLE: ReadonlyArray<keyof DaemonConfig> = ['profiles', 'defaultProfile', 'selectors'];
+
+/** The config file a daemon reads: flag, else environment; null for none. */
+export function configFileOf(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv = process.env): string | null {
+  return flags.config ?? (env.CGFENCE_CONFIG || null);
+}
+
+/** sha256 of the file's bytes, as reload records carry it ("sha256:<hex>"). */
+export function configHash(file: string): string {
+  return `sha256:${crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex')}`;
+}
 
 export function loadConfigFile(file: string): Partial<DaemonConfig> {
   let text: string;
@@ -86,6 +111,12 @@ export function loadConfigFile(file: string): Partial<DaemonConfig> {
     if (!known.has(k)) throw new ConfigError(`config file ${file}: unknown setting "${k}" (known: ${[...known].join(', ')})`);
     (out as Record<string, unknown>)[k] = v;
   }
+  if (out.limits !== undefined) {
+    try { out.limits = parseLimits(out.limits, `config file ${file}`); } catch (e) { throw new ConfigError((e as Error).message); }
+  }
+  if (out.tableSizes !== undefined) {
+    try { out.tableSizes = parseTableSizes(out.tableSizes, `config file ${file}`); } catch (e) { throw new ConfigError((e as Error).message); }
+  }
   if (out.profiles !== undefined) {
     if (typeof out.profiles !== 'object' || out.profiles === null) throw new ConfigError(`config file ${file}: profiles must be a mapping of name to annotations`);
     for (const [name, p] of Object.entries(out.profiles)) {
@@ -94,18 +125,42 @@ export function loadConfigFile(file: string): Partial<DaemonConfig> {
       }
     }
   }
+  if (out.defaultProfile !== undefined && out.defaultProfile !== null && (typeof out.defaultProfile !== 'string' || !Object.prototype.hasOwnProperty.call(out.profiles ?? {}, out.defaultProfile))) {
+    throw new ConfigError(`config file ${file}: defaultProfile ${JSON.stringify(out.defaultProfile)} is not one of its profiles (${Object.keys(out.profiles ?? {}).join(', ') || 'none'})`);
+  }
+  try {
+    out.selectors = parseSelectors((data as Record<string, unknown>).selectors, out.profiles ?? {});
+  } catch (e) {
+    throw new ConfigError(`config file ${file}: ${(e as Error).message}`);
+  }
   return out;
 }
 
 export function resolveConfig(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv = process.env): DaemonConfig {
-  const file = flags.config ?? env.CGFENCE_CONFIG;
+  const file = configFileOf(flags, env);
   const cfg: DaemonConfig = { ...DEFAULTS, ...(file ? loadConfigFile(file) : {}) };
   for (const [flag, [key, envName]] of Object.entries(SETTINGS)) {
     const v = flags[flag] ?? env[envName];
     if (v !== undefined && v !== '') (cfg as unknown as Record<string, unknown>)[key] = v;
   }
   if (!['auto', 'v2', 'v1'].includes(cfg.cgroupMode)) throw new ConfigError(`--cgroup-mode ${JSON.stringify(cfg.cgroupMode)}: expected auto, v2 or v1`);
+  if (cfg.metricsAddress) {
+    try {
+      parseMetricsAddress(cfg.metricsAddress);
+    } catch (e) {
+      throw new ConfigError(`--${(e as Error).message}`);
+    }
+  }
   if (!['closed', 'open'].includes(cfg.failMode)) throw new ConfigError(`--fail-mode ${JSON.stringify(cfg.failMode)}: expected closed or open`);
   if (!['errno', 'kill'].includes(cfg.execDeny)) throw new ConfigError(`--exec-deny ${JSON.stringify(cfg.execDeny)}: expected errno or kill`);
   return cfg;
+}
+
+/** HOST:PORT ([::1]:9464 for IPv6) or an absolute socket path; anything else is named in the error. */
+export function parseMetricsAddress(address: string): { path: string } | { host: string; port: number } {
+  if (address.startsWith('/')) return { path: address };
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]*):(\d{1,5})$/.exec(address);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new Error(`metrics-address ${JSON.stringify(address)}: expected HOST:PORT (like 127.0.0.1:9464 or 0.0.0.0:9464) or an absolute unix socket path`);
+  return { host: m[1].replace(/^\[|\]$/g, '') || '0.0.0.0', port };
 }

@@ -17,16 +17,21 @@ import { FenceBackend } from '../fence/backend';
 import { cgfenceAnnotations } from '../policy/annotations';
 import { native } from '../native';
 import { DaemonConfig } from './config';
-import { FenceManager, Refusal } from './fence-manager';
-import { FenceRegistry } from './fence-registry';
+import { ConfigReloader } from './config-reloader';
+import { PreflightRefusal, bundlePreflight } from './bundle-preflight';
+import { KEYS } from '../policy/annotations';
+import { FenceManager, Refusal, namespaceOfRuncRoot } from './fence-manager';
+import { FenceRegistry, FencedContainer } from './fence-registry';
 import { AuditSink } from './audit-sink';
 import { PolicyDecider, policyParser } from './policy-decider';
 import { Reply, Request, ok, refuse } from './protocol';
 import { SocketServer } from './socket-server';
 import { TamperReporter } from './tamper-reporter';
-import { Metrics } from './metrics';
+import { Decisions, Metrics } from './metrics';
+import { Health, checkHealth } from './health';
 import { CounterSnapshots } from './counter-snapshots';
 import { takeSpooled } from './spool';
+import { writeLauncherHint } from './launcher-hint';
 
 const VERSION = '0.1.0';
 
@@ -52,7 +57,7 @@ export class Daemon {
   private client!: ContainerdClient;
   private monitor!: EventMonitor;
   private dropTimer?: NodeJS.Timeout;
-  private metrics: Metrics | null = null;
+  private metrics!: Metrics;
   private snapshots!: CounterSnapshots;
   private lastDrops = 0n;
   private readonly startedAt = new Date();
@@ -60,13 +65,24 @@ export class Daemon {
   private resolveDone!: () => void;
   readonly done = new Promise<void>((r) => (this.resolveDone = r));
 
-  constructor(private readonly cfg: DaemonConfig, private readonly log: (m: string) => void = (m) => console.error(`cgfence daemon: ${m}`)) {}
+  private reloader: ConfigReloader | null = null;
+
+  /**
+   * `reloadConfig` re-reads the settings as at start (flags, environment, `configFile`); with
+   * it the daemon reloads profiles and selectors on SIGHUP (reload()) and when the file changes.
+   */
+  constructor(
+    private readonly cfg: DaemonConfig,
+    private readonly log: (m: string) => void = (m) => console.error(`cgfence daemon: ${m}`),
+    private readonly reloading: { configFile: string | null; reloadConfig: () => DaemonConfig } | null = null,
+  ) {}
 
   async start(): Promise<void> {
     const cfg = this.cfg;
     ensureBpffs(cfg.pinDir);
     this.audit = new AuditLog({ path: cfg.auditLog, maxBytes: cfg.auditMaxBytes, keep: cfg.auditKeep });
     const registry = new FenceRegistry(cfg.stateDir);
+    writeLauncherHint(cfg.stateDir, cfg.defaultProfile, cfg.selectors.length > 0);
     // Built before the backends and handed to them: nothing reaches back for the manager.
     this.sink = new AuditSink(this.audit, registry);
     const parse = policyParser(cfg);
@@ -86,6 +102,14 @@ export class Daemon {
       type: 'agent', action: 'start', pid: process.pid, version: VERSION, pin_dir: cfg.pinDir,
       adopted: this.exec.fence.adopted, fences: registry.all().length, cgroup_mode: cfg.cgroupMode, fail_mode: cfg.failMode, exec_deny: cfg.execDeny,
     });
+    if (this.reloading?.configFile) {
+      this.reloader = new ConfigReloader({
+        cfg, configFile: this.reloading.configFile, reloadConfig: this.reloading.reloadConfig, audit: this.audit, log: this.log,
+        applied: (c) => writeLauncherHint(c.stateDir, c.defaultProfile, c.selectors.length > 0),
+        // Each profile checked as a container naming it would be: a bad value is refused now.
+        validate: (next) => { for (const name of Object.keys(next.profiles)) policyParser(next)({ [KEYS.profile]: name }); },
+      });
+    }
     this.log(`started (pid ${process.pid}); ${this.exec.fence.adopted ? `adopted pinned fences in ${cfg.pinDir}` : `pins in ${cfg.pinDir}`}; audit log ${cfg.auditLog}`);
     // After the backends: it protects the ids of what they loaded.
     this.tamper = new TamperReporter({
@@ -111,22 +135,29 @@ export class Daemon {
     this.snapshotCounters();
     this.ingestSpool();
 
+    // Always counted (ps shows every denial from it); served only with --metrics-address.
+    this.metrics = new Metrics({
+      fenced: () => this.manager.registry.all(),
+      kernelDecisions: (f) => this.kernelDecisions(f),
+      kernelDrops: () => Number(this.exec.fence.drops()),
+      audit: () => this.audit.stats,
+      containerdConnected: () => this.monitor?.status().connected ?? false,
+      health: () => this.health(),
+      tables: () => this.tables(),
+      build: { version: VERSION, node: process.version, libbpf: native().libbpfVersion, kernel: fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim() },
+    });
+    this.manager.metrics = this.metrics;
+    this.sink.metrics = this.metrics;
     if (cfg.metricsAddress) {
-      this.metrics = new Metrics({
-        fenced: () => this.manager.registry.all().length,
-        kernelDrops: () => Number(this.exec.fence.drops()),
-        audit: () => this.audit.stats,
-        containerdConnected: () => this.monitor?.status().connected ?? false,
-      });
-      this.manager.metrics = this.metrics;
-      this.sink.metrics = this.metrics;
       await this.metrics.listen(cfg.metricsAddress);
-      this.log(`metrics on ${cfg.metricsAddress}`);
+      this.log(`metrics, /healthz and /readyz on ${cfg.metricsAddress}`);
     }
 
     this.server = new SocketServer(cfg.socket, (req) => this.handle(req), this.log);
     await this.server.listen();
     this.log(`listening on ${cfg.socket}`);
+
+    this.reloader?.watch();
 
     // Lost kernel events are never silent: the drop counter is turned into audit records.
     this.dropTimer = setInterval(() => this.checkDrops(), 2000);
@@ -181,6 +212,9 @@ export class Daemon {
     try {
       switch (req.op) {
         case 'prepare':
+          await bundlePreflight({
+            cfg: this.cfg, audit: this.audit, getContainer: (ns, id) => this.client.getContainer(ns, id), configHash: () => this.reloader?.hash ?? null,
+          }, namespaceOfRuncRoot(req.runcRoot), req.id, req.bundle);
           return ok(this.manager.prepare(req));
         case 'attach': {
           const r = this.manager.attach(req);
@@ -209,9 +243,21 @@ export class Daemon {
           return ok({ detach: !!req.detach });
       }
     } catch (e) {
-      if (e instanceof Refusal) return refuse(e.message);
+      if (e instanceof Refusal || e instanceof PreflightRefusal) {
+        if (req.op === 'prepare' || req.op === 'attach' || req.op === 'policy-set') this.metrics.refusal(req.op);
+        return refuse(e.message);
+      }
       throw e;
     }
+  }
+
+  /** SIGHUP: reload the config file (false when there is none or it is refused). */
+  reload(trigger: 'sighup' | 'file-change'): boolean {
+    if (!this.reloader) {
+      this.log('reload: no config file (--config or CGFENCE_CONFIG); nothing to reload');
+      return false;
+    }
+    return this.reloader.reload(trigger);
   }
 
   private async onEvent(ev: ContainerdEvent): Promise<void> {
@@ -250,6 +296,7 @@ export class Daemon {
           this.manager.lateAttach({ namespace: ns, id: t.containerId, pid: t.pid, annotations: annotations ?? {} });
         } catch (e) {
           this.audit.write({ type: 'lifecycle', action: 'late-attach-failed', namespace: ns, container_id: t.containerId, pid: t.pid, reason: (e as Error).message });
+          this.metrics.refusal('late-attach');
           this.log(`late attach of ${key} failed: ${(e as Error).message}`);
         }
       }
@@ -301,9 +348,24 @@ export class Daemon {
         learn: this.learn.status(),
       },
       audit: { path: this.cfg.auditLog, ...this.audit.stats, kernelDrops: this.exec.fence.drops().toString() },
+      health: this.health(),
+      config: {
+        file: this.reloading?.configFile ?? null, hash: this.reloader?.hash ?? null, lastReload: this.reloader?.last ?? null,
+        profiles: Object.keys(this.cfg.profiles), selectors: this.cfg.selectors.length, defaultProfile: this.cfg.defaultProfile,
+      },
       fences: fences.length,
+      tables: this.tables(),
+      limits: this.cfg.limits,
+      // What the node config asks; a table pinned earlier keeps its size (tables.*.capacity).
+      tableSizes: this.cfg.tableSizes,
       tamper: this.tamper?.status() ?? null,
     };
+  }
+
+  /** The shared kernel tables' use against their capacity (quotas: fence/quota.ts). */
+  private tables(): Record<string, { used: number; capacity: number }> {
+    const exec = this.exec.usage();
+    return { exec_fences: exec.fences, exec_allow: exec.exec_allow, ...(this.network.usage() ?? {}) };
   }
 
   private ps(): Array<Record<string, unknown>> {
@@ -316,7 +378,29 @@ export class Daemon {
         execAllow: ex?.allow ?? [], attachedAt: f.attachedAt, how: f.how, execDeny: execDenyOf(f.mode, ex),
         counters: typeof ex?.fenceId === 'string' ? this.execCounters(f.namespace, f.id, ex.fenceId) : null,
         networkCounters: typeof f.backends.network?.fenceId === 'string' ? this.network.counters(f.backends.network.fenceId, String(f.backends.network.cgroupId ?? f.backends.network.fenceId)) : null,
+        decisions: this.metrics.decisionsOf(f),
       };
+    });
+  }
+
+  /** What the kernel counted for a container, per control and action (the source of decision metrics). */
+  private kernelDecisions(f: FencedContainer): Decisions {
+    const d: Decisions = {};
+    const ex = f.backends.exec;
+    const e = typeof ex?.fenceId === 'string' ? this.execCounters(f.namespace, f.id, ex.fenceId) : null;
+    if (e) d.exec = { deny: e.denied, audit: e.audited, allow: e.allowed };
+    const net = f.backends.network;
+    const n = typeof net?.fenceId === 'string' ? this.network.counters(net.fenceId, String(net.cgroupId ?? net.fenceId)) : null;
+    if (n) d.network = { deny: (n.net_denied_egress ?? 0) + (n.net_denied_ingress ?? 0), audit: (n.net_audited_egress ?? 0) + (n.net_audited_ingress ?? 0) };
+    return d;
+  }
+
+  private health(): Health {
+    const m = this.monitor?.status();
+    return checkHealth({
+      execStatus: this.exec.status(), pinDir: this.cfg.pinDir, socket: this.cfg.socket,
+      containerd: { connected: m?.connected ?? false, lastError: m?.lastError ?? null, address: this.cfg.containerdSocket },
+      audit: { ...this.audit.stats, path: this.cfg.auditLog },
     });
   }
 
@@ -334,6 +418,7 @@ export class Daemon {
     if (this.stopping) return this.stopping;
     this.stopping = (async () => {
       clearInterval(this.dropTimer);
+      this.reloader?.close();
       await this.monitor?.stop();
       this.client?.close();
       await this.server?.close();
@@ -341,7 +426,7 @@ export class Daemon {
         for (const f of this.manager.registry.all()) this.manager.detach(f.namespace, f.id, 'daemon shutdown with detach');
       }
       this.checkDrops();
-      await this.metrics?.close();
+      await this.metrics.close();
       for (const b of this.backends) b.close({ detach: !!opts.detach });
       this.tamper?.close({ detach: !!opts.detach });
       this.manager.flushDeferred();

@@ -11,13 +11,13 @@ import { AuditLog } from '../audit/audit-log';
 import { cgroupId, cgroupV2PathOfPid } from '../kernel/cgroup';
 import { AttachContext, BackendName, ControlState, Controls, FenceBackend, containerKey, isControl } from '../fence/backend';
 import { KEYS, PolicyError } from '../policy/annotations';
-import { ResolvedEntry, resolveAllowList } from '../policy/identity';
+import { checkAllowListInRootfs } from '../policy/identity';
 import { Policy, hasRules } from '../policy/policy';
 import { execDenyOf } from '../fence/exec/exec-notify';
 import { DaemonConfig } from './config';
 import type { Metrics } from './metrics';
 import { FenceRegistry, FencedContainer } from './fence-registry';
-import { OciConfig, PolicyDecider, keysOf, policyField } from './policy-decider';
+import { OciConfig, PolicyDecider, keysOf, mountPointsOf, policyField } from './policy-decider';
 
 /** A refusal the user sees (through ctr, or the CLI): one clear message, no stack. */
 export class Refusal extends Error {}
@@ -32,6 +32,8 @@ interface Prepared {
   policy: Policy;
   controls: Controls;
   at: number;
+  /** Set when the entrypoint could not be judged from the rootfs: judged at attach. */
+  entrypoint?: OciConfig;
 }
 
 const PREPARED_TTL_MS = 10 * 60 * 1000;
@@ -39,6 +41,11 @@ const PREPARED_TTL_MS = 10 * 60 * 1000;
 export function namespaceOfRuncRoot(runcRoot: string | undefined): string {
   // The runc.v2 shim runs runc with --root <state>/runc/<namespace>.
   return runcRoot ? path.basename(runcRoot) : '';
+}
+
+function parseIdentity(dev: string, ino: string): { dev: bigint; ino: bigint } {
+  const [maj, min] = dev.split(':').map((x) => BigInt(x));
+  return { dev: (maj << 20n) | min, ino: BigInt(ino) };
 }
 
 export function policyHash(annotations: Record<string, string>): string {
@@ -95,17 +102,20 @@ export class FenceManager {
     const rootfs = path.resolve(req.bundle, spec.root?.path ?? 'rootfs');
 
     // Resolve the allow-list and the entrypoint in the bundle's rootfs now, so that a typo
-    // or a forbidden entrypoint is reported before runc creates anything.
+    // or a forbidden entrypoint is reported before runc creates anything. What lies under a
+    // mount point of config.json is not in the rootfs yet: attach checks it (identity.ts).
+    let entrypointDeferred = false;
     if (policy.execAllow !== null && policy.mode !== 'off') {
-      let resolved: ResolvedEntry[] = [];
-      try {
-        resolved = resolveAllowList(policy.execAllow, { dir: rootfs });
-      } catch (e) {
-        problems.push(`${KEYS.execAllow}=${JSON.stringify(annotations[KEYS.execAllow])}: ${(e as Error).message}`);
-      }
-      if (policy.mode === 'enforce') {
-        const entry = this.policy.entrypointProblem(rootfs, spec, resolved, annotations[KEYS.execAllow]);
-        if (entry) problems.push(entry);
+      const mounts = mountPointsOf(spec);
+      const check = checkAllowListInRootfs(policy.execAllow, rootfs, mounts);
+      for (const why of check.problems) problems.push(`${KEYS.execAllow}=${JSON.stringify(annotations[KEYS.execAllow])}: ${why}`);
+      // With an entry missing, the list the entrypoint would be judged by is not the one
+      // asked for: saying it "does not allow the entrypoint" would be a second, wrong error.
+      if (policy.mode === 'enforce' && check.problems.length === 0) {
+        const entry = this.policy.entrypointProblem(rootfs, spec, check.resolved, annotations[KEYS.execAllow], mounts);
+        // A deferred entry may be the one that allows it: then attach judges it.
+        if (entry === 'deferred' || (entry && check.deferred.length > 0)) entrypointDeferred = true;
+        else if (entry) problems.push(entry);
       }
     }
     if (problems.length === 0) {
@@ -124,7 +134,7 @@ export class FenceManager {
       throw new Refusal(problems.join('; '));
     }
     const prepareMs = Math.round(Number(process.hrtime.bigint() - started) / 1000) / 1000;
-    this.prepared.set(key, { namespace, id: req.id, bundle: req.bundle, annotations, policy, controls, at: Date.now(), prepareMs });
+    this.prepared.set(key, { namespace, id: req.id, bundle: req.bundle, annotations, policy, controls, at: Date.now(), entrypoint: entrypointDeferred ? spec : undefined, prepareMs });
     this.registry.setInFlight(namespace, req.id, true);
     this.expirePrepared();
     return { fence: true, controls };
@@ -181,6 +191,7 @@ export class FenceManager {
       attachedAt: new Date().toISOString(), how,
     };
     const done: Array<[FenceBackend, AttachContext]> = [];
+    const undoAll = () => { for (const [db, dctx] of done.reverse()) { try { db.detach(dctx); } catch { /* best effort */ } } };
     for (const b of this.backends) {
       // The backend's own state: `controls` may report a control that another backend learns.
       const st = b.controlState(policy);
@@ -190,8 +201,10 @@ export class FenceManager {
       try {
         decided = b.attach(ctx);
       } catch (e) {
-        // All or nothing: a container is never left half-fenced.
-        for (const [db, dctx] of done) { try { db.detach(dctx); } catch { /* best effort */ } }
+        // All or nothing: a container is never left half-fenced. The failing backend too,
+        // if it had got as far as saying what it holds.
+        if (Object.keys(ctx.state).length > 0) done.push([b, ctx]);
+        undoAll();
         const keys = keysOf(b.control).filter((k) => annotations[k] !== undefined).map((k) => `${k}=${JSON.stringify(annotations[k])}`).join(', ');
         const msg = `${keys || b.control}: ${(e as Error).message}`;
         this.auditRefusal(namespace, id, [msg]);
@@ -204,6 +217,17 @@ export class FenceManager {
       entry.backends[b.control] = ctx.state;
       if (typeof ctx.state.fenceId === 'string' && !entry.eventKeys.includes(ctx.state.fenceId)) entry.eventKeys.push(ctx.state.fenceId);
     }
+    if (prep.entrypoint) {
+      // Deferred at prepare (it lies under a mount): judged now in the container's own root.
+      const allow = (entry.backends.exec?.allow ?? []) as Array<{ path: string; dev: string; ino: string }>;
+      const allowed = allow.map((a) => ({ path: a.path, identity: parseIdentity(a.dev, a.ino) }));
+      const problem = this.policy.entrypointProblem(`/proc/${pid}/root`, prep.entrypoint, allowed, annotations[KEYS.execAllow]);
+      if (problem && problem !== 'deferred') {
+        undoAll();
+        this.auditRefusal(namespace, id, [problem]);
+        throw new Refusal(problem);
+      }
+    }
     this.registry.put(entry);
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
     this.metrics?.attachSeconds.observe({ how }, ms / 1000);
@@ -215,6 +239,15 @@ export class FenceManager {
     });
     if (how === 'late-attach') this.log(`late attach: ${namespace}/${id} was running unfenced; fenced now`);
     return { fence: true, controls: entry.controls, cgroup: cgroupPath ?? undefined };
+  }
+
+  /** A refused live change is audited too: who asked for what, and why it was not done. */
+  private refuseUpdate(entry: FencedContainer, changes: Record<string, string | null>, reason: string): Refusal {
+    this.audit.write({
+      type: 'lifecycle', action: 'policy-update-refused', namespace: entry.namespace, container_id: entry.id, pid: entry.pid,
+      cgroup_id: entry.cgroupId, mode: entry.mode, policy_hash: entry.policyHash, changes, reason,
+    });
+    return new Refusal(reason);
   }
 
   private auditRefusal(namespace: string, id: string, problems: string[]): void {
@@ -233,6 +266,8 @@ export class FenceManager {
   detach(namespace: string, id: string, reason: string): boolean {
     const entry = this.registry.get(namespace, id);
     if (!entry) return false;
+    // Before the kernel counters go with the fences.
+    this.metrics?.retire(entry);
     const counters: Record<string, unknown> = {};
     for (const b of this.backends) {
       if (!entry.backends[b.control]) continue;
@@ -281,13 +316,13 @@ export class FenceManager {
     try {
       policy = this.policy.parse(annotations);
     } catch (e) {
-      if (e instanceof PolicyError) throw new Refusal(`invalid cgfence policy: ${e.problems.join('; ')}`);
+      if (e instanceof PolicyError) throw this.refuseUpdate(entry, changes, `invalid cgfence policy: ${e.problems.join('; ')}`);
       throw e;
     }
     const oldPolicy = this.policy.parse(entry.annotations);
     const controls = this.policy.controls(policy);
     const problems = this.policy.unenforceable(policy, controls, annotations);
-    if (problems.length) throw new Refusal(problems.join('; '));
+    if (problems.length) throw this.refuseUpdate(entry, changes, problems.join('; '));
 
     const sameFor = (c: BackendName) => policy.mode === oldPolicy.mode
       && keysOf(c).every((k) => JSON.stringify(policyField(policy, k)) === JSON.stringify(policyField(oldPolicy, k)));
@@ -312,9 +347,9 @@ export class FenceManager {
         if (had && active) {
           if (!b.update) throw new Error(`the ${b.control} fence of a running container cannot change (it is fixed when the container starts)`);
           const ctx: AttachContext = { ...base, state: { ...had } };
-          b.update(ctx);
+          const undoIt = b.update(ctx);
           backends[b.control] = ctx.state;
-          undo.push(() => b.update!({ ...base, policy: oldPolicy, annotations: entry.annotations, state: { ...ctx.state } }));
+          undo.push(undoIt ?? (() => { b.update!({ ...base, policy: oldPolicy, annotations: entry.annotations, state: { ...ctx.state } }); }));
         } else if (active) {
           const ctx: AttachContext = { ...base, state: {} };
           const decided = b.attach(ctx);
@@ -328,8 +363,10 @@ export class FenceManager {
         }
       } catch (e) {
         // Put back what this update already changed: the container keeps its old policy.
-        for (const u of undo.reverse()) { try { u(); } catch { /* best effort */ } }
-        throw new Refusal(`${keys || b.control}: ${(e as Error).message}; the container keeps its previous policy`);
+        const failed: string[] = [];
+        for (const u of undo.reverse()) { try { u(); } catch (ue) { failed.push((ue as Error).message); } }
+        const restored = failed.length === 0 ? 'the container keeps its previous policy' : `putting back the previous policy failed too: ${failed.join('; ')}`;
+        throw this.refuseUpdate(entry, changes, `${keys || b.control}: ${(e as Error).message}; ${restored}`);
       }
     }
 

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { BackendName, ControlName, Controls, FenceBackend, isControl } from '../fence/backend';
 import { KEYS, cgfenceAnnotations, parseAnnotations } from '../policy/annotations';
-import { ResolvedEntry, identityOf, resolveInRoot } from '../policy/identity';
+import { ResolveError, ResolvedEntry, identityOf, isUnder, resolveInRootDetailed } from '../policy/identity';
 import { Policy } from '../policy/policy';
 import { native } from '../native';
 import { DaemonConfig } from './config';
@@ -14,6 +14,13 @@ export interface OciConfig {
   annotations?: Record<string, string>;
   root?: { path?: string };
   process?: { args?: string[]; env?: string[]; cwd?: string };
+  mounts?: Array<{ destination?: string; type?: string; source?: string; options?: string[] }>;
+}
+
+/** The container paths config.json mounts something on (bind mounts, tmpfs, proc...). */
+export function mountPointsOf(spec: OciConfig): string[] {
+  return (spec.mounts ?? []).map((m) => m.destination).filter((d): d is string => typeof d === 'string' && d.startsWith('/'))
+    .map((d) => path.posix.normalize(d));
 }
 
 const CONTROLS: ControlName[] = ['exec', 'network', 'seccomp'];
@@ -23,8 +30,11 @@ export const KEYS_OF: Record<ControlName, string[]> = {
   seccomp: [KEYS.seccompDeny, KEYS.seccompAllow],
 };
 
-/** Parses a container's annotations with the node's profiles (no backend needed). */
-export function policyParser(cfg: DaemonConfig): (annotations: Record<string, string> | undefined) => Policy {
+/**
+ * Parses a container's annotations with a config's profiles (no backend needed). The
+ * profiles are read at each call, so a reloaded config applies to the next container.
+ */
+export function policyParser(cfg: Pick<DaemonConfig, 'profiles' | 'defaultProfile'>): (annotations: Record<string, string> | undefined) => Policy {
   return (annotations) => parseAnnotations(annotations, {
     profiles: cfg.profiles,
     defaultProfile: cfg.defaultProfile,
@@ -73,19 +83,38 @@ export class PolicyDecider {
     return problems;
   }
 
-  entrypointProblem(rootfs: string, spec: OciConfig, allowed: ResolvedEntry[], value: string | undefined): string | null {
+  /**
+   * Whether the allow-list lets the entrypoint run, judged in `root` (the bundle's rootfs at
+   * prepare, /proc/<init>/root at attach). An entrypoint that lies under one of `mountPoints`
+   * (or is searched for in a PATH directory under one) cannot be judged from the rootfs:
+   * 'deferred', to be judged again at attach in the container's own mount namespace.
+   */
+  entrypointProblem(root: string, spec: OciConfig, allowed: ResolvedEntry[], value: string | undefined, mountPoints: string[] = []): string | null | 'deferred' {
     const arg0 = spec.process?.args?.[0];
     if (!arg0) return null;
+    const mounted = (p: string) => mountPoints.some((m) => isUnder(p, m));
     let host: string | null = null;
     if (arg0.includes('/')) {
       const abs = arg0.startsWith('/') ? arg0 : path.posix.join(spec.process?.cwd ?? '/', arg0);
-      try { host = resolveInRoot(rootfs, abs); } catch { host = null; }
+      if (mounted(abs)) return 'deferred';
+      try {
+        const r = resolveInRootDetailed(root, abs);
+        if (mounted(r.inside)) return 'deferred';
+        host = r.host;
+      } catch (e) {
+        if (e instanceof ResolveError && e.at !== undefined && mounted(e.at)) return 'deferred';
+        host = null;
+      }
     } else {
       const envPath = spec.process?.env?.find((e) => e.startsWith('PATH='))?.slice(5) ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
       for (const dir of envPath.split(':').filter((d) => d.startsWith('/'))) {
+        const abs = path.posix.join(dir, arg0);
+        // The rootfs cannot say whether a mounted PATH directory holds it.
+        if (mounted(abs)) return 'deferred';
         try {
-          const h = resolveInRoot(rootfs, path.posix.join(dir, arg0));
-          if (fs.statSync(h).isFile()) { host = h; break; }
+          const r = resolveInRootDetailed(root, abs);
+          if (mounted(r.inside)) return 'deferred';
+          if (fs.statSync(r.host).isFile()) { host = r.host; break; }
         } catch { /* not in this PATH entry */ }
       }
     }

@@ -69,8 +69,13 @@ export interface FenceBackend {
    * ctx.state is still handed to detach at exit.
    */
   attach(ctx: AttachContext): ControlState | void;
-  /** Live policy change of a running container. */
-  update?(ctx: AttachContext): void;
+  /**
+   * Live policy change of a running container; all or nothing (a backend that throws has
+   * put back what it changed). It may return an undo that restores its exact kernel state
+   * of before, for when another control of the same change fails; without one the manager
+   * updates it again with the old policy.
+   */
+  update?(ctx: AttachContext): void | (() => void);
   /** At exit, or when the container is gone. Returns final counters for the audit record. */
   detach(ctx: AttachContext): Record<string, unknown> | void;
   /** Kernel facts for `cgfence status`. */

@@ -10,6 +10,14 @@ export const EVENT_EXEC = 1;
 export const FENCE_SIZE = 32;
 export const EXEC_KEY_SIZE = 24;
 export const EXEC_EVENT_SIZE = 336;
+/** struct cgfence_exec_throttle: an exec event and the identity's suppressed count. */
+export const EXEC_THROTTLE_SIZE = 344;
+export const EVENT_EXEC_THROTTLE = 2;
+export const EXEC_RATE_SIZE = 24;
+/** The kernel's exec rate limiter (bpf/include/cgfence-abi.h). */
+export const EXEC_RATE_BURST = 5;
+export const EXEC_RATE_FENCE_BURST = 50;
+export const EXEC_RATE_WINDOW_NS = 1_000_000_000n;
 const COMM_LEN = 16;
 const PATH_LEN = 256;
 
@@ -57,7 +65,10 @@ export function decodeExecKey(b: Buffer): { fenceId: bigint } & FileIdentity {
 }
 
 export interface ExecEvent {
-  kind: 'exec';
+  /** exec-throttle: the first refusal of an identity past the rate limit (not recorded itself). */
+  kind: 'exec' | 'exec-throttle';
+  /** exec-throttle only: the identity's count of refusals not recorded, this one included. */
+  suppressed?: bigint;
   action: ExecAction;
   tsMonoNs: bigint;
   cgroupId: bigint;
@@ -70,17 +81,27 @@ export interface ExecEvent {
   mode: FenceMode;
   comm: string;
   path: string;
+  /** comm and path as the kernel has them (not necessarily UTF-8). */
+  commBytes?: Buffer;
+  pathBytes?: Buffer;
+}
+
+/** The bytes of a NUL-terminated C string in `b[off, off+len)`. */
+export function cBytes(b: Buffer, off: number, len: number): Buffer {
+  const end = b.indexOf(0, off);
+  return b.subarray(off, end < 0 || end > off + len ? off + len : end);
 }
 
 function cstr(b: Buffer, off: number, len: number): string {
-  const end = b.indexOf(0, off);
-  return b.toString('utf8', off, end < 0 || end > off + len ? off + len : end);
+  return cBytes(b, off, len).toString('utf8');
 }
 
 export function decodeExecEvent(b: Buffer): ExecEvent {
   if (b.length < EXEC_EVENT_SIZE) throw new Error(`exec event of ${b.length} bytes, want ${EXEC_EVENT_SIZE}`);
+  const throttle = b.readUInt32LE(0) === EVENT_EXEC_THROTTLE && b.length >= EXEC_THROTTLE_SIZE;
   return {
-    kind: 'exec',
+    kind: throttle ? 'exec-throttle' : 'exec',
+    ...(throttle ? { suppressed: b.readBigUInt64LE(EXEC_EVENT_SIZE) } : {}),
     action: b.readUInt32LE(4),
     tsMonoNs: b.readBigUInt64LE(8),
     cgroupId: b.readBigUInt64LE(16),
@@ -93,6 +114,9 @@ export function decodeExecEvent(b: Buffer): ExecEvent {
     mode: b.readUInt32LE(60),
     comm: cstr(b, 64, COMM_LEN),
     path: cstr(b, 64 + COMM_LEN, PATH_LEN),
+    // The exact bytes: names need not be UTF-8 (audit/exact-name.ts).
+    commBytes: Buffer.from(cBytes(b, 64, COMM_LEN)),
+    pathBytes: Buffer.from(cBytes(b, 64 + COMM_LEN, PATH_LEN)),
   };
 }
 
@@ -115,4 +139,10 @@ export const MAX_PIDNS_DEPTH = 32;
 
 export function isPidnsFenceId(fenceId: bigint): boolean {
   return (fenceId & FENCE_ID_PIDNS) !== 0n;
+}
+
+export interface ExecRate { windowStartNs: bigint; emitted: number; suppressed: bigint }
+
+export function decodeExecRate(b: Buffer): ExecRate {
+  return { windowStartNs: b.readBigUInt64LE(0), emitted: b.readUInt32LE(8), suppressed: b.readBigUInt64LE(16) };
 }

@@ -9,8 +9,8 @@ import path from 'node:path';
 import { BpfLink, BpfObject, BPF_ANY, RingBuffer, native } from '../native';
 import { ensureTracefs } from './tracefs';
 import {
-  EXEC_EVENT_SIZE, EXEC_KEY_SIZE, ExecEvent, FENCE_SIZE, FenceMode, FenceState, FileIdentity,
-  decodeExecEvent, decodeExecKey, decodeFence, encodeExecKey, encodeFence, u64Key,
+  EXEC_EVENT_SIZE, EXEC_KEY_SIZE, EXEC_RATE_SIZE, ExecEvent, ExecRate, FENCE_SIZE, FenceMode, FenceState, FileIdentity,
+  decodeExecEvent, decodeExecKey, decodeExecRate, decodeFence, encodeExecKey, encodeFence, u64Key,
 } from './abi';
 
 const OBJECT = 'exec-fence';
@@ -34,9 +34,19 @@ export interface ExecFenceOptions {
    * still in the maps and must keep being enforced.
    */
   programs?: ExecProgram[];
+  /** Sizes of the shared tables when they are created (a pinned map keeps its size). */
+  sizes?: { fences?: number; exec_allow?: number };
 }
 
 export interface FenceEntry extends FenceState { fenceId: bigint; identities: FileIdentity[] }
+
+/** Entries in use against a map's capacity (max_entries), for quotas and `status`. */
+export interface MapUse { used: number; capacity: number }
+
+/** What a fence holds in the kernel, exactly: taken before a change, put back if it fails. */
+export interface FenceSnapshot { fenceId: bigint; fence: Buffer | null; allow: Array<{ key: Buffer; value: Buffer }> }
+
+const idKey = (id: FileIdentity) => `${id.dev}:${id.ino}`;
 
 export class ExecFence {
   private readonly obj: BpfObject;
@@ -45,11 +55,72 @@ export class ExecFence {
   private closed = false;
   /** True when this instance took over a program pinned by an earlier process. */
   readonly adopted: boolean;
+  /**
+   * The allow entries of each fence ("dev:ino"), built from one scan at open (entries pinned
+   * by an earlier daemon included) and kept by every write here: quotas are checked against
+   * it without walking a shared map of tens of thousands of entries on every attach.
+   */
+  private readonly index = new Map<bigint, Set<string>>();
+  private indexed = 0;
+  /** Fence ids in the fences map, kept the same way. */
+  private readonly fenceIds = new Set<bigint>();
 
   private constructor(obj: BpfObject, links: Map<ExecProgram, BpfLink>, adopted: boolean, private readonly pinDir?: string) {
     this.obj = obj;
     this.links = links;
     this.adopted = adopted;
+    for (const k of obj.mapKeys('exec_allow')) this.noteAdded(decodeExecKey(k).fenceId, decodeExecKey(k));
+    for (const k of obj.mapKeys('fences')) this.fenceIds.add(k.readBigUInt64LE(0));
+  }
+
+  private noteAdded(fenceId: bigint, id: FileIdentity): void {
+    let set = this.index.get(fenceId);
+    if (!set) this.index.set(fenceId, (set = new Set()));
+    if (!set.has(idKey(id))) { set.add(idKey(id)); this.indexed++; }
+  }
+
+  private noteRemoved(fenceId: bigint, id: FileIdentity): void {
+    const set = this.index.get(fenceId);
+    if (set?.delete(idKey(id))) this.indexed--;
+    if (set && set.size === 0) this.index.delete(fenceId);
+  }
+
+  /**
+   * A fence's allow entries as the index has them: what this process (and, through the scan
+   * at open, its predecessors) wrote. Writes use it rather than allowed(), which walks the
+   * whole shared map: tens of thousands of entries on a busy node, at every attach.
+   */
+  private held(fenceId: bigint): FileIdentity[] {
+    return [...this.index.get(fenceId) ?? []].map((k) => {
+      const [dev, ino] = k.split(':');
+      return { dev: BigInt(dev), ino: BigInt(ino) };
+    });
+  }
+
+  /** Allow entries of one fence. */
+  allowCount(fenceId: bigint): number {
+    return this.index.get(fenceId)?.size ?? 0;
+  }
+
+  /** How full the shared maps are: allow entries and fences against their max_entries. */
+  usage(): { fences: MapUse; allow: MapUse } {
+    return {
+      fences: { used: this.fenceIds.size, capacity: this.obj.mapInfo('fences').maxEntries },
+      allow: { used: this.indexed, capacity: this.obj.mapInfo('exec_allow').maxEntries },
+    };
+  }
+
+  /** Entries `ids` would add to a fence that it does not hold yet. */
+  newEntries(fenceId: bigint, ids: Iterable<FileIdentity>): number {
+    const have = this.index.get(fenceId);
+    const seen = new Set<string>();
+    for (const id of ids) if (!have?.has(idKey(id))) seen.add(idKey(id));
+    return seen.size;
+  }
+
+  /** Fence ids that own allow entries, with or without a fence entry. */
+  allowOwners(): bigint[] {
+    return [...this.index.keys()];
   }
 
   /**
@@ -65,7 +136,7 @@ export class ExecFence {
     if (asked.length === 0) throw new Error('ExecFence.open: programs is empty; name at least one of cgroup-v2, pidns');
     const programs = ALL_PROGRAMS.filter((p) => asked.includes(p) || pinned(p));
     if (programs.includes('pidns')) ensureTracefs();
-    const obj = new addon.BpfObject(OBJECT, { pinDir: opts.pinDir, programs: programs.map((p) => PROGRAMS[p].name) });
+    const obj = new addon.BpfObject(OBJECT, { pinDir: opts.pinDir, programs: programs.map((p) => PROGRAMS[p].name), maxEntries: definedOnly(opts.sizes) });
     const links = new Map<ExecProgram, BpfLink>();
     let adopted = false;
     try {
@@ -116,6 +187,7 @@ export class ExecFence {
     const prev = cur ? decodeFence(cur) : undefined;
     // Updating in place keeps the kernel's counters; only mode and flags change.
     this.obj.mapUpdate('fences', key, encodeFence({ ...prev, mode, flags }), BPF_ANY);
+    this.fenceIds.add(fenceId);
   }
 
   getFence(fenceId: bigint): FenceState | null {
@@ -123,13 +195,68 @@ export class ExecFence {
     return v ? decodeFence(v) : null;
   }
 
+  /**
+   * Adds allow entries, all or none: if the kernel refuses one (the map is full), the entries
+   * this call added are deleted again before the error goes on.
+   */
   allow(fenceId: bigint, ids: Iterable<FileIdentity>): void {
     const one = Buffer.from([1]);
-    for (const id of ids) this.obj.mapUpdate('exec_allow', encodeExecKey(fenceId, id), one, BPF_ANY);
+    const added: FileIdentity[] = [];
+    try {
+      for (const id of ids) {
+        const key = encodeExecKey(fenceId, id);
+        const fresh = !this.index.get(fenceId)?.has(idKey(id));
+        this.obj.mapUpdate('exec_allow', key, one, BPF_ANY);
+        this.noteAdded(fenceId, id);
+        if (fresh) added.push(id);
+      }
+    } catch (e) {
+      this.disallow(fenceId, added);
+      throw e;
+    }
   }
 
   disallow(fenceId: bigint, ids: Iterable<FileIdentity>): void {
-    for (const id of ids) this.obj.mapDelete('exec_allow', encodeExecKey(fenceId, id));
+    for (const id of ids) {
+      this.obj.mapDelete('exec_allow', encodeExecKey(fenceId, id));
+      this.noteRemoved(fenceId, id);
+    }
+  }
+
+  /** The fence's kernel state as bytes (its fence value, its allow keys and values). */
+  snapshot(fenceId: bigint): FenceSnapshot {
+    const allow: FenceSnapshot['allow'] = [];
+    for (const id of this.held(fenceId)) {
+      const key = encodeExecKey(fenceId, id);
+      const value = this.obj.mapLookup('exec_allow', key);
+      if (value) allow.push({ key, value });
+    }
+    return { fenceId, fence: this.obj.mapLookup('fences', u64Key(fenceId)), allow };
+  }
+
+  /**
+   * Puts a fence back as `snap` holds it: its allow entries first (nothing it had is ever
+   * missing), then its fence value (mode and flags; counters are the kernel's and go on),
+   * then entries it did not have go.
+   */
+  restore(snap: FenceSnapshot): void {
+    const want = new Set(snap.allow.map((e) => e.key.toString('hex')));
+    for (const { key, value } of snap.allow) {
+      // Written again only where it differs: the entry is missing, or its value changed.
+      if (this.obj.mapLookup('exec_allow', key)?.equals(value)) continue;
+      this.obj.mapUpdate('exec_allow', key, value, BPF_ANY);
+      this.noteAdded(snap.fenceId, decodeExecKey(key));
+    }
+    if (snap.fence) {
+      const prev = decodeFence(snap.fence);
+      this.setFence(snap.fenceId, prev.mode, prev.flags);
+    } else {
+      this.obj.mapDelete('fences', u64Key(snap.fenceId));
+      this.fenceIds.delete(snap.fenceId);
+    }
+    for (const id of this.held(snap.fenceId)) {
+      if (!want.has(encodeExecKey(snap.fenceId, id).toString('hex'))) this.disallow(snap.fenceId, [id]);
+    }
   }
 
   allowed(fenceId: bigint): FileIdentity[] {
@@ -147,7 +274,7 @@ export class ExecFence {
    */
   replaceAllowList(fenceId: bigint, ids: FileIdentity[]): void {
     const want = new Map(ids.map((i) => [`${i.dev}:${i.ino}`, i]));
-    const have = new Map(this.allowed(fenceId).map((i) => [`${i.dev}:${i.ino}`, i]));
+    const have = new Map(this.held(fenceId).map((i) => [`${i.dev}:${i.ino}`, i]));
     this.allow(fenceId, [...want].filter(([k]) => !have.has(k)).map(([, v]) => v));
     this.disallow(fenceId, [...have].filter(([k]) => !want.has(k)).map(([, v]) => v));
   }
@@ -156,8 +283,13 @@ export class ExecFence {
   unfence(fenceId: bigint): FenceState | null {
     const last = this.getFence(fenceId);
     this.obj.mapDelete('fences', u64Key(fenceId));
+    this.fenceIds.delete(fenceId);
     for (const k of this.obj.mapKeys('exec_allow')) {
-      if (decodeExecKey(k).fenceId === fenceId) this.obj.mapDelete('exec_allow', k);
+      const d = decodeExecKey(k);
+      if (d.fenceId === fenceId) {
+        this.obj.mapDelete('exec_allow', k);
+        this.noteRemoved(fenceId, d);
+      }
     }
     return last;
   }
@@ -177,6 +309,29 @@ export class ExecFence {
     });
   }
 
+  /** The rate limiter's state of one fence and identity, or null (none, or evicted). */
+  rate(fenceId: bigint, id: FileIdentity): ExecRate | null {
+    const v = this.obj.mapLookup('exec_rate', encodeExecKey(fenceId, id));
+    return v ? decodeExecRate(v) : null;
+  }
+
+  /** Refusals of a fence the rate limiter only counted (monotonic), or null when none yet. */
+  suppressed(fenceId: bigint): bigint | null {
+    const v = this.obj.mapLookup('exec_suppressed', u64Key(fenceId));
+    return v ? decodeExecRate(v).suppressed : null;
+  }
+
+  /** Fence ids with rate-limiter counts (their fence may be gone: the last report is pending). */
+  rateOwners(): bigint[] {
+    return this.obj.mapKeys('exec_suppressed').map((k) => k.readBigUInt64LE(0));
+  }
+
+  /** Forgets a fence's rate-limiter state (after its last count was reported). */
+  forgetRate(fenceId: bigint): void {
+    this.obj.mapDelete('exec_suppressed', u64Key(fenceId));
+    for (const k of this.obj.mapKeys('exec_rate')) if (decodeExecKey(k).fenceId === fenceId) this.obj.mapDelete('exec_rate', k);
+  }
+
   /** Events the kernel could not put on the ring buffer since the maps were created. */
   drops(): bigint {
     const v = this.obj.mapLookup('exec_drops', Buffer.alloc(4));
@@ -186,7 +341,7 @@ export class ExecFence {
   /** Kernel object ids, for status output and leak checks. */
   objectIds(): { programs: Record<string, { program: number; link: number }>; maps: Record<string, number> } {
     const maps: Record<string, number> = {};
-    for (const m of ['fences', 'exec_allow', 'exec_events', 'exec_drops']) maps[m] = this.obj.mapInfo(m).id;
+    for (const m of ['fences', 'exec_allow', 'exec_events', 'exec_drops', 'exec_rate', 'exec_suppressed']) maps[m] = this.obj.mapInfo(m).id;
     const programs: Record<string, { program: number; link: number }> = {};
     for (const [p, link] of this.links) programs[p] = { program: this.obj.programInfo(PROGRAMS[p].name).id, link: link.info()?.id ?? 0 };
     return { programs, maps };
@@ -215,8 +370,18 @@ export class ExecFence {
 function checkSizes(obj: BpfObject): void {
   const f = obj.mapInfo('fences');
   const a = obj.mapInfo('exec_allow');
+  const r = obj.mapInfo('exec_rate');
+  if (r.valueSize !== EXEC_RATE_SIZE || obj.mapInfo('exec_suppressed').valueSize !== EXEC_RATE_SIZE) throw new Error(`exec-fence ABI mismatch: exec_rate value ${r.valueSize} (want ${EXEC_RATE_SIZE}); rebuild with \`npm run build\``);
   if (f.valueSize !== FENCE_SIZE || a.keySize !== EXEC_KEY_SIZE) {
     throw new Error(`exec-fence ABI mismatch: fence value ${f.valueSize} (want ${FENCE_SIZE}), allow key ${a.keySize} (want ${EXEC_KEY_SIZE}); rebuild with \`npm run build\``);
   }
 }
 
+
+/** The entries of `o` that are set (the addon refuses an undefined size). */
+export function definedOnly(o: Record<string, number | undefined> | undefined): Record<string, number> | undefined {
+  if (!o) return undefined;
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) out[k] = v;
+  return out;
+}

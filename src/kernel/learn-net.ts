@@ -138,6 +138,13 @@ export class LearnNet {
     }
   }
 
+  /** Fence ids that own learned peers or ports (their recorder may be gone: a crash). */
+  tableFences(): bigint[] {
+    const ids = new Set<bigint>();
+    for (const map of ['learn_peers', 'learn_ports'] as const) for (const k of this.obj.mapKeys(map)) ids.add(k.readBigUInt64LE(0));
+    return [...ids];
+  }
+
   /** Fence ids with pinned link directories (attached by this or an earlier daemon). */
   pinnedFences(): bigint[] {
     if (!this.pinDir || !fs.existsSync(this.pinDir)) return [];

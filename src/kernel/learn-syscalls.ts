@@ -1,21 +1,27 @@
-// learn mode's syscall recorder (bpf/learn-syscalls.bpf.c): one global program on sys_enter
-// and a per-container record of the syscall numbers it made. The program is attached only
-// while at least one container learns: attached, it sends every task on the node through
-// the syscall slow path. Maps and the link are pinned in pinDir so that a restarted daemon
-// keeps what was learned and keeps learning.
+// learn mode's syscall and exec recorder (bpf/learn-syscalls.bpf.c): one global program on
+// sys_enter with a per-container record of the syscall numbers it made, and one on
+// sched_process_exec with a per-container set of the files it executed. The programs are
+// attached only while at least one container learns: attached, sys_enter sends every task on
+// the node through the syscall slow path. Maps and links are pinned in pinDir so that a
+// restarted daemon keeps what was learned and keeps learning.
 import fs from 'node:fs';
 import path from 'node:path';
 import { BpfLink, BpfObject, BPF_ANY, BPF_NOEXIST, NativeError, native } from '../native';
 import { u64Key } from './abi';
-import { CGROUP_CACHE_SIZE, LearnedSyscallNumbers, SYSCALLS_SIZE, decodeSyscalls } from './learn-abi';
+import {
+  CGROUP_CACHE_SIZE, EXEC_KEY_SIZE, EXEC_VALUE_SIZE, LearnedExecRecord, LearnedSyscallNumbers, SYSCALLS_SIZE, decodeExecRecord, decodeSyscalls,
+} from './learn-abi';
 import { closeObject } from './release';
 
 const OBJECT = 'learn-syscalls';
-const PROGRAM = 'learn_sys_enter';
-const LINK_PIN = 'learn_sys_link';
+/** Each program and the pin of its link. */
+const PROGRAMS = [
+  { program: 'learn_sys_enter', pin: 'learn_sys_link' },
+  { program: 'learn_sched_exec', pin: 'learn_exec_link' },
+] as const;
 
 export class LearnSyscalls {
-  private link: BpfLink | null = null;
+  private links: BpfLink[] | null = null;
   private closed = false;
 
   private constructor(private readonly obj: BpfObject, private readonly pinDir?: string) {}
@@ -26,8 +32,9 @@ export class LearnSyscalls {
     try {
       const s = obj.mapInfo('learn_sys');
       const c = obj.mapInfo('learn_sys_cgrp');
-      if (s.valueSize !== SYSCALLS_SIZE || c.valueSize !== CGROUP_CACHE_SIZE) {
-        throw new Error(`learn-syscalls ABI mismatch: learn_sys value ${s.valueSize} (want ${SYSCALLS_SIZE}), learn_sys_cgrp value ${c.valueSize} (want ${CGROUP_CACHE_SIZE}); rebuild with \`npm run build\``);
+      const x = obj.mapInfo('learn_exec');
+      if (s.valueSize !== SYSCALLS_SIZE || c.valueSize !== CGROUP_CACHE_SIZE || x.keySize !== EXEC_KEY_SIZE || x.valueSize !== EXEC_VALUE_SIZE) {
+        throw new Error(`learn-syscalls ABI mismatch: learn_sys value ${s.valueSize} (want ${SYSCALLS_SIZE}), learn_sys_cgrp value ${c.valueSize} (want ${CGROUP_CACHE_SIZE}), learn_exec ${x.keySize}/${x.valueSize} (want ${EXEC_KEY_SIZE}/${EXEC_VALUE_SIZE}); rebuild with \`npm run build\``);
       }
       const l = new LearnSyscalls(obj, opts.pinDir);
       // An earlier daemon left containers learning: keep recording for them with our program.
@@ -39,36 +46,48 @@ export class LearnSyscalls {
     }
   }
 
-  private linkPin(): string | null {
-    return this.pinDir ? path.join(this.pinDir, LINK_PIN) : null;
+  private linkPin(name: string): string | null {
+    return this.pinDir ? path.join(this.pinDir, name) : null;
   }
 
   private ensureAttached(): void {
-    if (this.link) return;
-    const link = this.obj.attachTracing(PROGRAM);
-    const pin = this.linkPin();
-    if (pin) {
-      if (fs.existsSync(pin)) {
-        // Ours is attached before the old one goes: both record into the same maps meanwhile.
+    if (this.links) return;
+    const links: BpfLink[] = [];
+    try {
+      for (const p of PROGRAMS) {
+        const link = this.obj.attachTracing(p.program);
+        links.push(link);
+        const pin = this.linkPin(p.pin);
+        if (pin) {
+          if (fs.existsSync(pin)) {
+            // Ours is attached before the old one goes: both record into the same maps meanwhile.
+            const old = native().BpfLink.open(pin);
+            old.unpin();
+            old.destroy();
+          }
+          link.pin(pin);
+        }
+      }
+    } catch (e) {
+      for (const l of links) { l.unpin(); l.destroy(); }
+      throw e;
+    }
+    this.links = links;
+  }
+
+  private detachPrograms(): void {
+    if (this.links) {
+      for (const l of this.links) { l.unpin(); l.destroy(); }
+      this.links = null;
+      return;
+    }
+    for (const p of PROGRAMS) {
+      const pin = this.linkPin(p.pin);
+      if (pin && fs.existsSync(pin)) {
         const old = native().BpfLink.open(pin);
         old.unpin();
         old.destroy();
       }
-      link.pin(pin);
-    }
-    this.link = link;
-  }
-
-  private detachProgram(): void {
-    const pin = this.linkPin();
-    if (this.link) {
-      this.link.unpin();
-      this.link.destroy();
-      this.link = null;
-    } else if (pin && fs.existsSync(pin)) {
-      const old = native().BpfLink.open(pin);
-      old.unpin();
-      old.destroy();
     }
   }
 
@@ -77,6 +96,13 @@ export class LearnSyscalls {
    * a record already there (an earlier daemon's, found again by a late attach) is kept.
    */
   add(fenceId: bigint): void {
+    // One record per learning container, in a table every learner shares: a full one is a
+    // clear refusal, not the kernel's E2BIG.
+    const cap = this.obj.mapInfo('learn_sys').maxEntries;
+    const used = this.fences();
+    if (!used.includes(fenceId) && used.length >= cap) {
+      throw new Error(`the node's learn_sys table holds ${used.length} of ${cap} learning containers; no room to learn fence ${fenceId}`);
+    }
     try {
       this.obj.mapUpdate('learn_sys', u64Key(fenceId), Buffer.alloc(SYSCALLS_SIZE), BPF_NOEXIST);
     } catch (e) {
@@ -95,14 +121,35 @@ export class LearnSyscalls {
     return v ? decodeSyscalls(v) : null;
   }
 
-  /** Stops recording for a fence and returns what it recorded; the program goes with the last fence. */
-  remove(fenceId: bigint): LearnedSyscallNumbers | null {
+  /** The files the fence's container executed so far. */
+  readExecs(fenceId: bigint): LearnedExecRecord[] {
+    const out: LearnedExecRecord[] = [];
+    for (const k of this.obj.mapKeys('learn_exec')) {
+      if (k.readBigUInt64LE(0) !== fenceId) continue;
+      const v = this.obj.mapLookup('learn_exec', k);
+      if (v) out.push(decodeExecRecord(k, v));
+    }
+    return out;
+  }
+
+  /** Executables not recorded because the kernel's table was full (all fences together). */
+  execDrops(): bigint {
+    return this.obj.mapLookup('learn_exec_drops', Buffer.alloc(4))?.readBigUInt64LE(0) ?? 0n;
+  }
+
+  /**
+   * Stops recording for a fence and returns what it recorded; the programs go with the last
+   * fence.
+   */
+  remove(fenceId: bigint): { syscalls: LearnedSyscallNumbers | null; execs: LearnedExecRecord[] } {
     const last = this.read(fenceId);
+    const execs = this.readExecs(fenceId);
     this.obj.mapDelete('learn_sys', u64Key(fenceId));
+    for (const k of this.obj.mapKeys('learn_exec')) if (k.readBigUInt64LE(0) === fenceId) this.obj.mapDelete('learn_exec', k);
     // Cached cgroups still pointing at the fence find no record and record nothing; the next
     // fence's generation bump clears them.
-    if (this.fences().length === 0) this.detachProgram();
-    return last;
+    if (this.fences().length === 0) this.detachPrograms();
+    return { syscalls: last, execs };
   }
 
   fences(): bigint[] {
@@ -110,13 +157,17 @@ export class LearnSyscalls {
   }
 
   attached(): boolean {
-    return this.link !== null;
+    return this.links !== null;
   }
 
-  objectIds(): { program: number; link: number | null; maps: Record<string, number> } {
+  objectIds(): { programs: number[]; links: number[]; maps: Record<string, number> } {
     const maps: Record<string, number> = {};
-    for (const m of ['learn_sys', 'learn_sys_cgrp', 'learn_sys_gen']) maps[m] = this.obj.mapInfo(m).id;
-    return { program: this.obj.programInfo(PROGRAM).id, link: this.link?.info()?.id ?? null, maps };
+    for (const m of ['learn_sys', 'learn_sys_cgrp', 'learn_sys_gen', 'learn_exec', 'learn_exec_drops', 'learn_exec_scratch']) maps[m] = this.obj.mapInfo(m).id;
+    return {
+      programs: PROGRAMS.map((p) => this.obj.programInfo(p.program).id),
+      links: (this.links ?? []).map((l) => l.info()?.id).filter((id): id is number => typeof id === 'number'),
+      maps,
+    };
   }
 
   /**
@@ -126,9 +177,9 @@ export class LearnSyscalls {
   close(opts: { detach?: boolean } = {}): void {
     if (this.closed) return;
     this.closed = true;
-    if (opts.detach) this.detachProgram();
-    else this.link?.destroy();
-    this.link = null;
+    if (opts.detach) this.detachPrograms();
+    else for (const l of this.links ?? []) l.destroy();
+    this.links = null;
     closeObject(this.obj, this.pinDir, !!opts.detach);
   }
 }

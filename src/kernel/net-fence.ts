@@ -7,6 +7,7 @@ import path from 'node:path';
 import { BpfLink, BpfObject, BPF_ANY, RingBuffer, native } from '../native';
 import { cgroupId as cgroupIdOf } from './cgroup';
 import { FenceMode, u64Key } from './abi';
+import { definedOnly } from './exec-fence';
 import {
   CONFIG_SIZE, FLOW_KEY_SIZE, FlowKey, FlowState, Family, KEY4_SIZE, KEY6_SIZE, NET_EVENT_SIZE, NetConfig, NetDir,
   NetEvent, NetStats, NetVerdict, STATS_SIZE, decodeConfig, decodeFlow, decodeFlowKey, decodeNetEvent, decodeRuleKey,
@@ -32,6 +33,8 @@ export interface NetRuleSet {
 export interface NetFenceOptions {
   /** bpffs directory for the maps and the per-fence link directories. */
   pinDir?: string;
+  /** Sizes of the rule tries when they are created (a pinned map keeps its size). */
+  sizes?: { net_rules4?: number; net_rules6?: number };
   onEvents?: (events: NetEvent[]) => void;
 }
 
@@ -52,7 +55,7 @@ export class NetFence {
 
   static open(opts: NetFenceOptions = {}): NetFence {
     if (opts.pinDir) fs.mkdirSync(opts.pinDir, { recursive: true, mode: 0o700 });
-    const obj = new (native().BpfObject)(OBJECT, { pinDir: opts.pinDir });
+    const obj = new (native().BpfObject)(OBJECT, { pinDir: opts.pinDir, maxEntries: definedOnly(opts.sizes) });
     try {
       checkSizes(obj);
       const f = new NetFence(obj, opts.pinDir);
@@ -199,6 +202,30 @@ export class NetFence {
       for (const [map, key] of this.index.get(`${fenceId}|${g}`) ?? []) this.obj.mapDelete(map, key);
       this.index.delete(`${fenceId}|${g}`);
     }
+  }
+
+  /** Fence ids that own rule entries (attached or not: a crash can leave entries behind). */
+  ruleOwners(): bigint[] {
+    const ids = new Set<bigint>();
+    for (const [id, list] of this.index) if (list.length) ids.add(BigInt(id.slice(0, id.indexOf('|'))));
+    return [...ids];
+  }
+
+  /** Rule entries of one fence per family (both generations). */
+  ruleCount(fenceId: bigint): { 4: number; 6: number } {
+    const out = { 4: 0, 6: 0 };
+    for (const g of [0, 1]) for (const [map] of this.index.get(`${fenceId}|${g}`) ?? []) out[map === 'net_rules4' ? 4 : 6]++;
+    return out;
+  }
+
+  /** How full each rule trie is, against its max_entries. */
+  usage(): { 4: { used: number; capacity: number }; 6: { used: number; capacity: number } } {
+    const used = { 4: 0, 6: 0 };
+    for (const list of this.index.values()) for (const [map] of list) used[map === 'net_rules4' ? 4 : 6]++;
+    return {
+      4: { used: used[4], capacity: this.obj.mapInfo('net_rules4').maxEntries },
+      6: { used: used[6], capacity: this.obj.mapInfo('net_rules6').maxEntries },
+    };
   }
 
   /** Trie entries of a fence (both generations), for tests and status. */

@@ -162,7 +162,9 @@ export function parseAnnotations(annotations: Record<string, string> | undefined
       const bare = it.endsWith('/*') ? it.slice(0, -2) || '/' : it;
       if (!bare.startsWith('/')) problem(key, `${key}: ${quote(it)} is not an absolute path`);
       else if (bare.split('/').some((c) => c === '..' || c === '.')) problem(key, `${key}: ${quote(it)} contains . or .. components`);
-      else if (/[*?[\]\0]/.test(bare)) problem(key, `${key}: ${quote(it)} has a wildcard other than a final /*`);
+      // Only a final /* is a pattern; ?, [ and ] are ordinary file-name bytes (busybox has a
+      // `[` applet). A * elsewhere would read as a glob nobody expands, so it is refused.
+      else if (/[*\0]/.test(bare)) problem(key, `${key}: ${quote(it)} has a wildcard other than a final /*`);
     }
     return items;
   };

@@ -12,13 +12,21 @@ import { FileIdentity, kernelDev } from '../kernel/abi';
 const MAX_SYMLINKS = 40; // the kernel's own limit
 
 export class ResolveError extends Error {
-  constructor(public readonly requested: string, reason: string) {
+  /** The path inside the container at which resolution stopped (symlinks followed), when known. */
+  at?: string;
+  constructor(public readonly requested: string, reason: string, at?: string) {
     super(`${requested}: ${reason}`);
+    this.at = at;
   }
 }
 
 /** Resolves `p` (absolute, inside `root`) to a host path under `root`, following symlinks in-root. */
 export function resolveInRoot(root: string, p: string): string {
+  return resolveInRootDetailed(root, p).host;
+}
+
+/** As resolveInRoot, with the path inside the container it ended at (symlinks followed). */
+export function resolveInRootDetailed(root: string, p: string): { host: string; inside: string } {
   if (!p.startsWith('/')) throw new ResolveError(p, 'not an absolute path');
   const pending = p.split('/').filter(Boolean);
   const done: string[] = [];
@@ -35,7 +43,8 @@ export function resolveInRoot(root: string, p: string): string {
     try {
       st = fs.lstatSync(host);
     } catch (e) {
-      throw new ResolveError(p, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file in the container' : (e as Error).message);
+      const at = '/' + [...done, part].join('/');
+      throw new ResolveError(p, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file in the container' : (e as Error).message, at);
     }
     if (st.isSymbolicLink()) {
       if (++links > MAX_SYMLINKS) throw new ResolveError(p, 'too many levels of symbolic links');
@@ -44,10 +53,10 @@ export function resolveInRoot(root: string, p: string): string {
       pending.unshift(...target.split('/').filter(Boolean));
       continue;
     }
-    if (pending.length > 0 && !st.isDirectory()) throw new ResolveError(p, `${'/' + [...done, part].join('/')} is not a directory`);
+    if (pending.length > 0 && !st.isDirectory()) throw new ResolveError(p, `${'/' + [...done, part].join('/')} is not a directory`, '/' + [...done, part].join('/'));
     done.push(part);
   }
-  return path.join(root, ...done);
+  return { host: path.join(root, ...done), inside: '/' + done.join('/') };
 }
 
 export function identityOf(hostPath: string): FileIdentity {
@@ -86,6 +95,53 @@ export function resolveAllowList(entries: string[], root: { pid: number } | { di
     const hostPath = resolveInRoot(rootDir, entry);
     if (!fs.statSync(hostPath).isFile()) throw new ResolveError(entry, 'not a regular file');
     out.push({ path: entry, identity: identityOf(hostPath) });
+  }
+  return out;
+}
+
+/** True when container path `p` is `mountPoint` or lies below it. */
+export function isUnder(p: string, mountPoint: string): boolean {
+  const m = mountPoint.replace(/\/+$/, '') || '/';
+  return m === '/' || p === m || p.startsWith(`${m}/`);
+}
+
+export interface PrepareCheck {
+  /** Entries resolved in the bundle's rootfs, nothing of them under a mount point. */
+  resolved: ResolvedEntry[];
+  /** Entries that name (or lead through a symlink into) a mount point: resolved at attach. */
+  deferred: string[];
+  /** Entries that name nothing, each as `ENTRY: why`. */
+  problems: string[];
+}
+
+/**
+ * The allow-list check before the container exists: only the bundle's rootfs is there.
+ * What the container will see under its mounts (bind mounts from the host, tmpfs...) is not
+ * there yet, and what the rootfs holds at those paths is hidden by them. So an entry whose
+ * path, or whose resolution after symlinks, reaches a mount point of config.json is left for
+ * attach, where it is resolved in the container's own mount namespace; the rest must resolve
+ * here, so a typo is still refused before runc creates anything.
+ */
+export function checkAllowListInRootfs(entries: string[], rootfs: string, mountPoints: string[]): PrepareCheck {
+  const out: PrepareCheck = { resolved: [], deferred: [], problems: [] };
+  const mounted = (p: string) => mountPoints.some((m) => isUnder(p, m));
+  for (const entry of entries) {
+    const named = entry.endsWith('/*') ? entry.slice(0, -2) || '/' : entry;
+    if (mounted(named)) {
+      out.deferred.push(entry);
+      continue;
+    }
+    try {
+      const { inside } = resolveInRootDetailed(rootfs, named);
+      if (mounted(inside)) {
+        out.deferred.push(entry);
+        continue;
+      }
+      out.resolved.push(...resolveAllowList([entry], { dir: rootfs }));
+    } catch (e) {
+      if (e instanceof ResolveError && e.at !== undefined && mounted(e.at)) out.deferred.push(entry);
+      else out.problems.push((e as Error).message);
+    }
   }
   return out;
 }

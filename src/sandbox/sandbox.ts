@@ -99,18 +99,26 @@ function writeEnv(p: SandboxPaths): void {
     `export CGFENCE_RUNC=${q(p.runc)}`,
     `export CGFENCE_SOCKET=${q(p.socket)}`,
     `export CGFENCE_AUDIT_LOG=${q(p.auditLog)}`,
+    // `cgfence` itself, as the hints name it.
+    `export PATH=${q(path.join(projectRoot(), 'bin'))}:"$PATH"`,
     '',
   ].join('\n'));
 }
 
+export interface SandboxOptions {
+  /** The daemon's config file (profiles, selectors); it reloads on changes and SIGHUP. */
+  config?: string;
+  /**
+   * Settings for the daemon on top of this process's environment, which the daemon inherits
+   * whole: CGFENCE_EXEC_DENY, CGFENCE_FAIL_MODE and the other CGFENCE_* settings reach it,
+   * except the paths the sandbox gives as flags (socket, state, audit log, pins, metrics,
+   * spool), which are the sandbox's own.
+   */
+  daemonEnv?: Record<string, string>;
+}
+
 /** Starts whatever of containerd and the daemon is not running (idempotent). */
-/**
- * `opts.daemonEnv`: settings for the daemon on top of this process's environment, which the
- * daemon inherits whole: CGFENCE_EXEC_DENY, CGFENCE_FAIL_MODE, CGFENCE_CONFIG and the other
- * CGFENCE_* settings reach it, except the paths the sandbox gives as flags (socket, state,
- * audit log, pins, metrics, spool), which are the sandbox's own.
- */
-export async function sandboxUp(dir: string, progress: Progress = () => {}, opts: { daemonEnv?: Record<string, string> } = {}): Promise<SandboxPaths> {
+export async function sandboxUp(dir: string, progress: Progress = () => {}, opts: SandboxOptions = {}): Promise<SandboxPaths> {
   const p = sandboxPaths(dir);
   fs.mkdirSync(p.dir, { recursive: true, mode: 0o700 });
   if (!fs.existsSync(p.runc)) throw new Error(`${p.runc} is missing: run \`npm run build\``);
@@ -119,6 +127,7 @@ export async function sandboxUp(dir: string, progress: Progress = () => {}, opts
   // how the launcher finds this sandbox's daemon and the real runc.
   const runtimeEnv = {
     CGFENCE_SOCKET: p.socket, CGFENCE_REAL_RUNC: realRunc(), CGFENCE_FAIL_MODE: process.env.CGFENCE_FAIL_MODE ?? 'closed', CGFENCE_SPOOL_DIR: p.spoolDir,
+    CGFENCE_NODE_HINT: path.join(p.stateDir, 'launcher-node.conf'),
   };
   progress(containerdRunning(p.dir) ? 'containerd: already running' : 'containerd: starting');
   const ctd = await startContainerd(p.dir, { env: runtimeEnv });
@@ -134,7 +143,8 @@ export async function sandboxUp(dir: string, progress: Progress = () => {}, opts
     const env: NodeJS.ProcessEnv = { ...process.env, ...opts.daemonEnv };
     const child = spawn(process.execPath, [main, 'daemon',
       '--containerd-socket', p.containerdSocket, '--state-dir', p.stateDir, '--audit-log', p.auditLog,
-      '--socket', p.socket, '--pin-dir', p.pinDir, '--metrics-address', p.metrics, '--spool-dir', p.spoolDir], { detached: true, stdio: ['ignore', log, log], env });
+      '--socket', p.socket, '--pin-dir', p.pinDir, '--metrics-address', p.metrics, '--spool-dir', p.spoolDir,
+      ...(opts.config ? ['--config', path.resolve(opts.config)] : [])], { detached: true, stdio: ['ignore', log, log], env });
     fs.closeSync(log);
     child.unref();
     pid = child.pid!;

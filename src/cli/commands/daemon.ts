@@ -1,5 +1,5 @@
 import { Daemon } from '../../daemon/daemon';
-import { SETTINGS, resolveConfig } from '../../daemon/config';
+import { SETTINGS, configFileOf, resolveConfig } from '../../daemon/config';
 import { parseArgs } from '../args';
 
 export const help = `usage: cgfence daemon [flags]
@@ -20,9 +20,12 @@ flags (each also from an environment variable, or a config file):
   --exec-deny HOW           errno | kill: a forbidden exec fails with EACCES (seccomp notify in
                             front of the kernel fence), or is killed by the kernel fence alone
                             before its first instruction, with no notify cost  (CGFENCE_EXEC_DENY, errno)
-  --config FILE             JSON or YAML with the same settings plus profiles and defaultProfile (CGFENCE_CONFIG)
+  --config FILE             JSON or YAML with the same settings plus profiles, defaultProfile and selectors (CGFENCE_CONFIG)
 
-SIGTERM stops the daemon and leaves fences pinned and enforcing; a restarted daemon adopts them.`;
+SIGTERM stops the daemon and leaves fences pinned and enforcing; a restarted daemon adopts them.
+SIGHUP, or a change of the config file (a ConfigMap update included), reloads profiles,
+defaultProfile and selectors; each reload is an agent/config-reload audit record with the
+file's hash, and a file that does not load changes nothing.`;
 
 export async function run(argv: string[]): Promise<number> {
   const a = parseArgs(argv, { values: [...Object.keys(SETTINGS), 'config'] });
@@ -31,11 +34,15 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const cfg = resolveConfig(a.flags);
-  const daemon = new Daemon(cfg);
+  const configFile = configFileOf(a.flags);
+  const daemon = new Daemon(cfg, undefined, { configFile, reloadConfig: () => resolveConfig(a.flags) });
   await daemon.start();
   const stop = () => void daemon.stop();
+  const hup = () => void daemon.reload('sighup');
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+  process.on('SIGHUP', hup);
   await daemon.done;
+  process.off('SIGHUP', hup);
   return 0;
 }

@@ -7,6 +7,7 @@ import { TEST_IMAGE_NAME } from '../../image/oci-image';
 import { SANDBOX_NAMESPACE, sandboxDown, sandboxUp } from '../../sandbox/sandbox';
 import { parseArgs } from '../args';
 import { request } from '../../daemon/daemon-client';
+import { formatTimestamp } from '../time-format';
 
 export const help = `usage: cgfence demo [--dir DIR] [--keep]
 
@@ -57,7 +58,7 @@ export async function run(argv: string[]): Promise<number> {
     const st = await request<{ fences: number; kernel: { backends: Record<string, { backend: string }> } }>(p.socket, { op: 'status' });
     console.log(`   exec backend: ${st.kernel.backends.exec.backend}; fenced now: ${st.fences}`);
     const recs = await readRecords(p.auditLog, { where: (x) => typeof x.container_id === 'string' && x.container_id.startsWith(id) });
-    for (const rec of recs) console.log(`   ${formatRecord(rec)}`);
+    for (const rec of recs) console.log(`   ${formatRecord(rec, { time: (ts) => formatTimestamp(ts) })}`);
     console.log(`   (raw JSON lines: ${p.auditLog})`);
   } finally {
     if (a.bools.has('keep')) {

@@ -2,6 +2,7 @@
 import { AuditInput } from '../../audit/audit-record';
 import { ExecAction, ExecEvent, formatDev } from '../../kernel/abi';
 import { EventSink } from '../event-sink';
+import { exactName } from '../../audit/exact-name';
 
 export function execAuditRecords(events: ExecEvent[], sink: EventSink): AuditInput[] {
   return events.map((e) => {
@@ -14,8 +15,8 @@ export function execAuditRecords(events: ExecEvent[], sink: EventSink): AuditInp
       container_id: owner?.id ?? '',
       cgroup_id: e.cgroupId.toString(),
       pid: e.pid,
-      comm: e.comm,
-      path: e.path,
+      ...(e.commBytes ? exactName('comm', e.commBytes) : { comm: e.comm }),
+      ...(e.pathBytes ? exactName('path', e.pathBytes) : { path: e.path }),
       inode: e.ino.toString(),
       dev: formatDev(e.dev),
       ppid: e.ppid,

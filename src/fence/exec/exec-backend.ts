@@ -4,14 +4,17 @@
 // against the same maps (kernel/exec-fence.ts) with the same semantics. Allow-listed paths are
 // resolved in the container's own root through its init pid.
 import { AuditInput } from '../../audit/audit-record';
-import { ExecEvent, formatDev, isPidnsFenceId } from '../../kernel/abi';
+import { ExecEvent, FenceMode, formatDev, isPidnsFenceId } from '../../kernel/abi';
+import { EventSink } from '../event-sink';
+import { ExecRateAuditor } from './exec-rate-audit';
 import { cgroupV2Root } from '../../kernel/cgroup';
 import { ExecFence, ExecProgram } from '../../kernel/exec-fence';
 import { PidnsError, describePidnsFenceId } from '../../kernel/pidns';
 import { ResolvedEntry } from '../../policy/identity';
 import { Policy } from '../../policy/policy';
-import { CgroupMode, AttachContext, ControlState, FenceBackend } from '../backend';
-import { fenceCgroupExecs } from './cgroup-exec-fence';
+import { CgroupMode, AttachContext, ControlState, FenceBackend, containerKey } from '../backend';
+import { ExecAdmit, fenceCgroupExecs } from './cgroup-exec-fence';
+import { DEFAULT_LIMITS, Limits, QuotaError, TableSizes, admit } from '../quota';
 import { ContainerIdentity, IdentityBackend, NoIdentityError, chooseIdentity } from '../container-identity';
 import { fencePidnsExecs } from './pidns-exec-fence';
 
@@ -31,10 +34,46 @@ export class ExecBackend implements FenceBackend {
   readonly control = 'exec' as const;
   readonly fence: ExecFence;
 
-  constructor(private readonly opts: { pinDir: string; cgroupMode: CgroupMode; onEvents: (e: ExecEvent[]) => void }) {
+  /** Exec records and the rate limiter's counts (null without a sink: events go to onEvents only). */
+  private readonly rateAudit: ExecRateAuditor | null = null;
+  private readonly timer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly opts: {
+    pinDir: string; cgroupMode: CgroupMode; onEvents?: (e: ExecEvent[]) => void; limits?: Limits; sizes?: TableSizes;
+    /** Where exec records go; the daemon's sink. */
+    sink?: EventSink; sweepMs?: number;
+  }) {
+    let rateAudit: ExecRateAuditor | null = null;
+    const onEvents = (evs: ExecEvent[]) => {
+      if (rateAudit && opts.sink) opts.sink.write(rateAudit.onEvents(evs));
+      opts.onEvents?.(evs.filter((e) => e.kind === 'exec'));
+    };
     // cgroup mode v2 without a v2 hierarchy gets the pidns program too, only so that fences an
     // earlier daemon pinned stay enforced: controlState refuses every new exec fence.
-    this.fence = ExecFence.open({ pinDir: opts.pinDir, onEvents: opts.onEvents, programs: execPrograms(opts.cgroupMode, cgroupV2Root() !== null) });
+    this.fence = ExecFence.open({
+      pinDir: opts.pinDir, onEvents, programs: execPrograms(opts.cgroupMode, cgroupV2Root() !== null),
+      sizes: opts.sizes ? { fences: opts.sizes.exec_fences, exec_allow: opts.sizes.exec_allow } : undefined,
+    });
+    if (opts.sink) {
+      const fence = this.fence;
+      rateAudit = new ExecRateAuditor({
+        rate: (id, ident) => fence.rate(id, ident), suppressed: (id) => fence.suppressed(id), forget: (id) => fence.forgetRate(id), sink: opts.sink,
+      });
+      // Fences of an earlier daemon: counted from where their totals are.
+      for (const f of fence.fences()) if (f.mode === FenceMode.Enforce || f.mode === FenceMode.Audit) rateAudit.track(f.fenceId, f.mode === FenceMode.Enforce ? 'deny' : 'audit');
+      this.rateAudit = rateAudit;
+      this.timer = setInterval(() => this.sweepRate(), opts.sweepMs ?? 1000);
+      this.timer.unref();
+    }
+  }
+
+  private sweepRate(opts: { final?: boolean } = {}): void {
+    try {
+      const out = this.rateAudit?.sweep(opts) ?? [];
+      if (out.length) this.opts.sink!.write(out);
+    } catch {
+      // A sweep racing close() finds the maps gone; close sweeps last.
+    }
   }
 
   controlState(policy: Policy): ControlState {
@@ -64,7 +103,7 @@ export class ExecBackend implements FenceBackend {
       ctx.state.why = e.message;
       return `unenforceable: ${why}`;
     }
-    const req = { mode: ctx.policy.mode, execAllow: ctx.policy.execAllow ?? [] };
+    const req = { mode: ctx.policy.mode, execAllow: ctx.policy.execAllow ?? [], admit: this.admitFor(ctx) };
     let resolved: ResolvedEntry[];
     if (identity.backend === 'cgroup-v2') {
       const r = fenceCgroupExecs(this.fence, { ...req, cgroupPath: identity.cgroupPath, rootPid: ctx.pid });
@@ -78,16 +117,47 @@ export class ExecBackend implements FenceBackend {
       resolved = r.resolved;
     }
     ctx.state.backend = identity.backend;
+    if (ctx.policy.mode === 'enforce' || ctx.policy.mode === 'audit') this.rateAudit?.track(BigInt(ctx.state.fenceId as string), ctx.policy.mode === 'enforce' ? 'deny' : 'audit');
     ctx.state.allow = resolved.map((e) => ({ path: e.path, dev: formatDev(e.identity.dev), ino: e.identity.ino.toString() }));
   }
 
-  update(ctx: AttachContext): void {
+  /** The quota check of one container's allow set (fence/quota.ts). */
+  private admitFor(ctx: AttachContext): ExecAdmit {
+    const limit = (this.opts.limits ?? DEFAULT_LIMITS).execAllowPerContainer;
+    return (fenceId, ids) => {
+      const all = this.fence.usage();
+      if (all.fences.used >= all.fences.capacity && !this.fence.getFence(fenceId)) {
+        throw new QuotaError(`container ${containerKey(ctx.namespace, ctx.id)} needs an exec fence entry, but the node's exec fences table holds ${all.fences.used} of ${all.fences.capacity}; nothing was written`);
+      }
+      const use = all.allow;
+      admit({
+        container: containerKey(ctx.namespace, ctx.id), table: 'exec allow', setting: 'execAllowPerContainer', limit,
+        asked: new Set(ids.map((i) => `${i.dev}:${i.ino}`)).size, adds: this.fence.newEntries(fenceId, ids), used: use.used, capacity: use.capacity,
+      });
+    };
+  }
+
+  /**
+   * A live change, all or nothing: attach writes it (writeExecFence puts the fence back if a
+   * write fails), and the undo returned puts back the exact kernel state of before, for when
+   * a later control of the same change fails.
+   */
+  update(ctx: AttachContext): () => void {
+    const id = typeof ctx.state.fenceId === 'string' ? BigInt(ctx.state.fenceId) : null;
+    const before = id !== null ? this.fence.snapshot(id) : null;
     this.attach(ctx);
+    const after = typeof ctx.state.fenceId === 'string' ? BigInt(ctx.state.fenceId) : null;
+    return () => {
+      if (before) this.fence.restore(before);
+      if (after !== null && after !== id) this.fence.unfence(after);
+    };
   }
 
   detach(ctx: AttachContext): Record<string, unknown> | void {
     if (typeof ctx.state.fenceId !== 'string') return;
     const last = this.fence.unfence(BigInt(ctx.state.fenceId));
+    if (this.rateAudit) this.rateAudit.retire(BigInt(ctx.state.fenceId));
+    else this.fence.forgetRate(BigInt(ctx.state.fenceId));
     if (last) return { denied: Number(last.denied), audited: Number(last.audited), allowed: Number(last.allowed) };
   }
 
@@ -96,19 +166,30 @@ export class ExecBackend implements FenceBackend {
     return k ? { denied: Number(k.denied), audited: Number(k.audited), allowed: Number(k.allowed) } : null;
   }
 
-  /** Kernel fences no container claims (a crash between the kernel write and the state file). */
+  /**
+   * Kernel fences no container claims (a crash between the kernel write and the state file),
+   * and allow entries of fence ids no container claims, with or without a fence entry.
+   */
   orphans(known: Set<string>): bigint[] {
-    return this.fence.fences().map((f) => f.fenceId).filter((id) => !known.has(id.toString()));
+    const ids = new Set([...this.fence.fences().map((f) => f.fenceId), ...this.fence.allowOwners(), ...this.fence.rateOwners()]);
+    return [...ids].filter((id) => !known.has(id.toString()));
+  }
+
+  /** Shared table use against capacity, for status and metrics. */
+  usage(): Record<string, { used: number; capacity: number }> {
+    const u = this.fence.usage();
+    return { fences: u.fences, exec_allow: u.allow };
   }
 
   removeFence(fenceId: bigint): void {
     this.fence.unfence(fenceId);
+    this.fence.forgetRate(fenceId);
   }
 
   sweepOrphans(known: Set<string>): AuditInput[] {
     return this.orphans(known).map((id) => {
       this.removeFence(id);
-      return { type: 'agent', action: 'remove-orphan-fence', cgroup_id: id.toString() };
+      return { type: 'agent', action: 'remove-orphan-fence', control: 'exec', cgroup_id: id.toString() };
     });
   }
 
@@ -128,6 +209,8 @@ export class ExecBackend implements FenceBackend {
       fences: { 'cgroup-v2': fences.length - pidnsFences.length, 'pidns-tracepoint': pidnsFences.length },
       pidnsFences: pidnsFences.map((f) => ({ fenceId: f.fenceId.toString(), ...describePidnsFenceId(f.fenceId) })),
       adopted: this.fence.adopted,
+      tables: this.usage(),
+      limits: { execAllowPerContainer: (this.opts.limits ?? DEFAULT_LIMITS).execAllowPerContainer },
       kernelDrops: this.fence.drops().toString(),
       objects: this.fence.objectIds(),
     };
@@ -146,6 +229,8 @@ export class ExecBackend implements FenceBackend {
   }
 
   close(opts: { detach: boolean }): void {
+    if (this.timer) clearInterval(this.timer);
+    this.sweepRate({ final: true });
     this.fence.close({ detach: opts.detach });
   }
 }

@@ -15,6 +15,7 @@ import { Policy } from '../../policy/policy';
 import { AttachContext, ControlState, FenceBackend, FencedContainer, PrepareContext } from '../backend';
 import { ExecBackend } from './exec-backend';
 import { DenyEvent, ExecNotifier, denyRecord, notifyKey } from './exec-notify';
+import { NotifyRateLimiter } from './notify-rate-limit';
 
 export interface ExecNotifyHooks {
   /** The registry entry of a container, for allow sets after a restart and for audit records. */
@@ -41,7 +42,12 @@ export class ExecNotifyBackend implements FenceBackend {
   /** Execs refused by the loop, per container: they never reach the kernel fence's counters. */
   private readonly refused = new Map<string, number>();
 
+  private readonly limiter = new NotifyRateLimiter<DenyEvent>();
+  private readonly rateTimer: NodeJS.Timeout;
+
   constructor(readonly inner: ExecBackend, stateDir: string, private readonly hooks: ExecNotifyHooks) {
+    this.rateTimer = setInterval(() => this.sweepRate(), 1000);
+    this.rateTimer.unref();
     this.notify = ExecNotifier.open({
       stateDir,
       onDenied: (evs) => this.onDenied(evs),
@@ -68,9 +74,17 @@ export class ExecNotifyBackend implements FenceBackend {
     return st;
   }
 
-  update(ctx: AttachContext): void {
-    (this.inner as FenceBackend).update?.(ctx);
+  update(ctx: AttachContext): () => void {
+    const prev = Array.isArray(ctx.state.allow) ? { ...ctx.state } : null;
+    const undoKernel = this.inner.update(ctx);
     this.route(ctx);
+    return () => {
+      undoKernel();
+      // The loop's allow set goes back with the kernel's: the old one, or none.
+      const key = notifyKey(ctx.namespace, ctx.id);
+      if (prev?.notify === 'seccomp-notify') this.notify.set(key, identitiesOf(prev)!);
+      else if (ctx.state.notify === 'seccomp-notify') this.notify.passThrough(key);
+    };
   }
 
   private route(ctx: AttachContext): void {
@@ -103,10 +117,26 @@ export class ExecNotifyBackend implements FenceBackend {
 
   private onDenied(evs: DenyEvent[]): void {
     for (const e of evs) this.refused.set(e.key, (this.refused.get(e.key) ?? 0) + 1);
-    this.hooks.sink.write(evs.map((e) => {
-      const i = e.key.indexOf('/');
-      const f = this.hooks.lookup(e.key.slice(0, i), e.key.slice(i + 1));
-      return denyRecord(e, f ? { cgroupId: f.cgroupId } : undefined, this.hooks.sink.toWallNs(e.tsMonoNs));
+    const now = process.hrtime.bigint();
+    const recorded = evs.filter((e) => this.limiter.admit(e.key, `${e.dev}:${e.ino}`, e, now));
+    this.hooks.sink.write(recorded.map((e) => this.record(e)));
+  }
+
+  private record(e: DenyEvent): AuditInput {
+    const i = e.key.indexOf('/');
+    const f = this.hooks.lookup(e.key.slice(0, i), e.key.slice(i + 1));
+    return denyRecord(e, f ? { cgroupId: f.cgroupId } : undefined, this.hooks.sink.toWallNs(e.tsMonoNs));
+  }
+
+  /** Count records for the denials the limiter held back (about once a window). */
+  private sweepRate(): void {
+    const held = this.limiter.drain(process.hrtime.bigint());
+    if (held.length === 0) return;
+    this.hooks.sink.write(held.map((h) => {
+      const r = this.record(h.sample);
+      const base = { ...r, ts: undefined, pid: null, comm: null, count: h.count, rate_limited: true };
+      if (h.identity) return base;
+      return { ...base, path: null, path_raw: undefined, inode: null, dev: null, identity: 'several: the container\'s record budget for the window was spent' };
     }));
   }
 
@@ -116,6 +146,8 @@ export class ExecNotifyBackend implements FenceBackend {
   }
 
   detach(ctx: AttachContext): Record<string, unknown> | void {
+    // Counts held for the container go out before its detach record.
+    this.sweepRate();
     const key = notifyKey(ctx.namespace, ctx.id);
     this.notify.remove(key);
     this.waiting.delete(key);
@@ -156,6 +188,8 @@ export class ExecNotifyBackend implements FenceBackend {
   }
 
   close(opts: { detach: boolean }): void {
+    clearInterval(this.rateTimer);
+    this.sweepRate();
     this.notify.close({ release: opts.detach });
     this.inner.close(opts);
   }

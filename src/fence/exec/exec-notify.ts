@@ -25,6 +25,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { AuditInput } from '../../audit/audit-record';
+import { exactName } from '../../audit/exact-name';
 import { FileIdentity, formatDev } from '../../kernel/abi';
 import { NotifyEvent, NotifyStats, SeccompNotify, native } from '../../native';
 import { PrepareContext } from '../backend';
@@ -214,8 +215,8 @@ export function denyRecord(e: DenyEvent, owner: { cgroupId: string | null } | un
     container_id: id,
     cgroup_id: owner?.cgroupId ?? null,
     pid: e.pid,
-    comm: e.comm,
-    path: e.path,
+    ...(e.commBytes ? exactName('comm', e.commBytes) : { comm: e.comm }),
+    ...(e.pathBytes ? exactName('path', e.pathBytes) : { path: e.path }),
     inode: e.ino.toString(),
     dev: formatDev(e.dev),
     syscall: e.syscall,

@@ -6,7 +6,7 @@ import { ExecFence } from '../../kernel/exec-fence';
 import { ContainerPidns, containerPidns } from '../../kernel/pidns';
 import { Mode } from '../../policy/policy';
 import { ResolvedEntry, resolveAllowList } from '../../policy/identity';
-import { kernelMode } from './cgroup-exec-fence';
+import { ExecAdmit, writeExecFence } from './cgroup-exec-fence';
 
 export interface PidnsExecFenceRequest {
   /** The init of the pid namespace to fence (pid 1 inside it); paths resolve in its root. */
@@ -16,13 +16,15 @@ export interface PidnsExecFenceRequest {
   mode: Mode;
   execAllow: string[];
   reportAllowed?: boolean;
+  /** Quota check, before anything is written. */
+  admit?: ExecAdmit;
 }
 
 export interface PidnsExecFenceResult { fenceId: bigint; pidns: ContainerPidns; resolved: ResolvedEntry[] }
 
 /**
- * Fences the namespace and every namespace nested in it. As for cgroups: the allow-list goes
- * in before the fence entry, and a second call updates in place, widening before narrowing.
+ * Fences the namespace and every namespace nested in it, written as a cgroup fence is
+ * (writeExecFence: admitted, all or nothing, widened before narrowed).
  */
 export function fencePidnsExecs(fence: ExecFence, req: PidnsExecFenceRequest): PidnsExecFenceResult {
   if (!fence.programs().includes('pidns')) {
@@ -30,11 +32,7 @@ export function fencePidnsExecs(fence: ExecFence, req: PidnsExecFenceRequest): P
   }
   const pidns = req.pidns ?? containerPidns(req.pid);
   const resolved = resolveAllowList(req.execAllow, { pid: req.pid });
-  const ids = resolved.map((r) => r.identity);
   const flags = req.reportAllowed ? FLAG_REPORT_ALLOWED : 0;
-  const existed = fence.getFence(pidns.fenceId) !== null;
-  fence.allow(pidns.fenceId, ids);
-  fence.setFence(pidns.fenceId, kernelMode(req.mode), flags);
-  if (existed) fence.replaceAllowList(pidns.fenceId, ids);
+  writeExecFence(fence, pidns.fenceId, resolved.map((r) => r.identity), req.mode, flags, req.admit);
   return { fenceId: pidns.fenceId, pidns, resolved };
 }

@@ -1,9 +1,11 @@
 // learn mode (cgfence.io/mode=learn): records what a container does and blocks nothing.
-// Executables come from the exec fence, which in learn mode reports every exec of the
-// container (its identity and the name it was run by); this backend keeps them per container
-// with the path an allow-list needs. Syscalls and network peers are recorded in the kernel
-// (kernel/learn-syscalls.ts, kernel/learn-net.ts) and read when asked or at exit, when the
-// result goes to the audit log as a lifecycle/learned record.
+// Executables, syscalls and network peers are recorded in the kernel (kernel/learn-syscalls.ts,
+// kernel/learn-net.ts) and read when asked or at exit, when the result goes to the audit log
+// as a lifecycle/learned record, written at once: the kernel's records are complete when the
+// container exits, however briefly it lived. The exec fence's ring-buffer events of learning
+// containers add the names files were run by while their processes live. Executables are
+// mapped to paths in the container's root, held open from the attach (ContainerRoot), so a
+// container gone before the daemon looks still maps.
 //
 // It is no control of its own: it learns the network and seccomp controls on behalf of their
 // backends (learns()), so `controls` stays the contract's three.
@@ -13,14 +15,16 @@ import { AuditInput } from '../../audit/audit-record';
 import { EventSink } from '../event-sink';
 import { ExecEvent, FenceMode } from '../../kernel/abi';
 import { cgroupV2Root } from '../../kernel/cgroup';
-import { SyscallAbi } from '../../kernel/learn-abi';
+import { LearnedExecRecord, SyscallAbi } from '../../kernel/learn-abi';
 import { LearnNet, LearnedNet } from '../../kernel/learn-net';
 import { LearnSyscalls } from '../../kernel/learn-syscalls';
 import { native } from '../../native';
 import { Policy } from '../../policy/policy';
 import { CgroupMode, AttachContext, ControlName, ControlState, FenceBackend } from '../backend';
+import { readBundleConfig } from '../bundle-config';
+import { ContainerRoot } from './container-root';
 import { LearnedExecs } from './learned-execs';
-import { Learned, LearnedFlow, LearnedPeer, formatAddress, learnedAnnotations, protoName } from './learned-policy';
+import { Learned, LearnedFlow, LearnedPeer, PodRef, formatAddress, learnedAnnotations, protoName } from './learned-policy';
 
 /** The audit record keeps at most this many flows (the peers, which make the policy, are all kept). */
 const MAX_RECORDED_FLOWS = 1000;
@@ -34,25 +38,49 @@ interface Live {
   pid: number;
   fenceId: bigint;
   since: string;
-  /** The exec fence's lost-event counter at attach: more at the end means execs were missed. */
+  pod?: PodRef;
+  /** The kernel's exec-table-full counter at attach: more at the end means execs were missed. */
   execDropsAtStart: string;
   execs: LearnedExecs;
+  /** The container's root, held until the learned record is written (not saved: reopened). */
+  root: ContainerRoot | null;
 }
 
 export interface LearnBackendOptions {
   pinDir: string;
   stateDir: string;
   cgroupMode: CgroupMode;
-  /** The exec fence's ring-buffer loss counter (global). */
-  execDrops: () => bigint;
   /** Where the lifecycle/learned record goes. */
   sink: EventSink;
 }
 
 interface Recorders { sys: LearnSyscalls; net: LearnNet }
 
-/** How long a learned record waits for exec events that containerd's exit event overtook. */
-const EXEC_EVENT_GRACE_MS = 1000;
+/** The OCI annotations containerd's CRI puts on every container of a pod. */
+const CRI_POD_NAMESPACE = 'io.kubernetes.cri.sandbox-namespace';
+const CRI_POD_NAME = 'io.kubernetes.cri.sandbox-name';
+
+/** The pod of a CRI container, from its bundle's spec; none for a container started otherwise. */
+function podOf(bundle: string): PodRef | undefined {
+  if (!bundle) return undefined;
+  try {
+    const a = readBundleConfig(bundle).annotations ?? {};
+    const namespace = a[CRI_POD_NAMESPACE];
+    const name = a[CRI_POD_NAME];
+    return namespace && name ? { namespace, name } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return !/^\S+ \(.*\) Z /.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
 
 export class LearnBackend implements FenceBackend {
   readonly control = 'learn' as const;
@@ -60,11 +88,6 @@ export class LearnBackend implements FenceBackend {
   private readonly rec: Recorders | null = null;
   private readonly loadError: string | null = null;
   private readonly live = new Map<string, Live>();
-  /**
-   * Containers that exited but whose last exec events may still be in the ring buffer:
-   * containerd's exit event can overtake them. Their learned record waits a moment.
-   */
-  private readonly finishing = new Map<string, { l: Live; finish: () => void; timer: NodeJS.Timeout }>();
   private readonly dir: string;
 
   constructor(private readonly opts: LearnBackendOptions) {
@@ -105,6 +128,7 @@ export class LearnBackend implements FenceBackend {
     if (!ctx.cgroupPath || ctx.cgroupId === null) throw new Error(`pid ${ctx.pid} has no cgroup v2 membership to learn from`);
     const fenceId = ctx.cgroupId;
     const { sys, net } = this.recorders();
+    const startedMs = Date.now();
     sys.add(fenceId);
     try {
       net.attach(ctx.cgroupPath, fenceId);
@@ -113,8 +137,8 @@ export class LearnBackend implements FenceBackend {
       throw e;
     }
     const live: Live = {
-      namespace: ctx.namespace, id: ctx.id, pid: ctx.pid, fenceId, since: new Date().toISOString(),
-      execDropsAtStart: this.opts.execDrops().toString(), execs: new LearnedExecs(),
+      namespace: ctx.namespace, id: ctx.id, pid: ctx.pid, fenceId, since: new Date(startedMs).toISOString(), pod: podOf(ctx.bundle),
+      execDropsAtStart: sys.execDrops().toString(), execs: new LearnedExecs(startedMs), root: ContainerRoot.open(ctx.pid),
     };
     this.live.set(fenceId.toString(), live);
     this.save(live);
@@ -123,64 +147,79 @@ export class LearnBackend implements FenceBackend {
   }
 
   /**
-   * Exec events of the exec fence; those of learning containers are kept. A set that changed
-   * is written before the next batch, so a daemon killed right after loses no executable; an
-   * exec storm of known programs only changes counts, and writes nothing.
+   * Exec events of the exec fence; those of learning containers add the names files were run
+   * by, resolved while the process lives. A set that changed is written before the next batch,
+   * so a daemon killed right after loses no name; an exec storm of known programs only changes
+   * counts, and writes nothing. (The identities themselves are in the kernel's record.)
    */
   onExecEvents(events: ExecEvent[]): void {
     const changed = new Set<Live>();
     for (const e of events) {
       if (e.mode !== FenceMode.Learn) continue;
-      const key = e.fenceId.toString();
-      const l = this.live.get(key) ?? this.finishing.get(key)?.l;
-      if (l && l.execs.record(e, l.pid)) changed.add(l);
+      const l = this.live.get(e.fenceId.toString());
+      if (l && l.execs.record(e, l.root)) changed.add(l);
     }
-    for (const l of changed) if (this.live.has(l.fenceId.toString())) this.save(l);
+    for (const l of changed) this.save(l);
   }
 
-  /** What the learning containers of that id (in that namespace, or any) have done so far. */
+  /**
+   * What the learning containers of that id (in that namespace, or any) have done so far.
+   * `running` is false for one whose processes are gone but whose exit the daemon has not
+   * handled yet: its record is already complete.
+   */
   learnedOf(namespace: string | undefined, id: string): Learned[] {
     return [...this.live.values()]
       .filter((x) => x.id === id && (namespace === undefined || x.namespace === namespace))
-      .map((l) => this.build(l, this.recorders().sys.read(l.fenceId), this.recorders().net.read(l.fenceId), true));
+      .map((l) => {
+        const { sys, net } = this.recorders();
+        return this.build(l, sys.read(l.fenceId), sys.readExecs(l.fenceId), net.read(l.fenceId), alive(l.pid));
+      });
   }
 
   detach(ctx: AttachContext): Record<string, unknown> | void {
     if (typeof ctx.state.fenceId !== 'string') return;
     const fenceId = BigInt(ctx.state.fenceId);
-    const l = this.live.get(ctx.state.fenceId) ?? {
-      namespace: ctx.namespace, id: ctx.id, pid: ctx.pid, fenceId, since: '', execDropsAtStart: this.opts.execDrops().toString(), execs: new LearnedExecs(),
-    };
-    // The kernel's records are read now (the cgroup and its maps go with the container).
-    const sys = this.recorders().sys.remove(fenceId);
-    const net = this.recorders().net.detach(fenceId);
     const key = ctx.state.fenceId;
-    this.live.delete(key);
-    const finish = () => {
-      clearTimeout(timer);
-      this.finishing.delete(key);
-      const learned = this.build(l, sys, net, false);
-      fs.rmSync(this.file(key), { force: true });
-      const flows = learned.network.flows;
-      if (flows.length > MAX_RECORDED_FLOWS) {
-        learned.network.flows = flows.slice(0, MAX_RECORDED_FLOWS);
-        learned.network.flowsTruncated = flows.length - MAX_RECORDED_FLOWS;
-      }
-      this.opts.sink.write([{
-        type: 'lifecycle', action: 'learned', namespace: ctx.namespace, container_id: ctx.id, cgroup_id: key, pid: ctx.pid,
-        annotations: learnedAnnotations(learned), learned,
-      }]);
+    const { sys: sysRec, net: netRec } = this.recorders();
+    const l = this.live.get(key) ?? {
+      namespace: ctx.namespace, id: ctx.id, pid: ctx.pid, fenceId, since: '', execDropsAtStart: sysRec.execDrops().toString(),
+      // Unknown start: no file is taken for a runtime one.
+      execs: new LearnedExecs(Number.POSITIVE_INFINITY), root: null,
     };
-    const timer = setTimeout(finish, EXEC_EVENT_GRACE_MS);
-    this.finishing.set(key, { l, finish, timer });
-    return { learned_peers: net.peers.length, learned_syscalls: sys ? 'recorded' : 'none' };
+    // The kernel's records are read now (the cgroup and its maps go with the container), and
+    // complete: every exec and syscall of the container happened before its exit.
+    const { syscalls: sys, execs } = sysRec.remove(fenceId);
+    const net = netRec.detach(fenceId);
+    this.live.delete(key);
+    let learned: Learned;
+    try {
+      learned = this.build(l, sys, execs, net, false);
+    } finally {
+      l.root?.close();
+      fs.rmSync(this.file(key), { force: true });
+    }
+    const flows = learned.network.flows;
+    if (flows.length > MAX_RECORDED_FLOWS) {
+      learned.network.flows = flows.slice(0, MAX_RECORDED_FLOWS);
+      learned.network.flowsTruncated = flows.length - MAX_RECORDED_FLOWS;
+    }
+    this.opts.sink.write([{
+      type: 'lifecycle', action: 'learned', namespace: ctx.namespace, container_id: ctx.id, cgroup_id: key, pid: ctx.pid,
+      annotations: learnedAnnotations(learned), learned,
+    }]);
+    return { learned_peers: net.peers.length, learned_syscalls: sys ? 'recorded' : 'none', learned_execs: execs.length };
   }
 
-  private build(l: Live, sys: ReturnType<LearnSyscalls['read']>, net: LearnedNet, running: boolean): Learned {
+  private build(l: Live, sys: ReturnType<LearnSyscalls['read']>, execs: LearnedExecRecord[], net: LearnedNet, running: boolean): Learned {
     const incomplete: string[] = [];
-    if (running) l.execs.retry(l.pid);
-    if (this.opts.execDrops() > BigInt(l.execDropsAtStart)) {
-      incomplete.push('the exec fence lost events while the container was learning: executables may be missing from exec-allow');
+    l.execs.addKernel(execs, l.root);
+    l.execs.resolvePending(l.root);
+    if (!l.root && l.execs.unmapped > 0) {
+      incomplete.push('the container\'s root could not be held (it was gone before the daemon looked): executables not mapped to a path are left out of exec-allow');
+    }
+    if (l.root?.walkTruncated) incomplete.push('the container\'s root filesystem is too big to be searched whole: an executable run by a name that does not lead to it any more may be left out of exec-allow');
+    if (this.recorders().sys.execDrops() > BigInt(l.execDropsAtStart)) {
+      incomplete.push('the kernel\'s exec table was full while the container was learning: executables may be missing from exec-allow');
     }
     if (!sys) incomplete.push('no syscall record was found for the container: seccomp-allow is empty');
     if (net.peerDrops > 0n) incomplete.push(`${net.peerDrops} network peers were not recorded (the kernel's peer table was full): egress-allow/ingress-allow are incomplete`);
@@ -190,7 +229,7 @@ export class LearnBackend implements FenceBackend {
     const order = (a: { direction: string; family: number; address: string }, b: typeof a) =>
       a.direction.localeCompare(b.direction) || a.family - b.family || a.address.localeCompare(b.address, 'en', { numeric: true });
     return {
-      namespace: l.namespace, id: l.id, running, since: l.since,
+      namespace: l.namespace, id: l.id, ...(l.pod ? { pod: l.pod } : {}), running, since: l.since,
       exec: l.execs.list(),
       network: {
         peers: net.peers.map(peer).sort(order),
@@ -235,7 +274,7 @@ export class LearnBackend implements FenceBackend {
   }
 
   private save(l: Live): void {
-    const { execs, fenceId, ...rest } = l;
+    const { execs, fenceId, root: _root, ...rest } = l;
     const tmp = `${this.file(fenceId.toString())}.tmp`;
     fs.writeFileSync(tmp, JSON.stringify({ ...rest, fenceId: fenceId.toString(), execs }), { mode: 0o600 });
     fs.renameSync(tmp, this.file(fenceId.toString()));
@@ -252,12 +291,15 @@ export class LearnBackend implements FenceBackend {
       if (!name.endsWith('.json')) continue;
       const file = path.join(this.dir, name);
       try {
-        const v = JSON.parse(fs.readFileSync(file, 'utf8')) as Omit<Live, 'fenceId' | 'execs'> & { fenceId: string; execs: unknown };
+        const v = JSON.parse(fs.readFileSync(file, 'utf8')) as Omit<Live, 'fenceId' | 'execs' | 'root'> & { fenceId: string; execs: unknown };
         if (!recording.has(v.fenceId)) {
           fs.rmSync(file, { force: true });
           continue;
         }
-        this.live.set(v.fenceId, { ...v, fenceId: BigInt(v.fenceId), execs: LearnedExecs.fromJSON(v.execs) });
+        // An earlier daemon's held root went with it; the container's own is reopened while it runs.
+        this.live.set(v.fenceId, {
+          ...v, fenceId: BigInt(v.fenceId), execs: LearnedExecs.fromJSON(v.execs, Date.parse(v.since) || Number.POSITIVE_INFINITY), root: ContainerRoot.open(v.pid),
+        });
       } catch {
         // A torn state file loses the exec set of one container, which the learned record says.
         fs.rmSync(file, { force: true });
@@ -267,7 +309,9 @@ export class LearnBackend implements FenceBackend {
 
   /** Kernel recorders no learning container claims (a crash between attach and the registry). */
   orphans(known: Set<string>): bigint[] {
-    return this.recording().filter((id) => !known.has(id.toString()));
+    // Learned peers and ports count too: the sweep collects entries of any table.
+    const ids = new Set([...this.recording(), ...(this.rec?.net.tableFences() ?? [])]);
+    return [...ids].filter((id) => !known.has(id.toString()));
   }
 
   sweepOrphans(known: Set<string>): AuditInput[] {
@@ -286,6 +330,7 @@ export class LearnBackend implements FenceBackend {
   removeRecorder(fenceId: bigint): void {
     this.recorders().sys.remove(fenceId);
     this.recorders().net.detach(fenceId);
+    this.live.get(fenceId.toString())?.root?.close();
     this.live.delete(fenceId.toString());
     fs.rmSync(this.file(fenceId.toString()), { force: true });
   }
@@ -293,7 +338,7 @@ export class LearnBackend implements FenceBackend {
   status(): Record<string, unknown> {
     return {
       backend: this.usable()
-        ? 'learn: tp_btf/sys_enter syscall record (attached while a container learns) + cgroup_skb/sock_addr peer record, exec identities from the exec fence'
+        ? 'learn: tp_btf/sys_enter syscall record and tp_btf/sched_process_exec executable record (attached while a container learns) + cgroup_skb/sock_addr peer record; paths in the container root held from attach'
         : 'none (learning needs cgroup v2)',
       learning: this.live.size,
       syscallProgramAttached: this.rec?.sys.attached() ?? false,
@@ -309,13 +354,15 @@ export class LearnBackend implements FenceBackend {
 
   protectedProgramIds(): number[] {
     if (!this.rec) return [];
-    return [this.rec.sys.objectIds().program, ...Object.values(this.rec.net.objectIds().programs)];
+    return [...this.rec.sys.objectIds().programs, ...Object.values(this.rec.net.objectIds().programs)];
   }
 
   close(opts: { detach: boolean }): void {
-    for (const f of [...this.finishing.values()]) f.finish();
     // Counts change without a write; the next daemon gets them as of now.
-    if (!opts.detach) for (const l of this.live.values()) this.save(l);
+    for (const l of this.live.values()) {
+      if (!opts.detach) this.save(l);
+      l.root?.close();
+    }
     this.rec?.net.close({ detach: opts.detach });
     this.rec?.sys.close({ detach: opts.detach });
     if (opts.detach) {

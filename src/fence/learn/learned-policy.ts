@@ -3,9 +3,20 @@
 // exactly that. Pure: no kernel, no files; the CLI renders with it too.
 import { KEYS, parseCidr } from '../../policy/annotations';
 
+/**
+ * Where an executed file came from: `image` (there when the container started: a path can
+ * allow it), `runtime` (born after the container started learning: written at run time, or an
+ * image file changed; a fresh container has no such file, so no path can allow it), `unknown`
+ * (no file of the container's root filesystem is it any more: born at run time and removed,
+ * or on a mount outside the image).
+ */
+export type ExecOrigin = 'image' | 'runtime' | 'unknown';
+
 export interface LearnedExec {
-  /** The allow-list path: the file's own path inside the container, symlinks resolved; null when none was found. */
+  /** The file's own path inside the container, symlinks resolved; null when none was found. */
   path: string | null;
+  /** Absent in records of earlier versions: a path there meant an image file. */
+  origin?: ExecOrigin;
   dev: string;
   inode: string;
   /** The names it was executed by (what the process passed to exec). */
@@ -17,9 +28,13 @@ export interface LearnedPeer { direction: 'egress' | 'ingress'; family: 4 | 6; a
 
 export interface LearnedFlow { direction: 'egress' | 'ingress'; family: 4 | 6; address: string; proto: string; port: number; count: number }
 
+/** The Kubernetes pod a container belongs to (from the CRI's annotations on its spec). */
+export interface PodRef { namespace: string; name: string }
+
 export interface Learned {
   namespace: string;
   id: string;
+  pod?: PodRef;
   /** True when read from the running container; false when from the exit record. */
   running: boolean;
   since: string;
@@ -91,13 +106,16 @@ export function prefixProblem(flag: string, value: number, family: 4 | 6): strin
   return Number.isInteger(value) && value >= 0 && value <= max ? null : `${flag} ${value}: expected a whole number from 0 to ${max}`;
 }
 
+/** What the annotations are made of: one container's record, or several merged. */
+export type LearnedPolicyInput = Pick<Learned, 'exec' | 'network' | 'syscalls' | 'incomplete'>;
+
 /**
  * The annotations that fence exactly what was learned, in a stable order. An empty
  * egress/ingress list is kept: the container used no peer in that direction, and an empty
- * -allow list is what denies every one.
+ * -allow list is what denies every one (annotationMeanings says so next to it).
  */
-export function learnedAnnotations(l: Learned, opts: FoldOptions = {}): Record<string, string> {
-  const exec = [...new Set(l.exec.map((e) => e.path).filter((p): p is string => p !== null))].sort();
+export function learnedAnnotations(l: LearnedPolicyInput, opts: FoldOptions = {}): Record<string, string> {
+  const exec = [...new Set(l.exec.filter(fromImage).map((e) => e.path as string))].sort();
   return {
     [KEYS.execAllow]: exec.join(','),
     [KEYS.egressAllow]: foldPeers(l.network.peers, 'egress', opts).join(','),
@@ -106,11 +124,37 @@ export function learnedAnnotations(l: Learned, opts: FoldOptions = {}): Record<s
   };
 }
 
+/** An executable an allow-list path can name: a file of the image. */
+export function fromImage(e: LearnedExec): boolean {
+  return e.path !== null && (e.origin ?? 'image') === 'image';
+}
+
+/**
+ * What an empty annotation means once applied, for each one that is empty: an empty -allow
+ * list is a rule that allows nothing (the enforce run denies every attempt), never "no rule".
+ */
+export function annotationMeanings(annotations: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  const empty = (k: string) => annotations[k] === '';
+  if (empty(KEYS.execAllow)) out[KEYS.execAllow] = 'empty: no executable of the image was seen; applied, it allows no exec at all, so the container is refused at start (its entrypoint is not allowed)';
+  if (empty(KEYS.egressAllow)) out[KEYS.egressAllow] = 'empty: no egress peer was seen; applied, it denies all egress (every connect and every packet sent)';
+  if (empty(KEYS.ingressAllow)) out[KEYS.ingressAllow] = 'empty: no ingress peer was seen; applied, it denies all ingress (every packet received)';
+  if (empty(KEYS.seccompAllow)) out[KEYS.seccompAllow] = 'empty: no syscall was recorded; applied, it allows none beyond what runc needs, so the container cannot run';
+  return out;
+}
+
 /** Things the user should know before applying the annotations, one sentence each. */
-export function learnedWarnings(l: Learned): string[] {
+export function learnedWarnings(l: LearnedPolicyInput): string[] {
   const out = [...l.incomplete];
-  for (const e of l.exec.filter((x) => x.path === null)) {
-    out.push(`executable ${e.dev}:${e.inode} (run as ${e.names.map((n) => JSON.stringify(n)).join(', ')}) has no path inside the container any more; it is not in ${KEYS.execAllow}`);
+  const ran = (e: LearnedExec) => `run as ${e.names.map((n) => JSON.stringify(n)).join(', ')}`;
+  for (const e of l.exec) {
+    if (e.path !== null && e.origin === 'runtime') {
+      out.push(`executable ${e.path} (${ran(e)}) was created or changed at run time, after the container started: a fresh container has no such file, so no path can allow it; it is not in ${KEYS.execAllow}`);
+    } else if (e.path === null) {
+      out.push(`executable ${e.dev}:${e.inode} (${ran(e)}) is no file of the container's root filesystem: it was created at run time and removed, or lies on a mount outside the image; it is not in ${KEYS.execAllow}`);
+    } else if (e.origin === 'unknown') {
+      out.push(`executable ${e.path} (${ran(e)}) was there when it ran, but no such file is in the container's root filesystem any more: it was created at run time and removed, or lies on a mount outside the image; it is not in ${KEYS.execAllow}`);
+    }
   }
   if (l.syscalls.unnamed.length) {
     const shown = l.syscalls.unnamed.map((u) => `${u.abi} ${u.nr}${u.name ? ` (${u.name})` : ''}`).join(', ');

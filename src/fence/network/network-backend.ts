@@ -12,6 +12,9 @@ import { NetAuditor, NetOwner } from './network-audit';
 import { EventSink } from '../event-sink';
 import { AuditInput } from '../../audit/audit-record';
 import { compileNetRules, describeRule } from './network-rules';
+import { DEFAULT_LIMITS, Limits, TableSizes, admit } from '../quota';
+import { NetRuleSet } from '../../kernel/net-fence';
+import { containerKey } from '../backend';
 
 export interface NetworkBackendOptions {
   /** The backend's own bpffs directory (the daemon passes <pinDir>/net). */
@@ -20,6 +23,8 @@ export interface NetworkBackendOptions {
   sink: EventSink;
   /** How often counts of rate-limited flows and kernel drops are reported. */
   sweepMs?: number;
+  limits?: Limits;
+  sizes?: TableSizes;
 }
 
 function hasNetworkRules(p: Policy): boolean {
@@ -55,7 +60,10 @@ export class NetworkBackend implements FenceBackend {
     let auditor: NetAuditor | undefined;
     let kernel: NetFence | null = null;
     try {
-      kernel = NetFence.open({ pinDir: opts.pinDir, onEvents: (evs) => auditor?.onEvents(evs) });
+      kernel = NetFence.open({
+        pinDir: opts.pinDir, onEvents: (evs) => auditor?.onEvents(evs),
+        sizes: opts.sizes ? { net_rules4: opts.sizes.net_rules4, net_rules6: opts.sizes.net_rules6 } : undefined,
+      });
     } catch (e) {
       // The daemon still runs the other controls; this one reports itself unenforceable.
       this.loadError = (e as Error).message;
@@ -113,6 +121,7 @@ export class NetworkBackend implements FenceBackend {
     const fenceId = cgid;
     const { compiled, set } = this.ruleSet(ctx.policy);
     const wasAttached = this.fence.isAttached(fenceId);
+    this.admit(ctx, fenceId, set, wasAttached);
     this.fence.attach(ctx.cgroupPath, set, fenceId);
     this.remember(fenceId, cgid, compiled.table);
     this.owners.set(fenceId, { namespace: ctx.namespace, id: ctx.id });
@@ -131,11 +140,37 @@ export class NetworkBackend implements FenceBackend {
     }
     const cgid = BigInt(String(ctx.state.cgroupId ?? id));
     const { compiled, set } = this.ruleSet(ctx.policy);
+    this.admit(ctx, id, set, true);
     this.fence.setRules(id, set, cgid);
     this.remember(id, cgid, compiled.table);
     this.owners.set(id, { namespace: ctx.namespace, id: ctx.id });
     this.auditor.setAction(id, set.mode === FenceMode.Enforce ? 'deny' : 'audit');
     this.describe(ctx, id, cgid, compiled.entries.length, set.defaultDeny);
+  }
+
+  /**
+   * The quota check, before anything is written. A new rule set goes in beside the fence's
+   * current one (the other generation) before that goes, so at its peak the trie holds both;
+   * an attach over no fence first deletes whatever entries the id had.
+   */
+  private admit(ctx: AttachContext, fenceId: bigint, set: NetRuleSet, keepsOld: boolean): void {
+    const use = this.fence.usage();
+    const mine = this.fence.ruleCount(fenceId);
+    for (const family of [4, 6] as const) {
+      const adds = set.entries.filter((e) => e.family === family).length;
+      admit({
+        container: containerKey(ctx.namespace, ctx.id), table: `network rules (IPv${family})`, setting: 'netRulesPerContainer',
+        limit: (this.opts.limits ?? DEFAULT_LIMITS).netRulesPerContainer, asked: set.entries.length,
+        adds, used: keepsOld ? use[family].used : use[family].used - mine[family], capacity: use[family].capacity,
+      });
+    }
+  }
+
+  /** Rule trie use against capacity, for status and metrics. */
+  usage(): Record<string, { used: number; capacity: number }> | null {
+    if (!this.kernel) return null;
+    const u = this.kernel.usage();
+    return { net_rules4: u[4], net_rules6: u[6] };
   }
 
   private remember(fenceId: bigint, cgid: bigint, table: string[]): void {
@@ -175,7 +210,8 @@ export class NetworkBackend implements FenceBackend {
   /** Kernel fences no container claims (a crash between the kernel write and the state file). */
   orphans(known: Set<string>): bigint[] {
     if (!this.kernel) return [];
-    const ids = new Set([...this.kernel.pinnedFences(), ...this.kernel.fences().map((f) => f.fenceId)]);
+    // Rule entries count too: a crash between writing them and attaching leaves them ownerless.
+    const ids = new Set([...this.kernel.pinnedFences(), ...this.kernel.fences().map((f) => f.fenceId), ...this.kernel.ruleOwners()]);
     return [...ids].filter((id) => !known.has(id.toString()));
   }
 
@@ -211,6 +247,8 @@ export class NetworkBackend implements FenceBackend {
         ? 'cgroup v2 bpf_links per container: cgroup/connect4|6 and sendmsg4|6 (EPERM), cgroup_skb/egress|ingress (drop); CIDRs in LPM tries'
         : 'none (the network fence needs cgroup v2)',
       fences: this.kernel.fences().length,
+      tables: this.usage(),
+      limits: { netRulesPerContainer: (this.opts.limits ?? DEFAULT_LIMITS).netRulesPerContainer },
       kernelDrops: this.kernel.drops().toString(),
       objects: this.kernel.objectIds(),
     };

@@ -52,7 +52,7 @@ export class NetworkControl implements FenceBackend {
     return ctx.state.backend === V1 ? this.audit() : this.v2;
   }
 
-  update(ctx: AttachContext): ControlState | void {
+  update(ctx: AttachContext): void | (() => void) {
     return this.for(ctx).update?.(ctx);
   }
 

@@ -1,0 +1,45 @@
+#define _GNU_SOURCE
+#include "reply.h"
+#include "strict-json.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static enum reply_kind bad(char *msg, size_t msgn, const char *why)
+{
+	snprintf(msg, msgn, "%s", why);
+	return REPLY_MALFORMED;
+}
+
+enum reply_kind reply_parse(const char *line, size_t n, char *msg, size_t msgn)
+{
+	struct json_object *v;
+	const char *err;
+
+	if (strict_json_parse(line, n, 8, SJ_LONE_SURROGATES, &v, &err) != SJ_OK)
+		return bad(msg, msgn, err);
+	enum reply_kind k = REPLY_MALFORMED;
+	struct json_object *ok = strict_json_member(v, "ok", 0, NULL);
+	if (!json_object_is_type(v, json_type_object)) {
+		bad(msg, msgn, "not a JSON object");
+	} else if (!json_object_is_type(ok, json_type_boolean)) {
+		bad(msg, msgn, "\"ok\" is missing or not true/false");
+	} else if (json_object_get_boolean(ok)) {
+		k = REPLY_OK;
+	} else {
+		struct json_object *e = strict_json_member(v, "error", 0, NULL);
+		if (!json_object_is_type(e, json_type_string)) {
+			bad(msg, msgn, "a refusal without an \"error\" string");
+		} else {
+			size_t len = (size_t)json_object_get_string_len(e);
+			const char *s = json_object_get_string(e);
+			if (msgn > 4 && len >= msgn)
+				snprintf(msg, msgn, "%.*s...", (int)(msgn - 4), s);
+			else
+				snprintf(msg, msgn, "%s", s);
+			k = REPLY_REFUSED;
+		}
+	}
+	json_object_put(v);
+	return k;
+}

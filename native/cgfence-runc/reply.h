@@ -1,0 +1,16 @@
+/* The daemon's one-line answer to prepare and attach: {"ok":true,...} or {"ok":false,"error":"..."}. */
+#ifndef CGFENCE_RUNC_REPLY_H
+#define CGFENCE_RUNC_REPLY_H
+
+#include <stddef.h>
+
+enum reply_kind { REPLY_OK, REPLY_REFUSED, REPLY_MALFORMED };
+
+/*
+ * Reads line[0..n) as one strict JSON object (any key order, other members ignored). On
+ * REPLY_REFUSED msg holds the daemon's reason (cut to msgn with "..." only for display); on
+ * REPLY_MALFORMED it says what is wrong with the reply.
+ */
+enum reply_kind reply_parse(const char *line, size_t n, char *msg, size_t msgn);
+
+#endif
