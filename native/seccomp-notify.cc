@@ -118,6 +118,7 @@ Napi::Function SeccompNotify::Init(Napi::Env env) {
                          InstanceMethod("removeContainer", &SeccompNotify::RemoveContainer),
                          InstanceMethod("connectHolder", &SeccompNotify::ConnectHolder),
                          InstanceMethod("stats", &SeccompNotify::Stats),
+                         InstanceMethod("refused", &SeccompNotify::Refused),
                          InstanceMethod("close", &SeccompNotify::Close),
                          InstanceMethod("ref", &SeccompNotify::Ref),
                          InstanceMethod("unref", &SeccompNotify::Unref),
@@ -278,6 +279,15 @@ Napi::Value SeccompNotify::ConnectHolder(const Napi::CallbackInfo &info) {
   if (closed_) throw Napi::Error::New(env, "connectHolder: the notify loop is closed");
   Post(new Command{Command::kConnectHolder, "", {}, 0, info[0].As<Napi::String>().Utf8Value()});
   return env.Undefined();
+}
+
+// refused(key): execs of the container answered with its errno so far.
+Napi::Value SeccompNotify::Refused(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "refused(key)");
+  std::lock_guard<std::mutex> lock(refused_mu_);
+  auto it = refused_.find(info[0].As<Napi::String>().Utf8Value());
+  return Napi::Number::New(env, it == refused_.end() ? 0 : static_cast<double>(it->second));
 }
 
 Napi::Value SeccompNotify::Stats(const Napi::CallbackInfo &info) {
@@ -450,6 +460,8 @@ void SeccompNotify::RunCommands() {
         std::vector<int> fds = it->second.fds;
         for (int fd : fds) RemoveNotifyFd(fd, true);
         containers_.erase(c->key);
+        std::lock_guard<std::mutex> lock(refused_mu_);
+        refused_.erase(c->key);
         break;
       }
       case Command::kConnectHolder: {
@@ -744,6 +756,10 @@ void SeccompNotify::Handle(Worker *w, void *req_buf, void *resp_buf) {
     return;
   }
   n_denied_++;
+  {
+    std::lock_guard<std::mutex> lock(refused_mu_);
+    refused_[w->key]++;
+  }
   EmitShared(new Event{Event::kDeny, w->key, req->pid, sc->call, t.path, t.dev, t.ino, deny_errno, comm, MonoNs(), "", 0});
 }
 

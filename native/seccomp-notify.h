@@ -92,6 +92,7 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   Napi::Value RemoveContainer(const Napi::CallbackInfo &info);
   Napi::Value ConnectHolder(const Napi::CallbackInfo &info);
   Napi::Value Stats(const Napi::CallbackInfo &info);
+  Napi::Value Refused(const Napi::CallbackInfo &info);
   Napi::Value Close(const Napi::CallbackInfo &info);
   Napi::Value Ref(const Napi::CallbackInfo &info);
   Napi::Value Unref(const Napi::CallbackInfo &info);
@@ -135,6 +136,10 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   // guarded by mu_: fds (with their serial: the number may be reused once closed) whose
   // thread saw the filter orphaned
   std::vector<std::pair<int, uint64_t>> ended_;
+  // Denials answered per container, counted when the answer is sent: exact at detach even
+  // while their events are still on their way to JavaScript. Dropped with the container.
+  std::mutex refused_mu_;
+  std::unordered_map<std::string, uint64_t> refused_;  // guarded by refused_mu_
 
   Napi::ThreadSafeFunction tsfn_;
   std::thread thread_;

@@ -62,6 +62,8 @@ export interface SeccompNotify {
   /** Takes over from a (new) fd-holder: takes what it holds, hands it copies of what it lacks. */
   connectHolder(path: string): void;
   stats(): NotifyStats;
+  /** Execs of the container answered with its errno so far (counted as they are answered). */
+  refused(key: string): number;
   /** With release, the fd-holder lets go of every fd and exits. */
   close(opts?: { release?: boolean }): void;
   ref(): void;

@@ -181,6 +181,11 @@ export class ExecNotifier {
     this.loop.removeContainer(key);
   }
 
+  /** Execs of the container refused so far, counted natively as they are answered. */
+  refused(key: string): number {
+    return this.loop.refused(key);
+  }
+
   stats(): NotifyStats {
     return this.loop.stats();
   }
