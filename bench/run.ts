@@ -11,6 +11,7 @@ const BENCHES: Record<string, string> = {
   'start-latency': './start-latency',
   'net-fence': './net-fence',
   'seccomp-exec': './seccomp-exec',
+  'exec-load': './exec-load',
   churn: './churn',
   learn: './learn',
   'selector-latency': './selector-latency',

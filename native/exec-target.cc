@@ -223,11 +223,36 @@ int OpenProc(pid_t pid, const char *what, int flags, Fd *out) {
 
 }  // namespace
 
+static uint64_t ArgOf(const ExecRequest &req, int i) { return req.compat ? (req.args[i] & 0xffffffffULL) : req.args[i]; }
+
+int ReadExecPath(const ExecRequest &req, std::string *path) {
+  const uint64_t addr = ArgOf(req, req.call == ExecCall::kExecveat ? 1 : 0);
+  return ReadString(static_cast<pid_t>(req.pid), addr, path);
+}
+
 ExecTarget ResolveExecTarget(const ExecRequest &req, const std::function<bool()> &still_valid) {
+  std::string path;
+  int e = ReadExecPath(req, &path);
+  // The memory read is only known to be the caller's if the caller still waits.
+  if (!still_valid()) {
+    ExecTarget t;
+    t.status = ExecTarget::kGone;
+    return t;
+  }
+  if (e) {
+    ExecTarget t;
+    t.path = std::move(path);
+    t.err = e;
+    return t;
+  }
+  return ResolveExecPath(req, std::move(path), still_valid);
+}
+
+ExecTarget ResolveExecPath(const ExecRequest &req, std::string path, const std::function<bool()> &still_valid) {
   ExecTarget t;
-  auto arg = [&](int i) { return req.compat ? (req.args[i] & 0xffffffffULL) : req.args[i]; };
+  t.path = std::move(path);
+  auto arg = [&](int i) { return ArgOf(req, i); };
   const bool at = req.call == ExecCall::kExecveat;
-  const uint64_t path_addr = at ? arg(1) : arg(0);
   const int dirfd = at ? static_cast<int>(static_cast<int32_t>(arg(0))) : AT_FDCWD;
   const int flags = at ? static_cast<int>(arg(4)) : 0;
   const bool follow = !(flags & AT_SYMLINK_NOFOLLOW);
@@ -243,11 +268,7 @@ ExecTarget ResolveExecTarget(const ExecRequest &req, const std::function<bool()>
     return t;
   };
 
-  int e = ReadString(pid, path_addr, &t.path);
-  // The memory read is only known to be the caller's if the caller still waits.
-  if (!still_valid()) return gone();
-  if (e) return unresolved(e);
-
+  int e = 0;
   Fd file;
   if (t.path.empty()) {
     if (!(flags & AT_EMPTY_PATH)) return unresolved(ENOENT);
@@ -299,6 +320,20 @@ uint32_t JudgeTarget(const ExecTarget &t, const AllowStamp *entry) {
   if (entry->ctime_sec != t.ctime_sec || entry->ctime_nsec != t.ctime_nsec) return CGFENCE_REASON_MODIFIED;
   if (entry->interp_only) return CGFENCE_REASON_INTERP_ONLY;
   return CGFENCE_REASON_NONE;
+}
+
+bool PathHasNoSymlink(uint32_t pid, const std::string &path) {
+  Fd root;
+  if (OpenProc(static_cast<pid_t>(pid), "root", O_PATH | O_DIRECTORY, &root)) return false;
+  struct open_how how;
+  memset(&how, 0, sizeof(how));
+  // No O_NOFOLLOW: with O_PATH it would open a trailing symlink itself instead of failing.
+  how.flags = O_PATH | O_CLOEXEC;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+  long fd = syscall(SYS_openat2, root.get(), path.c_str(), &how, sizeof(how));
+  if (fd < 0) return false;
+  close(static_cast<int>(fd));
+  return true;
 }
 
 std::string ReadComm(uint32_t pid) {

@@ -47,6 +47,18 @@ uint32_t JudgeTarget(const ExecTarget &t, const AllowStamp *entry);
 // caller still waits in its syscall.
 ExecTarget ResolveExecTarget(const ExecRequest &req, const std::function<bool()> &still_valid);
 
+// The two halves of ResolveExecTarget, for a caller that looks the path up in a cache in
+// between (seccomp-notify.cc). ReadExecPath reads the path argument from the caller's memory
+// with process_vm_readv (no /proc/<pid>/mem open): 0 or an errno. What it read is only known
+// to be the caller's while the notification is still valid, which ResolveExecPath checks.
+int ReadExecPath(const ExecRequest &req, std::string *path);
+ExecTarget ResolveExecPath(const ExecRequest &req, std::string path, const std::function<bool()> &still_valid);
+
+// True when the absolute `path` resolves in the caller's root without meeting a symlink
+// (or a procfs magic link) on the way: a path worth caching an allowed verdict for, since
+// the links that change under a name are the common way one name comes to mean another file.
+bool PathHasNoSymlink(uint32_t pid, const std::string &path);
+
 // The caller's comm, for audit records ("" when it cannot be read).
 std::string ReadComm(uint32_t pid);
 

@@ -4,7 +4,9 @@
 #include <linux/audit.h>
 #include <linux/seccomp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <seccomp.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/eventfd.h>
@@ -41,6 +43,16 @@ struct SeccompNotify::Event {
   uint32_t now_nsec = 0, want_nsec = 0;
 };
 
+struct SeccompNotify::Worker {
+  SeccompNotify *self;
+  int fd;
+  std::string key;
+  uint64_t serial;
+  std::shared_ptr<Container> ct;
+  pthread_t thread{};
+  std::atomic<bool> stop{false}, exited{false};
+};
+
 struct SeccompNotify::Command {
   enum Kind { kSet, kRemove, kConnectHolder } kind;
   std::string key;
@@ -53,6 +65,33 @@ namespace {
 
 enum Tag : uint64_t { kWake = 1, kNotify, kHolder };
 constexpr size_t kMaxBatch = 65536;        // events waiting for JS; beyond it they are counted, not kept
+constexpr size_t kMaxCachedPaths = 4096;   // per container; the cache starts over beyond it
+constexpr size_t kWorkerStack = 256 * 1024;
+
+// Linux 6.6; older uapi headers lack them. On an older kernel SET_FLAGS fails with EINVAL
+// and the loop works as before, with ordinary wake-ups.
+#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
+#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
+#endif
+#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
+#endif
+
+// Interrupts an fd thread blocked in RECV when it must stop (its container is removed, the
+// daemon stops): the handler does nothing, installed without SA_RESTART so that the ioctl
+// returns EINTR. Fd threads block every other signal; no other thread ever gets this one.
+int StopSignal() { return SIGRTMIN + 5; }
+void OnStopSignal(int) {}
+void InstallStopSignal() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = OnStopSignal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(StopSignal(), &sa, nullptr);
+  });
+}
 
 uint64_t TagOf(Tag t, int fd) { return (static_cast<uint64_t>(t) << 32) | static_cast<uint32_t>(fd); }
 
@@ -82,6 +121,7 @@ Napi::Function SeccompNotify::Init(Napi::Env env) {
                          InstanceMethod("removeContainer", &SeccompNotify::RemoveContainer),
                          InstanceMethod("connectHolder", &SeccompNotify::ConnectHolder),
                          InstanceMethod("stats", &SeccompNotify::Stats),
+                         InstanceMethod("refused", &SeccompNotify::Refused),
                          InstanceMethod("close", &SeccompNotify::Close),
                          InstanceMethod("ref", &SeccompNotify::Ref),
                          InstanceMethod("unref", &SeccompNotify::Unref),
@@ -251,6 +291,15 @@ Napi::Value SeccompNotify::ConnectHolder(const Napi::CallbackInfo &info) {
   return env.Undefined();
 }
 
+// refused(key): execs of the container answered with its errno so far.
+Napi::Value SeccompNotify::Refused(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "refused(key)");
+  std::lock_guard<std::mutex> lock(refused_mu_);
+  auto it = refused_.find(info[0].As<Napi::String>().Utf8Value());
+  return Napi::Number::New(env, it == refused_.end() ? 0 : static_cast<double>(it->second));
+}
+
 Napi::Value SeccompNotify::Stats(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
@@ -266,7 +315,39 @@ Napi::Value SeccompNotify::Stats(const Napi::CallbackInfo &info) {
   n("fdsClosed", n_fds_closed_);
   n("rejected", n_rejected_);
   n("eventsDropped", n_events_dropped_);
+  n("cacheHits", n_cache_hits_);
+  n("syncWakeUp", n_sync_wakeup_);
+  n("threadFailures", n_thread_failures_);
   o.Set("openFds", Napi::Number::New(env, static_cast<double>(n_open_fds_.load())));
+  o.Set("threads", Napi::Number::New(env, static_cast<double>(n_threads_.load())));
+  // Decision time (receive returned .. answer sent), per stage and as percentiles.
+  static const char *stages[] = {"table", "read", "lookup", "resolve", "valid", "send", "total"};
+  Napi::Object prof = Napi::Object::New(env);
+  for (int i = 0; i < kStages; i++) prof.Set(stages[i], Napi::Number::New(env, static_cast<double>(stage_ns_[i].load())));
+  o.Set("profileNs", prof);
+  uint64_t h[kBuckets], total = 0;
+  for (int i = 0; i < kBuckets; i++) total += (h[i] = hist_[i].load());
+  auto pct = [&](double q) -> double {
+    if (!total) return 0;
+    uint64_t want = static_cast<uint64_t>(q * static_cast<double>(total - 1)) + 1, seen = 0;
+    for (int i = 0; i < kBuckets; i++) {
+      seen += h[i];
+      if (seen >= want) return i < 100 ? i + 1 : 100 + (i - 99) * 100.0;  // the bucket's upper bound, µs
+    }
+    return 20000;
+  };
+  Napi::Object lat = Napi::Object::New(env);
+  lat.Set("count", Napi::Number::New(env, static_cast<double>(total)));
+  lat.Set("p50", pct(0.5));
+  lat.Set("p90", pct(0.9));
+  lat.Set("p99", pct(0.99));
+  lat.Set("max", pct(1.0));
+  o.Set("decisionUs", lat);
+  // Sparse: { "<bucket's upper bound, µs>": count }, for percentiles over a window (bench).
+  Napi::Object buckets = Napi::Object::New(env);
+  for (int i = 0; i < kBuckets; i++)
+    if (h[i]) buckets.Set(std::to_string(i < 100 ? i + 1 : 100 + (i - 99) * 100), Napi::Number::New(env, static_cast<double>(h[i])));
+  o.Set("decisionHistogram", buckets);
   o.Set("holderConnected", Napi::Boolean::New(env, holder_connected_.load()));
   return o;
 }
@@ -296,7 +377,9 @@ void SeccompNotify::Stop(bool release) {
     if (write(wake_, &one, sizeof(one)) < 0) { /* the loop is awake anyway */ }
     thread_.join();
   }
-  // The thread is gone: its state is ours now.
+  // The thread is gone: its state is ours now. The fd threads finish the notification they
+  // hold, if any, and stop; what arrives after is the fd-holder's to answer.
+  for (auto &[fd, nf] : fds_) StopWorker(nf);
   for (Command *c : commands_) delete c;
   commands_.clear();
   if (release && holder_.connected()) {
@@ -340,8 +423,8 @@ void SeccompNotify::Run() {
           break;
         }
         case kNotify:
-          if (evs[i].events & EPOLLIN) Handle(fd);
-          else if (evs[i].events & (EPOLLHUP | EPOLLERR)) RemoveNotifyFd(fd, true);
+          // Only parked fds are in the set, and only for EPOLLHUP: the container died first.
+          if (evs[i].events & (EPOLLHUP | EPOLLERR)) RemoveNotifyFd(fd, true);
           break;
         case kHolder:
           if (holder_.connected() && fd == holder_.fd()) ReadHolder();
@@ -354,21 +437,31 @@ void SeccompNotify::Run() {
 
 void SeccompNotify::RunCommands() {
   std::vector<Command *> cmds;
+  std::vector<std::pair<int, uint64_t>> ended;
   {
     std::lock_guard<std::mutex> lock(mu_);
     cmds.swap(commands_);
+    ended.swap(ended_);
+  }
+  for (auto [fd, serial] : ended) {
+    auto it = fds_.find(fd);
+    if (it != fds_.end() && it->second.serial == serial) RemoveNotifyFd(fd, true);
   }
   for (Command *c : cmds) {
     switch (c->kind) {
       case Command::kSet: {
-        Container &ct = containers_[c->key];
+        ContainerEntry &ct = containers_[c->key];
         ct.known = true;
         ct.need_sent = false;
-        ct.deny_errno = c->deny_errno;
-        ct.allow.clear();
-        ct.allow.insert(c->allow.begin(), c->allow.end());
+        {
+          std::lock_guard<std::mutex> lock(ct.state->mu);
+          ct.state->deny_errno = c->deny_errno;
+          ct.state->allow.clear();
+          ct.state->allow.insert(c->allow.begin(), c->allow.end());
+          ct.state->allowed_paths.clear();
+        }
         for (int fd : ct.fds)
-          if (!fds_[fd].active) Activate(fd);
+          if (!fds_[fd].worker) Activate(fd);
         break;
       }
       case Command::kRemove: {
@@ -377,6 +470,8 @@ void SeccompNotify::RunCommands() {
         std::vector<int> fds = it->second.fds;
         for (int fd : fds) RemoveNotifyFd(fd, true);
         containers_.erase(c->key);
+        std::lock_guard<std::mutex> lock(refused_mu_);
+        refused_.erase(c->key);
         break;
       }
       case Command::kConnectHolder: {
@@ -428,10 +523,13 @@ void SeccompNotify::ReadHolder() {
 }
 
 void SeccompNotify::AddNotifyFd(const std::string &key, int fd, int pid, uint64_t serial) {
-  fds_[fd] = NotifyFd{key, serial, pid, false};
+  fds_[fd] = NotifyFd{key, serial, pid, nullptr};
   n_open_fds_++;
-  Container &c = containers_[key];
+  ContainerEntry &c = containers_[key];
   c.fds.push_back(fd);
+  // The caller hands its CPU to the fd's thread and gets it back with the answer (Linux 6.6).
+  uint64_t flags = SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP;
+  if (ioctl(fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, flags) == 0) n_sync_wakeup_++;
   // Parked until the allow set arrives, but in the epoll set from the start: with no
   // events asked for, it still reports EPOLLHUP when the container dies first.
   epoll_event ev{};
@@ -446,16 +544,55 @@ void SeccompNotify::AddNotifyFd(const std::string &key, int fd, int pid, uint64_
   }
 }
 
+// Starts the fd's own thread; the control thread no longer watches it (the thread sees its
+// container die as the orphaned filter's ENOENT and says so).
 void SeccompNotify::Activate(int fd) {
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = TagOf(kNotify, fd);
-  if (epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &ev) == 0) fds_[fd].active = true;
+  NotifyFd &nf = fds_[fd];
+  if (nf.worker) return;
+  InstallStopSignal();
+  auto *w = new Worker{this, fd, nf.key, nf.serial, containers_[nf.key].state};
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, kWorkerStack);
+  // Every signal blocked from birth; the thread itself unblocks the stop signal only.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int e = pthread_create(&w->thread, &attr, &SeccompNotify::WorkerMain, w);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_attr_destroy(&attr);
+  if (e) {
+    // No thread: the fd stays parked (its execs wait, its death is still seen); the next
+    // set for its container retries. Counted in stats().threadFailures.
+    delete w;
+    n_thread_failures_++;
+    return;
+  }
+  epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+  nf.worker = w;
+  n_threads_++;
+}
+
+void SeccompNotify::StopWorker(NotifyFd &nf) {
+  Worker *w = nf.worker;
+  if (!w) return;
+  w->stop = true;
+  // A signal sent just before the thread enters RECV is lost, hence the repetition.
+  while (!w->exited.load()) {
+    pthread_kill(w->thread, StopSignal());
+    timespec ts{0, 200000};
+    nanosleep(&ts, nullptr);
+  }
+  pthread_join(w->thread, nullptr);
+  delete w;
+  nf.worker = nullptr;
+  n_threads_--;
 }
 
 void SeccompNotify::RemoveNotifyFd(int fd, bool drop_from_holder) {
   auto it = fds_.find(fd);
   if (it == fds_.end()) return;
+  StopWorker(it->second);
   epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
   auto ct = containers_.find(it->second.key);
   if (ct != containers_.end()) {
@@ -464,69 +601,145 @@ void SeccompNotify::RemoveNotifyFd(int fd, bool drop_from_holder) {
   }
   if (drop_from_holder && holder_.connected() && holder_.Drop(it->second.serial)) HolderLost("the fd-holder is gone");
   fds_.erase(it);
-  // Closed at once: the epoll set no longer has it, and every later event in this round
-  // is looked up in fds_ first and checked for a pending notification before RECV.
   close(fd);
   n_open_fds_--;
   n_fds_closed_++;
 }
 
-void SeccompNotify::Handle(int fd) {
-  auto it = fds_.find(fd);
-  if (it == fds_.end() || !it->second.active) return;
-  // RECV blocks when nothing is pending; level-triggered epoll said something is, but a
-  // caller killed since then takes its notification with it.
-  pollfd p{fd, POLLIN, 0};
-  if (poll(&p, 1, 0) != 1 || !(p.revents & POLLIN)) {
-    if (p.revents & (POLLHUP | POLLERR)) RemoveNotifyFd(fd, true);
-    return;
+void *SeccompNotify::WorkerMain(void *arg) {
+  auto *w = static_cast<Worker *>(arg);
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, StopSignal());
+  pthread_sigmask(SIG_UNBLOCK, &stop, nullptr);
+  char name[16] = "cgfence-notify";
+  pthread_setname_np(pthread_self(), name);
+  w->self->Serve(w);
+  w->exited = true;
+  return nullptr;
+}
+
+// Blocked in RECV, which is what SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP wakes directly.
+void SeccompNotify::Serve(Worker *w) {
+  std::vector<uint8_t> req_buf(notif_size_), resp_buf(resp_size_);
+  while (!w->stop.load(std::memory_order_relaxed)) {
+    memset(req_buf.data(), 0, req_buf.size());
+    if (ioctl(w->fd, SECCOMP_IOCTL_NOTIF_RECV, req_buf.data()) < 0) {
+      if (errno == EINTR) continue;
+      if (errno == ENOENT) {
+        // A caller killed between its wake-up and ours, or no task is left in the filter:
+        // POLLHUP tells the second apart.
+        pollfd p{w->fd, POLLIN, 0};
+        if (poll(&p, 1, 0) == 1 && (p.revents & POLLHUP)) break;
+        n_gone_++;
+        continue;
+      }
+      break;  // EBADF/EINVAL: nothing this thread can answer any more
+    }
+    Handle(w, req_buf.data(), resp_buf.data());
   }
-  std::vector<uint8_t> req_buf(notif_size_, 0), resp_buf(resp_size_, 0);
-  auto *req = reinterpret_cast<seccomp_notif *>(req_buf.data());
-  auto *resp = reinterpret_cast<seccomp_notif_resp *>(resp_buf.data());
-  if (ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, req) < 0) {
-    if (errno == ENOENT) n_gone_++;
-    return;
+  if (w->stop.load()) return;
+  // The container is gone: the control thread closes the fd and tells the holder.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ended_.emplace_back(w->fd, w->serial);
   }
+  uint64_t one = 1;
+  if (write(wake_, &one, sizeof(one)) < 0) { /* already signalled */ }
+}
+
+void SeccompNotify::Handle(Worker *w, void *req_buf, void *resp_buf) {
+  auto *req = static_cast<seccomp_notif *>(req_buf);
+  auto *resp = static_cast<seccomp_notif_resp *>(resp_buf);
+  const uint64_t t0 = MonoNs();
+  uint64_t tprev = t0;
+  auto stage = [&](Stage s) {
+    uint64_t now = MonoNs();
+    stage_ns_[s].fetch_add(now - tprev, std::memory_order_relaxed);
+    tprev = now;
+  };
   n_notifications_++;
   if (table_) {
     // Serial first: if we die between the two stores, the holder probes from an older id of
     // this same fd, which still covers this one.
-    fdh_slot &slot = table_[it->second.serial % FDH_SLOTS];
-    __atomic_store_n(&slot.serial, it->second.serial, __ATOMIC_RELEASE);
+    fdh_slot &slot = table_[w->serial % FDH_SLOTS];
+    __atomic_store_n(&slot.serial, w->serial, __ATOMIC_RELEASE);
     __atomic_store_n(&slot.id, req->id, __ATOMIC_RELEASE);
   }
-  const Container &ct = containers_[it->second.key];
+  stage(kStTable);
+  const int fd = w->fd;
   auto still_valid = [&]() { return ioctl(fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &req->id) == 0; };
 
   const Syscall *sc = nullptr;
   for (const Syscall &s : syscalls_)
     if (s.arch == req->data.arch && s.nr == req->data.nr) sc = &s;
 
+  Container &ct = *w->ct;
+  int deny_errno;
+  {
+    std::lock_guard<std::mutex> lock(ct.mu);
+    deny_errno = ct.deny_errno;
+  }
   bool deny = false;
   ExecTarget t;
-  const AllowStamp *entry = nullptr;
+  // A copy of the target's allow entry: the set may be replaced once the lock is let go.
+  AllowStamp want{};
+  bool have_entry = false;
   uint32_t reason = 0;
   if (!sc) {
     n_unknown_syscall_++;  // the filter only notifies exec syscalls; anything else runs as if unfiltered
-  } else if (ct.deny_errno == 0) {
+  } else if (deny_errno == 0) {
     // A pass-through container (TS found no allow set for it): the kernel fence decides.
   } else {
     ExecRequest er{sc->call, req->pid, {}, sc->compat};
     for (int i = 0; i < 6; i++) er.args[i] = req->data.args[i];
-    t = ResolveExecTarget(er, still_valid);
-    if (t.status == ExecTarget::kGone) {
-      n_gone_++;
-      return;
+    std::string path;
+    int e = ReadExecPath(er, &path);
+    stage(kStRead);
+    const bool at = sc->call == ExecCall::kExecveat;
+    // Only an absolute path, resolved the same whatever the caller's cwd or dirfd.
+    const bool cacheable = !e && !path.empty() && path[0] == '/' &&
+                           !(at && (static_cast<int>(er.args[4]) & AT_SYMLINK_NOFOLLOW));
+    bool hit = false;
+    if (cacheable) {
+      std::lock_guard<std::mutex> lock(ct.mu);
+      hit = ct.allowed_paths.count(path) > 0;
     }
-    if (t.status == ExecTarget::kUnresolved) n_unresolved_++;
-    // Unresolved is not denied: the kernel fails it the same way, or if the file appeared
-    // meanwhile, the exec fence (sched_process_exec) still decides on what really runs.
-    if (t.status == ExecTarget::kResolved) {
-      auto a = ct.allow.find(Identity{t.dev, t.ino});
-      entry = a == ct.allow.end() ? nullptr : &a->second;
-      reason = JudgeTarget(t, entry);
-      deny = reason != 0;
+    stage(kStLookup);
+    if (hit) {
+      n_cache_hits_++;
+    } else if (e) {
+      // Unreadable: the kernel fails it the same way (EFAULT), or the fence decides.
+      if (!still_valid()) {
+        n_gone_++;
+        return;
+      }
+      n_unresolved_++;
+    } else {
+      t = ResolveExecPath(er, path, still_valid);
+      stage(kStResolve);
+      if (t.status == ExecTarget::kGone) {
+        n_gone_++;
+        return;
+      }
+      if (t.status == ExecTarget::kUnresolved) n_unresolved_++;
+      // Unresolved is not denied: the kernel fails it the same way, or if the file appeared
+      // meanwhile, the exec fence (sched_process_exec) still decides on what really runs.
+      if (t.status == ExecTarget::kResolved) {
+        std::lock_guard<std::mutex> lock(ct.mu);
+        auto a = ct.allow.find(Identity{t.dev, t.ino});
+        have_entry = a != ct.allow.end();
+        if (have_entry) want = a->second;
+        reason = JudgeTarget(t, have_entry ? &want : nullptr);
+        deny = reason != 0;
+        // Only a path whose file is allowed and unchanged is cached: a later write to it
+        // moves its stamp, and the kernel fence then kills it (a stale hit costs an errno).
+        if (!deny && cacheable && PathHasNoSymlink(er.pid, path)) {
+          if (ct.allowed_paths.size() >= kMaxCachedPaths) ct.allowed_paths.clear();
+          ct.allowed_paths.insert(path);
+        }
+      }
+      stage(kStLookup);
     }
   }
   std::string comm;
@@ -536,17 +749,25 @@ void SeccompNotify::Handle(int fd) {
       n_gone_++;
       return;
     }
+    stage(kStValid);
   }
+  memset(resp, 0, resp_size_);
   resp->id = req->id;
   resp->val = 0;
   if (deny) {
-    resp->error = -ct.deny_errno;
+    resp->error = -deny_errno;
     resp->flags = 0;
   } else {
     resp->error = 0;
     resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
   }
-  if (ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, resp) < 0) {
+  int sent = ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, resp);
+  stage(kStSend);
+  const uint64_t total = tprev - t0;
+  stage_ns_[kStTotal].fetch_add(total, std::memory_order_relaxed);
+  const uint64_t us = total / 1000;
+  hist_[us < 100 ? us : std::min<uint64_t>(kBuckets - 1, 99 + (us - 100) / 100 + 1)].fetch_add(1, std::memory_order_relaxed);
+  if (sent < 0) {
     if (errno == ENOENT) n_gone_++;
     return;
   }
@@ -555,16 +776,25 @@ void SeccompNotify::Handle(int fd) {
     return;
   }
   n_denied_++;
-  auto *ev = new Event{Event::kDeny, it->second.key, req->pid, sc->call, t.path, t.dev, t.ino, ct.deny_errno, comm, MonoNs(), "", 0};
+  {
+    std::lock_guard<std::mutex> lock(refused_mu_);
+    refused_[w->key]++;
+  }
+  auto *ev = new Event{Event::kDeny, w->key, req->pid, sc->call, t.path, t.dev, t.ino, deny_errno, comm, MonoNs(), "", 0};
   ev->reason = reason;
   ev->now_sec = t.ctime_sec;
   ev->now_nsec = t.ctime_nsec;
-  if (entry) {
-    ev->want_sec = entry->ctime_sec;
-    ev->want_nsec = entry->ctime_nsec;
+  if (have_entry) {
+    ev->want_sec = want.ctime_sec;
+    ev->want_nsec = want.ctime_nsec;
   }
-  Emit(ev);
+  EmitShared(ev);
 }
+
+// Straight to JavaScript (the thread-safe function is), not through the control thread: a
+// denial reaches the audit log, and the container's refused count, before the caller can
+// act on its EACCES, as it did when one thread did everything.
+void SeccompNotify::EmitShared(Event *e) { Deliver(new std::vector<Event *>{e}); }
 
 void SeccompNotify::Emit(Event *e) {
   if (batch_.size() >= kMaxBatch) {
@@ -579,6 +809,10 @@ void SeccompNotify::Flush() {
   if (batch_.empty()) return;
   auto *b = new std::vector<Event *>(std::move(batch_));
   batch_.clear();
+  Deliver(b);
+}
+
+void SeccompNotify::Deliver(std::vector<Event *> *b) {
   napi_status st = tsfn_.NonBlockingCall(b, [](Napi::Env env, Napi::Function cb, std::vector<Event *> *events) {
     Napi::Array arr = Napi::Array::New(env, events->size());
     uint32_t i = 0;

@@ -48,6 +48,13 @@ export interface NotifyStats {
   notifications: number; continued: number; denied: number; unresolved: number; gone: number; unknownSyscall: number;
   fdsReceived: number; fdsAdopted: number; fdsClosed: number; rejected: number; eventsDropped: number;
   openFds: number; holderConnected: boolean;
+  /** Allowed verdicts answered from the per-container path cache; listeners with sync wake-up set; fd threads. */
+  cacheHits: number; syncWakeUp: number; threadFailures: number; threads: number;
+  /** Decision time (receive returned .. answer sent), cumulative ns per stage: docs/exec-performance.md. */
+  profileNs: Record<'table' | 'read' | 'lookup' | 'resolve' | 'valid' | 'send' | 'total', number>;
+  decisionUs: { count: number; p50: number; p90: number; p99: number; max: number };
+  /** { "<bucket's upper bound, µs>": count }, nonzero buckets only. */
+  decisionHistogram: Record<string, number>;
 }
 
 export interface SeccompNotify {
@@ -62,6 +69,8 @@ export interface SeccompNotify {
   /** Takes over from a (new) fd-holder: takes what it holds, hands it copies of what it lacks. */
   connectHolder(path: string): void;
   stats(): NotifyStats;
+  /** Execs of the container answered with its errno so far (counted as they are answered). */
+  refused(key: string): number;
   /** With release, the fd-holder lets go of every fd and exits. */
   close(opts?: { release?: boolean }): void;
   ref(): void;

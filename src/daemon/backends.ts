@@ -64,6 +64,9 @@ export function createBackends(cfg: DaemonConfig, deps: BackendDeps): Backends {
  * fence; the kernel fence alone (SIGKILL) when the notify loop cannot start, said in the log.
  */
 function execWithNotify(cfg: DaemonConfig, exec: ExecBackend, deps: BackendDeps): FenceBackend {
+  // --exec-deny kill: no notify loop, no fd-holder, nothing routed at prepare. An fd-holder
+  // left by an earlier errno-mode daemon goes on answering its containers CONTINUE.
+  if (cfg.execDeny === 'kill') return exec;
   try {
     return new ExecNotifyBackend(exec, cfg.stateDir, { lookup: deps.lookup, inFlight: deps.inFlight, sink: deps.sink, log: deps.log });
   } catch (e) {

@@ -10,6 +10,13 @@ import { BUILTIN_PROFILES } from './builtin-profiles';
 
 export type { CgroupMode } from '../fence/backend';
 export type FailMode = 'closed' | 'open';
+/**
+ * How an exec the allow-list forbids is stopped, node-wide. errno: seccomp user notification
+ * refuses it with EACCES before the kernel loads it (the kernel fence stays behind it);
+ * kill: no seccomp notification at all, the kernel fence alone kills it before its first
+ * instruction (exit 137), and allowed execs pay nothing for the notify round trip.
+ */
+export type ExecDeny = 'errno' | 'kill';
 
 export interface DaemonConfig {
   containerdSocket: string;
@@ -29,6 +36,7 @@ export interface DaemonConfig {
   metricsAddress: string | null;
   /** Where cgfence-runc spools fail-open records while the daemon is unreachable. */
   spoolDir: string;
+  execDeny: ExecDeny;
   /** Per-container quotas on the shared kernel tables (fence/quota.ts). */
   limits: Limits;
   /** Capacities of the shared kernel tables, when their maps are created (fence/quota.ts). */
@@ -50,6 +58,7 @@ export const DEFAULTS: DaemonConfig = {
   auditKeep: 5,
   metricsAddress: null,
   spoolDir: '/run/cgfence/spool',
+  execDeny: 'errno',
   limits: DEFAULT_LIMITS,
   tableSizes: DEFAULT_TABLE_SIZES,
 };
@@ -65,6 +74,7 @@ export const SETTINGS: Record<string, [keyof DaemonConfig, string]> = {
   'fail-mode': ['failMode', 'CGFENCE_FAIL_MODE'],
   'metrics-address': ['metricsAddress', 'CGFENCE_METRICS_ADDRESS'],
   'spool-dir': ['spoolDir', 'CGFENCE_SPOOL_DIR'],
+  'exec-deny': ['execDeny', 'CGFENCE_EXEC_DENY'],
 };
 
 export class ConfigError extends Error {}
@@ -145,6 +155,7 @@ export function resolveConfig(flags: Record<string, string | undefined>, env: No
     }
   }
   if (!['closed', 'open'].includes(cfg.failMode)) throw new ConfigError(`--fail-mode ${JSON.stringify(cfg.failMode)}: expected closed or open`);
+  if (!['errno', 'kill'].includes(cfg.execDeny)) throw new ConfigError(`--exec-deny ${JSON.stringify(cfg.execDeny)}: expected errno or kill`);
   return cfg;
 }
 

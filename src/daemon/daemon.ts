@@ -16,6 +16,7 @@ import { LearnBackend } from '../fence/learn/learn-backend';
 import { SeccompBackend } from '../fence/seccomp/seccomp-backend';
 import { createBackends } from './backends';
 import { ExecNotifyBackend } from '../fence/exec/exec-notify-backend';
+import { execDenyOf } from '../fence/exec/exec-notify';
 import { FenceBackend } from '../fence/backend';
 import { cgfenceAnnotations } from '../policy/annotations';
 import { native } from '../native';
@@ -131,7 +132,7 @@ export class Daemon {
     this.snapshots = new CounterSnapshots(cfg.stateDir);
     this.audit.write({
       type: 'agent', action: 'start', pid: process.pid, version: VERSION, pin_dir: cfg.pinDir,
-      adopted: this.exec.fence.adopted, fences: registry.all().length, cgroup_mode: cfg.cgroupMode, fail_mode: cfg.failMode,
+      adopted: this.exec.fence.adopted, fences: registry.all().length, cgroup_mode: cfg.cgroupMode, fail_mode: cfg.failMode, exec_deny: cfg.execDeny,
     });
     if (this.reloading?.configFile) {
       this.reloader = new ConfigReloader({
@@ -249,7 +250,9 @@ export class Daemon {
           return ok(this.manager.prepare({ ...req, workload: await this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id) }));
         case 'attach': {
           const r = this.manager.attach({ ...req, workload: await this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id) });
-          this.tamper?.refresh();
+          // After the reply: the new container's objects are protected a turn later, before
+          // its init can run (it waits for `runc start`, which follows this reply).
+          setImmediate(() => this.tamper?.refresh());
           return ok(r);
         }
         case 'status':
@@ -399,7 +402,7 @@ export class Daemon {
     }
     const fences = this.ps();
     return {
-      daemon: { pid: process.pid, version: VERSION, startedAt: this.startedAt.toISOString(), socket: this.cfg.socket, stateDir: this.cfg.stateDir, pinDir: this.cfg.pinDir, adopted: this.exec.fence.adopted, failMode: this.cfg.failMode, cgroupMode: this.cfg.cgroupMode },
+      daemon: { pid: process.pid, version: VERSION, startedAt: this.startedAt.toISOString(), socket: this.cfg.socket, stateDir: this.cfg.stateDir, pinDir: this.cfg.pinDir, adopted: this.exec.fence.adopted, failMode: this.cfg.failMode, execDeny: this.cfg.execDeny, cgroupMode: this.cfg.cgroupMode },
       containerd,
       kernel: {
         release: fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
@@ -440,7 +443,7 @@ export class Daemon {
         namespace: f.namespace, id: f.id, workload: f.workload ?? null, pid: f.pid, cgroup: f.cgroupPath, cgroupId: f.cgroupId, mode: f.mode,
         backend: Object.fromEntries(Object.entries(f.backends).map(([c, st]) => [c, st?.backend ?? c])),
         controls: f.controls, policyHash: f.policyHash, annotations: f.annotations,
-        execAllow: ex?.allow ?? [], attachedAt: f.attachedAt, how: f.how,
+        execAllow: ex?.allow ?? [], attachedAt: f.attachedAt, how: f.how, execDeny: execDenyOf(f.mode, ex),
         counters: typeof ex?.fenceId === 'string' ? this.execCounters(f.namespace, f.id, ex.fenceId) : null,
         networkCounters: typeof f.backends.network?.fenceId === 'string' ? this.network.counters(f.backends.network.fenceId, String(f.backends.network.cgroupId ?? f.backends.network.fenceId)) : null,
         decisions: this.metrics.decisionsOf(f),
@@ -496,6 +499,8 @@ export class Daemon {
       await this.metrics.close();
       for (const b of this.backends) b.close({ detach: !!opts.detach });
       this.tamper?.close({ detach: !!opts.detach });
+      this.manager.flushDeferred();
+      this.manager.registry.flush();
       this.audit.write({ type: 'agent', action: 'stop', pid: process.pid, detach: !!opts.detach });
       this.audit.close();
       this.log(`stopped${opts.detach ? '; every fence detached and unpinned' : '; fences stay pinned and enforcing'}`);

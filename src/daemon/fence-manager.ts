@@ -7,6 +7,7 @@ import crypto from 'node:crypto';
 import { AllowedFile } from '../kernel/abi';
 import fs from 'node:fs';
 import path from 'node:path';
+import { AuditInput, nowNs } from '../audit/audit-record';
 import { AuditLog } from '../audit/audit-log';
 import { cgroupId, cgroupV2PathOfPid } from '../kernel/cgroup';
 import { AttachContext, BackendName, ControlState, Controls, FenceBackend, Workload, containerKey, isControl } from '../fence/backend';
@@ -15,6 +16,7 @@ import { LookupError, findContainer } from './container-lookup';
 import { KEYS, PolicyError } from '../policy/annotations';
 import { checkAllowListInRootfs } from '../policy/identity';
 import { Policy, hasRules } from '../policy/policy';
+import { execDenyOf } from '../fence/exec/exec-notify';
 import { DaemonConfig } from './config';
 import type { Metrics } from './metrics';
 import { FenceRegistry, FencedContainer } from './fence-registry';
@@ -27,6 +29,8 @@ interface Prepared {
   namespace: string;
   id: string;
   bundle: string;
+  /** How long prepare took, ms (in the attach record beside attach_ms). */
+  prepareMs?: number;
   annotations: Record<string, string>;
   policy: Policy;
   controls: Controls;
@@ -57,6 +61,7 @@ export function policyHash(annotations: Record<string, string>): string {
 }
 
 export class FenceManager {
+  private deferred: AuditInput[] = [];
   private readonly prepared = new Map<string, Prepared>();
   private readonly owedDetaches = new Set<Promise<void>>();
   /** Set once metrics are served: attach times are observed from then on. */
@@ -81,6 +86,7 @@ export class FenceManager {
 
   /** Validates the bundle's policy before runc creates anything. */
   prepare(req: { id: string; bundle: string; runcRoot?: string; workload?: Workload | null }): { fence: boolean; controls?: Controls } {
+    const started = process.hrtime.bigint();
     const namespace = namespaceOfRuncRoot(req.runcRoot);
     const key = containerKey(namespace, req.id);
     const spec = this.readBundle(req.bundle);
@@ -137,7 +143,8 @@ export class FenceManager {
       this.auditRefusal(namespace, req.id, problems, workload);
       throw new Refusal(problems.join('; '));
     }
-    this.prepared.set(key, { namespace, id: req.id, bundle: req.bundle, annotations, policy, controls, at: Date.now(), entrypoint: entrypointDeferred ? spec : undefined, workload });
+    const prepareMs = Math.round(Number(process.hrtime.bigint() - started) / 1000) / 1000;
+    this.prepared.set(key, { namespace, id: req.id, bundle: req.bundle, annotations, policy, controls, at: Date.now(), entrypoint: entrypointDeferred ? spec : undefined, prepareMs, workload });
     this.registry.setInFlight(namespace, req.id, true);
     this.expirePrepared();
     return { fence: true, controls };
@@ -234,10 +241,11 @@ export class FenceManager {
     this.registry.put(entry);
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
     this.metrics?.attachSeconds.observe({ how }, ms / 1000);
-    this.audit.write({
-      type: 'lifecycle', action: 'attach', namespace, container_id: id, pid, cgroup_id: cgid?.toString() ?? null,
+    this.afterReply({
+      ts: nowNs(), type: 'lifecycle', action: 'attach', namespace, container_id: id, pid, cgroup_id: cgid?.toString() ?? null,
       how, mode: policy.mode, controls: entry.controls, policy_hash: entry.policyHash, cgroup: cgroupPath,
-      fail_mode: this.cfg.failMode, attach_ms: Math.round(ms * 1000) / 1000,
+      fail_mode: this.cfg.failMode, exec_deny: execDenyOf(policy.mode, entry.backends.exec), attach_ms: Math.round(ms * 1000) / 1000,
+      ...(prep.prepareMs !== undefined ? { prepare_ms: prep.prepareMs } : {}),
     });
     if (how === 'late-attach') this.log(`late attach: ${namespace}/${id} was running unfenced; fenced now`);
     return { fence: true, controls: entry.controls, cgroup: cgroupPath ?? undefined };
@@ -441,5 +449,23 @@ export class FenceManager {
       new_policy_hash: updated.policyHash, policy_hash: updated.policyHash, changes, ...actor,
     });
     return { namespace: entry.namespace, id: entry.id, mode: policy.mode, controls: newControls, oldPolicyHash: entry.policyHash, policyHash: updated.policyHash };
+  }
+
+  /**
+   * Audit records of a create (the attach record) are written once the reply is on its way:
+   * hashing and the write(2) are not the container's to wait for. Stamped now; nothing of
+   * the container can happen before them (its init waits for `runc start`).
+   */
+  private afterReply(r: AuditInput): void {
+    if (this.deferred.length === 0) setImmediate(() => this.flushDeferred());
+    this.deferred.push(r);
+  }
+
+  /** Writes the records afterReply holds (the daemon's stop calls it before closing the log). */
+  flushDeferred(): void {
+    if (this.deferred.length === 0) return;
+    const recs = this.deferred;
+    this.deferred = [];
+    this.audit.writeBatch(recs);
   }
 }

@@ -24,6 +24,7 @@ export class FenceRegistry {
   // Every kernel event is looked up by its key: keep that O(1).
   private readonly byEventKey = new Map<string, FencedContainer>();
   private readonly file: string;
+  private saveScheduled = false;
 
   constructor(stateDir: string) {
     fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
@@ -90,7 +91,7 @@ export class FenceRegistry {
     const old = this.byKey.get(FenceRegistry.key(f.namespace, f.id));
     if (old) for (const k of old.eventKeys) this.byEventKey.delete(k);
     this.index(f);
-    this.save();
+    this.saveSoon();
   }
 
   delete(namespace: string, id: string): FencedContainer | undefined {
@@ -99,7 +100,7 @@ export class FenceRegistry {
     if (f) {
       this.byKey.delete(k);
       for (const ek of f.eventKeys) this.byEventKey.delete(ek);
-      this.save();
+      this.saveSoon();
       const now = Date.now();
       for (const ek of f.eventKeys) this.recent.set(ek, { entry: f, until: now + RECENT_OWNER_MS });
       for (const [ek, v] of this.recent) if (v.until < now) this.recent.delete(ek);
@@ -107,6 +108,26 @@ export class FenceRegistry {
       for (const [rk, v] of this.recentByKey) if (v.until < now) this.recentByKey.delete(rk);
     }
     return f;
+  }
+
+  /**
+   * The file is written once the current request is answered (a create's reply does not wait
+   * for it; several changes in one turn make one write). Until then a crash loses only the
+   * newest entries, which reconcile finds again: a pinned fence with no entry is matched to
+   * its running container and re-attached (late attach), and that container's init is still
+   * blocked before its entrypoint until `runc start`, which follows the reply.
+   */
+  private saveSoon(): void {
+    if (this.saveScheduled) return;
+    this.saveScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  /** Writes pending changes now (the daemon's stop calls it). */
+  flush(): void {
+    if (!this.saveScheduled) return;
+    this.saveScheduled = false;
+    this.save();
   }
 
   private save(): void {

@@ -108,6 +108,13 @@ function writeEnv(p: SandboxPaths): void {
 export interface SandboxOptions {
   /** The daemon's config file (profiles, selectors); it reloads on changes and SIGHUP. */
   config?: string;
+  /**
+   * Settings for the daemon on top of this process's environment, which the daemon inherits
+   * whole: CGFENCE_EXEC_DENY, CGFENCE_FAIL_MODE and the other CGFENCE_* settings reach it,
+   * except the paths the sandbox gives as flags (socket, state, audit log, pins, metrics,
+   * spool), which are the sandbox's own.
+   */
+  daemonEnv?: Record<string, string>;
 }
 
 /** Starts whatever of containerd and the daemon is not running (idempotent). */
@@ -133,7 +140,7 @@ export async function sandboxUp(dir: string, progress: Progress = () => {}, opts
     progress('daemon: starting');
     const main = path.join(projectRoot(), 'dist', 'src', 'cli', 'main.js');
     const log = fs.openSync(p.daemonLog, 'a');
-    const env: NodeJS.ProcessEnv = { ...process.env };
+    const env: NodeJS.ProcessEnv = { ...process.env, ...opts.daemonEnv };
     const child = spawn(process.execPath, [main, 'daemon',
       '--containerd-socket', p.containerdSocket, '--state-dir', p.stateDir, '--audit-log', p.auditLog,
       '--socket', p.socket, '--pin-dir', p.pinDir, '--metrics-address', p.metrics, '--spool-dir', p.spoolDir,

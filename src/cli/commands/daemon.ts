@@ -17,6 +17,9 @@ flags (each also from an environment variable, or a config file):
   --fail-mode MODE          closed | open                (CGFENCE_FAIL_MODE, closed)
   --metrics-address ADDR    Prometheus endpoint, HOST:PORT or a socket path (CGFENCE_METRICS_ADDRESS, none)
   --spool-dir DIR           fail-open records from cgfence-runc (CGFENCE_SPOOL_DIR, /run/cgfence/spool)
+  --exec-deny HOW           errno | kill: a forbidden exec fails with EACCES (seccomp notify in
+                            front of the kernel fence), or is killed by the kernel fence alone
+                            before its first instruction, with no notify cost  (CGFENCE_EXEC_DENY, errno)
   --config FILE             JSON or YAML with the same settings plus profiles, defaultProfile and selectors (CGFENCE_CONFIG)
 
 SIGTERM stops the daemon and leaves fences pinned and enforcing; a restarted daemon adopts them.

@@ -17,6 +17,8 @@ interface Row {
   namespace: string; id: string; pid: number; cgroup: string | null; mode: string; backend: Record<string, string>;
   controls: Record<string, string>; decisions?: Decisions; policyHash: string; attachedAt: string;
   workload?: Record<string, unknown>;
+  /** How a forbidden exec ends for this container: errno (EACCES), kill, or null (nothing denied). */
+  execDeny?: 'errno' | 'kill' | null;
 }
 
 /** pod/container when the daemon knows the workload (CRI labels), else namespace/id. */
@@ -53,11 +55,11 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const utc = a.bools.has('utc');
-  const header = ['CONTAINER', 'PID', 'MODE', 'EXEC', 'NETWORK', 'SECCOMP', 'DENIED', 'ATTACHED'];
+  const header = ['CONTAINER', 'PID', 'MODE', 'EXEC', 'EXEC-DENY', 'NETWORK', 'SECCOMP', 'DENIED', 'ATTACHED'];
   if (format === 'wide') header.push('DENIED BY', 'BACKEND', 'POLICY', 'CGROUP');
   const rows = r.containers.map((c) => {
     const d = deniedOf(c.decisions);
-    const row = [nameOf(c), String(c.pid), c.mode, c.controls.exec, c.controls.network, c.controls.seccomp, String(d.total), formatTimestamp(c.attachedAt, { utc })];
+    const row = [nameOf(c), String(c.pid), c.mode, c.controls.exec, c.execDeny ?? '-', c.controls.network, c.controls.seccomp, String(d.total), formatTimestamp(c.attachedAt, { utc })];
     if (format === 'wide') row.push(`exec=${d.exec} net=${d.network} seccomp=${d.seccomp}`, Object.values(c.backend).join(',') || '-', c.policyHash, c.cgroup ?? '-');
     return row;
   });

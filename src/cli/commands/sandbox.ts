@@ -12,7 +12,10 @@ containerd set up. DIR defaults to ${DEFAULT_SANDBOX_DIR}.
           given: profiles and selectors, reloaded on change); writes DIR/env (source it for ctr and
           to have cgfence on PATH), DIR/containerd.pid and DIR/daemon.pid
   down    stop both; every fence is detached and nothing stays pinned
-  status  what runs (exit 0 when both run, 3 otherwise)`;
+  status  what runs (exit 0 when both run, 3 otherwise)
+
+The daemon inherits this environment's CGFENCE_* settings (CGFENCE_EXEC_DENY=kill, ...),
+except the paths the sandbox sets itself.`;
 
 export async function run(argv: string[]): Promise<number> {
   const a = parseArgs(argv, { values: ['dir', 'config', ...OUTPUT_FLAGS.values], bools: OUTPUT_FLAGS.bools, short: OUTPUT_FLAGS.short });

@@ -39,6 +39,7 @@ export async function run(argv: string[]): Promise<number> {
     ['daemon', `pid ${d.pid}, version ${d.version}, up since ${formatTimestamp(d.startedAt, { utc: a.bools.has('utc') })}${d.adopted ? ' (adopted pinned fences)' : ''}`],
     ['socket', d.socket],
     ['fail mode', d.failMode],
+    ['exec deny', d.execDeny === 'kill' ? 'kill (the kernel fence alone: SIGKILL before the first instruction, no seccomp notify)' : `${d.execDeny ?? 'errno'} (EACCES through seccomp user notification, the kernel fence behind it)`],
     ['cgroup mode', d.cgroupMode],
     ['containerd', c.error ? `UNREACHABLE at ${c.address}: ${c.error}` : `${c.version} at ${c.address} (${c.state})`],
     ['kernel', `${k.release}, BTF ${k.btf ? 'yes' : 'no'}, cgroup v2 ${k.cgroupV2 ?? 'none'}, libbpf ${k.libbpf}`],

@@ -148,16 +148,19 @@ export class ExecNotifyBackend implements FenceBackend {
 
   /** Execs of a running container refused by the loop so far (for `cgfence ps`). */
   refusedBy(namespace: string, id: string): number {
-    return this.refused.get(notifyKey(namespace, id)) ?? 0;
+    const key = notifyKey(namespace, id);
+    return Math.max(this.refused.get(key) ?? 0, this.notify.refused(key));
   }
 
   detach(ctx: AttachContext): Record<string, unknown> | void {
     // Counts held for the container go out before its detach record.
     this.sweepRate();
     const key = notifyKey(ctx.namespace, ctx.id);
+    // The native count, read before the container is removed: its last denials' events may
+    // still be on their way here when containerd's exit event arrives first.
+    const refused = Math.max(this.refused.get(key) ?? 0, this.notify.refused(key));
     this.notify.remove(key);
     this.waiting.delete(key);
-    const refused = this.refused.get(key) ?? 0;
     this.refused.delete(key);
     const counters = this.inner.detach(ctx);
     // `denied` counts every exec that did not run, whichever of the two stopped it.

@@ -42,6 +42,9 @@ import { startFdHolder } from './fd-holder';
 export const EXEC_DENY_ERRNO = 13;
 export const EXEC_DENY_ERRNO_NAME = 'EACCES';
 
+/** How long prepare's routing is remembered for the attach that follows it (runc create's time, with room). */
+const ROUTED_MEMORY_MS = 60_000;
+
 export type DenyEvent = Extract<NotifyEvent, { kind: 'deny' }>;
 
 export interface ExecNotifierOptions {
@@ -72,6 +75,8 @@ export class ExecNotifier {
   private reconnectTimer: NodeJS.Timeout | undefined;
   private reconnectDelayMs = 0;
   private closed = false;
+  /** Keys whose config.json prepare routed, with when: attach need not read the file again. */
+  private readonly routedAtPrepare = new Map<string, number>();
 
   private constructor(private readonly loop: SeccompNotify, readonly listenerPath: string, private readonly holderPath: string, private readonly opts: ExecNotifierOptions) {}
 
@@ -133,15 +138,26 @@ export class ExecNotifier {
   prepare(ctx: PrepareContext): NotifyMerge {
     const spec = readBundleConfig(ctx.bundle);
     const merge = withExecNotify(spec.linux?.seccomp, this.listenerPath, notifyKey(ctx.namespace, ctx.id));
+    const key = notifyKey(ctx.namespace, ctx.id);
+    this.routedAtPrepare.delete(key);
     if (merge.notified.length) {
       spec.linux = { ...(spec.linux ?? {}), seccomp: merge.profile };
       writeBundleConfig(ctx.bundle, spec);
+      const now = Date.now();
+      for (const [k, at] of this.routedAtPrepare) if (now - at > ROUTED_MEMORY_MS) this.routedAtPrepare.delete(k);
+      this.routedAtPrepare.set(key, now);
     }
     return merge;
   }
 
   /** True when runc got a config that routes this container's execs to us. */
   routed(bundle: string, key: string): boolean {
+    // Routed by this daemon's own prepare moments ago: the common case at attach, answered
+    // without reading config.json again. Otherwise (a restart in between, a late attach) the
+    // file says. A later backend's rewrite keeps the route (seccomp rules merge over it).
+    const at = this.routedAtPrepare.get(key);
+    this.routedAtPrepare.delete(key);
+    if (at !== undefined && Date.now() - at <= ROUTED_MEMORY_MS) return true;
     if (!bundle) return false;
     try {
       const sc = readBundleConfig(bundle).linux?.seccomp;
@@ -162,7 +178,13 @@ export class ExecNotifier {
   }
 
   remove(key: string): void {
+    this.routedAtPrepare.delete(key);
     this.loop.removeContainer(key);
+  }
+
+  /** Execs of the container refused so far, counted natively as they are answered. */
+  refused(key: string): number {
+    return this.loop.refused(key);
   }
 
   stats(): NotifyStats {
@@ -175,6 +197,17 @@ export class ExecNotifier {
     clearTimeout(this.reconnectTimer);
     this.loop.close({ release: opts.release });
   }
+}
+
+/**
+ * How a forbidden exec of this container ends: 'errno' when its execs are routed to the
+ * notify loop (EACCES), 'kill' when the kernel fence alone stops them (SIGKILL, exit 137:
+ * --exec-deny kill, a config the notify route could not be added to, or no notify loop),
+ * null when nothing is denied (no exec fence, or not in enforce mode).
+ */
+export function execDenyOf(mode: string, execState: Record<string, unknown> | undefined): 'errno' | 'kill' | null {
+  if (mode !== 'enforce' || !execState) return null;
+  return execState.notify === 'seccomp-notify' ? 'errno' : 'kill';
 }
 
 /** The audit record of an exec the loop denied. */
