@@ -64,10 +64,52 @@ export function identityOf(hostPath: string): FileIdentity {
   return { dev: kernelDev(st.dev), ino: st.ino };
 }
 
-/** The identity and change stamp of a file, as the exec fence binds it. */
+const NS = 1_000_000_000n;
+const MS = 1_000_000n;
+/**
+ * How long after a file's ctime its stamp may be taken: longer than one tick of the kernel's
+ * coarse clock (HZ=100 gives the longest, 10 ms) with room for the coarse clock's lag. A ctime
+ * whose nanoseconds are 0 is taken to come from a filesystem with whole-second timestamps.
+ */
+export const STAMP_SETTLE_NS = 20n * MS;
+const STAMP_SETTLE_WHOLE_SECONDS_NS = NS + STAMP_SETTLE_NS;
+/** A file that keeps changing for this long while being stamped is refused. */
+const STAMP_MAX_WAIT_NS = 3n * NS;
+
+function realtimeNs(): bigint {
+  return BigInt(Date.now()) * MS;
+}
+
+function sleepSync(ns: bigint): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Math.max(1, Math.ceil(Number(ns) / 1e6)));
+}
+
+/**
+ * The identity and change stamp of a file, as the exec fence binds it.
+ *
+ * A change made later must show as a different ctime. The kernel does not promise that for a
+ * change in the same tick of its coarse clock as the file's last change: a filesystem without
+ * multigrain timestamps keeps coarse ctimes, and even with them (6.13+) only an inode queried
+ * since its last change gets a fine-grained time; an inode that was not, such as the new upper
+ * inode an overlayfs copy-up creates, gets max(coarse clock, newest fine-grained time handed
+ * out), which can be exactly the ctime stamped here. So a file whose ctime is that recent is
+ * stamped only once the clock has moved past it (STAMP_SETTLE_NS, at most once per attach in
+ * practice: image files are old), and stat'ed again then, so the stamp is what the file is
+ * after the wait. See docs/exec-integrity.md, "Granularity".
+ */
 export function allowedFileOf(hostPath: string, interpOnly = false): AllowedFile {
-  const st = fs.statSync(hostPath, { bigint: true });
-  return { dev: kernelDev(st.dev), ino: st.ino, ctimeNs: st.ctimeNs, interpOnly };
+  const started = realtimeNs();
+  for (;;) {
+    const st = fs.statSync(hostPath, { bigint: true });
+    const settle = st.ctimeNs % NS === 0n ? STAMP_SETTLE_WHOLE_SECONDS_NS : STAMP_SETTLE_NS;
+    const now = realtimeNs();
+    const wait = st.ctimeNs + settle - now;
+    // wait > settle + 1 ms: a ctime in the future, the clock was set back; waiting for it to
+    // catch up could take any time (see the doc's limits).
+    if (wait <= 0n || wait > settle + MS) return { dev: kernelDev(st.dev), ino: st.ino, ctimeNs: st.ctimeNs, interpOnly };
+    if (now - started > STAMP_MAX_WAIT_NS) throw new ResolveError(hostPath, 'the file keeps changing: no stable change stamp to allow it under');
+    sleepSync(wait);
+  }
 }
 
 /** loaderOf: for an entry added as the PT_INTERP loader of allowed programs, the first of them. */
