@@ -98,7 +98,7 @@ describe('metrics and health', () => {
       const table = cli(p, ['ps']);
       const line = table.stdout.split('\n').find((l) => l.includes(id))!;
       expect(line.split(/\s{2,}/)).toContain(String(N + 1));
-      expect(table.stdout.split('\n')[0]).toMatch(/^CONTAINER\s+PID\s+MODE\s+EXEC\s+NETWORK\s+SECCOMP\s+DENIED\s+ATTACHED/);
+      expect(table.stdout.split('\n')[0]).toMatch(/^CONTAINER\s+PID\s+MODE\s+EXEC\s+EXEC-DENY\s+NETWORK\s+SECCOMP\s+DENIED\s+ATTACHED/);
       const wide = cli(p, ['ps', '-o', 'wide', '--utc']);
       expect(wide.stdout).toContain(`exec=1 net=${N} seccomp=0`);
       expect(wide.stdout).toMatch(/\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} Z/);

@@ -221,7 +221,8 @@ ${extra}`;
     // status: the running config's hash (the last good one) and the refused reload.
     const st = cli(p, ['status', '-o', 'wide']);
     const row = st.stdout.split('\n').find((l) => l.startsWith('config '));
-    expect(row).toContain(`${cm.file} ${hashOf(next)}; 3 profile(s), 2 selector(s), default none; last reload`);
+    // The file's three profiles and the built-in hardened one.
+    expect(row).toContain(`${cm.file} ${hashOf(next)}; 4 profile(s), 2 selector(s), default none; last reload`);
     expect(row).toMatch(/\(file-change\) REFUSED: .*selectors\[2\]: no profile "missing"/);
   });
 

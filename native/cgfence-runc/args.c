@@ -210,7 +210,7 @@ static int reorder(const struct fdef *defs, int ndefs, char **args, int n, char 
 			may_value = 0;
 			out[no++] = arg;
 		} else if (!strcmp(arg, "--")) {
-			out[no++] = "--";
+			out[no++] = arg; /* the caller's own "--": an id taken from it is one of its arguments */
 			for (int j = 0; j < nr; j++)
 				out[no++] = rest[j];
 			for (int j = i + 1; j < n; j++)

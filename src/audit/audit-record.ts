@@ -266,9 +266,10 @@ export function normalizeRecord(input: AuditInput, ctx: RecordContext = {}): Rec
     hostname: str(input?.hostname ?? ctx.hostname),
     namespace,
     container_id: containerId,
-    pod: str(workload?.pod),
-    pod_namespace: str(workload?.podNamespace),
-    container_name: str(workload?.containerName),
+    // A record that names the pod itself (a refusal before the container is registered) wins.
+    pod: str(input?.pod ?? workload?.pod),
+    pod_namespace: str(input?.pod_namespace ?? workload?.podNamespace),
+    container_name: str(input?.container_name ?? workload?.containerName),
     cgroup_id: u64str(input?.cgroup_id),
     pid: pidOf(input?.pid),
     comm: str(input?.comm),
