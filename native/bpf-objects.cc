@@ -2,6 +2,7 @@
 
 #include "connect-audit.skel.h"
 #include "exec-fence.skel.h"
+#include "exec-lsm.skel.h"
 #include "learn-net.skel.h"
 #include "learn-syscalls.skel.h"
 #include "net-fence.skel.h"
@@ -45,6 +46,7 @@ namespace cgfence {
 const void *EmbeddedObject(const std::string &name, size_t *size) {
   if (name == "connect-audit") return connect_audit_bpf__elf_bytes(size);
   if (name == "exec-fence") return exec_fence_bpf__elf_bytes(size);
+  if (name == "exec-lsm") return exec_lsm_bpf__elf_bytes(size);
   if (name == "learn-net") return learn_net_bpf__elf_bytes(size);
   if (name == "learn-syscalls") return learn_syscalls_bpf__elf_bytes(size);
   if (name == "net-fence") return net_fence_bpf__elf_bytes(size);
@@ -53,6 +55,6 @@ const void *EmbeddedObject(const std::string &name, size_t *size) {
   return nullptr;
 }
 
-const char *EmbeddedObjectNames() { return "connect-audit, exec-fence, learn-net, learn-syscalls, net-fence, tamper-watch, verifier-reject"; }
+const char *EmbeddedObjectNames() { return "connect-audit, exec-fence, exec-lsm, learn-net, learn-syscalls, net-fence, tamper-watch, verifier-reject"; }
 
 }  // namespace cgfence

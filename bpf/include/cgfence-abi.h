@@ -42,12 +42,13 @@ enum cgfence_fence_flags {
 };
 
 enum cgfence_event_kind {
-	CGFENCE_EVENT_EXEC = 1,
+	CGFENCE_EVENT_EXEC = 1,     /* from the exec tracepoints: a denial is a SIGKILL */
+	CGFENCE_EVENT_EXEC_LSM = 2, /* from lsm/bprm_check_security: a denial is -EACCES */
 };
 
 enum cgfence_action {
 	CGFENCE_ACTION_ALLOW = 0,
-	CGFENCE_ACTION_DENY = 1,  /* enforce: the task was sent SIGKILL */
+	CGFENCE_ACTION_DENY = 1,  /* enforce: the task was sent SIGKILL (LSM: the exec failed with EACCES) */
 	CGFENCE_ACTION_AUDIT = 2, /* audit: would have been denied, ran */
 };
 

@@ -18,9 +18,13 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro hostroot /lower || 
 mount -t tmpfs -o mode=0755 upper /upper || fail "tmpfs for the overlay"
 mkdir -p /upper/data /upper/work
 mount -t overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work overlay /newroot || fail "overlay on the host root"
-# Fresh /run and /tmp: tmpfs, not overlay (containerd's overlay snapshots need a non-overlay upper).
+# Fresh /run, /tmp and /var/tmp: tmpfs, not overlay (containerd's overlay snapshots need a non-overlay upper).
 mount -t tmpfs -o mode=0755 run /newroot/run || fail "tmpfs /run"
 mount -t tmpfs -o mode=1777 tmp /newroot/tmp || fail "tmpfs /tmp"
+# /var/tmp too: files written on the overlay root (9p lower, tmpfs upper: layers on two
+# filesystems) stat with the upper fs's st_dev while the kernel sees the overlay's, so exec
+# identities computed in user space would not match there.
+mount -t tmpfs -o mode=1777 vartmp /newroot/var/tmp || fail "tmpfs /var/tmp"
 mkdir -p /newroot/run/vm-job
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 job /newroot/run/vm-job || fail "cannot mount the job share (9p tag job)"
 mount --move /dev /newroot/dev

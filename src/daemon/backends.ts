@@ -9,6 +9,8 @@ import { NetworkBackend } from '../fence/network/network-backend';
 import { NetworkControl } from '../fence/network/network-control';
 import { SeccompBackend } from '../fence/seccomp/seccomp-backend';
 import { ExecNotifyBackend } from '../fence/exec/exec-notify-backend';
+import { ExecLsmBackend, LSM_HOOK } from '../fence/exec/exec-lsm-backend';
+import { ExecLsm, probeExecLsm } from '../kernel/exec-lsm';
 import { DaemonConfig } from './config';
 import type { FenceManager } from './fence-manager';
 
@@ -26,8 +28,12 @@ export interface Backends {
 export function createBackends(cfg: DaemonConfig, manager: () => FenceManager): Backends {
   // Exec events of learning containers go to the learn backend too, once it exists.
   let learnEvents: LearnBackend | undefined;
+  // The exec hook is chosen per node, once: BPF LSM where a tiny LSM program loads, attaches
+  // and would be called (EACCES inside the kernel); else the tracepoints with seccomp notify.
+  const probe = probeExecLsm();
   const exec = new ExecBackend({
     pinDir: cfg.pinDir, cgroupMode: cfg.cgroupMode,
+    kernelHook: probe.usable ? 'lsm' : 'tracepoint', lsmUnusable: probe.usable ? undefined : probe.why,
     onEvents: (evs: ExecEvent[]) => {
       manager().onExecEvents(evs);
       learnEvents?.onExecEvents(evs);
@@ -60,7 +66,9 @@ export function createBackends(cfg: DaemonConfig, manager: () => FenceManager): 
     audit: (records) => manager().writeAudit(records),
   });
   learnEvents = learn;
-  const all: FenceBackend[] = [execWithNotify(cfg, exec, manager), new SeccompBackend(), networkControl, learn];
+  const execControl = probe.usable ? new ExecLsmBackend(exec, ExecLsm.attach({ pinDir: cfg.pinDir })) : execWithNotify(cfg, exec, manager);
+  console.error(`cgfence daemon: exec backend: ${probe.usable ? `bpf-lsm (${LSM_HOOK})` : `tracepoints with seccomp notify (BPF LSM not used: ${probe.why})`}`);
+  const all: FenceBackend[] = [execControl, new SeccompBackend(), networkControl, learn];
   return { exec, network, learn, all };
 }
 

@@ -284,7 +284,7 @@ export class FenceManager {
     this.metrics?.attachSeconds.observe({ how }, ms / 1000);
     this.audit.write({
       type: 'lifecycle', action: 'attach', namespace, container_id: id, pid, cgroup_id: cgid?.toString() ?? null,
-      how, mode: policy.mode, controls: entry.controls, policy_hash: entry.policyHash, cgroup: cgroupPath,
+      how, mode: policy.mode, controls: entry.controls, backends: backendsOf(entry.backends), policy_hash: entry.policyHash, cgroup: cgroupPath,
       fail_mode: this.cfg.failMode, attach_ms: Math.round(ms * 1000) / 1000,
     });
     if (how === 'late-attach') this.log(`late attach: ${namespace}/${id} was running unfenced; fenced now`);
@@ -474,9 +474,21 @@ export class FenceManager {
         ppid: e.ppid,
         uid: e.uid,
         mode: owner?.mode ?? null,
+        // Refused inside the kernel by the BPF LSM program: the caller got EACCES.
+        ...(e.via === 'lsm' && e.action === ExecAction.Deny ? { errno: 'EACCES', via: 'bpf-lsm' } : {}),
       };
     }));
   }
+}
+
+/** Which backend (and kernel hook, where a control has a choice) serves each control of a container. */
+function backendsOf(states: Partial<Record<BackendName, Record<string, unknown>>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [c, st] of Object.entries(states)) {
+    if (typeof st?.backend !== 'string') continue;
+    out[c] = typeof st.hook === 'string' ? `${st.backend}, ${st.hook}` : st.backend;
+  }
+  return out;
 }
 
 /** The annotations of a backend's control (none for a backend that is no control, like learn). */

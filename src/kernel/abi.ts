@@ -56,8 +56,13 @@ export function decodeExecKey(b: Buffer): { fenceId: bigint } & FileIdentity {
   return { fenceId: b.readBigUInt64LE(0), dev: b.readBigUInt64LE(8), ino: b.readBigUInt64LE(16) };
 }
 
+/** CGFENCE_EVENT_EXEC_LSM: the event came from lsm/bprm_check_security. */
+export const EVENT_EXEC_LSM = 2;
+
 export interface ExecEvent {
   kind: 'exec';
+  /** Which program decided: 'lsm' (a denial failed the exec with EACCES) or 'tracepoint' (SIGKILL). */
+  via: 'lsm' | 'tracepoint';
   action: ExecAction;
   tsMonoNs: bigint;
   cgroupId: bigint;
@@ -81,6 +86,7 @@ export function decodeExecEvent(b: Buffer): ExecEvent {
   if (b.length < EXEC_EVENT_SIZE) throw new Error(`exec event of ${b.length} bytes, want ${EXEC_EVENT_SIZE}`);
   return {
     kind: 'exec',
+    via: b.readUInt32LE(0) === EVENT_EXEC_LSM ? 'lsm' : 'tracepoint',
     action: b.readUInt32LE(4),
     tsMonoNs: b.readBigUInt64LE(8),
     cgroupId: b.readBigUInt64LE(16),

@@ -30,10 +30,16 @@ export class ExecBackend implements FenceBackend {
   readonly control = 'exec' as const;
   readonly fence: ExecFence;
 
-  constructor(private readonly opts: { pinDir: string; cgroupMode: CgroupMode; onEvents: (e: ExecEvent[]) => void }) {
+  /**
+   * `kernelHook: 'lsm'`: the maps and events only, no tracepoint program (the BPF LSM program of
+   * exec-lsm-backend judges); the fence identities are the same. `lsmUnusable`: why BPF LSM
+   * was not chosen, for status.
+   */
+  constructor(private readonly opts: { pinDir: string; cgroupMode: CgroupMode; onEvents: (e: ExecEvent[]) => void; kernelHook?: 'tracepoint' | 'lsm'; lsmUnusable?: string }) {
     // cgroup mode v2 without a v2 hierarchy gets the pidns program too, only so that fences an
     // earlier daemon pinned stay enforced: controlState refuses every new exec fence.
-    this.fence = ExecFence.open({ pinDir: opts.pinDir, onEvents: opts.onEvents, programs: execPrograms(opts.cgroupMode, cgroupV2Root() !== null) });
+    const programs = opts.kernelHook === 'lsm' ? [] : execPrograms(opts.cgroupMode, cgroupV2Root() !== null);
+    this.fence = ExecFence.open({ pinDir: opts.pinDir, onEvents: opts.onEvents, programs });
   }
 
   controlState(policy: Policy): ControlState {
@@ -70,7 +76,7 @@ export class ExecBackend implements FenceBackend {
       ctx.state.fenceId = r.fenceId.toString();
       resolved = r.resolved;
     } else {
-      const r = fencePidnsExecs(this.fence, { ...req, pid: ctx.pid, pidns: identity.pidns });
+      const r = fencePidnsExecs(this.fence, { ...req, pid: ctx.pid, pidns: identity.pidns, lsm: this.opts.kernelHook === 'lsm' });
       ctx.state.fenceId = r.fenceId.toString();
       ctx.state.pidns = `pid:[${identity.pidns.inode}]`;
       ctx.state.why = identity.why;
@@ -105,7 +111,8 @@ export class ExecBackend implements FenceBackend {
   }
 
   status(): Record<string, unknown> {
-    const programs = this.fence.programs();
+    // With the LSM hook the one program finds both identities; the mode picks which are used.
+    const programs = this.opts.kernelHook === 'lsm' ? execPrograms(this.opts.cgroupMode, cgroupV2Root() !== null) : this.fence.programs();
     const backends: IdentityBackend[] = [];
     if (programs.includes('cgroup-v2') && cgroupV2Root() && this.opts.cgroupMode !== 'v1') backends.push('cgroup-v2');
     if (programs.includes('pidns') && !(this.opts.cgroupMode === 'v2' && cgroupV2Root())) backends.push('pidns-tracepoint');
@@ -117,6 +124,7 @@ export class ExecBackend implements FenceBackend {
         : `${backends.length > 1 ? 'per container, ' : ''}${backends.map((b) => DESCRIBE[b]).join(' or ')}; SIGKILL before the first instruction`,
       backends,
       cgroupMode: this.opts.cgroupMode,
+      ...(this.opts.lsmUnusable ? { bpfLsm: `not used: ${this.opts.lsmUnusable}` } : {}),
       fences: { 'cgroup-v2': fences.length - pidnsFences.length, 'pidns-tracepoint': pidnsFences.length },
       pidnsFences: pidnsFences.map((f) => ({ fenceId: f.fenceId.toString(), ...describePidnsFenceId(f.fenceId) })),
       adopted: this.fence.adopted,

@@ -16,6 +16,8 @@ export interface PidnsExecFenceRequest {
   mode: Mode;
   execAllow: string[];
   reportAllowed?: boolean;
+  /** The BPF LSM program judges (it finds pid-namespace fences too), not the pidns tracepoint. */
+  lsm?: boolean;
 }
 
 export interface PidnsExecFenceResult { fenceId: bigint; pidns: ContainerPidns; resolved: ResolvedEntry[] }
@@ -25,7 +27,7 @@ export interface PidnsExecFenceResult { fenceId: bigint; pidns: ContainerPidns; 
  * in before the fence entry, and a second call updates in place, widening before narrowing.
  */
 export function fencePidnsExecs(fence: ExecFence, req: PidnsExecFenceRequest): PidnsExecFenceResult {
-  if (!fence.programs().includes('pidns')) {
+  if (!req.lsm && !fence.programs().includes('pidns')) {
     throw new Error('the exec fence was opened without its pidns program: a pid-namespace fence would never be checked');
   }
   const pidns = req.pidns ?? containerPidns(req.pid);

@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * exec fence as a BPF LSM program: lsm/bprm_check_security refuses a forbidden exec inside the
+ * kernel with -EACCES. The caller's execve() fails, its old image goes on (a shell prints
+ * "Permission denied"), nothing is killed, no seccomp round trip, and what is judged is the
+ * file the kernel has opened and is about to load, so there is no time-of-check gap.
+ *
+ * Why bprm_check_security and not bprm_creds_for_exec: bprm_creds_for_exec runs once per
+ * execve, on the file the caller named, before the binary handlers; a #! script's
+ * interpreter is never shown to it. bprm_check_security runs in search_binary_handler() for
+ * every file the kernel loads for one exec: the script, then its interpreter (and an
+ * interpreter's interpreter), each time with bprm->file the opened file. So both the script
+ * and its interpreter must be allowed, which is what the seccomp notify path (the script) and
+ * the tracepoint fence (the interpreter) enforce together on kernels without BPF LSM. It
+ * exists on every kernel with BPF LSM (5.7+); bprm_creds_for_exec only since 5.9.
+ *
+ * Where this program runs, the tracepoint programs of exec-fence.bpf.c are not attached: the
+ * maps below are the SAME maps (reused through their pins in the daemon's pin directory), so
+ * fences, allow-lists, counters and events are shared, and both fence identities are found
+ * here: the container's cgroup v2 (ancestry) and, without one, its pid namespace. Keep the map
+ * definitions identical to exec-fence.bpf.c or libbpf refuses to reuse the pins.
+ *
+ * This kernel runs BPF LSM programs only when "bpf" is in the active LSM list
+ * (/sys/kernel/security/lsm, CONFIG_LSM or lsm= on the command line); user space checks that
+ * and loads exec_lsm_probe before choosing this backend.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "cgfence-abi.h"
+#include "pidns.bpf.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define EACCES 13
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct cgfence_fence);
+} fences SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct cgfence_exec_key);
+	__type(value, __u8);
+} exec_allow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} exec_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} exec_drops SEC(".maps");
+
+/* The nearest fenced ancestor of the current task's cgroup v2, deepest first (as exec-fence). */
+static __always_inline struct cgfence_fence *find_cgroup_fence(__u64 *fence_id)
+{
+	__u64 id = bpf_get_current_cgroup_id();
+	struct cgfence_fence *f = bpf_map_lookup_elem(&fences, &id);
+
+	if (f) {
+		*fence_id = id;
+		return f;
+	}
+	for (int level = CGFENCE_MAX_CGROUP_DEPTH - 1; level >= 0; level--) {
+		id = bpf_get_current_ancestor_cgroup_id(level);
+		if (!id)
+			continue;
+		f = bpf_map_lookup_elem(&fences, &id);
+		if (f) {
+			*fence_id = id;
+			return f;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * THE allow decision: is this file on the fence's allow-list? The one place a check on the
+ * allow entry's value (e.g. a content stamp) belongs. key is filled for the event.
+ */
+static __always_inline bool exec_allowed(__u64 fence_id, struct file *file, struct cgfence_exec_key *key)
+{
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+
+	key->fence_id = fence_id;
+	key->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	key->ino = BPF_CORE_READ(inode, i_ino);
+	return bpf_map_lookup_elem(&exec_allow, key) != NULL;
+}
+
+static __always_inline void count_drop(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&exec_drops, &zero);
+
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
+SEC("lsm/bprm_check_security")
+int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct cgfence_exec_key key = {};
+	struct cgfence_exec_event *e;
+	struct cgfence_fence *fence;
+	__u64 fence_id = 0;
+	__u32 action;
+	int verdict = 0;
+
+	/* An earlier LSM refused already: its errno stands. */
+	if (ret)
+		return ret;
+	fence = find_cgroup_fence(&fence_id);
+	if (!fence)
+		fence = find_pidns_fence(&fences, task, &fence_id);
+	if (!fence || fence->mode == CGFENCE_MODE_OFF)
+		return 0;
+
+	if (exec_allowed(fence_id, BPF_CORE_READ(bprm, file), &key)) {
+		__sync_fetch_and_add(&fence->allowed, 1);
+		if (!(fence->flags & CGFENCE_FLAG_REPORT_ALLOWED) && fence->mode != CGFENCE_MODE_LEARN)
+			return 0;
+		action = CGFENCE_ACTION_ALLOW;
+	} else if (fence->mode == CGFENCE_MODE_ENFORCE) {
+		__sync_fetch_and_add(&fence->denied, 1);
+		action = CGFENCE_ACTION_DENY;
+		verdict = -EACCES;
+	} else {
+		__sync_fetch_and_add(&fence->audited, 1);
+		action = fence->mode == CGFENCE_MODE_LEARN ? CGFENCE_ACTION_ALLOW : CGFENCE_ACTION_AUDIT;
+	}
+
+	/* The verdict does not depend on ring-buffer space: a lost event is counted, the exec
+	 * is refused all the same. */
+	e = bpf_ringbuf_reserve(&exec_events, sizeof(*e), 0);
+	if (!e) {
+		count_drop();
+		return verdict;
+	}
+	e->kind = CGFENCE_EVENT_EXEC_LSM;
+	e->action = action;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->fence_id = fence_id;
+	e->dev = key.dev;
+	e->ino = key.ino;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->mode = fence->mode;
+	/* The caller's comm: the exec has not happened (and, denied, never will). */
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	/* The name of the file judged now: the script, then its interpreter's path. */
+	bpf_probe_read_kernel_str(e->path, sizeof(e->path), BPF_CORE_READ(bprm, interp));
+	bpf_ringbuf_submit(e, 0);
+	return verdict;
+}
+
+/* The start-up probe: loads and attaches where BPF LSM works, and changes nothing. */
+SEC("lsm/bprm_check_security")
+int BPF_PROG(exec_lsm_probe, struct linux_binprm *bprm, int ret)
+{
+	return ret;
+}

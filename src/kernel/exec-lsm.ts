@@ -1,0 +1,111 @@
+// The exec fence as a BPF LSM program (bpf/exec-lsm.bpf.c, lsm/bprm_check_security): a
+// forbidden exec fails with EACCES inside the kernel. It judges the exec fence's own maps
+// (kernel/exec-fence.ts), reused through their pins, so an ExecFence opened on the same pin
+// directory (with or without its tracepoint programs) does every map write and reads the events.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { BpfLink, BpfObject, native } from '../native';
+import { closeLinks } from './release';
+
+const OBJECT = 'exec-lsm';
+const PROGRAM = 'exec_lsm';
+const PROBE = 'exec_lsm_probe';
+const LINK_PIN = 'exec_lsm_link';
+const LSM_LIST = '/sys/kernel/security/lsm';
+
+export type LsmProbe = { usable: true } | { usable: false; why: string };
+
+/** The active LSMs, mounting securityfs first where the host has not. */
+export function activeLsms(): string[] | null {
+  if (!fs.existsSync(LSM_LIST)) {
+    try {
+      execFileSync('mount', ['-t', 'securityfs', 'securityfs', '/sys/kernel/security'], { stdio: 'pipe' });
+    } catch { /* reported below as "cannot read" */ }
+  }
+  try {
+    return fs.readFileSync(LSM_LIST, 'utf8').trim().split(',').filter(Boolean);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Can this kernel refuse execs with a BPF LSM program? "bpf" must be an active LSM (a kernel
+ * built with CONFIG_BPF_LSM but booted without bpf in its LSM list loads and attaches LSM
+ * programs that are never called), and a tiny LSM program must load and attach (some
+ * environments refuse them with EPERM). The probe program changes nothing and is detached
+ * at once.
+ */
+export function probeExecLsm(): LsmProbe {
+  const lsms = activeLsms();
+  if (!lsms) return { usable: false, why: `cannot read ${LSM_LIST} (securityfs not mounted and not mountable)` };
+  if (!lsms.includes('bpf')) return { usable: false, why: `"bpf" is not an active LSM (${LSM_LIST}: ${lsms.join(',')}); boot with lsm=${[...lsms, 'bpf'].join(',')}` };
+  let obj: BpfObject | undefined;
+  try {
+    obj = new (native().BpfObject)(OBJECT, { programs: [PROBE] });
+    obj.attachTracing(PROBE).destroy();
+    return { usable: true };
+  } catch (e) {
+    return { usable: false, why: `a BPF LSM program does not load or attach here: ${(e as Error).message.split('\n')[0]}` };
+  } finally {
+    obj?.close({ unpin: false });
+  }
+}
+
+export class ExecLsm {
+  private closed = false;
+
+  private constructor(private readonly obj: BpfObject, private readonly link: BpfLink, readonly adopted: boolean) {}
+
+  /**
+   * Loads lsm/bprm_check_security over the maps pinned in pinDir (created and pinned here if
+   * no ExecFence made them yet) and attaches it; its link is pinned, so the fence keeps
+   * refusing while the daemon is down. A link an earlier daemon pinned is replaced after ours
+   * is attached, so no exec slips through between the two.
+   */
+  static attach(opts: { pinDir: string }): ExecLsm {
+    if (!opts.pinDir) throw new Error('ExecLsm.attach: a pin directory is required (the LSM program shares the exec fence\'s maps through their pins)');
+    const addon = native();
+    fs.mkdirSync(opts.pinDir, { recursive: true, mode: 0o700 });
+    const obj = new addon.BpfObject(OBJECT, { pinDir: opts.pinDir, programs: [PROGRAM] });
+    let link: BpfLink | undefined;
+    try {
+      link = obj.attachTracing(PROGRAM);
+      const pin = path.join(opts.pinDir, LINK_PIN);
+      let adopted = false;
+      if (fs.existsSync(pin)) {
+        const old = addon.BpfLink.open(pin);
+        old.unpin();
+        old.destroy();
+        adopted = true;
+      }
+      link.pin(pin);
+      return new ExecLsm(obj, link, adopted);
+    } catch (e) {
+      link?.destroy();
+      obj.close({ unpin: false });
+      throw e;
+    }
+  }
+
+  /** Is an LSM link pinned in pinDir (an earlier daemon ran this backend)? */
+  static pinned(pinDir: string): boolean {
+    return fs.existsSync(path.join(pinDir, LINK_PIN));
+  }
+
+  objectIds(): { program: number; link: number } {
+    return { program: this.obj.programInfo(PROGRAM).id, link: this.link.info()?.id ?? 0 };
+  }
+
+  /**
+   * With detach the program is detached and its link pin removed. The maps' pins are never
+   * removed here: they belong to the ExecFence that shares them.
+   */
+  close(opts: { detach?: boolean } = {}): void {
+    if (this.closed) return;
+    this.closed = true;
+    closeLinks([this.link], !!opts.detach);
+    this.obj.close({ unpin: false });
+  }
+}
