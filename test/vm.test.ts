@@ -59,7 +59,10 @@ function runInVm(cgroup: 'v2' | 'v1', files: string[], timeoutS: number): Promis
 
 /** Every test the guest ran passed, and as many ran as expected (none skipped). */
 function expectAllPassed(r: { status: number | null; out: string }, files: string[]): void {
-  const tail = r.out.split('\n').slice(-80).join('\n');
+  // The failures (vitest prints them after "Failed"), else the end of the output.
+  const lines = r.out.split('\n');
+  const first = lines.findIndex((l) => /⎯ (Failed Tests|Failed Suites|Unhandled Errors?) /.test(l));
+  const tail = (first >= 0 ? lines.slice(first, first + 120) : lines.slice(-80)).join('\n');
   expect(r.status, tail).toBe(0);
   for (const f of files) expect(r.out, `${f} did not run in the VM:\n${tail}`).toContain(f);
   // eslint-disable-next-line no-control-regex
