@@ -40,7 +40,10 @@ afterEach(() => {
 function runInVm(cgroup: 'v2' | 'v1', files: string[], timeoutS: number): Promise<{ status: number | null; out: string }> {
   const child = spawn('bash', [path.join(ROOT, 'scripts/vm-run.sh'), '--cgroup', cgroup, '--timeout', String(timeoutS),
     '--env', `CGFENCE_VM_TESTS=${files.join(',')}`, '--',
-    process.execPath, 'node_modules/vitest/vitest.mjs', 'run', '--config', GUEST_CONFIG, '--reporter', 'verbose'], {
+    // Unhandled errors are judged here instead (expectAllPassed): vitest's worker RPC has a
+    // fixed 60 s timeout that a worker busy in a long synchronous call (setup.sh, gcc) trips
+    // under emulation, which fails the run although every test passed.
+    process.execPath, 'node_modules/vitest/vitest.mjs', 'run', '--config', GUEST_CONFIG, '--reporter', 'verbose', '--dangerouslyIgnoreUnhandledErrors'], {
     cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
   });
   running.add(child.pid!);
@@ -57,8 +60,11 @@ function runInVm(cgroup: 'v2' | 'v1', files: string[], timeoutS: number): Promis
   }));
 }
 
-/** Every test the guest ran passed, and as many ran as expected (none skipped). */
-function expectAllPassed(r: { status: number | null; out: string }, files: string[]): void {
+/**
+ * Every test file the guest ran passed, none failed, only the `skipped` tests the guest config
+ * filters out were skipped, and the only unhandled errors are vitest's own RPC timeouts.
+ */
+function expectAllPassed(r: { status: number | null; out: string }, files: string[], skipped: number): void {
   // The failures (vitest prints them after "Failed"), else the end of the output.
   const lines = r.out.split('\n');
   const first = lines.findIndex((l) => /⎯ (Failed Tests|Failed Suites|Unhandled Errors?) /.test(l));
@@ -67,18 +73,22 @@ function expectAllPassed(r: { status: number | null; out: string }, files: strin
   for (const f of files) expect(r.out, `${f} did not run in the VM:\n${tail}`).toContain(f);
   // eslint-disable-next-line no-control-regex
   const plain = r.out.replace(/\x1b\[[0-9;]*m/g, '');
-  expect(plain, tail).toMatch(/Tests\s+\d+ passed \(\d+\)/);
-  expect(plain, tail).not.toMatch(/\b(failed|skipped)\b.*\(\d+\)/);
+  expect(plain, tail).toMatch(new RegExp(`Test Files\\s+${files.length} passed \\(${files.length}\\)`));
+  expect(plain, tail).toMatch(skipped ? new RegExp(`Tests\\s+\\d+ passed \\| ${skipped} skipped \\(\\d+\\)`) : /Tests\s+\d+ passed \(\d+\)/);
+  expect(plain, tail).not.toMatch(/\d+ failed/);
+  const unhandled = plain.split('\n').filter((l) => /^(Error|TypeError|AssertionError)\b.*/.test(l) && !/\[vitest-worker\]: Timeout calling "onTaskUpdate"/.test(l));
+  if (/Unhandled Error/.test(plain)) expect(unhandled, tail).toEqual([]);
 }
 
 describe.skipIf(noVm !== null)('VM tier: Debian 12 stock kernel (6.1, BPF LSM active) under QEMU', () => {
   it('cgroup v2: kernel-level tests of the BPF-LSM and tracepoint exec fences, and a fenced container with the BPF-LSM backend', async () => {
     const files = ['test/vm/guest/exec-lsm.guest.ts', 'test/exec-fence.test.ts', 'test/vm/guest/lsm-e2e.guest.ts'];
-    expectAllPassed(await runInVm('v2', files, 1200), files);
+    // One skipped: the ext4 check of test/exec-fence.test.ts (the guest config says why).
+    expectAllPassed(await runInVm('v2', files, 1200), files, 1);
   }, 1_300_000);
 
   it('cgroup v1 only (no cgroup2 mounted): a fenced container with the BPF-LSM backend found by pid namespace; cgfence ps works', async () => {
     const files = ['test/vm/guest/lsm-e2e.guest.ts'];
-    expectAllPassed(await runInVm('v1', files, 900), files);
+    expectAllPassed(await runInVm('v1', files, 900), files, 0);
   }, 1_000_000);
 });
