@@ -167,6 +167,81 @@ int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 	return verdict;
 }
 
+#define FMODE_WRITE 0x2
+#define PROC_SUPER_MAGIC 0x9fa0
+
+/* Is file a /proc/<pid>/mem (or /proc/<pid>/task/<tid>/mem)? */
+static __always_inline bool is_proc_mem(struct file *file)
+{
+	struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
+	char name[4] = {};
+
+	if (BPF_CORE_READ(d, d_sb, s_magic) != PROC_SUPER_MAGIC)
+		return false;
+	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(d, d_name.name));
+	return name[0] == 'm' && name[1] == 'e' && name[2] == 'm' && name[3] == 0;
+}
+
+/*
+ * What the exec hook cannot see: from a fenced container, opening for writing an
+ * allow-listed file (changing a program the fence lets run, in place) or a process's
+ * /proc/PID/mem (patching code in memory, which ignores page protections). Enforce refuses
+ * with EACCES, audit reports, learn and off do nothing (nothing to learn: no annotation
+ * allows either). Reads are never judged. Only opens for writing pay the fence lookup.
+ */
+SEC("lsm/file_open")
+int BPF_PROG(exec_lsm_file_open, struct file *file, int ret)
+{
+	struct task_struct *task;
+	struct cgfence_exec_key key = {};
+	struct cgfence_exec_event *e;
+	struct cgfence_fence *fence;
+	__u64 fence_id = 0;
+	__u32 kind;
+	int verdict = 0;
+
+	if (ret || !(BPF_CORE_READ(file, f_mode) & FMODE_WRITE))
+		return ret;
+	task = bpf_get_current_task_btf();
+	fence = find_cgroup_fence(&fence_id);
+	if (!fence)
+		fence = find_pidns_fence(&fences, task, &fence_id);
+	if (!fence || (fence->mode != CGFENCE_MODE_ENFORCE && fence->mode != CGFENCE_MODE_AUDIT))
+		return 0;
+	if (exec_allowed(fence_id, file, &key))
+		kind = CGFENCE_EVENT_WRITE_ALLOWED;
+	else if (is_proc_mem(file))
+		kind = CGFENCE_EVENT_PROC_MEM_WRITE;
+	else
+		return 0;
+	if (fence->mode == CGFENCE_MODE_ENFORCE) {
+		__sync_fetch_and_add(&fence->denied, 1);
+		verdict = -EACCES;
+	} else {
+		__sync_fetch_and_add(&fence->audited, 1);
+	}
+	e = bpf_ringbuf_reserve(&exec_events, sizeof(*e), 0);
+	if (!e) {
+		count_drop();
+		return verdict;
+	}
+	e->kind = kind;
+	e->action = verdict ? CGFENCE_ACTION_DENY : CGFENCE_ACTION_AUDIT;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->fence_id = fence_id;
+	e->dev = key.dev;
+	e->ino = key.ino;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->mode = fence->mode;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_probe_read_kernel_str(e->path, sizeof(e->path), BPF_CORE_READ(file, f_path.dentry, d_name.name));
+	bpf_ringbuf_submit(e, 0);
+	return verdict;
+}
+
 /* The start-up probe: loads and attaches where BPF LSM works, and changes nothing. */
 SEC("lsm/bprm_check_security")
 int BPF_PROG(exec_lsm_probe, struct linux_binprm *bprm, int ret)

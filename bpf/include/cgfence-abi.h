@@ -44,6 +44,10 @@ enum cgfence_fence_flags {
 enum cgfence_event_kind {
 	CGFENCE_EVENT_EXEC = 1,     /* from the exec tracepoints: a denial is a SIGKILL */
 	CGFENCE_EVENT_EXEC_LSM = 2, /* from lsm/bprm_check_security: a denial is -EACCES */
+	/* From lsm/file_open (BPF LSM only), a denial is -EACCES; path is the file's last
+	 * name component: */
+	CGFENCE_EVENT_WRITE_ALLOWED = 3, /* an allow-listed file opened for writing */
+	CGFENCE_EVENT_PROC_MEM_WRITE = 4, /* a /proc/PID/mem opened for writing */
 };
 
 enum cgfence_action {

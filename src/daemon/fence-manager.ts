@@ -476,6 +476,8 @@ export class FenceManager {
         mode: owner?.mode ?? null,
         // Refused inside the kernel by the BPF LSM program: the caller got EACCES.
         ...(e.via === 'lsm' && e.action === ExecAction.Deny ? { errno: 'EACCES', via: 'bpf-lsm' } : {}),
+        // Not an exec: an open for writing the BPF LSM judged (path is then the file's last name component).
+        ...(e.op !== 'exec' ? { op: e.op } : {}),
       };
     }));
   }

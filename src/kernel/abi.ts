@@ -58,11 +58,16 @@ export function decodeExecKey(b: Buffer): { fenceId: bigint } & FileIdentity {
 
 /** CGFENCE_EVENT_EXEC_LSM: the event came from lsm/bprm_check_security. */
 export const EVENT_EXEC_LSM = 2;
+/** CGFENCE_EVENT_WRITE_ALLOWED, CGFENCE_EVENT_PROC_MEM_WRITE: from lsm/file_open. */
+export const EVENT_WRITE_ALLOWED = 3;
+export const EVENT_PROC_MEM_WRITE = 4;
 
 export interface ExecEvent {
   kind: 'exec';
   /** Which program decided: 'lsm' (a denial failed the exec with EACCES) or 'tracepoint' (SIGKILL). */
   via: 'lsm' | 'tracepoint';
+  /** What was judged: an exec, or (BPF LSM only) an open for writing of an allow-listed file or of a /proc/PID/mem. */
+  op: 'exec' | 'write-allow-listed' | 'write-proc-mem';
   action: ExecAction;
   tsMonoNs: bigint;
   cgroupId: bigint;
@@ -86,7 +91,8 @@ export function decodeExecEvent(b: Buffer): ExecEvent {
   if (b.length < EXEC_EVENT_SIZE) throw new Error(`exec event of ${b.length} bytes, want ${EXEC_EVENT_SIZE}`);
   return {
     kind: 'exec',
-    via: b.readUInt32LE(0) === EVENT_EXEC_LSM ? 'lsm' : 'tracepoint',
+    via: b.readUInt32LE(0) === 1 ? 'tracepoint' : 'lsm',
+    op: b.readUInt32LE(0) === EVENT_WRITE_ALLOWED ? 'write-allow-listed' : b.readUInt32LE(0) === EVENT_PROC_MEM_WRITE ? 'write-proc-mem' : 'exec',
     action: b.readUInt32LE(4),
     tsMonoNs: b.readBigUInt64LE(8),
     cgroupId: b.readBigUInt64LE(16),

@@ -9,9 +9,12 @@ import { BpfLink, BpfObject, native } from '../native';
 import { closeLinks } from './release';
 
 const OBJECT = 'exec-lsm';
-const PROGRAM = 'exec_lsm';
+/** The hooks and their link pins: exec itself, and opens for writing (allow-listed files, /proc/PID/mem). */
+const PROGRAMS = [
+  { name: 'exec_lsm', hook: 'lsm/bprm_check_security', linkPin: 'exec_lsm_link' },
+  { name: 'exec_lsm_file_open', hook: 'lsm/file_open', linkPin: 'exec_lsm_file_open_link' },
+];
 const PROBE = 'exec_lsm_probe';
-const LINK_PIN = 'exec_lsm_link';
 const LSM_LIST = '/sys/kernel/security/lsm';
 
 export type LsmProbe = { usable: true } | { usable: false; why: string };
@@ -56,7 +59,7 @@ export function probeExecLsm(): LsmProbe {
 export class ExecLsm {
   private closed = false;
 
-  private constructor(private readonly obj: BpfObject, private readonly link: BpfLink, readonly adopted: boolean) {}
+  private constructor(private readonly obj: BpfObject, private readonly links: BpfLink[], readonly adopted: boolean) {}
 
   /**
    * Loads lsm/bprm_check_security over the maps pinned in pinDir (created and pinned here if
@@ -68,22 +71,26 @@ export class ExecLsm {
     if (!opts.pinDir) throw new Error('ExecLsm.attach: a pin directory is required (the LSM program shares the exec fence\'s maps through their pins)');
     const addon = native();
     fs.mkdirSync(opts.pinDir, { recursive: true, mode: 0o700 });
-    const obj = new addon.BpfObject(OBJECT, { pinDir: opts.pinDir, programs: [PROGRAM] });
-    let link: BpfLink | undefined;
+    const obj = new addon.BpfObject(OBJECT, { pinDir: opts.pinDir, programs: PROGRAMS.map((p) => p.name) });
+    const links: BpfLink[] = [];
     try {
-      link = obj.attachTracing(PROGRAM);
-      const pin = path.join(opts.pinDir, LINK_PIN);
       let adopted = false;
-      if (fs.existsSync(pin)) {
-        const old = addon.BpfLink.open(pin);
-        old.unpin();
-        old.destroy();
-        adopted = true;
+      for (const p of PROGRAMS) {
+        const link = obj.attachTracing(p.name);
+        links.push(link);
+        const pin = path.join(opts.pinDir, p.linkPin);
+        if (fs.existsSync(pin)) {
+          const old = addon.BpfLink.open(pin);
+          old.unpin();
+          old.destroy();
+          adopted = true;
+        }
+        link.pin(pin);
       }
-      link.pin(pin);
-      return new ExecLsm(obj, link, adopted);
+      return new ExecLsm(obj, links, adopted);
     } catch (e) {
-      link?.destroy();
+      // A link already pinned stays: it replaced the one that was enforcing there.
+      for (const l of links) l.destroy();
       obj.close({ unpin: false });
       throw e;
     }
@@ -91,11 +98,12 @@ export class ExecLsm {
 
   /** Is an LSM link pinned in pinDir (an earlier daemon ran this backend)? */
   static pinned(pinDir: string): boolean {
-    return fs.existsSync(path.join(pinDir, LINK_PIN));
+    return PROGRAMS.some((p) => fs.existsSync(path.join(pinDir, p.linkPin)));
   }
 
-  objectIds(): { program: number; link: number } {
-    return { program: this.obj.programInfo(PROGRAM).id, link: this.link.info()?.id ?? 0 };
+  /** Kernel ids per hook, for status output and the tamper watch. */
+  objectIds(): Record<string, { program: number; link: number }> {
+    return Object.fromEntries(PROGRAMS.map((p, i) => [p.hook, { program: this.obj.programInfo(p.name).id, link: this.links[i].info()?.id ?? 0 }]));
   }
 
   /**
@@ -105,7 +113,7 @@ export class ExecLsm {
   close(opts: { detach?: boolean } = {}): void {
     if (this.closed) return;
     this.closed = true;
-    closeLinks([this.link], !!opts.detach);
+    closeLinks(this.links, !!opts.detach);
     this.obj.close({ unpin: false });
   }
 }

@@ -44,7 +44,8 @@ export class ExecLsmBackend implements FenceBackend {
       backend: `bpf-lsm (${LSM_HOOK}, fence found by ${found}); EACCES inside the kernel, no seccomp notify`,
       hook: LSM_HOOK,
       lsmAdopted: this.lsm.adopted,
-      objects: { ...objects, programs: { ...objects.programs, lsm: this.lsm.objectIds() } },
+      alsoRefused: 'opening an allow-listed file or a /proc/PID/mem for writing (lsm/file_open)',
+      objects: { ...objects, programs: { ...objects.programs, ...this.lsm.objectIds() } },
     };
   }
 
@@ -53,11 +54,11 @@ export class ExecLsmBackend implements FenceBackend {
   }
 
   protectedProgramIds(): number[] {
-    return [...this.inner.protectedProgramIds(), this.lsm.objectIds().program];
+    return [...this.inner.protectedProgramIds(), ...Object.values(this.lsm.objectIds()).map((p) => p.program)];
   }
 
   protectedLinkIds(): number[] {
-    return [...this.inner.protectedLinkIds(), this.lsm.objectIds().link].filter((id) => id > 0);
+    return [...this.inner.protectedLinkIds(), ...Object.values(this.lsm.objectIds()).map((p) => p.link)].filter((id) => id > 0);
   }
 
   close(opts: { detach: boolean }): void {

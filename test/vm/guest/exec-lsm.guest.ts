@@ -157,17 +157,58 @@ describe('BPF LSM exec fence', () => {
     fence.unfence(fenceId);
   });
 
+  it('refuses opening an allow-listed file or a /proc/PID/mem for writing from a fenced cgroup; reads and other files are fine', async () => {
+    // A busybox copy on /tmp (see the interpreter note above) runs the shell inside the fence.
+    const bb = path.join(dir, 'busybox');
+    fs.copyFileSync(fs.realpathSync('/bin/busybox'), bb);
+    fs.chmodSync(bb, 0o755);
+    const target = path.join(dir, 'allowed-target');
+    fs.copyFileSync(allowedMarker, target);
+    fs.chmodSync(target, 0o755);
+    const other = path.join(dir, 'other-file');
+    fs.writeFileSync(other, '');
+    const before = fs.readFileSync(target);
+    const sh = (cg: string, cmd: string) => runInCgroup(cg, [bb, 'sh', '-c', cmd]);
+    const cmd = `cat "${target}" > /dev/null && echo read-ok; echo x >> "${target}" || echo write-refused; echo x >> "${other}" && echo other-ok; echo x > /proc/self/mem; echo "mem $?"`;
+
+    const cg = newCgroup();
+    const { fenceId } = fenceCgroupExecs(fence, { cgroupPath: cg, rootPid: process.pid, mode: 'enforce', execAllow: [bb, target] });
+    const r = sh(cg, cmd);
+    expect(r.signal, r.stderr).toBeNull();
+    expect(r.stdout).toMatch(/mem [1-9]/);
+    expect(r.stdout).toContain('read-ok');
+    expect(r.stdout).toContain('write-refused');
+    expect(r.stdout).toContain('other-ok');
+    expect(r.stderr).toMatch(/allowed-target: Permission denied/);
+    expect(r.stderr).toMatch(/\/proc\/self\/mem: Permission denied/);
+    expect(fs.readFileSync(target)).toEqual(before);
+    const w = await eventFor((x) => x.op === 'write-allow-listed' && x.fenceId === fenceId);
+    expect(w.action).toBe(ExecAction.Deny);
+    expect(w.path).toBe('allowed-target');
+    expect((await eventFor((x) => x.op === 'write-proc-mem' && x.fenceId === fenceId)).action).toBe(ExecAction.Deny);
+    fence.unfence(fenceId);
+
+    // Unfenced, the same opens succeed (the /proc/self/mem write itself then fails with EIO at offset 0).
+    const free = sh(newCgroup(), cmd);
+    expect(free.signal, free.stderr).toBeNull();
+    expect(free.stdout).toMatch(/mem \d+/);
+    expect(free.stdout).toContain('other-ok');
+    expect(free.stdout).not.toContain('write-refused');
+    expect(free.stderr).not.toMatch(/Permission denied/);
+    expect(fs.readFileSync(target).length).toBe(before.length + 2);
+  });
+
   it('leaves nothing attached or pinned on detach', () => {
     const pins = fs.readdirSync(pinDir);
     expect(pins).toContain('exec_lsm_link');
     const other = `/sys/fs/bpf/${name}-b`;
     const f2 = ExecFence.open({ pinDir: other, programs: [] });
     const l2 = ExecLsm.attach({ pinDir: other });
-    const progId = l2.objectIds().program;
+    const progIds = Object.values(l2.objectIds()).map((p) => p.program);
+    expect(progIds).toHaveLength(2);
     l2.close({ detach: true });
     f2.close({ detach: true });
     expect(fs.existsSync(other)).toBe(false);
-    const shown = spawnSync('bpftool', ['prog', 'show', 'id', String(progId)], { encoding: 'utf8' });
-    expect(shown.status).not.toBe(0);
+    for (const id of progIds) expect(spawnSync('bpftool', ['prog', 'show', 'id', String(id)], { encoding: 'utf8' }).status).not.toBe(0);
   });
 });
