@@ -19,12 +19,12 @@ const LSM_LIST = '/sys/kernel/security/lsm';
 
 export type LsmProbe = { usable: true } | { usable: false; why: string };
 
-/** The active LSMs, mounting securityfs first where the host has not. */
-export function activeLsms(): string[] | null {
-  if (!fs.existsSync(LSM_LIST)) {
+/** The active LSMs; with `mount`, securityfs is mounted first where the host has not. */
+export function activeLsms(mount: boolean): string[] | null {
+  if (mount && !fs.existsSync(LSM_LIST)) {
     try {
       execFileSync('mount', ['-t', 'securityfs', 'securityfs', '/sys/kernel/security'], { stdio: 'pipe' });
-    } catch { /* reported below as "cannot read" */ }
+    } catch { /* reported by the caller as "cannot read" */ }
   }
   try {
     return fs.readFileSync(LSM_LIST, 'utf8').trim().split(',').filter(Boolean);
@@ -34,26 +34,27 @@ export function activeLsms(): string[] | null {
 }
 
 /**
- * Can this kernel refuse execs with a BPF LSM program? "bpf" must be an active LSM (a kernel
- * built with CONFIG_BPF_LSM but booted without bpf in its LSM list loads and attaches LSM
- * programs that are never called), and a tiny LSM program must load and attach (some
- * environments refuse them with EPERM). The probe program changes nothing and is detached
- * at once.
+ * Can this kernel refuse execs with a BPF LSM program? A tiny LSM program must load and attach
+ * (some environments refuse them with EPERM), and "bpf" must be an active LSM: a kernel built
+ * with CONFIG_BPF_LSM but booted without bpf in its LSM list (Ubuntu, Flatcar) loads and
+ * attaches LSM programs that are never called. The probe program changes nothing and is
+ * detached at once. The load comes first so that a host where it fails is left as it was;
+ * only where it works is securityfs mounted (if it is not) to read the LSM list.
  */
 export function probeExecLsm(): LsmProbe {
-  const lsms = activeLsms();
-  if (!lsms) return { usable: false, why: `cannot read ${LSM_LIST} (securityfs not mounted and not mountable)` };
-  if (!lsms.includes('bpf')) return { usable: false, why: `"bpf" is not an active LSM (${LSM_LIST}: ${lsms.join(',')}); boot with lsm=${[...lsms, 'bpf'].join(',')}` };
   let obj: BpfObject | undefined;
   try {
     obj = new (native().BpfObject)(OBJECT, { programs: [PROBE] });
     obj.attachTracing(PROBE).destroy();
-    return { usable: true };
   } catch (e) {
     return { usable: false, why: `a BPF LSM program does not load or attach here: ${(e as Error).message.split('\n')[0]}` };
   } finally {
     obj?.close({ unpin: false });
   }
+  const lsms = activeLsms(true);
+  if (!lsms) return { usable: false, why: `cannot read ${LSM_LIST} (securityfs not mounted and not mountable), so whether BPF LSM programs are called is unknown` };
+  if (!lsms.includes('bpf')) return { usable: false, why: `"bpf" is not an active LSM (${LSM_LIST}: ${lsms.join(',')}); boot with lsm=${[...lsms, 'bpf'].join(',')}` };
+  return { usable: true };
 }
 
 export class ExecLsm {
