@@ -242,6 +242,116 @@ int BPF_PROG(exec_lsm_file_open, struct file *file, int ret)
 	return verdict;
 }
 
+#define PROT_EXEC 0x4
+
+/* When each fence was set (CLOCK_REALTIME ns), written by user space at attach: a file whose
+ * inode changed after it was not part of the container as started. A fence without an entry
+ * (set by a daemon that did not run this backend) gets no check of its executable mappings. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} exec_fence_since SEC(".maps");
+
+/* The inode's change time across kernels: i_ctime_sec/nsec (6.11+), __i_ctime (6.6+), i_ctime. */
+struct inode___ctime66 {
+	struct timespec64 __i_ctime;
+} __attribute__((preserve_access_index));
+struct inode___ctime_old {
+	struct timespec64 i_ctime;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 inode_ctime_ns(struct inode *inode)
+{
+	if (bpf_core_field_exists(inode->i_ctime_sec))
+		return BPF_CORE_READ(inode, i_ctime_sec) * 1000000000ULL + BPF_CORE_READ(inode, i_ctime_nsec);
+	if (bpf_core_field_exists(((struct inode___ctime66 *)inode)->__i_ctime)) {
+		struct inode___ctime66 *i = (void *)inode;
+
+		return BPF_CORE_READ(i, __i_ctime.tv_sec) * 1000000000ULL + BPF_CORE_READ(i, __i_ctime.tv_nsec);
+	}
+	{
+		struct inode___ctime_old *i = (void *)inode;
+
+		return BPF_CORE_READ(i, i_ctime.tv_sec) * 1000000000ULL + BPF_CORE_READ(i, i_ctime.tv_nsec);
+	}
+}
+
+/*
+ * A file mapped executable without an exec (the ELF interpreter and libraries the loader
+ * maps, or a program's own dlopen/mmap): allowed when it is allow-listed or unchanged since
+ * the fence was set (the image's own loader and libraries need no annotation); refused with
+ * EACCES in enforce, reported in audit, when it was written, replaced or created after.
+ */
+static __always_inline int judge_map_exec(struct file *file)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct cgfence_exec_key key = {};
+	struct cgfence_exec_event *e;
+	struct cgfence_fence *fence;
+	__u64 fence_id = 0, *since;
+	int verdict = 0;
+
+	fence = find_cgroup_fence(&fence_id);
+	if (!fence)
+		fence = find_pidns_fence(&fences, task, &fence_id);
+	if (!fence || (fence->mode != CGFENCE_MODE_ENFORCE && fence->mode != CGFENCE_MODE_AUDIT))
+		return 0;
+	since = bpf_map_lookup_elem(&exec_fence_since, &fence_id);
+	if (!since || inode_ctime_ns(BPF_CORE_READ(file, f_inode)) <= *since)
+		return 0;
+	if (exec_allowed(fence_id, file, &key))
+		return 0;
+	if (fence->mode == CGFENCE_MODE_ENFORCE) {
+		__sync_fetch_and_add(&fence->denied, 1);
+		verdict = -EACCES;
+	} else {
+		__sync_fetch_and_add(&fence->audited, 1);
+	}
+	e = bpf_ringbuf_reserve(&exec_events, sizeof(*e), 0);
+	if (!e) {
+		count_drop();
+		return verdict;
+	}
+	e->kind = CGFENCE_EVENT_MAP_EXEC;
+	e->action = verdict ? CGFENCE_ACTION_DENY : CGFENCE_ACTION_AUDIT;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->fence_id = fence_id;
+	e->dev = key.dev;
+	e->ino = key.ino;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->mode = fence->mode;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_probe_read_kernel_str(e->path, sizeof(e->path), BPF_CORE_READ(file, f_path.dentry, d_name.name));
+	bpf_ringbuf_submit(e, 0);
+	return verdict;
+}
+
+SEC("lsm/mmap_file")
+int BPF_PROG(exec_lsm_mmap_file, struct file *file, unsigned long reqprot, unsigned long prot, unsigned long flags, int ret)
+{
+	if (ret || !file || !(prot & PROT_EXEC))
+		return ret;
+	return judge_map_exec(file);
+}
+
+SEC("lsm/file_mprotect")
+int BPF_PROG(exec_lsm_file_mprotect, struct vm_area_struct *vma, unsigned long reqprot, unsigned long prot, int ret)
+{
+	struct file *file;
+
+	if (ret || !(prot & PROT_EXEC))
+		return ret;
+	file = BPF_CORE_READ(vma, vm_file);
+	if (!file)
+		return 0;
+	return judge_map_exec(file);
+}
+
 /* The start-up probe: loads and attaches where BPF LSM works, and changes nothing. */
 SEC("lsm/bprm_check_security")
 int BPF_PROG(exec_lsm_probe, struct linux_binprm *bprm, int ret)

@@ -48,6 +48,9 @@ enum cgfence_event_kind {
 	 * name component: */
 	CGFENCE_EVENT_WRITE_ALLOWED = 3, /* an allow-listed file opened for writing */
 	CGFENCE_EVENT_PROC_MEM_WRITE = 4, /* a /proc/PID/mem opened for writing */
+	/* From lsm/mmap_file and lsm/file_mprotect: a file changed after the fence was set,
+	 * and not allow-listed, mapped executable (a new library, a replaced loader). */
+	CGFENCE_EVENT_MAP_EXEC = 5,
 };
 
 enum cgfence_action {

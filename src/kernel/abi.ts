@@ -61,13 +61,15 @@ export const EVENT_EXEC_LSM = 2;
 /** CGFENCE_EVENT_WRITE_ALLOWED, CGFENCE_EVENT_PROC_MEM_WRITE: from lsm/file_open. */
 export const EVENT_WRITE_ALLOWED = 3;
 export const EVENT_PROC_MEM_WRITE = 4;
+/** CGFENCE_EVENT_MAP_EXEC: from lsm/mmap_file or lsm/file_mprotect. */
+export const EVENT_MAP_EXEC = 5;
 
 export interface ExecEvent {
   kind: 'exec';
   /** Which program decided: 'lsm' (a denial failed the exec with EACCES) or 'tracepoint' (SIGKILL). */
   via: 'lsm' | 'tracepoint';
   /** What was judged: an exec, or (BPF LSM only) an open for writing of an allow-listed file or of a /proc/PID/mem. */
-  op: 'exec' | 'write-allow-listed' | 'write-proc-mem';
+  op: 'exec' | 'write-allow-listed' | 'write-proc-mem' | 'map-exec';
   action: ExecAction;
   tsMonoNs: bigint;
   cgroupId: bigint;
@@ -92,7 +94,7 @@ export function decodeExecEvent(b: Buffer): ExecEvent {
   return {
     kind: 'exec',
     via: b.readUInt32LE(0) === 1 ? 'tracepoint' : 'lsm',
-    op: b.readUInt32LE(0) === EVENT_WRITE_ALLOWED ? 'write-allow-listed' : b.readUInt32LE(0) === EVENT_PROC_MEM_WRITE ? 'write-proc-mem' : 'exec',
+    op: b.readUInt32LE(0) === EVENT_WRITE_ALLOWED ? 'write-allow-listed' : b.readUInt32LE(0) === EVENT_PROC_MEM_WRITE ? 'write-proc-mem' : b.readUInt32LE(0) === EVENT_MAP_EXEC ? 'map-exec' : 'exec',
     action: b.readUInt32LE(4),
     tsMonoNs: b.readBigUInt64LE(8),
     cgroupId: b.readBigUInt64LE(16),

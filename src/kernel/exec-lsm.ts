@@ -13,7 +13,10 @@ const OBJECT = 'exec-lsm';
 const PROGRAMS = [
   { name: 'exec_lsm', hook: 'lsm/bprm_check_security', linkPin: 'exec_lsm_link' },
   { name: 'exec_lsm_file_open', hook: 'lsm/file_open', linkPin: 'exec_lsm_file_open_link' },
+  { name: 'exec_lsm_mmap_file', hook: 'lsm/mmap_file', linkPin: 'exec_lsm_mmap_file_link' },
+  { name: 'exec_lsm_file_mprotect', hook: 'lsm/file_mprotect', linkPin: 'exec_lsm_file_mprotect_link' },
 ];
+const SINCE_MAP = 'exec_fence_since';
 const PROBE = 'exec_lsm_probe';
 const LSM_LIST = '/sys/kernel/security/lsm';
 
@@ -60,7 +63,7 @@ export function probeExecLsm(): LsmProbe {
 export class ExecLsm {
   private closed = false;
 
-  private constructor(private readonly obj: BpfObject, private readonly links: BpfLink[], readonly adopted: boolean) {}
+  private constructor(private readonly obj: BpfObject, private readonly links: BpfLink[], readonly adopted: boolean, private readonly pinDir?: string) {}
 
   /**
    * Loads lsm/bprm_check_security over the maps pinned in pinDir (created and pinned here if
@@ -88,7 +91,7 @@ export class ExecLsm {
         }
         link.pin(pin);
       }
-      return new ExecLsm(obj, links, adopted);
+      return new ExecLsm(obj, links, adopted, opts.pinDir);
     } catch (e) {
       // A link already pinned stays: it replaced the one that was enforcing there.
       for (const l of links) l.destroy();
@@ -100,6 +103,26 @@ export class ExecLsm {
   /** Is an LSM link pinned in pinDir (an earlier daemon ran this backend)? */
   static pinned(pinDir: string): boolean {
     return PROGRAMS.some((p) => fs.existsSync(path.join(pinDir, p.linkPin)));
+  }
+
+  /**
+   * Records when a fence was set (now, unless it has a time already: a live policy update
+   * keeps it): files whose inode changed after it may not be mapped executable unless
+   * allow-listed.
+   */
+  setSince(fenceId: bigint, wallNs = BigInt(Date.now()) * 1_000_000n): void {
+    const key = Buffer.alloc(8);
+    key.writeBigUInt64LE(fenceId);
+    if (this.obj.mapLookup(SINCE_MAP, key)) return;
+    const v = Buffer.alloc(8);
+    v.writeBigUInt64LE(wallNs);
+    this.obj.mapUpdate(SINCE_MAP, key, v);
+  }
+
+  clearSince(fenceId: bigint): void {
+    const key = Buffer.alloc(8);
+    key.writeBigUInt64LE(fenceId);
+    this.obj.mapDelete(SINCE_MAP, key);
   }
 
   /** Kernel ids per hook, for status output and the tamper watch. */
@@ -115,6 +138,10 @@ export class ExecLsm {
     if (this.closed) return;
     this.closed = true;
     closeLinks(this.links, !!opts.detach);
+    // Its own map's pin goes with the program; the shared maps' pins belong to the ExecFence.
+    if (opts.detach && this.pinDir) {
+      try { fs.unlinkSync(path.join(this.pinDir, SINCE_MAP)); } catch { /* not pinned */ }
+    }
     this.obj.close({ unpin: false });
   }
 }

@@ -22,7 +22,10 @@ export class ExecLsmBackend implements FenceBackend {
 
   attach(ctx: AttachContext): ControlState | void {
     const st = this.inner.attach(ctx);
-    if (typeof ctx.state.fenceId === 'string') ctx.state.hook = LSM_HOOK;
+    if (typeof ctx.state.fenceId === 'string') {
+      ctx.state.hook = LSM_HOOK;
+      this.lsm.setSince(BigInt(ctx.state.fenceId));
+    }
     return st;
   }
 
@@ -31,6 +34,7 @@ export class ExecLsmBackend implements FenceBackend {
   }
 
   detach(ctx: AttachContext): Record<string, unknown> | void {
+    if (typeof ctx.state.fenceId === 'string') this.lsm.clearSince(BigInt(ctx.state.fenceId));
     return this.inner.detach(ctx);
   }
 
@@ -44,7 +48,7 @@ export class ExecLsmBackend implements FenceBackend {
       backend: `bpf-lsm (${LSM_HOOK}, fence found by ${found}); EACCES inside the kernel, no seccomp notify`,
       hook: LSM_HOOK,
       lsmAdopted: this.lsm.adopted,
-      alsoRefused: 'opening an allow-listed file or a /proc/PID/mem for writing (lsm/file_open)',
+      alsoRefused: 'opening an allow-listed file or a /proc/PID/mem for writing (lsm/file_open); mapping executable a file changed after the fence was set and not allow-listed (lsm/mmap_file, lsm/file_mprotect)',
       objects: { ...objects, programs: { ...objects.programs, ...this.lsm.objectIds() } },
     };
   }

@@ -198,6 +198,56 @@ describe('BPF LSM exec fence', () => {
     expect(fs.readFileSync(target).length).toBe(before.length + 2);
   });
 
+  it("lets an ordinary dynamic program map the image's loader and libraries, but not a library or loader written after the fence was set", async () => {
+    // Built before the fence: a dynamic program, and one whose PT_INTERP names a loader that
+    // does not exist yet (it is written after the fence is set: "a replaced loader").
+    const src = path.join(dir, 'dyn.c');
+    fs.writeFileSync(src, 'int main(void) { return 0; }\n');
+    const dyn = path.join(dir, 'dyn');
+    spawnSync('gcc', ['-O2', '-o', dyn, src], { stdio: 'pipe' });
+    const newLoader = path.join(dir, 'ld-new.so');
+    const dynNewLoader = path.join(dir, 'dyn-new-loader');
+    spawnSync('gcc', ['-O2', `-Wl,--dynamic-linker=${newLoader}`, '-o', dynNewLoader, src], { stdio: 'pipe' });
+    const libc = fs.realpathSync('/lib/x86_64-linux-gnu/libc.so.6');
+    const loader = fs.realpathSync('/lib64/ld-linux-x86-64.so.2');
+
+    for (const mode of ['enforce', 'audit'] as const) {
+      const cg = newCgroup();
+      const { fenceId } = fenceCgroupExecs(fence, { cgroupPath: cg, rootPid: process.pid, mode, execAllow: [dyn, dynNewLoader] });
+      lsm.setSince(fenceId);
+      await new Promise((r) => setTimeout(r, 50)); // ctime is coarse: be clearly after the fence
+      const libDir = path.join(dir, `lib-${mode}`);
+      fs.mkdirSync(libDir);
+      fs.copyFileSync(libc, path.join(libDir, 'libc.so.6'));
+      fs.rmSync(newLoader, { force: true });
+      fs.copyFileSync(loader, newLoader);
+      fs.chmodSync(newLoader, 0o755);
+
+      const plain = runInCgroup(cg, [dyn]);
+      expect(plain.status, `${mode}, the image's libc and loader: ${plain.stderr}`).toBe(0);
+      const newLib = runInCgroup(cg, [dyn], { LD_LIBRARY_PATH: libDir });
+      const replacedLoader = runInCgroup(cg, [dynNewLoader]);
+      if (mode === 'enforce') {
+        expect(newLib.status, 'a library written after the fence').not.toBe(0);
+        expect(newLib.stderr).toMatch(/libc\.so\.6: failed to map segment/);
+        expect(replacedLoader.status === 0, 'a loader written after the fence').toBe(false);
+        const e = await eventFor((x) => x.op === 'map-exec' && x.fenceId === fenceId && x.path === 'libc.so.6');
+        expect(e.action).toBe(ExecAction.Deny);
+        await eventFor((x) => x.op === 'map-exec' && x.fenceId === fenceId && x.path === 'ld-new.so');
+      } else {
+        expect(newLib.status, newLib.stderr).toBe(0);
+        expect(replacedLoader.status, replacedLoader.stderr).toBe(0);
+        expect((await eventFor((x) => x.op === 'map-exec' && x.fenceId === fenceId && x.path === 'libc.so.6')).action).toBe(ExecAction.Audit);
+      }
+      fence.unfence(fenceId);
+      lsm.clearSince(fenceId);
+    }
+    // Unfenced, both run: the copies themselves work.
+    const free = newCgroup();
+    expect(runInCgroup(free, [dyn], { LD_LIBRARY_PATH: path.join(dir, 'lib-enforce') }).status).toBe(0);
+    expect(runInCgroup(free, [dynNewLoader]).status).toBe(0);
+  });
+
   it('leaves nothing attached or pinned on detach', () => {
     const pins = fs.readdirSync(pinDir);
     expect(pins).toContain('exec_lsm_link');
@@ -205,7 +255,7 @@ describe('BPF LSM exec fence', () => {
     const f2 = ExecFence.open({ pinDir: other, programs: [] });
     const l2 = ExecLsm.attach({ pinDir: other });
     const progIds = Object.values(l2.objectIds()).map((p) => p.program);
-    expect(progIds).toHaveLength(2);
+    expect(progIds).toHaveLength(4);
     l2.close({ detach: true });
     f2.close({ detach: true });
     expect(fs.existsSync(other)).toBe(false);
