@@ -31,9 +31,21 @@ export function createBackends(cfg: DaemonConfig, manager: () => FenceManager): 
   // The exec hook is chosen per node, once: BPF LSM where a tiny LSM program loads, attaches
   // and would be called (EACCES inside the kernel); else the tracepoints with seccomp notify.
   const probe = probeExecLsm();
+  let lsm: ExecLsm | null = null;
+  let lsmUnusable = probe.usable ? undefined : probe.why;
+  if (probe.usable) {
+    // Attached before the exec fence opens its maps (they are shared through their pins, in
+    // either order); if it cannot attach (say, pinned maps of another layout), the node gets
+    // the tracepoints instead of no daemon.
+    try {
+      lsm = ExecLsm.attach({ pinDir: cfg.pinDir });
+    } catch (e) {
+      lsmUnusable = `the BPF LSM program did not attach: ${(e as Error).message.split('\n')[0]}`;
+    }
+  }
   const exec = new ExecBackend({
     pinDir: cfg.pinDir, cgroupMode: cfg.cgroupMode,
-    kernelHook: probe.usable ? 'lsm' : 'tracepoint', lsmUnusable: probe.usable ? undefined : probe.why,
+    kernelHook: lsm ? 'lsm' : 'tracepoint', lsmUnusable,
     onEvents: (evs: ExecEvent[]) => {
       manager().onExecEvents(evs);
       learnEvents?.onExecEvents(evs);
@@ -66,8 +78,8 @@ export function createBackends(cfg: DaemonConfig, manager: () => FenceManager): 
     audit: (records) => manager().writeAudit(records),
   });
   learnEvents = learn;
-  const execControl = probe.usable ? new ExecLsmBackend(exec, ExecLsm.attach({ pinDir: cfg.pinDir })) : execWithNotify(cfg, exec, manager);
-  console.error(`cgfence daemon: exec backend: ${probe.usable ? `bpf-lsm (${LSM_HOOK})` : `tracepoints with seccomp notify (BPF LSM not used: ${probe.why})`}`);
+  const execControl = lsm ? new ExecLsmBackend(exec, lsm) : execWithNotify(cfg, exec, manager);
+  console.error(`cgfence daemon: exec backend: ${lsm ? `bpf-lsm (${LSM_HOOK})` : `tracepoints with seccomp notify (BPF LSM not used: ${lsmUnusable})`}`);
   const all: FenceBackend[] = [execControl, new SeccompBackend(), networkControl, learn];
   return { exec, network, learn, all };
 }
