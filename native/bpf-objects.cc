@@ -3,6 +3,7 @@
 #include "connect-audit.skel.h"
 #include "exec-fence.skel.h"
 #include "exited-tasks.skel.h"
+#include "exec-lsm.skel.h"
 #include "learn-net.skel.h"
 #include "learn-syscalls.skel.h"
 #include "net-fence.skel.h"
@@ -52,6 +53,7 @@ const void *EmbeddedObject(const std::string &name, size_t *size) {
   if (name == "connect-audit") return connect_audit_bpf__elf_bytes(size);
   if (name == "exec-fence") return exec_fence_bpf__elf_bytes(size);
   if (name == "exited-tasks") return exited_tasks_bpf__elf_bytes(size);
+  if (name == "exec-lsm") return exec_lsm_bpf__elf_bytes(size);
   if (name == "learn-net") return learn_net_bpf__elf_bytes(size);
   if (name == "learn-syscalls") return learn_syscalls_bpf__elf_bytes(size);
   if (name == "net-fence") return net_fence_bpf__elf_bytes(size);
@@ -60,6 +62,6 @@ const void *EmbeddedObject(const std::string &name, size_t *size) {
   return nullptr;
 }
 
-const char *EmbeddedObjectNames() { return "connect-audit, exec-fence, exited-tasks, learn-net, learn-syscalls, net-fence, tamper-watch, verifier-reject"; }
+const char *EmbeddedObjectNames() { return "connect-audit, exec-fence, exec-lsm, exited-tasks, learn-net, learn-syscalls, net-fence, tamper-watch, verifier-reject"; }
 
 }  // namespace cgfence

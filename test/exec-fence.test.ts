@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ExecAction, ExecEvent, FenceMode } from '../src/kernel/abi';
-import { cgroupId, createCgroup, removeCgroup } from '../src/kernel/cgroup';
+import { cgroupId, createCgroup, removeCgroup, requireCgroupV2Root } from '../src/kernel/cgroup';
 import { ExecFence } from '../src/kernel/exec-fence';
 import { fenceCgroupExecs } from '../src/fence/exec/cgroup-exec-fence';
 import { identityOf } from '../src/policy/identity';
@@ -185,7 +185,7 @@ describe('exec fence (enforce)', () => {
   });
 
   it('fences child cgroups of the fenced cgroup too', () => {
-    const child = createCgroup(`${path.relative('/sys/fs/cgroup/unified', cg)}/child`);
+    const child = createCgroup(`${path.relative(requireCgroupV2Root(), cg)}/child`);
     try {
       const m = marker('child');
       expect(runInCgroup(child, [probe, 'execve', forbidden], { CGFENCE_MARKER: m }).signal).toBe('SIGKILL');

@@ -46,10 +46,18 @@ enum cgfence_fence_flags {
 };
 
 enum cgfence_event_kind {
-	CGFENCE_EVENT_EXEC = 1,
+	CGFENCE_EVENT_EXEC = 1,     /* from the exec tracepoints: a denial is a SIGKILL */
 	/* The first refusal of an identity past the rate limit in a window: a
 	 * struct cgfence_exec_throttle. The rest of the window is only counted. */
 	CGFENCE_EVENT_EXEC_THROTTLE = 2,
+	CGFENCE_EVENT_EXEC_LSM = 3, /* from lsm/bprm_check_security: a denial is -EACCES */
+	/* From lsm/file_open (BPF LSM only), a denial is -EACCES; path is the file's last
+	 * name component: */
+	CGFENCE_EVENT_WRITE_ALLOWED = 4, /* an allow-listed file opened for writing */
+	CGFENCE_EVENT_PROC_MEM_WRITE = 5, /* a /proc/PID/mem opened for writing */
+	/* From lsm/mmap_file and lsm/file_mprotect: a file changed after the fence was set,
+	 * and not allow-listed, mapped executable (a new library, a replaced loader). */
+	CGFENCE_EVENT_MAP_EXEC = 6,
 };
 
 /* Refusals (deny, audit) recorded per fence and file identity and window; the rest counted. */
@@ -71,7 +79,7 @@ enum cgfence_exec_reason {
 
 enum cgfence_action {
 	CGFENCE_ACTION_ALLOW = 0,
-	CGFENCE_ACTION_DENY = 1,  /* enforce: the task was sent SIGKILL */
+	CGFENCE_ACTION_DENY = 1,  /* enforce: the task was sent SIGKILL (LSM: the exec failed with EACCES) */
 	CGFENCE_ACTION_AUDIT = 2, /* audit: would have been denied, ran */
 };
 

@@ -12,6 +12,8 @@ import { NetworkControl } from '../fence/network/network-control';
 import { SeccompBackend } from '../fence/seccomp/seccomp-backend';
 import { ExecNotifyBackend } from '../fence/exec/exec-notify-backend';
 import { Policy } from '../policy/policy';
+import { ExecLsmBackend, LSM_HOOK } from '../fence/exec/exec-lsm-backend';
+import { ExecLsm, probeExecLsm } from '../kernel/exec-lsm';
 import { DaemonConfig } from './config';
 
 export interface Backends {
@@ -37,8 +39,24 @@ export function createBackends(cfg: DaemonConfig, deps: BackendDeps): Backends {
   const { sink } = deps;
   // Exec events of learning containers go to the learn backend too, once it exists.
   let learnEvents: LearnBackend | undefined;
+  // The exec hook is chosen per node, once: BPF LSM where a tiny LSM program loads, attaches
+  // and would be called (EACCES inside the kernel); else the tracepoints with seccomp notify.
+  const probe = probeExecLsm();
+  let lsm: ExecLsm | null = null;
+  let lsmUnusable = probe.usable ? undefined : probe.why;
+  if (probe.usable) {
+    // Attached before the exec fence opens its maps (they are shared through their pins, in
+    // either order); if it cannot attach (say, pinned maps of another layout), the node gets
+    // the tracepoints instead of no daemon.
+    try {
+      lsm = ExecLsm.attach({ pinDir: cfg.pinDir });
+    } catch (e) {
+      lsmUnusable = `the BPF LSM program did not attach: ${(e as Error).message.split('\n')[0]}`;
+    }
+  }
   const exec = new ExecBackend({
     pinDir: cfg.pinDir, cgroupMode: cfg.cgroupMode, limits: cfg.limits, sizes: cfg.tableSizes, sink,
+    kernelHook: lsm ? 'lsm' : 'tracepoint', lsmUnusable,
     onEvents: (evs: ExecEvent[]) => learnEvents?.onExecEvents(evs),
   });
   // Exec first: a container whose exec fence cannot attach is refused before anything
@@ -55,7 +73,10 @@ export function createBackends(cfg: DaemonConfig, deps: BackendDeps): Backends {
   });
   learnEvents = learn;
   const seccomp = new SeccompBackend({ sink, log: deps.log });
-  const all: FenceBackend[] = [execWithNotify(cfg, exec, deps), seccomp, networkControl, learn];
+  // BPF LSM refuses inside the kernel with EACCES: no notify loop, no fd-holder, nothing routed.
+  const execControl = lsm ? new ExecLsmBackend(exec, lsm) : execWithNotify(cfg, exec, deps);
+  deps.log(`exec backend: ${lsm ? `bpf-lsm (${LSM_HOOK})` : `tracepoints${cfg.execDeny === 'kill' ? ' (exec-deny kill)' : ' with seccomp notify'} (BPF LSM not used: ${lsmUnusable})`}`);
+  const all: FenceBackend[] = [execControl, seccomp, networkControl, learn];
   return { exec, network, learn, seccomp, all };
 }
 

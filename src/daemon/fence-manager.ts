@@ -243,7 +243,7 @@ export class FenceManager {
     this.metrics?.attachSeconds.observe({ how }, ms / 1000);
     this.afterReply({
       ts: nowNs(), type: 'lifecycle', action: 'attach', namespace, container_id: id, pid, cgroup_id: cgid?.toString() ?? null,
-      how, mode: policy.mode, controls: entry.controls, policy_hash: entry.policyHash, cgroup: cgroupPath,
+      how, mode: policy.mode, controls: entry.controls, backends: backendsOf(entry.backends), policy_hash: entry.policyHash, cgroup: cgroupPath,
       fail_mode: this.cfg.failMode, exec_deny: execDenyOf(policy.mode, entry.backends.exec), attach_ms: Math.round(ms * 1000) / 1000,
       ...(prep.prepareMs !== undefined ? { prepare_ms: prep.prepareMs } : {}),
     });
@@ -468,4 +468,14 @@ export class FenceManager {
     this.deferred = [];
     this.audit.writeBatch(recs);
   }
+}
+
+/** Which backend (and kernel hook, where a control has a choice) serves each control of a container. */
+function backendsOf(states: Partial<Record<BackendName, Record<string, unknown>>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [c, st] of Object.entries(states)) {
+    if (typeof st?.backend !== 'string') continue;
+    out[c] = typeof st.hook === 'string' ? `${st.backend}, ${st.hook}` : st.backend;
+  }
+  return out;
 }

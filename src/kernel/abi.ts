@@ -110,11 +110,23 @@ export function decodeExecKey(b: Buffer): { fenceId: bigint } & FileIdentity {
   return { fenceId: b.readBigUInt64LE(0), dev: b.readBigUInt64LE(8), ino: b.readBigUInt64LE(16) };
 }
 
+/** CGFENCE_EVENT_EXEC_LSM: the event came from lsm/bprm_check_security. */
+export const EVENT_EXEC_LSM = 3;
+/** CGFENCE_EVENT_WRITE_ALLOWED, CGFENCE_EVENT_PROC_MEM_WRITE: from lsm/file_open. */
+export const EVENT_WRITE_ALLOWED = 4;
+export const EVENT_PROC_MEM_WRITE = 5;
+/** CGFENCE_EVENT_MAP_EXEC: from lsm/mmap_file or lsm/file_mprotect. */
+export const EVENT_MAP_EXEC = 6;
+
 export interface ExecEvent {
   /** exec-throttle: the first refusal of an identity past the rate limit (not recorded itself). */
   kind: 'exec' | 'exec-throttle';
   /** exec-throttle only: the identity's count of refusals not recorded, this one included. */
   suppressed?: bigint;
+  /** Which program decided: 'lsm' (a denial failed the exec with EACCES) or 'tracepoint' (SIGKILL). */
+  via: 'lsm' | 'tracepoint';
+  /** What was judged: an exec, or (BPF LSM only) an open for writing of an allow-listed file or of a /proc/PID/mem, or an executable mapping. */
+  op: 'exec' | 'write-allow-listed' | 'write-proc-mem' | 'map-exec';
   action: ExecAction;
   tsMonoNs: bigint;
   cgroupId: bigint;
@@ -155,6 +167,8 @@ export function decodeExecEvent(b: Buffer): ExecEvent {
   return {
     kind: throttle ? 'exec-throttle' : 'exec',
     ...(throttle ? { suppressed: b.readBigUInt64LE(EXEC_EVENT_SIZE) } : {}),
+    via: b.readUInt32LE(0) === EVENT_EXEC || b.readUInt32LE(0) === EVENT_EXEC_THROTTLE ? 'tracepoint' : 'lsm',
+    op: b.readUInt32LE(0) === EVENT_WRITE_ALLOWED ? 'write-allow-listed' : b.readUInt32LE(0) === EVENT_PROC_MEM_WRITE ? 'write-proc-mem' : b.readUInt32LE(0) === EVENT_MAP_EXEC ? 'map-exec' : 'exec',
     action: b.readUInt32LE(4),
     tsMonoNs: b.readBigUInt64LE(8),
     cgroupId: b.readBigUInt64LE(16),

@@ -29,7 +29,8 @@ export interface ExecFenceOptions {
   /** Called on the JS thread with each batch the ring-buffer thread drained. */
   onEvents?: (events: ExecEvent[]) => void;
   /**
-   * Which programs to load and attach (default: cgroup-v2 only). A program whose link an
+   * Which programs to load and attach (default: cgroup-v2 only; none: the maps and events
+   * only, for the BPF LSM program of kernel/exec-lsm.ts to judge with). A program whose link an
    * earlier daemon left pinned in pinDir is attached too, whatever is asked: its fences are
    * still in the maps and must keep being enforced.
    */
@@ -133,7 +134,6 @@ export class ExecFence {
     if (opts.pinDir) fs.mkdirSync(opts.pinDir, { recursive: true, mode: 0o700 });
     const pinned = (p: ExecProgram) => !!opts.pinDir && fs.existsSync(path.join(opts.pinDir, PROGRAMS[p].linkPin));
     const asked = opts.programs ?? ['cgroup-v2'];
-    if (asked.length === 0) throw new Error('ExecFence.open: programs is empty; name at least one of cgroup-v2, pidns');
     const programs = ALL_PROGRAMS.filter((p) => asked.includes(p) || pinned(p));
     if (programs.includes('pidns')) ensureTracefs();
     const obj = new addon.BpfObject(OBJECT, { pinDir: opts.pinDir, programs: programs.map((p) => PROGRAMS[p].name), maxEntries: definedOnly(opts.sizes) });

@@ -72,7 +72,9 @@ function realRunc(): string {
 
 export type Progress = (msg: string) => void;
 
-async function waitDaemon(p: SandboxPaths, pid: number, timeoutMs = 30_000): Promise<void> {
+// Returns as soon as the daemon answers, and gives up at once if it dies: the long timeout only
+// matters on slow machines (an emulated VM takes over 30 s to load every BPF object).
+async function waitDaemon(p: SandboxPaths, pid: number, timeoutMs = 180_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   let last = '';
   while (Date.now() < end) {

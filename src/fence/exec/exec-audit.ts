@@ -24,6 +24,11 @@ export function execAuditRecords(events: ExecEvent[], sink: EventSink): AuditInp
       uid: e.uid,
       mode: owner?.mode ?? null,
       ...verdictFields(e),
+      // Refused inside the kernel by the BPF LSM program: the caller got EACCES.
+      ...(e.via === 'lsm' && e.action === ExecAction.Deny ? { errno: 'EACCES', via: 'bpf-lsm' } : {}),
+      // Not an exec: an open for writing or an executable mapping the BPF LSM judged (path is
+      // then the file's last name component).
+      ...(e.op !== 'exec' ? { op: e.op } : {}),
     };
   });
 }

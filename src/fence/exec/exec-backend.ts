@@ -38,10 +38,16 @@ export class ExecBackend implements FenceBackend {
   private readonly rateAudit: ExecRateAuditor | null = null;
   private readonly timer: NodeJS.Timeout | null = null;
 
+  /**
+   * `kernelHook: 'lsm'`: the maps and events only, no tracepoint program (the BPF LSM program of
+   * exec-lsm-backend judges); the fence identities are the same. `lsmUnusable`: why BPF LSM
+   * was not chosen, for status.
+   */
   constructor(private readonly opts: {
     pinDir: string; cgroupMode: CgroupMode; onEvents?: (e: ExecEvent[]) => void; limits?: Limits; sizes?: TableSizes;
     /** Where exec records go; the daemon's sink. */
     sink?: EventSink; sweepMs?: number;
+    kernelHook?: 'tracepoint' | 'lsm'; lsmUnusable?: string;
   }) {
     let rateAudit: ExecRateAuditor | null = null;
     const onEvents = (evs: ExecEvent[]) => {
@@ -51,7 +57,8 @@ export class ExecBackend implements FenceBackend {
     // cgroup mode v2 without a v2 hierarchy gets the pidns program too, only so that fences an
     // earlier daemon pinned stay enforced: controlState refuses every new exec fence.
     this.fence = ExecFence.open({
-      pinDir: opts.pinDir, onEvents, programs: execPrograms(opts.cgroupMode, cgroupV2Root() !== null),
+      pinDir: opts.pinDir, onEvents,
+      programs: opts.kernelHook === 'lsm' ? [] : execPrograms(opts.cgroupMode, cgroupV2Root() !== null),
       sizes: opts.sizes ? { fences: opts.sizes.exec_fences, exec_allow: opts.sizes.exec_allow } : undefined,
     });
     if (opts.sink) {
@@ -110,7 +117,7 @@ export class ExecBackend implements FenceBackend {
       ctx.state.fenceId = r.fenceId.toString();
       resolved = r.resolved;
     } else {
-      const r = fencePidnsExecs(this.fence, { ...req, pid: ctx.pid, pidns: identity.pidns });
+      const r = fencePidnsExecs(this.fence, { ...req, pid: ctx.pid, pidns: identity.pidns, lsm: this.opts.kernelHook === 'lsm' });
       ctx.state.fenceId = r.fenceId.toString();
       ctx.state.pidns = `pid:[${identity.pidns.inode}]`;
       ctx.state.why = identity.why;
@@ -197,7 +204,8 @@ export class ExecBackend implements FenceBackend {
   }
 
   status(): Record<string, unknown> {
-    const programs = this.fence.programs();
+    // With the LSM hook the one program finds both identities; the mode picks which are used.
+    const programs = this.opts.kernelHook === 'lsm' ? execPrograms(this.opts.cgroupMode, cgroupV2Root() !== null) : this.fence.programs();
     const backends: IdentityBackend[] = [];
     if (programs.includes('cgroup-v2') && cgroupV2Root() && this.opts.cgroupMode !== 'v1') backends.push('cgroup-v2');
     if (programs.includes('pidns') && !(this.opts.cgroupMode === 'v2' && cgroupV2Root())) backends.push('pidns-tracepoint');
@@ -209,6 +217,7 @@ export class ExecBackend implements FenceBackend {
         : `${backends.length > 1 ? 'per container, ' : ''}${backends.map((b) => DESCRIBE[b]).join(' or ')}; SIGKILL before the first instruction`,
       backends,
       cgroupMode: this.opts.cgroupMode,
+      ...(this.opts.lsmUnusable ? { bpfLsm: `not used: ${this.opts.lsmUnusable}` } : {}),
       fences: { 'cgroup-v2': fences.length - pidnsFences.length, 'pidns-tracepoint': pidnsFences.length },
       pidnsFences: pidnsFences.map((f) => ({ fenceId: f.fenceId.toString(), ...describePidnsFenceId(f.fenceId) })),
       adopted: this.fence.adopted,

@@ -18,6 +18,8 @@ export interface PidnsExecFenceRequest {
   reportAllowed?: boolean;
   /** Quota check, before anything is written. */
   admit?: ExecAdmit;
+  /** The BPF LSM program judges (it finds pid-namespace fences too), not the pidns tracepoint. */
+  lsm?: boolean;
 }
 
 export interface PidnsExecFenceResult { fenceId: bigint; pidns: ContainerPidns; resolved: ResolvedEntry[] }
@@ -27,7 +29,7 @@ export interface PidnsExecFenceResult { fenceId: bigint; pidns: ContainerPidns; 
  * (writeExecFence: admitted, all or nothing, widened before narrowed).
  */
 export function fencePidnsExecs(fence: ExecFence, req: PidnsExecFenceRequest): PidnsExecFenceResult {
-  if (!fence.programs().includes('pidns')) {
+  if (!req.lsm && !fence.programs().includes('pidns')) {
     throw new Error('the exec fence was opened without its pidns program: a pid-namespace fence would never be checked');
   }
   const pidns = req.pidns ?? containerPidns(req.pid);
