@@ -6,7 +6,8 @@ import { defineConfig } from 'vitest/config';
 //   kernel  real BPF programs and seccomp on this kernel, the launcher's parsers and their
 //           fuzz targets (test/fuzz/), without containerd (root)
 //   e2e     a real containerd and runc through the sandbox (root); new test files land here
-//   vm      the same checks on stock distro kernels booted in QEMU (scripts/vm-run.sh)
+//   vm      the same checks on stock distro kernels booted in QEMU (scripts/vm-run.sh):
+//           test/vm.test.ts boots them and runs test/vm/guest/* inside
 const UNIT = ['annotations-property', 'cli', 'learned-policy', 'net-rules', 'seccomp-profile'];
 const KERNEL = ['audit-log', 'cgfence-runc', 'cgfence-runc-differential', 'exec-fence', 'fd-holder', 'learn-kernel', 'net-fence'];
 const files = (names: string[]) => names.map((n) => `test/${n}.test.ts`);
@@ -19,8 +20,8 @@ export default defineConfig({
     projects: [
       { test: { ...common, name: 'unit', include: files(UNIT) } },
       { test: { ...common, name: 'kernel', include: [...files(KERNEL), 'test/fuzz/**/*.test.ts'] } },
-      { test: { ...common, name: 'e2e', include: ['test/*.test.ts'], exclude: [...files(UNIT), ...files(KERNEL)] } },
-      { test: { ...common, name: 'vm', include: ['test/vm/**/*.test.ts'] } },
+      { test: { ...common, name: 'e2e', include: ['test/*.test.ts'], exclude: [...files(UNIT), ...files(KERNEL), 'test/vm.test.ts'] } },
+      { test: { ...common, name: 'vm', include: ['test/vm.test.ts'] } },
     ],
   },
 });
