@@ -74,5 +74,9 @@ export function mappedFile(root: { pid: number } | { dir: string }, inRoot: stri
       // not in this layer
     }
   }
-  throw new ResolveError(inRoot, `not found in any layer of the overlay mounted at ${best.mountPoint}`);
+  // The layers are not visible from here (an overlay assembled before a switch_root, as in
+  // the VM harness): the overlay's own file is the best identity there is. Fail-closed on the
+  // tracepoint backend (the kernel maps the lower file, whose identity then differs, and the
+  // program is refused with reason loader-not-allowed), never wider.
+  return hostPath;
 }

@@ -60,7 +60,7 @@ export async function run(argv: string[]): Promise<number> {
   const rows = r.containers.map((c) => {
     const d = deniedOf(c.decisions);
     const row = [nameOf(c), String(c.pid), c.mode, c.controls.exec, c.execDeny ?? '-', c.controls.network, c.controls.seccomp, String(d.total), formatTimestamp(c.attachedAt, { utc })];
-    if (format === 'wide') row.push(`exec=${d.exec} net=${d.network} seccomp=${d.seccomp}`, Object.values(c.backend).join(',') || '-', c.policyHash, c.cgroup ?? '-');
+    if (format === 'wide') row.push(`exec=${d.exec} net=${d.network} seccomp=${d.seccomp}`, Object.values(c.backend).join(',') || '-', c.policyHash, c.cgroup ?? '- (no cgroup v2)');
     return row;
   });
   for (const line of renderTable(header, rows, format, 32)) console.log(line);

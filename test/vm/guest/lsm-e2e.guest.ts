@@ -74,7 +74,10 @@ describe(`a fenced container with the BPF-LSM exec backend (cgroup ${v2 ? 'v2' :
       const ps = cli(p, ['ps']);
       expect(ps.status, ps.stderr).toBe(0);
       expect(ps.stdout).toContain(id);
-      if (!v2) expect(ps.stdout).toContain('no cgroup v2');
+      // The cgroup column (wide) says when a container has no cgroup v2.
+      const wide = cli(p, ['ps', '-o', 'wide']);
+      expect(wide.status, wide.stderr).toBe(0);
+      if (!v2) expect(wide.stdout).toContain('no cgroup v2');
       const config = JSON.parse(fs.readFileSync(path.join(containerdPaths(p.dir).state, 'io.containerd.runtime.v2.task', SANDBOX_NAMESPACE, id, 'config.json'), 'utf8'));
       expect(JSON.stringify(config)).toContain('cgfence.io/exec-allow');
       expect(config.linux?.seccomp?.listenerPath).toBeUndefined();
