@@ -182,7 +182,13 @@ describe('learn over a pod through the CRI', () => {
     expect(output(pod2, 'job')).toBe('job-ran\njob-done');
     expect(output(pod2, 'app')).toBe('app-done');
     for (const id of [job2, app2]) {
-      const recs = await readRecords(p.auditLog, { container: id });
+      // The detach record comes last, once the backends have written what they owe the
+      // container (its network counts): wait for it.
+      let recs = await readRecords(p.auditLog, { container: id });
+      for (let i = 0; i < 150 && !recs.some((r) => r.type === 'lifecycle' && r.action === 'detach'); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        recs = await readRecords(p.auditLog, { container: id });
+      }
       const attach = recs.find((r) => r.type === 'lifecycle' && r.action === 'attach');
       expect(attach?.controls).toEqual({ exec: 'enforced', network: 'enforced', seccomp: 'enforced' });
       const detach = recs.find((r) => r.type === 'lifecycle' && r.action === 'detach');

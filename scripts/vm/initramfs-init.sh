@@ -27,6 +27,18 @@ mount -t tmpfs -o mode=1777 tmp /newroot/tmp || fail "tmpfs /tmp"
 mount -t tmpfs -o mode=1777 vartmp /newroot/var/tmp || fail "tmpfs /var/tmp"
 mkdir -p /newroot/run/vm-job
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 job /newroot/run/vm-job || fail "cannot mount the job share (9p tag job)"
+# A working directory under one of the fresh tmpfs mounts (a checkout in /tmp, as CI may use)
+# would be hidden by them: give it back, as the rest of the host's files are, over a throwaway
+# overlay of its own.
+cwd=$(sed -n 's/^VM_CWD=//p' /newroot/run/vm-job/job.env 2>/dev/null | head -n 1)
+case "$cwd" in
+  /tmp/*|/var/tmp/*|/run/*)
+    if [ -d "/lower$cwd" ]; then
+      mkdir -p /upper/cwd/data /upper/cwd/work "/newroot$cwd"
+      mount -t overlay -o "lowerdir=/lower$cwd,upperdir=/upper/cwd/data,workdir=/upper/cwd/work" cwd "/newroot$cwd" \
+        || fail "overlay on the working directory $cwd"
+    fi ;;
+esac
 mount --move /dev /newroot/dev
 umount /proc /sys 2>/dev/null
 exec switch_root /newroot /bin/bash /run/vm-job/guest-run.sh
