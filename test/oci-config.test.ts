@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import { readRecords } from '../src/audit/audit-read';
 import { parseArgs } from '../src/cli/args';
+import { UNINSTALL_FLAGS } from '../src/cli/commands/uninstall';
 import { DEFAULT_SOCKET } from '../src/daemon/daemon-client';
 import { ContainerdClient } from '../src/containerd/client';
 import { SETTINGS, loadConfigFile, resolveConfig } from '../src/daemon/config';
@@ -237,6 +238,34 @@ describe('oci-config: the files agree with each other and with what cgfence acce
       expect(p.mode, name).not.toBe('off');
     }
     expect(resolveConfig({ config: path.join(OCI, 'daemon-config.yaml') }, {}).failMode).toBe(cfg.failMode);
+  });
+
+  it('uninstall.yaml: `cgfence uninstall` with real flags, on the DaemonSet\'s host paths, removing no mount point, never the audit log', () => {
+    const u = docs('uninstall.yaml').find((d) => d.kind === 'DaemonSet')!;
+    const upod = u.spec.template.spec as Obj;
+    expect(upod.nodeSelector).toEqual(pod.nodeSelector);
+    const init = upod.initContainers.find((c: Obj) => c.name === 'uninstall') as Obj;
+    expect(init.command.slice(0, 2)).toEqual(['cgfence', 'uninstall']);
+    const flags = parseArgs(init.command.slice(2), UNINSTALL_FLAGS).flags;
+    expect(flags.force, 'the manifest must not run on over fenced containers').toBeUndefined();
+    const hostOf = (inside: string) => {
+      const m = [...init.volumeMounts].sort((a: Obj, b: Obj) => b.mountPath.length - a.mountPath.length)
+        .find((x: Obj) => inside === x.mountPath || inside.startsWith(`${x.mountPath}/`));
+      const v = m && upod.volumes.find((x: Obj) => x.name === m.name);
+      return v?.hostPath ? { host: path.join(v.hostPath.path, inside.slice(m.mountPath.length)), mountPoint: inside === m.mountPath } : null;
+    };
+    const d = daemonFlags();
+    const conf = runcConfKeys(read('runc.conf'));
+    const want: Record<string, string> = {
+      socket: d.socket!, 'pin-dir': d['pin-dir']!, 'state-dir': d['state-dir']!, 'spool-dir': conf.spool_dir,
+      'runc-path': binaryName!, 'runc-conf': /#define CFG_DEFAULT_FILE\s+"([^"]+)"/.exec(fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.h'), 'utf8'))![1],
+    };
+    for (const [flag, host] of Object.entries(want)) {
+      const at = hostOf(flags[flag]!);
+      expect(at?.host, `--${flag}`).toBe(host);
+      expect(at?.mountPoint, `--${flag} is a mount point, which cannot be removed`).toBe(false);
+    }
+    for (const m of init.volumeMounts) expect(hostOf(m.mountPath)!.host.startsWith('/var/log'), m.mountPath).toBe(false);
   });
 
   it('the README covers every file and the steps', () => {

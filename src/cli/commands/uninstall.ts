@@ -15,8 +15,14 @@ Refused while containers are fenced: stop them first (kubectl delete the pods of
 cgfence RuntimeClass), or pass --force: they run on unfenced, and cgfence-runc is kept
 because their shims run it to stop them. --dry-run says what would go.`;
 
+/** The flags `cgfence uninstall` takes (oci-config/uninstall.yaml is checked against them). */
+export const UNINSTALL_FLAGS = {
+  values: ['socket', 'pin-dir', 'state-dir', 'spool-dir', 'runc-path', 'runc-conf', 'audit-log'],
+  bools: ['force', 'dry-run'],
+};
+
 export async function run(argv: string[]): Promise<number> {
-  const a = parseArgs(argv, { values: ['socket', 'pin-dir', 'state-dir', 'spool-dir', 'runc-path', 'runc-conf', 'audit-log'], bools: ['force', 'dry-run'] });
+  const a = parseArgs(argv, UNINSTALL_FLAGS);
   if (a.bools.has('help')) {
     console.log(help);
     return 0;
