@@ -19,10 +19,10 @@ export interface TaskStartEvent extends Base {
   containerId: string;
   pid: number;
 }
-export interface TaskExitEvent extends Base {
-  kind: 'task-exit';
+/** How a process of a task ended: TaskExit and TaskDelete carry the same fields. */
+interface ProcessEnd {
   containerId: string;
-  /** Equals containerId for the init process; the exec id otherwise. */
+  /** Equals containerId (TaskExit) or is empty (TaskDelete) for the init process; the exec id otherwise. */
   id: string;
   pid: number;
   exitStatus: number;
@@ -30,15 +30,11 @@ export interface TaskExitEvent extends Base {
   /** True when this is the container's init process (the task itself). */
   isInit: boolean;
 }
-export interface TaskDeleteEvent extends Base {
+export interface TaskExitEvent extends Base, ProcessEnd {
+  kind: 'task-exit';
+}
+export interface TaskDeleteEvent extends Base, ProcessEnd {
   kind: 'task-delete';
-  containerId: string;
-  /** Empty (or the container id) for the init process; the exec id otherwise. */
-  id: string;
-  pid: number;
-  exitStatus: number;
-  exitedAt?: Date;
-  isInit: boolean;
 }
 export interface TaskOomEvent extends Base {
   kind: 'task-oom';
@@ -117,6 +113,12 @@ function payload(name: string, any: ProtoAny): Raw {
 const str = (v: unknown): string => (typeof v === 'string' ? v : '');
 const ts = (v: unknown): Date | undefined => timestampToDate(v as ProtoTimestamp | undefined);
 
+function processEnd(r: Raw): ProcessEnd {
+  const containerId = str(r.containerId);
+  const id = str(r.id);
+  return { containerId, id, pid: toNumber(r.pid), exitStatus: toNumber(r.exitStatus), exitedAt: ts(r.exitedAt), isInit: id === '' || id === containerId };
+}
+
 /**
  * Decode an envelope. The switch is on the Any's message type (what the payload
  * really is), not on the topic string. A payload that fails to decode throws:
@@ -136,36 +138,10 @@ export function decodeEnvelope(env: Envelope): ContainerdEvent {
       const r = payload(type, any);
       return { ...base, kind: 'task-start', containerId: str(r.containerId), pid: toNumber(r.pid) };
     }
-    case 'containerd.events.TaskExit': {
-      const r = payload(type, any);
-      const containerId = str(r.containerId);
-      const id = str(r.id);
-      return {
-        ...base,
-        kind: 'task-exit',
-        containerId,
-        id,
-        pid: toNumber(r.pid),
-        exitStatus: toNumber(r.exitStatus),
-        exitedAt: ts(r.exitedAt),
-        isInit: id === '' || id === containerId,
-      };
-    }
-    case 'containerd.events.TaskDelete': {
-      const r = payload(type, any);
-      const containerId = str(r.containerId);
-      const id = str(r.id);
-      return {
-        ...base,
-        kind: 'task-delete',
-        containerId,
-        id,
-        pid: toNumber(r.pid),
-        exitStatus: toNumber(r.exitStatus),
-        exitedAt: ts(r.exitedAt),
-        isInit: id === '' || id === containerId,
-      };
-    }
+    case 'containerd.events.TaskExit':
+      return { ...base, kind: 'task-exit', ...processEnd(payload(type, any)) };
+    case 'containerd.events.TaskDelete':
+      return { ...base, kind: 'task-delete', ...processEnd(payload(type, any)) };
     case 'containerd.events.TaskOOM': {
       const r = payload(type, any);
       return { ...base, kind: 'task-oom', containerId: str(r.containerId) };
