@@ -7,8 +7,9 @@
  * its type, key size, value size, max_entries and flags all match, so this one definition is
  * what keeps the layouts identical. Change a map here and both objects change with it; a
  * node that has the old map pinned refuses the new object until those pins are removed.
- * (max_entries of fences and exec_allow may be set from the node config at load: a pinned map
- * keeps the size it was made with, native/bpf-object.cc.)
+ * (The exec fence may size fences and exec_allow from the node config at load; a map already
+ * pinned keeps the size it was made with, native/bpf-object.cc. The LSM object asks for the
+ * sizes written here.)
  *
  * Maps only one object uses stay in that object: the rate limiter's exec_rate and
  * exec_suppressed in exec-fence.bpf.c, exec_fence_since in exec-lsm.bpf.c.
