@@ -9,37 +9,19 @@
 // containers"): what the chosen way costs at attach (hold the container's root: one open)
 // against the alternative, an index of the root filesystem taken at attach (a walk of the
 // whole tree before the entrypoint may run). Host trees stand in for image roots.
-import { execFile, execFileSync } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import { cgroupId, createCgroup, removeCgroup } from '../src/kernel/cgroup';
+import { cgroupId } from '../src/kernel/cgroup';
 import { ExecFence } from '../src/kernel/exec-fence';
 import { LearnSyscalls } from '../src/kernel/learn-syscalls';
 import { fenceCgroupExecs } from '../src/fence/exec/cgroup-exec-fence';
 import { ContainerRoot } from '../src/fence/learn/container-root';
 import { LearnBackend } from '../src/fence/learn/learn-backend';
 import { emptyPolicy } from '../src/policy/policy';
-import { projectRoot } from '../src/native';
+import { EXECS, RUNS, buildFixture, loopInAsync as loopIn } from './fixture-loop';
+import { BenchScratch } from './scratch';
 import { BenchResult, interleave, result } from './types';
 
-const EXECS = Number(process.env.CGFENCE_BENCH_EXECS ?? 2000);
 const SYSCALLS = Number(process.env.CGFENCE_BENCH_SYSCALLS ?? 2_000_000);
-const RUNS = Number(process.env.CGFENCE_BENCH_RUNS ?? 9);
-const run_ = promisify(execFile);
-
-function build(dir: string, name: string): string {
-  const out = path.join(dir, name);
-  execFileSync('gcc', ['-static', '-O2', '-o', out, path.join(projectRoot(), 'bench', 'fixtures', `${name}.c`)]);
-  return out;
-}
-
-/** Runs argv inside the cgroup; returns what it printed (ns per iteration, or per 1000 syscalls) in µs. */
-async function loopIn(cgroup: string, argv: string[]): Promise<number> {
-  const { stdout } = await run_('/bin/sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup, ...argv], { encoding: 'utf8' });
-  return Number(stdout.trim()) / 1000;
-}
 
 function timeUs(fn: () => void): number {
   const t = process.hrtime.bigint();
@@ -65,18 +47,17 @@ async function mappingAtAttach(): Promise<BenchResult[]> {
 }
 
 export async function run(): Promise<BenchResult[]> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgfence-bench-learn-'));
-  const tag = `cgfence-bench-learn-${process.pid}`;
-  const pinDir = `/sys/fs/bpf/${tag}`;
-  const learnCg = createCgroup(`${tag}/learning`);
-  const plainCg = createCgroup(`${tag}/plain`);
+  const scratch = new BenchScratch('learn');
+  const { dir, pinDir } = scratch;
   let learn: LearnBackend | null = null;
   let exec: ExecFence | null = null;
   let execEvents = 0;
   try {
-    const execLoop = build(dir, 'exec-loop');
-    const noop = build(dir, 'noop');
-    const sysLoop = build(dir, 'syscall-loop');
+    const learnCg = scratch.cgroup('learning');
+    const plainCg = scratch.cgroup('plain');
+    const execLoop = buildFixture(dir, 'exec-loop');
+    const noop = buildFixture(dir, 'noop');
+    const sysLoop = buildFixture(dir, 'syscall-loop');
     const l = new LearnBackend({
       pinDir: path.join(pinDir, 'learn'), stateDir: path.join(dir, 'state'), cgroupMode: 'auto',
       sink: { write: () => {}, toWallNs: (n) => n, owner: () => undefined },
@@ -134,8 +115,6 @@ export async function run(): Promise<BenchResult[]> {
   } finally {
     exec?.close({ detach: true });
     learn?.close({ detach: true });
-    await removeCgroup(path.dirname(learnCg));
-    fs.rmSync(dir, { recursive: true, force: true });
-    try { fs.rmSync(pinDir, { recursive: true, force: true }); } catch { /* pins already gone */ }
+    await scratch.cleanup();
   }
 }

@@ -3,16 +3,14 @@
 // the fence on egress and on ingress), in a fenced cgroup with a realistic rule set (~1,000
 // CIDRs per direction, an egress allow list, so every packet takes a full trie lookup and
 // the default-deny path is live) and in an unfenced cgroup, interleaved.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { FenceMode } from '../src/kernel/abi';
-import { createCgroup, removeCgroup } from '../src/kernel/cgroup';
 import { NetFence } from '../src/kernel/net-fence';
 import { compileNetRules } from '../src/fence/network/network-rules';
 import { parseAnnotations } from '../src/policy/annotations';
-import { projectRoot } from '../src/native';
+import { buildFixture, loopIn as runLoop } from './fixture-loop';
+import { BenchScratch } from './scratch';
 import { BenchResult, interleave, result } from './types';
 
 const TRIPS = Number(process.env.CGFENCE_BENCH_NET_TRIPS ?? 20000);
@@ -40,27 +38,23 @@ const CPU = process.env.CGFENCE_BENCH_NET_CPU ?? String(os.cpus().length - 1);
 
 function loopIn(cgroup: string, bin: string, mode: 'rr' | 'stream', n: number): number {
   const pin = CPU === 'none' ? [] : ['taskset', '-c', CPU];
-  const out = execFileSync('/bin/sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup, ...pin, bin, mode, String(n)], { encoding: 'utf8' });
-  return Number(out.trim()) / 1000;
+  return runLoop(cgroup, [...pin, bin, mode, String(n)]);
 }
 
 export async function run(): Promise<BenchResult[]> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgfence-bench-net-'));
-  const tag = `cgfence-bench-net-${process.pid}`;
-  const pinDir = `/sys/fs/bpf/${tag}`;
-  const fencedCg = createCgroup(`${tag}/fenced`);
-  const plainCg = createCgroup(`${tag}/plain`);
+  const scratch = new BenchScratch('net');
   let fence: NetFence | null = null;
   try {
-    const bin = path.join(dir, 'net-bench');
-    execFileSync('gcc', ['-static', '-O2', '-pthread', '-o', bin, path.join(projectRoot(), 'bench', 'fixtures', 'net-bench.c')]);
+    const fencedCg = scratch.cgroup('fenced');
+    const plainCg = scratch.cgroup('plain');
+    const bin = buildFixture(scratch.dir, 'net-bench', { flags: ['-pthread'] });
     const policy = parseAnnotations({
       'cgfence.io/egress-allow': ['127.0.0.0/8', '::1/128', ...cidrs(CIDRS, 1, 10)].join(','),
       'cgfence.io/egress-deny': cidrs(CIDRS / 10, 2, 172).join(','),
       'cgfence.io/ingress-deny': cidrs(CIDRS, 3, 192).join(','),
     });
     const c = compileNetRules(policy);
-    fence = NetFence.open({ pinDir });
+    fence = NetFence.open({ pinDir: scratch.pinDir });
     fence.attach(fencedCg, { mode: FenceMode.Enforce, defaultDeny: c.defaultDeny, entries: c.entries });
     for (const cg of [fencedCg, plainCg]) { loopIn(cg, bin, 'rr', TRIPS / 10); loopIn(cg, bin, 'stream', MIB / 8); }
     const rr = await interleave(RUNS, () => loopIn(plainCg, bin, 'rr', TRIPS), () => loopIn(fencedCg, bin, 'rr', TRIPS));
@@ -76,8 +70,6 @@ export async function run(): Promise<BenchResult[]> {
     ];
   } finally {
     fence?.close({ detach: true });
-    await removeCgroup(path.dirname(fencedCg)).catch(() => {});
-    fs.rmSync(dir, { recursive: true, force: true });
-    if (fs.existsSync(pinDir)) fs.rmSync(pinDir, { recursive: true, force: true });
+    await scratch.cleanup();
   }
 }

@@ -27,37 +27,14 @@
 #include "cgfence-abi.h"
 #include "pidns.bpf.h"
 #include "exec-allow.bpf.h"
+#include "exec-maps.bpf.h"
+#include "exec-event.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 #define SIGKILL 9
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, struct cgfence_fence);
-} fences SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct cgfence_exec_key);
-	__type(value, struct cgfence_exec_allow);
-} exec_allow SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 * 1024 * 1024);
-} exec_events SEC(".maps");
-
-/* Ring-buffer reservations that failed: user space logs the count, so loss is never silent. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} exec_drops SEC(".maps");
+/* The maps shared with exec-lsm.bpf.c are in exec-maps.bpf.h; the two below only this object has. */
 
 /*
  * The exec rate limiter (like the network fence's): per fence and file identity, at most
@@ -81,40 +58,6 @@ struct {
 	__type(key, __u64);
 	__type(value, struct cgfence_exec_rate);
 } exec_suppressed SEC(".maps");
-
-/* Nearest fenced ancestor of the current task's cgroup (v2 hierarchy), the deepest first so
- * that a fence nested in another fence's subtree governs its own cgroup. */
-static __always_inline struct cgfence_fence *find_fence(__u64 *fence_id)
-{
-	__u64 id = bpf_get_current_cgroup_id();
-	struct cgfence_fence *f = bpf_map_lookup_elem(&fences, &id);
-
-	if (f) {
-		*fence_id = id;
-		return f;
-	}
-	for (int level = CGFENCE_MAX_CGROUP_DEPTH - 1; level >= 0; level--) {
-		/* 0 means the task's cgroup is shallower than level. */
-		id = bpf_get_current_ancestor_cgroup_id(level);
-		if (!id)
-			continue;
-		f = bpf_map_lookup_elem(&fences, &id);
-		if (f) {
-			*fence_id = id;
-			return f;
-		}
-	}
-	return NULL;
-}
-
-static __always_inline void count_drop(void)
-{
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&exec_drops, &zero);
-
-	if (n)
-		__sync_fetch_and_add(n, 1);
-}
 
 enum { RATE_RECORD, RATE_THROTTLE, RATE_COUNT };
 
@@ -179,11 +122,6 @@ struct verdict {
 	bool interp;	/* the loader was judged (the Interp* reasons) */
 	struct cgfence_exec_seen seen, iseen;
 };
-
-static __always_inline void fill_event(struct cgfence_exec_event *e, __u32 kind, __u32 action,
-				       struct cgfence_fence *fence, __u64 fence_id,
-				       const struct verdict *v, struct task_struct *task,
-				       const char *filename);
 
 /*
  * The ELF loader the new program starts in. By sched_process_exec the binfmt handler has
@@ -293,10 +231,11 @@ static __always_inline int judge(struct cgfence_fence *fence, __u64 fence_id, st
 			t = bpf_ringbuf_reserve(&exec_events, sizeof(*t), 0);
 			if (!t) {
 				/* Only the identity's name is lost: its count is in the fence total. */
-				count_drop();
+				cgfence_exec_count_drop();
 				return 0;
 			}
-			fill_event(&t->e, CGFENCE_EVENT_EXEC_THROTTLE, action, fence, fence_id, &v, task, filename);
+			cgfence_exec_event_fill(&t->e, CGFENCE_EVENT_EXEC_THROTTLE, action, fence, fence_id, task, filename,
+						v.reason, &v.seen, v.interp ? &v.iseen : NULL);
 			t->suppressed = count;
 			bpf_ringbuf_submit(t, 0);
 			return 0;
@@ -305,43 +244,13 @@ static __always_inline int judge(struct cgfence_fence *fence, __u64 fence_id, st
 
 	e = bpf_ringbuf_reserve(&exec_events, sizeof(*e), 0);
 	if (!e) {
-		count_drop();
+		cgfence_exec_count_drop();
 		return 0;
 	}
-	fill_event(e, CGFENCE_EVENT_EXEC, action, fence, fence_id, &v, task, filename);
+	cgfence_exec_event_fill(e, CGFENCE_EVENT_EXEC, action, fence, fence_id, task, filename, v.reason, &v.seen,
+				v.interp ? &v.iseen : NULL);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
-}
-
-static __always_inline void fill_event(struct cgfence_exec_event *e, __u32 kind, __u32 action,
-				       struct cgfence_fence *fence, __u64 fence_id,
-				       const struct verdict *v, struct task_struct *task,
-				       const char *filename)
-{
-	/* The judged file's stamps: the loader's for the Interp* reasons, else the program's. */
-	const struct cgfence_exec_seen *s = v->interp ? &v->iseen : &v->seen;
-
-	e->kind = kind;
-	e->action = action;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->fence_id = fence_id;
-	e->dev = v->seen.dev;
-	e->ino = v->seen.ino;
-	e->pid = bpf_get_current_pid_tgid() >> 32;
-	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	e->uid = (__u32)bpf_get_current_uid_gid();
-	e->mode = fence->mode;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	bpf_probe_read_kernel_str(e->path, sizeof(e->path), filename);
-	e->reason = v->reason;
-	e->pad = 0;
-	e->interp_dev = v->interp ? v->iseen.dev : 0;
-	e->interp_ino = v->interp ? v->iseen.ino : 0;
-	e->now_ctime_sec = s->now_sec;
-	e->now_ctime_nsec = s->now_nsec;
-	e->want_ctime_sec = s->found ? s->want_sec : 0;
-	e->want_ctime_nsec = s->found ? s->want_nsec : 0;
 }
 
 SEC("tp_btf/sched_process_exec")
@@ -350,7 +259,7 @@ int BPF_PROG(exec_fence, struct task_struct *p, pid_t old_pid, struct linux_binp
 	struct cgfence_fence *fence;
 	__u64 fence_id = 0;
 
-	fence = find_fence(&fence_id);
+	fence = cgfence_find_cgroup_fence(&fence_id);
 	if (!fence || fence->mode == CGFENCE_MODE_OFF)
 		return 0;
 	return judge(fence, fence_id, BPF_CORE_READ(bprm, file), p, BPF_CORE_READ(bprm, filename));

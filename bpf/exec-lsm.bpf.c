@@ -15,10 +15,11 @@
  * exists on every kernel with BPF LSM (5.7+); bprm_creds_for_exec only since 5.9.
  *
  * Where this program runs, the tracepoint programs of exec-fence.bpf.c are not attached: the
- * maps below are the SAME maps (reused through their pins in the daemon's pin directory), so
- * fences, allow-lists, counters and events are shared, and both fence identities are found
- * here: the container's cgroup v2 (ancestry) and, without one, its pid namespace. Keep the map
- * definitions identical to exec-fence.bpf.c or libbpf refuses to reuse the pins.
+ * maps of exec-maps.bpf.h are the SAME maps (reused through their pins in the daemon's pin
+ * directory), so fences, allow-lists, counters and events are shared, and both fence
+ * identities are found here: the container's cgroup v2 (ancestry) and, without one, its pid
+ * namespace. The one definition in that header keeps the layouts identical, which libbpf
+ * needs to reuse the pins.
  *
  * This kernel runs BPF LSM programs only when "bpf" is in the active LSM list
  * (/sys/kernel/security/lsm, CONFIG_LSM or lsm= on the command line); user space checks that
@@ -31,109 +32,77 @@
 #include "cgfence-abi.h"
 #include "pidns.bpf.h"
 #include "exec-allow.bpf.h"
+#include "exec-maps.bpf.h"
+#include "exec-event.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 #define EACCES 13
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, struct cgfence_fence);
-} fences SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct cgfence_exec_key);
-	__type(value, struct cgfence_exec_allow);
-} exec_allow SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 * 1024 * 1024);
-} exec_events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} exec_drops SEC(".maps");
-
-/* The nearest fenced ancestor of the current task's cgroup v2, deepest first (as exec-fence). */
-static __always_inline struct cgfence_fence *find_cgroup_fence(__u64 *fence_id)
+/* The fence of the current task: its cgroup v2's (ancestry), else its pid namespace's. */
+static __always_inline struct cgfence_fence *find_fence(struct task_struct *task, __u64 *fence_id)
 {
-	__u64 id = bpf_get_current_cgroup_id();
-	struct cgfence_fence *f = bpf_map_lookup_elem(&fences, &id);
+	struct cgfence_fence *f = cgfence_find_cgroup_fence(fence_id);
 
-	if (f) {
-		*fence_id = id;
-		return f;
-	}
-	for (int level = CGFENCE_MAX_CGROUP_DEPTH - 1; level >= 0; level--) {
-		id = bpf_get_current_ancestor_cgroup_id(level);
-		if (!id)
-			continue;
-		f = bpf_map_lookup_elem(&fences, &id);
-		if (f) {
-			*fence_id = id;
-			return f;
-		}
-	}
-	return NULL;
+	return f ? f : find_pidns_fence(&fences, task, fence_id);
 }
 
-/*
- * THE allow decision: is this file on the fence's allow-list? The one place a check on the
- * allow entry's value (e.g. a content stamp) belongs. key is filled for the event.
- */
 /*
  * The exec fence's own verdict on a file (bpf/include/exec-allow.bpf.h, shared with the
  * tracepoint programs): on the list and unchanged since allowed. as_interp: the file may be
- * a loader-only entry (an executable mapping of a PT_INTERP loader). key gets the identity.
+ * a loader-only entry (an executable mapping of a PT_INTERP loader). seen gets the identity.
  */
-static __always_inline __u32 exec_allowed(__u64 fence_id, struct file *file, struct cgfence_exec_key *key,
-					  bool as_interp, struct cgfence_exec_seen *seen)
+static __always_inline __u32 file_allowed(__u64 fence_id, struct file *file, bool as_interp,
+					  struct cgfence_exec_seen *seen)
 {
-	__u32 reason = cgfence_exec_allowed(&exec_allow, fence_id, BPF_CORE_READ(file, f_inode), as_interp, seen);
-
-	key->fence_id = fence_id;
-	key->dev = seen->dev;
-	key->ino = seen->ino;
-	return reason;
+	return cgfence_exec_allowed(&exec_allow, fence_id, BPF_CORE_READ(file, f_inode), as_interp, seen);
 }
 
-/* The verdict fields every event carries (a ring-buffer slot is not zeroed). */
-static __always_inline void set_verdict(struct cgfence_exec_event *e, __u32 reason, const struct cgfence_exec_seen *seen)
+/* Reports a verdict already taken: the verdict does not depend on ring-buffer space, a lost
+ * event is counted. path: a kernel string naming the file. */
+static __always_inline void report(__u32 kind, __u32 action, struct cgfence_fence *fence, __u64 fence_id,
+				   struct task_struct *task, const char *path, __u32 reason,
+				   const struct cgfence_exec_seen *seen)
 {
-	e->reason = reason;
-	e->pad = 0;
-	e->interp_dev = 0;
-	e->interp_ino = 0;
-	e->now_ctime_sec = seen->now_sec;
-	e->now_ctime_nsec = seen->now_nsec;
-	e->want_ctime_sec = seen->found ? seen->want_sec : 0;
-	e->want_ctime_nsec = seen->found ? seen->want_nsec : 0;
+	struct cgfence_exec_event *e = bpf_ringbuf_reserve(&exec_events, sizeof(*e), 0);
+
+	if (!e) {
+		cgfence_exec_count_drop();
+		return;
+	}
+	cgfence_exec_event_fill(e, kind, action, fence, fence_id, task, path, reason, seen, NULL);
+	bpf_ringbuf_submit(e, 0);
 }
 
-static __always_inline void count_drop(void)
+/*
+ * A guarded open for writing or executable mapping of file (kind): enforce refuses it with
+ * EACCES, audit lets it through; counted and reported either way, named by the file's own
+ * name. Returns the hook's verdict.
+ */
+static __always_inline int refuse_file(__u32 kind, struct cgfence_fence *fence, __u64 fence_id,
+				       struct task_struct *task, struct file *file,
+				       const struct cgfence_exec_seen *seen)
 {
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&exec_drops, &zero);
+	const char *name = (const char *)BPF_CORE_READ(file, f_path.dentry, d_name.name);
+	__u32 action = CGFENCE_ACTION_AUDIT;
+	int verdict = 0;
 
-	if (n)
-		__sync_fetch_and_add(n, 1);
+	if (fence->mode == CGFENCE_MODE_ENFORCE) {
+		__sync_fetch_and_add(&fence->denied, 1);
+		action = CGFENCE_ACTION_DENY;
+		verdict = -EACCES;
+	} else {
+		__sync_fetch_and_add(&fence->audited, 1);
+	}
+	report(kind, action, fence, fence_id, task, name, CGFENCE_REASON_NONE, seen);
+	return verdict;
 }
 
 SEC("lsm/bprm_check_security")
 int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct cgfence_exec_key key = {};
 	struct cgfence_exec_seen seen = {};
-	struct cgfence_exec_event *e;
 	struct cgfence_fence *fence;
 	__u64 fence_id = 0;
 	__u32 action, reason;
@@ -142,13 +111,11 @@ int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 	/* An earlier LSM refused already: its errno stands. */
 	if (ret)
 		return ret;
-	fence = find_cgroup_fence(&fence_id);
-	if (!fence)
-		fence = find_pidns_fence(&fences, task, &fence_id);
+	fence = find_fence(task, &fence_id);
 	if (!fence || fence->mode == CGFENCE_MODE_OFF)
 		return 0;
 
-	reason = exec_allowed(fence_id, BPF_CORE_READ(bprm, file), &key, false, &seen);
+	reason = file_allowed(fence_id, BPF_CORE_READ(bprm, file), false, &seen);
 	if (reason == CGFENCE_REASON_NONE) {
 		__sync_fetch_and_add(&fence->allowed, 1);
 		if (!(fence->flags & CGFENCE_FLAG_REPORT_ALLOWED) && fence->mode != CGFENCE_MODE_LEARN)
@@ -163,30 +130,9 @@ int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 		action = fence->mode == CGFENCE_MODE_LEARN ? CGFENCE_ACTION_ALLOW : CGFENCE_ACTION_AUDIT;
 	}
 
-	/* The verdict does not depend on ring-buffer space: a lost event is counted, the exec
-	 * is refused all the same. */
-	e = bpf_ringbuf_reserve(&exec_events, sizeof(*e), 0);
-	if (!e) {
-		count_drop();
-		return verdict;
-	}
-	e->kind = CGFENCE_EVENT_EXEC_LSM;
-	e->action = action;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->fence_id = fence_id;
-	e->dev = key.dev;
-	e->ino = key.ino;
-	e->pid = bpf_get_current_pid_tgid() >> 32;
-	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	e->uid = (__u32)bpf_get_current_uid_gid();
-	e->mode = fence->mode;
-	/* The caller's comm: the exec has not happened (and, denied, never will). */
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	/* The name of the file judged now: the script, then its interpreter's path. */
-	bpf_probe_read_kernel_str(e->path, sizeof(e->path), BPF_CORE_READ(bprm, interp));
-	set_verdict(e, reason, &seen);
-	bpf_ringbuf_submit(e, 0);
+	/* comm is the caller's: the exec has not happened (and, denied, never will). The path is
+	 * the name of the file judged now: the script, then its interpreter's. */
+	report(CGFENCE_EVENT_EXEC_LSM, action, fence, fence_id, task, BPF_CORE_READ(bprm, interp), reason, &seen);
 	return verdict;
 }
 
@@ -216,57 +162,26 @@ SEC("lsm/file_open")
 int BPF_PROG(exec_lsm_file_open, struct file *file, int ret)
 {
 	struct task_struct *task;
-	struct cgfence_exec_key key = {};
 	struct cgfence_exec_seen seen = {};
-	struct cgfence_exec_event *e;
 	struct cgfence_fence *fence;
 	__u64 fence_id = 0;
 	__u32 kind;
-	int verdict = 0;
 
 	if (ret || !(BPF_CORE_READ(file, f_mode) & FMODE_WRITE))
 		return ret;
 	task = bpf_get_current_task_btf();
-	fence = find_cgroup_fence(&fence_id);
-	if (!fence)
-		fence = find_pidns_fence(&fences, task, &fence_id);
+	fence = find_fence(task, &fence_id);
 	if (!fence || (fence->mode != CGFENCE_MODE_ENFORCE && fence->mode != CGFENCE_MODE_AUDIT))
 		return 0;
 	/* Allow-listed: an entry exists, whatever its stamp (a changed file stays protected). */
-	exec_allowed(fence_id, file, &key, true, &seen);
+	file_allowed(fence_id, file, true, &seen);
 	if (seen.found)
 		kind = CGFENCE_EVENT_WRITE_ALLOWED;
 	else if (is_proc_mem(file))
 		kind = CGFENCE_EVENT_PROC_MEM_WRITE;
 	else
 		return 0;
-	if (fence->mode == CGFENCE_MODE_ENFORCE) {
-		__sync_fetch_and_add(&fence->denied, 1);
-		verdict = -EACCES;
-	} else {
-		__sync_fetch_and_add(&fence->audited, 1);
-	}
-	e = bpf_ringbuf_reserve(&exec_events, sizeof(*e), 0);
-	if (!e) {
-		count_drop();
-		return verdict;
-	}
-	e->kind = kind;
-	e->action = verdict ? CGFENCE_ACTION_DENY : CGFENCE_ACTION_AUDIT;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->fence_id = fence_id;
-	e->dev = key.dev;
-	e->ino = key.ino;
-	e->pid = bpf_get_current_pid_tgid() >> 32;
-	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	e->uid = (__u32)bpf_get_current_uid_gid();
-	e->mode = fence->mode;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	bpf_probe_read_kernel_str(e->path, sizeof(e->path), BPF_CORE_READ(file, f_path.dentry, d_name.name));
-	set_verdict(e, CGFENCE_REASON_NONE, &seen);
-	bpf_ringbuf_submit(e, 0);
-	return verdict;
+	return refuse_file(kind, fence, fence_id, task, file, &seen);
 }
 
 #define PROT_EXEC 0x4
@@ -281,28 +196,15 @@ struct {
 	__type(value, __u64);
 } exec_fence_since SEC(".maps");
 
-/* The inode's change time across kernels: i_ctime_sec/nsec (6.11+), __i_ctime (6.6+), i_ctime. */
-struct inode___ctime66 {
-	struct timespec64 __i_ctime;
-} __attribute__((preserve_access_index));
-struct inode___ctime_old {
-	struct timespec64 i_ctime;
-} __attribute__((preserve_access_index));
-
+/* The inode's ctime in ns, read as the allow stamps are (exec-allow.bpf.h), and so comparable
+ * with the CLOCK_REALTIME ns of exec_fence_since. */
 static __always_inline __u64 inode_ctime_ns(struct inode *inode)
 {
-	if (bpf_core_field_exists(inode->i_ctime_sec))
-		return BPF_CORE_READ(inode, i_ctime_sec) * 1000000000ULL + BPF_CORE_READ(inode, i_ctime_nsec);
-	if (bpf_core_field_exists(((struct inode___ctime66 *)inode)->__i_ctime)) {
-		struct inode___ctime66 *i = (void *)inode;
+	__s64 sec;
+	__u32 nsec;
 
-		return BPF_CORE_READ(i, __i_ctime.tv_sec) * 1000000000ULL + BPF_CORE_READ(i, __i_ctime.tv_nsec);
-	}
-	{
-		struct inode___ctime_old *i = (void *)inode;
-
-		return BPF_CORE_READ(i, i_ctime.tv_sec) * 1000000000ULL + BPF_CORE_READ(i, i_ctime.tv_nsec);
-	}
+	cgfence_inode_ctime(inode, &sec, &nsec);
+	return (__u64)sec * 1000000000ULL + nsec;
 }
 
 /*
@@ -314,53 +216,20 @@ static __always_inline __u64 inode_ctime_ns(struct inode *inode)
 static __always_inline int judge_map_exec(struct file *file)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct cgfence_exec_key key = {};
 	struct cgfence_exec_seen seen = {};
-	__u32 reason;
-	struct cgfence_exec_event *e;
 	struct cgfence_fence *fence;
 	__u64 fence_id = 0, *since;
-	int verdict = 0;
 
-	fence = find_cgroup_fence(&fence_id);
-	if (!fence)
-		fence = find_pidns_fence(&fences, task, &fence_id);
+	fence = find_fence(task, &fence_id);
 	if (!fence || (fence->mode != CGFENCE_MODE_ENFORCE && fence->mode != CGFENCE_MODE_AUDIT))
 		return 0;
 	since = bpf_map_lookup_elem(&exec_fence_since, &fence_id);
 	if (!since || inode_ctime_ns(BPF_CORE_READ(file, f_inode)) <= *since)
 		return 0;
 	/* On the list and unchanged (a loader-only entry is enough for a mapping). */
-	reason = exec_allowed(fence_id, file, &key, true, &seen);
-	if (reason == CGFENCE_REASON_NONE)
+	if (file_allowed(fence_id, file, true, &seen) == CGFENCE_REASON_NONE)
 		return 0;
-	if (fence->mode == CGFENCE_MODE_ENFORCE) {
-		__sync_fetch_and_add(&fence->denied, 1);
-		verdict = -EACCES;
-	} else {
-		__sync_fetch_and_add(&fence->audited, 1);
-	}
-	e = bpf_ringbuf_reserve(&exec_events, sizeof(*e), 0);
-	if (!e) {
-		count_drop();
-		return verdict;
-	}
-	e->kind = CGFENCE_EVENT_MAP_EXEC;
-	e->action = verdict ? CGFENCE_ACTION_DENY : CGFENCE_ACTION_AUDIT;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->fence_id = fence_id;
-	e->dev = key.dev;
-	e->ino = key.ino;
-	e->pid = bpf_get_current_pid_tgid() >> 32;
-	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	e->uid = (__u32)bpf_get_current_uid_gid();
-	e->mode = fence->mode;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	bpf_probe_read_kernel_str(e->path, sizeof(e->path), BPF_CORE_READ(file, f_path.dentry, d_name.name));
-	set_verdict(e, CGFENCE_REASON_NONE, &seen);
-	bpf_ringbuf_submit(e, 0);
-	return verdict;
+	return refuse_file(CGFENCE_EVENT_MAP_EXEC, fence, fence_id, task, file, &seen);
 }
 
 SEC("lsm/mmap_file")

@@ -1,12 +1,13 @@
 // Learn mode with real containerd and runc: a workload runs with cgfence.io/mode=learn, the
 // learned annotations (`cgfence learn`) fence the same workload in enforce mode with no
 // denial, and a step it never took (a new binary, a new destination, a new syscall) is denied.
-import { spawnSync, SpawnSyncReturns } from 'node:child_process';
+import { SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readRecords } from '../src/audit/audit-read';
-import { SANDBOX_NAMESPACE, SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { cid, cli, ctr, IMAGE, sandboxDir, waitFor } from './helpers/sandbox';
+import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
+import { recordsOf, waitRecord } from './helpers/container-records';
+import { parseLearned } from './helpers/learn-output';
+import { cid, cli, ctr, IMAGE, removeContainer, runFencedBounded, sandboxDir, waitFor } from './helpers/sandbox';
 import { mapField } from '../src/audit/audit-read';
 
 const dir = sandboxDir('learn');
@@ -31,58 +32,14 @@ const WORKLOAD = [
 ].join('\n');
 const STEPS = ['step-ls', 'step-file', 'step-tool-a', 'step-refused', 'step-net', 'WORKLOAD-DONE'];
 
-type Rec = Awaited<ReturnType<typeof readRecords>>[number];
-
-async function recordsOf(id: string): Promise<Rec[]> {
-  return (await readRecords(p.auditLog, { container: id })).filter((r) => r.container_id === id);
-}
-
-async function waitRecord(id: string, pred: (r: Rec) => boolean, what: string): Promise<Rec> {
-  let last: Rec[] = [];
-  return waitFor(what, () => {
-    void recordsOf(id).then((x) => (last = x));
-    return last.find(pred);
-  }, 20_000);
-}
-
-/** `cgfence learn` output: KEY=VALUE lines. */
-function parseLines(out: string): Record<string, string> {
-  const o: Record<string, string> = {};
-  for (const line of out.split('\n').filter(Boolean)) {
-    const eq = line.indexOf('=');
-    o[line.slice(0, eq)] = line.slice(eq + 1);
-  }
-  return o;
-}
-
 function networkBackend(): boolean {
   const st = JSON.parse(cli(p, ['status', '--json']).stdout) as { kernel: { backends: Record<string, { backend: string }> } };
   return !st.kernel.backends.network.backend.startsWith('none');
 }
 
-/**
- * `ctr run --rm` through cgfence-runc. A policy that misses a syscall can leave the workload
- * spinning on EPERM, and ctr passes SIGTERM on to a container init that ignores it: on
- * timeout ctr is killed outright and the container removed, so the test fails instead of
- * hanging.
- */
+/** `ctr run --rm` through cgfence-runc; a hung container is killed and removed, so the test fails instead. */
 function runFenced(id: string, annotations: Record<string, string>, argv: string[]): SpawnSyncReturns<string> {
-  const ann = Object.entries(annotations).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
-  const r = spawnSync('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, 'run', '--rm', '--runc-binary', p.runc, ...ann, IMAGE, id, ...argv],
-    { encoding: 'utf8', timeout: 90_000, killSignal: 'SIGKILL' });
-  if (r.error || r.signal) {
-    ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-    ctr(p, ['task', 'delete', '--force', id]);
-    ctr(p, ['containers', 'delete', id]);
-  }
-  return r;
-}
-
-async function stop(id: string): Promise<void> {
-  ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-  await waitFor('task to stop', () => ctr(p, ['task', 'delete', id]).status === 0 || !ctr(p, ['task', 'ls']).stdout.includes(`${id} `), 20_000).catch(() => {});
-  ctr(p, ['task', 'delete', '--force', id]);
-  ctr(p, ['containers', 'delete', id]);
+  return runFencedBounded(p, id, annotations, argv, 90_000);
 }
 
 beforeAll(async () => {
@@ -104,14 +61,14 @@ describe('learn, then enforce what was learned', () => {
     expect(r.status, r.stderr).toBe(0);
     for (const s of STEPS) expect(r.stdout).toContain(s);
 
-    const attach = await waitRecord(learnId, (x) => x.type === 'lifecycle' && x.action === 'attach', 'attach record');
+    const attach = await waitRecord(p, learnId, (x) => x.type === 'lifecycle' && x.action === 'attach', 'attach record');
     expect(attach.controls).toEqual({ exec: 'learning', network: 'learning', seccomp: 'learning' });
-    const rec = await waitRecord(learnId, (x) => x.type === 'lifecycle' && x.action === 'learned', 'learned record');
+    const rec = await waitRecord(p, learnId, (x) => x.type === 'lifecycle' && x.action === 'learned', 'learned record');
     expect(mapField(rec.annotations)['cgfence.io/exec-allow']).toBe('/bin/busybox,/usr/local/bin/tool-a');
 
     const out = cli(p, ['learn', learnId]);
     expect(out.status, out.stderr).toBe(0);
-    learned = parseLines(out.stdout);
+    learned = parseLearned(out.stdout);
     expect(Object.keys(learned)).toEqual(['cgfence.io/exec-allow', 'cgfence.io/egress-allow', 'cgfence.io/ingress-allow', 'cgfence.io/seccomp-allow']);
     // Applets run as /bin/ls, /proc/self/exe...: one identity, listed by the file's own path.
     expect(learned['cgfence.io/exec-allow']).toBe('/bin/busybox,/usr/local/bin/tool-a');
@@ -152,9 +109,9 @@ describe('learn, then enforce what was learned', () => {
     const r = runFenced(id, ann, ['/bin/sh', '-c', WORKLOAD]);
     expect(r.status, r.stderr).toBe(0);
     for (const s of STEPS) expect(r.stdout).toContain(s);
-    const attach = await waitRecord(id, (x) => x.type === 'lifecycle' && x.action === 'attach', 'attach record');
+    const attach = await waitRecord(p, id, (x) => x.type === 'lifecycle' && x.action === 'attach', 'attach record');
     expect(attach.controls).toEqual({ exec: 'enforced', network: withNetwork ? 'enforced' : 'none', seccomp: 'enforced' });
-    const detach = await waitRecord(id, (x) => x.type === 'lifecycle' && x.action === 'detach', 'detach record');
+    const detach = await waitRecord(p, id, (x) => x.type === 'lifecycle' && x.action === 'detach', 'detach record');
     expect(detach.denied).toBe(0);
     // The network counters live in the cgroup's storage: when runc removed the cgroup before
     // the daemon handled the exit they are gone, and the detach record has none; the deny
@@ -163,7 +120,7 @@ describe('learn, then enforce what was learned', () => {
       expect(detach.net_denied_egress).toBe(0);
       expect(detach.net_denied_ingress).toBe(0);
     }
-    expect((await recordsOf(id)).filter((x) => x.action === 'deny')).toEqual([]);
+    expect((await recordsOf(p, id)).filter((x) => x.action === 'deny')).toEqual([]);
   });
 
   it('a binary the workload never ran is denied', async () => {
@@ -172,7 +129,7 @@ describe('learn, then enforce what was learned', () => {
     expect(r.stdout).toContain('WORKLOAD-DONE');
     expect(r.stdout).not.toContain('NEW-BINARY-RAN');
     expect(r.stdout).toMatch(/tool-b-rc=(126|137)/);
-    const deny = await waitRecord(id, (x) => x.type === 'exec' && x.action === 'deny', 'exec deny record');
+    const deny = await waitRecord(p, id, (x) => x.type === 'exec' && x.action === 'deny', 'exec deny record');
     expect(deny.path).toBe('/usr/local/bin/tool-b');
   });
 
@@ -183,7 +140,7 @@ describe('learn, then enforce what was learned', () => {
     expect(r.stdout).toContain('WORKLOAD-DONE');
     expect(r.stdout).toContain('new-dst-rc=1');
     expect(r.stderr).toContain('Operation not permitted');
-    const deny = await waitRecord(id, (x) => x.type === 'net' && x.action === 'deny', 'net deny record');
+    const deny = await waitRecord(p, id, (x) => x.type === 'net' && x.action === 'deny', 'net deny record');
     expect(deny.daddr).toBe('127.0.0.2');
     expect(deny.direction).toBe('egress');
   });
@@ -230,13 +187,13 @@ describe('cgfence learn while the container runs', () => {
       expect(after.exec.map((e) => e.path)).toEqual(['/bin/busybox', '/usr/local/bin/tool-a', '/usr/local/bin/tool-b']);
       expect(after.annotations['cgfence.io/egress-allow']).toBe('127.0.0.1/32');
     } finally {
-      await stop(id);
+      await removeContainer(p, id);
     }
-    const rec = await waitRecord(id, (x) => x.type === 'lifecycle' && x.action === 'learned', 'learned record');
+    const rec = await waitRecord(p, id, (x) => x.type === 'lifecycle' && x.action === 'learned', 'learned record');
     expect(mapField(rec.annotations)['cgfence.io/exec-allow']).toBe('/bin/busybox,/usr/local/bin/tool-a,/usr/local/bin/tool-b');
     const gone = cli(p, ['learn', id]);
     expect(gone.status, gone.stderr).toBe(0);
-    expect(parseLines(gone.stdout)['cgfence.io/exec-allow']).toBe('/bin/busybox,/usr/local/bin/tool-a,/usr/local/bin/tool-b');
+    expect(parseLearned(gone.stdout)['cgfence.io/exec-allow']).toBe('/bin/busybox,/usr/local/bin/tool-a,/usr/local/bin/tool-b');
   });
 
   it('says what is wrong in one sentence', () => {

@@ -3,13 +3,14 @@
 // returns, 20 times in a row, and each applies with zero denials), a long-lived server
 // stopped with `ctr task kill`, several runs merged into one policy, a pod's containers in
 // yaml, and a direction with no peer (empty, and denied as the output says).
-import { spawnSync, SpawnSyncReturns } from 'node:child_process';
+import { SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readRecords } from '../src/audit/audit-read';
 import { SANDBOX_NAMESPACE, SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { cid, cli, ctr, IMAGE, sandboxDir, waitFor } from './helpers/sandbox';
+import { recordsOf, waitRecord } from './helpers/container-records';
+import { parseLearned } from './helpers/learn-output';
+import { cid, cli, ctr, IMAGE, removeContainer, runFencedBounded, sandboxDir, waitFor } from './helpers/sandbox';
 import { mapField } from '../src/audit/audit-read';
 
 const dir = sandboxDir('lrt');
@@ -21,47 +22,9 @@ let p: SandboxPaths;
 const JOB = 'read t0 _ </proc/uptime; (exec -a echo /usr/local/bin/tool-a tool-a-ran); nc 127.0.0.1 7001 </dev/null; echo nc-rc=$?; echo job-done; read t1 _ </proc/uptime; echo "ran $t0 $t1" >&2';
 const JOB_OUT = 'tool-a-ran\nnc-rc=1\njob-done\n';
 
-type Rec = Awaited<ReturnType<typeof readRecords>>[number];
-
-async function recordsOf(id: string): Promise<Rec[]> {
-  return (await readRecords(p.auditLog, { container: id })).filter((r) => r.container_id === id);
-}
-
-async function waitRecord(id: string, pred: (r: Rec) => boolean, what: string): Promise<Rec> {
-  let last: Rec[] = [];
-  return waitFor(what, () => {
-    void recordsOf(id).then((x) => (last = x));
-    return last.find(pred);
-  }, 20_000);
-}
-
-function parseLines(out: string): Record<string, string> {
-  const o: Record<string, string> = {};
-  for (const line of out.split('\n').filter(Boolean)) {
-    const eq = line.indexOf('=');
-    o[line.slice(0, eq)] = line.slice(eq + 1);
-  }
-  return o;
-}
-
 /** `ctr run --rm` through cgfence-runc; a hung container is killed and removed, so the test fails instead. */
 function run(id: string, annotations: Record<string, string>, argv: string[]): SpawnSyncReturns<string> {
-  const ann = Object.entries(annotations).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
-  const r = spawnSync('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, 'run', '--rm', '--runc-binary', p.runc, ...ann, IMAGE, id, ...argv],
-    { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' });
-  if (r.error || r.signal) {
-    ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-    ctr(p, ['task', 'delete', '--force', id]);
-    ctr(p, ['containers', 'delete', id]);
-  }
-  return r;
-}
-
-async function remove(id: string): Promise<void> {
-  ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-  await waitFor('task to stop', () => ctr(p, ['task', 'delete', id]).status === 0 || !ctr(p, ['task', 'ls']).stdout.includes(`${id} `), 20_000).catch(() => {});
-  ctr(p, ['task', 'delete', '--force', id]);
-  ctr(p, ['containers', 'delete', id]);
+  return runFencedBounded(p, id, annotations, argv, 60_000);
 }
 
 /**
@@ -71,10 +34,10 @@ async function remove(id: string): Promise<void> {
  * every network denial also writes a deny record, and the callers check the output.)
  */
 async function expectNoDenials(id: string): Promise<void> {
-  const detach = await waitRecord(id, (x) => x.type === 'lifecycle' && x.action === 'detach', `detach record of ${id}`);
+  const detach = await waitRecord(p, id, (x) => x.type === 'lifecycle' && x.action === 'detach', `detach record of ${id}`);
   expect(detach.denied, `exec denials of ${id}`).toBe(0);
   for (const k of ['net_denied_egress', 'net_denied_ingress', 'net_records_lost']) if (k in detach) expect(detach[k], `${k} of ${id}`).toBe(0);
-  expect((await recordsOf(id)).filter((x) => x.action === 'deny')).toEqual([]);
+  expect((await recordsOf(p, id)).filter((x) => x.action === 'deny')).toEqual([]);
 }
 
 beforeAll(async () => {
@@ -105,7 +68,7 @@ describe('a job that lives a few milliseconds', () => {
       const out = cli(p, ['learn', learnId]);
       expect(out.status, out.stderr).toBe(0);
       expect(out.stderr, `run ${i}`).not.toMatch(/warning/);
-      const learned = parseLines(out.stdout);
+      const learned = parseLearned(out.stdout);
       expect(learned['cgfence.io/exec-allow'], `run ${i}`).toBe('/bin/busybox,/usr/local/bin/tool-a');
       expect(learned['cgfence.io/egress-allow'], `run ${i}`).toBe('127.0.0.1/32');
       expect(learned['cgfence.io/ingress-allow'], `run ${i}`).toBe('127.0.0.1/32');
@@ -125,7 +88,7 @@ describe('a job that lives a few milliseconds', () => {
 
   it('the exit record says the same as the answer given at once', async () => {
     const id = learnIds[learnIds.length - 1];
-    const rec = await waitRecord(id, (x) => x.type === 'lifecycle' && x.action === 'learned', 'learned record');
+    const rec = await waitRecord(p, id, (x) => x.type === 'lifecycle' && x.action === 'learned', 'learned record');
     expect(mapField(rec.annotations)).toEqual(last);
   });
 
@@ -178,7 +141,7 @@ describe('files created at run time', () => {
     expect(r.stdout).toBe('mine-ran\ngone-ran\n');
     const out = cli(p, ['learn', id]);
     expect(out.status, out.stderr).toBe(0);
-    expect(parseLines(out.stdout)['cgfence.io/exec-allow']).toBe('/bin/busybox');
+    expect(parseLearned(out.stdout)['cgfence.io/exec-allow']).toBe('/bin/busybox');
     expect(out.stderr).toContain('warning: executable /tmp/mine (run as "/tmp/mine") was created or changed at run time');
     expect(out.stderr).toMatch(/warning: executable \/tmp\/gone \(run as "\/tmp\/gone"\) (was created or changed at run time|was there when it ran, but no such file is in the container's root filesystem any more)/);
     const j = JSON.parse(cli(p, ['learn', id, '--json']).stdout) as { exec: Array<{ path: string; origin: string }>; warnings: string[] };
@@ -208,7 +171,7 @@ describe('a direction with no peer', () => {
     expect(run(id, { 'cgfence.io/mode': 'learn' }, ['/bin/sh', '-c', 'echo quiet']).stdout).toBe('quiet\n');
     const out = cli(p, ['learn', id]);
     expect(out.status, out.stderr).toBe(0);
-    const learned = parseLines(out.stdout);
+    const learned = parseLearned(out.stdout);
     expect(learned['cgfence.io/egress-allow']).toBe('');
     expect(learned['cgfence.io/ingress-allow']).toBe('');
     expect(out.stderr).toContain('note: cgfence.io/egress-allow is empty: no egress peer was seen; applied, it denies all egress');
@@ -226,7 +189,7 @@ describe('a direction with no peer', () => {
     const d = run(denied, network, ['/bin/sh', '-c', 'echo quiet; nc 127.0.0.1 7001 </dev/null; echo nc-rc=$?']);
     expect(d.stdout).toBe('quiet\nnc-rc=1\n');
     expect(d.stderr).toContain('Operation not permitted');
-    const deny = await waitRecord(denied, (x) => x.type === 'net' && x.action === 'deny', 'net deny record');
+    const deny = await waitRecord(p, denied, (x) => x.type === 'net' && x.action === 'deny', 'net deny record');
     expect(deny.daddr).toBe('127.0.0.1');
   });
 });
@@ -263,7 +226,7 @@ describe('a pod', () => {
     const outside = cid('podc2');
     const c = run(outside, ann, ['/bin/sh', '-c', '(exec -a echo /usr/local/bin/tool-b other-ran); echo rc=$?']);
     expect(c.stdout).toBe('rc=126\n');
-    const deny = await waitRecord(outside, (x) => x.type === 'exec' && x.action === 'deny', 'exec deny record');
+    const deny = await waitRecord(p, outside, (x) => x.type === 'exec' && x.action === 'deny', 'exec deny record');
     expect(deny.path).toBe('/usr/local/bin/tool-b');
 
     const bad = cli(p, ['learn', '--pod', 'shop']);
@@ -290,7 +253,7 @@ describe('a long-lived server stopped with ctr task kill', () => {
       expect(k.status, k.stderr).toBe(0);
       await waitFor('the server to stop on SIGTERM', () => !/RUNNING/.test(ctr(p, ['task', 'ls']).stdout.split('\n').find((l) => l.startsWith(`${id} `)) ?? ''), 20_000);
     } finally {
-      await remove(id);
+      await removeContainer(p, id);
     }
   }
 
@@ -300,7 +263,7 @@ describe('a long-lived server stopped with ctr task kill', () => {
     const out = cli(p, ['learn', id]);
     expect(out.status, out.stderr).toBe(0);
     expect(out.stderr).not.toMatch(/warning/);
-    const learned = parseLines(out.stdout);
+    const learned = parseLearned(out.stdout);
     expect(learned['cgfence.io/exec-allow']).toBe('/bin/busybox');
     expect(learned['cgfence.io/egress-allow']).toBe('127.0.0.1/32');
     expect(learned['cgfence.io/ingress-allow']).toBe('127.0.0.1/32');

@@ -1,12 +1,10 @@
 // oci-config/, checked as far as one machine without Kubernetes allows: the manifests'
 // structure against what the daemon and cgfence-runc accept, and the containerd runtime
 // handler live, in a private containerd with its CRI plugin, driven as kubelet drives it.
-import * as grpc from '@grpc/grpc-js';
 import { execFileSync, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import * as protobuf from 'protobufjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import { readRecords } from '../src/audit/audit-read';
@@ -15,13 +13,13 @@ import { UNINSTALL_FLAGS } from '../src/cli/commands/uninstall';
 import { DEFAULT_SOCKET } from '../src/daemon/daemon-client';
 import { ContainerdClient } from '../src/containerd/client';
 import { SETTINGS, loadConfigFile, resolveConfig } from '../src/daemon/config';
-import { TEST_IMAGE_NAME, buildOciImage, buildTestImage } from '../src/image/oci-image';
 import { daemonImageName } from '../src/image/daemon-image';
 import { native } from '../src/native';
 import { KEYS, parseAnnotations } from '../src/policy/annotations';
-import { containerdConfig, containerdPaths, importImage, startContainerd } from '../src/sandbox/containerd-process';
-import { SandboxPaths, sandboxDown, sandboxPaths, sandboxUp } from '../src/sandbox/sandbox';
-import { buildFixture } from './helpers/kernel';
+import { containerdConfig, containerdPaths } from '../src/sandbox/containerd-process';
+import { SandboxPaths } from '../src/sandbox/sandbox';
+import { CriClient, Obj } from './helpers/cri-client';
+import { CriPod, CriSandbox, containerOutput } from './helpers/cri-sandbox';
 import { cli, sandboxDir, waitFor } from './helpers/sandbox';
 
 const ROOT = path.join(__dirname, '..');
@@ -33,9 +31,6 @@ const handlerToml = read('containerd-runtime-handler.toml');
 const handlerName = /^\[plugins\."io\.containerd\.grpc\.v1\.cri"\.containerd\.runtimes\.([\w-]+)\]$/m.exec(handlerToml)?.[1];
 const binaryName = /^\s*BinaryName\s*=\s*"([^"]+)"/m.exec(handlerToml)?.[1];
 
-// Kubernetes manifests are walked field by field in the assertions below.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Obj = Record<string, any>;
 const docs = (f: string): Obj[] => YAML.parseAllDocuments(read(f)).map((d) => {
   expect(d.errors, `${f}: ${d.errors.join('; ')}`).toEqual([]);
   return d.toJS() as Obj;
@@ -278,78 +273,13 @@ describe('oci-config: the files agree with each other and with what cgfence acce
 
 // ---- live: containerd's CRI with the handler, driven like kubelet ----
 
-const dir = sandboxDir('oci');
+const sb = new CriSandbox(sandboxDir('oci'));
 let p: SandboxPaths;
-let cri: Cri;
-const PAUSE_IMAGE = 'cgfence.local/pause:test';
-const pods: string[] = [];
+let cri: CriClient;
 
-interface Cri { call<T = Obj>(method: string, req: Obj, timeoutMs?: number): Promise<T>; close(): void }
-
-function criClient(socket: string): Cri {
-  const root = protobuf.loadSync(path.join(__dirname, 'fixtures', 'cri-runtime-v1.proto'));
-  const client = new grpc.Client(`unix://${socket}`, grpc.credentials.createInsecure());
-  return {
-    call<T>(method: string, req: Obj, timeoutMs = 60_000): Promise<T> {
-      const [svc, name] = method.includes('.') ? method.split('.') : ['RuntimeService', method];
-      const reqT = root.lookupType(`runtime.v1.${name}Request`);
-      const resT = root.lookupType(`runtime.v1.${name}Response`);
-      return new Promise((resolve, reject) => {
-        client.makeUnaryRequest(`/runtime.v1.${svc}/${name}`,
-          (m: Obj) => Buffer.from(reqT.encode(reqT.fromObject(m)).finish()),
-          (b: Buffer) => resT.toObject(resT.decode(b), { longs: Number, enums: String, defaults: true }),
-          req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs },
-          (err, res) => (err ? reject(new Error(`CRI ${name}: ${err.details || err.message}`)) : resolve(res as T)));
-      });
-    },
-    close: () => client.close(),
-  };
-}
-
-function podConfig(name: string, annotations: Record<string, string>, labels: Record<string, string> = {}): Obj {
-  const logDirectory = path.join(dir, 'pods', name);
-  fs.mkdirSync(logDirectory, { recursive: true });
-  return {
-    metadata: { name, uid: crypto.randomUUID(), namespace: 'cgft', attempt: 0 },
-    logDirectory,
-    annotations: { ...annotations, 'example.com/not-passed': 'x' },
-    labels,
-    // Host network: no CNI here. The pid namespace is the pod's, as by default.
-    linux: { securityContext: { namespaceOptions: { network: 'NODE', pid: 'CONTAINER', ipc: 'POD' } } },
-  };
-}
-
-async function runPod(name: string, annotations: Record<string, string>, handler: string, labels: Record<string, string> = {}): Promise<{ id: string; config: Obj }> {
-  const config = podConfig(name, annotations, labels);
-  const r = await cri.call<{ podSandboxId: string }>('RunPodSandbox', { config, runtimeHandler: handler }).catch((e: Error) => {
-    // containerd's own words on why, for whoever reads a failure.
-    const log = fs.readFileSync(containerdPaths(dir).log, 'utf8').split('\n').filter((l) => /level=(error|warning)/.test(l)).slice(-5).join('\n');
-    throw new Error(`${e.message}\ncontainerd log:\n${log}`);
-  });
-  pods.push(r.podSandboxId);
-  return { id: r.podSandboxId, config };
-}
-
-async function startContainer(podId: string, podCfg: Obj, name: string, script: string): Promise<string> {
-  const c = await cri.call<{ containerId: string }>('CreateContainer', {
-    podSandboxId: podId,
-    sandboxConfig: podCfg,
-    config: {
-      metadata: { name }, image: { image: TEST_IMAGE_NAME }, command: ['/bin/sh', '-c', script], logPath: `${name}.log`,
-      linux: { securityContext: { namespaceOptions: { network: 'NODE', pid: 'CONTAINER', ipc: 'POD' } } },
-    },
-  });
-  await cri.call('StartContainer', { containerId: c.containerId });
-  return c.containerId;
-}
-
-/** The container's output from its CRI log file ("<time> stdout F <line>"). */
-function output(podCfg: Obj, name: string): string {
-  try {
-    return fs.readFileSync(path.join(podCfg.logDirectory, `${name}.log`), 'utf8').split('\n').map((l) => l.split(' ').slice(3).join(' ')).join('\n');
-  } catch {
-    return '';
-  }
+/** A pod in namespace cgft, with an annotation no handler passes on next to the test's own. */
+function runPod(name: string, annotations: Record<string, string>, handler: string, labels: Record<string, string> = {}): Promise<CriPod> {
+  return sb.runPod(name, { namespace: 'cgft', annotations: { ...annotations, 'example.com/not-passed': 'x' }, labels, handler });
 }
 
 async function specOf(id: string) {
@@ -363,72 +293,17 @@ async function specOf(id: string) {
 
 describe('live: a private containerd loads the handler with its CRI plugin, and pods get fenced', () => {
   beforeAll(async () => {
-    p = sandboxPaths(dir);
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const handler = handlerToml
-      // This machine's build of the launcher, and no systemd to manage cgroups.
-      .replace(`BinaryName = "${binaryName}"`, `BinaryName = ${JSON.stringify(p.runc)}`)
-      .replace('SystemdCgroup = true', 'SystemdCgroup = false');
-    expect(handler).toContain(p.runc);
-    expect(handler).toContain('SystemdCgroup = false');
-    const extraConfig = [
-      '[plugins."io.containerd.grpc.v1.cri"]',
-      `  sandbox_image = ${JSON.stringify(PAUSE_IMAGE)}`,
-      // Never a node-wide port: the streaming server (exec, attach) on an ephemeral one.
-      '  stream_server_address = "127.0.0.1"',
-      '  stream_server_port = "0"',
-      // Root here lacks CAP_SYS_RESOURCE, so the sandbox's oom_score_adj of -998 would fail runc.
-      '  restrict_oom_score_adj = true',
-      '  [plugins."io.containerd.grpc.v1.cri".cni]',
-      `    bin_dir = ${JSON.stringify(path.join(dir, 'cni', 'bin'))}`,
-      `    conf_dir = ${JSON.stringify(path.join(dir, 'cni', 'conf'))}`,
-      '  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]',
-      '    runtime_type = "io.containerd.runc.v2"',
-      handler,
-    ].join('\n');
-    const realRunc = execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim();
-    await startContainerd(dir, {
-      enableCri: true, extraConfig,
-      env: { CGFENCE_SOCKET: p.socket, CGFENCE_REAL_RUNC: realRunc, CGFENCE_FAIL_MODE: 'closed', CGFENCE_SPOOL_DIR: path.join(dir, 'spool') },
-    });
-    // Reuses that containerd; starts the daemon, with a selector for pods labelled team=fenced.
-    const nodeConfig = path.join(dir, 'daemon-config.yaml');
-    fs.writeFileSync(nodeConfig, 'profiles:\n  sh-only:\n    cgfence.io/exec-allow: /bin/sh\nselectors:\n  - namespace: cgft\n    podLabels: {team: fenced}\n    profile: sh-only\n');
-    p = await sandboxUp(dir, () => {}, { config: nodeConfig });
-
-    const work = path.join(dir, 'images');
-    fs.mkdirSync(work, { recursive: true });
-    const pauseBin = buildFixture('pause', work);
-    const pauseTar = path.join(work, 'pause.tar');
-    await buildOciImage({
-      name: PAUSE_IMAGE, outFile: pauseTar, config: { entrypoint: ['/pause'] },
-      files: [{ path: '/pause', source: pauseBin, mode: 0o755 }, { path: '/proc', dir: true }, { path: '/sys', dir: true }, { path: '/dev', dir: true }, { path: '/etc', dir: true }],
-    });
-    if (!fs.existsSync(p.imageTar)) await buildTestImage(p.imageTar);
-    await importImage(dir, pauseTar, 'k8s.io');
-    await importImage(dir, p.imageTar, 'k8s.io');
-    cri = criClient(p.containerdSocket);
+    // The node's config: a selector for pods labelled team=fenced.
+    await sb.up({ daemonConfig: 'profiles:\n  sh-only:\n    cgfence.io/exec-allow: /bin/sh\nselectors:\n  - namespace: cgft\n    podLabels: {team: fenced}\n    profile: sh-only\n' });
+    p = sb.paths;
+    cri = sb.cri;
+    expect(sb.handler).toContain(p.runc);
+    expect(sb.handler).toContain('SystemdCgroup = false');
     const v = await cri.call<Obj>('Version', { version: 'v1' });
     expect(v.runtimeName).toBe('containerd');
-    for (const image of [PAUSE_IMAGE, TEST_IMAGE_NAME]) {
-      // CRI learns of imported images from containerd's events.
-      let seen = false;
-      await waitFor(`CRI to see ${image}`, () => {
-        void cri.call<Obj>('ImageService.ImageStatus', { image: { image } }).then((r) => { seen = !!r.image?.id; }, () => {});
-        return seen;
-      }, 30_000);
-    }
   });
 
-  afterAll(async () => {
-    for (const id of pods) {
-      await cri?.call('StopPodSandbox', { podSandboxId: id }).catch(() => {});
-      await cri?.call('RemovePodSandbox', { podSandboxId: id }).catch(() => {});
-    }
-    cri?.close();
-    await sandboxDown(dir).catch((e) => console.error(e));
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  afterAll(() => sb.down());
 
   it('containerd accepts the handler: the CRI plugin is up', () => {
     const r = spawnSync('ctr', ['-a', p.containerdSocket, 'plugins', 'ls'], { encoding: 'utf8' });
@@ -443,14 +318,14 @@ describe('live: a private containerd loads the handler with its CRI plugin, and 
     expect(sandbox.spec?.annotations?.['io.kubernetes.cri.container-type']).toBe('sandbox');
     expect(sandbox.spec?.annotations?.[KEYS.execAllow]).toBe('/bin/sh');
 
-    const id = await startContainer(podRun.id, podRun.config, 'app', 'echo ALLOWED-RAN; /usr/local/bin/tool-a echo FORBIDDEN-RAN; echo "rc=$?"; sleep 60');
+    const id = await sb.runContainer(podRun, 'app', 'echo ALLOWED-RAN; /usr/local/bin/tool-a echo FORBIDDEN-RAN; echo "rc=$?"; sleep 60');
     const spec = await specOf(id);
     expect(spec.runcOptions?.binaryName).toBe(p.runc);
     expect(spec.spec?.annotations?.[KEYS.execAllow]).toBe('/bin/sh');
     expect(spec.spec?.annotations?.['example.com/not-passed']).toBeUndefined();
 
-    await waitFor('the container to report', () => output(podRun.config, 'app').includes('rc='), 60_000);
-    const out = output(podRun.config, 'app');
+    await waitFor('the container to report', () => containerOutput(podRun, 'app').includes('rc='), 60_000);
+    const out = containerOutput(podRun, 'app');
     expect(out).toContain('ALLOWED-RAN');
     expect(out).not.toContain('FORBIDDEN-RAN');
     // EACCES from execve (the seccomp-notify path) or SIGKILL before it runs (the BPF path).
@@ -483,10 +358,10 @@ describe('live: a private containerd loads the handler with its CRI plugin, and 
     const name = `sel-${crypto.randomBytes(3).toString('hex')}`;
     // No cgfence.io/* annotation of its own: the fence comes from the node's selector.
     const podRun = await runPod(name, { 'cgfenc.io/exec-allow': '/bin/sh' }, 'cgfence', { team: 'fenced' });
-    const id = await startContainer(podRun.id, podRun.config, 'app', '/usr/local/bin/tool-a echo FORBIDDEN-RAN; echo "rc=$?"; sleep 60');
+    const id = await sb.runContainer(podRun, 'app', '/usr/local/bin/tool-a echo FORBIDDEN-RAN; echo "rc=$?"; sleep 60');
     expect((await specOf(id)).spec?.annotations?.['cgfenc.io/exec-allow']).toBe('/bin/sh');
-    await waitFor('the container to report', () => output(podRun.config, 'app').includes('rc='), 60_000);
-    expect(output(podRun.config, 'app')).toMatch(/rc=(126|137)/);
+    await waitFor('the container to report', () => containerOutput(podRun, 'app').includes('rc='), 60_000);
+    expect(containerOutput(podRun, 'app')).toMatch(/rc=(126|137)/);
     const recs = await readRecords(p.auditLog, { container: id });
     expect(recs.find((r) => r.action === 'profile-selected')).toMatchObject({ namespace: 'k8s.io', profile: 'sh-only', selector: 'namespace=cgft,team=fenced', pod_namespace: 'cgft' });
     expect(recs.find((r) => r.action === 'annotation-warning')).toMatchObject({ key: 'cgfenc.io/exec-allow', suggestion: 'cgfence.io/exec-allow' });
@@ -503,9 +378,9 @@ describe('live: a private containerd loads the handler with its CRI plugin, and 
   it('without the handler (the default runc one) the annotations do not reach the spec and nothing is fenced', async () => {
     const name = `plain-${crypto.randomBytes(3).toString('hex')}`;
     const podRun = await runPod(name, { [KEYS.execAllow]: '/bin/sh' }, '');
-    const id = await startContainer(podRun.id, podRun.config, 'app', '(exec -a echo /usr/local/bin/tool-a PLAIN-RAN)');
+    const id = await sb.runContainer(podRun, 'app', '(exec -a echo /usr/local/bin/tool-a PLAIN-RAN)');
     expect((await specOf(id)).spec?.annotations?.[KEYS.execAllow]).toBeUndefined();
-    await waitFor('the container to run', () => output(podRun.config, 'app').includes('PLAIN-RAN'), 60_000);
+    await waitFor('the container to run', () => containerOutput(podRun, 'app').includes('PLAIN-RAN'), 60_000);
   });
 });
 

@@ -42,3 +42,29 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | null | 
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/**
+ * `ctr run --rm` through cgfence-runc that cannot hang the test. A policy that misses a
+ * syscall can leave the workload spinning on EPERM, and ctr passes SIGTERM on to a container
+ * init that ignores it: on timeout ctr is killed outright and the container removed, so the
+ * test fails instead of hanging.
+ */
+export function runFencedBounded(p: SandboxPaths, id: string, annotations: Record<string, string>, argv: string[], timeoutMs: number): SpawnSyncReturns<string> {
+  const ann = Object.entries(annotations).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
+  const r = spawnSync('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, 'run', '--rm', '--runc-binary', p.runc, ...ann, IMAGE, id, ...argv],
+    { encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL' });
+  if (r.error || r.signal) {
+    ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
+    ctr(p, ['task', 'delete', '--force', id]);
+    ctr(p, ['containers', 'delete', id]);
+  }
+  return r;
+}
+
+/** Kills a container started with `ctr run -d` and removes its task and container, whatever state it is in. */
+export async function removeContainer(p: SandboxPaths, id: string): Promise<void> {
+  ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
+  await waitFor('task to stop', () => ctr(p, ['task', 'delete', id]).status === 0 || !ctr(p, ['task', 'ls']).stdout.includes(`${id} `), 20_000).catch(() => {});
+  ctr(p, ['task', 'delete', '--force', id]);
+  ctr(p, ['containers', 'delete', id]);
+}
