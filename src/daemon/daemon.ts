@@ -243,13 +243,18 @@ export class Daemon {
   private async handle(req: Request, peer: Peer | null = null): Promise<Reply> {
     try {
       switch (req.op) {
-        case 'prepare':
+        case 'prepare': {
+          // Asked now, waited for only by a refusal's record or by the attach (fence-manager.ts).
+          const workload = this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id);
           await bundlePreflight({
             cfg: this.cfg, audit: this.audit, getContainer: (ns, id) => this.client.getContainer(ns, id), configHash: () => this.reloader?.hash ?? null,
           }, namespaceOfRuncRoot(req.runcRoot), req.id, req.bundle);
-          return ok(this.manager.prepare({ ...req, workload: await this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id) }));
+          return ok(this.manager.prepare({ ...req, workload }));
+        }
         case 'attach': {
-          const r = this.manager.attach({ ...req, workload: await this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id) });
+          // Prepare's lookup serves the attach; only an attach this daemon did not prepare asks.
+          const workload = this.manager.isPrepared(req.runcRoot, req.id) ? undefined : this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id);
+          const r = await this.manager.attach({ ...req, workload });
           // After the reply: the new container's objects are protected a turn later, before
           // its init can run (it waits for `runc start`, which follows this reply).
           setImmediate(() => this.tamper?.refresh());
@@ -281,6 +286,8 @@ export class Daemon {
     } catch (e) {
       if (e instanceof Refusal || e instanceof PreflightRefusal || e instanceof LookupError) {
         if (req.op === 'prepare' || req.op === 'attach' || req.op === 'policy-set') this.metrics.refusal(req.op);
+        // The refusal record is written before the refusal is answered, as it always was.
+        await this.manager.refusalsWritten();
         return refuse(e.message);
       }
       throw e;
