@@ -244,8 +244,9 @@ export class Daemon {
     try {
       switch (req.op) {
         case 'prepare': {
-          // Asked now, waited for only by a refusal's record or by the attach (fence-manager.ts).
-          const workload = this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id);
+          // Waited for only by a refusal's record or by the attach (fence-manager.ts); asked once
+          // this turn is over, so that even the call's own set-up comes after the reply.
+          const workload = new Promise<Workload | null>((resolve) => setImmediate(() => resolve(this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id))));
           await bundlePreflight({
             cfg: this.cfg, audit: this.audit, getContainer: (ns, id) => this.client.getContainer(ns, id), configHash: () => this.reloader?.hash ?? null,
           }, namespaceOfRuncRoot(req.runcRoot), req.id, req.bundle);
