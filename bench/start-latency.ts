@@ -8,8 +8,12 @@
 //   mode=off        exec-allow with mode=off: both round trips, no kernel fence, no notify;
 //   kill            the same policy on a daemon with --exec-deny kill (its own sandbox):
 //                   the kernel fence, no notify route, no listener hand-off;
-// so errno − kill is what the seccomp notify route costs a start.
-import { spawnSync } from 'node:child_process';
+// so errno − kill is what the seccomp notify route costs a start. Each row's note also gives
+// the daemon's CPU time per start of that arm (utime+stime of the daemon across its starts:
+// the daemon's work competes with runc and the shim for this machine's 2 CPUs), and a last
+// row times one pass-through call (`state`, which the shim runs as `start`, `delete`... are
+// run): the launcher's exec before runc's, paid by every runc call but create.
+import { execFileSync, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { readRecords } from '../src/audit/audit-read';
@@ -19,8 +23,17 @@ import { BenchResult, median, result } from './types';
 
 const RUNS = Number(process.env.CGFENCE_BENCH_STARTS ?? 21);
 const POLICY = ['--annotation', 'cgfence.io/exec-allow=/bin/sh'];
+const PASS_THROUGH_CALLS = Number(process.env.CGFENCE_BENCH_PASSTHROUGH ?? 200);
 
 interface Arm { name: string; start: () => number }
+
+/** The daemon's CPU time so far, ms (utime + stime from /proc; 10 ms ticks, so summed over many starts). */
+function daemonCpuMs(pidFile: string): number {
+  const pid = fs.readFileSync(pidFile, 'utf8').trim();
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) * (1000 / 100);
+}
 
 /** Every arm once per round, the order rotated each round, so that drift falls on all alike. */
 function rounds(runs: number, arms: Arm[]): Map<string, number[]> {
@@ -47,37 +60,54 @@ export async function run(): Promise<BenchResult[]> {
     const p = await sandboxUp(dirs[0], () => {}, { daemonEnv: { CGFENCE_EXEC_DENY: 'errno' } });
     const k = await sandboxUp(dirs[1], () => {}, { daemonEnv: { CGFENCE_EXEC_DENY: 'kill' } });
     let n = 0;
-    const start = (s: SandboxPaths, extra: string[]) => () => {
+    const cpu = new Map<string, number>();
+    const start = (arm: string, s: SandboxPaths, extra: string[]) => () => {
       const id = `bench-${n++}`;
+      const c0 = daemonCpuMs(s.daemonPid);
       const t0 = process.hrtime.bigint();
       const r = spawnSync('ctr', ['-a', s.containerdSocket, '-n', SANDBOX_NAMESPACE, 'run', '--rm', ...extra, TEST_IMAGE_NAME, id, '/bin/true'], { encoding: 'utf8' });
       const us = Number(process.hrtime.bigint() - t0) / 1000;
       if (r.status !== 0) throw new Error(`ctr run ${extra.join(' ')} failed: ${r.stderr}`);
+      cpu.set(arm, (cpu.get(arm) ?? 0) + daemonCpuMs(s.daemonPid) - c0);
       return us;
     };
     const arms: Arm[] = [
-      { name: 'plain', start: start(p, []) },
-      { name: 'errno', start: start(p, ['--runc-binary', p.runc, ...POLICY]) },
-      { name: 'launcher', start: start(p, ['--runc-binary', p.runc]) },
-      { name: 'norules', start: start(p, ['--runc-binary', p.runc, '--annotation', 'cgfence.io/mode=enforce']) },
-      { name: 'off', start: start(p, ['--runc-binary', p.runc, ...POLICY, '--annotation', 'cgfence.io/mode=off']) },
-      { name: 'kill', start: start(k, ['--runc-binary', k.runc, ...POLICY]) },
+      { name: 'plain', start: start('plain', p, []) },
+      { name: 'errno', start: start('errno', p, ['--runc-binary', p.runc, ...POLICY]) },
+      { name: 'launcher', start: start('launcher', p, ['--runc-binary', p.runc]) },
+      { name: 'norules', start: start('norules', p, ['--runc-binary', p.runc, '--annotation', 'cgfence.io/mode=enforce']) },
+      { name: 'off', start: start('off', p, ['--runc-binary', p.runc, ...POLICY, '--annotation', 'cgfence.io/mode=off']) },
+      { name: 'kill', start: start('kill', k, ['--runc-binary', k.runc, ...POLICY]) },
     ];
     for (const a of arms) a.start(); // warm-up: image layers, page cache, the daemons' first attach
+    cpu.clear();
     const t = rounds(RUNS, arms);
+    const cpuNote = (arm: string) => `; daemon CPU ${(cpu.get(arm)! / RUNS).toFixed(1)} ms per start (plain runc ${(cpu.get('plain')! / RUNS).toFixed(1)})`;
     const pair = (f: string) => ({ b: t.get('plain')!, f: t.get(f)! });
     const e = await attachMedians(p);
     const kd = await attachMedians(k);
     const delta = (f: string) => `+${((median(t.get(f)!) - median(t.get('plain')!)) / 1000).toFixed(1)} ms`;
     const name = 'container start: ctr run --rm /bin/true';
+
+    // One pass-through call, runc's own against through the launcher, interleaved.
+    const realRunc = execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim();
+    const call = (bin: string) => () => {
+      const t0 = process.hrtime.bigint();
+      spawnSync(bin, ['--root', `${dirs[0]}/no-runc-root`, 'state', 'none'], { env: { ...process.env, CGFENCE_REAL_RUNC: realRunc }, stdio: 'ignore' });
+      return Number(process.hrtime.bigint() - t0) / 1000;
+    };
+    const pt = rounds(PASS_THROUGH_CALLS, [{ name: 'runc', start: call(realRunc) }, { name: 'launcher', start: call(p.runc) }]);
+
     return [
       result(name, 'plain runc', 'cgfence-runc + exec-allow policy', pair('errno'),
-        `wall time of the whole ctr run, µs; ${delta('errno')}, of which the daemon's prepare ${e.prepare.toFixed(2)} ms and attach ${e.attach.toFixed(2)} ms (medians of ${e.n} attach records)`),
-      result(`${name} (split)`, 'plain runc', 'cgfence-runc, no annotation', pair('launcher'), `the launcher alone, no daemon asked; ${delta('launcher')}`),
-      result(`${name} (split)`, 'plain runc', 'cgfence-runc, cgfence.io/mode=enforce (no rules)', pair('norules'), `prepare answers fence:false; ${delta('norules')}`),
-      result(`${name} (split)`, 'plain runc', 'cgfence-runc, exec-allow + mode=off', pair('off'), `prepare and attach, no fence; ${delta('off')}`),
+        `wall time of the whole ctr run, µs; ${delta('errno')}, of which the daemon's prepare ${e.prepare.toFixed(2)} ms and attach ${e.attach.toFixed(2)} ms (medians of ${e.n} attach records)${cpuNote('errno')}`),
+      result(`${name} (split)`, 'plain runc', 'cgfence-runc, no annotation', pair('launcher'), `the launcher alone, no daemon asked; ${delta('launcher')}${cpuNote('launcher')}`),
+      result(`${name} (split)`, 'plain runc', 'cgfence-runc, cgfence.io/mode=enforce (no rules)', pair('norules'), `prepare answers fence:false; ${delta('norules')}${cpuNote('norules')}`),
+      result(`${name} (split)`, 'plain runc', 'cgfence-runc, exec-allow + mode=off', pair('off'), `prepare and attach, no fence; ${delta('off')}${cpuNote('off')}`),
       result(`${name} (split)`, 'plain runc', 'cgfence-runc + exec-allow, --exec-deny kill', pair('kill'),
-        `no notify route; ${delta('kill')}, of which prepare ${kd.prepare.toFixed(2)} ms and attach ${kd.attach.toFixed(2)} ms; errno − kill = ${((median(t.get('errno')!) - median(t.get('kill')!)) / 1000).toFixed(1)} ms`),
+        `no notify route; ${delta('kill')}, of which prepare ${kd.prepare.toFixed(2)} ms and attach ${kd.attach.toFixed(2)} ms; errno − kill = ${((median(t.get('errno')!) - median(t.get('kill')!)) / 1000).toFixed(1)} ms${cpuNote('kill')}`),
+      result('runc pass-through call (runc state)', 'runc', 'cgfence-runc → runc', { b: pt.get('runc')!, f: pt.get('launcher')! },
+        `µs per call; +${((median(pt.get('launcher')!) - median(pt.get('runc')!)) / 1000).toFixed(2)} ms; ctr run --rm makes 3 (start, delete, delete) besides the create`),
     ];
   } finally {
     for (const d of dirs) {
