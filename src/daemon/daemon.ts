@@ -244,13 +244,23 @@ export class Daemon {
     try {
       switch (req.op) {
         case 'prepare': {
-          // Waited for only by a refusal's record or by the attach (fence-manager.ts); asked once
-          // this turn is over, so that even the call's own set-up comes after the reply.
-          const workload = new Promise<Workload | null>((resolve) => setImmediate(() => resolve(this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id))));
+          // containerd's labels name the workload in records only: asked when a refusal's record
+          // needs them (before the refusal is answered), or once the reply is out for the attach
+          // (fence-manager.ts); never for a container that gets no fence.
+          let ask!: () => void;
+          const workload = new Promise<Workload | null>((resolve) => { ask = () => resolve(this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id)); });
           await bundlePreflight({
             cfg: this.cfg, audit: this.audit, getContainer: (ns, id) => this.client.getContainer(ns, id), configHash: () => this.reloader?.hash ?? null,
           }, namespaceOfRuncRoot(req.runcRoot), req.id, req.bundle);
-          return ok(this.manager.prepare({ ...req, workload }));
+          let r: ReturnType<FenceManager['prepare']>;
+          try {
+            r = this.manager.prepare({ ...req, workload });
+          } catch (e) {
+            ask();
+            throw e;
+          }
+          if (r.fence) setImmediate(ask);
+          return ok(r);
         }
         case 'attach': {
           // Prepare's lookup serves the attach; only an attach this daemon did not prepare asks.
