@@ -86,7 +86,10 @@ export async function run(): Promise<BenchResult[]> {
     const pair = (f: string) => ({ b: t.get('plain')!, f: t.get(f)! });
     const e = await attachMedians(p);
     const kd = await attachMedians(k);
-    const delta = (f: string) => `+${((median(t.get(f)!) - median(t.get('plain')!)) / 1000).toFixed(1)} ms`;
+    // Also the median of per-round differences: an arm and plain runc ran in the same round,
+    // seconds apart, so the load's drift cancels better than in a difference of medians.
+    const paired = (f: string, base = 'plain') => median(t.get(f)!.map((x, i) => x - t.get(base)![i])) / 1000;
+    const delta = (f: string) => `+${((median(t.get(f)!) - median(t.get('plain')!)) / 1000).toFixed(1)} ms (paired per round: ${paired(f).toFixed(1)} ms)`;
     const name = 'container start: ctr run --rm /bin/true';
 
     // One pass-through call, runc's own against through the launcher, interleaved.
@@ -105,7 +108,7 @@ export async function run(): Promise<BenchResult[]> {
       result(`${name} (split)`, 'plain runc', 'cgfence-runc, cgfence.io/mode=enforce (no rules)', pair('norules'), `prepare answers fence:false; ${delta('norules')}${cpuNote('norules')}`),
       result(`${name} (split)`, 'plain runc', 'cgfence-runc, exec-allow + mode=off', pair('off'), `prepare and attach, no fence; ${delta('off')}${cpuNote('off')}`),
       result(`${name} (split)`, 'plain runc', 'cgfence-runc + exec-allow, --exec-deny kill', pair('kill'),
-        `no notify route; ${delta('kill')}, of which prepare ${kd.prepare.toFixed(2)} ms and attach ${kd.attach.toFixed(2)} ms; errno − kill = ${((median(t.get('errno')!) - median(t.get('kill')!)) / 1000).toFixed(1)} ms${cpuNote('kill')}`),
+        `no notify route; ${delta('kill')}, of which prepare ${kd.prepare.toFixed(2)} ms and attach ${kd.attach.toFixed(2)} ms; errno − kill = ${((median(t.get('errno')!) - median(t.get('kill')!)) / 1000).toFixed(1)} ms (paired ${paired('errno', 'kill').toFixed(1)} ms)${cpuNote('kill')}`),
       result('runc pass-through call (runc state)', 'runc', 'cgfence-runc → runc', { b: pt.get('runc')!, f: pt.get('launcher')! },
         `µs per call; +${((median(pt.get('launcher')!) - median(pt.get('runc')!)) / 1000).toFixed(2)} ms; ctr run --rm makes 3 (start, delete, delete) besides the create`),
     ];
