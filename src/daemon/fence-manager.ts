@@ -280,6 +280,8 @@ export class FenceManager {
     const write = (w: Workload | null) => this.audit.write({ type: 'lifecycle', action: 'refuse', namespace, container_id: id, workload: w, reason: problems.join('; ') });
     if (!(workload instanceof Promise)) return write(workload);
     const written: Promise<void> = workload.then(write).finally(() => this.owedRefusals.delete(written));
+    // A failed write reaches the daemon through refusalsWritten; never as an unhandled rejection.
+    written.catch(() => undefined);
     this.owedRefusals.add(written);
   }
 
