@@ -1,44 +1,121 @@
 // Issues 3 and 13: `ctr run --rm IMG /bin/true` through cgfence-runc with a policy against
-// plain runc, interleaved, in one sandbox (--exec-deny errno, the default: the entrypoint's
-// exec goes through the notify loop too). The note splits the difference: the daemon's own
-// time in prepare and attach (prepare_ms, attach_ms of the attach records), the rest being
-// the launcher's execs, its two round trips, runc's handing of the notify fd and the
-// notified entrypoint exec (docs/exec-performance.md).
-import { spawnSync } from 'node:child_process';
+// plain runc, interleaved. The headline row is the default node (--exec-deny errno: the
+// entrypoint's exec goes through the notify loop too). The other rows split the difference,
+// each against the same plain-runc runs (docs/exec-performance.md, "The start path"):
+//   launcher only   cgfence-runc, no annotation: its own execs (create and every
+//                   pass-through subcommand), no daemon asked;
+//   no rules        cgfence.io/mode=enforce alone: prepare answers fence:false, nothing else;
+//   mode=off        exec-allow with mode=off: both round trips, no kernel fence, no notify;
+//   kill            the same policy on a daemon with --exec-deny kill (its own sandbox):
+//                   the kernel fence, no notify route, no listener hand-off;
+// so errno − kill is what the seccomp notify route costs a start. Each row's note also gives
+// the daemon's CPU time per start of that arm (utime+stime of the daemon across its starts:
+// the daemon's work competes with runc and the shim for this machine's 2 CPUs), and a last
+// row times one pass-through call (`state`, which the shim runs as `start`, `delete`... are
+// run): the launcher's exec before runc's, paid by every runc call but create.
+import { execFileSync, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { readRecords } from '../src/audit/audit-read';
 import { TEST_IMAGE_NAME } from '../src/image/oci-image';
-import { SANDBOX_NAMESPACE, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { BenchResult, interleave, median, result } from './types';
+import { SANDBOX_NAMESPACE, SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
+import { BenchResult, median, result } from './types';
 
 const RUNS = Number(process.env.CGFENCE_BENCH_STARTS ?? 21);
+const POLICY = ['--annotation', 'cgfence.io/exec-allow=/bin/sh'];
+const PASS_THROUGH_CALLS = Number(process.env.CGFENCE_BENCH_PASSTHROUGH ?? 200);
+
+interface Arm { name: string; start: () => number }
+
+/** The daemon's CPU time so far, ms (utime + stime from /proc; 10 ms ticks, so summed over many starts). */
+function daemonCpuMs(pidFile: string): number {
+  const pid = fs.readFileSync(pidFile, 'utf8').trim();
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) * (1000 / 100);
+}
+
+/** Every arm once per round, the order rotated each round, so that drift falls on all alike. */
+function rounds(runs: number, arms: Arm[]): Map<string, number[]> {
+  const out = new Map(arms.map((a) => [a.name, [] as number[]]));
+  for (let i = 0; i < runs; i++) {
+    for (let j = 0; j < arms.length; j++) {
+      const a = arms[(i + j) % arms.length];
+      out.get(a.name)!.push(a.start());
+    }
+  }
+  return out;
+}
+
+async function attachMedians(p: SandboxPaths): Promise<{ n: number; prepare: number; attach: number }> {
+  const attaches = (await readRecords(p.auditLog, { type: 'lifecycle' })).filter((x) => x.action === 'attach' && x.mode === 'enforce');
+  const ms = (k: string) => median(attaches.map((x) => Number(x[k])).filter((x) => Number.isFinite(x)));
+  return { n: attaches.length, prepare: ms('prepare_ms'), attach: ms('attach_ms') };
+}
 
 export async function run(): Promise<BenchResult[]> {
-  const dir = `/run/cgfb-${crypto.randomBytes(3).toString('hex')}`;
-  const p = await sandboxUp(dir);
+  const tag = crypto.randomBytes(3).toString('hex');
+  const dirs = [`/run/cgfb-${tag}`, `/run/cgfb-${tag}-kill`];
   try {
+    const p = await sandboxUp(dirs[0], () => {}, { daemonEnv: { CGFENCE_EXEC_DENY: 'errno' } });
+    const k = await sandboxUp(dirs[1], () => {}, { daemonEnv: { CGFENCE_EXEC_DENY: 'kill' } });
     let n = 0;
-    const start = (extra: string[]) => {
+    const cpu = new Map<string, number>();
+    const start = (arm: string, s: SandboxPaths, extra: string[]) => () => {
       const id = `bench-${n++}`;
+      const c0 = daemonCpuMs(s.daemonPid);
       const t0 = process.hrtime.bigint();
-      const r = spawnSync('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, 'run', '--rm', ...extra, TEST_IMAGE_NAME, id, '/bin/true'], { encoding: 'utf8' });
+      const r = spawnSync('ctr', ['-a', s.containerdSocket, '-n', SANDBOX_NAMESPACE, 'run', '--rm', ...extra, TEST_IMAGE_NAME, id, '/bin/true'], { encoding: 'utf8' });
       const us = Number(process.hrtime.bigint() - t0) / 1000;
       if (r.status !== 0) throw new Error(`ctr run ${extra.join(' ')} failed: ${r.stderr}`);
+      cpu.set(arm, (cpu.get(arm) ?? 0) + daemonCpuMs(s.daemonPid) - c0);
       return us;
     };
-    const plain = () => start([]);
-    const fenced = () => start(['--runc-binary', p.runc, '--annotation', 'cgfence.io/exec-allow=/bin/sh']);
-    plain();
-    fenced();
-    const r = await interleave(RUNS, plain, fenced);
-    const attaches = (await readRecords(p.auditLog, { type: 'lifecycle' })).filter((x) => x.action === 'attach');
-    const ms = (k: string) => median(attaches.map((x) => Number(x[k])).filter((x) => Number.isFinite(x)));
-    const delta = (median(r.f) - median(r.b)) / 1000;
-    return [result('container start: ctr run --rm /bin/true', 'plain runc', 'cgfence-runc + exec-allow policy', r,
-      `wall time of the whole ctr run, µs; +${delta.toFixed(1)} ms, of which the daemon's prepare ${ms('prepare_ms').toFixed(2)} ms and attach ${ms('attach_ms').toFixed(2)} ms (medians of ${attaches.length} attach records)`)];
+    const arms: Arm[] = [
+      { name: 'plain', start: start('plain', p, []) },
+      { name: 'errno', start: start('errno', p, ['--runc-binary', p.runc, ...POLICY]) },
+      { name: 'launcher', start: start('launcher', p, ['--runc-binary', p.runc]) },
+      { name: 'norules', start: start('norules', p, ['--runc-binary', p.runc, '--annotation', 'cgfence.io/mode=enforce']) },
+      { name: 'off', start: start('off', p, ['--runc-binary', p.runc, ...POLICY, '--annotation', 'cgfence.io/mode=off']) },
+      { name: 'kill', start: start('kill', k, ['--runc-binary', k.runc, ...POLICY]) },
+    ];
+    for (const a of arms) a.start(); // warm-up: image layers, page cache, the daemons' first attach
+    cpu.clear();
+    const t = rounds(RUNS, arms);
+    const cpuNote = (arm: string) => `; daemon CPU ${(cpu.get(arm)! / RUNS).toFixed(1)} ms per start (plain runc ${(cpu.get('plain')! / RUNS).toFixed(1)})`;
+    const pair = (f: string) => ({ b: t.get('plain')!, f: t.get(f)! });
+    const e = await attachMedians(p);
+    const kd = await attachMedians(k);
+    // Also the median of per-round differences: an arm and plain runc ran in the same round,
+    // seconds apart, so the load's drift cancels better than in a difference of medians.
+    const paired = (f: string, base = 'plain') => median(t.get(f)!.map((x, i) => x - t.get(base)![i])) / 1000;
+    const delta = (f: string) => `+${((median(t.get(f)!) - median(t.get('plain')!)) / 1000).toFixed(1)} ms (paired per round: ${paired(f).toFixed(1)} ms)`;
+    const name = 'container start: ctr run --rm /bin/true';
+
+    // One pass-through call, runc's own against through the launcher, interleaved.
+    const realRunc = execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim();
+    const call = (bin: string) => () => {
+      const t0 = process.hrtime.bigint();
+      spawnSync(bin, ['--root', `${dirs[0]}/no-runc-root`, 'state', 'none'], { env: { ...process.env, CGFENCE_REAL_RUNC: realRunc }, stdio: 'ignore' });
+      return Number(process.hrtime.bigint() - t0) / 1000;
+    };
+    const pt = rounds(PASS_THROUGH_CALLS, [{ name: 'runc', start: call(realRunc) }, { name: 'launcher', start: call(p.runc) }]);
+
+    return [
+      result(name, 'plain runc', 'cgfence-runc + exec-allow policy', pair('errno'),
+        `wall time of the whole ctr run, µs; ${delta('errno')}, of which the daemon's prepare ${e.prepare.toFixed(2)} ms and attach ${e.attach.toFixed(2)} ms (medians of ${e.n} attach records)${cpuNote('errno')}`),
+      result(`${name} (split)`, 'plain runc', 'cgfence-runc, no annotation', pair('launcher'), `the launcher alone, no daemon asked; ${delta('launcher')}${cpuNote('launcher')}`),
+      result(`${name} (split)`, 'plain runc', 'cgfence-runc, cgfence.io/mode=enforce (no rules)', pair('norules'), `prepare answers fence:false; ${delta('norules')}${cpuNote('norules')}`),
+      result(`${name} (split)`, 'plain runc', 'cgfence-runc, exec-allow + mode=off', pair('off'), `prepare and attach, no fence; ${delta('off')}${cpuNote('off')}`),
+      result(`${name} (split)`, 'plain runc', 'cgfence-runc + exec-allow, --exec-deny kill', pair('kill'),
+        `no notify route; ${delta('kill')}, of which prepare ${kd.prepare.toFixed(2)} ms and attach ${kd.attach.toFixed(2)} ms; errno − kill = ${((median(t.get('errno')!) - median(t.get('kill')!)) / 1000).toFixed(1)} ms (paired ${paired('errno', 'kill').toFixed(1)} ms)${cpuNote('kill')}`),
+      result('runc pass-through call (runc state)', 'runc', 'cgfence-runc → runc', { b: pt.get('runc')!, f: pt.get('launcher')! },
+        `µs per call; +${((median(pt.get('launcher')!) - median(pt.get('runc')!)) / 1000).toFixed(2)} ms; ctr run --rm makes 3 (start, delete, delete) besides the create`),
+    ];
   } finally {
-    await sandboxDown(dir);
-    fs.rmSync(dir, { recursive: true, force: true });
+    for (const d of dirs) {
+      await sandboxDown(d).catch(() => undefined);
+      fs.rmSync(d, { recursive: true, force: true });
+    }
   }
 }

@@ -22,6 +22,12 @@ let connections = 0;
 
 /** What the fake daemon answers: a reply line (without "\n"), or null to hang up without one. */
 let answer: (req: Record<string, unknown>) => string | null = () => '{"ok":true}';
+/**
+ * After its next reply the fake daemon closes that connection (a daemon that died, or one
+ * that serves a single request per connection); otherwise, as the real one, it answers
+ * every request line of a connection in order.
+ */
+let hangUpAfterReply = false;
 
 const FAKE_RUNC = `#!/bin/sh
 # Records each invocation: arguments separated by \\037, invocations by \\036.
@@ -95,15 +101,25 @@ function startDaemon(): Promise<void> {
     server = net.createServer((c) => {
       connections++;
       let buf = '';
+      let closing = false;
+      c.on('error', () => c.destroy());
       c.on('data', (d) => {
+        if (closing) return;
         buf += d;
-        const nl = buf.indexOf('\n');
-        if (nl < 0) return;
-        const req = JSON.parse(buf.slice(0, nl));
-        requests.push(req);
-        const reply = answer(req);
-        if (reply === null) c.destroy();
-        else c.end(reply + '\n');
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const req = JSON.parse(buf.slice(0, nl));
+          buf = buf.slice(nl + 1);
+          requests.push(req);
+          const reply = answer(req);
+          if (reply === null || hangUpAfterReply) {
+            closing = true;
+            if (reply === null) c.destroy();
+            else c.end(reply + '\n', () => c.destroy());
+            return;
+          }
+          c.write(reply + '\n');
+        }
       });
     });
     server.listen(sock, resolve);
@@ -162,6 +178,7 @@ beforeEach(async () => {
   requests = [];
   connections = 0;
   answer = () => '{"ok":true}';
+  hangUpAfterReply = false;
   fs.rmSync(record, { force: true });
   fs.rmSync(path.join(tmp, 'log.json'), { force: true });
   fs.rmSync(path.join(tmp, 'spool'), { recursive: true, force: true });
@@ -224,8 +241,40 @@ describe('create', () => {
     expect(runcCalls()).toEqual([args]);
     const common = { id: 'c1', bundle: path.join(tmp, 'bundle'), runcRoot: path.join(tmp, 'runc-root') };
     expect(requests).toEqual([{ op: 'prepare', ...common }, { op: 'attach', ...common, pid: 31337 }]);
-    expect(connections).toBe(2);
+    // One connection for both: the daemon answers a connection's requests in order.
+    expect(connections).toBe(1);
     expect(fs.existsSync(path.join(tmp, 'log.json'))).toBe(false);
+  });
+
+  it('a daemon that closes the connection after prepare (restarted, or one request per connection) gets the attach on a new one', async () => {
+    hangUpAfterReply = true;
+    const args = goRuncCreate();
+    const r = await run(args, { FAKE_RUNC_PID: '31337' });
+    expect(r.stderr).toBe('fake runc stderr\n');
+    expect(r.code).toBe(0);
+    expect(runcCalls()).toEqual([args]);
+    expect(requests.map((q) => [q.op, q.pid])).toEqual([['prepare', undefined], ['attach', 31337]]);
+    expect(connections).toBe(2);
+  });
+
+  it('prepare answering "fence":false: runc create, no attach (the daemon kept nothing to attach)', async () => {
+    answer = () => '{"ok":true,"fence":false}';
+    const args = goRuncCreate();
+    const r = await run(args);
+    expect(r.code).toBe(0);
+    expect(runcCalls()).toEqual([args]);
+    expect(requests.map((q) => q.op)).toEqual(['prepare']);
+  });
+
+  it('anything but an explicit "fence":false keeps the attach', async () => {
+    for (const reply of ['{"ok":true}', '{"ok":true,"fence":true}', '{"ok":true,"fence":"false"}', '{"ok":true,"fence":0}', '{"ok":true,"fence":null}']) {
+      requests = [];
+      fs.rmSync(record, { force: true });
+      answer = () => reply;
+      const r = await run(goRuncCreate());
+      expect(r.code, reply).toBe(0);
+      expect(requests.map((q) => q.op), reply).toEqual(['prepare', 'attach']);
+    }
   });
 
   it('makes a relative bundle absolute, defaults it to the cwd, and sends an empty root when none', async () => {
@@ -317,7 +366,10 @@ describe('create', () => {
     answer = (req) => {
       // Closed before the reply goes out, so the attach cannot reach a listener that is
       // still draining its backlog (that would be a hang-up, not an unreachable daemon).
-      if (req.op === 'prepare') server?.close();
+      if (req.op === 'prepare') {
+        server?.close();
+        hangUpAfterReply = true;
+      }
       return '{"ok":true}';
     };
     const args = goRuncCreate();

@@ -93,6 +93,22 @@ describe('a CRI container', () => {
     expect(rs.find((r) => r.action === 'attach')!.severity).toBe('info');
   });
 
+  it('a refused create is named too: its refusal record waits for containerd\'s labels, and is written before ctr hears the refusal', async () => {
+    const id = crypto.randomBytes(32).toString('hex');
+    const labels = ['io.kubernetes.pod.name=web-1', 'io.kubernetes.pod.namespace=shop', 'io.kubernetes.container.name=bad']
+      .flatMap((l) => ['--label', l]);
+    const r = ctr(['run', '--rm', '--runc-binary', p.runc, ...labels, '--annotation', 'cgfence.io/exec-allow=/no/such/file', IMAGE, id, '/bin/true']);
+    try {
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toContain('cgfence:');
+      // No waiting: the daemon wrote the record before it answered the launcher.
+      const refuse = (await records(id)).find((x) => x.action === 'refuse');
+      expect(refuse).toMatchObject({ type: 'lifecycle', pod: 'web-1', pod_namespace: 'shop', container_name: 'bad', namespace: NS, container_id: id });
+    } finally {
+      ctr(['containers', 'delete', id]);
+    }
+  });
+
   it('an id prefix that names several containers is refused, naming them', async () => {
     const base = crypto.randomBytes(4).toString('hex');
     const ids = [`${base}a1`, `${base}a2`];

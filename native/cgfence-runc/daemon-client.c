@@ -42,11 +42,14 @@ static const char *err_text(int e)
 	return strerror(e);
 }
 
-enum dc_status dc_call(const char *socket_path, const char *req, size_t len, struct dc_result *r)
+enum dc_status dc_connect(const char *socket_path, int *fdp, struct dc_result *r)
 {
 	struct sockaddr_un sa;
 	size_t plen = strlen(socket_path);
 
+	*fdp = -1;
+	r->gone = 0;
+	r->no_fence = 0;
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
 	if (plen >= sizeof(sa.sun_path))
@@ -69,21 +72,41 @@ enum dc_status dc_call(const char *socket_path, const char *req, size_t len, str
 	while (rc < 0 && errno == EINTR);
 	if (rc < 0)
 		return fail(r, DC_UNREACHABLE, fd, "%s", err_text(errno));
+	*fdp = fd;
+	r->status = DC_OK;
+	r->msg = NULL;
+	return DC_OK;
+}
 
+/* A daemon that went away (restarted, say) between two requests on a kept connection. */
+static int conn_gone(int e)
+{
+	return e == EPIPE || e == ECONNRESET;
+}
+
+enum dc_status dc_request(int *fdp, const char *req, size_t len, struct dc_result *r)
+{
+	int fd = *fdp;
+	*fdp = -1;
+	r->gone = 0;
+	r->no_fence = 0;
 	while (len) {
 		/* MSG_NOSIGNAL: a daemon that vanishes must give an error, not kill us with SIGPIPE. */
 		ssize_t w = send(fd, req, len, MSG_NOSIGNAL);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
-			return fail(r, DC_BROKEN, fd, "sending the request failed: %s", err_text(errno));
+			int e = errno;
+			fail(r, DC_BROKEN, fd, "sending the request failed: %s", err_text(e));
+			r->gone = conn_gone(e);
+			return DC_BROKEN;
 		}
 		req += w;
 		len -= (size_t)w;
 	}
 
 	size_t n = 0;
-	int have_line = 0, overflow = 0;
+	int have_line = 0, overflow = 0, got_any = 0;
 	for (;;) {
 		char sink[4096];
 		int full = n == sizeof(reply) - 1;
@@ -93,10 +116,14 @@ enum dc_status dc_call(const char *socket_path, const char *req, size_t len, str
 		if (got < 0) {
 			if (errno == EINTR)
 				continue;
-			return fail(r, DC_BROKEN, fd, "reading the reply failed: %s", err_text(errno));
+			int e = errno;
+			fail(r, DC_BROKEN, fd, "reading the reply failed: %s", err_text(e));
+			r->gone = !got_any && conn_gone(e);
+			return DC_BROKEN;
 		}
 		if (got == 0)
 			break;
+		got_any = 1;
 		char *nl = memchr(dst, '\n', (size_t)got);
 		if (!full)
 			n += nl ? (size_t)(nl - dst) : (size_t)got;
@@ -107,16 +134,24 @@ enum dc_status dc_call(const char *socket_path, const char *req, size_t len, str
 			break;
 		}
 	}
-	close(fd);
+	/* Kept for the next request only after a whole line: nothing of this reply is left unread. */
+	if (have_line && !overflow)
+		*fdp = fd;
+	else
+		close(fd);
 	reply[n] = '\0';
-	if (n == 0)
-		return fail(r, DC_BROKEN, -1, "%s", have_line ? "the reply was empty"
-							       : "the daemon closed the connection without replying");
+	if (n == 0) {
+		fail(r, DC_BROKEN, *fdp, "%s", have_line ? "the reply was empty"
+							 : "the daemon closed the connection without replying");
+		*fdp = -1;
+		r->gone = !got_any;
+		return DC_BROKEN;
+	}
 
 	if (overflow)
 		return fail(r, DC_BROKEN, -1, "the reply is longer than %zu bytes", sizeof(reply) - 1);
 	char detail[256];
-	switch (reply_parse(reply, n, refusal, sizeof(refusal))) {
+	switch (reply_parse_fence(reply, n, refusal, sizeof(refusal), &r->no_fence)) {
 	case REPLY_OK:
 		r->status = DC_OK;
 		r->msg = NULL;
@@ -129,6 +164,20 @@ enum dc_status dc_call(const char *socket_path, const char *req, size_t len, str
 		snprintf(detail, sizeof(detail), "%.200s", refusal);
 		if (n > 200)
 			memcpy(reply + 197, "...", 4);
-		return fail(r, DC_BROKEN, -1, "unexpected reply (%s): %.200s", detail, reply);
+		fail(r, DC_BROKEN, *fdp, "unexpected reply (%s): %.200s", detail, reply);
+		*fdp = -1;
+		return DC_BROKEN;
 	}
+}
+
+enum dc_status dc_call(const char *socket_path, const char *req, size_t len, struct dc_result *r)
+{
+	int fd;
+	enum dc_status st = dc_connect(socket_path, &fd, r);
+	if (st != DC_OK)
+		return st;
+	st = dc_request(&fd, req, len, r);
+	if (fd >= 0)
+		close(fd);
+	return st;
 }

@@ -1,4 +1,4 @@
-/* One JSON-line request and its one-line reply over the daemon's unix socket. */
+/* JSON-line requests and their one-line replies over the daemon's unix socket. */
 #ifndef CGFENCE_RUNC_DAEMON_CLIENT_H
 #define CGFENCE_RUNC_DAEMON_CLIENT_H
 
@@ -15,9 +15,21 @@ enum dc_status {
 
 struct dc_result {
 	enum dc_status status;
-	const char *msg;   /* valid until the next dc_call */
+	const char *msg;   /* valid until the next call */
+	int no_fence;      /* DC_OK with "fence":false: nothing to attach */
+	int gone;          /* DC_BROKEN because the connection was closed before any reply byte */
 };
 
+/* Connects (DC_OK, *fd set) or says why not (DC_UNREACHABLE, DC_BROKEN). */
+enum dc_status dc_connect(const char *socket_path, int *fd, struct dc_result *r);
+
+/*
+ * One request and its one-line reply on a connected socket, which stays open for the next
+ * request (the daemon answers several in sequence). On any failure it is closed (*fd = -1).
+ */
+enum dc_status dc_request(int *fd, const char *req, size_t len, struct dc_result *r);
+
+/* dc_connect, dc_request, close. */
 enum dc_status dc_call(const char *socket_path, const char *req, size_t len, struct dc_result *r);
 
 #endif

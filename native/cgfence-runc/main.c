@@ -105,7 +105,14 @@ static void request(struct sbuf *b, const char *op, const char *bundle, const ch
 	sb_puts(b, "}\n");
 }
 
-static enum dc_status call(const char *op, const char *bundle, const char *root, long pid,
+/*
+ * One request on *conn, connecting first when it is not open. Prepare and attach share one
+ * connection (the daemon answers requests on a connection in order): one connect and accept
+ * per create, not two. A kept connection that the daemon closed in between (it restarted
+ * while runc created the container) is given one fresh connection, as a second connect
+ * always was.
+ */
+static enum dc_status call(int *conn, const char *op, const char *bundle, const char *root, long pid,
 			   struct dc_result *r)
 {
 	char storage[4096];
@@ -118,7 +125,15 @@ static enum dc_status call(const char *op, const char *bundle, const char *root,
 		r->msg = "out of memory building the request";
 		return DC_BROKEN;
 	}
-	enum dc_status st = dc_call(cfg.socket, b.p, b.len, r);
+	int kept = *conn >= 0;
+	enum dc_status st = kept ? DC_OK : dc_connect(cfg.socket, conn, r);
+	if (st == DC_OK)
+		st = dc_request(conn, b.p, b.len, r);
+	if (st == DC_BROKEN && kept && r->gone) {
+		st = dc_connect(cfg.socket, conn, r);
+		if (st == DC_OK)
+			st = dc_request(conn, b.p, b.len, r);
+	}
 	sb_free(&b);
 	return st;
 }
@@ -226,7 +241,7 @@ static int needs_daemon(const char *bundle)
  * Returns 0 once the container exists and is fenced (or needs no fence), with its init pid
  * in *pid_out; otherwise an exit code, the reason already reported.
  */
-static int create_container(char **cargv, const char *pid_file, const char *runc, int fail_open, long *pid_out)
+static int create_on(int *conn, char **cargv, const char *pid_file, const char *runc, int fail_open, long *pid_out)
 {
 	char bundle_buf[PATH_MAX], root_buf[PATH_MAX];
 	struct dc_result r;
@@ -244,8 +259,14 @@ static int create_container(char **cargv, const char *pid_file, const char *runc
 
 	int daemon = needs_daemon(bundle);
 	if (daemon) {
-		switch (call("prepare", bundle, root, 0, &r)) {
+		switch (call(conn, "prepare", bundle, root, 0, &r)) {
 		case DC_OK:
+			/* "fence":false: the daemon kept nothing for this container, so there is nothing to attach. */
+			if (r.no_fence) {
+				close(*conn);
+				*conn = -1;
+				daemon = 0;
+			}
 			break;
 		case DC_REFUSED:
 			return refuse(fmt("cgfence: %s", r.msg));
@@ -287,7 +308,7 @@ static int create_container(char **cargv, const char *pid_file, const char *runc
 	if (!daemon)
 		return 0;
 
-	enum dc_status ast = call("attach", bundle, root, pid, &r);
+	enum dc_status ast = call(conn, "attach", bundle, root, pid, &r);
 	if (ast == DC_OK)
 		return 0;
 
@@ -303,6 +324,15 @@ static int create_container(char **cargv, const char *pid_file, const char *runc
 		return refuse(fmt("cgfence: daemon at %s gave no usable answer to attach (%s); removed container %s%s",
 				  cfg.socket, why, args.id, note));
 	}
+}
+
+static int create_container(char **cargv, const char *pid_file, const char *runc, int fail_open, long *pid_out)
+{
+	int conn = -1;
+	int rc = create_on(&conn, cargv, pid_file, runc, fail_open, pid_out);
+	if (conn >= 0)
+		close(conn);
+	return rc;
 }
 
 static int create(void)

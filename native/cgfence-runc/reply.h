@@ -13,4 +13,8 @@ enum reply_kind { REPLY_OK, REPLY_REFUSED, REPLY_MALFORMED };
  */
 enum reply_kind reply_parse(const char *line, size_t n, char *msg, size_t msgn);
 
+/* reply_parse, and on REPLY_OK *no_fence = 1 when the reply says "fence":false (prepare's
+ * "nothing to fence"), else 0. no_fence may be NULL. */
+enum reply_kind reply_parse_fence(const char *line, size_t n, char *msg, size_t msgn, int *no_fence);
+
 #endif

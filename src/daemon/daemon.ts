@@ -243,13 +243,29 @@ export class Daemon {
   private async handle(req: Request, peer: Peer | null = null): Promise<Reply> {
     try {
       switch (req.op) {
-        case 'prepare':
+        case 'prepare': {
+          // containerd's labels name the workload in records only: asked when a refusal's record
+          // needs them (before the refusal is answered), or once the reply is out for the attach
+          // (fence-manager.ts); never for a container that gets no fence.
+          let ask!: () => void;
+          const workload = new Promise<Workload | null>((resolve) => { ask = () => resolve(this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id)); });
           await bundlePreflight({
             cfg: this.cfg, audit: this.audit, getContainer: (ns, id) => this.client.getContainer(ns, id), configHash: () => this.reloader?.hash ?? null,
           }, namespaceOfRuncRoot(req.runcRoot), req.id, req.bundle);
-          return ok(this.manager.prepare({ ...req, workload: await this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id) }));
+          let r: ReturnType<FenceManager['prepare']>;
+          try {
+            r = this.manager.prepare({ ...req, workload });
+          } catch (e) {
+            ask();
+            throw e;
+          }
+          if (r.fence) setImmediate(ask);
+          return ok(r);
+        }
         case 'attach': {
-          const r = this.manager.attach({ ...req, workload: await this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id) });
+          // Prepare's lookup serves the attach; only an attach this daemon did not prepare asks.
+          const workload = this.manager.isPrepared(req.runcRoot, req.id) ? undefined : this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id);
+          const r = await this.manager.attach({ ...req, workload });
           // After the reply: the new container's objects are protected a turn later, before
           // its init can run (it waits for `runc start`, which follows this reply).
           setImmediate(() => this.tamper?.refresh());
@@ -281,6 +297,8 @@ export class Daemon {
     } catch (e) {
       if (e instanceof Refusal || e instanceof PreflightRefusal || e instanceof LookupError) {
         if (req.op === 'prepare' || req.op === 'attach' || req.op === 'policy-set') this.metrics.refusal(req.op);
+        // The refusal record is written before the refusal is answered, as it always was.
+        await this.manager.refusalsWritten();
         return refuse(e.message);
       }
       throw e;

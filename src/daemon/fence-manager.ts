@@ -37,8 +37,17 @@ interface Prepared {
   at: number;
   /** Set when the entrypoint could not be judged from the rootfs: judged at attach. */
   entrypoint?: OciConfig;
-  workload: Workload | null;
+  /** A promise while containerd has not yet answered prepare's lookup (attach waits for it). */
+  workload: WorkloadSource;
 }
+
+/**
+ * Who a container is, for its records: known, or still being asked of containerd. The lookup
+ * is a gRPC round trip (2–6 ms here), which prepare does not wait for: only a refusal's
+ * record and the attach need the answer, and by attach (after runc create) it is long in.
+ * The promise never rejects (a failed lookup is null).
+ */
+export type WorkloadSource = Workload | null | Promise<Workload | null>;
 
 const PREPARED_TTL_MS = 10 * 60 * 1000;
 /** The longest a detach record waits for a backend's last records of the container. */
@@ -62,6 +71,8 @@ export function policyHash(annotations: Record<string, string>): string {
 
 export class FenceManager {
   private deferred: AuditInput[] = [];
+  /** Refusal records waiting for containerd's answer to a workload lookup. */
+  private readonly owedRefusals = new Set<Promise<void>>();
   private readonly prepared = new Map<string, Prepared>();
   private readonly owedDetaches = new Set<Promise<void>>();
   /** Set once metrics are served: attach times are observed from then on. */
@@ -85,13 +96,13 @@ export class FenceManager {
   }
 
   /** Validates the bundle's policy before runc creates anything. */
-  prepare(req: { id: string; bundle: string; runcRoot?: string; workload?: Workload | null }): { fence: boolean; controls?: Controls } {
+  prepare(req: { id: string; bundle: string; runcRoot?: string; workload?: WorkloadSource }): { fence: boolean; controls?: Controls } {
     const started = process.hrtime.bigint();
     const namespace = namespaceOfRuncRoot(req.runcRoot);
     const key = containerKey(namespace, req.id);
     const spec = this.readBundle(req.bundle);
     // containerd's labels when the daemon could ask for them, else the CRI's own annotations.
-    const workload = req.workload ?? workloadFromAnnotations(spec.annotations);
+    const workload = orAnnotations(req.workload, spec);
     let policy: Policy;
     try {
       policy = this.policy.parse(spec.annotations);
@@ -160,8 +171,16 @@ export class FenceManager {
     }
   }
 
-  /** Fences a just-created container whose init is blocked before its entrypoint. */
-  attach(req: { id: string; bundle: string; runcRoot?: string; pid: number; workload?: Workload | null }): { fence: boolean; controls?: Controls; cgroup?: string } {
+  /** True when prepare has kept this container for its attach (no lookup needed then). */
+  isPrepared(runcRoot: string | undefined, id: string): boolean {
+    return this.prepared.has(containerKey(namespaceOfRuncRoot(runcRoot), id));
+  }
+
+  /**
+   * Fences a just-created container whose init is blocked before its entrypoint. Waits only
+   * for prepare's workload lookup, which containerd has normally answered by now.
+   */
+  async attach(req: { id: string; bundle: string; runcRoot?: string; pid: number; workload?: WorkloadSource }): Promise<{ fence: boolean; controls?: Controls; cgroup?: string }> {
     const namespace = namespaceOfRuncRoot(req.runcRoot);
     const key = containerKey(namespace, req.id);
     let prep = this.prepared.get(key);
@@ -171,7 +190,8 @@ export class FenceManager {
       prep = this.prepared.get(key)!;
     }
     try {
-      return this.attachPrepared(prep, req.pid, 'create');
+      const workload = await prep.workload;
+      return this.attachPrepared({ ...prep, workload }, req.pid, 'create');
     } finally {
       this.prepared.delete(key);
       this.registry.setInFlight(namespace, req.id, false);
@@ -190,7 +210,7 @@ export class FenceManager {
     this.attachPrepared({ namespace: a.namespace, id: a.id, bundle: a.bundle ?? '', annotations, policy, controls, at: Date.now(), workload: a.workload ?? null }, a.pid, 'late-attach');
   }
 
-  private attachPrepared(prep: Prepared, pid: number, how: FencedContainer['how']) {
+  private attachPrepared(prep: Prepared & { workload: Workload | null }, pid: number, how: FencedContainer['how']) {
     const started = process.hrtime.bigint();
     const { namespace, id, policy, controls, annotations } = prep;
     const cgroupPath = cgroupV2PathOfPid(pid);
@@ -256,8 +276,18 @@ export class FenceManager {
     return new Refusal(reason);
   }
 
-  private auditRefusal(namespace: string, id: string, problems: string[], workload: Workload | null): void {
-    this.audit.write({ type: 'lifecycle', action: 'refuse', namespace, container_id: id, workload, reason: problems.join('; ') });
+  private auditRefusal(namespace: string, id: string, problems: string[], workload: WorkloadSource): void {
+    const write = (w: Workload | null) => this.audit.write({ type: 'lifecycle', action: 'refuse', namespace, container_id: id, workload: w, reason: problems.join('; ') });
+    if (!(workload instanceof Promise)) return write(workload);
+    const written: Promise<void> = workload.then(write).finally(() => this.owedRefusals.delete(written));
+    // A failed write reaches the daemon through refusalsWritten; never as an unhandled rejection.
+    written.catch(() => undefined);
+    this.owedRefusals.add(written);
+  }
+
+  /** Settles once every refusal record still waiting for a workload lookup is written (before the refusal is answered). */
+  async refusalsWritten(): Promise<void> {
+    await Promise.all([...this.owedRefusals]);
   }
 
   private contextOf(f: FencedContainer, control: BackendName): AttachContext {
@@ -468,6 +498,13 @@ export class FenceManager {
     this.deferred = [];
     this.audit.writeBatch(recs);
   }
+}
+
+/** containerd's labels when they name a workload, else the CRI's annotations in the bundle; a promise stays one. */
+function orAnnotations(w: WorkloadSource | undefined, spec: OciConfig): WorkloadSource {
+  const fallback = () => workloadFromAnnotations(spec.annotations);
+  if (w instanceof Promise) return w.then((x) => x ?? fallback(), () => fallback());
+  return w ?? fallback();
 }
 
 /** Which backend (and kernel hook, where a control has a choice) serves each control of a container. */

@@ -21,5 +21,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (j - i < 11 || data[i] != '{' || data[j - 1] != '}')
 			abort();
 	}
+	/* The fence-reading variant agrees on the kind, and says "no fence" only for a yes that
+	 * holds "fence":false (so at least that much text). */
+	char msg2[256];
+	int no_fence = -1;
+	enum reply_kind k2 = reply_parse_fence((const char *)data, size, msg2, sizeof(msg2), &no_fence);
+	if (k2 != k || (no_fence != 0 && no_fence != 1) || (no_fence && (k2 != REPLY_OK || size < 24)))
+		abort();
 	return 0;
 }

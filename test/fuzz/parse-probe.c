@@ -36,8 +36,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(argv[1], "reply")) {
 		char msg[8192];
 		static const char *const kinds[] = { "ok", "refused", "malformed" };
-		enum reply_kind k = reply_parse(buf, n, msg, sizeof(msg));
-		printf("%s %s\n", kinds[k], k == REPLY_OK ? "" : msg);
+		int no_fence;
+		enum reply_kind k = reply_parse_fence(buf, n, msg, sizeof(msg), &no_fence);
+		printf("%s %s\n", kinds[k], k == REPLY_OK ? (no_fence ? "no-fence" : "") : msg);
 	} else if (!strcmp(argv[1], "bundle-config")) {
 		struct bundle_config bc;
 		if (bundle_config_parse(buf, n, &bc, &why) < 0)

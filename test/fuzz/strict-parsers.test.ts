@@ -75,6 +75,13 @@ describe('daemon replies (launcher)', () => {
     expect(parse('reply', '{"ok":false,"error":"lone \\ud800 \\udc00"}')).toBe('refused lone \ufffd \ufffd');
   });
 
+  it('reads "no fence" (no attach then) only from a yes with a boolean "fence":false', () => {
+    expect(parse('reply', '{"ok":true,"fence":false}')).toBe('ok no-fence');
+    expect(parse('reply', '{"fence":false,"ok":true}')).toBe('ok no-fence');
+    for (const r of ['{"ok":true,"fence":true}', '{"ok":true,"fence":"false"}', '{"ok":true,"fence":0}', '{"ok":true,"fence":null}', '{"ok":true,"Fence":false}']) expect(parse('reply', r), r).toBe('ok');
+    expect(parse('reply', '{"ok":false,"fence":false,"error":"no"}')).toBe('refused no');
+  });
+
   it.each([
     ['{"ok":true,garbage', /^malformed/],
     ['{"ok":true} x', /^malformed/],
