@@ -27,7 +27,8 @@
 namespace cgfence {
 
 struct SeccompNotify::Event {
-  enum Kind { kDeny, kNeed, kHolderLost, kHolderConnected } kind;
+  // kSeccompReady: denials wait in sdeny_; the JS side of the delivery takes them.
+  enum Kind { kDeny, kNeed, kHolderLost, kHolderConnected, kSeccompReady } kind;
   std::string key;
   uint32_t pid = 0;
   ExecCall call = ExecCall::kExecve;
@@ -122,6 +123,7 @@ Napi::Function SeccompNotify::Init(Napi::Env env) {
                          InstanceMethod("connectHolder", &SeccompNotify::ConnectHolder),
                          InstanceMethod("stats", &SeccompNotify::Stats),
                          InstanceMethod("refused", &SeccompNotify::Refused),
+                         InstanceMethod("takeSeccompDenials", &SeccompNotify::TakeSeccompDenials),
                          InstanceMethod("close", &SeccompNotify::Close),
                          InstanceMethod("ref", &SeccompNotify::Ref),
                          InstanceMethod("unref", &SeccompNotify::Unref),
@@ -300,6 +302,39 @@ Napi::Value SeccompNotify::Refused(const Napi::CallbackInfo &info) {
   return Napi::Number::New(env, it == refused_.end() ? 0 : static_cast<double>(it->second));
 }
 
+// Everything counted since the last take, as [{ key, arch, nr, count, pid, comm,
+// firstMonoNs, lastMonoNs }]; the counts start again from 0. JS thread only.
+Napi::Array SeccompNotify::SeccompDenialsToJs(Napi::Env env) {
+  std::unordered_map<std::string, std::vector<SeccompDenial>> taken;
+  {
+    std::lock_guard<std::mutex> lock(sdeny_mu_);
+    taken.swap(sdeny_);
+    sdeny_scheduled_ = false;
+  }
+  Napi::Array arr = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (const auto &[key, v] : taken) {
+    for (const SeccompDenial &d : v) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("kind", "seccomp");
+      o.Set("key", key);
+      o.Set("arch", Napi::Number::New(env, d.arch));
+      o.Set("nr", Napi::Number::New(env, d.nr));
+      o.Set("count", Napi::Number::New(env, static_cast<double>(d.count)));
+      o.Set("pid", Napi::Number::New(env, d.pid));
+      o.Set("comm", d.comm);
+      o.Set("firstMonoNs", Napi::BigInt::New(env, d.first_ns));
+      o.Set("tsMonoNs", Napi::BigInt::New(env, d.last_ns));
+      arr.Set(i++, o);
+    }
+  }
+  return arr;
+}
+
+// takeSeccompDenials(): what the fd threads counted and JS has not had yet (a container's
+// detach takes its last counts this way, before its detach record).
+Napi::Value SeccompNotify::TakeSeccompDenials(const Napi::CallbackInfo &info) { return SeccompDenialsToJs(info.Env()); }
+
 Napi::Value SeccompNotify::Stats(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
@@ -314,6 +349,7 @@ Napi::Value SeccompNotify::Stats(const Napi::CallbackInfo &info) {
   n("fdsAdopted", n_fds_adopted_);
   n("fdsClosed", n_fds_closed_);
   n("rejected", n_rejected_);
+  n("seccompDenied", n_seccomp_denied_);
   n("eventsDropped", n_events_dropped_);
   n("cacheHits", n_cache_hits_);
   n("syncWakeUp", n_sync_wakeup_);
@@ -659,20 +695,24 @@ void SeccompNotify::Handle(Worker *w, void *req_buf, void *resp_buf) {
     tprev = now;
   };
   n_notifications_++;
-  if (table_) {
-    // Serial first: if we die between the two stores, the holder probes from an older id of
-    // this same fd, which still covers this one.
-    fdh_slot &slot = table_[w->serial % FDH_SLOTS];
-    __atomic_store_n(&slot.serial, w->serial, __ATOMIC_RELEASE);
-    __atomic_store_n(&slot.id, req->id, __ATOMIC_RELEASE);
-  }
-  stage(kStTable);
-  const int fd = w->fd;
-  auto still_valid = [&]() { return ioctl(fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &req->id) == 0; };
-
   const Syscall *sc = nullptr;
   for (const Syscall &s : syscalls_)
     if (s.arch == req->data.arch && s.nr == req->data.nr) sc = &s;
+  if (table_) {
+    // Serial first: if we die between the two stores, the holder probes from an older id of
+    // this same fd, which still covers this one. FDH_SLOT_DENY tells the holder this one is
+    // a seccomp denial (EPERM), not an exec (CONTINUE): protocol.h.
+    fdh_slot &slot = table_[w->serial % FDH_SLOTS];
+    __atomic_store_n(&slot.serial, w->serial | (sc ? 0 : FDH_SLOT_DENY), __ATOMIC_RELEASE);
+    __atomic_store_n(&slot.id, req->id, __ATOMIC_RELEASE);
+  }
+  stage(kStTable);
+  if (!sc) {
+    HandleSeccompDeny(w, req_buf, resp_buf);
+    return;
+  }
+  const int fd = w->fd;
+  auto still_valid = [&]() { return ioctl(fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &req->id) == 0; };
 
   Container &ct = *w->ct;
   int deny_errno;
@@ -686,9 +726,7 @@ void SeccompNotify::Handle(Worker *w, void *req_buf, void *resp_buf) {
   AllowStamp want{};
   bool have_entry = false;
   uint32_t reason = 0;
-  if (!sc) {
-    n_unknown_syscall_++;  // the filter only notifies exec syscalls; anything else runs as if unfiltered
-  } else if (deny_errno == 0) {
+  if (deny_errno == 0) {
     // A pass-through container (TS found no allow set for it): the kernel fence decides.
   } else {
     ExecRequest er{sc->call, req->pid, {}, sc->compat};
@@ -791,6 +829,44 @@ void SeccompNotify::Handle(Worker *w, void *req_buf, void *resp_buf) {
   EmitShared(ev);
 }
 
+// A syscall the filter notifies that is not an exec is one cgfence's seccomp rules deny: the
+// profile (seccomp-profile.ts) sends nothing else here. Answered EPERM on this thread, at
+// once, with no JavaScript before the answer: a container looping on a denied syscall must
+// neither wait on the JS event loop nor stall it (nor, through it, other containers' execs
+// and the audit log). The denial is counted per (container, arch, syscall); JS takes the
+// counts in batches ('seccomp' events) and at the container's detach.
+void SeccompNotify::HandleSeccompDeny(Worker *w, void *req_buf, void *resp_buf) {
+  auto *req = static_cast<seccomp_notif *>(req_buf);
+  auto *resp = static_cast<seccomp_notif_resp *>(resp_buf);
+  memset(resp, 0, resp_size_);
+  resp->id = req->id;
+  resp->error = -EPERM;
+  if (ioctl(w->fd, SECCOMP_IOCTL_NOTIF_SEND, resp) < 0) {
+    if (errno == ENOENT) n_gone_++;  // the caller was killed meanwhile: nothing was denied
+    return;
+  }
+  n_seccomp_denied_++;
+  const uint64_t now = MonoNs();
+  bool schedule = false;
+  {
+    std::lock_guard<std::mutex> lock(sdeny_mu_);
+    std::vector<SeccompDenial> &v = sdeny_[w->key];
+    SeccompDenial *d = nullptr;
+    for (SeccompDenial &x : v)
+      if (x.arch == req->data.arch && x.nr == req->data.nr) d = &x;
+    if (!d) {
+      // The first of its kind in this batch: its comm, read once (the batch's record names it).
+      v.push_back(SeccompDenial{req->data.arch, req->data.nr, 0, req->pid, ReadComm(req->pid), now, now});
+      d = &v.back();
+    }
+    d->count++;
+    d->pid = req->pid;
+    d->last_ns = now;
+    if (!sdeny_scheduled_) schedule = sdeny_scheduled_ = true;
+  }
+  if (schedule) EmitShared(new Event{Event::kSeccompReady, "", 0, ExecCall::kExecve, "", 0, 0, 0, "", now, "", 0});
+}
+
 // Straight to JavaScript (the thread-safe function is), not through the control thread: a
 // denial reaches the audit log, and the container's refused count, before the caller can
 // act on its EACCES, as it did when one thread did everything.
@@ -813,10 +889,17 @@ void SeccompNotify::Flush() {
 }
 
 void SeccompNotify::Deliver(std::vector<Event *> *b) {
-  napi_status st = tsfn_.NonBlockingCall(b, [](Napi::Env env, Napi::Function cb, std::vector<Event *> *events) {
-    Napi::Array arr = Napi::Array::New(env, events->size());
+  napi_status st = tsfn_.NonBlockingCall(b, [this](Napi::Env env, Napi::Function cb, std::vector<Event *> *events) {
+    Napi::Array arr = Napi::Array::New(env);
     uint32_t i = 0;
     for (Event *e : *events) {
+      if (e->kind == Event::kSeccompReady) {
+        // The counts as they are now (more may have come since the event was queued).
+        Napi::Array d = SeccompDenialsToJs(env);
+        for (uint32_t j = 0; j < d.Length(); j++) arr.Set(i++, d.Get(j));
+        delete e;
+        continue;
+      }
       Napi::Object o = Napi::Object::New(env);
       static const char *kinds[] = {"deny", "need", "holder-lost", "holder-connected"};
       o.Set("kind", kinds[e->kind]);
@@ -852,6 +935,12 @@ void SeccompNotify::Deliver(std::vector<Event *> *b) {
     cb.Call({arr});
   });
   if (st != napi_ok) {
+    // A lost kSeccompReady leaves its counts in sdeny_ for the next take: let one be sent.
+    for (Event *e : *b)
+      if (e->kind == Event::kSeccompReady) {
+        std::lock_guard<std::mutex> lock(sdeny_mu_);
+        sdeny_scheduled_ = false;
+      }
     n_events_dropped_ += b->size();
     for (Event *e : *b) delete e;
     delete b;

@@ -1,8 +1,8 @@
-// Seccomp decisions in cgfence's audit log: enforce-mode denials (SCMP_ACT_ERRNO, with
-// SECCOMP_FILTER_FLAG_LOG) and audit-mode logs (SCMP_ACT_LOG) of real containers become
-// `seccomp` records attributed to the container, one at once and then counted (rate-limited),
-// with the rest written before the container's detach record. The kernel's own log path is
-// used (the audit multicast group); the parser and the rate limit are checked on their own too.
+// Seccomp decisions in cgfence's audit log: enforce-mode denials (SCMP_ACT_NOTIFY answered
+// EPERM by the daemon's notify loop) and audit-mode logs (SCMP_ACT_LOG, read from the kernel's
+// audit multicast group) of real containers become `seccomp` records attributed to the
+// container, one at once and then counted (rate-limited), with the rest written before the
+// container's detach record. The parser and the rate limit are checked on their own too.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import { AuditInput, AuditRecord } from '../src/audit/audit-record';
@@ -12,7 +12,7 @@ import { EventSink } from '../src/fence/event-sink';
 import { SeccompLogRecords } from '../src/fence/seccomp/seccomp-log-records';
 import { SECCOMP_RET, SeccompLogRecord, parseSeccompLog } from '../src/kernel/seccomp-audit';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { cid, ctr, runFenced, sandboxDir } from './helpers/sandbox';
+import { cid, cli, ctr, runFenced, sandboxDir } from './helpers/sandbox';
 
 describe('the kernel seccomp log record parser', () => {
   it('reads what the kernel writes, hex-encoded names included', () => {
@@ -102,15 +102,93 @@ describe('seccomp records of real containers', () => {
     expect(rs.slice(detach + 1).filter((x) => x.type === 'seccomp')).toEqual([]);
   });
 
-  it('enforce: denials fail with EPERM but are not logged by the kernel under runc 1.1 (no SECCOMP_FILTER_FLAG_LOG)', async () => {
+  const seccompOf = (rs: AuditRecord[]) => rs.filter((x) => x.type === 'seccomp');
+  const total = (rs: AuditRecord[]) => rs.reduce((n, s) => n + Number(s.count), 0);
+  function beforeDetach(rs: AuditRecord[]): void {
+    const detach = rs.findIndex((x) => x.action === 'detach');
+    expect(detach).toBeGreaterThan(-1);
+    expect(rs.slice(detach + 1).filter((x) => x.type === 'seccomp')).toEqual([]);
+  }
+
+  it('enforce: a denied mkdir fails with EPERM and a seccomp deny record names the container, the syscall and the rule', async () => {
     const id = cid('scdeny');
-    const r = runFenced(p, id, { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat' }, ['/bin/sh', '-c', 'mkdir /tmp/d; echo rc=$?']);
+    const r = runFenced(p, id, { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat' }, ['/bin/sh', '-c', 'mkdir /tmp/d; echo rc=$?; [ ! -e /tmp/d ] && echo absent']);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout + r.stderr).toContain('Operation not permitted');
+    expect(r.stdout).toContain('rc=1');
+    expect(r.stdout).toContain('absent');
     const rs = await until(id, (x) => x.some((y) => y.action === 'detach'));
-    // If this starts failing, the runtime sets the flag now: the records are there, and
-    // ERRNO_UNLOGGED and docs/seccomp-fence.md must change.
-    expect(rs.filter((x) => x.type === 'seccomp')).toEqual([]);
+    const sc = seccompOf(rs);
+    expect(sc.length).toBeGreaterThanOrEqual(1);
+    expect(sc[0]).toMatchObject({
+      action: 'deny', namespace: 'default', container_id: id, syscall: 'mkdir', arch: 'x86_64', seccomp_action: 'SCMP_ACT_NOTIFY',
+      errno: 'EPERM', rule: 'cgfence.io/seccomp-deny', mode: 'enforce', via: 'seccomp-notify', count: 1, comm: 'mkdir',
+    });
+    expect(total(sc)).toBe(1);
+    beforeDetach(rs);
+    const attach = rs.find((x) => x.action === 'attach');
+    expect(attach).toBeDefined();
+  });
+
+  it('enforce: 10,000 denied mkdirs are a few records whose counts add up to exactly 10,000, before the detach record; a neighbour\'s own denial is still recorded and the daemon answers meanwhile', async () => {
+    const id = cid('scflood');
+    const nb = cid('scnb');
+    // The neighbour waits for the flood to be under way, then is denied once.
+    const flood = ctr(p, ['run', '-d', '--runc-binary', p.runc, '--annotation', 'cgfence.io/seccomp-deny=mkdir,mkdirat', 'cgfence.local/test:latest', id,
+      '/bin/sh', '-c', 'i=0; n=0; while [ $i -lt 10000 ]; do mkdir /tmp/d 2>/dev/null || n=$((n+1)); i=$((i+1)); done; echo denied=$n > /tmp/done; sleep 1000']);
+    expect(flood.status, flood.stderr).toBe(0);
+    try {
+      await until(id, (x) => seccompOf(x).length > 0);
+      const t0 = Date.now();
+      const st = cli(p, ['status']);
+      expect(st.status, st.stderr).toBe(0);
+      const statusMs = Date.now() - t0;
+      const n = runFenced(p, nb, { 'cgfence.io/seccomp-deny': 'rmdir' }, ['/bin/sh', '-c', 'mkdir /tmp/x && rmdir /tmp/x; echo rc=$?']);
+      expect(n.status, n.stderr).toBe(0);
+      expect(n.stdout).toContain('rc=1');
+      const nrs = await until(nb, (x) => x.some((y) => y.action === 'detach'));
+      expect(seccompOf(nrs).map((x) => [x.syscall, x.count, x.container_id])).toEqual([['rmdir', 1, nb]]);
+      // The flood's loop ends: every one of its mkdirs was refused.
+      const end = Date.now() + 120_000;
+      for (;;) {
+        const c = ctr(p, ['task', 'exec', '--exec-id', `cat${Date.now()}`, id, 'cat', '/tmp/done']);
+        if (c.stdout.includes('denied=')) {
+          expect(c.stdout.trim()).toBe('denied=10000');
+          break;
+        }
+        if (Date.now() > end) throw new Error(`the flood did not end: ${c.stdout} ${c.stderr}`);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      console.log(`status during the flood: ${statusMs} ms`);
+    } finally {
+      ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
+      await new Promise((r) => setTimeout(r, 500));
+      ctr(p, ['task', 'delete', '-f', id]);
+      ctr(p, ['container', 'delete', id]);
+    }
+    const rs = await until(id, (x) => x.some((y) => y.action === 'detach'));
+    const sc = seccompOf(rs);
+    expect(sc.every((x) => x.syscall === 'mkdir' && x.container_id === id && x.action === 'deny')).toBe(true);
+    expect(sc.length).toBeLessThan(200); // rate-limited: never one record per call
+    expect(sc[0].count).toBe(1);
+    expect(total(sc)).toBe(10_000);
+    beforeDetach(rs);
+  });
+
+  it('enforce: seccomp-allow fails an unlisted syscall with EPERM and records it', async () => {
+    const id = cid('scallow');
+    // What busybox sh, echo, ls and mkdir need besides RUNC_INIT_SYSCALLS (test/seccomp.test.ts); mkdir left out.
+    const allow = 'write,brk,mprotect,getuid,rt_sigaction,arch_prctl,set_tid_address,set_robust_list,prlimit64,getrandom,rseq,wait4,uname,readlink,ioctl,vfork,fork,clone';
+    const r = runFenced(p, id, { 'cgfence.io/seccomp-allow': allow }, ['/bin/sh', '-c', 'echo started; mkdir /tmp/d; echo mkdir=$?']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('started');
+    expect(r.stdout).toContain('mkdir=1');
+    expect(r.stderr).toContain('Operation not permitted');
+    const rs = await until(id, (x) => x.some((y) => y.action === 'detach'));
+    const mk = seccompOf(rs).filter((x) => x.syscall === 'mkdir');
+    expect(mk.length).toBe(1);
+    expect(mk[0]).toMatchObject({ action: 'deny', container_id: id, rule: 'cgfence.io/seccomp-allow', seccomp_action: 'SCMP_ACT_NOTIFY', errno: 'EPERM', count: 1 });
+    beforeDetach(rs);
   });
 
   it('an unfenced container\'s seccomp log is not attributed to anyone', async () => {

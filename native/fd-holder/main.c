@@ -7,11 +7,12 @@
  * holder of a notify fd closes it, so the fds must outlive a crashed or upgraded daemon.
  *
  * It decides nothing. While a daemon is connected (it sent GET), it only holds and forwards:
- * the daemon answers every notification. While none is, it answers each one CONTINUE: the
+ * the daemon answers every notification. While none is, it answers an exec CONTINUE: the
  * exec then goes on to the kernel exec fence, which kills a forbidden program before its
  * first instruction, as it does on a node without the notify path. So a daemon restart
  * never blocks a container's execs; it only turns its EACCES answers into kills until the
- * next daemon takes over (GET).
+ * next daemon takes over (GET). Any other notified syscall is one of cgfence's seccomp
+ * denials and gets EPERM, as the daemon would answer it (not recorded while no daemon runs).
  *
  * Started by the daemon; returns once it listens (or at once when a holder already answers
  * on CONTROL). It exits when it holds nothing and nobody is connected, when told to (QUIT),
@@ -24,6 +25,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/audit.h>
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <signal.h>
@@ -198,8 +200,36 @@ static struct held *put(unsigned long long serial, int pid, const char *key, int
 	return h;
 }
 
-/* No daemon: let the exec go on to the kernel exec fence, which judges what really runs. */
-static void answer_continue(int fd)
+/*
+ * The exec syscalls, the only ones the profile routes here to be let on (seccomp-profile.ts):
+ * every other notified syscall is one cgfence's seccomp rules deny. By the audit arch and
+ * number the kernel reports (x32 is AUDIT_ARCH_X86_64 with __X32_SYSCALL_BIT in nr).
+ */
+static const struct {
+	uint32_t arch;
+	int nr;
+} exec_syscalls[] = {
+	{ AUDIT_ARCH_X86_64, 59 },  { AUDIT_ARCH_X86_64, 322 },              /* execve, execveat */
+	{ AUDIT_ARCH_X86_64, 0x40000000 | 520 }, { AUDIT_ARCH_X86_64, 0x40000000 | 545 }, /* x32 */
+	{ AUDIT_ARCH_I386, 11 },    { AUDIT_ARCH_I386, 358 },
+	{ AUDIT_ARCH_AARCH64, 221 }, { AUDIT_ARCH_AARCH64, 281 },
+	{ AUDIT_ARCH_ARM, 11 },     { AUDIT_ARCH_ARM, 387 },
+};
+
+static int is_exec(uint32_t arch, int nr)
+{
+	for (size_t i = 0; i < sizeof(exec_syscalls) / sizeof(exec_syscalls[0]); i++)
+		if (exec_syscalls[i].arch == arch && exec_syscalls[i].nr == nr)
+			return 1;
+	return 0;
+}
+
+/*
+ * No daemon. An exec goes on (CONTINUE) to the kernel exec fence, which judges what really
+ * runs. Anything else is a cgfence seccomp denial and fails with EPERM, as the daemon would
+ * answer it: fail closed, never CONTINUE (that would run the denied syscall).
+ */
+static void answer_unattended(int fd)
 {
 	uint8_t req[512], resp[512];
 	if (sizes.seccomp_notif > sizeof(req) || sizes.seccomp_notif_resp > sizeof(resp))
@@ -207,10 +237,15 @@ static void answer_continue(int fd)
 	memset(req, 0, sizeof(req));
 	if (ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, req) < 0)
 		return; /* ENOENT: the caller went away meanwhile */
+	const struct seccomp_notif *n = (const struct seccomp_notif *)req;
 	memset(resp, 0, sizeof(resp));
 	struct seccomp_notif_resp *r = (struct seccomp_notif_resp *)resp;
-	r->id = ((struct seccomp_notif *)req)->id;
-	r->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+	r->id = n->id;
+	if (is_exec(n->data.arch, n->data.nr)) {
+		r->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+	} else {
+		r->error = -EPERM; /* not recorded: no daemon to write it (docs/seccomp-fence.md) */
+	}
 	if (ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, resp) < 0) { /* gone too: nothing to answer */ }
 }
 
@@ -221,7 +256,7 @@ static void rescue_in_flight(void)
 		return;
 	for (size_t i = 0; i < nheld; i++) {
 		struct fdh_slot *slot = &table[held[i].serial % FDH_SLOTS];
-		if (slot->serial != held[i].serial)
+		if ((slot->serial & ~FDH_SLOT_DENY) != held[i].serial)
 			continue;
 		uint8_t resp[512];
 		if (sizes.seccomp_notif_resp > sizeof(resp))
@@ -233,7 +268,12 @@ static void rescue_in_flight(void)
 			memset(resp, 0, sizeof(resp));
 			struct seccomp_notif_resp *r = (struct seccomp_notif_resp *)resp;
 			r->id = id;
-			r->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+			/* The slot's own id is of the kind it says. One received after the slot's last
+			 * write is of no known kind: EPERM, since CONTINUE would run a denied syscall. */
+			if (id == slot->id && !(slot->serial & FDH_SLOT_DENY))
+				r->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+			else
+				r->error = -EPERM;
 			if (ioctl(held[i].fd, SECCOMP_IOCTL_NOTIF_SEND, resp)) { /* answered meanwhile */ }
 		}
 	}
@@ -409,7 +449,7 @@ static int run(int control, int agent)
 		for (size_t i = nh; i-- > 0;) {
 			short re = p[base + i].revents;
 			if (re & POLLIN)
-				answer_continue(held[i].fd);
+				answer_unattended(held[i].fd);
 			else if (re & (POLLHUP | POLLERR | POLLNVAL))
 				drop_at(i);
 		}

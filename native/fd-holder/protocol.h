@@ -37,6 +37,11 @@
 #define FDH_SLOTS 4096
 #define FDH_PROBE 256
 
+/* Set in a slot's serial when the notification is a seccomp denial (any syscall but
+ * execve/execveat: seccomp-profile.ts routes only those and cgfence's denied names to the
+ * holder's socket): the holder answers it EPERM, never CONTINUE. */
+#define FDH_SLOT_DENY (1ULL << 63)
+
 struct fdh_slot {
 	uint64_t serial; /* written first: a torn write leaves an older id of the same fd */
 	uint64_t id;

@@ -72,9 +72,10 @@ export function createBackends(cfg: DaemonConfig, deps: BackendDeps): Backends {
     sink,
   });
   learnEvents = learn;
-  const seccomp = new SeccompBackend({ sink, log: deps.log });
   // BPF LSM refuses inside the kernel with EACCES: no notify loop, no fd-holder, nothing routed.
   const execControl = lsm ? new ExecLsmBackend(exec, lsm) : execWithNotify(cfg, exec, deps);
+  // Enforce-mode seccomp denials are answered and recorded by the exec control's notify loop.
+  const seccomp = new SeccompBackend({ sink, log: deps.log, notifier: execControl instanceof ExecNotifyBackend ? execControl.notify : null });
   deps.log(`exec backend: ${lsm ? `bpf-lsm (${LSM_HOOK})` : `tracepoints${cfg.execDeny === 'kill' ? ' (exec-deny kill)' : ' with seccomp notify'} (BPF LSM not used: ${lsmUnusable})`}`);
   const all: FenceBackend[] = [execControl, seccomp, networkControl, learn];
   return { exec, network, learn, seccomp, all };
