@@ -56,13 +56,40 @@ export class SeccompBackend implements FenceBackend {
   private readonly routed = new Map<string, string>();
   private readonly allNames = new Map<string, string[]>();
 
+  private notifierValue: ExecNotifier | null = null;
+  /** The notifier is this backend's own (openNotifier), to close with it. */
+  private ownsNotifier = false;
+  private notifierError: string | null = null;
+
   /**
    * notifier: the exec control's notify loop and fd-holder, which also answer this control's
-   * enforce-mode denials; null where there is none (then they stay SCMP_ACT_ERRNO, unrecorded).
+   * enforce-mode denials. openNotifier: where the exec control has none, opens one for the
+   * denials alone, the first time a container needs it. With neither (or if it cannot open)
+   * denials stay SCMP_ACT_ERRNO: enforced, not recorded.
    */
-  constructor(private readonly deps: { sink?: EventSink; log?: (m: string) => void; notifier?: ExecNotifier | null } = {}) {
+  constructor(private readonly deps: {
+    sink?: EventSink; log?: (m: string) => void; notifier?: ExecNotifier | null; openNotifier?: () => ExecNotifier;
+  } = {}) {
     this.records = deps.sink ? new SeccompLogRecords(deps.sink) : null;
-    deps.notifier?.onSeccompDenials((evs) => this.onDenials(evs));
+    if (deps.notifier) this.useNotifier(deps.notifier);
+  }
+
+  private useNotifier(n: ExecNotifier): void {
+    this.notifierValue = n;
+    n.onSeccompDenials((evs) => this.onDenials(evs));
+  }
+
+  /** The notify loop for denials, opened on first need when it is ours to open. */
+  private notifier(): ExecNotifier | null {
+    if (this.notifierValue || this.notifierError || !this.deps.openNotifier) return this.notifierValue;
+    try {
+      this.useNotifier(this.deps.openNotifier());
+      this.ownsNotifier = true;
+    } catch (e) {
+      this.notifierError = (e as Error).message;
+      this.deps.log?.(`seccomp denials will be enforced but not recorded: the seccomp notify loop did not start: ${this.notifierError}`);
+    }
+    return this.notifierValue;
   }
 
   /** Every syscall name libseccomp knows for the architecture (seccomp-allow's notified set). */
@@ -93,8 +120,8 @@ export class SeccompBackend implements FenceBackend {
 
   /** The listener enforce-mode denials of this container go to, or why there is none. */
   private listenerFor(ctx: { namespace: string; id: string }, existing: OciSeccomp | undefined): DenyListener | string {
-    const n = this.deps.notifier;
-    if (!n) return 'no seccomp notify loop runs (BPF-LSM exec backend, --exec-deny kill, or it did not start)';
+    const n = this.notifier();
+    if (!n) return `no seccomp notify loop runs${this.notifierError ? ` (${this.notifierError})` : ''}`;
     return denyRouteRefusal(existing, n.listenerPath) ?? { path: n.listenerPath, metadata: notifyKey(ctx.namespace, ctx.id) };
   }
 
@@ -198,7 +225,7 @@ export class SeccompBackend implements FenceBackend {
 
   /** True when the bundle runc started sends this container's denials to our listener. */
   private routedToLoop(ctx: { namespace: string; id: string; bundle: string }): boolean {
-    const n = this.deps.notifier;
+    const n = this.notifierValue;
     if (!n || !ctx.bundle) return false;
     try {
       const sc = readBundleConfig(ctx.bundle).linux?.seccomp;
@@ -214,7 +241,7 @@ export class SeccompBackend implements FenceBackend {
     const key = notifyKey(namespace, id);
     this.routed.set(key, fenceId);
     this.records?.watchFence(fenceId);
-    this.deps.notifier!.ensureActive(key);
+    this.notifierValue!.ensureActive(key);
   }
 
   /** Whether this container's decisions reach the audit log, and if not, why. */
@@ -222,7 +249,7 @@ export class SeccompBackend implements FenceBackend {
     if (!this.records) return 'off: no audit sink';
     if (policy.mode === 'enforce') {
       if (notify) return 'seccomp notify: denials answered EPERM by the daemon\'s notify loop (by the fd-holder, unrecorded, while no daemon runs)';
-      const why = this.deps.notifier ? 'the container\'s seccomp profile has another listener, or config.json was not routed at prepare' : this.listenerFor(ctx, undefined) as string;
+      const why = this.notifierValue ? 'the container\'s seccomp profile has another listener, or config.json was not routed at prepare' : this.listenerFor(ctx, undefined) as string;
       return `off: denials enforced (EPERM), not recorded: ${why}; ${ERRNO_UNLOGGED}`;
     }
     if (!this.reader) return `off: ${this.readerError}`;
@@ -260,7 +287,7 @@ export class SeccompBackend implements FenceBackend {
     if (!st || typeof st.fenceId !== 'string') return;
     // Its notify fds come back from the fd-holder; the loop asks for them ('need') and the
     // exec control lets them through; the denials are ours to record again.
-    if (st.action === 'SCMP_ACT_NOTIFY(EPERM)' && this.deps.notifier) {
+    if (st.action === 'SCMP_ACT_NOTIFY(EPERM)' && this.notifier()) {
       this.routed.set(notifyKey(f.namespace, f.id), st.fenceId);
       this.records?.watchFence(st.fenceId);
     }
@@ -280,9 +307,9 @@ export class SeccompBackend implements FenceBackend {
     if (this.routed.has(key)) {
       // Likewise what the notify loop counted and has not handed over yet (exact: the
       // container's processes are gone, every denial of theirs was answered and counted).
-      this.onDenials(this.deps.notifier!.takeSeccompDenials());
+      this.onDenials(this.notifierValue!.takeSeccompDenials());
       this.routed.delete(key);
-      this.deps.notifier!.remove(key);
+      this.notifierValue!.remove(key);
     }
     this.records?.unwatch(ctx.state.fenceId);
     // With the last such container gone, so is the reader: nothing of it stays in the kernel.
@@ -296,9 +323,9 @@ export class SeccompBackend implements FenceBackend {
     return {
       backend: 'OCI linux.seccomp rules merged into config.json at prepare, installed by runc (libseccomp) before the entrypoint',
       runcInitSyscalls: RUNC_INIT_SYSCALLS.length,
-      enforceDenials: this.deps.notifier
-        ? { source: 'seccomp notify (EPERM answered by the native loop)', routed: this.routed.size, answered: this.deps.notifier.stats().seccompDenied }
-        : { source: 'none: SCMP_ACT_ERRNO, not recorded (no seccomp notify loop)' },
+      enforceDenials: this.notifierValue
+        ? { source: 'seccomp notify (EPERM answered by the native loop)', routed: this.routed.size, answered: this.notifierValue.stats().seccompDenied, ownLoop: this.ownsNotifier }
+        : { source: 'none yet: SCMP_ACT_ERRNO, not recorded, until a notify loop runs', routed: 0, error: this.notifierError ?? (this.deps.openNotifier ? 'opened when a container first needs it' : 'no seccomp notify loop') },
       decisions: this.reader
         ? { source: 'kernel seccomp log (audit multicast group, AUDIT_SECCOMP)', actionsLogged: actionsLogged().join(' '), watching: this.records?.watching() ?? 0, unattributed: this.records?.unattributed ?? 0, ...this.reader.stats() }
         : { source: 'none', error: this.readerError ?? (this.records ? 'not running: no container has seccomp rules' : 'no audit sink') },
@@ -314,8 +341,10 @@ export class SeccompBackend implements FenceBackend {
     return this.reader ? [this.reader.objectIds().program] : [];
   }
 
-  close(): void {
-    // Filters live in the containers; only the log reader is ours.
+  close(opts: { detach: boolean } = { detach: false }): void {
+    // Filters live in the containers; only the log reader is ours, and a notify loop we opened
+    // (its fd-holder keeps answering EPERM unless the daemon detaches everything).
     this.reader?.close();
+    if (this.ownsNotifier) this.notifierValue?.close({ release: opts.detach });
   }
 }
