@@ -60,6 +60,36 @@ describe('rate limiting', () => {
   });
 });
 
+describe('rate limiting of the notify loop\'s counted denials', () => {
+  it('writes the first at once, then counts batches exactly, the rest before the container goes', () => {
+    let now = 1000;
+    const written: AuditInput[] = [];
+    const owner = { namespace: 'default', id: 'c1', mode: 'enforce', annotations: { 'cgfence.io/seccomp-deny': 'mkdir' } } as Partial<FencedContainer>;
+    const sink: EventSink = { write: (r) => written.push(...r), toWallNs: (m) => m, owner: () => owner as FencedContainer };
+    const r = new SeccompLogRecords(sink, 1000, () => now);
+    const batch = (count: number, ms: number, fenceId = '42') => ({ fenceId, arch: 'x86_64', syscall: 83, count, pid: 7, comm: 'sh', firstMs: ms, lastMs: ms + 1 });
+    r.onNotified(batch(5, 10, '43')); // not watched
+    expect(written).toEqual([]);
+    expect(r.unattributed).toBe(5);
+    r.watchFence('42');
+    r.onNotified(batch(500, 10));
+    expect(written).toHaveLength(1);
+    expect(written[0]).toMatchObject({ type: 'seccomp', action: 'deny', syscall: 'mkdir', count: 1, seccomp_action: 'SCMP_ACT_NOTIFY', errno: 'EPERM', via: 'seccomp-notify', rule: 'cgfence.io/seccomp-deny' });
+    r.onNotified(batch(1000, 20));
+    expect(written).toHaveLength(1);
+    now += 1000;
+    r.onNotified(batch(1, 1030));
+    expect(written).toHaveLength(2);
+    expect(written[1]).toMatchObject({ count: 1500 });
+    r.onNotified(batch(8499, 1040));
+    r.unwatch('42');
+    expect(written).toHaveLength(3);
+    expect(written.reduce((n, w) => n + Number(w.count), 0)).toBe(10_000);
+    r.onNotified(batch(1, 2000));
+    expect(written).toHaveLength(3);
+  });
+});
+
 describe('seccomp records of real containers', () => {
   const dir = sandboxDir('scaud');
   let p: SandboxPaths;
