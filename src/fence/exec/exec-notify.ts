@@ -30,7 +30,7 @@ import { AllowedFile, formatDev } from '../../kernel/abi';
 import { NotifyEvent, NotifyStats, SeccompNotify, native } from '../../native';
 import { PrepareContext } from '../backend';
 import { readBundleConfig, writeBundleConfig } from '../bundle-config';
-import { NotifyMerge, withExecNotify } from '../seccomp/seccomp-profile';
+import { EXEC_SYSCALLS, NotifyMerge, withExecNotify } from '../seccomp/seccomp-profile';
 import { verdictFields } from './exec-verdict';
 import { startFdHolder } from './fd-holder';
 
@@ -191,7 +191,8 @@ export class ExecNotifier {
     try {
       const sc = readBundleConfig(bundle).linux?.seccomp;
       return sc?.listenerPath === this.listenerPath && sc.listenerMetadata === key
-        && (sc.syscalls ?? []).some((r) => r.action === 'SCMP_ACT_NOTIFY');
+        // An exec rule: the seccomp control routes its denials to the same listener.
+        && (sc.syscalls ?? []).some((r) => r.action === 'SCMP_ACT_NOTIFY' && r.names.some((n) => (EXEC_SYSCALLS as readonly string[]).includes(n)));
     } catch {
       return false;
     }

@@ -151,7 +151,8 @@ export class SeccompBackend implements FenceBackend {
     const existing = spec.linux?.seccomp;
     this.validate(ctx, existing);
     const v: Verdict = ctx.policy.mode === 'enforce' ? 'errno' : 'log';
-    const l = v === 'errno' ? this.listenerFor(ctx, existing) : undefined;
+    const rules = !!ctx.policy.seccompDeny?.length || ctx.policy.seccompAllow !== null;
+    const l = v === 'errno' && rules ? this.listenerFor(ctx, existing) : undefined;
     const listener = typeof l === 'object' ? l : undefined;
     if (typeof l === 'string') this.deps.log?.(`${ctx.namespace}/${ctx.id}: seccomp denials enforced (EPERM) but not recorded: ${l}`);
     let profile: OciSeccomp | undefined = existing;
