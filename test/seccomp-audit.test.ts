@@ -167,8 +167,10 @@ describe('seccomp records of real containers', () => {
     const flood = ctr(p, ['run', '-d', '--runc-binary', p.runc, '--annotation', 'cgfence.io/seccomp-deny=mkdir,mkdirat', 'cgfence.local/test:latest', id,
       '/bin/sh', '-c', 'i=0; n=0; while [ $i -lt 10000 ]; do mkdir /tmp/d 2>/dev/null || n=$((n+1)); i=$((i+1)); done; echo denied=$n > /tmp/done; sleep 1000']);
     expect(flood.status, flood.stderr).toBe(0);
+    let neighbourDenied = '';
     try {
       await until(id, (x) => seccompOf(x).length > 0);
+      // While the flood runs: the daemon answers, a neighbour starts, is denied and recorded.
       const t0 = Date.now();
       const st = cli(p, ['status']);
       expect(st.status, st.stderr).toBe(0);
@@ -178,6 +180,7 @@ describe('seccomp records of real containers', () => {
       expect(n.stdout).toContain('rc=1');
       const nrs = await until(nb, (x) => x.some((y) => y.action === 'detach'));
       expect(seccompOf(nrs).map((x) => [x.syscall, x.count, x.container_id])).toEqual([['rmdir', 1, nb]]);
+      neighbourDenied = String(seccompOf(nrs)[0].last_ts);
       // The flood's loop ends: every one of its mkdirs was refused.
       const end = Date.now() + 120_000;
       for (;;) {
@@ -203,6 +206,10 @@ describe('seccomp records of real containers', () => {
     expect(sc[0].count).toBe(1);
     expect(total(sc)).toBe(10_000);
     beforeDetach(rs);
+    // The neighbour was denied while the flood was still being denied.
+    const floodEnd = String(sc[sc.length - 1].last_ts);
+    console.log(`flood ${String(sc[0].first_ts)} .. ${floodEnd}, neighbour denied at ${neighbourDenied}, ${sc.length} records`);
+    expect(neighbourDenied < floodEnd).toBe(true);
   });
 
   it('enforce: seccomp-allow fails an unlisted syscall with EPERM and records it', async () => {
