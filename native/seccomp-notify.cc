@@ -27,7 +27,7 @@
 namespace cgfence {
 
 struct SeccompNotify::Event {
-  // kSeccompReady: denials wait in sdeny_; the JS side of the delivery takes them.
+  // kSeccompReady: denials wait in sdeny_ (counted); the JS side of the delivery takes them.
   enum Kind { kDeny, kNeed, kHolderLost, kHolderConnected, kSeccompReady } kind;
   std::string key;
   uint32_t pid = 0;
@@ -304,12 +304,12 @@ Napi::Value SeccompNotify::Refused(const Napi::CallbackInfo &info) {
 
 // Everything counted since the last take, as [{ key, arch, nr, count, pid, comm,
 // firstMonoNs, lastMonoNs }]; the counts start again from 0. JS thread only.
-Napi::Array SeccompNotify::SeccompDenialsToJs(Napi::Env env) {
+Napi::Array SeccompNotify::SeccompDenialsToJs(Napi::Env env, SeccompDenialCounts &counts) {
   std::unordered_map<std::string, std::vector<SeccompDenial>> taken;
   {
-    std::lock_guard<std::mutex> lock(sdeny_mu_);
-    taken.swap(sdeny_);
-    sdeny_scheduled_ = false;
+    std::lock_guard<std::mutex> lock(counts.mu);
+    taken.swap(counts.by_key);
+    counts.scheduled = false;
   }
   Napi::Array arr = Napi::Array::New(env);
   uint32_t i = 0;
@@ -333,7 +333,7 @@ Napi::Array SeccompNotify::SeccompDenialsToJs(Napi::Env env) {
 
 // takeSeccompDenials(): what the fd threads counted and JS has not had yet (a container's
 // detach takes its last counts this way, before its detach record).
-Napi::Value SeccompNotify::TakeSeccompDenials(const Napi::CallbackInfo &info) { return SeccompDenialsToJs(info.Env()); }
+Napi::Value SeccompNotify::TakeSeccompDenials(const Napi::CallbackInfo &info) { return SeccompDenialsToJs(info.Env(), *sdeny_); }
 
 Napi::Value SeccompNotify::Stats(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -344,7 +344,6 @@ Napi::Value SeccompNotify::Stats(const Napi::CallbackInfo &info) {
   n("denied", n_denied_);
   n("unresolved", n_unresolved_);
   n("gone", n_gone_);
-  n("unknownSyscall", n_unknown_syscall_);
   n("fdsReceived", n_fds_received_);
   n("fdsAdopted", n_fds_adopted_);
   n("fdsClosed", n_fds_closed_);
@@ -849,8 +848,8 @@ void SeccompNotify::HandleSeccompDeny(Worker *w, void *req_buf, void *resp_buf) 
   const uint64_t now = MonoNs();
   bool schedule = false;
   {
-    std::lock_guard<std::mutex> lock(sdeny_mu_);
-    std::vector<SeccompDenial> &v = sdeny_[w->key];
+    std::lock_guard<std::mutex> lock(sdeny_->mu);
+    std::vector<SeccompDenial> &v = sdeny_->by_key[w->key];
     SeccompDenial *d = nullptr;
     for (SeccompDenial &x : v)
       if (x.arch == req->data.arch && x.nr == req->data.nr) d = &x;
@@ -862,7 +861,7 @@ void SeccompNotify::HandleSeccompDeny(Worker *w, void *req_buf, void *resp_buf) 
     d->count++;
     d->pid = req->pid;
     d->last_ns = now;
-    if (!sdeny_scheduled_) schedule = sdeny_scheduled_ = true;
+    if (!sdeny_->scheduled) schedule = sdeny_->scheduled = true;
   }
   if (schedule) EmitShared(new Event{Event::kSeccompReady, "", 0, ExecCall::kExecve, "", 0, 0, 0, "", now, "", 0});
 }
@@ -889,13 +888,13 @@ void SeccompNotify::Flush() {
 }
 
 void SeccompNotify::Deliver(std::vector<Event *> *b) {
-  napi_status st = tsfn_.NonBlockingCall(b, [this](Napi::Env env, Napi::Function cb, std::vector<Event *> *events) {
+  napi_status st = tsfn_.NonBlockingCall(b, [counts = sdeny_](Napi::Env env, Napi::Function cb, std::vector<Event *> *events) {
     Napi::Array arr = Napi::Array::New(env);
     uint32_t i = 0;
     for (Event *e : *events) {
       if (e->kind == Event::kSeccompReady) {
         // The counts as they are now (more may have come since the event was queued).
-        Napi::Array d = SeccompDenialsToJs(env);
+        Napi::Array d = SeccompDenialsToJs(env, *counts);
         for (uint32_t j = 0; j < d.Length(); j++) arr.Set(i++, d.Get(j));
         delete e;
         continue;
@@ -938,8 +937,8 @@ void SeccompNotify::Deliver(std::vector<Event *> *b) {
     // A lost kSeccompReady leaves its counts in sdeny_ for the next take: let one be sent.
     for (Event *e : *b)
       if (e->kind == Event::kSeccompReady) {
-        std::lock_guard<std::mutex> lock(sdeny_mu_);
-        sdeny_scheduled_ = false;
+        std::lock_guard<std::mutex> lock(sdeny_->mu);
+        sdeny_->scheduled = false;
       }
     n_events_dropped_ += b->size();
     for (Event *e : *b) delete e;

@@ -117,7 +117,6 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   void Serve(Worker *w);
   void Handle(Worker *w, void *req_buf, void *resp_buf);
   void HandleSeccompDeny(Worker *w, void *req_buf, void *resp_buf);
-  Napi::Array SeccompDenialsToJs(Napi::Env env);
   void Emit(Event *e);        // control thread
   void EmitShared(Event *e);  // fd threads
   void Deliver(std::vector<Event *> *batch);  // any thread: hands a batch to JS
@@ -152,7 +151,8 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   // Seccomp denials answered (EPERM) and not yet taken by JS, per container key, then per
   // (arch, nr). Counted here rather than sent one event per call: a container looping on a
   // denied syscall costs a counter increment per call and one JS call per batch, and the
-  // memory stays bounded by the kinds, not the calls. sdeny_scheduled_: a batch is on its way.
+  // memory stays bounded by the kinds, not the calls. scheduled: a batch is on its way.
+  // Shared with the queued JS calls, which may run after this object is gone.
   struct SeccompDenial {
     uint32_t arch;
     int nr;
@@ -161,9 +161,13 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
     std::string comm;
     uint64_t first_ns, last_ns;
   };
-  std::mutex sdeny_mu_;
-  std::unordered_map<std::string, std::vector<SeccompDenial>> sdeny_;  // guarded by sdeny_mu_
-  bool sdeny_scheduled_ = false;                                        // guarded by sdeny_mu_
+  struct SeccompDenialCounts {
+    std::mutex mu;
+    std::unordered_map<std::string, std::vector<SeccompDenial>> by_key;  // guarded by mu
+    bool scheduled = false;                                               // guarded by mu
+  };
+  static Napi::Array SeccompDenialsToJs(Napi::Env env, SeccompDenialCounts &counts);
+  std::shared_ptr<SeccompDenialCounts> sdeny_ = std::make_shared<SeccompDenialCounts>();
 
   Napi::ThreadSafeFunction tsfn_;
   std::thread thread_;
@@ -172,7 +176,7 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   std::atomic<bool> closed_{false};
 
   std::atomic<uint64_t> n_notifications_{0}, n_continued_{0}, n_denied_{0}, n_unresolved_{0}, n_gone_{0},
-      n_unknown_syscall_{0}, n_fds_received_{0}, n_fds_adopted_{0}, n_fds_closed_{0}, n_events_dropped_{0},
+      n_fds_received_{0}, n_fds_adopted_{0}, n_fds_closed_{0}, n_events_dropped_{0},
       n_rejected_{0}, n_seccomp_denied_{0};
   std::atomic<uint64_t> n_cache_hits_{0}, n_sync_wakeup_{0}, n_thread_failures_{0};
   std::atomic<int64_t> n_open_fds_{0}, n_threads_{0};

@@ -50,7 +50,7 @@ export type NotifyEvent =
   | { kind: 'holder-lost' | 'holder-connected'; key: string; tsMonoNs: bigint; detail: string; count: number };
 
 export interface NotifyStats {
-  notifications: number; continued: number; denied: number; unresolved: number; gone: number; unknownSyscall: number;
+  notifications: number; continued: number; denied: number; unresolved: number; gone: number;
   /** Seccomp denials answered EPERM by the loop (not execs). */
   seccompDenied: number;
   fdsReceived: number; fdsAdopted: number; fdsClosed: number; rejected: number; eventsDropped: number;
