@@ -208,8 +208,11 @@ export class SeccompBackend implements FenceBackend {
     if (mode !== '2') {
       throw new Error(`the container's init (pid ${ctx.pid}) runs without a seccomp filter (Seccomp: ${mode ?? 'unknown'}); was config.json rewritten after prepare?`);
     }
-    const notify = ctx.policy.mode === 'enforce' && this.routedToLoop(ctx);
-    ctx.state.backend = 'oci-seccomp';
+    const enforce = ctx.policy.mode === 'enforce';
+    const notify = enforce && this.routedToLoop(ctx);
+    // backend (ps) and hook (the attach record's `backends`) say whether decisions are recorded.
+    ctx.state.backend = enforce && !notify ? 'oci-seccomp (denials enforced, not recorded)' : 'oci-seccomp';
+    ctx.state.hook = !enforce ? 'kernel seccomp log' : notify ? 'seccomp notify, recorded' : 'SCMP_ACT_ERRNO, no notify route';
     ctx.state.action = ctx.policy.mode !== 'enforce' ? 'SCMP_ACT_LOG' : notify ? 'SCMP_ACT_NOTIFY(EPERM)' : 'SCMP_ACT_ERRNO(EPERM)';
     ctx.state.filters = filters;
     if (ctx.policy.seccompDeny) ctx.state.deny = ctx.policy.seccompDeny;
