@@ -5,6 +5,7 @@
 // container's detach record. The parser and the rate limit are checked on their own too.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
+import http from 'node:http';
 import { AuditInput, AuditRecord } from '../src/audit/audit-record';
 import { readRecords } from '../src/audit/audit-read';
 import { FencedContainer } from '../src/fence/backend';
@@ -133,6 +134,18 @@ describe('seccomp records of real containers', () => {
   });
 
   const seccompOf = (rs: AuditRecord[]) => rs.filter((x) => x.type === 'seccomp');
+  /** cgfence_decisions_total{control="seccomp",action="deny"}, summed over its other labels. */
+  async function seccompDenyMetric(): Promise<number> {
+    const body = await new Promise<string>((resolve, reject) => {
+      http.get({ socketPath: p.metrics, path: '/metrics' }, (res) => {
+        let b = '';
+        res.on('data', (d) => (b += d));
+        res.on('end', () => resolve(b));
+      }).on('error', reject);
+    });
+    return body.split('\n').filter((l) => l.startsWith('cgfence_decisions_total{') && l.includes('control="seccomp"') && l.includes('action="deny"'))
+      .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  }
   const total = (rs: AuditRecord[]) => rs.reduce((n, s) => n + Number(s.count), 0);
   function beforeDetach(rs: AuditRecord[]): void {
     const detach = rs.findIndex((x) => x.action === 'detach');
@@ -164,6 +177,7 @@ describe('seccomp records of real containers', () => {
     const id = cid('scflood');
     const nb = cid('scnb');
     // The neighbour waits for the flood to be under way, then is denied once.
+    const deny0 = await seccompDenyMetric();
     const flood = ctr(p, ['run', '-d', '--runc-binary', p.runc, '--annotation', 'cgfence.io/seccomp-deny=mkdir,mkdirat', 'cgfence.local/test:latest', id,
       '/bin/sh', '-c', 'i=0; n=0; while [ $i -lt 10000 ]; do mkdir /tmp/d 2>/dev/null || n=$((n+1)); i=$((i+1)); done; echo denied=$n > /tmp/done; sleep 1000']);
     expect(flood.status, flood.stderr).toBe(0);
@@ -206,6 +220,8 @@ describe('seccomp records of real containers', () => {
     expect(sc[0].count).toBe(1);
     expect(total(sc)).toBe(10_000);
     beforeDetach(rs);
+    // The node's decision metric counts every one, the neighbour's included.
+    expect(await seccompDenyMetric() - deny0).toBe(10_001);
     // The neighbour was denied while the flood was still being denied.
     const floodEnd = String(sc[sc.length - 1].last_ts);
     console.log(`flood ${String(sc[0].first_ts)} .. ${floodEnd}, neighbour denied at ${neighbourDenied}, ${sc.length} records`);
