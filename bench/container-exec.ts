@@ -53,6 +53,7 @@ export async function benchSandbox(daemonEnv: Record<string, string>): Promise<B
     build(path.join(projectRoot(), 'bench', 'fixtures', 'noop.c'), 'forbidden'); // same program, another file
     build(path.join(projectRoot(), 'test', 'fixtures', 'exec-mix.c'), 'exec-mix');
     build(path.join(projectRoot(), 'bench', 'fixtures', 'deny-loop.c'), 'deny-loop');
+    build(path.join(projectRoot(), 'bench', 'fixtures', 'syscall-loop.c'), 'syscall-loop');
     const tar = path.join(tmp, 'image.tar');
     await buildOciImage({ name: IMAGE, outFile: tar, files, config: TEST_IMAGE_CONFIG });
     await importImage(p.dir, tar, SANDBOX_NAMESPACE);
