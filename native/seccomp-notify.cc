@@ -192,8 +192,9 @@ void SeccompNotify::BuildSyscallTable() {
 // a new holder (the old one died) is given copies of what we have. 0 or an errno.
 int SeccompNotify::TakeOver() {
   std::vector<HeldFd> held;
+  std::vector<HeldDenials> denied;
   int table_fd = -1;
-  int e = holder_.Fetch(&held, &table_fd);
+  int e = holder_.Fetch(&held, &table_fd, &denied);
   if (e) {
     for (const HeldFd &h : held) close(h.fd);
     return e;
@@ -217,6 +218,30 @@ int SeccompNotify::TakeOver() {
   }
   for (const auto &[fd, nf] : fds_)
     if (!theirs.count(nf.serial)) holder_.Put(nf.serial, nf.pid, nf.key, fd);
+  // What the holder answered while no daemon was connected: counted for the records.
+  if (!denied.empty()) {
+    std::unordered_map<uint64_t, std::string> keys;
+    for (const HeldFd &h : held) keys[h.serial] = h.key;
+    const uint64_t now = MonoNs();
+    {
+      std::lock_guard<std::mutex> lock(sdeny_->mu);
+      for (const HeldDenials &d : denied) {
+        auto k = keys.find(d.serial);
+        if (k == keys.end() || d.count == 0) continue;
+        std::vector<SeccompDenial> &v = sdeny_->by_key[k->second];
+        SeccompDenial *x = nullptr;
+        for (SeccompDenial &y : v)
+          if (y.by_holder && y.arch == d.arch && y.nr == d.nr) x = &y;
+        if (!x) {
+          v.push_back(SeccompDenial{d.arch, d.nr, 0, 0, "", now, now, true});
+          x = &v.back();
+        }
+        x->count += d.count;
+      }
+      sdeny_->scheduled = true;
+    }
+    EmitShared(new Event{Event::kSeccompReady, "", 0, ExecCall::kExecve, "", 0, 0, 0, "", now, "", 0});
+  }
   if (!holder_.connected()) return ECONNRESET;
   holder_connected_ = true;
   epoll_event ev{};
@@ -325,6 +350,7 @@ Napi::Array SeccompNotify::SeccompDenialsToJs(Napi::Env env, SeccompDenialCounts
       o.Set("comm", d.comm);
       o.Set("firstMonoNs", Napi::BigInt::New(env, d.first_ns));
       o.Set("tsMonoNs", Napi::BigInt::New(env, d.last_ns));
+      o.Set("byHolder", Napi::Boolean::New(env, d.by_holder));
       arr.Set(i++, o);
     }
   }
@@ -852,10 +878,10 @@ void SeccompNotify::HandleSeccompDeny(Worker *w, void *req_buf, void *resp_buf) 
     std::vector<SeccompDenial> &v = sdeny_->by_key[w->key];
     SeccompDenial *d = nullptr;
     for (SeccompDenial &x : v)
-      if (x.arch == req->data.arch && x.nr == req->data.nr) d = &x;
+      if (!x.by_holder && x.arch == req->data.arch && x.nr == req->data.nr) d = &x;
     if (!d) {
       // The first of its kind in this batch: its comm, read once (the batch's record names it).
-      v.push_back(SeccompDenial{req->data.arch, req->data.nr, 0, req->pid, ReadComm(req->pid), now, now});
+      v.push_back(SeccompDenial{req->data.arch, req->data.nr, 0, req->pid, ReadComm(req->pid), now, now, false});
       d = &v.back();
     }
     d->count++;

@@ -160,6 +160,7 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
     uint32_t pid;
     std::string comm;
     uint64_t first_ns, last_ns;
+    bool by_holder;  // answered by the fd-holder while no daemon was connected (counts only)
   };
   struct SeccompDenialCounts {
     std::mutex mu;

@@ -44,7 +44,11 @@ export type NotifyEvent =
    * Seccomp denials the loop answered EPERM (a cgfence seccomp-deny name, or one seccomp-allow
    * leaves out), counted per container, audit arch and syscall number since the last take.
    */
-  | { kind: 'seccomp'; key: string; arch: number; nr: number; count: number; pid: number; comm: string; firstMonoNs: bigint; tsMonoNs: bigint }
+  | {
+    kind: 'seccomp'; key: string; arch: number; nr: number; count: number; pid: number; comm: string; firstMonoNs: bigint; tsMonoNs: bigint;
+    /** Answered by the fd-holder while no daemon was connected: a count only (no pid, comm or times of its own); nr -1: kinds it did not name. */
+    byHolder: boolean;
+  }
   /** A notify fd arrived for a container with no allow set yet: until one is set, its execs wait. */
   | { kind: 'need'; key: string; tsMonoNs: bigint; pid: number }
   | { kind: 'holder-lost' | 'holder-connected'; key: string; tsMonoNs: bigint; detail: string; count: number };

@@ -88,6 +88,12 @@ describe('rate limiting of the notify loop\'s counted denials', () => {
     expect(written.reduce((n, w) => n + Number(w.count), 0)).toBe(10_000);
     r.onNotified(batch(1, 2000));
     expect(written).toHaveLength(3);
+    // The fd-holder's count of a time without a daemon: one record at once, whole, with no caller.
+    r.watchFence('42');
+    r.onNotified({ ...batch(7, 3000), pid: 0, comm: '', byHolder: true });
+    expect(written[3]).toMatchObject({ count: 7, via: 'fd-holder', pid: 0, comm: '', first_ts: null, syscall: 'mkdir', errno: 'EPERM' });
+    r.onNotified({ ...batch(2, 3000), syscall: -1, arch: '', pid: 0, comm: '', byHolder: true });
+    expect(written[4]).toMatchObject({ count: 2, via: 'fd-holder', syscall: 'several', syscall_nr: null });
   });
 });
 

@@ -12,7 +12,8 @@
  * first instruction, as it does on a node without the notify path. So a daemon restart
  * never blocks a container's execs; it only turns its EACCES answers into kills until the
  * next daemon takes over (GET). Any other notified syscall is one of cgfence's seccomp
- * denials and gets EPERM, as the daemon would answer it (not recorded while no daemon runs).
+ * denials and gets EPERM, as the daemon would answer it, and is counted for the next daemon
+ * to record (DENIED, protocol.h).
  *
  * Started by the daemon; returns once it listens (or at once when a holder already answers
  * on CONTROL). It exits when it holds nothing and nobody is connected, when told to (QUIT),
@@ -45,11 +46,20 @@
 #define MAX_CONNS 64
 #define STARTUP_GRACE_MS 60000
 
+struct deny_count {
+	uint32_t arch;
+	int nr;
+	unsigned long long count;
+};
+
 struct held {
 	unsigned long long serial;
 	int pid;
 	int fd;
 	char key[FDH_MAX_KEY + 1];
+	/* Denials answered while no daemon was connected, for the next one to record. */
+	struct deny_count denied[FDH_MAX_KINDS];
+	int ndenied;
 };
 
 struct conn {
@@ -194,6 +204,8 @@ static struct held *put(unsigned long long serial, int pid, const char *key, int
 	h->serial = serial;
 	h->pid = pid;
 	h->fd = fd;
+	h->ndenied = 0;
+	memset(h->denied, 0, sizeof(h->denied));
 	snprintf(h->key, sizeof(h->key), "%s", key);
 	if (serial >= next_serial)
 		next_serial = serial + 1;
@@ -229,8 +241,28 @@ static int is_exec(uint32_t arch, int nr)
  * runs. Anything else is a cgfence seccomp denial and fails with EPERM, as the daemon would
  * answer it: fail closed, never CONTINUE (that would run the denied syscall).
  */
-static void answer_unattended(int fd)
+static void count_denial(struct held *h, uint32_t arch, int nr)
 {
+	for (int i = 0; i < h->ndenied; i++)
+		if (h->denied[i].arch == arch && h->denied[i].nr == nr) {
+			h->denied[i].count++;
+			return;
+		}
+	if (h->ndenied == FDH_MAX_KINDS - 1) {
+		/* The last slot takes every further kind: counted, not named. */
+		arch = 0;
+		nr = -1;
+		if (h->denied[FDH_MAX_KINDS - 1].count == 0)
+			h->denied[FDH_MAX_KINDS - 1] = (struct deny_count){ 0, -1, 0 };
+		h->denied[FDH_MAX_KINDS - 1].count++;
+		return;
+	}
+	h->denied[h->ndenied++] = (struct deny_count){ arch, nr, 1 };
+}
+
+static void answer_unattended(struct held *h)
+{
+	int fd = h->fd;
 	uint8_t req[512], resp[512];
 	if (sizes.seccomp_notif > sizeof(req) || sizes.seccomp_notif_resp > sizeof(resp))
 		return;
@@ -241,12 +273,15 @@ static void answer_unattended(int fd)
 	memset(resp, 0, sizeof(resp));
 	struct seccomp_notif_resp *r = (struct seccomp_notif_resp *)resp;
 	r->id = n->id;
-	if (is_exec(n->data.arch, n->data.nr)) {
+	const int exec = is_exec(n->data.arch, n->data.nr);
+	if (exec)
 		r->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-	} else {
-		r->error = -EPERM; /* not recorded: no daemon to write it (docs/seccomp-fence.md) */
-	}
-	if (ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, resp) < 0) { /* gone too: nothing to answer */ }
+	else
+		r->error = -EPERM;
+	if (ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, resp) < 0)
+		return; /* gone too: nothing was answered */
+	if (!exec)
+		count_denial(h, n->data.arch, n->data.nr); /* for the next daemon's records (GET) */
 }
 
 /* The daemon died between receiving notifications and answering them: answer them. */
@@ -395,6 +430,15 @@ static int serve(int sock)
 			snprintf(line, sizeof(line), "FD %llu %d %s", held[i].serial, held[i].pid, held[i].key);
 			if (send_fd_msg(sock, line, held[i].fd))
 				return -1;
+			/* A daemon of before these messages ignores them (no fd, not FD/END). */
+			for (int k = 0; k < held[i].ndenied || (k == FDH_MAX_KINDS - 1 && held[i].denied[k].count); k++) {
+				struct deny_count *d = &held[i].denied[k];
+				snprintf(line, sizeof(line), "DENIED %llu %u %d %llu", held[i].serial, d->arch, d->nr, d->count);
+				if (send_fd_msg(sock, line, -1))
+					return -1;
+			}
+			held[i].ndenied = 0;
+			held[i].denied[FDH_MAX_KINDS - 1].count = 0;
 		}
 		snprintf(line, sizeof(line), "END %zu", nheld);
 		if (send_fd_msg(sock, line, table_fd))
@@ -449,7 +493,7 @@ static int run(int control, int agent)
 		for (size_t i = nh; i-- > 0;) {
 			short re = p[base + i].revents;
 			if (re & POLLIN)
-				answer_unattended(held[i].fd);
+				answer_unattended(&held[i]);
 			else if (re & (POLLHUP | POLLERR | POLLNVAL))
 				drop_at(i);
 		}

@@ -111,7 +111,7 @@ export class SeccompBackend implements FenceBackend {
         continue;
       }
       this.records.onNotified({
-        fenceId, arch: archName(e.arch), syscall: e.nr, count: e.count, pid: e.pid, comm: e.comm,
+        fenceId, arch: e.arch ? archName(e.arch) : '', syscall: e.nr, count: e.count, pid: e.pid, comm: e.comm, byHolder: e.byHolder,
         firstMs: Number(this.deps.sink!.toWallNs(e.firstMonoNs) / 1_000_000n),
         lastMs: Number(this.deps.sink!.toWallNs(e.tsMonoNs) / 1_000_000n),
       });

@@ -25,10 +25,17 @@ export interface NotifiedDenials {
   comm: string;
   firstMs: number;
   lastMs: number;
+  /**
+   * Answered by the fd-holder while no daemon ran, handed over by the next daemon: a count
+   * with no caller (pid, comm) and the take-over's time; syscall -1: kinds it did not name.
+   */
+  byHolder?: boolean;
 }
 
 /** Pending.code of the notify loop's EPERM answers (not a kernel action: never in the log). */
 const NOTIFIED = -1;
+/** Pending.code of the fd-holder's EPERM answers while no daemon ran. */
+const NOTIFIED_BY_HOLDER = -2;
 
 interface Pending {
   fenceId: string;
@@ -49,7 +56,7 @@ interface Pending {
 /** The audit action of a seccomp action; null for those that decide nothing (notify, trace, allow). */
 function actionOf(code: number): { action: string; seccompAction: string } | null {
   switch (code) {
-    case NOTIFIED: return { action: 'deny', seccompAction: 'SCMP_ACT_NOTIFY' };
+    case NOTIFIED: case NOTIFIED_BY_HOLDER: return { action: 'deny', seccompAction: 'SCMP_ACT_NOTIFY' };
     case SECCOMP_RET.ERRNO: return { action: 'deny', seccompAction: 'SCMP_ACT_ERRNO' };
     case SECCOMP_RET.LOG: return { action: 'audit', seccompAction: 'SCMP_ACT_LOG' };
     case SECCOMP_RET.KILL_PROCESS: return { action: 'kill', seccompAction: 'SCMP_ACT_KILL_PROCESS' };
@@ -123,12 +130,18 @@ export class SeccompLogRecords {
       return;
     }
     const now = this.now();
-    const key = `${d.fenceId}|${d.arch}|${d.syscall}|${NOTIFIED}`;
+    const code = d.byHolder ? NOTIFIED_BY_HOLDER : NOTIFIED;
+    const key = `${d.fenceId}|${d.arch}|${d.syscall}|${code}`;
     let p = this.pending.get(key);
     const out: AuditInput[] = [];
+    if (d.byHolder) {
+      // Counts of a time the daemon did not see: one record with the whole count, at once.
+      this.sink.write([this.record({ fenceId: d.fenceId, arch: d.arch, syscall: d.syscall, code, count: d.count, firstMs: d.firstMs, lastMs: d.lastMs, pid: 0, uid: null, comm: '', exe: '', writtenAt: 0 }, now)]);
+      return;
+    }
     if (!p) {
       // The first of its kind written at once, alone; the rest of the batch is counted.
-      p = { fenceId: d.fenceId, arch: d.arch, syscall: d.syscall, code: NOTIFIED, count: 1, firstMs: d.firstMs, lastMs: d.firstMs, pid: d.pid, uid: null, comm: d.comm, exe: '', writtenAt: 0 };
+      p = { fenceId: d.fenceId, arch: d.arch, syscall: d.syscall, code, count: 1, firstMs: d.firstMs, lastMs: d.firstMs, pid: d.pid, uid: null, comm: d.comm, exe: '', writtenAt: 0 };
       this.pending.set(key, p);
       out.push(this.record(p, now));
       if (d.count === 1) {
@@ -232,13 +245,17 @@ export class SeccompLogRecords {
       pid: p.pid, comm: p.comm,
       syscall: name ?? `#${p.syscall}`, syscall_nr: p.syscall, arch: p.arch,
       seccomp_action: act.seccompAction,
-      ...(p.code === NOTIFIED ? { errno: 'EPERM' } : {}),
+      ...(p.code === NOTIFIED || p.code === NOTIFIED_BY_HOLDER ? { errno: 'EPERM' } : {}),
       rule: denied ? KEYS.seccompDeny : notAllowed ? KEYS.seccompAllow : 'container profile',
       count: p.count,
       first_ts: formatRfc3339Ns(BigInt(p.firstMs) * 1_000_000n),
       last_ts: formatRfc3339Ns(BigInt(p.lastMs) * 1_000_000n),
       exe: p.exe, uid: p.uid, mode: owner?.mode ?? null,
-      via: p.code === NOTIFIED ? 'seccomp-notify' : 'kernel seccomp log',
+      via: p.code === NOTIFIED ? 'seccomp-notify' : p.code === NOTIFIED_BY_HOLDER ? 'fd-holder' : 'kernel seccomp log',
+      // The holder's count has no caller and no span of its own (ts is the take-over's); past
+      // the kinds it names one by one, it counts the rest together.
+      ...(p.code === NOTIFIED_BY_HOLDER ? { pid: 0, comm: '', first_ts: null, last_ts: null } : {}),
+      ...(p.code === NOTIFIED_BY_HOLDER && p.syscall === -1 ? { syscall: 'several', syscall_nr: null, arch: null } : {}),
     };
     p.count = 0;
     p.writtenAt = now;
