@@ -52,6 +52,8 @@ export async function benchSandbox(daemonEnv: Record<string, string>): Promise<B
     build(path.join(projectRoot(), 'bench', 'fixtures', 'noop.c'), 'noop');
     build(path.join(projectRoot(), 'bench', 'fixtures', 'noop.c'), 'forbidden'); // same program, another file
     build(path.join(projectRoot(), 'test', 'fixtures', 'exec-mix.c'), 'exec-mix');
+    build(path.join(projectRoot(), 'bench', 'fixtures', 'deny-loop.c'), 'deny-loop');
+    build(path.join(projectRoot(), 'bench', 'fixtures', 'syscall-loop.c'), 'syscall-loop');
     const tar = path.join(tmp, 'image.tar');
     await buildOciImage({ name: IMAGE, outFile: tar, files, config: TEST_IMAGE_CONFIG });
     await importImage(p.dir, tar, SANDBOX_NAMESPACE);
@@ -69,8 +71,8 @@ export function ctr(p: SandboxPaths, args: string[]): string {
 }
 
 /** A container sleeping in the background, fenced (through cgfence-runc, ALLOW) or plain runc. */
-export function startContainer(sb: BenchSandbox, id: string, fenced: boolean): void {
-  const extra = fenced ? ['--runc-binary', sb.p.runc, '--annotation', ALLOW] : [];
+export function startContainer(sb: BenchSandbox, id: string, fenced: boolean, annotations: string[] = [ALLOW]): void {
+  const extra = fenced ? ['--runc-binary', sb.p.runc, ...annotations.flatMap((a) => ['--annotation', a])] : [];
   ctr(sb.p, ['run', '-d', ...extra, IMAGE, id, '/bin/sh', '-c', 'sleep 36000']);
   sb.started.push(id);
 }

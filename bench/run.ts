@@ -11,6 +11,7 @@ const BENCHES: Record<string, string> = {
   'start-latency': './start-latency',
   'net-fence': './net-fence',
   'seccomp-exec': './seccomp-exec',
+  'seccomp-deny': './seccomp-deny',
   'exec-load': './exec-load',
   churn: './churn',
   learn: './learn',

@@ -134,7 +134,7 @@ static bool ParseEntry(const std::string &text, const char *verb, int fd, HeldFd
   return true;
 }
 
-int FdHolderClient::Fetch(std::vector<HeldFd> *out, int *table_fd) {
+int FdHolderClient::Fetch(std::vector<HeldFd> *out, int *table_fd, std::vector<HeldDenials> *denied) {
   *table_fd = -1;
   int e = Send("GET", -1);
   if (e) return e;
@@ -148,8 +148,13 @@ int FdHolderClient::Fetch(std::vector<HeldFd> *out, int *table_fd) {
       return 0;
     }
     HeldFd h;
+    unsigned long long serial, count;
+    unsigned arch;
+    int nr;
     if (ParseEntry(text, "FD", fd, &h)) out->push_back(h);
     else if (fd >= 0) close(fd);
+    else if (denied && sscanf(text.c_str(), "DENIED %llu %u %d %llu", &serial, &arch, &nr, &count) == 4)
+      denied->push_back(HeldDenials{serial, arch, nr, count});
   }
 }
 

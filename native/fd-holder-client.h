@@ -14,6 +14,14 @@ struct HeldFd {
   int fd;
 };
 
+// Seccomp denials the holder answered EPERM while no daemon was connected (DENIED).
+struct HeldDenials {
+  uint64_t serial;
+  uint32_t arch;
+  int nr;  // -1: kinds beyond what the holder names one by one
+  uint64_t count;
+};
+
 class FdHolderClient {
  public:
   ~FdHolderClient() { Disconnect(); }
@@ -28,7 +36,7 @@ class FdHolderClient {
   int Quit();
   // Takes over: everything the holder keeps (its fds now ours too), and the shared
   // in-flight table (an fd, or -1 when the holder has none).
-  int Fetch(std::vector<HeldFd> *out, int *table_fd);
+  int Fetch(std::vector<HeldFd> *out, int *table_fd, std::vector<HeldDenials> *denied = nullptr);
   // One fd runc has delivered since ("NEW"), without waiting: 0, EAGAIN when there is
   // none, or why the holder is gone.
   int ReceiveNew(HeldFd *out);

@@ -27,7 +27,8 @@
 namespace cgfence {
 
 struct SeccompNotify::Event {
-  enum Kind { kDeny, kNeed, kHolderLost, kHolderConnected } kind;
+  // kSeccompReady: denials wait in sdeny_ (counted); the JS side of the delivery takes them.
+  enum Kind { kDeny, kNeed, kHolderLost, kHolderConnected, kSeccompReady } kind;
   std::string key;
   uint32_t pid = 0;
   ExecCall call = ExecCall::kExecve;
@@ -122,6 +123,7 @@ Napi::Function SeccompNotify::Init(Napi::Env env) {
                          InstanceMethod("connectHolder", &SeccompNotify::ConnectHolder),
                          InstanceMethod("stats", &SeccompNotify::Stats),
                          InstanceMethod("refused", &SeccompNotify::Refused),
+                         InstanceMethod("takeSeccompDenials", &SeccompNotify::TakeSeccompDenials),
                          InstanceMethod("close", &SeccompNotify::Close),
                          InstanceMethod("ref", &SeccompNotify::Ref),
                          InstanceMethod("unref", &SeccompNotify::Unref),
@@ -190,8 +192,9 @@ void SeccompNotify::BuildSyscallTable() {
 // a new holder (the old one died) is given copies of what we have. 0 or an errno.
 int SeccompNotify::TakeOver() {
   std::vector<HeldFd> held;
+  std::vector<HeldDenials> denied;
   int table_fd = -1;
-  int e = holder_.Fetch(&held, &table_fd);
+  int e = holder_.Fetch(&held, &table_fd, &denied);
   if (e) {
     for (const HeldFd &h : held) close(h.fd);
     return e;
@@ -215,6 +218,30 @@ int SeccompNotify::TakeOver() {
   }
   for (const auto &[fd, nf] : fds_)
     if (!theirs.count(nf.serial)) holder_.Put(nf.serial, nf.pid, nf.key, fd);
+  // What the holder answered while no daemon was connected: counted for the records.
+  if (!denied.empty()) {
+    std::unordered_map<uint64_t, std::string> keys;
+    for (const HeldFd &h : held) keys[h.serial] = h.key;
+    const uint64_t now = MonoNs();
+    {
+      std::lock_guard<std::mutex> lock(sdeny_->mu);
+      for (const HeldDenials &d : denied) {
+        auto k = keys.find(d.serial);
+        if (k == keys.end() || d.count == 0) continue;
+        std::vector<SeccompDenial> &v = sdeny_->by_key[k->second];
+        SeccompDenial *x = nullptr;
+        for (SeccompDenial &y : v)
+          if (y.by_holder && y.arch == d.arch && y.nr == d.nr) x = &y;
+        if (!x) {
+          v.push_back(SeccompDenial{d.arch, d.nr, 0, 0, "", now, now, true});
+          x = &v.back();
+        }
+        x->count += d.count;
+      }
+      sdeny_->scheduled = true;
+    }
+    EmitShared(new Event{Event::kSeccompReady, "", 0, ExecCall::kExecve, "", 0, 0, 0, "", now, "", 0});
+  }
   if (!holder_.connected()) return ECONNRESET;
   holder_connected_ = true;
   epoll_event ev{};
@@ -300,6 +327,40 @@ Napi::Value SeccompNotify::Refused(const Napi::CallbackInfo &info) {
   return Napi::Number::New(env, it == refused_.end() ? 0 : static_cast<double>(it->second));
 }
 
+// Everything counted since the last take, as [{ key, arch, nr, count, pid, comm,
+// firstMonoNs, lastMonoNs }]; the counts start again from 0. JS thread only.
+Napi::Array SeccompNotify::SeccompDenialsToJs(Napi::Env env, SeccompDenialCounts &counts) {
+  std::unordered_map<std::string, std::vector<SeccompDenial>> taken;
+  {
+    std::lock_guard<std::mutex> lock(counts.mu);
+    taken.swap(counts.by_key);
+    counts.scheduled = false;
+  }
+  Napi::Array arr = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (const auto &[key, v] : taken) {
+    for (const SeccompDenial &d : v) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("kind", "seccomp");
+      o.Set("key", key);
+      o.Set("arch", Napi::Number::New(env, d.arch));
+      o.Set("nr", Napi::Number::New(env, d.nr));
+      o.Set("count", Napi::Number::New(env, static_cast<double>(d.count)));
+      o.Set("pid", Napi::Number::New(env, d.pid));
+      o.Set("comm", d.comm);
+      o.Set("firstMonoNs", Napi::BigInt::New(env, d.first_ns));
+      o.Set("tsMonoNs", Napi::BigInt::New(env, d.last_ns));
+      o.Set("byHolder", Napi::Boolean::New(env, d.by_holder));
+      arr.Set(i++, o);
+    }
+  }
+  return arr;
+}
+
+// takeSeccompDenials(): what the fd threads counted and JS has not had yet (a container's
+// detach takes its last counts this way, before its detach record).
+Napi::Value SeccompNotify::TakeSeccompDenials(const Napi::CallbackInfo &info) { return SeccompDenialsToJs(info.Env(), *sdeny_); }
+
 Napi::Value SeccompNotify::Stats(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
@@ -309,11 +370,11 @@ Napi::Value SeccompNotify::Stats(const Napi::CallbackInfo &info) {
   n("denied", n_denied_);
   n("unresolved", n_unresolved_);
   n("gone", n_gone_);
-  n("unknownSyscall", n_unknown_syscall_);
   n("fdsReceived", n_fds_received_);
   n("fdsAdopted", n_fds_adopted_);
   n("fdsClosed", n_fds_closed_);
   n("rejected", n_rejected_);
+  n("seccompDenied", n_seccomp_denied_);
   n("eventsDropped", n_events_dropped_);
   n("cacheHits", n_cache_hits_);
   n("syncWakeUp", n_sync_wakeup_);
@@ -659,20 +720,24 @@ void SeccompNotify::Handle(Worker *w, void *req_buf, void *resp_buf) {
     tprev = now;
   };
   n_notifications_++;
-  if (table_) {
-    // Serial first: if we die between the two stores, the holder probes from an older id of
-    // this same fd, which still covers this one.
-    fdh_slot &slot = table_[w->serial % FDH_SLOTS];
-    __atomic_store_n(&slot.serial, w->serial, __ATOMIC_RELEASE);
-    __atomic_store_n(&slot.id, req->id, __ATOMIC_RELEASE);
-  }
-  stage(kStTable);
-  const int fd = w->fd;
-  auto still_valid = [&]() { return ioctl(fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &req->id) == 0; };
-
   const Syscall *sc = nullptr;
   for (const Syscall &s : syscalls_)
     if (s.arch == req->data.arch && s.nr == req->data.nr) sc = &s;
+  if (table_) {
+    // Serial first: if we die between the two stores, the holder probes from an older id of
+    // this same fd, which still covers this one. FDH_SLOT_DENY tells the holder this one is
+    // a seccomp denial (EPERM), not an exec (CONTINUE): protocol.h.
+    fdh_slot &slot = table_[w->serial % FDH_SLOTS];
+    __atomic_store_n(&slot.serial, w->serial | (sc ? 0 : FDH_SLOT_DENY), __ATOMIC_RELEASE);
+    __atomic_store_n(&slot.id, req->id, __ATOMIC_RELEASE);
+  }
+  stage(kStTable);
+  if (!sc) {
+    HandleSeccompDeny(w, req_buf, resp_buf);
+    return;
+  }
+  const int fd = w->fd;
+  auto still_valid = [&]() { return ioctl(fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &req->id) == 0; };
 
   Container &ct = *w->ct;
   int deny_errno;
@@ -686,9 +751,7 @@ void SeccompNotify::Handle(Worker *w, void *req_buf, void *resp_buf) {
   AllowStamp want{};
   bool have_entry = false;
   uint32_t reason = 0;
-  if (!sc) {
-    n_unknown_syscall_++;  // the filter only notifies exec syscalls; anything else runs as if unfiltered
-  } else if (deny_errno == 0) {
+  if (deny_errno == 0) {
     // A pass-through container (TS found no allow set for it): the kernel fence decides.
   } else {
     ExecRequest er{sc->call, req->pid, {}, sc->compat};
@@ -791,6 +854,44 @@ void SeccompNotify::Handle(Worker *w, void *req_buf, void *resp_buf) {
   EmitShared(ev);
 }
 
+// A syscall the filter notifies that is not an exec is one cgfence's seccomp rules deny: the
+// profile (seccomp-profile.ts) sends nothing else here. Answered EPERM on this thread, at
+// once, with no JavaScript before the answer: a container looping on a denied syscall must
+// neither wait on the JS event loop nor stall it (nor, through it, other containers' execs
+// and the audit log). The denial is counted per (container, arch, syscall); JS takes the
+// counts in batches ('seccomp' events) and at the container's detach.
+void SeccompNotify::HandleSeccompDeny(Worker *w, void *req_buf, void *resp_buf) {
+  auto *req = static_cast<seccomp_notif *>(req_buf);
+  auto *resp = static_cast<seccomp_notif_resp *>(resp_buf);
+  memset(resp, 0, resp_size_);
+  resp->id = req->id;
+  resp->error = -EPERM;
+  if (ioctl(w->fd, SECCOMP_IOCTL_NOTIF_SEND, resp) < 0) {
+    if (errno == ENOENT) n_gone_++;  // the caller was killed meanwhile: nothing was denied
+    return;
+  }
+  n_seccomp_denied_++;
+  const uint64_t now = MonoNs();
+  bool schedule = false;
+  {
+    std::lock_guard<std::mutex> lock(sdeny_->mu);
+    std::vector<SeccompDenial> &v = sdeny_->by_key[w->key];
+    SeccompDenial *d = nullptr;
+    for (SeccompDenial &x : v)
+      if (!x.by_holder && x.arch == req->data.arch && x.nr == req->data.nr) d = &x;
+    if (!d) {
+      // The first of its kind in this batch: its comm, read once (the batch's record names it).
+      v.push_back(SeccompDenial{req->data.arch, req->data.nr, 0, req->pid, ReadComm(req->pid), now, now, false});
+      d = &v.back();
+    }
+    d->count++;
+    d->pid = req->pid;
+    d->last_ns = now;
+    if (!sdeny_->scheduled) schedule = sdeny_->scheduled = true;
+  }
+  if (schedule) EmitShared(new Event{Event::kSeccompReady, "", 0, ExecCall::kExecve, "", 0, 0, 0, "", now, "", 0});
+}
+
 // Straight to JavaScript (the thread-safe function is), not through the control thread: a
 // denial reaches the audit log, and the container's refused count, before the caller can
 // act on its EACCES, as it did when one thread did everything.
@@ -813,10 +914,17 @@ void SeccompNotify::Flush() {
 }
 
 void SeccompNotify::Deliver(std::vector<Event *> *b) {
-  napi_status st = tsfn_.NonBlockingCall(b, [](Napi::Env env, Napi::Function cb, std::vector<Event *> *events) {
-    Napi::Array arr = Napi::Array::New(env, events->size());
+  napi_status st = tsfn_.NonBlockingCall(b, [counts = sdeny_](Napi::Env env, Napi::Function cb, std::vector<Event *> *events) {
+    Napi::Array arr = Napi::Array::New(env);
     uint32_t i = 0;
     for (Event *e : *events) {
+      if (e->kind == Event::kSeccompReady) {
+        // The counts as they are now (more may have come since the event was queued).
+        Napi::Array d = SeccompDenialsToJs(env, *counts);
+        for (uint32_t j = 0; j < d.Length(); j++) arr.Set(i++, d.Get(j));
+        delete e;
+        continue;
+      }
       Napi::Object o = Napi::Object::New(env);
       static const char *kinds[] = {"deny", "need", "holder-lost", "holder-connected"};
       o.Set("kind", kinds[e->kind]);
@@ -852,6 +960,12 @@ void SeccompNotify::Deliver(std::vector<Event *> *b) {
     cb.Call({arr});
   });
   if (st != napi_ok) {
+    // A lost kSeccompReady leaves its counts in sdeny_ for the next take: let one be sent.
+    for (Event *e : *b)
+      if (e->kind == Event::kSeccompReady) {
+        std::lock_guard<std::mutex> lock(sdeny_->mu);
+        sdeny_->scheduled = false;
+      }
     n_events_dropped_ += b->size();
     for (Event *e : *b) delete e;
     delete b;

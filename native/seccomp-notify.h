@@ -7,6 +7,11 @@
 // CONTINUE otherwise. No JavaScript on that path: allow sets are pushed in by TS (set /
 // replace / remove per container), and denials go out to TS in batches for the audit log.
 //
+// Every other syscall that reaches the loop is a cgfence seccomp denial (seccomp-deny, or a
+// name seccomp-allow leaves out: the profile routes only those and the exec syscalls here,
+// seccomp-profile.ts): it is answered EPERM at once by the fd's thread and counted per
+// (container, arch, syscall) for TS to take (takeSeccompDenials, or a 'seccomp' batch).
+//
 // One control thread (epoll) owns everything else: commands from JS, the fd-holder's socket,
 // the fds parked until their container's allow set arrives, starting and stopping the
 // per-fd threads.
@@ -93,6 +98,7 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   Napi::Value ConnectHolder(const Napi::CallbackInfo &info);
   Napi::Value Stats(const Napi::CallbackInfo &info);
   Napi::Value Refused(const Napi::CallbackInfo &info);
+  Napi::Value TakeSeccompDenials(const Napi::CallbackInfo &info);
   Napi::Value Close(const Napi::CallbackInfo &info);
   Napi::Value Ref(const Napi::CallbackInfo &info);
   Napi::Value Unref(const Napi::CallbackInfo &info);
@@ -110,6 +116,7 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   static void *WorkerMain(void *arg);
   void Serve(Worker *w);
   void Handle(Worker *w, void *req_buf, void *resp_buf);
+  void HandleSeccompDeny(Worker *w, void *req_buf, void *resp_buf);
   void Emit(Event *e);        // control thread
   void EmitShared(Event *e);  // fd threads
   void Deliver(std::vector<Event *> *batch);  // any thread: hands a batch to JS
@@ -141,6 +148,28 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   std::mutex refused_mu_;
   std::unordered_map<std::string, uint64_t> refused_;  // guarded by refused_mu_
 
+  // Seccomp denials answered (EPERM) and not yet taken by JS, per container key, then per
+  // (arch, nr). Counted here rather than sent one event per call: a container looping on a
+  // denied syscall costs a counter increment per call and one JS call per batch, and the
+  // memory stays bounded by the kinds, not the calls. scheduled: a batch is on its way.
+  // Shared with the queued JS calls, which may run after this object is gone.
+  struct SeccompDenial {
+    uint32_t arch;
+    int nr;
+    uint64_t count;
+    uint32_t pid;
+    std::string comm;
+    uint64_t first_ns, last_ns;
+    bool by_holder;  // answered by the fd-holder while no daemon was connected (counts only)
+  };
+  struct SeccompDenialCounts {
+    std::mutex mu;
+    std::unordered_map<std::string, std::vector<SeccompDenial>> by_key;  // guarded by mu
+    bool scheduled = false;                                               // guarded by mu
+  };
+  static Napi::Array SeccompDenialsToJs(Napi::Env env, SeccompDenialCounts &counts);
+  std::shared_ptr<SeccompDenialCounts> sdeny_ = std::make_shared<SeccompDenialCounts>();
+
   Napi::ThreadSafeFunction tsfn_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
@@ -148,8 +177,8 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   std::atomic<bool> closed_{false};
 
   std::atomic<uint64_t> n_notifications_{0}, n_continued_{0}, n_denied_{0}, n_unresolved_{0}, n_gone_{0},
-      n_unknown_syscall_{0}, n_fds_received_{0}, n_fds_adopted_{0}, n_fds_closed_{0}, n_events_dropped_{0},
-      n_rejected_{0};
+      n_fds_received_{0}, n_fds_adopted_{0}, n_fds_closed_{0}, n_events_dropped_{0},
+      n_rejected_{0}, n_seccomp_denied_{0};
   std::atomic<uint64_t> n_cache_hits_{0}, n_sync_wakeup_{0}, n_thread_failures_{0};
   std::atomic<int64_t> n_open_fds_{0}, n_threads_{0};
   // The profile of a decision (receive returned .. answer sent), cumulative ns per stage,

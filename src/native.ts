@@ -40,12 +40,23 @@ export type NotifyEvent =
     /** The exact bytes of path and comm (names need not be UTF-8). */
     pathBytes?: Buffer; commBytes?: Buffer;
   }
+  /**
+   * Seccomp denials the loop answered EPERM (a cgfence seccomp-deny name, or one seccomp-allow
+   * leaves out), counted per container, audit arch and syscall number since the last take.
+   */
+  | {
+    kind: 'seccomp'; key: string; arch: number; nr: number; count: number; pid: number; comm: string; firstMonoNs: bigint; tsMonoNs: bigint;
+    /** Answered by the fd-holder while no daemon was connected: a count only (no pid, comm or times of its own); nr -1: kinds it did not name. */
+    byHolder: boolean;
+  }
   /** A notify fd arrived for a container with no allow set yet: until one is set, its execs wait. */
   | { kind: 'need'; key: string; tsMonoNs: bigint; pid: number }
   | { kind: 'holder-lost' | 'holder-connected'; key: string; tsMonoNs: bigint; detail: string; count: number };
 
 export interface NotifyStats {
-  notifications: number; continued: number; denied: number; unresolved: number; gone: number; unknownSyscall: number;
+  notifications: number; continued: number; denied: number; unresolved: number; gone: number;
+  /** Seccomp denials answered EPERM by the loop (not execs). */
+  seccompDenied: number;
   fdsReceived: number; fdsAdopted: number; fdsClosed: number; rejected: number; eventsDropped: number;
   openFds: number; holderConnected: boolean;
   /** Allowed verdicts answered from the per-container path cache; listeners with sync wake-up set; fd threads. */
@@ -71,6 +82,8 @@ export interface SeccompNotify {
   stats(): NotifyStats;
   /** Execs of the container answered with its errno so far (counted as they are answered). */
   refused(key: string): number;
+  /** The seccomp denials counted since the last take (of every container); counts restart from 0. */
+  takeSeccompDenials(): Array<Extract<NotifyEvent, { kind: 'seccomp' }>>;
   /** With release, the fd-holder lets go of every fd and exits. */
   close(opts?: { release?: boolean }): void;
   ref(): void;

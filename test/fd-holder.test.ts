@@ -45,16 +45,22 @@ describe('cgfence-fd-holder', () => {
     expect(holderPid()).toBe(pid);
   });
 
-  it('answers a notification its daemon received and died holding', async () => {
-    const fixture = buildFixture('notify-inflight', dir);
-    const done = path.join(dir, 'done');
-    const r = spawnSync(fixture, [control, agent, done], { encoding: 'utf8', timeout: 30_000 });
-    expect(r.status, r.stderr).toBe(0);
-    const child = Number(r.stdout.trim());
-    expect(child).toBeGreaterThan(0);
-    await waitFor('the received, unanswered getppid to return', () => fs.existsSync(done), 20_000);
-    expect(fs.readFileSync(done, 'utf8')).toBe('done\n');
-  });
+  // The holder tells an exec (let on to the exec fence) from a seccomp denial (EPERM) by the
+  // daemon's in-flight table, and, for one it receives itself, by the syscall number
+  // (getppid is not an exec: a denial, never CONTINUE).
+  for (const [kind, answer] of [['exec', 'ran'], ['deny', 'EPERM'], ['unreceived', 'EPERM']] as const) {
+    it(`answers a notification its daemon died holding (${kind}): ${answer}`, async () => {
+      const fixture = buildFixture('notify-inflight', dir);
+      startFdHolder(control, agent); // the last case's holder may have gone idle and exited
+      const done = path.join(dir, `done-${kind}`);
+      const r = spawnSync(fixture, [control, agent, done, kind], { encoding: 'utf8', timeout: 30_000 });
+      expect(r.status, r.stderr).toBe(0);
+      const child = Number(r.stdout.trim());
+      expect(child).toBeGreaterThan(0);
+      await waitFor('the unanswered getppid to return', () => fs.existsSync(done) && fs.readFileSync(done, 'utf8').length > 0, 20_000);
+      expect(fs.readFileSync(done, 'utf8')).toBe(`done ${answer}\n`);
+    });
+  }
 
   it('exits once it holds nothing and nobody is connected', async () => {
     // The fixture's child has exited, so its filter is gone (POLLHUP) and so is the fixture.

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SeccompBackend } from '../src/fence/seccomp/seccomp-backend';
 import {
-  OciSeccomp, RUNC_INIT_SYSCALLS, libseccompArch, nativeArchitectures, withAllowedOnly, withDenied, withExecNotify,
+  OciSeccomp, RUNC_INIT_SYSCALLS, denyRouteRefusal, libseccompArch, nativeArchitectures, withAllowedOnly, withDenied, withExecNotify,
 } from '../src/fence/seccomp/seccomp-profile';
 import { native } from '../src/native';
 import { emptyPolicy } from '../src/policy/policy';
@@ -149,5 +149,60 @@ describe('names checked for the container architecture', () => {
     } finally {
       fs.rmSync(bundle, { recursive: true, force: true });
     }
+  });
+});
+
+describe('enforce-mode denials routed to the notify listener', () => {
+  const L = { path: '/run/cgfence/seccomp-agent.sock', metadata: 'default/c1' };
+
+  it('seccomp-deny: notifies the denied names, keeps exec syscalls and runc\'s own calls SCMP_ACT_ERRNO', () => {
+    const p = withDenied(undefined, ['mkdir', 'execveat', 'close', 'write', 'mkdirat'], 'errno', L);
+    expect(actionsOf(p, 'mkdir')).toEqual(['SCMP_ACT_NOTIFY']);
+    expect(actionsOf(p, 'mkdirat')).toEqual(['SCMP_ACT_NOTIFY']);
+    // A notified exec would be let on by the loop and the fd-holder; runc's init would wait on
+    // an agent that has no fd yet; runc refuses NOTIFY for write.
+    for (const n of ['execveat', 'close', 'write']) expect(actionsOf(p, n)).toEqual(['SCMP_ACT_ERRNO']);
+    expect(p).toMatchObject({ listenerPath: L.path, listenerMetadata: L.metadata });
+  });
+
+  it('seccomp-deny of execve over the exec route: the exec is never notified (EPERM, never CONTINUE)', () => {
+    const routed = withExecNotify(undefined, L.path, L.metadata).profile;
+    const p = withDenied(routed, ['execve', 'mkdir'], 'errno', L);
+    expect(actionsOf(p, 'execve')).toEqual(['SCMP_ACT_ERRNO']);
+    expect(actionsOf(p, 'execveat')).toEqual(['SCMP_ACT_NOTIFY']);
+    expect(actionsOf(p, 'mkdir')).toEqual(['SCMP_ACT_NOTIFY']);
+  });
+
+  it('without a listener (or with audit) nothing is notified and no listener is set', () => {
+    expect(withDenied(undefined, ['mkdir'], 'errno').listenerPath).toBeUndefined();
+    const a = withDenied(undefined, ['mkdir'], 'log', L);
+    expect(actionsOf(a, 'mkdir')).toEqual(['SCMP_ACT_LOG']);
+    expect(a.listenerPath).toBeUndefined();
+  });
+
+  it('seccomp-allow: every other known name is notified (runc refuses NOTIFY as the default), the default stays EPERM, execveat stays SCMP_ACT_ERRNO', () => {
+    const routed = withExecNotify(undefined, L.path, L.metadata).profile;
+    const p = withAllowedOnly(routed, ['mkdir'], 'errno', { listener: L, allNames: ['mkdir', 'uname', 'execveat', 'close', 'reboot'] });
+    expect(p.defaultAction).toBe('SCMP_ACT_ERRNO');
+    expect(actionsOf(p, 'uname')).toEqual(['SCMP_ACT_NOTIFY']);
+    expect(actionsOf(p, 'reboot')).toEqual(['SCMP_ACT_NOTIFY']);
+    expect(actionsOf(p, 'execveat')).toEqual(['SCMP_ACT_ERRNO']);
+    expect(actionsOf(p, 'execve')).toEqual(['SCMP_ACT_NOTIFY']); // the exec route, kept (runc starts the entrypoint with it)
+    expect(actionsOf(p, 'mkdir')).toEqual(['SCMP_ACT_ALLOW']);
+    expect(actionsOf(p, 'close')).toEqual(['SCMP_ACT_ALLOW']);
+  });
+
+  it('seccomp-allow over a deny-by-default profile: what it allowed and we leave out is notified, the rest stays its own', () => {
+    const p = withAllowedOnly(dockerLike(), ['read'], 'errno', { listener: L, allNames: ['mkdir', 'uname'] });
+    expect(actionsOf(p, 'mkdir')).toEqual(['SCMP_ACT_NOTIFY']);
+    expect(actionsOf(p, 'uname')).toEqual([]); // the profile's default (EPERM), not ours: not notified
+    expect(actionsOf(p, 'reboot')).toEqual(['SCMP_ACT_KILL']);
+    expect(actionsOf(p, 'execveat')).toEqual(['SCMP_ACT_ERRNO']);
+  });
+
+  it('a profile that sends its notifications elsewhere is not routed', () => {
+    expect(denyRouteRefusal({ defaultAction: 'SCMP_ACT_ALLOW', listenerPath: '/other.sock' }, L.path)).toContain('/other.sock');
+    expect(denyRouteRefusal({ defaultAction: 'SCMP_ACT_ALLOW', listenerPath: L.path }, L.path)).toBeNull();
+    expect(denyRouteRefusal(undefined, L.path)).toBeNull();
   });
 });

@@ -65,7 +65,9 @@ describe('cgfence.io/seccomp-deny', () => {
       expect(sc.defaultAction).toBe('SCMP_ACT_ERRNO');
       expect(sc.syscalls.length).toBeGreaterThan(3);
       const mk = sc.syscalls.filter((r: { names: string[] }) => r.names.includes('mkdir'));
-      expect(mk).toEqual([{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO', errnoRet: 1 }]);
+      // Routed to the daemon's notify loop, which answers EPERM and records it.
+      expect(mk).toEqual([{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_NOTIFY' }]);
+      expect(sc.listenerMetadata).toBe(`default/${id}`);
       const ex = ctr(p, ['task', 'exec', '--exec-id', 'x1', id, '/bin/sh', '-c', 'mkdir /tmp/d; echo mkdir=$?; echo ok']);
       expect(ex.stdout).toContain('mkdir=1');
       expect(ex.stdout).toContain('ok');

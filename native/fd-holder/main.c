@@ -7,11 +7,13 @@
  * holder of a notify fd closes it, so the fds must outlive a crashed or upgraded daemon.
  *
  * It decides nothing. While a daemon is connected (it sent GET), it only holds and forwards:
- * the daemon answers every notification. While none is, it answers each one CONTINUE: the
+ * the daemon answers every notification. While none is, it answers an exec CONTINUE: the
  * exec then goes on to the kernel exec fence, which kills a forbidden program before its
  * first instruction, as it does on a node without the notify path. So a daemon restart
  * never blocks a container's execs; it only turns its EACCES answers into kills until the
- * next daemon takes over (GET).
+ * next daemon takes over (GET). Any other notified syscall is one of cgfence's seccomp
+ * denials and gets EPERM, as the daemon would answer it, and is counted for the next daemon
+ * to record (DENIED, protocol.h).
  *
  * Started by the daemon; returns once it listens (or at once when a holder already answers
  * on CONTROL). It exits when it holds nothing and nobody is connected, when told to (QUIT),
@@ -24,6 +26,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/audit.h>
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <signal.h>
@@ -43,11 +46,20 @@
 #define MAX_CONNS 64
 #define STARTUP_GRACE_MS 60000
 
+struct deny_count {
+	uint32_t arch;
+	int nr;
+	unsigned long long count;
+};
+
 struct held {
 	unsigned long long serial;
 	int pid;
 	int fd;
 	char key[FDH_MAX_KEY + 1];
+	/* Denials answered while no daemon was connected, for the next one to record. */
+	struct deny_count denied[FDH_MAX_KINDS];
+	int ndenied;
 };
 
 struct conn {
@@ -192,26 +204,84 @@ static struct held *put(unsigned long long serial, int pid, const char *key, int
 	h->serial = serial;
 	h->pid = pid;
 	h->fd = fd;
+	h->ndenied = 0;
+	memset(h->denied, 0, sizeof(h->denied));
 	snprintf(h->key, sizeof(h->key), "%s", key);
 	if (serial >= next_serial)
 		next_serial = serial + 1;
 	return h;
 }
 
-/* No daemon: let the exec go on to the kernel exec fence, which judges what really runs. */
-static void answer_continue(int fd)
+/*
+ * The exec syscalls, the only ones the profile routes here to be let on (seccomp-profile.ts):
+ * every other notified syscall is one cgfence's seccomp rules deny. By the audit arch and
+ * number the kernel reports (x32 is AUDIT_ARCH_X86_64 with __X32_SYSCALL_BIT in nr).
+ */
+static const struct {
+	uint32_t arch;
+	int nr;
+} exec_syscalls[] = {
+	{ AUDIT_ARCH_X86_64, 59 },  { AUDIT_ARCH_X86_64, 322 },              /* execve, execveat */
+	{ AUDIT_ARCH_X86_64, 0x40000000 | 520 }, { AUDIT_ARCH_X86_64, 0x40000000 | 545 }, /* x32 */
+	{ AUDIT_ARCH_I386, 11 },    { AUDIT_ARCH_I386, 358 },
+	{ AUDIT_ARCH_AARCH64, 221 }, { AUDIT_ARCH_AARCH64, 281 },
+	{ AUDIT_ARCH_ARM, 11 },     { AUDIT_ARCH_ARM, 387 },
+};
+
+static int is_exec(uint32_t arch, int nr)
 {
+	for (size_t i = 0; i < sizeof(exec_syscalls) / sizeof(exec_syscalls[0]); i++)
+		if (exec_syscalls[i].arch == arch && exec_syscalls[i].nr == nr)
+			return 1;
+	return 0;
+}
+
+/*
+ * No daemon. An exec goes on (CONTINUE) to the kernel exec fence, which judges what really
+ * runs. Anything else is a cgfence seccomp denial and fails with EPERM, as the daemon would
+ * answer it: fail closed, never CONTINUE (that would run the denied syscall).
+ */
+static void count_denial(struct held *h, uint32_t arch, int nr)
+{
+	for (int i = 0; i < h->ndenied; i++)
+		if (h->denied[i].arch == arch && h->denied[i].nr == nr) {
+			h->denied[i].count++;
+			return;
+		}
+	if (h->ndenied == FDH_MAX_KINDS - 1) {
+		/* The last slot takes every further kind: counted, not named. */
+		arch = 0;
+		nr = -1;
+		if (h->denied[FDH_MAX_KINDS - 1].count == 0)
+			h->denied[FDH_MAX_KINDS - 1] = (struct deny_count){ 0, -1, 0 };
+		h->denied[FDH_MAX_KINDS - 1].count++;
+		return;
+	}
+	h->denied[h->ndenied++] = (struct deny_count){ arch, nr, 1 };
+}
+
+static void answer_unattended(struct held *h)
+{
+	int fd = h->fd;
 	uint8_t req[512], resp[512];
 	if (sizes.seccomp_notif > sizeof(req) || sizes.seccomp_notif_resp > sizeof(resp))
 		return;
 	memset(req, 0, sizeof(req));
 	if (ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, req) < 0)
 		return; /* ENOENT: the caller went away meanwhile */
+	const struct seccomp_notif *n = (const struct seccomp_notif *)req;
 	memset(resp, 0, sizeof(resp));
 	struct seccomp_notif_resp *r = (struct seccomp_notif_resp *)resp;
-	r->id = ((struct seccomp_notif *)req)->id;
-	r->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-	if (ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, resp) < 0) { /* gone too: nothing to answer */ }
+	r->id = n->id;
+	const int exec = is_exec(n->data.arch, n->data.nr);
+	if (exec)
+		r->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+	else
+		r->error = -EPERM;
+	if (ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, resp) < 0)
+		return; /* gone too: nothing was answered */
+	if (!exec)
+		count_denial(h, n->data.arch, n->data.nr); /* for the next daemon's records (GET) */
 }
 
 /* The daemon died between receiving notifications and answering them: answer them. */
@@ -221,7 +291,7 @@ static void rescue_in_flight(void)
 		return;
 	for (size_t i = 0; i < nheld; i++) {
 		struct fdh_slot *slot = &table[held[i].serial % FDH_SLOTS];
-		if (slot->serial != held[i].serial)
+		if ((slot->serial & ~FDH_SLOT_DENY) != held[i].serial)
 			continue;
 		uint8_t resp[512];
 		if (sizes.seccomp_notif_resp > sizeof(resp))
@@ -233,7 +303,12 @@ static void rescue_in_flight(void)
 			memset(resp, 0, sizeof(resp));
 			struct seccomp_notif_resp *r = (struct seccomp_notif_resp *)resp;
 			r->id = id;
-			r->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+			/* The slot's own id is of the kind it says. One received after the slot's last
+			 * write is of no known kind: EPERM, since CONTINUE would run a denied syscall. */
+			if (id == slot->id && !(slot->serial & FDH_SLOT_DENY))
+				r->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+			else
+				r->error = -EPERM;
 			if (ioctl(held[i].fd, SECCOMP_IOCTL_NOTIF_SEND, resp)) { /* answered meanwhile */ }
 		}
 	}
@@ -355,6 +430,15 @@ static int serve(int sock)
 			snprintf(line, sizeof(line), "FD %llu %d %s", held[i].serial, held[i].pid, held[i].key);
 			if (send_fd_msg(sock, line, held[i].fd))
 				return -1;
+			/* A daemon of before these messages ignores them (no fd, not FD/END). */
+			for (int k = 0; k < held[i].ndenied || (k == FDH_MAX_KINDS - 1 && held[i].denied[k].count); k++) {
+				struct deny_count *d = &held[i].denied[k];
+				snprintf(line, sizeof(line), "DENIED %llu %u %d %llu", held[i].serial, d->arch, d->nr, d->count);
+				if (send_fd_msg(sock, line, -1))
+					return -1;
+			}
+			held[i].ndenied = 0;
+			held[i].denied[FDH_MAX_KINDS - 1].count = 0;
 		}
 		snprintf(line, sizeof(line), "END %zu", nheld);
 		if (send_fd_msg(sock, line, table_fd))
@@ -409,7 +493,7 @@ static int run(int control, int agent)
 		for (size_t i = nh; i-- > 0;) {
 			short re = p[base + i].revents;
 			if (re & POLLIN)
-				answer_continue(held[i].fd);
+				answer_unattended(&held[i]);
 			else if (re & (POLLHUP | POLLERR | POLLNVAL))
 				drop_at(i);
 		}

@@ -12,6 +12,12 @@
  *                      "END <count>"               + fd   the in-flight table (below), and
  *                                                         from now on, as runc delivers:
  *                      "NEW <serial> <pid> <key>"  + fd
+ *                      "DENIED <serial> <arch> <nr> <count>"  after an FD: seccomp denials
+ *                                                         the holder answered EPERM while no
+ *                                                         daemon was connected, per kind
+ *                                                         (audit arch, syscall nr; nr -1:
+ *                                                         kinds beyond FDH_MAX_KINDS); the
+ *                                                         holder forgets them once sent
  *   daemon -> holder   "DROP <serial>"                    close it (its container is gone)
  *                      "PUT <serial> <pid> <key>"  + fd   keep this one (re-seeding a new holder)
  *                      "QUIT"                             close everything and exit
@@ -36,6 +42,12 @@
 #define FDH_MAX_KEY 1024
 #define FDH_SLOTS 4096
 #define FDH_PROBE 256
+#define FDH_MAX_KINDS 16
+
+/* Set in a slot's serial when the notification is a seccomp denial (any syscall but
+ * execve/execveat: seccomp-profile.ts routes only those and cgfence's denied names to the
+ * holder's socket): the holder answers it EPERM, never CONTINUE. */
+#define FDH_SLOT_DENY (1ULL << 63)
 
 struct fdh_slot {
 	uint64_t serial; /* written first: a torn write leaves an older id of the same fd */

@@ -10,6 +10,7 @@ import { LearnBackend } from '../fence/learn/learn-backend';
 import { NetworkBackend } from '../fence/network/network-backend';
 import { NetworkControl } from '../fence/network/network-control';
 import { SeccompBackend } from '../fence/seccomp/seccomp-backend';
+import { openDenyNotifier } from '../fence/seccomp/deny-notifier';
 import { ExecNotifyBackend } from '../fence/exec/exec-notify-backend';
 import { Policy } from '../policy/policy';
 import { ExecLsmBackend, LSM_HOOK } from '../fence/exec/exec-lsm-backend';
@@ -72,9 +73,12 @@ export function createBackends(cfg: DaemonConfig, deps: BackendDeps): Backends {
     sink,
   });
   learnEvents = learn;
-  const seccomp = new SeccompBackend({ sink, log: deps.log });
   // BPF LSM refuses inside the kernel with EACCES: no notify loop, no fd-holder, nothing routed.
   const execControl = lsm ? new ExecLsmBackend(exec, lsm) : execWithNotify(cfg, exec, deps);
+  // Enforce-mode seccomp denials are answered and recorded by the exec control's notify loop.
+  const seccomp = new SeccompBackend(execControl instanceof ExecNotifyBackend
+    ? { sink, log: deps.log, notifier: execControl.notify }
+    : { sink, log: deps.log, openNotifier: () => openDenyNotifier(cfg.stateDir, sink, deps.log) });
   deps.log(`exec backend: ${lsm ? `bpf-lsm (${LSM_HOOK})` : `tracepoints${cfg.execDeny === 'kill' ? ' (exec-deny kill)' : ' with seccomp notify'} (BPF LSM not used: ${lsmUnusable})`}`);
   const all: FenceBackend[] = [execControl, seccomp, networkControl, learn];
   return { exec, network, learn, seccomp, all };

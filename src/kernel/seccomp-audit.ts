@@ -22,7 +22,7 @@ export const SECCOMP_RET = {
 } as const;
 
 /** AUDIT_ARCH_* values to libseccomp's architecture names. */
-const AUDIT_ARCHES: Record<number, string> = {
+export const AUDIT_ARCHES: Record<number, string> = {
   0xc000003e: 'x86_64',
   0x40000003: 'x86',
   0xc00000b7: 'aarch64',
@@ -32,6 +32,11 @@ const AUDIT_ARCHES: Record<number, string> = {
   0xc0000015: 'ppc64le',
   0xc00000f3: 'riscv64',
 };
+
+/** libseccomp's name of an AUDIT_ARCH_* value (seccomp_data.arch), or a hex stand-in. */
+export function archName(auditArch: number): string {
+  return AUDIT_ARCHES[auditArch >>> 0] ?? `audit-arch-0x${(auditArch >>> 0).toString(16)}`;
+}
 
 export interface SeccompLogRecord {
   /** Wall-clock ms of the kernel's audit timestamp. */
@@ -77,7 +82,7 @@ export function parseSeccompLog(text: string, cgroup = ''): SeccompLogRecord | n
     tsMs: Number(head[1]) * 1000 + Number(head[2]),
     pid, uid: Number.isFinite(uid) ? uid : null,
     comm: auditString(f.comm), exe: auditString(f.exe),
-    arch: AUDIT_ARCHES[arch >>> 0] ?? `audit-arch-0x${(arch >>> 0).toString(16)}`,
+    arch: archName(arch),
     syscall, code: code >>> 0, cgroup,
   };
 }

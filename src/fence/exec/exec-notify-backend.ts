@@ -114,6 +114,12 @@ export class ExecNotifyBackend implements FenceBackend {
       this.notify.set(key, ids);
       return;
     }
+    if (f?.backends.seccomp?.action === 'SCMP_ACT_NOTIFY(EPERM)' && !Array.isArray(f.backends.exec?.allow)) {
+      // Routed for its seccomp denials only: no allow set to wait for, its execs were never
+      // the loop's (the seccomp control records its denials again).
+      this.notify.passThrough(key);
+      return;
+    }
     // Nothing known about it (a lost state file, or a policy that no longer enforces): its
     // execs go on to the kernel fence instead of waiting; a late attach sets it properly.
     this.notify.passThrough(key);

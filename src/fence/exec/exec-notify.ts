@@ -30,7 +30,7 @@ import { AllowedFile, formatDev } from '../../kernel/abi';
 import { NotifyEvent, NotifyStats, SeccompNotify, native } from '../../native';
 import { PrepareContext } from '../backend';
 import { readBundleConfig, writeBundleConfig } from '../bundle-config';
-import { NotifyMerge, withExecNotify } from '../seccomp/seccomp-profile';
+import { EXEC_SYSCALLS, NotifyMerge, withExecNotify } from '../seccomp/seccomp-profile';
 import { verdictFields } from './exec-verdict';
 import { startFdHolder } from './fd-holder';
 
@@ -46,6 +46,7 @@ export const EXEC_DENY_ERRNO_NAME = 'EACCES';
 const ROUTED_MEMORY_MS = 60_000;
 
 export type DenyEvent = Extract<NotifyEvent, { kind: 'deny' }>;
+export type SeccompDenials = Extract<NotifyEvent, { kind: 'seccomp' }>;
 
 export interface ExecNotifierOptions {
   stateDir: string;
@@ -77,6 +78,10 @@ export class ExecNotifier {
   private closed = false;
   /** Keys whose config.json prepare routed, with when: attach need not read the file again. */
   private readonly routedAtPrepare = new Map<string, number>();
+  /** Keys the loop has been given a verdict state for (set or passThrough) and not removed. */
+  private readonly active = new Set<string>();
+  /** Who takes the seccomp denials the loop answered (the seccomp control). */
+  private seccompListener: ((evs: SeccompDenials[]) => void) | null = null;
 
   private constructor(private readonly loop: SeccompNotify, readonly listenerPath: string, private readonly holderPath: string, private readonly opts: ExecNotifierOptions) {}
 
@@ -92,10 +97,14 @@ export class ExecNotifier {
 
   private onBatch(events: NotifyEvent[]): void {
     const denied: DenyEvent[] = [];
+    const seccomp: SeccompDenials[] = [];
     for (const e of events) {
       switch (e.kind) {
         case 'deny':
           denied.push(e);
+          break;
+        case 'seccomp':
+          seccomp.push(e);
           break;
         case 'need':
           this.opts.onNeed(e.key);
@@ -112,6 +121,26 @@ export class ExecNotifier {
       }
     }
     if (denied.length) this.opts.onDenied(denied);
+    if (seccomp.length) this.seccompListener?.(seccomp);
+  }
+
+  /** The seccomp control's handler for the denials the loop answers EPERM (one, the last set). */
+  onSeccompDenials(fn: (evs: SeccompDenials[]) => void): void {
+    this.seccompListener = fn;
+  }
+
+  /** What the loop counted and has not delivered yet (at a container's detach). */
+  takeSeccompDenials(): SeccompDenials[] {
+    return this.loop.takeSeccompDenials();
+  }
+
+  /**
+   * A container routed here only for its seccomp denials (no exec allow set): its fds must
+   * not stay parked waiting for one, or its denied syscalls would wait too. Its execs go on
+   * to the kernel fence, as they would without the route.
+   */
+  ensureActive(key: string): void {
+    if (!this.active.has(key)) this.passThrough(key);
   }
 
   /** Backs off (up to 30 s) while a new holder keeps failing, rather than spinning. */
@@ -162,23 +191,27 @@ export class ExecNotifier {
     try {
       const sc = readBundleConfig(bundle).linux?.seccomp;
       return sc?.listenerPath === this.listenerPath && sc.listenerMetadata === key
-        && (sc.syscalls ?? []).some((r) => r.action === 'SCMP_ACT_NOTIFY');
+        // An exec rule: the seccomp control routes its denials to the same listener.
+        && (sc.syscalls ?? []).some((r) => r.action === 'SCMP_ACT_NOTIFY' && r.names.some((n) => (EXEC_SYSCALLS as readonly string[]).includes(n)));
     } catch {
       return false;
     }
   }
 
   set(key: string, files: AllowedFile[]): void {
+    this.active.add(key);
     this.loop.setContainer(key, files.map((f) => [f.dev, f.ino, f.ctimeNs, f.interpOnly]), EXEC_DENY_ERRNO);
   }
 
   /** No allow set is known for the container: let its execs on to the kernel fence rather than wait. */
   passThrough(key: string): void {
+    this.active.add(key);
     this.loop.setContainer(key, [], 0);
   }
 
   remove(key: string): void {
     this.routedAtPrepare.delete(key);
+    this.active.delete(key);
     this.loop.removeContainer(key);
   }
 

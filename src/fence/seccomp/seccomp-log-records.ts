@@ -1,6 +1,7 @@
-// Turns the kernel's seccomp log (src/kernel/seccomp-audit.ts) into `seccomp` audit records
+// Turns the kernel's seccomp log (src/kernel/seccomp-audit.ts), and the counts of the
+// denials the notify loop answered EPERM (onNotified), into `seccomp` audit records
 // of the fenced containers, rate-limited: the first decision of a kind (container, syscall,
-// ABI, action) is written at once, later ones are counted and written at most once per
+// ABI, action, source) is written at once, later ones are counted and written at most once per
 // interval as one record with `count`, and whatever is still counted when the container goes
 // is written before its detach record. A container looping on a denied syscall therefore
 // costs one record a second, never one a call, and no decision goes uncounted.
@@ -13,6 +14,28 @@ import { EventSink } from '../event-sink';
 export const SECCOMP_RECORD_INTERVAL_MS = 1000;
 /** A kind quiet for this many intervals is forgotten: its next decision is written at once. */
 const IDLE_INTERVALS = 10;
+
+/** A batch of denials the notify loop answered EPERM, of one kind, with wall-clock times. */
+export interface NotifiedDenials {
+  fenceId: string;
+  arch: string;
+  syscall: number;
+  count: number;
+  pid: number;
+  comm: string;
+  firstMs: number;
+  lastMs: number;
+  /**
+   * Answered by the fd-holder while no daemon ran, handed over by the next daemon: a count
+   * with no caller (pid, comm) and the take-over's time; syscall -1: kinds it did not name.
+   */
+  byHolder?: boolean;
+}
+
+/** Pending.code of the notify loop's EPERM answers (not a kernel action: never in the log). */
+const NOTIFIED = -1;
+/** Pending.code of the fd-holder's EPERM answers while no daemon ran. */
+const NOTIFIED_BY_HOLDER = -2;
 
 interface Pending {
   fenceId: string;
@@ -33,6 +56,7 @@ interface Pending {
 /** The audit action of a seccomp action; null for those that decide nothing (notify, trace, allow). */
 function actionOf(code: number): { action: string; seccompAction: string } | null {
   switch (code) {
+    case NOTIFIED: case NOTIFIED_BY_HOLDER: return { action: 'deny', seccompAction: 'SCMP_ACT_NOTIFY' };
     case SECCOMP_RET.ERRNO: return { action: 'deny', seccompAction: 'SCMP_ACT_ERRNO' };
     case SECCOMP_RET.LOG: return { action: 'audit', seccompAction: 'SCMP_ACT_LOG' };
     case SECCOMP_RET.KILL_PROCESS: return { action: 'kill', seccompAction: 'SCMP_ACT_KILL_PROCESS' };
@@ -50,6 +74,8 @@ function listed(annotations: Record<string, string>, key: string, name: string):
 export class SeccompLogRecords {
   /** Watched containers: cgroup v2 path (relative to the hierarchy root) -> fence id. */
   private readonly watched = new Map<string, string>();
+  /** Fences whose notify-loop denials are recorded (their records need no cgroup path). */
+  private readonly notifyFences = new Set<string>();
   private readonly pending = new Map<string, Pending>();
   private readonly names = new Map<string, string | null>();
   private timer: NodeJS.Timeout | null = null;
@@ -60,6 +86,16 @@ export class SeccompLogRecords {
 
   watch(fenceId: string, cgroupRelative: string): void {
     this.watched.set(cgroupRelative.replace(/\/+$/, '') || '/', fenceId);
+    this.startTimer();
+  }
+
+  /** Records the fence's notify-loop denials (onNotified) from now on. */
+  watchFence(fenceId: string): void {
+    this.notifyFences.add(fenceId);
+    this.startTimer();
+  }
+
+  private startTimer(): void {
     if (!this.timer) {
       this.timer = setInterval(() => this.tick(), this.intervalMs);
       this.timer.unref();
@@ -70,14 +106,55 @@ export class SeccompLogRecords {
   unwatch(fenceId: string): void {
     this.flush((p) => p.fenceId === fenceId, true);
     for (const [cg, f] of this.watched) if (f === fenceId) this.watched.delete(cg);
-    if (this.watched.size === 0 && this.timer) {
+    this.notifyFences.delete(fenceId);
+    if (this.watching() === 0 && this.timer) {
       clearInterval(this.timer);
       this.timer = null;
     }
   }
 
+  /** Containers watched, by either source. */
   watching(): number {
+    return new Set([...this.watched.values(), ...this.notifyFences]).size;
+  }
+
+  /** Containers watched through the kernel log (the log reader runs while there are any). */
+  watchingCgroups(): number {
     return this.watched.size;
+  }
+
+  /** Denials the notify loop answered and counted: recorded as the kernel log's are. */
+  onNotified(d: NotifiedDenials): void {
+    if (!this.notifyFences.has(d.fenceId)) {
+      this.unattributed += d.count;
+      return;
+    }
+    const now = this.now();
+    const code = d.byHolder ? NOTIFIED_BY_HOLDER : NOTIFIED;
+    const key = `${d.fenceId}|${d.arch}|${d.syscall}|${code}`;
+    let p = this.pending.get(key);
+    const out: AuditInput[] = [];
+    if (d.byHolder) {
+      // Counts of a time the daemon did not see: one record with the whole count, at once.
+      this.sink.write([this.record({ fenceId: d.fenceId, arch: d.arch, syscall: d.syscall, code, count: d.count, firstMs: d.firstMs, lastMs: d.lastMs, pid: 0, uid: null, comm: '', exe: '', writtenAt: 0 }, now)]);
+      return;
+    }
+    if (!p) {
+      // The first of its kind written at once, alone; the rest of the batch is counted.
+      p = { fenceId: d.fenceId, arch: d.arch, syscall: d.syscall, code, count: 1, firstMs: d.firstMs, lastMs: d.firstMs, pid: d.pid, uid: null, comm: d.comm, exe: '', writtenAt: 0 };
+      this.pending.set(key, p);
+      out.push(this.record(p, now));
+      if (d.count === 1) {
+        this.sink.write(out);
+        return;
+      }
+      d = { ...d, count: d.count - 1 };
+    }
+    if (p.count === 0) p.firstMs = d.firstMs;
+    p.count += d.count;
+    Object.assign(p, { lastMs: d.lastMs, pid: d.pid, comm: d.comm || p.comm });
+    if (now - p.writtenAt >= this.intervalMs) out.push(this.record(p, now));
+    if (out.length) this.sink.write(out);
   }
 
   /** The fence of a cgroup: its own, or the nearest watched ancestor's (a container's sub-cgroups). */
@@ -168,12 +245,17 @@ export class SeccompLogRecords {
       pid: p.pid, comm: p.comm,
       syscall: name ?? `#${p.syscall}`, syscall_nr: p.syscall, arch: p.arch,
       seccomp_action: act.seccompAction,
+      ...(p.code === NOTIFIED || p.code === NOTIFIED_BY_HOLDER ? { errno: 'EPERM' } : {}),
       rule: denied ? KEYS.seccompDeny : notAllowed ? KEYS.seccompAllow : 'container profile',
       count: p.count,
       first_ts: formatRfc3339Ns(BigInt(p.firstMs) * 1_000_000n),
       last_ts: formatRfc3339Ns(BigInt(p.lastMs) * 1_000_000n),
       exe: p.exe, uid: p.uid, mode: owner?.mode ?? null,
-      via: 'kernel seccomp log',
+      via: p.code === NOTIFIED ? 'seccomp-notify' : p.code === NOTIFIED_BY_HOLDER ? 'fd-holder' : 'kernel seccomp log',
+      // The holder's count has no caller and no span of its own (ts is the take-over's); past
+      // the kinds it names one by one, it counts the rest together.
+      ...(p.code === NOTIFIED_BY_HOLDER ? { pid: 0, comm: '', first_ts: null, last_ts: null } : {}),
+      ...(p.code === NOTIFIED_BY_HOLDER && p.syscall === -1 ? { syscall: 'several', syscall_nr: null, arch: null } : {}),
     };
     p.count = 0;
     p.writtenAt = now;

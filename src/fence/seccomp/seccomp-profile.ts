@@ -75,6 +75,58 @@ function verdictRule(names: string[], v: Verdict): OciSeccompRule {
   return { names, ...verdictFields(v) };
 }
 
+/**
+ * Where enforce-mode denials go to be answered EPERM and recorded: runc's seccomp agent
+ * socket (the fd-holder) and the container key runc hands back with the notify fd.
+ */
+export interface DenyListener {
+  path: string;
+  metadata: string;
+}
+
+/**
+ * Denied names that must not be notified, and stay SCMP_ACT_ERRNO (EPERM, not recorded):
+ * the exec syscalls, because a notified exec is let on (CONTINUE) to the exec fence by the
+ * loop and the fd-holder, which tell an exec from a denial by the syscall number alone; and
+ * what runc's init calls after installing the filter and before handing the notify fd over
+ * (a notification then would wait for an agent that has no fd yet: the start would hang).
+ * `write` is also refused by runc itself for SCMP_ACT_NOTIFY.
+ */
+export function notifiable(name: string): boolean {
+  return !(EXEC_SYSCALLS as readonly string[]).includes(name) && !RUNC_INIT_SYSCALLS.includes(name) && name !== 'write';
+}
+
+/** The rules for our denied names: NOTIFY those the listener may take, ERRNO the rest. */
+function denyRules(names: string[], v: Verdict, listener: DenyListener | undefined): OciSeccompRule[] {
+  if (v !== 'errno' || !listener) return names.length ? [verdictRule(names, v)] : [];
+  const notified = names.filter(notifiable);
+  const errno = names.filter((n) => !notifiable(n));
+  return [
+    ...(notified.length ? [{ names: notified, action: NOTIFY }] : []),
+    ...(errno.length ? [verdictRule(errno, 'errno')] : []),
+  ];
+}
+
+/** Points the profile at the listener when some rule now notifies it. */
+function withListener(p: OciSeccomp, listener: DenyListener | undefined): OciSeccomp {
+  if (listener && (p.syscalls ?? []).some((r) => r.action === NOTIFY && r.names.some(notifiable))) {
+    p.listenerPath = listener.path;
+    p.listenerMetadata = listener.metadata;
+  }
+  return p;
+}
+
+/**
+ * Why enforce-mode denials of this profile cannot be routed to the listener (and stay
+ * SCMP_ACT_ERRNO, enforced but not recorded), or null when they can.
+ */
+export function denyRouteRefusal(existing: OciSeccomp | undefined, listenerPath: string): string | null {
+  if (existing?.listenerPath && existing.listenerPath !== listenerPath) {
+    return `the container's seccomp profile already sends its notifications to ${existing.listenerPath}`;
+  }
+  return null;
+}
+
 function clone(p: OciSeccomp): OciSeccomp {
   return JSON.parse(JSON.stringify(p)) as OciSeccomp;
 }
@@ -132,7 +184,7 @@ function addNames(p: OciSeccomp, rule: OciSeccompRule): void {
  * unless the profile already blocks it unconditionally (then it stays as the profile says).
  * Audit: each name the profile would let run unconditionally is logged instead.
  */
-export function withDenied(existing: OciSeccomp | undefined, names: string[], v: Verdict): OciSeccomp {
+export function withDenied(existing: OciSeccomp | undefined, names: string[], v: Verdict, listener?: DenyListener): OciSeccomp {
   const p = existing ? clone(existing) : newProfile();
   const ours: string[] = [];
   for (const n of new Set(names)) {
@@ -150,8 +202,8 @@ export function withDenied(existing: OciSeccomp | undefined, names: string[], v:
       // Otherwise the profile's own conditions or blocks decide; logging it would change them.
     }
   }
-  addNames(p, verdictRule(ours, v));
-  return p;
+  for (const r of denyRules(ours, v, listener)) addNames(p, r);
+  return withListener(p, listener);
 }
 
 /**
@@ -159,7 +211,7 @@ export function withDenied(existing: OciSeccomp | undefined, names: string[], v:
  * rest get the verdict. An existing profile is intersected: a name it blocks stays blocked, a
  * name it allows only with some arguments keeps those conditions.
  */
-export function withAllowedOnly(existing: OciSeccomp | undefined, names: string[], v: Verdict): OciSeccomp {
+export function withAllowedOnly(existing: OciSeccomp | undefined, names: string[], v: Verdict, route?: { listener: DenyListener; allNames: readonly string[] }): OciSeccomp {
   const p = existing ? clone(existing) : newProfile();
   const keep = new Set([...names, ...RUNC_INIT_SYSCALLS]);
   const defaultAllowed = allowLike(p.defaultAction);
@@ -175,7 +227,7 @@ export function withAllowedOnly(existing: OciSeccomp | undefined, names: string[
     const moved = r.names.filter((n) => !keep.has(n));
     if (kept.length) rules.push({ ...r, names: kept });
     // Same arguments, our verdict: a conditional allow becomes a conditional deny (or log).
-    if (moved.length) rules.push({ ...withoutKey(r, 'errnoRet'), names: moved, ...verdictFields(v) });
+    for (const d of denyRules(moved, v, route?.listener)) rules.push({ ...withoutKey(r, 'errnoRet'), ...d });
   }
   p.syscalls = rules;
   if (defaultAllowed) {
@@ -185,8 +237,16 @@ export function withAllowedOnly(existing: OciSeccomp | undefined, names: string[
     else delete p.defaultErrnoRet;
     // What the old default let run and we keep must now be said explicitly.
     addNames(p, { names: [...keep].filter((n) => !mentioned.has(n)).sort(), action: 'SCMP_ACT_ALLOW' });
+    // runc refuses SCMP_ACT_NOTIFY as the default action: every other syscall the old
+    // default let run is named instead, so that its denial is answered and recorded. The
+    // default (EPERM) is left for names libseccomp does not know for the primary
+    // architecture (other ABIs' own syscalls): enforced, not recorded.
+    if (route && v === 'errno') {
+      const rest = route.allNames.filter((n) => !keep.has(n) && !mentioned.has(n) && notifiable(n));
+      addNames(p, { names: [...new Set(rest)].sort(), action: NOTIFY });
+    }
   }
-  return p;
+  return withListener(p, route?.listener);
 }
 
 function withoutKey<T extends object>(o: T, k: string): T {
