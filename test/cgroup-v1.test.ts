@@ -346,7 +346,7 @@ describe('connect audit (network on the pid-namespace backend)', () => {
     const port = (server.address() as net.AddressInfo).port;
     const ns = await startInPidns(['/usr/bin/bash', '-c', `exec 3<>/dev/tcp/127.0.0.1/${port}`]);
     try {
-      const ctx = (mode: string): AttachContext => {
+      const ctx = (mode: string): AttachContext<'network'> => {
         const annotations = { 'cgfence.io/mode': mode, 'cgfence.io/egress-allow': '10.0.0.0/8' };
         return { namespace: 'test', id: 'netv1', bundle: '', pid: ns.initPid, cgroupPath: null, cgroupId: null, policy: parseAnnotations(annotations), annotations, state: {} };
       };

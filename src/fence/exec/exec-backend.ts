@@ -12,7 +12,8 @@ import { ExecFence, ExecProgram } from '../../kernel/exec-fence';
 import { PidnsError, describePidnsFenceId } from '../../kernel/pidns';
 import { ResolvedEntry } from '../../policy/identity';
 import { Policy } from '../../policy/policy';
-import { CgroupMode, AttachContext, ControlState, FenceBackend, containerKey } from '../backend';
+import { CgroupMode, AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer, containerKey } from '../backend';
+import { execDenyOf } from './exec-notify';
 import { ExecAdmit, fenceCgroupExecs } from './cgroup-exec-fence';
 import { DEFAULT_LIMITS, Limits, QuotaError, TableSizes, admit } from '../quota';
 import { ContainerIdentity, IdentityBackend, NoIdentityError, chooseIdentity } from '../container-identity';
@@ -30,7 +31,7 @@ export function execPrograms(mode: CgroupMode, hasV2: boolean): ExecProgram[] {
   return ['cgroup-v2', 'pidns'];
 }
 
-export class ExecBackend implements FenceBackend {
+export class ExecBackend implements FenceBackend<'exec'> {
   readonly control = 'exec' as const;
   readonly fence: ExecFence;
 
@@ -92,12 +93,12 @@ export class ExecBackend implements FenceBackend {
   }
 
   /** The identity of a container: the one it was fenced by, else the one the mode picks. */
-  private identify(ctx: AttachContext): ContainerIdentity {
+  private identify(ctx: AttachContext<'exec'>): ContainerIdentity {
     const mode: CgroupMode = ctx.state.backend === 'pidns-tracepoint' ? 'v1' : ctx.state.backend === 'cgroup-v2' ? 'v2' : this.opts.cgroupMode;
     return chooseIdentity(ctx.pid, ctx.cgroupPath, mode);
   }
 
-  attach(ctx: AttachContext): ControlState | void {
+  attach(ctx: AttachContext<'exec'>): ControlState | void {
     let identity: ContainerIdentity;
     try {
       identity = this.identify(ctx);
@@ -112,19 +113,17 @@ export class ExecBackend implements FenceBackend {
     }
     const req = { mode: ctx.policy.mode, execAllow: ctx.policy.execAllow ?? [], admit: this.admitFor(ctx) };
     let resolved: ResolvedEntry[];
+    let fenceId: bigint;
     if (identity.backend === 'cgroup-v2') {
-      const r = fenceCgroupExecs(this.fence, { ...req, cgroupPath: identity.cgroupPath, rootPid: ctx.pid });
-      ctx.state.fenceId = r.fenceId.toString();
-      resolved = r.resolved;
+      ({ fenceId, resolved } = fenceCgroupExecs(this.fence, { ...req, cgroupPath: identity.cgroupPath, rootPid: ctx.pid }));
     } else {
-      const r = fencePidnsExecs(this.fence, { ...req, pid: ctx.pid, pidns: identity.pidns, lsm: this.opts.kernelHook === 'lsm' });
-      ctx.state.fenceId = r.fenceId.toString();
+      ({ fenceId, resolved } = fencePidnsExecs(this.fence, { ...req, pid: ctx.pid, pidns: identity.pidns, lsm: this.opts.kernelHook === 'lsm' }));
       ctx.state.pidns = `pid:[${identity.pidns.inode}]`;
       ctx.state.why = identity.why;
-      resolved = r.resolved;
     }
+    ctx.state.fenceId = fenceId.toString();
     ctx.state.backend = identity.backend;
-    if (ctx.policy.mode === 'enforce' || ctx.policy.mode === 'audit') this.rateAudit?.track(BigInt(ctx.state.fenceId as string), ctx.policy.mode === 'enforce' ? 'deny' : 'audit');
+    if (ctx.policy.mode === 'enforce' || ctx.policy.mode === 'audit') this.rateAudit?.track(fenceId, ctx.policy.mode === 'enforce' ? 'deny' : 'audit');
     ctx.state.allow = resolved.map((e) => ({
       path: e.path, dev: formatDev(e.identity.dev), ino: e.identity.ino.toString(), ctime_ns: e.identity.ctimeNs.toString(),
       ...(e.loaderOf !== undefined ? { loader_of: e.loaderOf } : {}),
@@ -132,7 +131,7 @@ export class ExecBackend implements FenceBackend {
   }
 
   /** The quota check of one container's allow set (fence/quota.ts). */
-  private admitFor(ctx: AttachContext): ExecAdmit {
+  private admitFor(ctx: AttachContext<'exec'>): ExecAdmit {
     const limit = (this.opts.limits ?? DEFAULT_LIMITS).execAllowPerContainer;
     return (fenceId, ids) => {
       const all = this.fence.usage();
@@ -152,7 +151,7 @@ export class ExecBackend implements FenceBackend {
    * write fails), and the undo returned puts back the exact kernel state of before, for when
    * a later control of the same change fails.
    */
-  update(ctx: AttachContext): () => void {
+  update(ctx: AttachContext<'exec'>): () => void {
     const id = typeof ctx.state.fenceId === 'string' ? BigInt(ctx.state.fenceId) : null;
     const before = id !== null ? this.fence.snapshot(id) : null;
     this.attach(ctx);
@@ -163,12 +162,31 @@ export class ExecBackend implements FenceBackend {
     };
   }
 
-  detach(ctx: AttachContext): Record<string, unknown> | void {
+  detach(ctx: AttachContext<'exec'>): Record<string, unknown> | void {
     if (typeof ctx.state.fenceId !== 'string') return;
     const last = this.fence.unfence(BigInt(ctx.state.fenceId));
     if (this.rateAudit) this.rateAudit.retire(BigInt(ctx.state.fenceId));
     else this.fence.forgetRate(BigInt(ctx.state.fenceId));
     if (last) return { denied: Number(last.denied), audited: Number(last.audited), allowed: Number(last.allowed) };
+  }
+
+  /**
+   * ps shows the allow-list as resolved, how a denial ends (errno or kill) and the kernel
+   * fence's counters; the counters live in pinned maps, so they are also the while-down counts.
+   * `refusedByNotify`: execs the seccomp notify loop refused before they reached the fence
+   * (exec-notify-backend), counted as denials except in the pinned counts.
+   */
+  snapshot(f: FencedContainer, refusedByNotify = 0): ControlSnapshot | null {
+    const st = f.backends.exec;
+    if (!st) return null;
+    const k = st.fenceId !== undefined ? this.counters(st.fenceId) : null;
+    const denied = (k?.denied ?? 0) + refusedByNotify;
+    return {
+      backend: st.backend ?? this.control,
+      ps: { execAllow: st.allow ?? [], execDeny: execDenyOf(f.mode, st), counters: k && { ...k, denied, deniedByNotify: refusedByNotify } },
+      decisions: k && { deny: denied, audit: k.audited, allow: k.allowed },
+      pinned: k && st.fenceId !== undefined ? { key: st.fenceId, denied: k.denied, audited: k.audited } : null,
+    };
   }
 
   counters(fenceId: string): { denied: number; audited: number; allowed: number } | null {

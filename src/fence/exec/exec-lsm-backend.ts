@@ -6,12 +6,12 @@
 // prepare does nothing here.
 import { ExecLsm } from '../../kernel/exec-lsm';
 import { Policy } from '../../policy/policy';
-import { AttachContext, ControlState, FenceBackend } from '../backend';
+import { AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer } from '../backend';
 import { ExecBackend } from './exec-backend';
 
 export const LSM_HOOK = 'lsm/bprm_check_security';
 
-export class ExecLsmBackend implements FenceBackend {
+export class ExecLsmBackend implements FenceBackend<'exec'> {
   readonly control = 'exec' as const;
 
   constructor(readonly inner: ExecBackend, private readonly lsm: ExecLsm) {}
@@ -20,7 +20,7 @@ export class ExecLsmBackend implements FenceBackend {
     return this.inner.controlState(policy);
   }
 
-  attach(ctx: AttachContext): ControlState | void {
+  attach(ctx: AttachContext<'exec'>): ControlState | void {
     const st = this.inner.attach(ctx);
     if (typeof ctx.state.fenceId === 'string') {
       ctx.state.hook = LSM_HOOK;
@@ -29,13 +29,17 @@ export class ExecLsmBackend implements FenceBackend {
     return st;
   }
 
-  update(ctx: AttachContext): void {
+  update(ctx: AttachContext<'exec'>): void {
     this.attach(ctx);
   }
 
-  detach(ctx: AttachContext): Record<string, unknown> | void {
+  detach(ctx: AttachContext<'exec'>): Record<string, unknown> | void {
     if (typeof ctx.state.fenceId === 'string') this.lsm.clearSince(BigInt(ctx.state.fenceId));
     return this.inner.detach(ctx);
+  }
+
+  snapshot(f: FencedContainer): ControlSnapshot | null {
+    return this.inner.snapshot(f);
   }
 
   status(): Record<string, unknown> {

@@ -16,7 +16,7 @@ import { SeccompLogReader, actionsLogged } from '../../kernel/seccomp-audit';
 import { KEYS } from '../../policy/annotations';
 import { Policy } from '../../policy/policy';
 import { native } from '../../native';
-import { AttachContext, ControlState, FenceBackend, FencedContainer, PrepareContext } from '../backend';
+import { AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer, PrepareContext } from '../backend';
 import { readBundleConfig, writeBundleConfig } from '../bundle-config';
 import { EventSink } from '../event-sink';
 import { SeccompLogRecords } from './seccomp-log-records';
@@ -32,7 +32,7 @@ export const ERRNO_UNLOGGED = 'the kernel logs SCMP_ACT_ERRNO only for filters l
 const SETTLE_QUIET_MS = 50;
 const SETTLE_MAX_MS = 1000;
 
-export class SeccompBackend implements FenceBackend {
+export class SeccompBackend implements FenceBackend<'seccomp'> {
   readonly control = 'seccomp' as const;
   readonly fixedAtStart = 'a running container\'s seccomp filter cannot be added, changed or removed from outside '
     + '(runc installs it in the container\'s init before the entrypoint; the kernel lets a process filter only itself, and never loosens a filter)';
@@ -109,7 +109,7 @@ export class SeccompBackend implements FenceBackend {
   }
 
   /** runc installed the filter before create returned: a container without one is refused. */
-  attach(ctx: AttachContext): void {
+  attach(ctx: AttachContext<'seccomp'>): void {
     let status: string;
     try {
       status = fs.readFileSync(`/proc/${ctx.pid}/status`, 'utf8');
@@ -131,7 +131,7 @@ export class SeccompBackend implements FenceBackend {
     if (ctx.cgroupId !== null && ctx.cgroupPath) {
       // The key of the container's records (and of its kernel events: the manager indexes it).
       ctx.state.fenceId = ctx.cgroupId.toString();
-      this.watch(ctx.state.fenceId as string, ctx.cgroupPath);
+      this.watch(ctx.state.fenceId, ctx.cgroupPath);
     }
   }
 
@@ -156,8 +156,8 @@ export class SeccompBackend implements FenceBackend {
    * kernel still had queued (kauditd hands them over in batches, later under load) are written
    * before the detach record rather than lost.
    */
-  async settle(): Promise<void> {
-    if (!this.reader) return;
+  async settle(f?: FencedContainer): Promise<void> {
+    if (!this.reader || (f && !f.backends.seccomp)) return;
     const end = Date.now() + SETTLE_MAX_MS;
     let last = this.reader.stats().received;
     while (Date.now() < end) {
@@ -171,14 +171,14 @@ export class SeccompBackend implements FenceBackend {
   /** A container fenced by an earlier daemon: its records are attributed again. */
   adopt(f: FencedContainer): void {
     const st = f.backends.seccomp;
-    if (!st || typeof st.fenceId !== 'string' || !f.cgroupPath) return;
+    if (st?.fenceId === undefined || !f.cgroupPath) return;
     this.ensureReader();
     this.watch(st.fenceId, f.cgroupPath);
   }
 
   /** The filter belongs to the container's processes and goes with the last of them; what
    * the log still counted for it is written now, before the detach record. */
-  detach(ctx: AttachContext): void {
+  detach(ctx: AttachContext<'seccomp'>): void {
     if (typeof ctx.state.fenceId !== 'string') return;
     // The kernel logged the container's last decisions long before containerd said it exited;
     // take them from the reader now, so they are written before the detach record.
@@ -189,6 +189,12 @@ export class SeccompBackend implements FenceBackend {
       this.reader.close();
       this.reader = null;
     }
+  }
+
+  /** The filter is the container's; the kernel counts nothing per container for it. */
+  snapshot(f: FencedContainer): ControlSnapshot | null {
+    const st = f.backends.seccomp;
+    return st ? { backend: st.backend ?? this.control, ps: {}, decisions: null, pinned: null } : null;
   }
 
   status(): Record<string, unknown> {
