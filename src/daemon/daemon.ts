@@ -104,7 +104,7 @@ export class Daemon {
   async start(): Promise<void> {
     const cfg = this.cfg;
     ensureBpffs(cfg.pinDir);
-    const registry = new FenceRegistry(cfg.stateDir);
+    const registry = new FenceRegistry(cfg.stateDir, this.log);
     writeLauncherHint(cfg.stateDir, cfg.defaultProfile, cfg.selectors.length > 0);
     // Every record names the node, and a container by its workload too when it has one.
     this.audit = new AuditLog({
