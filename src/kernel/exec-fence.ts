@@ -135,7 +135,7 @@ export class ExecFence {
     const asked = opts.programs ?? ['cgroup-v2'];
     const programs = ALL_PROGRAMS.filter((p) => asked.includes(p) || pinned(p));
     if (programs.includes('pidns')) ensureTracefs();
-    const obj = loadPinned(OBJECT, { pinDir: opts.pinDir, programs: programs.map((p) => PROGRAMS[p].name), maxEntries: definedOnly(opts.sizes) });
+    const obj = loadPinned(OBJECT, { pinDir: opts.pinDir, programs: programs.map((p) => PROGRAMS[p].name), maxEntries: opts.sizes });
     const links = new Map<ExecProgram, BpfLink>();
     let adopted = false;
     try {
@@ -368,11 +368,3 @@ const ABI: AbiSize[] = [
   { map: 'exec_suppressed', valueSize: EXEC_RATE_SIZE },
 ];
 
-
-/** The entries of `o` that are set (the addon refuses an undefined size). */
-export function definedOnly(o: Record<string, number | undefined> | undefined): Record<string, number> | undefined {
-  if (!o) return undefined;
-  const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(o)) if (v !== undefined) out[k] = v;
-  return out;
-}

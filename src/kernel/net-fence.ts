@@ -9,7 +9,6 @@ import { AbiSize, attachCgroupPinned, checkAbi, dropLinks, loadPinned, readRing,
 import { closeLinks } from './release';
 import { cgroupId as cgroupIdOf } from './cgroup';
 import { FenceMode, u64Key } from './abi';
-import { definedOnly } from './exec-fence';
 import {
   CONFIG_SIZE, FLOW_KEY_SIZE, FlowKey, FlowState, Family, KEY4_SIZE, KEY6_SIZE, NET_EVENT_SIZE, NetConfig, NetDir,
   NetEvent, NetStats, NetVerdict, STATS_SIZE, decodeConfig, decodeFlow, decodeFlowKey, decodeNetEvent, decodeRuleKey,
@@ -56,7 +55,7 @@ export class NetFence {
   private constructor(private readonly obj: BpfObject, private readonly pinDir?: string) {}
 
   static open(opts: NetFenceOptions = {}): NetFence {
-    const obj = loadPinned(OBJECT, { pinDir: opts.pinDir, maxEntries: definedOnly(opts.sizes) });
+    const obj = loadPinned(OBJECT, { pinDir: opts.pinDir, maxEntries: opts.sizes });
     try {
       checkAbi(obj, OBJECT, ABI);
       const f = new NetFence(obj, opts.pinDir);

@@ -25,11 +25,15 @@ export function checkAbi(obj: BpfObject, object: string, sizes: AbiSize[]): void
 
 /**
  * Creates the pin directory (0700) and loads the object; maps already pinned there by an
- * earlier daemon are reused, so state and unread events survive a restart.
+ * earlier daemon are reused, so state and unread events survive a restart. `maxEntries`:
+ * sizes of maps created here (a pinned map keeps its own); an undefined size is left out.
  */
-export function loadPinned(object: string, opts: { pinDir?: string; programs?: string[]; rodata?: Record<string, Buffer>; maxEntries?: Record<string, number> } = {}): BpfObject {
+export function loadPinned(object: string, opts: { pinDir?: string; programs?: string[]; rodata?: Record<string, Buffer>; maxEntries?: Record<string, number | undefined> } = {}): BpfObject {
   if (opts.pinDir) fs.mkdirSync(opts.pinDir, { recursive: true, mode: 0o700 });
-  return new (native().BpfObject)(object, opts);
+  const { maxEntries, ...rest } = opts;
+  // The addon refuses an undefined size.
+  const sizes = maxEntries && Object.fromEntries(Object.entries(maxEntries).filter((e): e is [string, number] => e[1] !== undefined));
+  return new (native().BpfObject)(object, sizes ? { ...rest, maxEntries: sizes } : rest);
 }
 
 /**
