@@ -1,4 +1,4 @@
-// The exec control. Each container is fenced by the identity it has (fence/container-identity):
+// The exec control. Each container is fenced by the scope it has (fence/fence-scope):
 // its own cgroup v2 (tp_btf/sched_process_exec + cgroup ancestry) or, on cgroup v1 hosts and
 // with --cgroup-mode v1, its pid namespace (tracepoint/sched/sched_process_exec). Both judge
 // against the same maps (kernel/exec-fence.ts) with the same semantics. Allow-listed paths are
@@ -16,10 +16,10 @@ import { CgroupMode, AttachContext, ControlSnapshot, ControlState, FenceBackend,
 import { execDenyOf } from './exec-notify';
 import { ExecAdmit, fenceCgroupExecs } from './cgroup-exec-fence';
 import { DEFAULT_LIMITS, Limits, QuotaError, TableSizes, admit } from '../quota';
-import { ContainerIdentity, IdentityBackend, NoIdentityError, chooseIdentity } from '../container-identity';
+import { FenceScope, ScopeKind, NoScopeError, chooseScope } from '../fence-scope';
 import { fencePidnsExecs } from './pidns-exec-fence';
 
-const DESCRIBE: Record<IdentityBackend, string> = {
+const DESCRIBE: Record<ScopeKind, string> = {
   'cgroup-v2': 'cgroup-v2 (tp_btf/sched_process_exec, fence found by cgroup v2 ancestry)',
   'pidns-tracepoint': 'pidns-tracepoint (tracepoint/sched/sched_process_exec, fence found by pid namespace, nested namespaces included)',
 };
@@ -41,7 +41,7 @@ export class ExecBackend implements FenceBackend<'exec'> {
 
   /**
    * `kernelHook: 'lsm'`: the maps and events only, no tracepoint program (the BPF LSM program of
-   * exec-lsm-backend judges); the fence identities are the same. `lsmUnusable`: why BPF LSM
+   * exec-lsm-backend judges); the fence scopes are the same. `lsmUnusable`: why BPF LSM
    * was not chosen, for status.
    */
   constructor(private readonly opts: {
@@ -92,18 +92,18 @@ export class ExecBackend implements FenceBackend<'exec'> {
     return policy.mode === 'enforce' ? 'enforced' : policy.mode === 'audit' ? 'audited' : 'learning';
   }
 
-  /** The identity of a container: the one it was fenced by, else the one the mode picks. */
-  private identify(ctx: AttachContext<'exec'>): ContainerIdentity {
+  /** The scope of a container: the one it was fenced by, else the one the mode picks. */
+  private scopeOf(ctx: AttachContext<'exec'>): FenceScope {
     const mode: CgroupMode = ctx.state.backend === 'pidns-tracepoint' ? 'v1' : ctx.state.backend === 'cgroup-v2' ? 'v2' : this.opts.cgroupMode;
-    return chooseIdentity(ctx.pid, ctx.cgroupPath, mode);
+    return chooseScope(ctx.pid, ctx.cgroupPath, mode);
   }
 
   attach(ctx: AttachContext<'exec'>): ControlState | void {
-    let identity: ContainerIdentity;
+    let scope: FenceScope;
     try {
-      identity = this.identify(ctx);
+      scope = this.scopeOf(ctx);
     } catch (e) {
-      if (!(e instanceof PidnsError) && !(e instanceof NoIdentityError)) throw e;
+      if (!(e instanceof PidnsError) && !(e instanceof NoScopeError)) throw e;
       const why = e instanceof PidnsError ? `the pid-namespace exec fence cannot serve this container: ${e.message}` : e.message;
       // Enforce is refused (throwing); audit and learn run, and are told they got nothing.
       if (ctx.policy.mode === 'enforce') throw new Error(`${why}; refusing to start in enforce mode`);
@@ -114,15 +114,15 @@ export class ExecBackend implements FenceBackend<'exec'> {
     const req = { mode: ctx.policy.mode, execAllow: ctx.policy.execAllow ?? [], admit: this.admitFor(ctx) };
     let resolved: ResolvedEntry[];
     let fenceId: bigint;
-    if (identity.backend === 'cgroup-v2') {
-      ({ fenceId, resolved } = fenceCgroupExecs(this.fence, { ...req, cgroupPath: identity.cgroupPath, rootPid: ctx.pid }));
+    if (scope.backend === 'cgroup-v2') {
+      ({ fenceId, resolved } = fenceCgroupExecs(this.fence, { ...req, cgroupPath: scope.cgroupPath, rootPid: ctx.pid }));
     } else {
-      ({ fenceId, resolved } = fencePidnsExecs(this.fence, { ...req, pid: ctx.pid, pidns: identity.pidns, lsm: this.opts.kernelHook === 'lsm' }));
-      ctx.state.pidns = `pid:[${identity.pidns.inode}]`;
-      ctx.state.why = identity.why;
+      ({ fenceId, resolved } = fencePidnsExecs(this.fence, { ...req, pid: ctx.pid, pidns: scope.pidns, lsm: this.opts.kernelHook === 'lsm' }));
+      ctx.state.pidns = `pid:[${scope.pidns.inode}]`;
+      ctx.state.why = scope.why;
     }
     ctx.state.fenceId = fenceId.toString();
-    ctx.state.backend = identity.backend;
+    ctx.state.backend = scope.backend;
     if (ctx.policy.mode === 'enforce' || ctx.policy.mode === 'audit') this.rateAudit?.track(fenceId, ctx.policy.mode === 'enforce' ? 'deny' : 'audit');
     ctx.state.allow = resolved.map((e) => ({
       path: e.path, dev: formatDev(e.identity.dev), ino: e.identity.ino.toString(), ctime_ns: e.identity.ctimeNs.toString(),
@@ -224,7 +224,7 @@ export class ExecBackend implements FenceBackend<'exec'> {
   status(): Record<string, unknown> {
     // With the LSM hook the one program finds both identities; the mode picks which are used.
     const programs = this.opts.kernelHook === 'lsm' ? execPrograms(this.opts.cgroupMode, cgroupV2Root() !== null) : this.fence.programs();
-    const backends: IdentityBackend[] = [];
+    const backends: ScopeKind[] = [];
     if (programs.includes('cgroup-v2') && cgroupV2Root() && this.opts.cgroupMode !== 'v1') backends.push('cgroup-v2');
     if (programs.includes('pidns') && !(this.opts.cgroupMode === 'v2' && cgroupV2Root())) backends.push('pidns-tracepoint');
     const fences = this.fence.fences();

@@ -1,6 +1,6 @@
 // The exec control where the kernel has BPF LSM (Debian 12, COS, AL2023, RHEL 9, ...):
 // lsm/bprm_check_security refuses a forbidden exec with EACCES inside the kernel. Everything
-// else is the exec fence's: ExecBackend finds the container's identity, resolves its
+// else is the exec fence's: ExecBackend finds the container's fence scope, resolves its
 // allow-list and writes the same maps (opened without its tracepoint programs), and reads the
 // same events. No seccomp notify route goes into the container's config and no fd-holder runs:
 // prepare does nothing here.
@@ -45,7 +45,7 @@ export class ExecLsmBackend implements FenceBackend<'exec'> {
   status(): Record<string, unknown> {
     const inner = this.inner.status();
     const ids = inner.backends as string[];
-    const found = ids.length === 0 ? 'no fence identity available' : ids.map((b) => (b === 'cgroup-v2' ? 'cgroup v2 ancestry' : 'pid namespace')).join(' or ');
+    const found = ids.length === 0 ? 'no fence scope available' : ids.map((b) => (b === 'cgroup-v2' ? 'cgroup v2 ancestry' : 'pid namespace')).join(' or ');
     const objects = inner.objects as { programs: Record<string, unknown>; maps: Record<string, number> };
     return {
       ...inner,

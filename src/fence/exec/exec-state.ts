@@ -1,7 +1,7 @@
 // What the exec control keeps per container in the registry (fences.json): which fence
-// identity serves it, its kernel fence id, and the allow-list as resolved and stamped at
+// scope serves it, its kernel fence id, and the allow-list as resolved and stamped at
 // attach. Written by ExecBackend (and the LSM / notify wrappers), read back by them only.
-import { IdentityBackend } from '../container-identity';
+import { ScopeKind } from '../fence-scope';
 import { JsonFields, StateFieldError, definedOnly } from '../json-fields';
 
 /** One allow-list entry as resolved in the container: dev "MAJ:MIN", u64s as decimal strings. */
@@ -16,8 +16,8 @@ export type ExecAllowEntry = {
 };
 
 export type ExecState = {
-  /** The fence identity, or 'none' when the container has none the cgroup mode allows (audit/learn only). */
-  backend?: IdentityBackend | 'none';
+  /** The fence scope, or 'none' when the container has none the cgroup mode allows (audit/learn only). */
+  backend?: ScopeKind | 'none';
   /** The kernel fence id (cgroup id or pid-namespace key), decimal. */
   fenceId?: string;
   /** `pid:[inode]` of a container fenced by pid namespace. */

@@ -7,7 +7,7 @@ import { cgroupV2Root } from '../../kernel/cgroup';
 import { Policy } from '../../policy/policy';
 import { CgroupMode, AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer } from '../backend';
 import { NETWORK_V1_BACKEND } from './network-state';
-import { notOwnCgroupV2 } from '../container-identity';
+import { notOwnCgroupV2 } from '../fence-scope';
 import { NetworkBackend } from './network-backend';
 import { NetworkV1Audit, NetworkV1AuditOptions } from './network-v1-audit';
 
