@@ -7,15 +7,10 @@ import { ControlName, ControlState, Controls, FencedContainer, Workload, contain
 import { readBackendStates } from '../fence/backend-states';
 import { JsonFields, StateFieldError } from '../fence/json-fields';
 
+import { RECENT_OWNER_MS } from '../fence/event-sink';
+
 export type { ControlState, Controls, FencedContainer } from '../fence/backend';
-
-
-/**
- * containerd's exit event can overtake a container's last kernel events (still in a ring
- * buffer): for this long after detach they are still attributed to their container. The
- * one grace period for "exit overtakes events".
- */
-export const RECENT_OWNER_MS = 10_000;
+export { RECENT_OWNER_MS } from '../fence/event-sink';
 
 export class FenceRegistry {
   private readonly byKey = new Map<string, FencedContainer>();

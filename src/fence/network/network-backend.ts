@@ -10,7 +10,7 @@ import { Policy } from '../../policy/policy';
 import { CgroupMode, AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer } from '../backend';
 import { NETWORK_V2_BACKEND } from './network-state';
 import { NetAuditor, NetOwner } from './network-audit';
-import { EventSink } from '../event-sink';
+import { EventSink, RECENT_OWNER_MS } from '../event-sink';
 import { AuditInput } from '../../audit/audit-record';
 import { compileNetRules, describeRule } from './network-rules';
 import { DEFAULT_LIMITS, Limits, TableSizes, admit } from '../quota';
@@ -199,7 +199,7 @@ export class NetworkBackend implements FenceBackend<'network'> {
       if (this.kernel?.isAttached(id)) return; // fenced again meanwhile
       this.tables.delete(id);
       this.owners.delete(id);
-    }, 10_000).unref();
+    }, RECENT_OWNER_MS).unref();
     return counters(last);
   }
 
