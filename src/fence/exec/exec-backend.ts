@@ -214,9 +214,11 @@ export class ExecBackend implements FenceBackend<'exec'> {
     this.fence.forgetRate(fenceId);
   }
 
-  sweepOrphans(known: Set<string>): AuditInput[] {
+  /** `removed`: told each fence id removed (the LSM backend drops what it keeps per fence too). */
+  sweepOrphans(known: Set<string>, removed?: (fenceId: bigint) => void): AuditInput[] {
     return this.orphans(known).map((id) => {
       this.removeFence(id);
+      removed?.(id);
       return { type: 'agent', action: 'remove-orphan-fence', control: 'exec', cgroup_id: id.toString() };
     });
   }

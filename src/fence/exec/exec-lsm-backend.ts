@@ -4,6 +4,7 @@
 // allow-list and writes the same maps (opened without its tracepoint programs), and reads the
 // same events. No seccomp notify route goes into the container's config and no fd-holder runs:
 // prepare does nothing here.
+import { AuditInput } from '../../audit/audit-record';
 import { ExecLsm } from '../../kernel/exec-lsm';
 import { Policy } from '../../policy/policy';
 import { AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer } from '../backend';
@@ -36,6 +37,11 @@ export class ExecLsmBackend implements FenceBackend<'exec'> {
   detach(ctx: AttachContext<'exec'>): Record<string, unknown> | void {
     if (typeof ctx.state.fenceId === 'string') this.lsm.clearSince(BigInt(ctx.state.fenceId));
     return this.inner.detach(ctx);
+  }
+
+  /** The exec fence's orphans, with the fence-set times the LSM program keeps for them. */
+  sweepOrphans(known: Set<string>): AuditInput[] {
+    return this.inner.sweepOrphans(known, (id) => this.lsm.clearSince(id));
   }
 
   snapshot(f: FencedContainer): ControlSnapshot | null {
