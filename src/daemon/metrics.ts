@@ -6,13 +6,13 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import client from 'prom-client';
-import { FencedContainer, containerKey } from '../fence/backend';
+import { DecisionAction, FencedContainer, containerKey } from '../fence/backend';
 import { AuditInput } from '../audit/audit-record';
 import { Health } from './health';
 import { parseMetricsAddress } from './config';
 
 export type DecisionControl = 'exec' | 'network' | 'seccomp';
-export type DecisionAction = 'deny' | 'audit' | 'allow';
+export type { DecisionAction } from '../fence/backend';
 /** Decisions of one container so far, per control and action. */
 export type Decisions = Partial<Record<DecisionControl, Partial<Record<DecisionAction, number>>>>;
 
