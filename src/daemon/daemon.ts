@@ -13,7 +13,6 @@ import { cgroupV2Root } from '../kernel/cgroup';
 import { ExecBackend } from '../fence/exec/exec-backend';
 import { NetworkBackend } from '../fence/network/network-backend';
 import { LearnBackend } from '../fence/learn/learn-backend';
-import { SeccompBackend } from '../fence/seccomp/seccomp-backend';
 import { createBackends } from './backends';
 import { BackendName, ControlSnapshot, FenceBackend, containerKey, isControl } from '../fence/backend';
 import { cgfenceAnnotations } from '../policy/annotations';
@@ -71,7 +70,6 @@ export class Daemon {
   private exec!: ExecBackend;
   private network!: NetworkBackend;
   private learn!: LearnBackend;
-  private seccomp!: SeccompBackend;
   private backends: FenceBackend[] = [];
   private manager!: FenceManager;
   private policy!: PolicyDecider;
@@ -121,7 +119,6 @@ export class Daemon {
     this.exec = backends.exec;
     this.network = backends.network;
     this.learn = backends.learn;
-    this.seccomp = backends.seccomp;
     this.backends = backends.all;
     for (const f of registry.all()) for (const b of this.backends) b.adopt?.(f);
     this.policy = new PolicyDecider(cfg, this.backends);
