@@ -146,11 +146,12 @@ export class Daemon {
     this.tamper.start();
 
     // What the kernel counted while no daemon was there to log it.
-    // Only the exec fence keeps pinned counts (ControlSnapshot.pinned), hence the wording.
+    // Only the exec fence keeps pinned counts, hence the wording.
     for (const f of registry.all()) {
-      for (const s of this.snapshotsOf(f).values()) {
-        if (!s.pinned) continue;
-        const missed = this.snapshots.missed(s.pinned.key, s.pinned);
+      for (const b of this.backends) {
+        const now = b.pinnedCounts?.(f);
+        if (!now) continue;
+        const missed = this.snapshots.missed(now.key, now);
         if (missed.denied === 0 && missed.audited === 0) continue;
         this.audit.write({
           type: 'agent', action: 'while-down', namespace: f.namespace, container_id: f.id, cgroup_id: f.cgroupId,
@@ -204,7 +205,10 @@ export class Daemon {
   private snapshotCounters(): void {
     const cur: Record<string, { denied: number; audited: number }> = {};
     for (const f of this.manager.registry.all()) {
-      for (const s of this.snapshotsOf(f).values()) if (s.pinned) cur[s.pinned.key] = { denied: s.pinned.denied, audited: s.pinned.audited };
+      for (const b of this.backends) {
+        const c = b.pinnedCounts?.(f);
+        if (c) cur[c.key] = { denied: c.denied, audited: c.audited };
+      }
     }
     this.snapshots.save(cur);
   }

@@ -74,12 +74,13 @@ export interface ControlSnapshot {
   ps: Record<string, unknown>;
   /** What the kernel decided for the container so far, per action (the decision metrics); null when it counts nothing. */
   decisions: Partial<Record<DecisionAction, number>> | null;
-  /**
-   * Counts the kernel keeps in pinned maps, so that they outlive the daemon, under the key
-   * they are kept by: a restarted daemon compares them with what it last saw (the while-down
-   * record). Null when this control keeps none for the container.
-   */
-  pinned: { key: string; denied: number; audited: number } | null;
+}
+
+/** Decisions the kernel counts in pinned maps, so that they outlive the daemon, under the key they are kept by. */
+export interface PinnedCounts {
+  key: string;
+  denied: number;
+  audited: number;
 }
 
 export interface FenceBackend<N extends BackendName = BackendName> {
@@ -130,8 +131,14 @@ export interface FenceBackend<N extends BackendName = BackendName> {
    * that may still be on their way have arrived, so their records come before the detach record.
    */
   settle?(f: FencedContainer): Promise<void>;
-  /** What this backend holds for the container (ps, metrics, while-down); null when nothing. */
+  /** What this backend holds for the container (ps, metrics); null when nothing. */
   snapshot?(f: FencedContainer): ControlSnapshot | null;
+  /**
+   * The container's pinned decision counts: the daemon saves them every few seconds and a
+   * restarted daemon reports what they grew by meanwhile (the while-down record). Null when
+   * this control keeps none for it.
+   */
+  pinnedCounts?(f: FencedContainer): PinnedCounts | null;
   /** Kernel facts for `cgfence status`. */
   status(): Record<string, unknown>;
   /**

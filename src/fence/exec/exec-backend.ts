@@ -12,7 +12,7 @@ import { ExecFence, ExecProgram } from '../../kernel/exec-fence';
 import { PidnsError, describePidnsFenceId } from '../../kernel/pidns';
 import { ResolvedEntry } from '../../policy/identity';
 import { Policy } from '../../policy/policy';
-import { CgroupMode, AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer, containerKey } from '../backend';
+import { CgroupMode, AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer, PinnedCounts, containerKey } from '../backend';
 import { execDenyOf } from './exec-notify';
 import { ExecAdmit, fenceCgroupExecs } from './cgroup-exec-fence';
 import { DEFAULT_LIMITS, Limits, QuotaError, TableSizes, admit } from '../quota';
@@ -172,9 +172,8 @@ export class ExecBackend implements FenceBackend<'exec'> {
 
   /**
    * ps shows the allow-list as resolved, how a denial ends (errno or kill) and the kernel
-   * fence's counters; the counters live in pinned maps, so they are also the while-down counts.
-   * `refusedByNotify`: execs the seccomp notify loop refused before they reached the fence
-   * (exec-notify-backend), counted as denials except in the pinned counts.
+   * fence's counters. `refusedByNotify`: execs the seccomp notify loop refused before they
+   * reached the fence (exec-notify-backend), counted as denials.
    */
   snapshot(f: FencedContainer, refusedByNotify = 0): ControlSnapshot | null {
     const st = f.backends.exec;
@@ -185,8 +184,14 @@ export class ExecBackend implements FenceBackend<'exec'> {
       backend: st.backend ?? this.control,
       ps: { execAllow: st.allow ?? [], execDeny: execDenyOf(f.mode, st), counters: k && { ...k, denied, deniedByNotify: refusedByNotify } },
       decisions: k && { deny: denied, audit: k.audited, allow: k.allowed },
-      pinned: k && st.fenceId !== undefined ? { key: st.fenceId, denied: k.denied, audited: k.audited } : null,
     };
+  }
+
+  /** The kernel fence's own counters (what the notify loop refused is not pinned anywhere). */
+  pinnedCounts(f: FencedContainer): PinnedCounts | null {
+    const fenceId = f.backends.exec?.fenceId;
+    const k = fenceId !== undefined ? this.counters(fenceId) : null;
+    return k && fenceId !== undefined ? { key: fenceId, denied: k.denied, audited: k.audited } : null;
   }
 
   counters(fenceId: string): { denied: number; audited: number; allowed: number } | null {

@@ -7,7 +7,7 @@
 import { AuditInput } from '../../audit/audit-record';
 import { ExecLsm } from '../../kernel/exec-lsm';
 import { Policy } from '../../policy/policy';
-import { AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer } from '../backend';
+import { AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer, PinnedCounts } from '../backend';
 import { ExecBackend } from './exec-backend';
 
 export const LSM_HOOK = 'lsm/bprm_check_security';
@@ -46,6 +46,10 @@ export class ExecLsmBackend implements FenceBackend<'exec'> {
 
   snapshot(f: FencedContainer): ControlSnapshot | null {
     return this.inner.snapshot(f);
+  }
+
+  pinnedCounts(f: FencedContainer): PinnedCounts | null {
+    return this.inner.pinnedCounts(f);
   }
 
   status(): Record<string, unknown> {

@@ -12,7 +12,7 @@ import { AuditInput } from '../../audit/audit-record';
 import { EventSink } from '../event-sink';
 import { AllowedFile } from '../../kernel/abi';
 import { Policy } from '../../policy/policy';
-import { AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer, PrepareContext } from '../backend';
+import { AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer, PinnedCounts, PrepareContext } from '../backend';
 import { ExecState } from './exec-state';
 import { ExecBackend } from './exec-backend';
 import { DenyEvent, ExecNotifier, denyRecord, notifyKey } from './exec-notify';
@@ -172,6 +172,10 @@ export class ExecNotifyBackend implements FenceBackend<'exec'> {
   /** The kernel fence's, with the execs the loop refused before they reached it counted as denials. */
   snapshot(f: FencedContainer): ControlSnapshot | null {
     return this.inner.snapshot(f, this.refusedBy(f.namespace, f.id));
+  }
+
+  pinnedCounts(f: FencedContainer): PinnedCounts | null {
+    return this.inner.pinnedCounts(f);
   }
 
   sweepOrphans(known: Set<string>): AuditInput[] {

@@ -338,7 +338,7 @@ export class LearnBackend implements FenceBackend<'learn'> {
   /** What it learned so far is the learn op's (learnedOf), not a counter. */
   snapshot(f: FencedContainer): ControlSnapshot | null {
     const st = f.backends.learn;
-    return st ? { backend: st.backend ?? this.control, ps: {}, decisions: null, pinned: null } : null;
+    return st ? { backend: st.backend ?? this.control, ps: {}, decisions: null } : null;
   }
 
   status(): Record<string, unknown> {

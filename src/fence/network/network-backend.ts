@@ -217,7 +217,6 @@ export class NetworkBackend implements FenceBackend<'network'> {
       backend: st.backend ?? this.control,
       ps: { networkCounters: n },
       decisions: n && { deny: (n.net_denied_egress ?? 0) + (n.net_denied_ingress ?? 0), audit: (n.net_audited_egress ?? 0) + (n.net_audited_ingress ?? 0) },
-      pinned: null,
     };
   }
 

@@ -194,7 +194,7 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
   /** The filter is the container's; the kernel counts nothing per container for it. */
   snapshot(f: FencedContainer): ControlSnapshot | null {
     const st = f.backends.seccomp;
-    return st ? { backend: st.backend ?? this.control, ps: {}, decisions: null, pinned: null } : null;
+    return st ? { backend: st.backend ?? this.control, ps: {}, decisions: null } : null;
   }
 
   status(): Record<string, unknown> {
