@@ -14,7 +14,7 @@ import { cgroupV2PathOfPid } from '../src/kernel/cgroup';
 import { ExecFence } from '../src/kernel/exec-fence';
 import { containerPidns, pidNamespaceOf, pidnsFenceId, startTicks } from '../src/kernel/pidns';
 import { AttachContext } from '../src/fence/backend';
-import { chooseIdentity } from '../src/fence/container-identity';
+import { chooseScope } from '../src/fence/fence-scope';
 import { NetworkV1Audit } from '../src/fence/network/network-v1-audit';
 import { fencePidnsExecs } from '../src/fence/exec/pidns-exec-fence';
 import { parseAnnotations } from '../src/policy/annotations';
@@ -146,11 +146,11 @@ describe('pid namespace identity', () => {
     const ns = await startInPidns(['/bin/true']);
     try {
       const cg = cgroupV2PathOfPid(ns.initPid);
-      const auto = chooseIdentity(ns.initPid, cg, 'auto');
+      const auto = chooseScope(ns.initPid, cg, 'auto');
       expect(auto.backend).toBe('pidns-tracepoint');
       if (auto.backend === 'pidns-tracepoint') expect(auto.why).toMatch(/is the root of the hierarchy|shares its cgroup v2 .* with its parent pid/);
-      expect(chooseIdentity(ns.initPid, cg, 'v1').backend).toBe('pidns-tracepoint');
-      expect(() => chooseIdentity(ns.initPid, cg, 'v2')).toThrow(/cannot be fenced by cgroup/);
+      expect(chooseScope(ns.initPid, cg, 'v1').backend).toBe('pidns-tracepoint');
+      expect(() => chooseScope(ns.initPid, cg, 'v2')).toThrow(/cannot be fenced by cgroup/);
     } finally {
       ns.release();
       await ns.done;
@@ -346,7 +346,7 @@ describe('connect audit (network on the pid-namespace backend)', () => {
     const port = (server.address() as net.AddressInfo).port;
     const ns = await startInPidns(['/usr/bin/bash', '-c', `exec 3<>/dev/tcp/127.0.0.1/${port}`]);
     try {
-      const ctx = (mode: string): AttachContext => {
+      const ctx = (mode: string): AttachContext<'network'> => {
         const annotations = { 'cgfence.io/mode': mode, 'cgfence.io/egress-allow': '10.0.0.0/8' };
         return { namespace: 'test', id: 'netv1', bundle: '', pid: ns.initPid, cgroupPath: null, cgroupId: null, policy: parseAnnotations(annotations), annotations, state: {} };
       };

@@ -32,10 +32,10 @@ function build(src: string): string {
   return out;
 }
 
-function attach(tag: string, annotations: Record<string, string>): { cg: string; ctx: AttachContext } {
+function attach(tag: string, annotations: Record<string, string>): { cg: string; ctx: AttachContext<'exec'> } {
   const cg = createCgroup(`${name}/${tag}`);
   cgroups.push(cg);
-  const ctx: AttachContext = {
+  const ctx: AttachContext<'exec'> = {
     namespace: 'rate', id: tag, bundle: '', pid: process.pid, cgroupPath: cg, cgroupId: cgroupId(cg),
     policy: parseAnnotations(annotations), annotations, state: {},
   };

@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AttachContext } from '../src/fence/backend';
+import { AttachContext, BackendName, BackendStates } from '../src/fence/backend';
 import { ExecBackend } from '../src/fence/exec/exec-backend';
 import { writeExecFence } from '../src/fence/exec/cgroup-exec-fence';
 import { NetworkBackend } from '../src/fence/network/network-backend';
@@ -46,7 +46,7 @@ async function inCgroup(c: { cg: string; pid: number }): Promise<void> {
   }
 }
 
-function ctx(id: string, c: { cg: string; pid: number }, annotations: Record<string, string>, state: Record<string, unknown> = {}): AttachContext {
+function ctx<N extends BackendName>(id: string, c: { cg: string; pid: number }, annotations: Record<string, string>, state: BackendStates[N] = {}): AttachContext<N> {
   return { namespace: 'quota-test', id, bundle: '', pid: c.pid, cgroupPath: c.cg, cgroupId: cgroupId(c.cg), policy: parseAnnotations(annotations), annotations, state };
 }
 
@@ -101,7 +101,7 @@ describe('exec allow quota', () => {
     expect(dumpAll()).toEqual(before);
     expect(exec.fence.getFence(cgroupId(big.cg))).toBeNull();
 
-    const st: Record<string, unknown> = {};
+    const st: BackendStates['exec'] = {};
     exec.attach(ctx('small', small, { 'cgfence.io/exec-allow': `/bin/sh,${dir}/few-0` }, st));
     // /bin/sh, few-0, and the loader /bin/sh names.
     expect(exec.fence.allowed(cgroupId(small.cg))).toHaveLength(3);
@@ -112,7 +112,7 @@ describe('exec allow quota', () => {
   it('a live update over the quota leaves the fence byte-for-byte as it was', async () => {
     const c = container('live');
     await inCgroup(c);
-    const st: Record<string, unknown> = {};
+    const st: BackendStates['exec'] = {};
     exec.attach(ctx('live', c, { 'cgfence.io/exec-allow': `${dir}/few-0,${dir}/few-1` }, st));
     const before = dumpAll();
     expect(() => exec.update(ctx('live', c, { 'cgfence.io/exec-allow': `${dir}/many/*` }, { ...st }))).toThrow(/asks for 100 exec allow entries/);
@@ -128,7 +128,7 @@ describe('exec allow quota', () => {
   it('a full table refuses by capacity; a write the kernel refuses halfway is rolled back; the sweep collects ownerless entries', async () => {
     const c = container('cap');
     await inCgroup(c);
-    const st: Record<string, unknown> = {};
+    const st: BackendStates['exec'] = {};
     exec.attach(ctx('cap', c, { 'cgfence.io/exec-allow': `${dir}/few-0` }, st));
     const fenceId = cgroupId(c.cg);
 
@@ -176,7 +176,7 @@ describe('network rule quota', () => {
     expect(dumpAll()).toEqual(before);
     expect(net.fence.isAttached(cgroupId(a.cg))).toBe(false);
 
-    const st: Record<string, unknown> = {};
+    const st: BackendStates['network'] = {};
     net.attach(ctx('net-small', b, { 'cgfence.io/egress-deny': cidrs(10) }, st));
     expect(net.fence.entries(cgroupId(b.cg))).toHaveLength(10);
     const live = dumpAll();
@@ -188,7 +188,7 @@ describe('network rule quota', () => {
   it('the sweep collects rule entries whose fence is gone', async () => {
     const c = container('net-orphan');
     await inCgroup(c);
-    const st: Record<string, unknown> = {};
+    const st: BackendStates['network'] = {};
     net.attach(ctx('net-orphan', c, { 'cgfence.io/egress-deny': cidrs(3) }, st));
     const id = cgroupId(c.cg);
     const removed = net.sweepOrphans(new Set());

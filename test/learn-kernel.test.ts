@@ -35,7 +35,7 @@ async function waitForRecord(id: string): Promise<AuditInput> {
   throw new Error(`no learned record for ${id}`);
 }
 
-function ctxFor(cgroupPath: string, id: string): AttachContext {
+function ctxFor(cgroupPath: string, id: string): AttachContext<'learn'> {
   return {
     namespace: 'test', id, bundle: '', pid: process.pid, cgroupPath, cgroupId: cgroupId(cgroupPath),
     policy: { ...emptyPolicy(), mode: 'learn' }, annotations: {}, state: {},

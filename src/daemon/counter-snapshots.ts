@@ -3,6 +3,7 @@
 // while no daemon was there to log it.
 import fs from 'node:fs';
 import path from 'node:path';
+import { JsonFields } from '../fence/json-fields';
 
 export type Counts = { denied: number; audited: number };
 
@@ -15,8 +16,9 @@ export class CounterSnapshots {
     this.file = path.join(stateDir, 'counters.json');
     try {
       this.lastText = fs.readFileSync(this.file, 'utf8');
-      this.last = JSON.parse(this.lastText) as Record<string, Counts>;
+      this.last = readCounts(JSON.parse(this.lastText));
     } catch {
+      // Missing or not what a daemon writes: every count is then "since the fence was set".
       this.last = {};
     }
   }
@@ -36,4 +38,15 @@ export class CounterSnapshots {
     fs.renameSync(tmp, this.file);
     this.lastText = text;
   }
+}
+
+/** counters.json as save() writes it, checked (a wrong field throws, naming it). */
+function readCounts(v: unknown): Record<string, Counts> {
+  const f = JsonFields.of(v, 'counters.json');
+  const out: Record<string, Counts> = {};
+  for (const key of f.keys()) {
+    const c = f.obj(key);
+    out[key] = { denied: c.num('denied'), audited: c.num('audited') };
+  }
+  return out;
 }

@@ -13,11 +13,8 @@ import { cgroupV2Root } from '../kernel/cgroup';
 import { ExecBackend } from '../fence/exec/exec-backend';
 import { NetworkBackend } from '../fence/network/network-backend';
 import { LearnBackend } from '../fence/learn/learn-backend';
-import { SeccompBackend } from '../fence/seccomp/seccomp-backend';
 import { createBackends } from './backends';
-import { ExecNotifyBackend } from '../fence/exec/exec-notify-backend';
-import { execDenyOf } from '../fence/exec/exec-notify';
-import { FenceBackend } from '../fence/backend';
+import { BackendName, ControlSnapshot, FenceBackend, containerKey, isControl } from '../fence/backend';
 import { cgfenceAnnotations } from '../policy/annotations';
 import { native } from '../native';
 import { DaemonConfig } from './config';
@@ -73,7 +70,6 @@ export class Daemon {
   private exec!: ExecBackend;
   private network!: NetworkBackend;
   private learn!: LearnBackend;
-  private seccomp!: SeccompBackend;
   private backends: FenceBackend[] = [];
   private manager!: FenceManager;
   private policy!: PolicyDecider;
@@ -106,7 +102,7 @@ export class Daemon {
   async start(): Promise<void> {
     const cfg = this.cfg;
     ensureBpffs(cfg.pinDir);
-    const registry = new FenceRegistry(cfg.stateDir);
+    const registry = new FenceRegistry(cfg.stateDir, this.log);
     writeLauncherHint(cfg.stateDir, cfg.defaultProfile, cfg.selectors.length > 0);
     // Every record names the node, and a container by its workload too when it has one.
     this.audit = new AuditLog({
@@ -123,9 +119,8 @@ export class Daemon {
     this.exec = backends.exec;
     this.network = backends.network;
     this.learn = backends.learn;
-    this.seccomp = backends.seccomp;
     this.backends = backends.all;
-    for (const f of registry.all()) backends.seccomp.adopt(f);
+    for (const f of registry.all()) for (const b of this.backends) b.adopt?.(f);
     this.policy = new PolicyDecider(cfg, this.backends);
     this.manager = new FenceManager(cfg, this.backends, this.policy, this.audit, registry, this.log);
     this.lastDrops = this.exec.fence.drops();
@@ -151,12 +146,13 @@ export class Daemon {
     this.tamper.start();
 
     // What the kernel counted while no daemon was there to log it.
+    // Only the exec fence keeps pinned counts, hence the wording.
     for (const f of registry.all()) {
-      const fenceId = f.backends.exec?.fenceId;
-      if (typeof fenceId !== 'string') continue;
-      const now = this.exec.counters(fenceId);
-      const missed = now ? this.snapshots.missed(fenceId, now) : null;
-      if (missed && (missed.denied > 0 || missed.audited > 0)) {
+      for (const b of this.backends) {
+        const now = b.pinnedCounts?.(f);
+        if (!now) continue;
+        const missed = this.snapshots.missed(now.key, now);
+        if (missed.denied === 0 && missed.audited === 0) continue;
         this.audit.write({
           type: 'agent', action: 'while-down', namespace: f.namespace, container_id: f.id, cgroup_id: f.cgroupId,
           denied: missed.denied, audited: missed.audited,
@@ -209,12 +205,22 @@ export class Daemon {
   private snapshotCounters(): void {
     const cur: Record<string, { denied: number; audited: number }> = {};
     for (const f of this.manager.registry.all()) {
-      const fenceId = f.backends.exec?.fenceId;
-      if (typeof fenceId !== 'string') continue;
-      const c = this.exec.counters(fenceId);
-      if (c) cur[fenceId] = { denied: c.denied, audited: c.audited };
+      for (const b of this.backends) {
+        const c = b.pinnedCounts?.(f);
+        if (c) cur[c.key] = { denied: c.denied, audited: c.audited };
+      }
     }
     this.snapshots.save(cur);
+  }
+
+  /** What each backend holds for a fenced container, by backend: the daemon reads no backend's state. */
+  private snapshotsOf(f: FencedContainer): Map<BackendName, ControlSnapshot> {
+    const out = new Map<BackendName, ControlSnapshot>();
+    for (const b of this.backends) {
+      const s = b.snapshot?.(f);
+      if (s) out.set(b.control, s);
+    }
+    return out;
   }
 
   private ingestSpool(): void {
@@ -339,7 +345,8 @@ export class Daemon {
     // The kernel's seccomp log of a container that just exited may still be on its way: let
     // it arrive, so that its records are written before the detach record.
     const detaching = ev.kind === 'container-delete' || ((ev.kind === 'task-exit' || ev.kind === 'task-delete') && ev.isInit);
-    if (detaching && this.manager.registry.get(ev.namespace, ev.containerId)?.backends.seccomp) await this.seccomp.settle();
+    const fenced = detaching ? this.manager.registry.get(ev.namespace, ev.containerId) : undefined;
+    if (fenced) await Promise.all(this.backends.map((b) => b.settle?.(fenced)));
     switch (ev.kind) {
       case 'task-exit':
         if (ev.isInit) this.manager.detach(ev.namespace, ev.containerId, `task exited with status ${ev.exitStatus}`);
@@ -364,7 +371,7 @@ export class Daemon {
       const byId = new Map(containers.map((c) => [c.id, c]));
       for (const t of tasks) {
         if (t.status === 'stopped' || t.status === 'unknown' || t.pid <= 0) continue;
-        const key = `${ns}/${t.containerId}`;
+        const key = containerKey(ns, t.containerId);
         live.add(key);
         const c = byId.get(t.containerId);
         if (!c || this.manager.registry.get(ns, t.containerId) || this.manager.registry.isInFlight(ns, t.containerId)) continue;
@@ -383,7 +390,7 @@ export class Daemon {
     for (const f of this.manager.registry.all()) {
       // Attached while we were listing: the listing predates it, so it proves nothing.
       if (Date.parse(f.attachedAt) >= started - 1000) continue;
-      if (!live.has(`${f.namespace}/${f.id}`)) this.manager.detach(f.namespace, f.id, 'container gone (reconcile)');
+      if (!live.has(containerKey(f.namespace, f.id))) this.manager.detach(f.namespace, f.id, 'container gone (reconcile)');
     }
     const known = new Set(this.manager.registry.all().flatMap((f) => f.eventKeys));
     for (const b of this.backends) {
@@ -456,28 +463,24 @@ export class Daemon {
 
   private ps(): Array<Record<string, unknown>> {
     return this.manager.registry.all().map((f) => {
-      const ex = f.backends.exec;
-      return {
+      const snaps = this.snapshotsOf(f);
+      // The fields every entry has, in this order; a control's snapshot fills in its own.
+      const entry: Record<string, unknown> = {
         namespace: f.namespace, id: f.id, workload: f.workload ?? null, pid: f.pid, cgroup: f.cgroupPath, cgroupId: f.cgroupId, mode: f.mode,
-        backend: Object.fromEntries(Object.entries(f.backends).map(([c, st]) => [c, st?.backend ?? c])),
+        backend: Object.fromEntries([...snaps].map(([c, s]) => [c, s.backend])),
         controls: f.controls, policyHash: f.policyHash, annotations: f.annotations,
-        execAllow: ex?.allow ?? [], attachedAt: f.attachedAt, how: f.how, execDeny: execDenyOf(f.mode, ex),
-        counters: typeof ex?.fenceId === 'string' ? this.execCounters(f.namespace, f.id, ex.fenceId) : null,
-        networkCounters: typeof f.backends.network?.fenceId === 'string' ? this.network.counters(f.backends.network.fenceId, String(f.backends.network.cgroupId ?? f.backends.network.fenceId)) : null,
+        execAllow: [], attachedAt: f.attachedAt, how: f.how, execDeny: null, counters: null, networkCounters: null,
         decisions: this.metrics.decisionsOf(f),
       };
+      for (const s of snaps.values()) Object.assign(entry, s.ps);
+      return entry;
     });
   }
 
   /** What the kernel counted for a container, per control and action (the source of decision metrics). */
   private kernelDecisions(f: FencedContainer): Decisions {
     const d: Decisions = {};
-    const ex = f.backends.exec;
-    const e = typeof ex?.fenceId === 'string' ? this.execCounters(f.namespace, f.id, ex.fenceId) : null;
-    if (e) d.exec = { deny: e.denied, audit: e.audited, allow: e.allowed };
-    const net = f.backends.network;
-    const n = typeof net?.fenceId === 'string' ? this.network.counters(net.fenceId, String(net.cgroupId ?? net.fenceId)) : null;
-    if (n) d.network = { deny: (n.net_denied_egress ?? 0) + (n.net_denied_ingress ?? 0), audit: (n.net_audited_egress ?? 0) + (n.net_audited_ingress ?? 0) };
+    for (const [c, s] of this.snapshotsOf(f)) if (isControl(c) && s.decisions) d[c] = s.decisions;
     return d;
   }
 
@@ -488,15 +491,6 @@ export class Daemon {
       containerd: { connected: m?.connected ?? false, lastError: m?.lastError ?? null, address: this.cfg.containerdSocket },
       audit: { ...this.audit.stats, path: this.cfg.auditLog },
     });
-  }
-
-  /** The kernel fence's counters plus the execs the seccomp notify loop refused before it. */
-  private execCounters(namespace: string, id: string, fenceId: string): Record<string, number> | null {
-    const k = this.exec.counters(fenceId);
-    if (!k) return null;
-    const notify = this.backends.find((b): b is ExecNotifyBackend => b instanceof ExecNotifyBackend);
-    const refused = notify ? notify.refusedBy(namespace, id) : 0;
-    return { ...k, denied: k.denied + refused, deniedByNotify: refused };
   }
 
   /** Stops the daemon. Fences stay pinned and enforcing unless `detach` is set. */

@@ -11,6 +11,7 @@ import { AuditInput, nowNs } from '../audit/audit-record';
 import { AuditLog } from '../audit/audit-log';
 import { cgroupId, cgroupV2PathOfPid } from '../kernel/cgroup';
 import { AttachContext, BackendName, ControlState, Controls, FenceBackend, Workload, containerKey, isControl } from '../fence/backend';
+import { setBackendState } from '../fence/backend-states';
 import { workloadFromAnnotations } from '../containerd/workload';
 import { LookupError, findContainer } from './container-lookup';
 import { KEYS, PolicyError } from '../policy/annotations';
@@ -244,7 +245,7 @@ export class FenceManager {
       // fence a container in the host pid namespace): what it says replaces the node's guess.
       if (decided && isControl(b.control)) entry.controls = { ...entry.controls, [b.control]: decided };
       done.push([b, ctx]);
-      entry.backends[b.control] = ctx.state;
+      setBackendState(entry.backends, b.control, ctx.state);
       if (typeof ctx.state.fenceId === 'string' && !entry.eventKeys.includes(ctx.state.fenceId)) entry.eventKeys.push(ctx.state.fenceId);
     }
     if (prep.entrypoint) {
@@ -445,13 +446,13 @@ export class FenceManager {
           if (!b.update) throw new Error(`the ${b.control} fence of a running container cannot change (it is fixed when the container starts)`);
           const ctx: AttachContext = { ...base, state: { ...had } };
           const undoIt = b.update(ctx);
-          backends[b.control] = ctx.state;
+          setBackendState(backends, b.control, ctx.state);
           undo.push(undoIt ?? (() => { b.update!({ ...base, policy: oldPolicy, annotations: entry.annotations, state: { ...ctx.state } }); }));
         } else if (active) {
           const ctx: AttachContext = { ...base, state: {} };
           const decided = b.attach(ctx);
           if (decided && isControl(b.control)) newControls[b.control] = decided;
-          backends[b.control] = ctx.state;
+          setBackendState(backends, b.control, ctx.state);
           undo.push(() => { b.detach(ctx); });
         } else if (had) {
           b.detach(this.contextOf(entry, b.control));

@@ -3,17 +3,14 @@
 // stay the truth about what is enforced; this file is the truth about whom it is for.
 import fs from 'node:fs';
 import path from 'node:path';
-import { FencedContainer, containerKey } from '../fence/backend';
+import { ControlName, ControlState, Controls, FencedContainer, Workload, containerKey } from '../fence/backend';
+import { readBackendStates } from '../fence/backend-states';
+import { JsonFields, StateFieldError } from '../fence/json-fields';
+
+import { RECENT_OWNER_MS } from '../fence/event-sink';
 
 export type { ControlState, Controls, FencedContainer } from '../fence/backend';
-
-
-/**
- * containerd's exit event can overtake a container's last kernel events (still in a ring
- * buffer): for this long after detach they are still attributed to their container. The
- * one grace period for "exit overtakes events".
- */
-export const RECENT_OWNER_MS = 10_000;
+export { RECENT_OWNER_MS } from '../fence/event-sink';
 
 export class FenceRegistry {
   private readonly byKey = new Map<string, FencedContainer>();
@@ -26,17 +23,45 @@ export class FenceRegistry {
   private readonly file: string;
   private saveScheduled = false;
 
-  constructor(stateDir: string) {
+  /**
+   * Reads back what an earlier daemon fenced. Every entry is checked field by field (fence
+   * and backend states alike); one that is not what a daemon writes is left out and `log`
+   * says which field is wrong. A corrupt state file must not stop the daemon: reconcile
+   * fences a running container again from containerd (late attach), under the same fence id.
+   */
+  constructor(stateDir: string, log: (m: string) => void = () => {}) {
     fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     this.file = path.join(stateDir, 'fences.json');
+    let text: string;
     try {
-      const list = JSON.parse(fs.readFileSync(this.file, 'utf8')) as FencedContainer[];
-      for (const f of list) this.index(f);
+      text = fs.readFileSync(this.file, 'utf8');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
-        // A corrupt state file must not stop the daemon: reconcile rebuilds from containerd.
-        fs.renameSync(this.file, `${this.file}.corrupt-${Date.now()}`);
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw e;
+    }
+    const keep = `${this.file}.corrupt-${Date.now()}`;
+    let list: unknown;
+    try {
+      list = JSON.parse(text);
+      if (!Array.isArray(list)) throw new Error('not a list');
+    } catch (e) {
+      fs.renameSync(this.file, keep);
+      log(`${this.file} is not a list of fenced containers (${(e as Error).message}); moved to ${keep}, reconcile fences running containers again`);
+      return;
+    }
+    const problems: string[] = [];
+    list.forEach((v, i) => {
+      try {
+        this.index(readFencedContainer(v, `${path.basename(this.file)}[${i}]`, (m) => problems.push(m)));
+      } catch (e) {
+        if (!(e instanceof StateFieldError)) throw e;
+        problems.push(`${e.message}: entry left out`);
       }
+    });
+    if (problems.length) {
+      // The file as read, for whoever wants to know what was left out.
+      fs.copyFileSync(this.file, keep);
+      for (const p of problems) log(`${p} (the file as read is kept as ${keep})`);
     }
   }
 
@@ -136,4 +161,44 @@ export class FenceRegistry {
     fs.writeFileSync(tmp, JSON.stringify(this.all(), null, 1), { mode: 0o600 });
     fs.renameSync(tmp, this.file);
   }
+}
+
+const CONTROL_NAMES: ControlName[] = ['exec', 'network', 'seccomp'];
+
+function readControlState(f: JsonFields, key: string): ControlState {
+  const v = f.str(key);
+  if (v === 'enforced' || v === 'audited' || v === 'learning' || v === 'none' || v.startsWith('unenforceable: ')) return v as ControlState;
+  throw new StateFieldError(`${f.at(key)}: enforced, audited, learning, none or "unenforceable: ..." expected, found ${JSON.stringify(v)}`);
+}
+
+function readWorkload(f: JsonFields): Workload {
+  return { pod: f.str('pod'), podNamespace: f.str('podNamespace'), containerName: f.str('containerName') };
+}
+
+/**
+ * One entry of fences.json, checked against what FenceRegistry writes (any daemon version so
+ * far). Throws StateFieldError naming the first wrong field; `note` gets what is left out of
+ * an entry that is otherwise kept (the state of a backend this daemon does not have).
+ */
+export function readFencedContainer(v: unknown, where: string, note: (m: string) => void = () => {}): FencedContainer {
+  let f = JsonFields.of(v, where);
+  const namespace = f.str('namespace');
+  const id = f.str('id');
+  // From here on, errors name the container too.
+  f = JsonFields.of(v, `${where} (${containerKey(namespace, id)})`);
+  const c = f.obj('controls');
+  const controls = Object.fromEntries(CONTROL_NAMES.map((n) => [n, readControlState(c, n)])) as Controls;
+  const pid = f.num('pid');
+  if (!Number.isInteger(pid) || pid < 0) throw new StateFieldError(`${f.at('pid')}: a process id expected, found ${pid}`);
+  const entry: FencedContainer = {
+    namespace, id, bundle: f.str('bundle'), pid, cgroupPath: f.strOrNull('cgroupPath'),
+    cgroupId: f.raw('cgroupId') === null ? null : f.decimal('cgroupId'),
+    eventKeys: f.strings('eventKeys'), annotations: f.stringMap('annotations'), mode: f.str('mode'), policyHash: f.str('policyHash'),
+    controls,
+    backends: readBackendStates(f.obj('backends'), (name) => note(`${f.at('backends')}.${name}: no such backend in this version; its state is left out`)),
+    attachedAt: f.str('attachedAt'), how: f.oneOf('how', ['create', 'late-attach'] as const),
+  };
+  // Entries of daemons before workloads were recorded have none.
+  if (f.has('workload')) entry.workload = f.raw('workload') === null ? null : readWorkload(f.obj('workload'));
+  return entry;
 }

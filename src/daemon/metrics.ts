@@ -6,13 +6,13 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import client from 'prom-client';
-import { FencedContainer } from '../fence/backend';
+import { DecisionAction, FencedContainer, containerKey } from '../fence/backend';
 import { AuditInput } from '../audit/audit-record';
 import { Health } from './health';
 import { parseMetricsAddress } from './config';
 
 export type DecisionControl = 'exec' | 'network' | 'seccomp';
-export type DecisionAction = 'deny' | 'audit' | 'allow';
+export type { DecisionAction } from '../fence/backend';
 /** Decisions of one container so far, per control and action. */
 export type Decisions = Partial<Record<DecisionControl, Partial<Record<DecisionAction, number>>>>;
 
@@ -159,7 +159,7 @@ export class Metrics {
       if (!control || !['deny', 'audit', 'allow'].includes(action)) continue;
       // A rate-limited record stands for `count` decisions.
       const n = typeof rec.count === 'number' && rec.count > 0 ? rec.count : 1;
-      const key = `${rec.namespace ?? ''}/${rec.container_id ?? ''}`;
+      const key = containerKey(String(rec.namespace ?? ''), String(rec.container_id ?? ''));
       const d = this.fromRecords.get(key) ?? {};
       add(d, { [control]: { [action]: n } });
       this.fromRecords.set(key, d);
@@ -173,14 +173,14 @@ export class Metrics {
   /** A container's fences are going: its decisions so far move into the node's retired total. */
   retire(f: FencedContainer): void {
     add(this.retired, this.decisionsOf(f));
-    this.fromRecords.delete(`${f.namespace}/${f.id}`);
+    this.fromRecords.delete(containerKey(f.namespace, f.id));
   }
 
   /** Every decision of one fenced container so far (kernel counters and counted records). */
   decisionsOf(f: FencedContainer): Decisions {
     const d: Decisions = {};
     add(d, this.src.kernelDecisions(f));
-    add(d, this.fromRecords.get(`${f.namespace}/${f.id}`) ?? {});
+    add(d, this.fromRecords.get(containerKey(f.namespace, f.id)) ?? {});
     return d;
   }
 
@@ -193,7 +193,7 @@ export class Metrics {
     add(d, this.retired);
     for (const c of this.perContainer()) add(d, c.d);
     // Records of containers that were never in the registry (e.g. gone before attach).
-    const live = new Set(this.src.fenced().map((f) => `${f.namespace}/${f.id}`));
+    const live = new Set(this.src.fenced().map((f) => containerKey(f.namespace, f.id)));
     for (const [k, v] of this.fromRecords) if (!live.has(k)) add(d, v);
     return d;
   }

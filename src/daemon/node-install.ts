@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { DaemonClientError, request } from './daemon-client';
+import { containerKey } from '../fence/backend';
 
 /** Copy next to the target, then rename: containerd never runs half a file, and a running launcher keeps its inode. */
 export function installFile(from: string, to: string, mode: number): void {
@@ -49,14 +50,14 @@ export class UninstallRefused extends Error {}
 async function stillFenced(t: UninstallTargets): Promise<{ daemon: boolean; fenced: string[] }> {
   try {
     const ps = await request<{ containers: Array<{ namespace: string; id: string }> }>(t.socket, { op: 'ps' }, 5000);
-    return { daemon: true, fenced: ps.containers.map((c) => `${c.namespace}/${c.id}`) };
+    return { daemon: true, fenced: ps.containers.map((c) => containerKey(c.namespace, c.id)) };
   } catch (e) {
     if (!(e instanceof DaemonClientError) || !/cannot reach/.test(e.message)) throw e;
   }
   // No daemon: its state file says whom the pinned fences are for.
   try {
     const list = JSON.parse(fs.readFileSync(path.join(t.stateDir, 'fences.json'), 'utf8')) as Array<{ namespace: string; id: string }>;
-    return { daemon: false, fenced: fs.existsSync(t.pinDir) ? list.map((c) => `${c.namespace}/${c.id}`) : [] };
+    return { daemon: false, fenced: fs.existsSync(t.pinDir) ? list.map((c) => containerKey(c.namespace, c.id)) : [] };
   } catch {
     return { daemon: false, fenced: [] };
   }

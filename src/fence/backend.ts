@@ -5,6 +5,9 @@ import { AuditInput, Workload } from '../audit/audit-record';
 
 export type { Workload } from '../audit/audit-record';
 import { Policy } from '../policy/policy';
+import type { BackendStateMap, BackendStates } from './backend-states';
+
+export type { BackendStateMap, BackendStates } from './backend-states';
 
 /** How a container's cgroup is fenced: `v2` cgroup programs, `v1` tracepoints, `auto` per container. */
 export type CgroupMode = 'auto' | 'v2' | 'v1';
@@ -18,6 +21,11 @@ export type ControlName = 'exec' | 'network' | 'seccomp';
 
 /** Backends that are no control of their own (learn mode) have a name outside ControlName. */
 export type BackendName = ControlName | 'learn';
+
+/** Every backend name has a state type (fence/backend-states.ts), and nothing else has one. */
+type SameKeys<A, B> = [A] extends [B] ? ([B] extends [A] ? true : never) : never;
+const statesCoverBackends: SameKeys<keyof BackendStates, BackendName> = true;
+void statesCoverBackends;
 
 export function isControl(n: BackendName): n is ControlName {
   return n !== 'learn';
@@ -38,7 +46,7 @@ export interface PrepareContext {
   annotations: Record<string, string>;
 }
 
-export interface AttachContext {
+export interface AttachContext<N extends BackendName = BackendName> {
   namespace: string;
   id: string;
   bundle: string;
@@ -50,11 +58,33 @@ export interface AttachContext {
   policy: Policy;
   annotations: Record<string, string>;
   /** This backend's persisted state for the container; mutate it, the manager saves it. */
-  state: Record<string, unknown>;
+  state: BackendStates[N];
 }
 
-export interface FenceBackend {
-  readonly control: BackendName;
+export type DecisionAction = 'deny' | 'audit' | 'allow';
+
+/**
+ * What one backend holds for one fenced container, as `cgfence ps`, the metrics and the
+ * while-down record show it: the daemon asks for this instead of reading a backend's state.
+ */
+export interface ControlSnapshot {
+  /** Which backend serves the control for this container (ps's `backend` column). */
+  backend: string;
+  /** This control's fields of the container's `cgfence ps` entry (exec: execAllow, execDeny, counters; network: networkCounters). */
+  ps: Record<string, unknown>;
+  /** What the kernel decided for the container so far, per action (the decision metrics); null when it counts nothing. */
+  decisions: Partial<Record<DecisionAction, number>> | null;
+}
+
+/** Decisions the kernel counts in pinned maps, so that they outlive the daemon, under the key they are kept by. */
+export interface PinnedCounts {
+  key: string;
+  denied: number;
+  audited: number;
+}
+
+export interface FenceBackend<N extends BackendName = BackendName> {
+  readonly control: N;
   /** What this control will be for the policy on this node ('none' when not asked for). */
   controlState(policy: Policy): ControlState;
   /**
@@ -70,27 +100,45 @@ export interface FenceBackend {
    * when nothing, or only an audit fallback, could be attached); whatever the backend put in
    * ctx.state is still handed to detach at exit.
    */
-  attach(ctx: AttachContext): ControlState | void;
+  attach(ctx: AttachContext<N>): ControlState | void;
   /**
    * Live policy change of a running container; all or nothing (a backend that throws has
    * put back what it changed). It may return an undo that restores its exact kernel state
    * of before, for when another control of the same change fails; without one the manager
    * updates it again with the old policy.
    */
-  update?(ctx: AttachContext): void | (() => void);
+  update?(ctx: AttachContext<N>): void | (() => void);
   /**
    * Set when this control cannot be added, changed or removed on a running container at all
    * (why, in words for the user): a live update that would touch it is refused as a whole.
    */
   readonly fixedAtStart?: string;
   /** At exit, or when the container is gone. Returns final counters for the audit record. */
-  detach(ctx: AttachContext): Record<string, unknown> | void;
+  detach(ctx: AttachContext<N>): Record<string, unknown> | void;
   /**
    * After detach: settles once this backend has written every record it still owes the
    * container (counts it reports a little later, a learned policy); the manager writes the
    * container's detach record after that, so the detach record is its last.
    */
-  lastRecords?(ctx: AttachContext): Promise<void> | void;
+  lastRecords?(ctx: AttachContext<N>): Promise<void> | void;
+  /**
+   * A container fenced by an earlier daemon, read back from the state file at start: take up
+   * whatever this backend follows for it in user space (the kernel side is pinned).
+   */
+  adopt?(f: FencedContainer): void;
+  /**
+   * Between a container's exit and its detach: settles once the kernel's last events of it
+   * that may still be on their way have arrived, so their records come before the detach record.
+   */
+  settle?(f: FencedContainer): Promise<void>;
+  /** What this backend holds for the container (ps, metrics); null when nothing. */
+  snapshot?(f: FencedContainer): ControlSnapshot | null;
+  /**
+   * The container's pinned decision counts: the daemon saves them every few seconds and a
+   * restarted daemon reports what they grew by meanwhile (the while-down record). Null when
+   * this control keeps none for it.
+   */
+  pinnedCounts?(f: FencedContainer): PinnedCounts | null;
   /** Kernel facts for `cgfence status`. */
   status(): Record<string, unknown>;
   /**
@@ -127,8 +175,8 @@ export interface FencedContainer {
   mode: string;
   policyHash: string;
   controls: Controls;
-  /** Each backend's own state for the container. */
-  backends: Partial<Record<BackendName, Record<string, unknown>>>;
+  /** Each backend's own state for the container (types: fence/backend-states.ts). */
+  backends: BackendStateMap;
   attachedAt: string;
   how: 'create' | 'late-attach';
   /** Pod, pod namespace and container name (CRI labels); null for a container without them. */

@@ -3,6 +3,14 @@
 import { AuditInput } from '../audit/audit-record';
 import { FencedContainer } from './backend';
 
+/**
+ * containerd's exit event can overtake a container's last kernel events (still in a ring
+ * buffer): for this long after detach they are still attributed to their container. The
+ * one grace period for "exit overtakes events": the registry's owner() and whatever a
+ * backend keeps past detach for the same events use it.
+ */
+export const RECENT_OWNER_MS = 10_000;
+
 export interface EventSink {
   /** Writes audit records (and counts the decisions among them). Never throws. */
   write(records: AuditInput[]): void;

@@ -6,7 +6,8 @@
 import fs from 'node:fs';
 import { closeLinks, closeObject } from './release';
 import path from 'node:path';
-import { BpfLink, BpfObject, BPF_ANY, RingBuffer, native } from '../native';
+import { BpfLink, BpfObject, BPF_ANY, RingBuffer } from '../native';
+import { AbiSize, attachReplacingPin, checkAbi, linkPin, loadPinned, readRing } from './object-steps';
 import { ensureTracefs } from './tracefs';
 import {
   AllowedFile, EXEC_ALLOW_SIZE, EXEC_EVENT_SIZE, EXEC_KEY_SIZE, EXEC_RATE_SIZE, ExecEvent, ExecRate, FENCE_SIZE, FenceMode, FenceState, FileIdentity,
@@ -130,31 +131,20 @@ export class ExecFence {
    * pinned links are replaced by ours.
    */
   static open(opts: ExecFenceOptions = {}): ExecFence {
-    const addon = native();
-    if (opts.pinDir) fs.mkdirSync(opts.pinDir, { recursive: true, mode: 0o700 });
     const pinned = (p: ExecProgram) => !!opts.pinDir && fs.existsSync(path.join(opts.pinDir, PROGRAMS[p].linkPin));
     const asked = opts.programs ?? ['cgroup-v2'];
     const programs = ALL_PROGRAMS.filter((p) => asked.includes(p) || pinned(p));
     if (programs.includes('pidns')) ensureTracefs();
-    const obj = new addon.BpfObject(OBJECT, { pinDir: opts.pinDir, programs: programs.map((p) => PROGRAMS[p].name), maxEntries: definedOnly(opts.sizes) });
+    const obj = loadPinned(OBJECT, { pinDir: opts.pinDir, programs: programs.map((p) => PROGRAMS[p].name), maxEntries: opts.sizes });
     const links = new Map<ExecProgram, BpfLink>();
     let adopted = false;
     try {
-      checkSizes(obj);
+      checkAbi(obj, OBJECT, ABI);
       for (const p of programs) {
-        const link = obj.attachTracing(PROGRAMS[p].name);
-        links.set(p, link);
-        if (!opts.pinDir) continue;
-        const pin = path.join(opts.pinDir, PROGRAMS[p].linkPin);
-        if (fs.existsSync(pin)) {
-          // Our link is attached before the old one goes, so no exec slips through; for
-          // that instant both programs run against the same maps and agree.
-          const old = addon.BpfLink.open(pin);
-          old.unpin();
-          old.destroy();
-          adopted = true;
-        }
-        link.pin(pin);
+        // Ours is attached before the old link goes, so no exec slips through.
+        const attached = attachReplacingPin(obj, PROGRAMS[p].name, linkPin(opts.pinDir, PROGRAMS[p].linkPin));
+        links.set(p, attached.link);
+        adopted ||= attached.adopted;
       }
       const fence = new ExecFence(obj, links, adopted, opts.pinDir);
       if (opts.onEvents) fence.startEvents(opts.onEvents);
@@ -173,11 +163,7 @@ export class ExecFence {
   }
 
   private startEvents(onEvents: (events: ExecEvent[]) => void): void {
-    this.ring = new (native().RingBuffer)(this.obj, 'exec_events', (records) => {
-      const events: ExecEvent[] = [];
-      for (const r of records) if (r.length >= EXEC_EVENT_SIZE) events.push(decodeExecEvent(r));
-      onEvents(events);
-    });
+    this.ring = readRing(this.obj, 'exec_events', EXEC_EVENT_SIZE, decodeExecEvent, onEvents);
   }
 
   /** Creates or replaces a fence (a cgroup id or a pidns fence id). New fences start with zero counters. */
@@ -374,21 +360,11 @@ export class ExecFence {
   }
 }
 
-function checkSizes(obj: BpfObject): void {
-  const f = obj.mapInfo('fences');
-  const a = obj.mapInfo('exec_allow');
-  const r = obj.mapInfo('exec_rate');
-  if (r.valueSize !== EXEC_RATE_SIZE || obj.mapInfo('exec_suppressed').valueSize !== EXEC_RATE_SIZE) throw new Error(`exec-fence ABI mismatch: exec_rate value ${r.valueSize} (want ${EXEC_RATE_SIZE}); rebuild with \`npm run build\``);
-  if (f.valueSize !== FENCE_SIZE || a.keySize !== EXEC_KEY_SIZE || a.valueSize !== EXEC_ALLOW_SIZE) {
-    throw new Error(`exec-fence ABI mismatch: fence value ${f.valueSize} (want ${FENCE_SIZE}), allow key ${a.keySize} (want ${EXEC_KEY_SIZE}), allow value ${a.valueSize} (want ${EXEC_ALLOW_SIZE}); rebuild with \`npm run build\``);
-  }
-}
+/** The structs the decoders in abi.ts read. */
+const ABI: AbiSize[] = [
+  { map: 'fences', valueSize: FENCE_SIZE },
+  { map: 'exec_allow', keySize: EXEC_KEY_SIZE, valueSize: EXEC_ALLOW_SIZE },
+  { map: 'exec_rate', valueSize: EXEC_RATE_SIZE },
+  { map: 'exec_suppressed', valueSize: EXEC_RATE_SIZE },
+];
 
-
-/** The entries of `o` that are set (the addon refuses an undefined size). */
-export function definedOnly(o: Record<string, number | undefined> | undefined): Record<string, number> | undefined {
-  if (!o) return undefined;
-  const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(o)) if (v !== undefined) out[k] = v;
-  return out;
-}

@@ -5,7 +5,8 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { BpfLink, BpfObject, native } from '../native';
+import { BpfLink, BpfObject } from '../native';
+import { attachReplacingPin, linkPin, loadPinned } from './object-steps';
 import { closeLinks } from './release';
 
 const OBJECT = 'exec-lsm';
@@ -47,8 +48,8 @@ export function activeLsms(mount: boolean): string[] | null {
 export function probeExecLsm(): LsmProbe {
   let obj: BpfObject | undefined;
   try {
-    obj = new (native().BpfObject)(OBJECT, { programs: [PROBE] });
-    obj.attachTracing(PROBE).destroy();
+    obj = loadPinned(OBJECT, { programs: [PROBE] });
+    attachReplacingPin(obj, PROBE, undefined).link.destroy();
   } catch (e) {
     return { usable: false, why: `a BPF LSM program does not load or attach here: ${(e as Error).message.split('\n')[0]}` };
   } finally {
@@ -73,23 +74,14 @@ export class ExecLsm {
    */
   static attach(opts: { pinDir: string }): ExecLsm {
     if (!opts.pinDir) throw new Error('ExecLsm.attach: a pin directory is required (the LSM program shares the exec fence\'s maps through their pins)');
-    const addon = native();
-    fs.mkdirSync(opts.pinDir, { recursive: true, mode: 0o700 });
-    const obj = new addon.BpfObject(OBJECT, { pinDir: opts.pinDir, programs: PROGRAMS.map((p) => p.name) });
+    const obj = loadPinned(OBJECT, { pinDir: opts.pinDir, programs: PROGRAMS.map((p) => p.name) });
     const links: BpfLink[] = [];
     try {
       let adopted = false;
       for (const p of PROGRAMS) {
-        const link = obj.attachTracing(p.name);
-        links.push(link);
-        const pin = path.join(opts.pinDir, p.linkPin);
-        if (fs.existsSync(pin)) {
-          const old = addon.BpfLink.open(pin);
-          old.unpin();
-          old.destroy();
-          adopted = true;
-        }
-        link.pin(pin);
+        const attached = attachReplacingPin(obj, p.name, linkPin(opts.pinDir, p.linkPin));
+        links.push(attached.link);
+        adopted ||= attached.adopted;
       }
       return new ExecLsm(obj, links, adopted, opts.pinDir);
     } catch (e) {

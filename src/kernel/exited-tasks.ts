@@ -2,7 +2,8 @@
 // record that names a caller by pid alone is attributed after the caller is gone. Not
 // pinned: it only serves the running daemon's reader of the kernel's seccomp log, which
 // stops with it.
-import { BpfLink, BpfObject, native } from '../native';
+import { BpfLink, BpfObject } from '../native';
+import { attachReplacingPin, loadPinned } from './object-steps';
 
 const OBJECT = 'exited-tasks';
 const PROGRAM = 'record_exit';
@@ -12,9 +13,10 @@ export class ExitedTasks {
   private constructor(private readonly obj: BpfObject, private readonly link: BpfLink) {}
 
   static open(): ExitedTasks {
-    const obj = new (native().BpfObject)(OBJECT);
+    const obj = loadPinned(OBJECT);
     try {
-      return new ExitedTasks(obj, obj.attachTracing(PROGRAM));
+      // No pin: nothing of it outlives the daemon.
+      return new ExitedTasks(obj, attachReplacingPin(obj, PROGRAM, undefined).link);
     } catch (e) {
       obj.close();
       throw e;

@@ -5,7 +5,9 @@
 import fs from 'node:fs';
 import { closeObject } from './release';
 import path from 'node:path';
-import { BpfLink, BpfObject, BPF_ANY, native } from '../native';
+import { BpfLink, BpfObject, BPF_ANY } from '../native';
+import { AbiSize, attachCgroupPinned, checkAbi, dropLinks, loadPinned, removePinnedLinks } from './object-steps';
+import { closeLinks } from './release';
 import { u64Key } from './abi';
 import { cgroupId as cgroupIdOf } from './cgroup';
 import {
@@ -31,6 +33,11 @@ function dirName(d: LearnDir): 'egress' | 'ingress' {
   return d === LearnDir.Ingress ? 'ingress' : 'egress';
 }
 
+/** The structs the decoders in learn-abi.ts read. */
+const ABI: AbiSize[] = [
+  { map: 'learn_net_cfg', valueSize: NET_CONFIG_SIZE }, { map: 'learn_peers', keySize: PEER_KEY_SIZE }, { map: 'learn_ports', keySize: PORT_KEY_SIZE },
+];
+
 export class LearnNet {
   private readonly links = new Map<bigint, BpfLink[]>();
   private closed = false;
@@ -38,16 +45,9 @@ export class LearnNet {
   private constructor(private readonly obj: BpfObject, private readonly pinDir?: string) {}
 
   static open(opts: { pinDir?: string } = {}): LearnNet {
-    if (opts.pinDir) fs.mkdirSync(opts.pinDir, { recursive: true, mode: 0o700 });
-    const obj = new (native().BpfObject)(OBJECT, { pinDir: opts.pinDir });
+    const obj = loadPinned(OBJECT, { pinDir: opts.pinDir });
     try {
-      const want: Array<[string, 'keySize' | 'valueSize', number]> = [
-        ['learn_net_cfg', 'valueSize', NET_CONFIG_SIZE], ['learn_peers', 'keySize', PEER_KEY_SIZE], ['learn_ports', 'keySize', PORT_KEY_SIZE],
-      ];
-      for (const [map, field, size] of want) {
-        const got = obj.mapInfo(map)[field];
-        if (got !== size) throw new Error(`learn-net ABI mismatch: ${map} ${field} is ${got}, want ${size}; rebuild with \`npm run build\``);
-      }
+      checkAbi(obj, OBJECT, ABI);
       return new LearnNet(obj, opts.pinDir);
     } catch (e) {
       obj.close();
@@ -65,18 +65,13 @@ export class LearnNet {
     const cgid = cgroupIdOf(cgroupPath);
     this.forget(fenceId);
     const dir = this.fenceDir(fenceId);
-    const links: BpfLink[] = [];
+    let links: BpfLink[] = [];
     try {
-      if (dir) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-      for (const prog of LEARN_NET_PROGRAMS) {
-        const link = this.obj.attachCgroup(prog, cgroupPath);
-        links.push(link);
-        if (dir) link.pin(path.join(dir, prog));
-      }
+      links = attachCgroupPinned(this.obj, LEARN_NET_PROGRAMS, cgroupPath, dir);
       // The storage exists once the first link does; until this update it records nothing.
       this.obj.mapUpdate('learn_net_cfg', u64Key(cgid), encodeNetConfig({ fenceId, peerDrops: 0n, portDrops: 0n }), BPF_ANY);
     } catch (e) {
-      for (const l of links) { try { l.unpin(); } catch { /* already gone */ } l.destroy(); }
+      dropLinks(links);
       if (dir) fs.rmSync(dir, { recursive: true, force: true });
       throw e;
     }
@@ -114,17 +109,10 @@ export class LearnNet {
    */
   detach(fenceId: bigint, cgid: bigint = fenceId): LearnedNet {
     const last = this.read(fenceId, cgid);
-    for (const l of this.links.get(fenceId) ?? []) { l.unpin(); l.destroy(); }
+    closeLinks(this.links.get(fenceId) ?? [], true);
     this.links.delete(fenceId);
-    const dir = this.fenceDir(fenceId);
-    if (dir && fs.existsSync(dir)) {
-      for (const f of fs.readdirSync(dir)) {
-        const l = native().BpfLink.open(path.join(dir, f));
-        l.unpin();
-        l.destroy();
-      }
-      fs.rmdirSync(dir);
-    }
+    // Links pinned by an earlier daemon.
+    removePinnedLinks(this.fenceDir(fenceId));
     try {
       this.obj.mapUpdate('learn_net_cfg', u64Key(cgid), encodeNetConfig({ fenceId: 0n, peerDrops: 0n, portDrops: 0n }), BPF_ANY);
     } catch { /* the storage went with its cgroup or its last link */ }

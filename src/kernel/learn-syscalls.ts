@@ -4,14 +4,14 @@
 // attached only while at least one container learns: attached, sys_enter sends every task on
 // the node through the syscall slow path. Maps and links are pinned in pinDir so that a
 // restarted daemon keeps what was learned and keeps learning.
-import fs from 'node:fs';
 import path from 'node:path';
-import { BpfLink, BpfObject, BPF_ANY, BPF_NOEXIST, NativeError, native } from '../native';
+import { BpfLink, BpfObject, BPF_ANY, BPF_NOEXIST, NativeError } from '../native';
 import { u64Key } from './abi';
 import {
   CGROUP_CACHE_SIZE, EXEC_KEY_SIZE, EXEC_VALUE_SIZE, LearnedExecRecord, LearnedSyscallNumbers, SYSCALLS_SIZE, decodeExecRecord, decodeSyscalls,
 } from './learn-abi';
-import { closeObject } from './release';
+import { closeLinks, closeObject } from './release';
+import { AbiSize, attachReplacingPin, checkAbi, loadPinned, removePinnedLink } from './object-steps';
 
 const OBJECT = 'learn-syscalls';
 /** Each program and the pin of its link. */
@@ -20,6 +20,12 @@ const PROGRAMS = [
   { program: 'learn_sched_exec', pin: 'learn_exec_link' },
 ] as const;
 
+/** The structs the decoders in learn-abi.ts read. */
+const ABI: AbiSize[] = [
+  { map: 'learn_sys', valueSize: SYSCALLS_SIZE }, { map: 'learn_sys_cgrp', valueSize: CGROUP_CACHE_SIZE },
+  { map: 'learn_exec', keySize: EXEC_KEY_SIZE, valueSize: EXEC_VALUE_SIZE },
+];
+
 export class LearnSyscalls {
   private links: BpfLink[] | null = null;
   private closed = false;
@@ -27,15 +33,9 @@ export class LearnSyscalls {
   private constructor(private readonly obj: BpfObject, private readonly pinDir?: string) {}
 
   static open(opts: { pinDir?: string } = {}): LearnSyscalls {
-    if (opts.pinDir) fs.mkdirSync(opts.pinDir, { recursive: true, mode: 0o700 });
-    const obj = new (native().BpfObject)(OBJECT, { pinDir: opts.pinDir });
+    const obj = loadPinned(OBJECT, { pinDir: opts.pinDir });
     try {
-      const s = obj.mapInfo('learn_sys');
-      const c = obj.mapInfo('learn_sys_cgrp');
-      const x = obj.mapInfo('learn_exec');
-      if (s.valueSize !== SYSCALLS_SIZE || c.valueSize !== CGROUP_CACHE_SIZE || x.keySize !== EXEC_KEY_SIZE || x.valueSize !== EXEC_VALUE_SIZE) {
-        throw new Error(`learn-syscalls ABI mismatch: learn_sys value ${s.valueSize} (want ${SYSCALLS_SIZE}), learn_sys_cgrp value ${c.valueSize} (want ${CGROUP_CACHE_SIZE}), learn_exec ${x.keySize}/${x.valueSize} (want ${EXEC_KEY_SIZE}/${EXEC_VALUE_SIZE}); rebuild with \`npm run build\``);
-      }
+      checkAbi(obj, OBJECT, ABI);
       const l = new LearnSyscalls(obj, opts.pinDir);
       // An earlier daemon left containers learning: keep recording for them with our program.
       if (l.fences().length > 0) l.ensureAttached();
@@ -54,22 +54,10 @@ export class LearnSyscalls {
     if (this.links) return;
     const links: BpfLink[] = [];
     try {
-      for (const p of PROGRAMS) {
-        const link = this.obj.attachTracing(p.program);
-        links.push(link);
-        const pin = this.linkPin(p.pin);
-        if (pin) {
-          if (fs.existsSync(pin)) {
-            // Ours is attached before the old one goes: both record into the same maps meanwhile.
-            const old = native().BpfLink.open(pin);
-            old.unpin();
-            old.destroy();
-          }
-          link.pin(pin);
-        }
-      }
+      // Ours is attached before the old one goes: both record into the same maps meanwhile.
+      for (const p of PROGRAMS) links.push(attachReplacingPin(this.obj, p.program, this.linkPin(p.pin) ?? undefined).link);
     } catch (e) {
-      for (const l of links) { l.unpin(); l.destroy(); }
+      closeLinks(links, true);
       throw e;
     }
     this.links = links;
@@ -77,17 +65,14 @@ export class LearnSyscalls {
 
   private detachPrograms(): void {
     if (this.links) {
-      for (const l of this.links) { l.unpin(); l.destroy(); }
+      closeLinks(this.links, true);
       this.links = null;
       return;
     }
+    // Links an earlier daemon pinned.
     for (const p of PROGRAMS) {
       const pin = this.linkPin(p.pin);
-      if (pin && fs.existsSync(pin)) {
-        const old = native().BpfLink.open(pin);
-        old.unpin();
-        old.destroy();
-      }
+      if (pin) removePinnedLink(pin);
     }
   }
 

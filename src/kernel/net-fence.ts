@@ -4,10 +4,11 @@
 // kernel with the first link and freed with the last) and its trie entries.
 import fs from 'node:fs';
 import path from 'node:path';
-import { BpfLink, BpfObject, BPF_ANY, RingBuffer, native } from '../native';
+import { BpfLink, BpfObject, BPF_ANY, RingBuffer } from '../native';
+import { AbiSize, attachCgroupPinned, checkAbi, dropLinks, loadPinned, readRing, removePinnedLinks } from './object-steps';
+import { closeLinks } from './release';
 import { cgroupId as cgroupIdOf } from './cgroup';
 import { FenceMode, u64Key } from './abi';
-import { definedOnly } from './exec-fence';
 import {
   CONFIG_SIZE, FLOW_KEY_SIZE, FlowKey, FlowState, Family, KEY4_SIZE, KEY6_SIZE, NET_EVENT_SIZE, NetConfig, NetDir,
   NetEvent, NetStats, NetVerdict, STATS_SIZE, decodeConfig, decodeFlow, decodeFlowKey, decodeNetEvent, decodeRuleKey,
@@ -54,10 +55,9 @@ export class NetFence {
   private constructor(private readonly obj: BpfObject, private readonly pinDir?: string) {}
 
   static open(opts: NetFenceOptions = {}): NetFence {
-    if (opts.pinDir) fs.mkdirSync(opts.pinDir, { recursive: true, mode: 0o700 });
-    const obj = new (native().BpfObject)(OBJECT, { pinDir: opts.pinDir, maxEntries: definedOnly(opts.sizes) });
+    const obj = loadPinned(OBJECT, { pinDir: opts.pinDir, maxEntries: opts.sizes });
     try {
-      checkSizes(obj);
+      checkAbi(obj, OBJECT, ABI);
       const f = new NetFence(obj, opts.pinDir);
       f.buildIndex();
       if (opts.onEvents) f.startEvents(opts.onEvents);
@@ -69,11 +69,7 @@ export class NetFence {
   }
 
   private startEvents(onEvents: (events: NetEvent[]) => void): void {
-    this.ring = new (native().RingBuffer)(this.obj, 'net_events', (records) => {
-      const out: NetEvent[] = [];
-      for (const r of records) if (r.length >= NET_EVENT_SIZE) out.push(decodeNetEvent(r));
-      onEvents(out);
-    });
+    this.ring = readRing(this.obj, 'net_events', NET_EVENT_SIZE, decodeNetEvent, onEvents);
   }
 
   private fenceDir(fenceId: bigint): string | null {
@@ -98,19 +94,14 @@ export class NetFence {
       return;
     }
     this.deleteEntries(fenceId, null);
-    const links: BpfLink[] = [];
+    let links: BpfLink[] = [];
     const dir = this.fenceDir(fenceId);
     try {
       this.writeEntries(fenceId, 0, rules.entries);
-      if (dir) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-      for (const prog of NET_PROGRAMS) {
-        const link = this.obj.attachCgroup(prog, cgroupPath);
-        links.push(link);
-        if (dir) link.pin(path.join(dir, prog));
-      }
+      links = attachCgroupPinned(this.obj, NET_PROGRAMS, cgroupPath, dir);
       this.obj.mapUpdate('net_config', u64Key(cgid), encodeConfig({ fenceId, mode: rules.mode, gen: 0, defaultDeny: rules.defaultDeny, active: activeDirs(rules) }), BPF_ANY);
     } catch (e) {
-      for (const l of links) { try { l.unpin(); } catch { /* already gone */ } l.destroy(); }
+      dropLinks(links);
       if (dir) fs.rmSync(dir, { recursive: true, force: true });
       this.deleteEntries(fenceId, null);
       throw e;
@@ -147,18 +138,10 @@ export class NetFence {
     let cgid: bigint | null = null;
     try { cgid = this.cgroupOf(fenceId); } catch { /* no config: links may still be pinned */ }
     const last = cgid !== null ? this.stats(cgid) : null;
-    for (const l of this.links.get(fenceId) ?? []) { l.unpin(); l.destroy(); }
+    closeLinks(this.links.get(fenceId) ?? [], true);
     this.links.delete(fenceId);
-    const dir = this.fenceDir(fenceId);
-    if (dir && fs.existsSync(dir)) {
-      for (const f of fs.readdirSync(dir)) {
-        // Links pinned by an earlier daemon.
-        const l = native().BpfLink.open(path.join(dir, f));
-        l.unpin();
-        l.destroy();
-      }
-      fs.rmdirSync(dir);
-    }
+    // Links pinned by an earlier daemon.
+    removePinnedLinks(this.fenceDir(fenceId));
     // The kernel keeps a cgroup's local storage until the cgroup itself goes: mode 0 is
     // "not fenced" to the programs, to fences(), and to a later attach.
     if (cgid !== null) {
@@ -347,13 +330,8 @@ function activeDirs(rules: NetRuleSet): [boolean, boolean] {
   return [on(NetDir.Egress), on(NetDir.Ingress)];
 }
 
-function checkSizes(obj: BpfObject): void {
-  const want: Array<[string, 'keySize' | 'valueSize', number]> = [
-    ['net_config', 'valueSize', CONFIG_SIZE], ['net_stats', 'valueSize', STATS_SIZE],
-    ['net_rules4', 'keySize', KEY4_SIZE], ['net_rules6', 'keySize', KEY6_SIZE], ['net_flows', 'keySize', FLOW_KEY_SIZE],
-  ];
-  for (const [map, field, size] of want) {
-    const got = obj.mapInfo(map)[field];
-    if (got !== size) throw new Error(`net-fence ABI mismatch: ${map} ${field} is ${got}, want ${size}; rebuild with \`npm run build\``);
-  }
-}
+/** The structs the decoders in net-abi.ts read. */
+const ABI: AbiSize[] = [
+  { map: 'net_config', valueSize: CONFIG_SIZE }, { map: 'net_stats', valueSize: STATS_SIZE },
+  { map: 'net_rules4', keySize: KEY4_SIZE }, { map: 'net_rules6', keySize: KEY6_SIZE }, { map: 'net_flows', keySize: FLOW_KEY_SIZE },
+];

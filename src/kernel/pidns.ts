@@ -1,4 +1,4 @@
-// Pid namespaces as a container identity (the cgroup v1 fallback): a process's namespace,
+// Pid namespaces as a container's fence scope (the cgroup v1 fallback): a process's namespace,
 // whether it is the container's own, and the fence id the kernel programs compute for it
 // (bpf/include/pidns.bpf.h). All of it read from /proc as the daemon sees it, which must be
 // the initial pid and time namespaces.

@@ -1,6 +1,7 @@
 import YAML, { Scalar, YAMLMap } from 'yaml';
 import { readRecords } from '../../audit/audit-read';
 import { AuditRecord } from '../../audit/audit-record';
+import { containerKey } from '../../fence/backend';
 import { MergedLearned, mergeLearned } from '../../fence/learn/learned-merge';
 import { Learned, PodRef, annotationMeanings, learnedAnnotations, learnedWarnings, prefixProblem } from '../../fence/learn/learned-policy';
 import { UsageError, parseArgs } from '../args';
@@ -125,7 +126,7 @@ class Sources {
     const ps = await this.ask<{ containers: Array<{ namespace: string; id: string; mode: string }> }>({ op: 'ps' });
     for (const c of ps?.containers.filter((x) => x.mode === 'learn') ?? []) {
       const r = await this.ask<LearnReply>({ op: 'learn', id: c.id, namespace: c.namespace });
-      if (r?.running && inPod(r.learned)) out.set(`${c.namespace}/${c.id}`, r.learned!);
+      if (r?.running && inPod(r.learned)) out.set(containerKey(c.namespace, c.id), r.learned!);
     }
     for (const r of await learnedRecords(this.log, {})) {
       const l = r.learned as Learned;
@@ -152,7 +153,7 @@ function render(format: Format, merged: MergedLearned, annotations: Record<strin
   }
   if (format === 'ctr') return Object.entries(annotations).map(([k, v]) => `${k}=${v}`).join('\n');
   const doc = new YAML.Document({ metadata: { annotations } });
-  const names = merged.sources.map((s) => `${s.namespace}/${s.id}`);
+  const names = merged.sources.map((s) => containerKey(s.namespace, s.id));
   doc.commentBefore = [
     ` cgfence learn: what ${names.length === 1 ? names[0] : `${names.length} containers (${names.join(', ')})`} did, as pod annotations`,
     ...warnings.map((w) => ` warning: ${w}`),
@@ -181,9 +182,9 @@ export async function run(argv: string[]): Promise<number> {
   const found = new Map<string, Learned>();
   for (const id of a.positionals) {
     const l = await sources.container(id, namespace);
-    found.set(`${l.namespace}/${l.id}`, l);
+    found.set(containerKey(l.namespace, l.id), l);
   }
-  if (pod) for (const l of await sources.pod(pod)) found.set(`${l.namespace}/${l.id}`, l);
+  if (pod) for (const l of await sources.pod(pod)) found.set(containerKey(l.namespace, l.id), l);
 
   const merged = mergeLearned([...found.values()]);
   const annotations = learnedAnnotations(merged, fold);

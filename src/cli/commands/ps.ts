@@ -1,4 +1,5 @@
 import { parseArgs } from '../args';
+import { containerKey } from '../../fence/backend';
 import { request, socketPath } from '../../daemon/daemon-client';
 import { OUTPUT_FLAGS, outputFormat, renderTable } from '../output';
 import { formatTimestamp } from '../time-format';
@@ -30,7 +31,7 @@ function nameOf(c: Row): string {
     const ctr = w?.container ?? w?.containerName;
     return `${typeof ns === 'string' ? `${ns}/` : ''}${pod}${typeof ctr === 'string' && ctr ? `/${ctr}` : ''}`;
   }
-  return `${c.namespace}/${c.id}`;
+  return containerKey(c.namespace, c.id);
 }
 
 export function deniedOf(d: Decisions | undefined): { total: number; exec: number; network: number; seccomp: number } {

@@ -1,4 +1,4 @@
-// The exec control. Each container is fenced by the identity it has (fence/container-identity):
+// The exec control. Each container is fenced by the scope it has (fence/fence-scope):
 // its own cgroup v2 (tp_btf/sched_process_exec + cgroup ancestry) or, on cgroup v1 hosts and
 // with --cgroup-mode v1, its pid namespace (tracepoint/sched/sched_process_exec). Both judge
 // against the same maps (kernel/exec-fence.ts) with the same semantics. Allow-listed paths are
@@ -12,13 +12,14 @@ import { ExecFence, ExecProgram } from '../../kernel/exec-fence';
 import { PidnsError, describePidnsFenceId } from '../../kernel/pidns';
 import { ResolvedEntry } from '../../policy/identity';
 import { Policy } from '../../policy/policy';
-import { CgroupMode, AttachContext, ControlState, FenceBackend, containerKey } from '../backend';
+import { CgroupMode, AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer, PinnedCounts, containerKey } from '../backend';
+import { execDenyOf } from './exec-notify';
 import { ExecAdmit, fenceCgroupExecs } from './cgroup-exec-fence';
 import { DEFAULT_LIMITS, Limits, QuotaError, TableSizes, admit } from '../quota';
-import { ContainerIdentity, IdentityBackend, NoIdentityError, chooseIdentity } from '../container-identity';
+import { FenceScope, ScopeKind, NoScopeError, chooseScope } from '../fence-scope';
 import { fencePidnsExecs } from './pidns-exec-fence';
 
-const DESCRIBE: Record<IdentityBackend, string> = {
+const DESCRIBE: Record<ScopeKind, string> = {
   'cgroup-v2': 'cgroup-v2 (tp_btf/sched_process_exec, fence found by cgroup v2 ancestry)',
   'pidns-tracepoint': 'pidns-tracepoint (tracepoint/sched/sched_process_exec, fence found by pid namespace, nested namespaces included)',
 };
@@ -30,7 +31,7 @@ export function execPrograms(mode: CgroupMode, hasV2: boolean): ExecProgram[] {
   return ['cgroup-v2', 'pidns'];
 }
 
-export class ExecBackend implements FenceBackend {
+export class ExecBackend implements FenceBackend<'exec'> {
   readonly control = 'exec' as const;
   readonly fence: ExecFence;
 
@@ -40,7 +41,7 @@ export class ExecBackend implements FenceBackend {
 
   /**
    * `kernelHook: 'lsm'`: the maps and events only, no tracepoint program (the BPF LSM program of
-   * exec-lsm-backend judges); the fence identities are the same. `lsmUnusable`: why BPF LSM
+   * exec-lsm-backend judges); the fence scopes are the same. `lsmUnusable`: why BPF LSM
    * was not chosen, for status.
    */
   constructor(private readonly opts: {
@@ -91,18 +92,18 @@ export class ExecBackend implements FenceBackend {
     return policy.mode === 'enforce' ? 'enforced' : policy.mode === 'audit' ? 'audited' : 'learning';
   }
 
-  /** The identity of a container: the one it was fenced by, else the one the mode picks. */
-  private identify(ctx: AttachContext): ContainerIdentity {
+  /** The scope of a container: the one it was fenced by, else the one the mode picks. */
+  private scopeOf(ctx: AttachContext<'exec'>): FenceScope {
     const mode: CgroupMode = ctx.state.backend === 'pidns-tracepoint' ? 'v1' : ctx.state.backend === 'cgroup-v2' ? 'v2' : this.opts.cgroupMode;
-    return chooseIdentity(ctx.pid, ctx.cgroupPath, mode);
+    return chooseScope(ctx.pid, ctx.cgroupPath, mode);
   }
 
-  attach(ctx: AttachContext): ControlState | void {
-    let identity: ContainerIdentity;
+  attach(ctx: AttachContext<'exec'>): ControlState | void {
+    let scope: FenceScope;
     try {
-      identity = this.identify(ctx);
+      scope = this.scopeOf(ctx);
     } catch (e) {
-      if (!(e instanceof PidnsError) && !(e instanceof NoIdentityError)) throw e;
+      if (!(e instanceof PidnsError) && !(e instanceof NoScopeError)) throw e;
       const why = e instanceof PidnsError ? `the pid-namespace exec fence cannot serve this container: ${e.message}` : e.message;
       // Enforce is refused (throwing); audit and learn run, and are told they got nothing.
       if (ctx.policy.mode === 'enforce') throw new Error(`${why}; refusing to start in enforce mode`);
@@ -112,19 +113,17 @@ export class ExecBackend implements FenceBackend {
     }
     const req = { mode: ctx.policy.mode, execAllow: ctx.policy.execAllow ?? [], admit: this.admitFor(ctx) };
     let resolved: ResolvedEntry[];
-    if (identity.backend === 'cgroup-v2') {
-      const r = fenceCgroupExecs(this.fence, { ...req, cgroupPath: identity.cgroupPath, rootPid: ctx.pid });
-      ctx.state.fenceId = r.fenceId.toString();
-      resolved = r.resolved;
+    let fenceId: bigint;
+    if (scope.backend === 'cgroup-v2') {
+      ({ fenceId, resolved } = fenceCgroupExecs(this.fence, { ...req, cgroupPath: scope.cgroupPath, rootPid: ctx.pid }));
     } else {
-      const r = fencePidnsExecs(this.fence, { ...req, pid: ctx.pid, pidns: identity.pidns, lsm: this.opts.kernelHook === 'lsm' });
-      ctx.state.fenceId = r.fenceId.toString();
-      ctx.state.pidns = `pid:[${identity.pidns.inode}]`;
-      ctx.state.why = identity.why;
-      resolved = r.resolved;
+      ({ fenceId, resolved } = fencePidnsExecs(this.fence, { ...req, pid: ctx.pid, pidns: scope.pidns, lsm: this.opts.kernelHook === 'lsm' }));
+      ctx.state.pidns = `pid:[${scope.pidns.inode}]`;
+      ctx.state.why = scope.why;
     }
-    ctx.state.backend = identity.backend;
-    if (ctx.policy.mode === 'enforce' || ctx.policy.mode === 'audit') this.rateAudit?.track(BigInt(ctx.state.fenceId as string), ctx.policy.mode === 'enforce' ? 'deny' : 'audit');
+    ctx.state.fenceId = fenceId.toString();
+    ctx.state.backend = scope.backend;
+    if (ctx.policy.mode === 'enforce' || ctx.policy.mode === 'audit') this.rateAudit?.track(fenceId, ctx.policy.mode === 'enforce' ? 'deny' : 'audit');
     ctx.state.allow = resolved.map((e) => ({
       path: e.path, dev: formatDev(e.identity.dev), ino: e.identity.ino.toString(), ctime_ns: e.identity.ctimeNs.toString(),
       ...(e.loaderOf !== undefined ? { loader_of: e.loaderOf } : {}),
@@ -132,7 +131,7 @@ export class ExecBackend implements FenceBackend {
   }
 
   /** The quota check of one container's allow set (fence/quota.ts). */
-  private admitFor(ctx: AttachContext): ExecAdmit {
+  private admitFor(ctx: AttachContext<'exec'>): ExecAdmit {
     const limit = (this.opts.limits ?? DEFAULT_LIMITS).execAllowPerContainer;
     return (fenceId, ids) => {
       const all = this.fence.usage();
@@ -152,7 +151,7 @@ export class ExecBackend implements FenceBackend {
    * write fails), and the undo returned puts back the exact kernel state of before, for when
    * a later control of the same change fails.
    */
-  update(ctx: AttachContext): () => void {
+  update(ctx: AttachContext<'exec'>): () => void {
     const id = typeof ctx.state.fenceId === 'string' ? BigInt(ctx.state.fenceId) : null;
     const before = id !== null ? this.fence.snapshot(id) : null;
     this.attach(ctx);
@@ -163,12 +162,36 @@ export class ExecBackend implements FenceBackend {
     };
   }
 
-  detach(ctx: AttachContext): Record<string, unknown> | void {
+  detach(ctx: AttachContext<'exec'>): Record<string, unknown> | void {
     if (typeof ctx.state.fenceId !== 'string') return;
     const last = this.fence.unfence(BigInt(ctx.state.fenceId));
     if (this.rateAudit) this.rateAudit.retire(BigInt(ctx.state.fenceId));
     else this.fence.forgetRate(BigInt(ctx.state.fenceId));
     if (last) return { denied: Number(last.denied), audited: Number(last.audited), allowed: Number(last.allowed) };
+  }
+
+  /**
+   * ps shows the allow-list as resolved, how a denial ends (errno or kill) and the kernel
+   * fence's counters. `refusedByNotify`: execs the seccomp notify loop refused before they
+   * reached the fence (exec-notify-backend), counted as denials.
+   */
+  snapshot(f: FencedContainer, refusedByNotify = 0): ControlSnapshot | null {
+    const st = f.backends.exec;
+    if (!st) return null;
+    const k = st.fenceId !== undefined ? this.counters(st.fenceId) : null;
+    const denied = (k?.denied ?? 0) + refusedByNotify;
+    return {
+      backend: st.backend ?? this.control,
+      ps: { execAllow: st.allow ?? [], execDeny: execDenyOf(f.mode, st), counters: k && { ...k, denied, deniedByNotify: refusedByNotify } },
+      decisions: k && { deny: denied, audit: k.audited, allow: k.allowed },
+    };
+  }
+
+  /** The kernel fence's own counters (what the notify loop refused is not pinned anywhere). */
+  pinnedCounts(f: FencedContainer): PinnedCounts | null {
+    const fenceId = f.backends.exec?.fenceId;
+    const k = fenceId !== undefined ? this.counters(fenceId) : null;
+    return k && fenceId !== undefined ? { key: fenceId, denied: k.denied, audited: k.audited } : null;
   }
 
   counters(fenceId: string): { denied: number; audited: number; allowed: number } | null {
@@ -196,9 +219,11 @@ export class ExecBackend implements FenceBackend {
     this.fence.forgetRate(fenceId);
   }
 
-  sweepOrphans(known: Set<string>): AuditInput[] {
+  /** `removed`: told each fence id removed (the LSM backend drops what it keeps per fence too). */
+  sweepOrphans(known: Set<string>, removed?: (fenceId: bigint) => void): AuditInput[] {
     return this.orphans(known).map((id) => {
       this.removeFence(id);
+      removed?.(id);
       return { type: 'agent', action: 'remove-orphan-fence', control: 'exec', cgroup_id: id.toString() };
     });
   }
@@ -206,7 +231,7 @@ export class ExecBackend implements FenceBackend {
   status(): Record<string, unknown> {
     // With the LSM hook the one program finds both identities; the mode picks which are used.
     const programs = this.opts.kernelHook === 'lsm' ? execPrograms(this.opts.cgroupMode, cgroupV2Root() !== null) : this.fence.programs();
-    const backends: IdentityBackend[] = [];
+    const backends: ScopeKind[] = [];
     if (programs.includes('cgroup-v2') && cgroupV2Root() && this.opts.cgroupMode !== 'v1') backends.push('cgroup-v2');
     if (programs.includes('pidns') && !(this.opts.cgroupMode === 'v2' && cgroupV2Root())) backends.push('pidns-tracepoint');
     const fences = this.fence.fences();

@@ -12,7 +12,8 @@ import { AuditInput } from '../../audit/audit-record';
 import { EventSink } from '../event-sink';
 import { AllowedFile } from '../../kernel/abi';
 import { Policy } from '../../policy/policy';
-import { AttachContext, ControlState, FenceBackend, FencedContainer, PrepareContext } from '../backend';
+import { AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer, PinnedCounts, PrepareContext } from '../backend';
+import { ExecState } from './exec-state';
 import { ExecBackend } from './exec-backend';
 import { DenyEvent, ExecNotifier, denyRecord, notifyKey } from './exec-notify';
 import { NotifyRateLimiter } from './notify-rate-limit';
@@ -30,9 +31,9 @@ export interface ExecNotifyHooks {
  * loader_of? }. null when there are none, or when they come from a daemon that kept no stamps:
  * the container is then left to the kernel fence until it is attached again.
  */
-function identitiesOf(state: Record<string, unknown> | undefined): AllowedFile[] | null {
+function identitiesOf(state: ExecState | undefined): AllowedFile[] | null {
   if (!Array.isArray(state?.allow)) return null;
-  const entries = state.allow as Array<{ dev: string; ino: string; ctime_ns?: string; loader_of?: string }>;
+  const entries = state.allow;
   if (entries.some((a) => typeof a.ctime_ns !== 'string')) return null;
   return entries.map((a) => {
     const [maj, min] = a.dev.split(':').map((x) => BigInt(x));
@@ -40,7 +41,7 @@ function identitiesOf(state: Record<string, unknown> | undefined): AllowedFile[]
   });
 }
 
-export class ExecNotifyBackend implements FenceBackend {
+export class ExecNotifyBackend implements FenceBackend<'exec'> {
   readonly control = 'exec' as const;
   readonly notify: ExecNotifier;
   /** Keys whose notify fds wait for an allow set nobody has given yet. */
@@ -74,13 +75,13 @@ export class ExecNotifyBackend implements FenceBackend {
     if (merge.skipped.length) this.hooks.log(`${ctx.namespace}/${ctx.id}: execs not routed to the notify loop (the kernel fence alone decides): ${merge.skipped.join('; ')}`);
   }
 
-  attach(ctx: AttachContext): ControlState | void {
+  attach(ctx: AttachContext<'exec'>): ControlState | void {
     const st = this.inner.attach(ctx);
     this.route(ctx);
     return st;
   }
 
-  update(ctx: AttachContext): () => void {
+  update(ctx: AttachContext<'exec'>): () => void {
     const prev = Array.isArray(ctx.state.allow) ? { ...ctx.state } : null;
     const undoKernel = this.inner.update(ctx);
     this.route(ctx);
@@ -93,7 +94,7 @@ export class ExecNotifyBackend implements FenceBackend {
     };
   }
 
-  private route(ctx: AttachContext): void {
+  private route(ctx: AttachContext<'exec'>): void {
     const key = notifyKey(ctx.namespace, ctx.id);
     if (ctx.policy.mode !== 'enforce' || !Array.isArray(ctx.state.allow)) return;
     if (!this.notify.routed(ctx.bundle, key) && !this.waiting.has(key)) return;
@@ -158,7 +159,7 @@ export class ExecNotifyBackend implements FenceBackend {
     return Math.max(this.refused.get(key) ?? 0, this.notify.refused(key));
   }
 
-  detach(ctx: AttachContext): Record<string, unknown> | void {
+  detach(ctx: AttachContext<'exec'>): Record<string, unknown> | void {
     // Counts held for the container go out before its detach record.
     this.sweepRate();
     const key = notifyKey(ctx.namespace, ctx.id);
@@ -172,6 +173,15 @@ export class ExecNotifyBackend implements FenceBackend {
     // `denied` counts every exec that did not run, whichever of the two stopped it.
     if (counters && typeof counters.denied === 'number') return { ...counters, denied: counters.denied + refused, denied_by_notify: refused };
     return counters;
+  }
+
+  /** The kernel fence's, with the execs the loop refused before they reached it counted as denials. */
+  snapshot(f: FencedContainer): ControlSnapshot | null {
+    return this.inner.snapshot(f, this.refusedBy(f.namespace, f.id));
+  }
+
+  pinnedCounts(f: FencedContainer): PinnedCounts | null {
+    return this.inner.pinnedCounts(f);
   }
 
   sweepOrphans(known: Set<string>): AuditInput[] {

@@ -28,7 +28,7 @@ import { AuditInput } from '../../audit/audit-record';
 import { exactName } from '../../audit/exact-name';
 import { AllowedFile, formatDev } from '../../kernel/abi';
 import { NotifyEvent, NotifyStats, SeccompNotify, native } from '../../native';
-import { PrepareContext } from '../backend';
+import { PrepareContext, containerKey } from '../backend';
 import { readBundleConfig, writeBundleConfig } from '../bundle-config';
 import { EXEC_SYSCALLS, NotifyMerge, withExecNotify } from '../seccomp/seccomp-profile';
 import { verdictFields } from './exec-verdict';
@@ -64,7 +64,7 @@ export function notifyPaths(stateDir: string): { listener: string; holder: strin
 
 /** The container key the loop routes by; runc hands it back as listenerMetadata. */
 export function notifyKey(namespace: string, id: string): string {
-  return `${namespace}/${id}`;
+  return containerKey(namespace, id);
 }
 
 export function splitNotifyKey(key: string): { namespace: string; id: string } {

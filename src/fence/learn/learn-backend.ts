@@ -20,7 +20,7 @@ import { LearnNet, LearnedNet } from '../../kernel/learn-net';
 import { LearnSyscalls } from '../../kernel/learn-syscalls';
 import { native } from '../../native';
 import { Policy } from '../../policy/policy';
-import { CgroupMode, AttachContext, ControlName, ControlState, FenceBackend } from '../backend';
+import { CgroupMode, AttachContext, ControlName, ControlSnapshot, ControlState, FenceBackend, FencedContainer } from '../backend';
 import { readBundleConfig } from '../bundle-config';
 import { ContainerRoot } from './container-root';
 import { LearnedExecs } from './learned-execs';
@@ -82,7 +82,7 @@ function alive(pid: number): boolean {
   }
 }
 
-export class LearnBackend implements FenceBackend {
+export class LearnBackend implements FenceBackend<'learn'> {
   readonly control = 'learn' as const;
   /** null when the kernel refused them: learn mode is then unenforceable, the daemon runs on. */
   private readonly rec: Recorders | null = null;
@@ -124,7 +124,7 @@ export class LearnBackend implements FenceBackend {
     return policy.mode === 'learn' && this.usable() ? ['network', 'seccomp'] : [];
   }
 
-  attach(ctx: AttachContext): void {
+  attach(ctx: AttachContext<'learn'>): void {
     if (!ctx.cgroupPath || ctx.cgroupId === null) throw new Error(`pid ${ctx.pid} has no cgroup v2 membership to learn from`);
     const fenceId = ctx.cgroupId;
     const { sys, net } = this.recorders();
@@ -176,7 +176,7 @@ export class LearnBackend implements FenceBackend {
       });
   }
 
-  detach(ctx: AttachContext): Record<string, unknown> | void {
+  detach(ctx: AttachContext<'learn'>): Record<string, unknown> | void {
     if (typeof ctx.state.fenceId !== 'string') return;
     const fenceId = BigInt(ctx.state.fenceId);
     const key = ctx.state.fenceId;
@@ -333,6 +333,12 @@ export class LearnBackend implements FenceBackend {
     this.live.get(fenceId.toString())?.root?.close();
     this.live.delete(fenceId.toString());
     fs.rmSync(this.file(fenceId.toString()), { force: true });
+  }
+
+  /** What it learned so far is the learn op's (learnedOf), not a counter. */
+  snapshot(f: FencedContainer): ControlSnapshot | null {
+    const st = f.backends.learn;
+    return st ? { backend: st.backend ?? this.control, ps: {}, decisions: null } : null;
   }
 
   status(): Record<string, unknown> {

@@ -6,6 +6,7 @@
 // Executables are merged by path, not identity: each container has its own root filesystem
 // (an overlay mount has its own device), so the same image file has one identity per
 // container but one path in all of them.
+import { containerKey } from '../backend';
 import { ExecOrigin, Learned, LearnedExec, LearnedFlow, LearnedPeer, LearnedPolicyInput, PodRef } from './learned-policy';
 
 export interface LearnedSource { namespace: string; id: string; running: boolean; since: string; pod?: PodRef }
@@ -28,7 +29,7 @@ export interface MergedLearned extends LearnedPolicyInput {
 }
 
 function containerName(l: Learned): string {
-  return `${l.namespace}/${l.id}`;
+  return containerKey(l.namespace, l.id);
 }
 
 function execKey(e: LearnedExec): string {

@@ -7,9 +7,10 @@ import { cgroupId as cgroupIdOf, cgroupV2Root } from '../../kernel/cgroup';
 import { NetDir, NetStats } from '../../kernel/net-abi';
 import { NetFence } from '../../kernel/net-fence';
 import { Policy } from '../../policy/policy';
-import { CgroupMode, AttachContext, ControlState, FenceBackend } from '../backend';
+import { CgroupMode, AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer } from '../backend';
+import { NETWORK_V2_BACKEND } from './network-state';
 import { NetAuditor, NetOwner } from './network-audit';
-import { EventSink } from '../event-sink';
+import { EventSink, RECENT_OWNER_MS } from '../event-sink';
 import { AuditInput } from '../../audit/audit-record';
 import { compileNetRules, describeRule } from './network-rules';
 import { DEFAULT_LIMITS, Limits, TableSizes, admit } from '../quota';
@@ -40,7 +41,7 @@ function counters(s: NetStats | null): Record<string, number> {
   };
 }
 
-export class NetworkBackend implements FenceBackend {
+export class NetworkBackend implements FenceBackend<'network'> {
   readonly control = 'network' as const;
   /** Null when the BPF object did not load: the control is then unenforceable, and says why. */
   private readonly kernel: NetFence | null;
@@ -115,7 +116,7 @@ export class NetworkBackend implements FenceBackend {
     return { compiled: c, set: { mode, defaultDeny: c.defaultDeny, entries: c.entries } };
   }
 
-  attach(ctx: AttachContext): void {
+  attach(ctx: AttachContext<'network'>): void {
     if (!ctx.cgroupPath) throw new Error(`pid ${ctx.pid} has no cgroup v2 membership`);
     const cgid = ctx.cgroupId ?? cgroupIdOf(ctx.cgroupPath);
     const fenceId = cgid;
@@ -132,13 +133,13 @@ export class NetworkBackend implements FenceBackend {
     this.describe(ctx, fenceId, cgid, compiled.entries.length, set.defaultDeny);
   }
 
-  update(ctx: AttachContext): void {
+  update(ctx: AttachContext<'network'>): void {
     const id = typeof ctx.state.fenceId === 'string' ? BigInt(ctx.state.fenceId) : null;
     if (id === null || !this.fence.isAttached(id)) {
       this.attach(ctx);
       return;
     }
-    const cgid = BigInt(String(ctx.state.cgroupId ?? id));
+    const cgid = BigInt(ctx.state.cgroupId ?? id);
     const { compiled, set } = this.ruleSet(ctx.policy);
     this.admit(ctx, id, set, true);
     this.fence.setRules(id, set, cgid);
@@ -153,7 +154,7 @@ export class NetworkBackend implements FenceBackend {
    * current one (the other generation) before that goes, so at its peak the trie holds both;
    * an attach over no fence first deletes whatever entries the id had.
    */
-  private admit(ctx: AttachContext, fenceId: bigint, set: NetRuleSet, keepsOld: boolean): void {
+  private admit(ctx: AttachContext<'network'>, fenceId: bigint, set: NetRuleSet, keepsOld: boolean): void {
     const use = this.fence.usage();
     const mine = this.fence.ruleCount(fenceId);
     for (const family of [4, 6] as const) {
@@ -180,15 +181,15 @@ export class NetworkBackend implements FenceBackend {
     this.tables.set(fenceId, t);
   }
 
-  private describe(ctx: AttachContext, fenceId: bigint, cgid: bigint, entries: number, defaultDeny: [boolean, boolean]): void {
-    ctx.state.backend = 'cgroup-v2 bpf (sock_addr + cgroup_skb)';
+  private describe(ctx: AttachContext<'network'>, fenceId: bigint, cgid: bigint, entries: number, defaultDeny: [boolean, boolean]): void {
+    ctx.state.backend = NETWORK_V2_BACKEND;
     ctx.state.fenceId = fenceId.toString();
     ctx.state.cgroupId = cgid.toString();
     ctx.state.entries = entries;
     ctx.state.defaultDeny = { egress: defaultDeny[NetDir.Egress], ingress: defaultDeny[NetDir.Ingress] };
   }
 
-  detach(ctx: AttachContext): Record<string, unknown> | void {
+  detach(ctx: AttachContext<'network'>): Record<string, unknown> | void {
     if (typeof ctx.state.fenceId !== 'string') return;
     const id = BigInt(ctx.state.fenceId);
     const last = this.fence.detach(id);
@@ -198,13 +199,25 @@ export class NetworkBackend implements FenceBackend {
       if (this.kernel?.isAttached(id)) return; // fenced again meanwhile
       this.tables.delete(id);
       this.owners.delete(id);
-    }, 10_000).unref();
+    }, RECENT_OWNER_MS).unref();
     return counters(last);
   }
 
   /** The retired fence's last count records: two sweeps after detach (see NetAuditor.sweep). */
-  lastRecords(ctx: AttachContext): Promise<void> | void {
+  lastRecords(ctx: AttachContext<'network'>): Promise<void> | void {
     if (typeof ctx.state.fenceId === 'string') return this.auditor.retiredReported(BigInt(ctx.state.fenceId));
+  }
+
+  /** ps shows the kernel's per-cgroup counters; they are the network decisions of the metrics. */
+  snapshot(f: FencedContainer): ControlSnapshot | null {
+    const st = f.backends.network;
+    if (!st) return null;
+    const n = st.fenceId !== undefined ? this.counters(st.fenceId, st.cgroupId ?? st.fenceId) : null;
+    return {
+      backend: st.backend ?? this.control,
+      ps: { networkCounters: n },
+      decisions: n && { deny: (n.net_denied_egress ?? 0) + (n.net_denied_ingress ?? 0), audit: (n.net_audited_egress ?? 0) + (n.net_audited_ingress ?? 0) },
+    };
   }
 
   counters(fenceId: string, cgroupId?: string): Record<string, number> | null {

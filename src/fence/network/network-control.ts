@@ -5,14 +5,13 @@ import fs from 'node:fs';
 import { AuditInput } from '../../audit/audit-record';
 import { cgroupV2Root } from '../../kernel/cgroup';
 import { Policy } from '../../policy/policy';
-import { CgroupMode, AttachContext, ControlState, FenceBackend } from '../backend';
-import { notOwnCgroupV2 } from '../container-identity';
+import { CgroupMode, AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer } from '../backend';
+import { NETWORK_V1_BACKEND } from './network-state';
+import { notOwnCgroupV2 } from '../fence-scope';
 import { NetworkBackend } from './network-backend';
 import { NetworkV1Audit, NetworkV1AuditOptions } from './network-v1-audit';
 
-const V1 = 'pidns-tracepoint';
-
-export class NetworkControl implements FenceBackend {
+export class NetworkControl implements FenceBackend<'network'> {
   readonly control = 'network' as const;
   private v1: NetworkV1Audit | null = null;
 
@@ -42,27 +41,32 @@ export class NetworkControl implements FenceBackend {
     return this.audit().controlState(policy);
   }
 
-  attach(ctx: AttachContext): ControlState | void {
+  attach(ctx: AttachContext<'network'>): ControlState | void {
     if (this.v2Only() && (this.cgroupMode === 'v2' || !notOwnCgroupV2(ctx.pid, ctx.cgroupPath))) return this.v2.attach(ctx);
     if (this.cgroupMode === 'v2') throw new Error(`pid ${ctx.pid} has no cgroup v2 of its own: ${notOwnCgroupV2(ctx.pid, ctx.cgroupPath)}`);
     return this.audit().attach(ctx);
   }
 
-  private for(ctx: AttachContext): FenceBackend {
-    return ctx.state.backend === V1 ? this.audit() : this.v2;
+  private for(ctx: AttachContext<'network'>): FenceBackend {
+    return ctx.state.backend === NETWORK_V1_BACKEND ? this.audit() : this.v2;
   }
 
-  update(ctx: AttachContext): void | (() => void) {
+  update(ctx: AttachContext<'network'>): void | (() => void) {
     return this.for(ctx).update?.(ctx);
   }
 
-  detach(ctx: AttachContext): Record<string, unknown> | void {
+  detach(ctx: AttachContext<'network'>): Record<string, unknown> | void {
     return this.for(ctx).detach(ctx);
   }
 
-  lastRecords(ctx: AttachContext): Promise<void> | void {
+  lastRecords(ctx: AttachContext<'network'>): Promise<void> | void {
     const b: FenceBackend = this.for(ctx);
     return b.lastRecords?.(ctx);
+  }
+
+  /** The v2 fence's counters; a container under the connect audit has none in the kernel. */
+  snapshot(f: FencedContainer): ControlSnapshot | null {
+    return this.v2.snapshot(f);
   }
 
   /** For the tamper watch: the ids of both sides' maps and programs (per-container links follow from the programs). */

@@ -12,6 +12,7 @@ import { containerPidns } from '../../kernel/pidns';
 import { Policy } from '../../policy/policy';
 import { AttachContext, ControlState, FenceBackend } from '../backend';
 import { CompiledNetRules, compileNetRules, describeRule } from './network-rules';
+import { NETWORK_V1_BACKEND } from './network-state';
 
 export const NETWORK_V1_REASON = 'CGROUP_SKB and connect-time programs need the container in a cgroup v2 of its own, '
   + 'and this container is fenced by pid namespace (cgroup v1): no network rule is enforced; '
@@ -65,7 +66,7 @@ function destination(e: ConnectEvent): { family: Family; addr: Buffer } {
   return { family: e.family, addr: e.daddr };
 }
 
-export class NetworkV1Audit implements FenceBackend {
+export class NetworkV1Audit implements FenceBackend<'network'> {
   readonly control = 'network' as const;
   readonly kernel: ConnectAudit;
   private readonly watching = new Map<string, Watched>();
@@ -105,7 +106,7 @@ export class NetworkV1Audit implements FenceBackend {
    * always `unenforceable`. Throws in enforce mode (nothing is there to enforce), and when
    * the container does not own a pid namespace (kernel/pidns says why).
    */
-  attach(ctx: AttachContext): ControlState {
+  attach(ctx: AttachContext<'network'>): ControlState {
     if (ctx.policy.mode === 'enforce') throw new Error(`${NETWORK_V1_REASON}; refusing to start in enforce mode`);
     const pidns = containerPidns(ctx.pid);
     const key = pidns.fenceId.toString();
@@ -113,7 +114,7 @@ export class NetworkV1Audit implements FenceBackend {
       namespace: ctx.namespace, id: ctx.id, mode: ctx.policy.mode, rules: compileNetRules(ctx.policy), wouldDeny: 0, flows: new Map(),
     });
     this.kernel.watch(pidns.fenceId);
-    ctx.state.backend = 'pidns-tracepoint';
+    ctx.state.backend = NETWORK_V1_BACKEND;
     ctx.state.fenceId = key;
     ctx.state.pidns = `pid:[${pidns.inode}]`;
     ctx.state.audits = 'outbound TCP connection attempts';
@@ -125,7 +126,7 @@ export class NetworkV1Audit implements FenceBackend {
     return `unenforceable: ${NETWORK_V1_REASON}`;
   }
 
-  update(ctx: AttachContext): void {
+  update(ctx: AttachContext<'network'>): void {
     const w = typeof ctx.state.fenceId === 'string' ? this.watching.get(ctx.state.fenceId) : undefined;
     if (w) {
       w.rules = compileNetRules(ctx.policy);
@@ -133,7 +134,7 @@ export class NetworkV1Audit implements FenceBackend {
     }
   }
 
-  detach(ctx: AttachContext): Record<string, unknown> | void {
+  detach(ctx: AttachContext<'network'>): Record<string, unknown> | void {
     if (typeof ctx.state.fenceId !== 'string') return;
     const seen = this.kernel.unwatch(BigInt(ctx.state.fenceId));
     const w = this.watching.get(ctx.state.fenceId);

@@ -21,7 +21,7 @@ import { SeccompLogReader, actionsLogged, archName } from '../../kernel/seccomp-
 import { KEYS } from '../../policy/annotations';
 import { Policy } from '../../policy/policy';
 import { native } from '../../native';
-import { AttachContext, ControlState, FenceBackend, FencedContainer, PrepareContext } from '../backend';
+import { AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer, PrepareContext } from '../backend';
 import { readBundleConfig, writeBundleConfig } from '../bundle-config';
 import { EventSink } from '../event-sink';
 import { ExecNotifier, SeccompDenials, notifyKey } from '../exec/exec-notify';
@@ -43,7 +43,7 @@ const MAX_SYSCALL_NR = 1024;
 const SETTLE_QUIET_MS = 50;
 const SETTLE_MAX_MS = 1000;
 
-export class SeccompBackend implements FenceBackend {
+export class SeccompBackend implements FenceBackend<'seccomp'> {
   readonly control = 'seccomp' as const;
   readonly fixedAtStart = 'a running container\'s seccomp filter cannot be added, changed or removed from outside '
     + '(runc installs it in the container\'s init before the entrypoint; the kernel lets a process filter only itself, and never loosens a filter)';
@@ -196,7 +196,7 @@ export class SeccompBackend implements FenceBackend {
   }
 
   /** runc installed the filter before create returned: a container without one is refused. */
-  attach(ctx: AttachContext): void {
+  attach(ctx: AttachContext<'seccomp'>): void {
     let status: string;
     try {
       status = fs.readFileSync(`/proc/${ctx.pid}/status`, 'utf8');
@@ -222,8 +222,8 @@ export class SeccompBackend implements FenceBackend {
     if (ctx.cgroupId !== null) {
       // The key of the container's records (and of its kernel events: the manager indexes it).
       ctx.state.fenceId = ctx.cgroupId.toString();
-      if (ctx.cgroupPath) this.watch(ctx.state.fenceId as string, ctx.cgroupPath);
-      if (notify) this.routeDenials(ctx.namespace, ctx.id, ctx.state.fenceId as string);
+      if (ctx.cgroupPath) this.watch(ctx.state.fenceId, ctx.cgroupPath);
+      if (notify) this.routeDenials(ctx.namespace, ctx.id, ctx.state.fenceId);
     }
   }
 
@@ -273,8 +273,8 @@ export class SeccompBackend implements FenceBackend {
    * kernel still had queued (kauditd hands them over in batches, later under load) are written
    * before the detach record rather than lost.
    */
-  async settle(): Promise<void> {
-    if (!this.reader) return;
+  async settle(f?: FencedContainer): Promise<void> {
+    if (!this.reader || (f && !f.backends.seccomp)) return;
     const end = Date.now() + SETTLE_MAX_MS;
     let last = this.reader.stats().received;
     while (Date.now() < end) {
@@ -288,7 +288,7 @@ export class SeccompBackend implements FenceBackend {
   /** A container fenced by an earlier daemon: its records are attributed again. */
   adopt(f: FencedContainer): void {
     const st = f.backends.seccomp;
-    if (!st || typeof st.fenceId !== 'string') return;
+    if (st?.fenceId === undefined) return;
     // Its notify fds come back from the fd-holder; the loop asks for them ('need') and the
     // exec control lets them through; the denials are ours to record again.
     if (st.action === 'SCMP_ACT_NOTIFY(EPERM)' && this.notifier()) {
@@ -302,7 +302,7 @@ export class SeccompBackend implements FenceBackend {
 
   /** The filter belongs to the container's processes and goes with the last of them; what
    * the log still counted for it is written now, before the detach record. */
-  detach(ctx: AttachContext): void {
+  detach(ctx: AttachContext<'seccomp'>): void {
     if (typeof ctx.state.fenceId !== 'string') return;
     // The kernel logged the container's last decisions long before containerd said it exited;
     // take them from the reader now, so they are written before the detach record.
@@ -321,6 +321,12 @@ export class SeccompBackend implements FenceBackend {
       this.reader.close();
       this.reader = null;
     }
+  }
+
+  /** The filter is the container's; the kernel counts nothing per container for it. */
+  snapshot(f: FencedContainer): ControlSnapshot | null {
+    const st = f.backends.seccomp;
+    return st ? { backend: st.backend ?? this.control, ps: {}, decisions: null } : null;
   }
 
   status(): Record<string, unknown> {

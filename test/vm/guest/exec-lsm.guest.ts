@@ -5,12 +5,14 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ExecAction, ExecEvent } from '../../../src/kernel/abi';
+import { ExecAction, ExecEvent, FenceMode } from '../../../src/kernel/abi';
 import { createCgroup, removeCgroup } from '../../../src/kernel/cgroup';
 import { ExecFence } from '../../../src/kernel/exec-fence';
 import { ExecLsm, probeExecLsm } from '../../../src/kernel/exec-lsm';
 import { pidNamespaceOf } from '../../../src/kernel/pidns';
 import { fenceCgroupExecs } from '../../../src/fence/exec/cgroup-exec-fence';
+import { ExecBackend } from '../../../src/fence/exec/exec-backend';
+import { ExecLsmBackend } from '../../../src/fence/exec/exec-lsm-backend';
 import { fencePidnsExecs } from '../../../src/fence/exec/pidns-exec-fence';
 import { identityOf } from '../../../src/policy/identity';
 import { buildFixture, mktemp, runInCgroup, uniqueName } from '../../helpers/kernel';
@@ -246,6 +248,25 @@ describe('BPF LSM exec fence', () => {
     const free = newCgroup();
     expect(runInCgroup(free, [dyn], { LD_LIBRARY_PATH: path.join(dir, 'lib-enforce') }).status).toBe(0);
     expect(runInCgroup(free, [dynNewLoader]).status).toBe(0);
+  });
+
+  it('sweeps an orphan fence together with its fence-set time (a crash between the kernel write and the state file)', () => {
+    const other = `/sys/fs/bpf/${name}-o`;
+    const l2 = ExecLsm.attach({ pinDir: other });
+    const backend = new ExecLsmBackend(new ExecBackend({ pinDir: other, cgroupMode: 'auto', kernelHook: 'lsm' }), l2);
+    const since = () => JSON.parse(spawnSync('bpftool', ['-j', 'map', 'dump', 'pinned', path.join(other, 'exec_fence_since')], { encoding: 'utf8' }).stdout) as unknown[];
+    try {
+      const ghost = 0x7ead00000000n + BigInt(process.pid);
+      backend.inner.fence.setFence(ghost, FenceMode.Enforce);
+      l2.setSince(ghost);
+      expect(since()).toHaveLength(1);
+      expect(backend.sweepOrphans(new Set())).toEqual([{ type: 'agent', action: 'remove-orphan-fence', control: 'exec', cgroup_id: ghost.toString() }]);
+      expect(backend.inner.fence.getFence(ghost)).toBeNull();
+      expect(since()).toHaveLength(0);
+    } finally {
+      backend.close({ detach: true });
+    }
+    expect(fs.existsSync(other)).toBe(false);
   });
 
   it('leaves nothing attached or pinned on detach', () => {

@@ -1,18 +1,20 @@
-// How the kernel programs find a container: by its own cgroup v2 ('cgroup-v2') or, where it
-// has none or cgroup mode v1 is forced, by its own pid namespace ('pidns-tracepoint').
-// Decided per container, so that one node can run both kinds.
+// A container's fence scope: what the kernel programs find its fence by, and so what the fence
+// covers. Its own cgroup v2 and everything below it ('cgroup-v2') or, where it has none or
+// cgroup mode v1 is forced, its own pid namespace and those nested in it ('pidns-tracepoint').
+// Decided per container, so that one node can run both kinds. (Not to be confused with a
+// file identity, policy/identity.ts: what an allow-list entry is.)
 import fs from 'node:fs';
 import path from 'node:path';
 import { cgroupV2PathOfPid, cgroupV2Root } from '../kernel/cgroup';
 import { ContainerPidns, containerPidns } from '../kernel/pidns';
 import { CgroupMode } from './backend';
 
-export type IdentityBackend = 'cgroup-v2' | 'pidns-tracepoint';
+export type ScopeKind = 'cgroup-v2' | 'pidns-tracepoint';
 
-/** The container has no identity the cgroup mode allows: it cannot be fenced. */
-export class NoIdentityError extends Error {}
+/** The container has no scope the cgroup mode allows: it cannot be fenced. */
+export class NoScopeError extends Error {}
 
-export type ContainerIdentity =
+export type FenceScope =
   | { backend: 'cgroup-v2'; cgroupPath: string }
   | { backend: 'pidns-tracepoint'; pidns: ContainerPidns; why: string };
 
@@ -46,16 +48,16 @@ export function notOwnCgroupV2(pid: number, cgroupPath: string | null): string |
 }
 
 /**
- * The identity to fence a container's init `pid` by. auto: its own v2 cgroup when it has one,
+ * The scope to fence a container's init `pid` by. auto: its own v2 cgroup when it has one,
  * else its pid namespace; v2: only the cgroup; v1: only the pid namespace. Throws, naming the
- * reason (NoIdentityError, or PidnsError from kernel/pidns), when the mode's identity does
+ * reason (NoScopeError, or PidnsError from kernel/pidns), when the mode's scope does
  * not exist for this container.
  */
-export function chooseIdentity(pid: number, cgroupPath: string | null, mode: CgroupMode): ContainerIdentity {
+export function chooseScope(pid: number, cgroupPath: string | null, mode: CgroupMode): FenceScope {
   if (mode !== 'v1') {
     const notOwn = notOwnCgroupV2(pid, cgroupPath);
     if (!notOwn) return { backend: 'cgroup-v2', cgroupPath: cgroupPath! };
-    if (mode === 'v2') throw new NoIdentityError(`cgroup mode v2: pid ${pid} cannot be fenced by cgroup: ${notOwn} (run the daemon with --cgroup-mode auto or v1)`);
+    if (mode === 'v2') throw new NoScopeError(`cgroup mode v2: pid ${pid} cannot be fenced by cgroup: ${notOwn} (run the daemon with --cgroup-mode auto or v1)`);
     return { backend: 'pidns-tracepoint', pidns: containerPidns(pid), why: notOwn };
   }
   return { backend: 'pidns-tracepoint', pidns: containerPidns(pid), why: 'cgroup mode v1 was requested' };
