@@ -50,7 +50,7 @@ export function createBackends(cfg: DaemonConfig, deps: BackendDeps): Backends {
     // either order); if it cannot attach (say, pinned maps of another layout), the node gets
     // the tracepoints instead of no daemon.
     try {
-      lsm = ExecLsm.attach({ pinDir: cfg.pinDir });
+      lsm = ExecLsm.attach({ pinDir: cfg.pinDir, sizes: { fences: cfg.tableSizes.exec_fences, exec_allow: cfg.tableSizes.exec_allow } });
     } catch (e) {
       lsmUnusable = `the BPF LSM program did not attach: ${(e as Error).message.split('\n')[0]}`;
     }

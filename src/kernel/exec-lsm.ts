@@ -72,9 +72,11 @@ export class ExecLsm {
    * refusing while the daemon is down. A link an earlier daemon pinned is replaced after ours
    * is attached, so no exec slips through between the two.
    */
-  static attach(opts: { pinDir: string }): ExecLsm {
+  static attach(opts: { pinDir: string; sizes?: { fences?: number; exec_allow?: number } }): ExecLsm {
     if (!opts.pinDir) throw new Error('ExecLsm.attach: a pin directory is required (the LSM program shares the exec fence\'s maps through their pins)');
-    const obj = loadPinned(OBJECT, { pinDir: opts.pinDir, programs: PROGRAMS.map((p) => p.name) });
+    // The same sizes as the exec fence's: whichever object opens first creates the shared
+    // maps, and a pinned map of another size is not reused.
+    const obj = loadPinned(OBJECT, { pinDir: opts.pinDir, programs: PROGRAMS.map((p) => p.name), maxEntries: opts.sizes });
     const links: BpfLink[] = [];
     try {
       let adopted = false;
