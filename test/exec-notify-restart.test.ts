@@ -6,7 +6,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { notifyPaths } from '../src/fence/exec/exec-notify';
-import { cid, cli, ctr, IMAGE, sandboxDir, waitFor } from './helpers/sandbox';
+import { cid, cli, containerPids as pidsIn, ctr, IMAGE, sandboxDir, waitFor, waitingInSeccomp } from './helpers/sandbox';
+
+const containerPids = (id: string) => pidsIn(p, id);
 import { mktemp } from './helpers/kernel';
 
 const dir = sandboxDir('nr');
@@ -39,19 +41,6 @@ function tick(): number {
   }
 }
 
-/** Pids of the container's processes (from the shim, which does not need our daemon). */
-function containerPids(id: string): number[] {
-  const r = ctr(p, ['task', 'ps', id]);
-  return r.stdout.split('\n').slice(1).map((l) => Number(l.trim().split(/\s+/)[0])).filter((n) => n > 0);
-}
-
-function waitingInSeccomp(pid: number): boolean {
-  try {
-    return fs.readFileSync(`/proc/${pid}/wchan`, 'utf8').includes('seccomp_do_user_notification');
-  } catch {
-    return false;
-  }
-}
 
 beforeAll(async () => {
   p = await sandboxUp(dir);

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { readRecords } from '../src/audit/audit-read';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { cid, cli, ctr, IMAGE, sandboxDir, waitFor } from './helpers/sandbox';
+import { cid, cli, ctr, IMAGE, removeContainers, sandboxDir, waitFor } from './helpers/sandbox';
 
 const dir = sandboxDir('late');
 let p: SandboxPaths;
@@ -23,14 +23,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const id of started) {
-    ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-  }
-  await new Promise((r) => setTimeout(r, 300));
-  for (const id of started) {
-    ctr(p, ['task', 'delete', '--force', id]);
-    ctr(p, ['containers', 'delete', id]);
-  }
+  await removeContainers(p, started);
   await sandboxDown(dir).catch((e) => console.error(e));
   fs.rmSync(dir, { recursive: true, force: true });
 });

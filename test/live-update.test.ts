@@ -12,7 +12,7 @@ import { readRecords } from '../src/audit/audit-read';
 import { request } from '../src/daemon/daemon-client';
 import { SANDBOX_NAMESPACE, SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { LoopbackServers } from './helpers/loopback-servers';
-import { IMAGE, cid, sandboxDir } from './helpers/sandbox';
+import { IMAGE, cid, sandboxDir, waitFor as waitForWithin } from './helpers/sandbox';
 
 const dir = sandboxDir('live');
 let p: SandboxPaths;
@@ -35,18 +35,12 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env):
 }
 
 const ctr = (args: string[]) => run('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, ...args]);
+// Live updates and records under load take longer than the shared default.
+const waitFor = <T>(what: string, fn: () => Promise<T | undefined>) => waitForWithin(what, fn, 20_000);
+
 const cli = (args: string[]) => run(process.execPath, [path.join(__dirname, '..', 'dist', 'src', 'cli', 'main.js'), ...args],
   { ...process.env, CGFENCE_SOCKET: p.socket, CGFENCE_AUDIT_LOG: p.auditLog });
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 interface PsRow { namespace: string; id: string; mode: string; policyHash: string; annotations: Record<string, string>; controls: Record<string, string>; backend: Record<string, string> }
 

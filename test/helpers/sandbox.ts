@@ -1,6 +1,7 @@
 // End-to-end helpers: a per-test sandbox (private containerd + daemon) and ctr.
 import { spawnSync, SpawnSyncReturns } from 'node:child_process';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import { TEST_IMAGE_NAME } from '../../src/image/oci-image';
 import { SANDBOX_NAMESPACE, SandboxPaths } from '../../src/sandbox/sandbox';
 
@@ -33,10 +34,11 @@ export function cli(p: SandboxPaths, args: string[]): SpawnSyncReturns<string> {
   });
 }
 
-export async function waitFor<T>(what: string, fn: () => T | undefined | null | false, timeoutMs = 10_000): Promise<T> {
+/** Polls fn (sync or async) until it gives a truthy value; fails after timeoutMs. */
+export async function waitFor<T>(what: string, fn: () => T | undefined | null | false | Promise<T | undefined | null | false>, timeoutMs = 10_000): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
-    const v = fn();
+    const v = await fn();
     if (v) return v;
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
@@ -67,4 +69,29 @@ export async function removeContainer(p: SandboxPaths, id: string): Promise<void
   await waitFor('task to stop', () => ctr(p, ['task', 'delete', id]).status === 0 || !ctr(p, ['task', 'ls']).stdout.includes(`${id} `), 20_000).catch(() => {});
   ctr(p, ['task', 'delete', '--force', id]);
   ctr(p, ['containers', 'delete', id]);
+}
+
+/** Kills what `ctr run -d` started and removes tasks and containers, in one pass for all of them (afterAll). */
+export async function removeContainers(p: SandboxPaths, ids: string[]): Promise<void> {
+  for (const id of ids) ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
+  await new Promise((r) => setTimeout(r, 300));
+  for (const id of ids) {
+    ctr(p, ['task', 'delete', '--force', id]);
+    ctr(p, ['containers', 'delete', id]);
+  }
+}
+
+/** Pids of a container's processes (from the shim, which does not need the daemon). */
+export function containerPids(p: SandboxPaths, id: string): number[] {
+  const r = ctr(p, ['task', 'ps', id]);
+  return r.stdout.split('\n').slice(1).map((l) => Number(l.trim().split(/\s+/)[0])).filter((n) => n > 0);
+}
+
+/** Is the process blocked in a seccomp user notification (waiting for an answer)? */
+export function waitingInSeccomp(pid: number): boolean {
+  try {
+    return fs.readFileSync(`/proc/${pid}/wchan`, 'utf8').includes('seccomp_do_user_notification');
+  } catch {
+    return false;
+  }
 }
