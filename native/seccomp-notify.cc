@@ -592,8 +592,15 @@ std::string SeccompNotify::Retire(int timeout_ms) {
   const int pid = holder_.PeerPid();
   // Taken while it is connected, so the pid is still the holder's.
   const int pidfd = pid > 0 ? static_cast<int>(syscall(SYS_pidfd_open, pid, 0)) : -1;
-  // Its in-flight rescue at QUIT answers what the table names: nothing of ours must be there
-  // (it would answer a denial CONTINUE).
+  // Its in-flight rescue at QUIT answers what the table names CONTINUE: nothing of ours must
+  // be there, so the fd threads stop first (each finishes the notification it holds) and start
+  // again once the holder is gone; meanwhile callers wait.
+  std::vector<int> running;
+  for (auto &[fd, nf] : fds_)
+    if (nf.worker) {
+      StopWorker(nf);
+      running.push_back(fd);
+    }
   if (table_) memset(table_, 0, FDH_SLOTS * sizeof(fdh_slot));
   epoll_ctl(epfd_, EPOLL_CTL_DEL, holder_.fd(), nullptr);
   int e = holder_.Quit();
@@ -602,6 +609,7 @@ std::string SeccompNotify::Retire(int timeout_ms) {
   holder_version_ = 0;
   if (e) {
     if (pidfd >= 0) close(pidfd);
+    for (int fd : running) Activate(fd);
     return "cannot tell the fd-holder to quit: " + ErrnoText(e);
   }
   const uint64_t deadline = MonoNs() + static_cast<uint64_t>(std::max(0, timeout_ms)) * 1000000ULL;
@@ -622,6 +630,7 @@ std::string SeccompNotify::Retire(int timeout_ms) {
     if (gone || MonoNs() >= deadline) break;
   }
   if (pidfd >= 0) close(pidfd);
+  for (int fd : running) Activate(fd);
   if (!gone)
     return "the fd-holder" + (pid > 0 ? " (pid " + std::to_string(pid) + ")" : std::string()) + " did not exit within " +
            std::to_string(timeout_ms) + " ms of QUIT";
