@@ -125,6 +125,7 @@ describe('an fd-holder of an older cgfence at daemon start', () => {
     }, 20_000);
     expect(replaced).toMatchObject({ old_version: 0, version: 1, severity: 'info' });
     expect(status()).toMatchObject({ connected: true, version: 1, denialsRouted: true, replaced: { oldVersion: 0 } });
+    expect(cli(p, ['status', '-o', 'wide']).stdout).toMatch(/^seccomp denials +recorded: .*protocol version 1/m);
 
     const out = mktemp('cgft-fhu-out');
     const id = cid('fhu');
@@ -174,6 +175,7 @@ describe('an fd-holder of an older cgfence at daemon start', () => {
       const st = status();
       expect(st.denialsRouted).toBe(false);
       expect(st.why).toMatch(/protocol version 0.*could not be retired: the fd-holder \(pid \d+\) did not exit within 5000 ms of QUIT/);
+      expect(cli(p, ['status', '-o', 'wide']).stdout).toMatch(/^seccomp denials +enforced \(SCMP_ACT_ERRNO\), NOT recorded for new containers: .*did not exit within 5000 ms of QUIT/m);
       const failed = fs.readFileSync(p.auditLog, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
         .filter((r) => r.action === 'fd-holder-replace-failed');
       expect(failed.pop()).toMatchObject({ type: 'agent', severity: 'warning' });
