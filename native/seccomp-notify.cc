@@ -313,11 +313,23 @@ Napi::Value SeccompNotify::RemoveContainer(const Napi::CallbackInfo &info) {
   return env.Undefined();
 }
 
+// connectHolder(path, wait?): takes over from the holder at path on the loop thread. With
+// wait, blocks until that is done (a holder answers at once; the client's timeout is 5 s)
+// and throws why it failed; the 'holder-connected' or 'holder-lost' event follows either way.
 Napi::Value SeccompNotify::ConnectHolder(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "connectHolder(path)");
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "connectHolder(path, wait?)");
   if (closed_) throw Napi::Error::New(env, "connectHolder: the notify loop is closed");
-  Post(new Command{Command::kConnectHolder, "", {}, 0, info[0].As<Napi::String>().Utf8Value()});
+  const bool wait = info.Length() > 1 && info[1].ToBoolean();
+  auto *c = new Command{Command::kConnectHolder, "", {}, 0, info[0].As<Napi::String>().Utf8Value()};
+  std::promise<std::string> done;
+  std::future<std::string> result = done.get_future();
+  if (wait) c->done = &done;
+  Post(c);
+  if (wait) {
+    std::string why = result.get();
+    if (!why.empty()) throw Napi::Error::New(env, why);
+  }
   return env.Undefined();
 }
 
@@ -575,6 +587,7 @@ void SeccompNotify::RunCommands() {
                          holder_path_, static_cast<uint64_t>(fds_.size())});
         else
           HolderLost("cannot take over from the fd-holder at " + holder_path_ + ": " + ErrnoText(e));
+        if (c->done) c->done->set_value(e ? "cannot take over from the fd-holder at " + holder_path_ + ": " + ErrnoText(e) : "");
         break;
       }
       case Command::kRetireHolder:

@@ -81,8 +81,8 @@ export interface SeccompNotify {
   setContainer(key: string, entries: Array<[bigint, bigint, bigint, boolean]>, denyErrno: number): void;
   /** Closes the container's notify fds (here and in the fd-holder). */
   removeContainer(key: string): void;
-  /** Takes over from a (new) fd-holder: takes what it holds, hands it copies of what it lacks. */
-  connectHolder(path: string): void;
+  /** Takes over from a (new) fd-holder: takes what it holds, hands it copies of what it lacks. With wait, returns once done (throws why not). */
+  connectHolder(path: string, wait?: boolean): void;
   /** Tells the connected fd-holder to quit and waits (at most timeoutMs) until it has exited; the loop keeps the fds. Throws why not. */
   retireHolder(timeoutMs: number): void;
   stats(): NotifyStats;

@@ -201,12 +201,17 @@ export class ExecNotifier {
     this.holderProblem = `${old}; it was retired and its replacement is not connected yet`;
     try {
       startFdHolder(this.holderPath, this.listenerPath);
-      this.loop.connectHolder(this.holderPath);
+      // Waited for, so that the prepare that follows (or that opened this notifier) already
+      // routes its denials here.
+      this.loop.connectHolder(this.holderPath, true);
     } catch (e) {
-      // No holder runs now: retried with back-off, and the record is written once one is connected.
-      this.fail(`${old}; it was retired, and its replacement did not start: ${(e as Error).message}`);
+      // No holder is connected now: retried with back-off, and the record is written once one is.
+      this.fail(`${old}; it was retired, and its replacement is not connected: ${(e as Error).message}`);
       this.scheduleReconnect();
+      return;
     }
+    const st = this.loop.stats();
+    this.checkHolder(st.holderConnected, st.holderVersion, st.openFds);
   }
 
   private fail(why: string): void {
