@@ -95,7 +95,8 @@ afterAll(async () => {
 async function swapHolder(start: () => number): Promise<number> {
   const { holder, listener } = notifyPaths(p.stateDir);
   await killDaemon();
-  await waitFor('the idle holder to exit', () => !fs.existsSync(holder) && pidsOf(fdHolderBinary(), holder).length === 0, 20_000);
+  // (A stand-in holder the last test killed leaves its socket files: the next holder replaces them.)
+  await waitFor('the idle holder to exit', () => pidsOf(fdHolderBinary(), holder).length === 0 && started.every((pid) => !alive(pid)), 20_000);
   const pid = start();
   started.push(pid);
   expect(fs.existsSync(holder) && fs.existsSync(listener)).toBe(true);
@@ -187,6 +188,27 @@ describe('an fd-holder of an older cgfence at daemon start', () => {
       expect(JSON.stringify(attach)).toContain('SCMP_ACT_ERRNO, no notify route');
     } finally {
       process.kill(pid, 'SIGKILL');
+    }
+  });
+
+  it('is replaced before the first denial is routed when the seccomp control opens its own notify loop (--exec-deny kill)', async () => {
+    const old = await swapHolder(startOldHolder);
+    // With --exec-deny kill the daemon opens no notify loop (nor touches the holder) until the
+    // first container with enforce-mode seccomp rules is prepared.
+    await sandboxUp(dir, () => {}, { daemonEnv: { CGFENCE_EXEC_DENY: 'kill' } });
+    expect(alive(old)).toBe(true);
+    const id = cid('fhu-kill');
+    const r = runFenced(p, id, { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat' }, ['/bin/sh', '-c', 'mkdir /tmp/d; echo m=$?']);
+    expect(r.stdout, r.stderr).toContain('m=1');
+    // (Gone, and reaped by init: a zombie still answers kill 0 for a moment.)
+    await waitFor('the old holder to be gone', () => !alive(old), 20_000);
+    const recs = await readRecords(p.auditLog, {});
+    expect(recs.filter((x) => x.action === 'fd-holder-replaced').length).toBe(2);
+    // That very container's denial went to the loop (recorded), not to SCMP_ACT_ERRNO.
+    const end = Date.now() + 20_000;
+    while (!(await readRecords(p.auditLog, { container: id })).some((x) => x.type === 'seccomp' && x.via === 'seccomp-notify')) {
+      if (Date.now() > end) throw new Error('timed out waiting for the denial record');
+      await new Promise((res) => setTimeout(res, 100));
     }
   });
 });
