@@ -162,10 +162,10 @@ export class ExecNotifier {
   /**
    * A holder of before FD_HOLDER_VERSION answers a denied syscall CONTINUE (runs it) while no
    * daemon is connected. The loop has every fd it kept (GET), so it is told to go, a new
-   * holder starts on the same sockets and the loop hands it every fd (connectHolder: PUT);
-   * the 'holder-connected' that follows comes back here and writes the record. Until then,
-   * and for good if that fails, denialRouteProblem() keeps new containers' denials off the
-   * notify route (SCMP_ACT_ERRNO). Execs need nothing: every holder lets them on.
+   * holder starts on the same sockets and the loop hands it every fd (connectHolder: PUT),
+   * all before this returns; then this comes back here with the new holder and writes the
+   * record. If that fails, denialRouteProblem() keeps new containers' denials off the notify
+   * route (SCMP_ACT_ERRNO). Execs need nothing: every holder lets them on.
    */
   private checkHolder(connected: boolean, version: number, fds: number): void {
     this.holder = { connected, version };
@@ -330,8 +330,8 @@ export class ExecNotifier {
 }
 
 function oldHolderReason(version: number): string {
-  return `a holder of before protocol version ${FD_HOLDER_VERSION} answers every notification CONTINUE while no daemon runs, `
-    + `which would run a denied syscall${version === 0 ? ' (it sent no version: an older cgfence\'s)' : ''}`;
+  return `${version === 0 ? 'it sent no version (an older cgfence\'s)' : `below ${FD_HOLDER_VERSION}`}, so it is not known to answer denied syscalls EPERM `
+    + 'while no daemon runs (the holders of cgfence before seccomp denials were notified answer every notification CONTINUE, which would run them)';
 }
 
 /**
