@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 
@@ -60,7 +61,9 @@ struct SeccompNotify::Command {
   std::vector<std::pair<Identity, AllowStamp>> allow;
   int deny_errno = 0;  // kRetireHolder: how long to wait for the holder to exit, ms
   std::string path;
-  std::promise<std::string> *done = nullptr;  // kRetireHolder: "" or why not
+  // A JS call waiting for the result: "" or why not. Shared, since a caller that gave up
+  // waiting (AwaitLoop) is gone when the loop thread answers.
+  std::shared_ptr<std::promise<std::string>> done;
 };
 
 namespace {
@@ -113,6 +116,14 @@ bool IsNotifyFd(int fd) {
 }
 
 std::string ErrnoText(int e) { return strerror(e); }
+
+// The loop thread's answer to a command a JS call waits for; bounded, so that a loop thread
+// that stopped serving commands cannot hang the daemon.
+std::string AwaitLoop(std::future<std::string> &f, int seconds) {
+  if (f.wait_for(std::chrono::seconds(seconds)) != std::future_status::ready)
+    return "the notify loop did not answer within " + std::to_string(seconds) + " s";
+  return f.get();
+}
 
 }  // namespace
 
@@ -322,12 +333,14 @@ Napi::Value SeccompNotify::ConnectHolder(const Napi::CallbackInfo &info) {
   if (closed_) throw Napi::Error::New(env, "connectHolder: the notify loop is closed");
   const bool wait = info.Length() > 1 && info[1].ToBoolean();
   auto *c = new Command{Command::kConnectHolder, "", {}, 0, info[0].As<Napi::String>().Utf8Value()};
-  std::promise<std::string> done;
-  std::future<std::string> result = done.get_future();
-  if (wait) c->done = &done;
+  std::future<std::string> f;
+  if (wait) {
+    c->done = std::make_shared<std::promise<std::string>>();
+    f = c->done->get_future();
+  }
   Post(c);
   if (wait) {
-    std::string why = result.get();
+    std::string why = AwaitLoop(f, 30);
     if (!why.empty()) throw Napi::Error::New(env, why);
   }
   return env.Undefined();
@@ -341,12 +354,12 @@ Napi::Value SeccompNotify::RetireHolder(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "retireHolder(timeoutMs)");
   if (closed_) throw Napi::Error::New(env, "retireHolder: the notify loop is closed");
-  std::promise<std::string> done;
-  std::future<std::string> result = done.get_future();
-  auto *c = new Command{Command::kRetireHolder, "", {}, info[0].As<Napi::Number>().Int32Value(), ""};
-  c->done = &done;
+  const int timeout_ms = std::max(0, info[0].As<Napi::Number>().Int32Value());
+  auto *c = new Command{Command::kRetireHolder, "", {}, timeout_ms, ""};
+  c->done = std::make_shared<std::promise<std::string>>();
+  std::future<std::string> f = c->done->get_future();
   Post(c);
-  std::string why = result.get();
+  std::string why = AwaitLoop(f, timeout_ms / 1000 + 30);
   if (!why.empty()) throw Napi::Error::New(env, why);
   return env.Undefined();
 }
