@@ -134,8 +134,16 @@ static bool ParseEntry(const std::string &text, const char *verb, int fd, HeldFd
   return true;
 }
 
-int FdHolderClient::Fetch(std::vector<HeldFd> *out, int *table_fd, std::vector<HeldDenials> *denied) {
+int FdHolderClient::PeerPid() const {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (sock_ < 0 || getsockopt(sock_, SOL_SOCKET, SO_PEERCRED, &cred, &len)) return 0;
+  return cred.pid;
+}
+
+int FdHolderClient::Fetch(std::vector<HeldFd> *out, int *table_fd, std::vector<HeldDenials> *denied, int *version) {
   *table_fd = -1;
+  if (version) *version = 0;
   int e = Send("GET", -1);
   if (e) return e;
   for (;;) {
@@ -145,6 +153,10 @@ int FdHolderClient::Fetch(std::vector<HeldFd> *out, int *table_fd, std::vector<H
     if (e) return e == EAGAIN ? ETIMEDOUT : e;  // blocking, with SO_RCVTIMEO
     if (!text.compare(0, 3, "END")) {
       *table_fd = fd;
+      // "END <count> <version>"; an older holder's "END <count>" is version 0.
+      size_t count;
+      int v;
+      if (version && sscanf(text.c_str(), "END %zu %d", &count, &v) == 2 && v > 0) *version = v;
       return 0;
     }
     HeldFd h;

@@ -34,9 +34,12 @@ class FdHolderClient {
   int Put(uint64_t serial, int pid, const std::string &key, int fd);
   int Drop(uint64_t serial);
   int Quit();
-  // Takes over: everything the holder keeps (its fds now ours too), and the shared
-  // in-flight table (an fd, or -1 when the holder has none).
-  int Fetch(std::vector<HeldFd> *out, int *table_fd, std::vector<HeldDenials> *denied = nullptr);
+  // Takes over: everything the holder keeps (its fds now ours too), the shared in-flight
+  // table (an fd, or -1 when the holder has none) and the holder's protocol version
+  // (FDH_VERSION; 0: a holder of before versions, which answers denials CONTINUE).
+  int Fetch(std::vector<HeldFd> *out, int *table_fd, std::vector<HeldDenials> *denied = nullptr, int *version = nullptr);
+  // The holder's pid (SO_PEERCRED; 0 when it is not visible in our pid namespace).
+  int PeerPid() const;
   // One fd runc has delivered since ("NEW"), without waiting: 0, EAGAIN when there is
   // none, or why the holder is gone.
   int ReceiveNew(HeldFd *out);

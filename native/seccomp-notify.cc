@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 
@@ -55,11 +56,14 @@ struct SeccompNotify::Worker {
 };
 
 struct SeccompNotify::Command {
-  enum Kind { kSet, kRemove, kConnectHolder } kind;
+  enum Kind { kSet, kRemove, kConnectHolder, kRetireHolder } kind;
   std::string key;
   std::vector<std::pair<Identity, AllowStamp>> allow;
-  int deny_errno = 0;
+  int deny_errno = 0;  // kRetireHolder: how long to wait for the holder to exit, ms
   std::string path;
+  // A JS call waiting for the result: "" or why not. Shared, since a caller that gave up
+  // waiting (AwaitLoop) is gone when the loop thread answers.
+  std::shared_ptr<std::promise<std::string>> done;
 };
 
 namespace {
@@ -113,6 +117,14 @@ bool IsNotifyFd(int fd) {
 
 std::string ErrnoText(int e) { return strerror(e); }
 
+// The loop thread's answer to a command a JS call waits for; bounded, so that a loop thread
+// that stopped serving commands cannot hang the daemon.
+std::string AwaitLoop(std::future<std::string> &f, int seconds) {
+  if (f.wait_for(std::chrono::seconds(seconds)) != std::future_status::ready)
+    return "the notify loop did not answer within " + std::to_string(seconds) + " s";
+  return f.get();
+}
+
 }  // namespace
 
 Napi::Function SeccompNotify::Init(Napi::Env env) {
@@ -121,6 +133,7 @@ Napi::Function SeccompNotify::Init(Napi::Env env) {
                          InstanceMethod("setContainer", &SeccompNotify::SetContainer),
                          InstanceMethod("removeContainer", &SeccompNotify::RemoveContainer),
                          InstanceMethod("connectHolder", &SeccompNotify::ConnectHolder),
+                         InstanceMethod("retireHolder", &SeccompNotify::RetireHolder),
                          InstanceMethod("stats", &SeccompNotify::Stats),
                          InstanceMethod("refused", &SeccompNotify::Refused),
                          InstanceMethod("takeSeccompDenials", &SeccompNotify::TakeSeccompDenials),
@@ -193,8 +206,8 @@ void SeccompNotify::BuildSyscallTable() {
 int SeccompNotify::TakeOver() {
   std::vector<HeldFd> held;
   std::vector<HeldDenials> denied;
-  int table_fd = -1;
-  int e = holder_.Fetch(&held, &table_fd, &denied);
+  int table_fd = -1, version = 0;
+  int e = holder_.Fetch(&held, &table_fd, &denied, &version);
   if (e) {
     for (const HeldFd &h : held) close(h.fd);
     return e;
@@ -244,6 +257,7 @@ int SeccompNotify::TakeOver() {
   }
   if (!holder_.connected()) return ECONNRESET;
   holder_connected_ = true;
+  holder_version_ = version;
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLRDHUP;
   ev.data.u64 = TagOf(kHolder, holder_.fd());
@@ -310,11 +324,43 @@ Napi::Value SeccompNotify::RemoveContainer(const Napi::CallbackInfo &info) {
   return env.Undefined();
 }
 
+// connectHolder(path, wait?): takes over from the holder at path on the loop thread. With
+// wait, blocks until that is done (a holder answers at once; the client's timeout is 5 s)
+// and throws why it failed; the 'holder-connected' or 'holder-lost' event follows either way.
 Napi::Value SeccompNotify::ConnectHolder(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "connectHolder(path)");
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "connectHolder(path, wait?)");
   if (closed_) throw Napi::Error::New(env, "connectHolder: the notify loop is closed");
-  Post(new Command{Command::kConnectHolder, "", {}, 0, info[0].As<Napi::String>().Utf8Value()});
+  const bool wait = info.Length() > 1 && info[1].ToBoolean();
+  auto *c = new Command{Command::kConnectHolder, "", {}, 0, info[0].As<Napi::String>().Utf8Value()};
+  std::future<std::string> f;
+  if (wait) {
+    c->done = std::make_shared<std::promise<std::string>>();
+    f = c->done->get_future();
+  }
+  Post(c);
+  if (wait) {
+    std::string why = AwaitLoop(f, 30);
+    if (!why.empty()) throw Napi::Error::New(env, why);
+  }
+  return env.Undefined();
+}
+
+// retireHolder(timeoutMs): tells the connected fd-holder to go (QUIT) and waits until it has
+// exited; the loop keeps every fd it took over (GET), to hand to a new holder
+// (connectHolder). Throws why it could not. Blocks the JS thread for at most timeoutMs: the
+// holder's own socket paths must be gone before a new holder listens on them.
+Napi::Value SeccompNotify::RetireHolder(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "retireHolder(timeoutMs)");
+  if (closed_) throw Napi::Error::New(env, "retireHolder: the notify loop is closed");
+  const int timeout_ms = std::max(0, info[0].As<Napi::Number>().Int32Value());
+  auto *c = new Command{Command::kRetireHolder, "", {}, timeout_ms, ""};
+  c->done = std::make_shared<std::promise<std::string>>();
+  std::future<std::string> f = c->done->get_future();
+  Post(c);
+  std::string why = AwaitLoop(f, timeout_ms / 1000 + 30);
+  if (!why.empty()) throw Napi::Error::New(env, why);
   return env.Undefined();
 }
 
@@ -410,6 +456,7 @@ Napi::Value SeccompNotify::Stats(const Napi::CallbackInfo &info) {
     if (h[i]) buckets.Set(std::to_string(i < 100 ? i + 1 : 100 + (i - 99) * 100), Napi::Number::New(env, static_cast<double>(h[i])));
   o.Set("decisionHistogram", buckets);
   o.Set("holderConnected", Napi::Boolean::New(env, holder_connected_.load()));
+  o.Set("holderVersion", Napi::Number::New(env, holder_connected_.load() ? holder_version_.load() : 0));
   return o;
 }
 
@@ -441,7 +488,10 @@ void SeccompNotify::Stop(bool release) {
   // The thread is gone: its state is ours now. The fd threads finish the notification they
   // hold, if any, and stop; what arrives after is the fd-holder's to answer.
   for (auto &[fd, nf] : fds_) StopWorker(nf);
-  for (Command *c : commands_) delete c;
+  for (Command *c : commands_) {
+    if (c->done) c->done->set_value("the notify loop stopped");
+    delete c;
+  }
   commands_.clear();
   if (release && holder_.connected()) {
     for (const auto &[fd, nf] : fds_) holder_.Drop(nf.serial);
@@ -545,15 +595,72 @@ void SeccompNotify::RunCommands() {
         if (!e) e = TakeOver();
         holder_connected_ = holder_.connected();
         if (!e)
-          Emit(new Event{Event::kHolderConnected, "", 0, ExecCall::kExecve, "", 0, 0, 0, "", MonoNs(), holder_path_,
-                         static_cast<uint64_t>(fds_.size())});
+          // err: the holder's protocol version (0: one that answers denials CONTINUE).
+          Emit(new Event{Event::kHolderConnected, "", 0, ExecCall::kExecve, "", 0, 0, holder_version_.load(), "", MonoNs(),
+                         holder_path_, static_cast<uint64_t>(fds_.size())});
         else
           HolderLost("cannot take over from the fd-holder at " + holder_path_ + ": " + ErrnoText(e));
+        if (c->done) c->done->set_value(e ? "cannot take over from the fd-holder at " + holder_path_ + ": " + ErrnoText(e) : "");
         break;
       }
+      case Command::kRetireHolder:
+        c->done->set_value(Retire(c->deny_errno));
+        break;
     }
     delete c;
   }
+}
+
+// QUIT to the connected holder, then waits for it to exit: it unlinks its socket paths on
+// the way out, so a new holder must not listen on them before. "" or why not.
+std::string SeccompNotify::Retire(int timeout_ms) {
+  if (!holder_.connected()) return "no fd-holder is connected";
+  const int pid = holder_.PeerPid();
+  // Taken while it is connected, so the pid is still the holder's.
+  const int pidfd = pid > 0 ? static_cast<int>(syscall(SYS_pidfd_open, pid, 0)) : -1;
+  // Its in-flight rescue at QUIT answers what the table names CONTINUE: nothing of ours must
+  // be there, so the fd threads stop first (each finishes the notification it holds) and start
+  // again once the holder is gone; meanwhile callers wait.
+  std::vector<int> running;
+  for (auto &[fd, nf] : fds_)
+    if (nf.worker) {
+      StopWorker(nf);
+      running.push_back(fd);
+    }
+  if (table_) memset(table_, 0, FDH_SLOTS * sizeof(fdh_slot));
+  epoll_ctl(epfd_, EPOLL_CTL_DEL, holder_.fd(), nullptr);
+  int e = holder_.Quit();
+  holder_.Disconnect();
+  holder_connected_ = false;
+  holder_version_ = 0;
+  if (e) {
+    if (pidfd >= 0) close(pidfd);
+    for (int fd : running) Activate(fd);
+    return "cannot tell the fd-holder to quit: " + ErrnoText(e);
+  }
+  const uint64_t deadline = MonoNs() + static_cast<uint64_t>(std::max(0, timeout_ms)) * 1000000ULL;
+  bool gone = false;
+  for (;;) {
+    if (pidfd >= 0) {
+      pollfd p{pidfd, POLLIN, 0};
+      gone = poll(&p, 1, 10) == 1;
+    } else {
+      // Not in our pid namespace: its control socket path, unlinked as it exits, says.
+      struct stat st;
+      gone = lstat(holder_path_.c_str(), &st) != 0 && errno == ENOENT;
+      if (!gone) {
+        timespec ts{0, 10000000};
+        nanosleep(&ts, nullptr);
+      }
+    }
+    if (gone || MonoNs() >= deadline) break;
+  }
+  if (pidfd >= 0) close(pidfd);
+  for (int fd : running) Activate(fd);
+  if (!gone)
+    return "the fd-holder" + (pid > 0 ? " (pid " + std::to_string(pid) + ")" : std::string()) + " did not exit within " +
+           std::to_string(timeout_ms) + " ms of QUIT";
+  return "";
 }
 
 void SeccompNotify::HolderLost(const std::string &why) {
@@ -952,6 +1059,7 @@ void SeccompNotify::Deliver(std::vector<Event *> *b) {
       } else {
         o.Set("detail", e->detail);
         o.Set("count", Napi::Number::New(env, static_cast<double>(e->count)));
+        if (e->kind == Event::kHolderConnected) o.Set("version", Napi::Number::New(env, e->err));
       }
       arr.Set(i++, o);
       delete e;

@@ -25,6 +25,7 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <future>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -96,6 +97,7 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   Napi::Value SetContainer(const Napi::CallbackInfo &info);
   Napi::Value RemoveContainer(const Napi::CallbackInfo &info);
   Napi::Value ConnectHolder(const Napi::CallbackInfo &info);
+  Napi::Value RetireHolder(const Napi::CallbackInfo &info);
   Napi::Value Stats(const Napi::CallbackInfo &info);
   Napi::Value Refused(const Napi::CallbackInfo &info);
   Napi::Value TakeSeccompDenials(const Napi::CallbackInfo &info);
@@ -123,6 +125,7 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   void Flush();
   void BuildSyscallTable();
   int TakeOver();
+  std::string Retire(int timeout_ms);
   void UnmapTable();
 
   int epfd_ = -1;
@@ -188,6 +191,9 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   static constexpr int kBuckets = 300;  // 0..100 µs by 1 µs, then by 100 µs up to 20 ms
   std::atomic<uint64_t> hist_[kBuckets] = {};
   std::atomic<bool> holder_connected_{false};
+  // The connected holder's protocol version (FDH_VERSION; 0: none connected, or one of before
+  // versions, which answers denials CONTINUE while no daemon runs).
+  std::atomic<int> holder_version_{0};
 };
 
 }  // namespace cgfence

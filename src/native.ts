@@ -51,7 +51,9 @@ export type NotifyEvent =
   }
   /** A notify fd arrived for a container with no allow set yet: until one is set, its execs wait. */
   | { kind: 'need'; key: string; tsMonoNs: bigint; pid: number }
-  | { kind: 'holder-lost' | 'holder-connected'; key: string; tsMonoNs: bigint; detail: string; count: number };
+  | { kind: 'holder-lost'; key: string; tsMonoNs: bigint; detail: string; count: number }
+  /** version: the holder's protocol version (native/fd-holder/protocol.h FDH_VERSION; 0: a holder of before versions). */
+  | { kind: 'holder-connected'; key: string; tsMonoNs: bigint; detail: string; count: number; version: number };
 
 export interface NotifyStats {
   notifications: number; continued: number; denied: number; unresolved: number; gone: number;
@@ -59,6 +61,8 @@ export interface NotifyStats {
   seccompDenied: number;
   fdsReceived: number; fdsAdopted: number; fdsClosed: number; rejected: number; eventsDropped: number;
   openFds: number; holderConnected: boolean;
+  /** The connected fd-holder's protocol version (FDH_VERSION); 0 when none is connected or it is of before versions. */
+  holderVersion: number;
   /** Allowed verdicts answered from the per-container path cache; listeners with sync wake-up set; fd threads. */
   cacheHits: number; syncWakeUp: number; threadFailures: number; threads: number;
   /** Decision time (receive returned .. answer sent), cumulative ns per stage: docs/exec-performance.md. */
@@ -77,8 +81,10 @@ export interface SeccompNotify {
   setContainer(key: string, entries: Array<[bigint, bigint, bigint, boolean]>, denyErrno: number): void;
   /** Closes the container's notify fds (here and in the fd-holder). */
   removeContainer(key: string): void;
-  /** Takes over from a (new) fd-holder: takes what it holds, hands it copies of what it lacks. */
-  connectHolder(path: string): void;
+  /** Takes over from a (new) fd-holder: takes what it holds, hands it copies of what it lacks. With wait, returns once done (throws why not). */
+  connectHolder(path: string, wait?: boolean): void;
+  /** Tells the connected fd-holder to quit and waits (at most timeoutMs) until it has exited; the loop keeps the fds. Throws why not. */
+  retireHolder(timeoutMs: number): void;
   stats(): NotifyStats;
   /** Execs of the container answered with its errno so far (counted as they are answered). */
   refused(key: string): number;

@@ -1,12 +1,13 @@
 // cgfence-fd-holder against the real kernel: a notification the daemon received but never
 // answered (it died in between) is answered by the holder, so the caller does not wait
 // forever; an idle holder goes away by itself.
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFdHolder } from '../src/fence/exec/fd-holder';
-import { buildFixture, mktemp } from './helpers/kernel';
+import { projectRoot } from '../src/native';
+import { FIXTURES, buildFixture, mktemp } from './helpers/kernel';
 import { waitFor } from './helpers/sandbox';
 
 let dir = '';
@@ -106,6 +107,36 @@ describe('cgfence-fd-holder', () => {
       }
       // Its filter has no task left: a kept fd is dropped (POLLHUP).
       await waitFor('the holder to drop the fd', () => notifyFds() === 0, 10_000);
+    }
+  });
+
+  it('is taken over by an older daemon\'s client, which knows no protocol version (END read by its prefix)', async () => {
+    // The client of ab82b4d, before versions, built from git with a driver of its own.
+    const old = path.join(dir, 'old-client');
+    for (const f of ['native/fd-holder-client.cc', 'native/fd-holder-client.h', 'native/fd-holder/protocol.h']) {
+      fs.mkdirSync(path.dirname(path.join(old, f)), { recursive: true });
+      fs.writeFileSync(path.join(old, f), execFileSync('git', ['-C', projectRoot(), 'show', `ab82b4d:${f}`]));
+    }
+    const take = path.join(dir, 'holder-take');
+    execFileSync('g++', ['-std=c++17', '-O2', '-I', path.join(old, 'native'), '-o', take, path.join(FIXTURES, 'holder-take.cc'), path.join(old, 'native/fd-holder-client.cc')], { stdio: 'pipe' });
+    startFdHolder(control, agent);
+    const deliver = buildFixture('agent-deliver', dir);
+    const state = JSON.stringify({ ociVersion: '1.0.2', fds: ['seccompFd'], pid: 4242, metadata: 'test/old-client', state: { id: 'x', status: 'creating' } });
+    const child = spawn(deliver, [agent, state], { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout!.on('data', (d) => { if (String(d).includes('sent')) resolve(); });
+        child.on('exit', (code) => reject(new Error(`agent-deliver exited ${code}`)));
+      });
+      // The holder reads the delivery on its own time: asked before, it would have nothing to give.
+      const holder = holderPid()!;
+      await waitFor('the holder to keep the fd', () => fs.readdirSync(`/proc/${holder}/fd`).some((fd) => {
+        try { return fs.readlinkSync(`/proc/${holder}/fd/${fd}`) === 'anon_inode:seccomp notify'; } catch { return false; }
+      }), 10_000);
+      expect(execFileSync(take, [control], { encoding: 'utf8', timeout: 10_000 })).toBe('1 table test/old-client\n');
+    } finally {
+      child.stdin!.end();
+      await new Promise((r) => child.on('close', r));
     }
   });
 });

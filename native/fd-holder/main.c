@@ -440,7 +440,7 @@ static int serve(int sock)
 			held[i].ndenied = 0;
 			held[i].denied[FDH_MAX_KINDS - 1].count = 0;
 		}
-		snprintf(line, sizeof(line), "END %zu", nheld);
+		snprintf(line, sizeof(line), "END %zu %d", nheld, FDH_VERSION);
 		if (send_fd_msg(sock, line, table_fd))
 			return -1;
 		if (daemon_fd >= 0 && daemon_fd != sock)

@@ -9,7 +9,7 @@
  *
  *   daemon -> holder   "GET"                              take over: send everything held,
  *   holder -> daemon   "FD <serial> <pid> <key>"   + fd   one per fd, then
- *                      "END <count>"               + fd   the in-flight table (below), and
+ *                      "END <count> <version>"     + fd   the in-flight table (below), and
  *                                                         from now on, as runc delivers:
  *                      "NEW <serial> <pid> <key>"  + fd
  *                      "DENIED <serial> <arch> <nr> <count>"  after an FD: seccomp denials
@@ -21,6 +21,13 @@
  *   daemon -> holder   "DROP <serial>"                    close it (its container is gone)
  *                      "PUT <serial> <pid> <key>"  + fd   keep this one (re-seeding a new holder)
  *                      "QUIT"                             close everything and exit
+ *
+ * <version> (FDH_VERSION) says what the holder does while no daemon is connected. A holder of
+ * before it sends "END <count>" alone (read as version 0): it answers every notification
+ * CONTINUE, which would run a syscall cgfence routes to it to be denied, so a daemon that
+ * finds one retires it (QUIT, after GET has given it every fd), starts a new holder and
+ * re-seeds it (PUT). Every daemon's client so far reads END by its first three letters, so
+ * an older daemon works with a newer holder.
  *
  * <serial> names one fd for both sides, <pid> is the process runc reported with it, <key>
  * the container ("namespace/id"), last because it is the only free-form field.
@@ -43,6 +50,10 @@
 #define FDH_SLOTS 4096
 #define FDH_PROBE 256
 #define FDH_MAX_KINDS 16
+
+/* 1: while no daemon is connected, answers every notification that is not an exec EPERM
+ * (fail closed), in flight too (FDH_SLOT_DENY), and counts them (DENIED). */
+#define FDH_VERSION 1
 
 /* Set in a slot's serial when the notification is a seccomp denial (any syscall but
  * execve/execveat: seccomp-profile.ts routes only those and cgfence's denied names to the

@@ -47,6 +47,7 @@ export async function run(argv: string[]): Promise<number> {
       const b = (k.backends as Record<string, Record<string, unknown>>)[ctl];
       return [`${ctl} fence`, b.backend];
     }),
+    ...seccompDenialsRow(k.backends as Record<string, Record<string, unknown>>),
     ...(k.learn ? [['learn mode', (() => {
       const l = k.learn as { backend: string; learning: number; error?: string };
       return `${l.backend}; ${l.learning} container(s) learning${l.error ? `; ${l.error}` : ''}`;
@@ -67,6 +68,15 @@ export async function run(argv: string[]): Promise<number> {
   console.log(fit(`cgfence ${verdict}`));
   for (const [k2, v] of rows) console.log(fit(`${k2.padEnd(16)} ${v}`));
   return healthy ? 0 : UNHEALTHY_EXIT;
+}
+
+/** Whether enforce-mode seccomp denials go to the notify loop (recorded), and if not why (an fd-holder that cannot answer them EPERM). */
+function seccompDenialsRow(backends: Record<string, Record<string, unknown>>): Array<[string, unknown]> {
+  const h = (backends.seccomp?.enforceDenials as { fdHolder?: { denialsRouted: boolean; version: number; why?: string } } | undefined)?.fdHolder;
+  if (!h) return [];
+  return [['seccomp denials', h.denialsRouted
+    ? `recorded: answered EPERM by the notify loop, by the fd-holder (protocol version ${h.version}) while no daemon runs`
+    : `enforced (SCMP_ACT_ERRNO), NOT recorded for new containers: ${h.why}`]];
 }
 
 function configRow(c: Record<string, unknown> | undefined, utc: boolean): string {

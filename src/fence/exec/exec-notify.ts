@@ -21,7 +21,11 @@
 //
 // While no daemon is running, the fd-holder keeps the fds and answers CONTINUE: execs go on
 // under the kernel fence alone (a forbidden one is killed, not refused) and nothing waits
-// for the daemon; the next daemon takes the fds back.
+// for the daemon; the next daemon takes the fds back. Any other notification (a seccomp
+// denial) it answers EPERM, if it is of this protocol version or later: an older cgfence's
+// holder, still running after an upgrade, answers everything CONTINUE, so it is replaced
+// (checkHolder), and until a holder that answers EPERM is connected, no container's
+// denials are routed here (denialRouteProblem).
 import fs from 'node:fs';
 import path from 'node:path';
 import { AuditInput } from '../../audit/audit-record';
@@ -32,7 +36,7 @@ import { PrepareContext, containerKey } from '../backend';
 import { readBundleConfig, writeBundleConfig } from '../bundle-config';
 import { EXEC_SYSCALLS, NotifyMerge, withExecNotify } from '../seccomp/seccomp-profile';
 import { verdictFields } from './exec-verdict';
-import { startFdHolder } from './fd-holder';
+import { FD_HOLDER_RETIRE_TIMEOUT_MS, FD_HOLDER_VERSION, startFdHolder } from './fd-holder';
 
 /**
  * The errno of a denied exec: EACCES, the kernel's own answer to an exec it will not do
@@ -82,6 +86,14 @@ export class ExecNotifier {
   private readonly active = new Set<string>();
   /** Who takes the seccomp denials the loop answered (the seccomp control). */
   private seccompListener: ((evs: SeccompDenials[]) => void) | null = null;
+  /** The fd-holder the loop takes fds from: connected, its protocol version. */
+  private holder = { connected: false, version: 0 };
+  /** An older holder was retired: what the record of its replacement says once the new one is connected. */
+  private replacing: { oldVersion: number; fds: number } | null = null;
+  /** Why denials are not routed to the holder (its replacement failed), or null. */
+  private holderProblem: string | null = null;
+  /** The last replacement: when, of which version, and how many fds went to the new holder. */
+  private replaced: { at: string; oldVersion: number; fds: number } | null = null;
 
   private constructor(private readonly loop: SeccompNotify, readonly listenerPath: string, private readonly holderPath: string, private readonly opts: ExecNotifierOptions) {}
 
@@ -92,6 +104,8 @@ export class ExecNotifier {
     let self: ExecNotifier | undefined;
     const loop = new (native().SeccompNotify)({ holderPath: p.holder }, (evs) => self?.onBatch(evs));
     self = new ExecNotifier(loop, p.listener, p.holder, opts);
+    const st = loop.stats();
+    self.checkHolder(st.holderConnected, st.holderVersion, st.openFds);
     return self;
   }
 
@@ -110,13 +124,15 @@ export class ExecNotifier {
           this.opts.onNeed(e.key);
           break;
         case 'holder-lost':
+          this.holder = { connected: false, version: 0 };
           this.opts.audit({ type: 'agent', action: 'fd-holder-lost', reason: e.detail });
           this.opts.log(`fd-holder: ${e.detail}; starting a new one`);
           this.scheduleReconnect();
           break;
         case 'holder-connected':
           this.reconnectDelayMs = 0;
-          this.opts.log(`fd-holder: connected on ${e.detail}, ${e.count} notify fds held`);
+          this.opts.log(`fd-holder: connected on ${e.detail}, ${e.count} notify fds held, protocol version ${e.version}`);
+          this.checkHolder(true, e.version, e.count);
           break;
       }
     }
@@ -141,6 +157,87 @@ export class ExecNotifier {
    */
   ensureActive(key: string): void {
     if (!this.active.has(key)) this.passThrough(key);
+  }
+
+  /**
+   * A holder of before FD_HOLDER_VERSION answers a denied syscall CONTINUE (runs it) while no
+   * daemon is connected. The loop has every fd it kept (GET), so it is told to go, a new
+   * holder starts on the same sockets and the loop hands it every fd (connectHolder: PUT),
+   * all before this returns; then this comes back here with the new holder and writes the
+   * record. If that fails, denialRouteProblem() keeps new containers' denials off the notify
+   * route (SCMP_ACT_ERRNO). Execs need nothing: every holder lets them on.
+   */
+  private checkHolder(connected: boolean, version: number, fds: number): void {
+    this.holder = { connected, version };
+    if (!connected) return;
+    if (version >= FD_HOLDER_VERSION) {
+      this.holderProblem = null;
+      if (this.replacing) {
+        const r = this.replacing;
+        this.replacing = null;
+        this.replaced = { at: new Date().toISOString(), oldVersion: r.oldVersion, fds };
+        this.opts.audit({ type: 'agent', action: 'fd-holder-replaced', old_version: r.oldVersion, version, fds, reason: oldHolderReason(r.oldVersion) });
+        this.opts.log(`fd-holder: replaced one of protocol version ${r.oldVersion} (${oldHolderReason(r.oldVersion)}) by version ${version}, ${fds} notify fds handed over`);
+      }
+      return;
+    }
+    const old = `the fd-holder on ${this.holderPath} speaks protocol version ${version}: ${oldHolderReason(version)}`;
+    if (this.replacing) {
+      // The holder started in its place is old too (an old binary at fdHolderBinary()): keep
+      // it, since it lets execs on, but route no denial to it.
+      this.fail(`${old}; the holder started to replace it is no newer`);
+      this.replacing = null;
+      return;
+    }
+    try {
+      this.loop.retireHolder(FD_HOLDER_RETIRE_TIMEOUT_MS);
+    } catch (e) {
+      // It may still run with our fds: denials stay off it, execs are unaffected.
+      this.fail(`${old}; it could not be retired: ${(e as Error).message}`);
+      return;
+    }
+    this.holder = { connected: false, version: 0 };
+    this.replacing = { oldVersion: version, fds };
+    this.holderProblem = `${old}; it was retired and its replacement is not connected yet`;
+    try {
+      startFdHolder(this.holderPath, this.listenerPath);
+      // Waited for, so that the prepare that follows (or that opened this notifier) already
+      // routes its denials here.
+      this.loop.connectHolder(this.holderPath, true);
+    } catch (e) {
+      // No holder is connected now: retried with back-off, and the record is written once one is.
+      this.fail(`${old}; it was retired, and its replacement is not connected: ${(e as Error).message}`);
+      this.scheduleReconnect();
+      return;
+    }
+    const st = this.loop.stats();
+    this.checkHolder(st.holderConnected, st.holderVersion, st.openFds);
+  }
+
+  private fail(why: string): void {
+    this.holderProblem = why;
+    this.opts.audit({ type: 'agent', action: 'fd-holder-replace-failed', reason: why });
+    this.opts.log(`fd-holder: ${why}; new containers' seccomp denials are enforced with SCMP_ACT_ERRNO, not recorded`);
+  }
+
+  /**
+   * Why a container's enforce-mode seccomp denials must not be routed to this listener now
+   * (the holder would not answer them EPERM were the daemon to die), or null when they can be.
+   */
+  denialRouteProblem(): string | null {
+    if (this.holderProblem) return this.holderProblem;
+    if (!this.holder.connected) return 'no fd-holder is connected (it is being restarted), and a denial must never reach a holder that has not said it answers denials EPERM';
+    if (this.holder.version < FD_HOLDER_VERSION) return `the fd-holder speaks protocol version ${this.holder.version}: ${oldHolderReason(this.holder.version)}`;
+    return null;
+  }
+
+  /** For status: the holder, and whether denials may be routed to it. */
+  holderStatus(): Record<string, unknown> {
+    const problem = this.denialRouteProblem();
+    return {
+      connected: this.holder.connected, version: this.holder.version, answersDenialsEperm: this.holder.version >= FD_HOLDER_VERSION,
+      denialsRouted: problem === null, ...(problem ? { why: problem } : {}), ...(this.replaced ? { replaced: this.replaced } : {}),
+    };
   }
 
   /** Backs off (up to 30 s) while a new holder keeps failing, rather than spinning. */
@@ -230,6 +327,11 @@ export class ExecNotifier {
     clearTimeout(this.reconnectTimer);
     this.loop.close({ release: opts.release });
   }
+}
+
+function oldHolderReason(version: number): string {
+  return `${version === 0 ? 'it sent no version (an older cgfence\'s)' : `below ${FD_HOLDER_VERSION}`}, so it is not known to answer denied syscalls EPERM `
+    + 'while no daemon runs (the holders of cgfence before seccomp denials were notified answer every notification CONTINUE, which would run them)';
 }
 
 /**

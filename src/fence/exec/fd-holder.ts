@@ -7,6 +7,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { projectRoot } from '../../native';
 
+/**
+ * The fd-holder protocol version this build speaks (native/fd-holder/protocol.h FDH_VERSION):
+ * from 1 on, a holder answers every notification but an exec EPERM while no daemon is
+ * connected. A holder that reports less (0: none, an older cgfence's) answers them CONTINUE,
+ * which would run a denied syscall, and is replaced.
+ */
+export const FD_HOLDER_VERSION = 1;
+
+/** How long a retired holder gets to exit before its sockets are taken over by a new one. */
+export const FD_HOLDER_RETIRE_TIMEOUT_MS = 5_000;
+
 export function fdHolderBinary(): string {
   return path.join(projectRoot(), 'build', 'Release', 'cgfence-fd-holder');
 }

@@ -122,7 +122,7 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
   private listenerFor(ctx: { namespace: string; id: string }, existing: OciSeccomp | undefined): DenyListener | string {
     const n = this.notifier();
     if (!n) return `no seccomp notify loop runs${this.notifierError ? ` (${this.notifierError})` : ''}`;
-    return denyRouteRefusal(existing, n.listenerPath) ?? { path: n.listenerPath, metadata: notifyKey(ctx.namespace, ctx.id) };
+    return n.denialRouteProblem() ?? denyRouteRefusal(existing, n.listenerPath) ?? { path: n.listenerPath, metadata: notifyKey(ctx.namespace, ctx.id) };
   }
 
   /**
@@ -253,7 +253,9 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
     if (!this.records) return 'off: no audit sink';
     if (policy.mode === 'enforce') {
       if (notify) return 'seccomp notify: denials answered EPERM by the daemon\'s notify loop (by the fd-holder, unrecorded, while no daemon runs)';
-      const why = this.notifierValue ? 'the container\'s seccomp profile has another listener, or config.json was not routed at prepare' : this.listenerFor(ctx, undefined) as string;
+      const why = this.notifierValue
+        ? this.notifierValue.denialRouteProblem() ?? 'the container\'s seccomp profile has another listener, or config.json was not routed at prepare'
+        : this.listenerFor(ctx, undefined) as string;
       return `off: denials enforced (EPERM), not recorded: ${why}; ${ERRNO_UNLOGGED}`;
     }
     if (!this.reader) return `off: ${this.readerError}`;
@@ -334,7 +336,7 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
       backend: 'OCI linux.seccomp rules merged into config.json at prepare, installed by runc (libseccomp) before the entrypoint',
       runcInitSyscalls: RUNC_INIT_SYSCALLS.length,
       enforceDenials: this.notifierValue
-        ? { source: 'seccomp notify (EPERM answered by the native loop)', routed: this.routed.size, answered: this.notifierValue.stats().seccompDenied, ownLoop: this.ownsNotifier }
+        ? { source: 'seccomp notify (EPERM answered by the native loop)', routed: this.routed.size, answered: this.notifierValue.stats().seccompDenied, ownLoop: this.ownsNotifier, fdHolder: this.notifierValue.holderStatus() }
         : { source: 'none yet: SCMP_ACT_ERRNO, not recorded, until a notify loop runs', routed: 0, error: this.notifierError ?? (this.deps.openNotifier ? 'opened when a container first needs it' : 'no seccomp notify loop') },
       decisions: this.reader
         ? { source: 'kernel seccomp log (audit multicast group, AUDIT_SECCOMP)', actionsLogged: actionsLogged().join(' '), watching: this.records?.watching() ?? 0, unattributed: this.records?.unattributed ?? 0, ...this.reader.stats() }

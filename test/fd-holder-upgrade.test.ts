@@ -1,0 +1,214 @@
+// An upgrade with an older cgfence's fd-holder still running. That holder (built here from
+// the sources of commit ab82b4d, before the protocol had a version) answers every
+// notification CONTINUE while no daemon runs: a denied syscall routed to it would run once
+// the daemon dies. The daemon must find it (no version at GET), retire it, start a new one
+// on the same sockets and hand it every fd; then a SIGKILLed daemon leaves denials EPERM.
+// And when the old holder cannot be retired, no denial is routed to it (SCMP_ACT_ERRNO) and
+// `cgfence status` says why.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readRecords } from '../src/audit/audit-read';
+import { fdHolderBinary } from '../src/fence/exec/fd-holder';
+import { notifyPaths } from '../src/fence/exec/exec-notify';
+import { projectRoot } from '../src/native';
+import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
+import { buildFixture, mktemp } from './helpers/kernel';
+import { cid, cli, ctr, IMAGE, runFenced, sandboxDir, waitFor } from './helpers/sandbox';
+
+/** The last commit whose fd-holder sent no protocol version and answered everything CONTINUE. */
+const OLD_COMMIT = 'ab82b4d';
+
+const dir = sandboxDir('fhu');
+let p: SandboxPaths;
+let tmp = '';
+let oldHolder = '';
+const started: number[] = [];
+
+/** Builds the holder of OLD_COMMIT from git, as its binding.gyp did (dynamically linked here). */
+function buildOldHolder(into: string): string {
+  const root = projectRoot();
+  const files = ['native/fd-holder/main.c', 'native/fd-holder/protocol.h', 'native/fd-holder/runc-state.c', 'native/fd-holder/runc-state.h',
+    'native/cgfence-runc/strict-json.c', 'native/cgfence-runc/strict-json.h'];
+  for (const f of files) {
+    const out = path.join(into, f);
+    fs.mkdirSync(path.dirname(out), { recursive: true });
+    fs.writeFileSync(out, execFileSync('git', ['-C', root, 'show', `${OLD_COMMIT}:${f}`]));
+  }
+  // The test must not pass by testing a holder that already answers EPERM.
+  expect(fs.readFileSync(path.join(into, 'native/fd-holder/main.c'), 'utf8')).not.toContain('EPERM');
+  const cflags = execFileSync('pkg-config', ['--cflags', 'json-c'], { encoding: 'utf8' }).trim().split(/\s+/).filter(Boolean);
+  const libs = execFileSync('pkg-config', ['--libs', 'json-c'], { encoding: 'utf8' }).trim().split(/\s+/).filter(Boolean);
+  const bin = path.join(into, 'old-fd-holder');
+  execFileSync('gcc', ['-std=gnu11', '-O2', ...cflags, '-o', bin, ...files.filter((f) => f.endsWith('.c')).map((f) => path.join(into, f)), ...libs], { stdio: 'pipe' });
+  return bin;
+}
+
+/** Processes whose command line is exactly [bin, ...] with the given control socket. */
+function pidsOf(bin: string, control: string): number[] {
+  return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number).filter((pid) => {
+    try {
+      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      return argv[0] === bin && argv[1] === control;
+    } catch {
+      return false;
+    }
+  });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** SIGKILLs the daemon; the holder it leaves (holding nothing) exits by itself. */
+async function killDaemon(): Promise<void> {
+  const daemon = Number(fs.readFileSync(p.daemonPid, 'utf8'));
+  process.kill(daemon, 'SIGKILL');
+  await waitFor('the daemon to die', () => !alive(daemon), 20_000);
+}
+
+function status(): { version: number; connected: boolean; denialsRouted: boolean; why?: string; replaced?: { oldVersion: number } } {
+  const st = JSON.parse(cli(p, ['status', '--json']).stdout) as { kernel: { backends: { seccomp: { enforceDenials: { fdHolder: ReturnType<typeof status> } } } } };
+  return st.kernel.backends.seccomp.enforceDenials.fdHolder;
+}
+
+beforeAll(async () => {
+  tmp = mktemp('cgft-fhu');
+  oldHolder = buildOldHolder(tmp);
+  p = await sandboxUp(dir);
+});
+
+afterAll(async () => {
+  for (const pid of started) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  await sandboxDown(dir).catch((e) => console.error(e));
+  fs.rmSync(dir, { recursive: true, force: true });
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+/** Stops the daemon and leaves `start()`'s holder on its sockets instead of its own. */
+async function swapHolder(start: () => number): Promise<number> {
+  const { holder, listener } = notifyPaths(p.stateDir);
+  await killDaemon();
+  // (A stand-in holder the last test killed leaves its socket files: the next holder replaces them.)
+  await waitFor('the idle holder to exit', () => pidsOf(fdHolderBinary(), holder).length === 0 && started.every((pid) => !alive(pid)), 20_000);
+  const pid = start();
+  started.push(pid);
+  expect(fs.existsSync(holder) && fs.existsSync(listener)).toBe(true);
+  return pid;
+}
+
+function startOldHolder(): number {
+  const { holder, listener } = notifyPaths(p.stateDir);
+  execFileSync(oldHolder, [holder, listener], { stdio: 'pipe', timeout: 10_000 });
+  const pids = pidsOf(oldHolder, holder);
+  expect(pids).toHaveLength(1);
+  return pids[0];
+}
+
+describe('an fd-holder of an older cgfence at daemon start', () => {
+  it('is replaced, and a container\'s denied mkdir still fails EPERM after the daemon is SIGKILLed', async () => {
+    const old = await swapHolder(startOldHolder);
+    await sandboxUp(dir);
+    const { holder } = notifyPaths(p.stateDir);
+
+    await waitFor('the old holder to be gone', () => !alive(old), 20_000);
+    const now = await waitFor('a new holder on the same socket', () => pidsOf(fdHolderBinary(), holder)[0], 20_000);
+    expect(now).not.toBe(old);
+    const replaced = await waitFor('the replacement record', () => {
+      const lines = fs.readFileSync(p.auditLog, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+      return lines.filter((r) => r.type === 'agent' && r.action === 'fd-holder-replaced').pop();
+    }, 20_000);
+    expect(replaced).toMatchObject({ old_version: 0, version: 1, severity: 'info' });
+    expect(status()).toMatchObject({ connected: true, version: 1, denialsRouted: true, replaced: { oldVersion: 0 } });
+    expect(cli(p, ['status', '-o', 'wide']).stdout).toMatch(/^seccomp denials +recorded: .*protocol version 1/m);
+
+    const out = mktemp('cgft-fhu-out');
+    const id = cid('fhu');
+    const res = () => fs.readFileSync(path.join(out, 'res'), 'utf8');
+    const trigger = async (what: string): Promise<string> => {
+      fs.writeFileSync(path.join(out, 'res'), '');
+      fs.writeFileSync(path.join(out, 'go'), '');
+      return waitFor(what, () => (res().includes('done') ? res() : undefined), 20_000);
+    };
+    const loop = 'while :; do if [ -e /out/go ]; then rm -f /out/go; mkdir /tmp/d; echo m=$? >> /out/res; [ -e /tmp/d ] && echo EXISTS >> /out/res; echo done >> /out/res; fi; sleep 0.05; done';
+    const start = ctr(p, ['run', '-d', '--runc-binary', p.runc, '--annotation', 'cgfence.io/seccomp-deny=mkdir,mkdirat',
+      '--mount', `type=bind,src=${out},dst=/out,options=rbind:rw`, IMAGE, id, '/bin/sh', '-c', loop]);
+    try {
+      expect(start.status, start.stderr).toBe(0);
+      expect(await trigger('a denied mkdir')).toBe('m=1\ndone\n');
+      // Routed to the notify loop (recorded), so the holder is what answers once the daemon is gone.
+      const end = Date.now() + 20_000;
+      while (!(await readRecords(p.auditLog, { container: id })).some((r) => r.type === 'seccomp' && r.via === 'seccomp-notify')) {
+        if (Date.now() > end) throw new Error('timed out waiting for the denial record');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+
+      await killDaemon();
+      // The new holder answers EPERM; the old one would have answered CONTINUE (m=0, EXISTS).
+      expect(await trigger('a denied mkdir without a daemon')).toBe('m=1\ndone\n');
+      expect(await trigger('another')).toBe('m=1\ndone\n');
+      await sandboxUp(dir);
+    } finally {
+      ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
+      await waitFor('task to stop', () => ctr(p, ['task', 'delete', id]).status === 0, 20_000).catch(() => {});
+      ctr(p, ['task', 'delete', '--force', id]);
+      ctr(p, ['containers', 'delete', id]);
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it('that cannot be retired gets no denial: new containers\' denials stay SCMP_ACT_ERRNO, and status says why', async () => {
+    // A holder of no version that ignores QUIT.
+    const stubborn = buildFixture('stubborn-holder', tmp);
+    const { holder, listener } = notifyPaths(p.stateDir);
+    const pid = await swapHolder(() => {
+      execFileSync(stubborn, [holder, listener], { stdio: 'pipe', timeout: 10_000 });
+      return pidsOf(stubborn, holder)[0];
+    });
+    try {
+      await sandboxUp(dir);
+      const st = status();
+      expect(st.denialsRouted).toBe(false);
+      expect(st.why).toMatch(/protocol version 0.*could not be retired: the fd-holder \(pid \d+\) did not exit within 5000 ms of QUIT/);
+      expect(cli(p, ['status', '-o', 'wide']).stdout).toMatch(/^seccomp denials +enforced \(SCMP_ACT_ERRNO\), NOT recorded for new containers: .*did not exit within 5000 ms of QUIT/m);
+      const failed = fs.readFileSync(p.auditLog, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+        .filter((r) => r.action === 'fd-holder-replace-failed');
+      expect(failed.pop()).toMatchObject({ type: 'agent', severity: 'warning' });
+
+      const id = cid('fhu-errno');
+      const r = runFenced(p, id, { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat' }, ['/bin/sh', '-c', 'mkdir /tmp/d; echo m=$?']);
+      expect(r.stdout, r.stderr).toContain('m=1');
+      const attach = (await readRecords(p.auditLog, { container: id })).find((x) => x.action === 'attach');
+      expect(JSON.stringify(attach)).toContain('SCMP_ACT_ERRNO, no notify route');
+    } finally {
+      process.kill(pid, 'SIGKILL');
+    }
+  });
+
+  it('is replaced before the first denial is routed when the seccomp control opens its own notify loop (--exec-deny kill)', async () => {
+    const old = await swapHolder(startOldHolder);
+    // With --exec-deny kill the daemon opens no notify loop (nor touches the holder) until the
+    // first container with enforce-mode seccomp rules is prepared.
+    await sandboxUp(dir, () => {}, { daemonEnv: { CGFENCE_EXEC_DENY: 'kill' } });
+    expect(alive(old)).toBe(true);
+    const id = cid('fhu-kill');
+    const r = runFenced(p, id, { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat' }, ['/bin/sh', '-c', 'mkdir /tmp/d; echo m=$?']);
+    expect(r.stdout, r.stderr).toContain('m=1');
+    // (Gone, and reaped by init: a zombie still answers kill 0 for a moment.)
+    await waitFor('the old holder to be gone', () => !alive(old), 20_000);
+    const recs = await readRecords(p.auditLog, {});
+    expect(recs.filter((x) => x.action === 'fd-holder-replaced').length).toBe(2);
+    // That very container's denial went to the loop (recorded), not to SCMP_ACT_ERRNO.
+    const end = Date.now() + 20_000;
+    while (!(await readRecords(p.auditLog, { container: id })).some((x) => x.type === 'seccomp' && x.via === 'seccomp-notify')) {
+      if (Date.now() > end) throw new Error('timed out waiting for the denial record');
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  });
+});
