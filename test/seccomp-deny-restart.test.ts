@@ -9,7 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../src/audit/audit-read';
 import { AuditRecord } from '../src/audit/audit-record';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { cid, cli, ctr, IMAGE, sandboxDir, waitFor } from './helpers/sandbox';
+import { cid, cli, containerPids as pidsIn, ctr, IMAGE, sandboxDir, waitFor, waitingInSeccomp } from './helpers/sandbox';
+
+const containerPids = (id: string) => pidsIn(p, id);
+const until = <T>(what: string, fn: () => Promise<T | undefined | false>) => waitFor(what, fn, 20_000);
 import { mktemp } from './helpers/kernel';
 
 const dir = sandboxDir('sdr');
@@ -26,30 +29,6 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
   if (out) fs.rmSync(out, { recursive: true, force: true });
 });
-
-/** waitFor for an async check. */
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function containerPids(id: string): number[] {
-  const r = ctr(p, ['task', 'ps', id]);
-  return r.stdout.split('\n').slice(1).map((l) => Number(l.trim().split(/\s+/)[0])).filter((n) => n > 0);
-}
-
-function waitingInSeccomp(pid: number): boolean {
-  try {
-    return fs.readFileSync(`/proc/${pid}/wchan`, 'utf8').includes('seccomp_do_user_notification');
-  } catch {
-    return false;
-  }
-}
 
 function seccompStatus(): { routed: number; answered: number } {
   const st = JSON.parse(cli(p, ['status', '--json']).stdout) as { kernel: { backends: { seccomp: { enforceDenials: { routed: number; answered: number } } } } };
