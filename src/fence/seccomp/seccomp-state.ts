@@ -23,7 +23,13 @@ export type SeccompState = {
 
 export function readSeccompState(f: JsonFields): SeccompState {
   return definedOnly({
-    backend: f.optOneOf('backend', SECCOMP_BACKENDS), hook: f.optStr('hook'), action: f.optStr('action'), filters: f.optNum('filters'),
-    deny: f.optStrings('deny'), allow: f.optStrings('allow'), log: f.optStr('log'), fenceId: f.optDecimal('fenceId'),
+    backend: f.optOneOf('backend', SECCOMP_BACKENDS),
+    hook: f.optStr('hook'),
+    action: f.optStr('action'),
+    filters: f.optNum('filters'),
+    deny: f.optStrings('deny'),
+    allow: f.optStrings('allow'),
+    log: f.optStr('log'),
+    fenceId: f.optDecimal('fenceId'),
   });
 }
