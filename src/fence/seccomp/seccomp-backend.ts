@@ -219,11 +219,14 @@ export class SeccompBackend implements FenceBackend {
     if (ctx.policy.seccompAllow) ctx.state.allow = ctx.policy.seccompAllow;
     this.ensureReader();
     ctx.state.log = this.logState(ctx.policy, notify, ctx);
-    if (ctx.cgroupId !== null) {
-      // The key of the container's records (and of its kernel events: the manager indexes it).
-      ctx.state.fenceId = ctx.cgroupId.toString();
-      if (ctx.cgroupPath) this.watch(ctx.state.fenceId as string, ctx.cgroupPath);
-      if (notify) this.routeDenials(ctx.namespace, ctx.id, ctx.state.fenceId as string);
+    // The key of the container's records (and of its kernel events: the manager indexes it):
+    // its cgroup v2 id. Without cgroup v2 the kernel log cannot be attributed, but the notify
+    // loop's denials come keyed by container, so they are recorded under that key instead.
+    const fenceId = ctx.cgroupId !== null ? ctx.cgroupId.toString() : notify ? notifyKey(ctx.namespace, ctx.id) : null;
+    if (fenceId !== null) {
+      ctx.state.fenceId = fenceId;
+      if (ctx.cgroupPath) this.watch(fenceId, ctx.cgroupPath);
+      if (notify) this.routeDenials(ctx.namespace, ctx.id, fenceId);
     }
   }
 
