@@ -173,6 +173,9 @@ describe(`seccomp-deny with the BPF-LSM exec backend (cgroup ${v2 ? 'v2' : 'v1 o
     expect(sc.length).toBeGreaterThanOrEqual(1);
     for (const x of sc) {
       expect(x).toMatchObject({ action: 'deny', container_id: id, syscall: 'mkdir', via: 'seccomp-notify', seccomp_action: 'SCMP_ACT_NOTIFY', errno: 'EPERM', rule: 'cgfence.io/seccomp-deny' });
+      // The container's cgroup v2 id, as in its attach record; none without cgroup v2.
+      expect(x.cgroup_id).toBe(attach.cgroup_id);
+      expect(x.cgroup_id === '').toBe(!v2);
     }
     expect(sc.reduce((n, x) => n + (x.count as number), 0)).toBe(2);
     const exec = recs.filter((x) => x.type === 'exec' && x.action === 'deny');
@@ -185,5 +188,12 @@ describe(`seccomp-deny with the BPF-LSM exec backend (cgroup ${v2 ? 'v2' : 'v1 o
     const after = JSON.parse(cli(p, ['status', '--json']).stdout) as { kernel: { backends: { seccomp: { enforceDenials: Record<string, unknown> } } } };
     expect(after.kernel.backends.seccomp.enforceDenials).toMatchObject({ ownLoop: true, routed: 0 });
     expect(after.kernel.backends.seccomp.enforceDenials.answered).toBeGreaterThanOrEqual(2);
+  });
+
+  it('sandbox down lets the seccomp control\'s fd-holder go', async () => {
+    expect(holderPids()).toHaveLength(1);
+    await sandboxDown(dir);
+    await waitFor('the fd-holder to exit', () => holderPids().length === 0, 30_000);
+    expect(fs.existsSync(notifyPaths(p.stateDir).holder)).toBe(false);
   });
 });
