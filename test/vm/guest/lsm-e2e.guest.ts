@@ -190,6 +190,27 @@ describe(`seccomp-deny with the BPF-LSM exec backend (cgroup ${v2 ? 'v2' : 'v1 o
     expect(after.kernel.backends.seccomp.enforceDenials.answered).toBeGreaterThanOrEqual(2);
   });
 
+  it('audit mode: mkdir runs and is recorded from the kernel log with cgroup v2; without, the attach record says it cannot be', async () => {
+    const id = cid('lsm-sca');
+    const r = runFenced(p, id, { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat', 'cgfence.io/mode': 'audit' }, ['/bin/sh', '-c', 'mkdir /tmp/d; echo rc=$?']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('rc=0');
+    let recs: Awaited<ReturnType<typeof readRecords>> = [];
+    await waitFor('the detach record', () => {
+      void readRecords(p.auditLog, { container: id }).then((x) => (recs = x));
+      return recs.find((x) => x.type === 'lifecycle' && x.action === 'detach');
+    }, 60_000);
+    const attach = recs.find((x) => x.type === 'lifecycle' && x.action === 'attach')!;
+    const sc = recs.filter((x) => x.type === 'seccomp');
+    if (v2) {
+      expect((attach.backends as Record<string, string>).seccomp).toBe('oci-seccomp, kernel seccomp log');
+      expect(sc.map((x) => [x.action, x.syscall, x.via, x.count])).toEqual([['audit', 'mkdir', 'kernel seccomp log', 1]]);
+    } else {
+      expect((attach.backends as Record<string, string>).seccomp).toBe('oci-seccomp, kernel seccomp log, not attributed (no cgroup v2)');
+      expect(sc).toEqual([]);
+    }
+  });
+
   it('sandbox down lets the seccomp control\'s fd-holder go', async () => {
     expect(holderPids()).toHaveLength(1);
     await sandboxDown(dir);
