@@ -1,9 +1,10 @@
 // The VM tier: boots a stock distro kernel (Debian 12's 6.1, where BPF LSM is active) with
 // scripts/vm-run.sh and runs, inside it, the kernel-level tests of both exec backends
 // (the BPF-LSM program and the tracepoint fence) and an end-to-end run of a fenced container
-// through containerd with the BPF-LSM backend; then boots it again as a cgroup v1-only host
-// (no cgroup2 mounted anywhere) for the same end-to-end run, where the fence is found by pid
-// namespace. Skipped, saying why, only where QEMU cannot run. See docs/vm-harness.md.
+// through containerd with the BPF-LSM backend (including seccomp-deny denials answered and
+// recorded by the seccomp control's own notify loop there); then boots it again as a cgroup
+// v1-only host (no cgroup2 mounted anywhere) for the same end-to-end run, where the fence is
+// found by pid namespace. Skipped, saying why, only where QEMU cannot run. See docs/vm-harness.md.
 import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -81,13 +82,13 @@ function expectAllPassed(r: { status: number | null; out: string }, files: strin
 }
 
 describe.skipIf(noVm !== null)('VM tier: Debian 12 stock kernel (6.1, BPF LSM active) under QEMU', () => {
-  it('cgroup v2: kernel-level tests of the BPF-LSM and tracepoint exec fences, and a fenced container with the BPF-LSM backend', async () => {
+  it('cgroup v2: kernel-level tests of the BPF-LSM and tracepoint exec fences, and a fenced container with the BPF-LSM backend (exec EACCES; seccomp-deny EPERM recorded via seccomp-notify, no notify fd left)', async () => {
     const files = ['test/vm/guest/exec-lsm.guest.ts', 'test/exec-fence.test.ts', 'test/vm/guest/lsm-e2e.guest.ts'];
     // One skipped: the ext4 check of test/exec-fence.test.ts (the guest config says why).
     expectAllPassed(await runInVm('v2', files, 1200), files, 1);
   }, 1_300_000);
 
-  it('cgroup v1 only (no cgroup2 mounted): a fenced container with the BPF-LSM backend found by pid namespace; cgfence ps works', async () => {
+  it('cgroup v1 only (no cgroup2 mounted): a fenced container with the BPF-LSM backend found by pid namespace; cgfence ps works; seccomp-deny recorded via seccomp-notify', async () => {
     const files = ['test/vm/guest/lsm-e2e.guest.ts'];
     expectAllPassed(await runInVm('v1', files, 900), files, 0);
   }, 1_000_000);
