@@ -17,8 +17,27 @@ export async function run(): Promise<BenchResult[]> {
   try {
     const pid = Number(fs.readFileSync(p.daemonPid, 'utf8'));
     const start = (i: number) => {
-      const r = spawnSync('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, 'run', '--rm', '--runc-binary', p.runc,
-        '--annotation', 'cgfence.io/exec-allow=/bin/sh', TEST_IMAGE_NAME, `churn-${i < 0 ? "warm" : i}`, '/bin/sh', '-c', '/usr/local/bin/tool-a; true'], { encoding: 'utf8' });
+      const r = spawnSync(
+        'ctr',
+        [
+          '-a',
+          p.containerdSocket,
+          '-n',
+          SANDBOX_NAMESPACE,
+          'run',
+          '--rm',
+          '--runc-binary',
+          p.runc,
+          '--annotation',
+          'cgfence.io/exec-allow=/bin/sh',
+          TEST_IMAGE_NAME,
+          `churn-${i < 0 ? 'warm' : i}`,
+          '/bin/sh',
+          '-c',
+          '/usr/local/bin/tool-a; true',
+        ],
+        { encoding: 'utf8' },
+      );
       if (r.status !== 0) throw new Error(`container ${i}: ${r.stderr}`);
     };
     start(-1);
@@ -39,7 +58,18 @@ export async function run(): Promise<BenchResult[]> {
     const after = footprint(p.pinDir, pid);
     const note = `${N} containers; before → after: progs ${before.progs}→${after.progs}, maps ${before.maps}→${after.maps}, links ${before.links}→${after.links}, pins ${before.pins.length}→${after.pins.length}, daemon fds ${before.daemonFds}→${after.daemonFds}, daemon RSS ${(before.daemonRssKb / 1024).toFixed(1)}→${(after.daemonRssKb / 1024).toFixed(1)} MiB`;
     console.log(`  ${note}`);
-    return [{ name: 'churn: fenced containers started and exited', baseline: '-', fenced: 'ctr run --rm with a policy and one denied exec', medianBaselineUs: perContainerUs, medianFencedUs: perContainerUs, ratio: 1, runs: N, note }];
+    return [
+      {
+        name: 'churn: fenced containers started and exited',
+        baseline: '-',
+        fenced: 'ctr run --rm with a policy and one denied exec',
+        medianBaselineUs: perContainerUs,
+        medianFencedUs: perContainerUs,
+        ratio: 1,
+        runs: N,
+        note,
+      },
+    ];
   } finally {
     await sandboxDown(dir);
     fs.rmSync(dir, { recursive: true, force: true });

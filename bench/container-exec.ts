@@ -29,7 +29,9 @@ export async function benchSandbox(daemonEnv: Record<string, string>): Promise<B
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cgfence-bench-cx-'));
   const p = await sandboxUp(dir, undefined, { daemonEnv });
   const sb: BenchSandbox = {
-    p, daemonPid: Number(fs.readFileSync(p.daemonPid, 'utf8').trim()), started: [],
+    p,
+    daemonPid: Number(fs.readFileSync(p.daemonPid, 'utf8').trim()),
+    started: [],
     async down() {
       for (const id of sb.started) {
         spawnSync('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, 'task', 'kill', '-s', 'SIGKILL', id]);
@@ -81,19 +83,29 @@ let execN = 0;
 /** `ctr task exec` without blocking the event loop, so that many containers exec at once. */
 export function execAsync(p: SandboxPaths, id: string, argv: string[], timeoutMs = 600_000): Promise<string> {
   return new Promise((resolve, reject) => {
-    const c = spawn('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, 'task', 'exec', '--exec-id', `b${execN++}`, id, ...argv], { timeout: timeoutMs });
+    const c = spawn('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, 'task', 'exec', '--exec-id', `b${execN++}`, id, ...argv], {
+      timeout: timeoutMs,
+    });
     let out = '';
     let err = '';
     c.stdout.on('data', (d: Buffer) => (out += d.toString()));
     c.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    c.on('close', (status) => (status === 0 ? resolve(out) : reject(new Error(`ctr task exec ${id} ${argv.join(' ')}: status ${status}: ${err}`))));
+    c.on('close', (status) =>
+      status === 0 ? resolve(out) : reject(new Error(`ctr task exec ${id} ${argv.join(' ')}: status ${status}: ${err}`)),
+    );
   });
 }
 
 /** One exec-mix line (test/fixtures/exec-mix.c). */
 export interface MixRun {
-  execs: number; allowed: number; denied: number; killed: number; bypass: number; other: number;
-  seconds: number; hist: Map<number, number>;
+  execs: number;
+  allowed: number;
+  denied: number;
+  killed: number;
+  bypass: number;
+  other: number;
+  seconds: number;
+  hist: Map<number, number>;
 }
 
 export function parseMix(out: string): MixRun {
@@ -145,7 +157,8 @@ export function daemonCpuMs(pid: number): number {
 
 export function notifyStats(p: SandboxPaths): NotifyStats | null {
   const out = execFileSync(process.execPath, [path.join(projectRoot(), 'dist', 'src', 'cli', 'main.js'), 'status', '--json'], {
-    encoding: 'utf8', env: { ...process.env, CGFENCE_SOCKET: p.socket },
+    encoding: 'utf8',
+    env: { ...process.env, CGFENCE_SOCKET: p.socket },
   });
   return (JSON.parse(out) as { kernel: { backends: { exec: { notify?: NotifyStats } } } }).kernel.backends.exec.notify ?? null;
 }
@@ -154,8 +167,10 @@ export function notifyStats(p: SandboxPaths): NotifyStats | null {
 export function profile(n0: NotifyStats, n1: NotifyStats): string {
   const n = n1.notifications - n0.notifications;
   if (!n) return '-';
-  return Object.keys(n1.profileNs).map((k) => {
-    const key = k as keyof NotifyStats['profileNs'];
-    return `${k} ${((n1.profileNs[key] - n0.profileNs[key]) / n).toFixed(0)}`;
-  }).join(', ');
+  return Object.keys(n1.profileNs)
+    .map((k) => {
+      const key = k as keyof NotifyStats['profileNs'];
+      return `${k} ${((n1.profileNs[key] - n0.profileNs[key]) / n).toFixed(0)}`;
+    })
+    .join(', ');
 }

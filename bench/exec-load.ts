@@ -10,7 +10,19 @@
 // p50/p99, the notify loop's decision p50/p99 and the daemon's CPU per 1,000 fenced execs.
 // (The correctness test with 20 containers is test/exec-notify-load.test.ts.)
 import { BenchResult, interleave, result } from './types';
-import { FX, benchSandbox, daemonCpuMs, execAsync, histDelta, notifyStats, parseMix, percentile, profile, startContainer, MixRun } from './container-exec';
+import {
+  FX,
+  benchSandbox,
+  daemonCpuMs,
+  execAsync,
+  histDelta,
+  notifyStats,
+  parseMix,
+  percentile,
+  profile,
+  startContainer,
+  MixRun,
+} from './container-exec';
 
 const CONTAINERS = Number(process.env.CGFENCE_BENCH_LOAD_CONTAINERS ?? 50);
 const SECONDS = Number(process.env.CGFENCE_BENCH_LOAD_SECONDS ?? 30);
@@ -32,8 +44,11 @@ export async function run(): Promise<BenchResult[]> {
     const phase = async (ids: string[], side: 'b' | 'f') => {
       const cpu0 = daemonCpuMs(sb.daemonPid);
       const t0 = process.hrtime.bigint();
-      const outs = await Promise.all(ids.map((id) => execAsync(sb.p, id,
-        [`${FX}/exec-mix`, String(SECONDS), `${FX}/noop`, `${FX}/forbidden`, String(EVERY)], (SECONDS + 120) * 1000)));
+      const outs = await Promise.all(
+        ids.map((id) =>
+          execAsync(sb.p, id, [`${FX}/exec-mix`, String(SECONDS), `${FX}/noop`, `${FX}/forbidden`, String(EVERY)], (SECONDS + 120) * 1000),
+        ),
+      );
       const wallUs = Number(process.hrtime.bigint() - t0) / 1000;
       cpu[side] += daemonCpuMs(sb.daemonPid) - cpu0;
       const runs = outs.map(parseMix);
@@ -49,11 +64,19 @@ export async function run(): Promise<BenchResult[]> {
       const execs = runs.reduce((s, r) => s + r.execs, 0);
       return wallUs / execs;
     };
-    const r = await interleave(RUNS, () => phase(plain, 'b'), () => phase(fenced, 'f'));
+    const r = await interleave(
+      RUNS,
+      () => phase(plain, 'b'),
+      () => phase(fenced, 'f'),
+    );
     const n1 = notifyStats(sb.p);
     const fencedExecs = all.f.reduce((s, x) => s + x.execs, 0);
     const refused = all.f.reduce((s, x) => s + x.denied, 0);
-    const p = (side: 'b' | 'f', q: number) => percentile(all[side].map((x) => x.hist), q);
+    const p = (side: 'b' | 'f', q: number) =>
+      percentile(
+        all[side].map((x) => x.hist),
+        q,
+      );
     const notes = [
       `${CONTAINERS} containers exec-looping at once for ${SECONDS} s per phase, one forbidden exec in ${EVERY}; µs of wall time per exec node-wide`,
       `every fenced exec decided as the allow-list says: ${fencedExecs - refused} allowed ran, ${refused} forbidden refused with EACCES, 0 killed, 0 let through, 0 other, no loop left waiting`,
@@ -62,11 +85,20 @@ export async function run(): Promise<BenchResult[]> {
     ];
     if (n0 && n1) {
       const d = histDelta(n1.decisionHistogram, n0.decisionHistogram);
-      notes.push(`notify decision p50/p99/max ${percentile([d], 0.5)}/${percentile([d], 0.99)}/${percentile([d], 1)} µs, ${n1.cacheHits - n0.cacheHits} cache hits, ${n1.threads} notify threads`,
-        `decision profile, mean ns per notification: ${profile(n0, n1)}`);
+      notes.push(
+        `notify decision p50/p99/max ${percentile([d], 0.5)}/${percentile([d], 0.99)}/${percentile([d], 1)} µs, ${n1.cacheHits - n0.cacheHits} cache hits, ${n1.threads} notify threads`,
+        `decision profile, mean ns per notification: ${profile(n0, n1)}`,
+      );
     }
-    return [result(`${CONTAINERS} containers exec-looping at once (--exec-deny errno)`, `${CONTAINERS} unfenced containers`,
-      `${CONTAINERS} exec-fenced containers`, r, notes.join('; '))];
+    return [
+      result(
+        `${CONTAINERS} containers exec-looping at once (--exec-deny errno)`,
+        `${CONTAINERS} unfenced containers`,
+        `${CONTAINERS} exec-fenced containers`,
+        r,
+        notes.join('; '),
+      ),
+    ];
   } finally {
     await sb.down();
   }

@@ -25,39 +25,80 @@ export async function run(): Promise<BenchResult[]> {
     const dynNoop = buildFixture(scratch.dir, 'noop', { dynamic: true });
     fence = ExecFence.open({ pinDir });
     fenceCgroupExecs(fence, { cgroupPath: fencedCg, rootPid: process.pid, mode: 'enforce', execAllow: [loop, noop, dynNoop] });
-    const { fenceId: identityId } = fenceCgroupExecs(fence, { cgroupPath: identityCg, rootPid: process.pid, mode: 'enforce', execAllow: [loop, noop, dynNoop] });
+    const { fenceId: identityId } = fenceCgroupExecs(fence, {
+      cgroupPath: identityCg,
+      rootPid: process.pid,
+      mode: 'enforce',
+      execAllow: [loop, noop, dynNoop],
+    });
     fence.setFence(identityId, FenceMode.Enforce, FLAG_IDENTITY_ONLY);
     loopIn(fencedCg, loop, noop); // warm caches on both sides
     loopIn(plainCg, loop, noop);
     loopIn(identityCg, loop, dynNoop);
     loopIn(fencedCg, loop, dynNoop);
-    const withProgram = await interleave(RUNS, () => loopIn(plainCg, loop, noop), () => loopIn(fencedCg, loop, noop));
-    const integrityStatic = await interleave(RUNS, () => loopIn(identityCg, loop, noop), () => loopIn(fencedCg, loop, noop));
-    const integrityDynamic = await interleave(RUNS, () => loopIn(identityCg, loop, dynNoop), () => loopIn(fencedCg, loop, dynNoop));
+    const withProgram = await interleave(
+      RUNS,
+      () => loopIn(plainCg, loop, noop),
+      () => loopIn(fencedCg, loop, noop),
+    );
+    const integrityStatic = await interleave(
+      RUNS,
+      () => loopIn(identityCg, loop, noop),
+      () => loopIn(fencedCg, loop, noop),
+    );
+    const integrityDynamic = await interleave(
+      RUNS,
+      () => loopIn(identityCg, loop, dynNoop),
+      () => loopIn(fencedCg, loop, dynNoop),
+    );
     const f = fence;
     fence.unfence(BigInt(fs.statSync(fencedCg).ino));
     fence.unfence(identityId);
     f.close({ detach: true });
     fence = null;
     // Against a kernel with no cgfence program at all: load and unload around each run.
-    const noProgram = await interleave(RUNS, () => loopIn(plainCg, loop, noop), () => {
-      const g = ExecFence.open({ pinDir });
-      try {
-        fenceCgroupExecs(g, { cgroupPath: fencedCg, rootPid: process.pid, mode: 'enforce', execAllow: [loop, noop] });
-        return loopIn(fencedCg, loop, noop);
-      } finally {
-        g.close({ detach: true });
-      }
-    });
+    const noProgram = await interleave(
+      RUNS,
+      () => loopIn(plainCg, loop, noop),
+      () => {
+        const g = ExecFence.open({ pinDir });
+        try {
+          fenceCgroupExecs(g, { cgroupPath: fencedCg, rootPid: process.pid, mode: 'enforce', execAllow: [loop, noop] });
+          return loopIn(fencedCg, loop, noop);
+        } finally {
+          g.close({ detach: true });
+        }
+      },
+    );
     return [
-      result('exec loop: fenced vs unfenced cgroup', 'unfenced cgroup (program loaded)', 'fenced cgroup, both programs allowed', withProgram,
-        `${EXECS} fork+exec per run, µs per fork+exec+wait`),
-      result('exec loop: fenced vs no cgfence at all', 'no cgfence program loaded', 'fenced cgroup, both programs allowed', noProgram,
-        `${EXECS} fork+exec per run, µs per fork+exec+wait`),
-      result('exec loop: integrity checks, static program', 'fence judging the identity alone', 'fence with stamp + loader checks', integrityStatic,
-        `${EXECS} fork+exec of a static no-op per run, µs per fork+exec+wait`),
-      result('exec loop: integrity checks, dynamic program', 'fence judging the identity alone', 'fence with stamp + loader checks', integrityDynamic,
-        `${EXECS} fork+exec of a dynamic no-op (glibc, ld.so) per run, µs per fork+exec+wait`),
+      result(
+        'exec loop: fenced vs unfenced cgroup',
+        'unfenced cgroup (program loaded)',
+        'fenced cgroup, both programs allowed',
+        withProgram,
+        `${EXECS} fork+exec per run, µs per fork+exec+wait`,
+      ),
+      result(
+        'exec loop: fenced vs no cgfence at all',
+        'no cgfence program loaded',
+        'fenced cgroup, both programs allowed',
+        noProgram,
+        `${EXECS} fork+exec per run, µs per fork+exec+wait`,
+      ),
+      result(
+        'exec loop: integrity checks, static program',
+        'fence judging the identity alone',
+        'fence with stamp + loader checks',
+        integrityStatic,
+        `${EXECS} fork+exec of a static no-op per run, µs per fork+exec+wait`,
+      ),
+      result(
+        'exec loop: integrity checks, dynamic program',
+        'fence judging the identity alone',
+        'fence with stamp + loader checks',
+        integrityDynamic,
+        `${EXECS} fork+exec of a dynamic no-op (glibc, ld.so) per run, µs per fork+exec+wait`,
+      ),
     ];
   } finally {
     fence?.close({ detach: true });

@@ -20,9 +20,15 @@ export async function run(): Promise<BenchResult[]> {
     const fence = ExecFence.open({ pinDir, programs: [] });
     const lsm = ExecLsm.attach({ pinDir });
     fenceCgroupExecs(fence, { cgroupPath: fencedCg, rootPid: process.pid, mode: 'enforce', execAllow: [loop, noop] });
-    return { close: () => { lsm.close({ detach: true }); fence.close({ detach: true }); } };
+    return {
+      close: () => {
+        lsm.close({ detach: true });
+        fence.close({ detach: true });
+      },
+    };
   };
-  let loop = '', noop = '';
+  let loop = '',
+    noop = '';
   let cur: { close(): void } | null = null;
   try {
     fencedCg = scratch.cgroup('fenced');
@@ -32,22 +38,40 @@ export async function run(): Promise<BenchResult[]> {
     cur = open();
     loopIn(fencedCg, loop, noop); // warm caches on both sides
     loopIn(plainCg, loop, noop);
-    const withProgram = await interleave(RUNS, () => loopIn(plainCg, loop, noop), () => loopIn(fencedCg, loop, noop));
+    const withProgram = await interleave(
+      RUNS,
+      () => loopIn(plainCg, loop, noop),
+      () => loopIn(fencedCg, loop, noop),
+    );
     cur.close();
     cur = null;
-    const noProgram = await interleave(RUNS, () => loopIn(plainCg, loop, noop), () => {
-      const g = open();
-      try {
-        return loopIn(fencedCg, loop, noop);
-      } finally {
-        g.close();
-      }
-    });
+    const noProgram = await interleave(
+      RUNS,
+      () => loopIn(plainCg, loop, noop),
+      () => {
+        const g = open();
+        try {
+          return loopIn(fencedCg, loop, noop);
+        } finally {
+          g.close();
+        }
+      },
+    );
     return [
-      result('exec loop, BPF LSM: fenced vs unfenced cgroup', 'unfenced cgroup (LSM program attached)', 'LSM-fenced cgroup, both programs allowed', withProgram,
-        `${EXECS} fork+exec per run, µs per fork+exec+wait`),
-      result('exec loop, BPF LSM: fenced vs no cgfence at all', 'no cgfence program loaded', 'LSM-fenced cgroup, both programs allowed', noProgram,
-        `${EXECS} fork+exec per run, µs per fork+exec+wait`),
+      result(
+        'exec loop, BPF LSM: fenced vs unfenced cgroup',
+        'unfenced cgroup (LSM program attached)',
+        'LSM-fenced cgroup, both programs allowed',
+        withProgram,
+        `${EXECS} fork+exec per run, µs per fork+exec+wait`,
+      ),
+      result(
+        'exec loop, BPF LSM: fenced vs no cgfence at all',
+        'no cgfence program loaded',
+        'LSM-fenced cgroup, both programs allowed',
+        noProgram,
+        `${EXECS} fork+exec per run, µs per fork+exec+wait`,
+      ),
     ];
   } finally {
     cur?.close();

@@ -14,16 +14,27 @@ export async function run(): Promise<BenchResult[]> {
     const bin = buildFixture(scratch.dir, 'exec-loop');
     const noop = buildFixture(scratch.dir, 'noop');
     loop(bin, noop);
-    const r = await interleave(RUNS, () => loop(bin, noop), () => {
-      const t = ExitedTasks.open();
-      try {
-        return loop(bin, noop);
-      } finally {
-        t.close();
-      }
-    });
-    return [result('process exit: exited-tasks program', 'no exited-tasks program', 'tp_btf/sched_process_exit LRU update attached', r,
-      `${EXECS} fork+exec+exit+wait per run, µs per iteration`)];
+    const r = await interleave(
+      RUNS,
+      () => loop(bin, noop),
+      () => {
+        const t = ExitedTasks.open();
+        try {
+          return loop(bin, noop);
+        } finally {
+          t.close();
+        }
+      },
+    );
+    return [
+      result(
+        'process exit: exited-tasks program',
+        'no exited-tasks program',
+        'tp_btf/sched_process_exit LRU update attached',
+        r,
+        `${EXECS} fork+exec+exit+wait per run, µs per iteration`,
+      ),
+    ];
   } finally {
     await scratch.cleanup();
   }

@@ -20,7 +20,14 @@ export interface FixtureBuild {
 /** Compiles bench/fixtures/NAME.c into dir; returns the program's path. */
 export function buildFixture(dir: string, name: string, opts: FixtureBuild = {}): string {
   const out = path.join(dir, opts.dynamic ? `${name}-dynamic` : name);
-  execFileSync('gcc', [...(opts.dynamic ? [] : ['-static']), '-O2', ...(opts.flags ?? []), '-o', out, path.join(projectRoot(), 'bench', 'fixtures', `${name}.c`)]);
+  execFileSync('gcc', [
+    ...(opts.dynamic ? [] : ['-static']),
+    '-O2',
+    ...(opts.flags ?? []),
+    '-o',
+    out,
+    path.join(projectRoot(), 'bench', 'fixtures', `${name}.c`),
+  ]);
   return out;
 }
 

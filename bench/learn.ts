@@ -34,14 +34,29 @@ async function mappingAtAttach(): Promise<BenchResult[]> {
   const out: BenchResult[] = [];
   for (const tree of ['/usr/bin', '/usr']) {
     let files = 0;
-    const r = await interleave(RUNS, () => timeUs(() => { ContainerRoot.open(process.pid)?.close(); }), () => timeUs(() => {
-      const root = ContainerRoot.ofDir(tree);
-      // An identity that is nowhere: the walk reads the whole tree, as an index at attach would.
-      if (root.findByIdentity({ dev: 0n, ino: 0n }) !== null) throw new Error('learn bench: found an impossible identity');
-      files = root.indexedFiles;
-    }));
-    out.push(result(`learn: mapping at attach, ${tree} as the image`, 'root held (open /proc/PID/root)', 'root filesystem indexed (walk)', r,
-      `µs per container start; ${files} regular files indexed`));
+    const r = await interleave(
+      RUNS,
+      () =>
+        timeUs(() => {
+          ContainerRoot.open(process.pid)?.close();
+        }),
+      () =>
+        timeUs(() => {
+          const root = ContainerRoot.ofDir(tree);
+          // An identity that is nowhere: the walk reads the whole tree, as an index at attach would.
+          if (root.findByIdentity({ dev: 0n, ino: 0n }) !== null) throw new Error('learn bench: found an impossible identity');
+          files = root.indexedFiles;
+        }),
+    );
+    out.push(
+      result(
+        `learn: mapping at attach, ${tree} as the image`,
+        'root held (open /proc/PID/root)',
+        'root filesystem indexed (walk)',
+        r,
+        `µs per container start; ${files} regular files indexed`,
+      ),
+    );
   }
   return out;
 }
@@ -59,24 +74,51 @@ export async function run(): Promise<BenchResult[]> {
     const noop = buildFixture(dir, 'noop');
     const sysLoop = buildFixture(dir, 'syscall-loop');
     const l = new LearnBackend({
-      pinDir: path.join(pinDir, 'learn'), stateDir: path.join(dir, 'state'), cgroupMode: 'auto',
+      pinDir: path.join(pinDir, 'learn'),
+      stateDir: path.join(dir, 'state'),
+      cgroupMode: 'auto',
       sink: { write: () => {}, toWallNs: (n) => n, owner: () => undefined },
     });
     learn = l;
-    exec = ExecFence.open({ pinDir: path.join(pinDir, 'exec'), onEvents: (evs) => { execEvents += evs.length; l.onExecEvents(evs); } });
+    exec = ExecFence.open({
+      pinDir: path.join(pinDir, 'exec'),
+      onEvents: (evs) => {
+        execEvents += evs.length;
+        l.onExecEvents(evs);
+      },
+    });
     fenceCgroupExecs(exec, { cgroupPath: learnCg, rootPid: process.pid, mode: 'learn', execAllow: [] });
     const policy = { ...emptyPolicy(), mode: 'learn' as const };
-    const ctx = { namespace: 'bench', id: 'learning', bundle: '', pid: process.pid, cgroupPath: learnCg, cgroupId: cgroupId(learnCg), policy, annotations: {}, state: {} };
+    const ctx = {
+      namespace: 'bench',
+      id: 'learning',
+      bundle: '',
+      pid: process.pid,
+      cgroupPath: learnCg,
+      cgroupId: cgroupId(learnCg),
+      policy,
+      annotations: {},
+      state: {},
+    };
     l.attach(ctx);
 
     const execArgs = [execLoop, String(EXECS), noop];
     const sysArgs = [sysLoop, String(SYSCALLS)];
     await loopIn(learnCg, execArgs); // warm caches on both sides
     await loopIn(plainCg, execArgs);
-    const execs = await interleave(RUNS, () => loopIn(plainCg, execArgs), () => loopIn(learnCg, execArgs));
-    const syscalls = await interleave(RUNS, () => loopIn(plainCg, sysArgs), () => loopIn(learnCg, sysArgs));
+    const execs = await interleave(
+      RUNS,
+      () => loopIn(plainCg, execArgs),
+      () => loopIn(learnCg, execArgs),
+    );
+    const syscalls = await interleave(
+      RUNS,
+      () => loopIn(plainCg, sysArgs),
+      () => loopIn(learnCg, sysArgs),
+    );
     const learned = l.learnedOf('bench', 'learning')[0];
-    if (!learned?.exec.some((e) => e.path === noop)) throw new Error(`learn bench: the learning side did not learn ${noop} (${execEvents} exec events)`);
+    if (!learned?.exec.some((e) => e.path === noop))
+      throw new Error(`learn bench: the learning side did not learn ${noop} (${execEvents} exec events)`);
     if (!learned.syscalls.names.includes('getppid')) throw new Error('learn bench: the learning side did not learn getppid');
     l.detach(ctx);
     exec.unfence(cgroupId(learnCg));
@@ -96,21 +138,49 @@ export async function run(): Promise<BenchResult[]> {
           sys.remove(other);
         }
       };
-      nodeWide = await interleave(RUNS, () => loopIn(plainCg, sysArgs), () => withLearner(sysArgs));
-      nodeWideExecs = await interleave(RUNS, () => loopIn(plainCg, execArgs), () => withLearner(execArgs));
+      nodeWide = await interleave(
+        RUNS,
+        () => loopIn(plainCg, sysArgs),
+        () => withLearner(sysArgs),
+      );
+      nodeWideExecs = await interleave(
+        RUNS,
+        () => loopIn(plainCg, execArgs),
+        () => withLearner(execArgs),
+      );
     } finally {
       sys.close({ detach: true });
     }
     return [
-      result('learn: exec loop', 'unfenced cgroup', 'learning cgroup (exec events taken, kernel exec record with path, path resolved)', execs,
-        `${EXECS} fork+exec per run, µs per fork+exec+wait; ${execEvents} exec events learned`),
-      result('learn: syscall loop', 'unfenced cgroup', 'learning cgroup (syscall and network recorders)', syscalls,
-        `${SYSCALLS} getppid per run, µs per 1000 syscalls`),
-      result('learn: syscall loop, node-wide', 'no container learning', 'another cgroup learning (sys_enter attached)', nodeWide,
-        `${SYSCALLS} getppid per run in an unfenced cgroup, µs per 1000 syscalls`),
-      result('learn: exec loop, node-wide', 'no container learning', 'another cgroup learning (sys_enter and sched_process_exec attached)', nodeWideExecs,
-        `${EXECS} fork+exec per run in an unfenced cgroup, µs per fork+exec+wait`),
-      ...await mappingAtAttach(),
+      result(
+        'learn: exec loop',
+        'unfenced cgroup',
+        'learning cgroup (exec events taken, kernel exec record with path, path resolved)',
+        execs,
+        `${EXECS} fork+exec per run, µs per fork+exec+wait; ${execEvents} exec events learned`,
+      ),
+      result(
+        'learn: syscall loop',
+        'unfenced cgroup',
+        'learning cgroup (syscall and network recorders)',
+        syscalls,
+        `${SYSCALLS} getppid per run, µs per 1000 syscalls`,
+      ),
+      result(
+        'learn: syscall loop, node-wide',
+        'no container learning',
+        'another cgroup learning (sys_enter attached)',
+        nodeWide,
+        `${SYSCALLS} getppid per run in an unfenced cgroup, µs per 1000 syscalls`,
+      ),
+      result(
+        'learn: exec loop, node-wide',
+        'no container learning',
+        'another cgroup learning (sys_enter and sched_process_exec attached)',
+        nodeWideExecs,
+        `${EXECS} fork+exec per run in an unfenced cgroup, µs per fork+exec+wait`,
+      ),
+      ...(await mappingAtAttach()),
     ];
   } finally {
     exec?.close({ detach: true });

@@ -56,17 +56,41 @@ export async function run(): Promise<BenchResult[]> {
     const c = compileNetRules(policy);
     fence = NetFence.open({ pinDir: scratch.pinDir });
     fence.attach(fencedCg, { mode: FenceMode.Enforce, defaultDeny: c.defaultDeny, entries: c.entries });
-    for (const cg of [fencedCg, plainCg]) { loopIn(cg, bin, 'rr', TRIPS / 10); loopIn(cg, bin, 'stream', MIB / 8); }
-    const rr = await interleave(RUNS, () => loopIn(plainCg, bin, 'rr', TRIPS), () => loopIn(fencedCg, bin, 'rr', TRIPS));
-    const stream = await interleave(RUNS, () => loopIn(plainCg, bin, 'stream', MIB), () => loopIn(fencedCg, bin, 'stream', MIB));
+    for (const cg of [fencedCg, plainCg]) {
+      loopIn(cg, bin, 'rr', TRIPS / 10);
+      loopIn(cg, bin, 'stream', MIB / 8);
+    }
+    const rr = await interleave(
+      RUNS,
+      () => loopIn(plainCg, bin, 'rr', TRIPS),
+      () => loopIn(fencedCg, bin, 'rr', TRIPS),
+    );
+    const stream = await interleave(
+      RUNS,
+      () => loopIn(plainCg, bin, 'stream', MIB),
+      () => loopIn(fencedCg, bin, 'stream', MIB),
+    );
     const st = fence.stats(BigInt(fs.statSync(fencedCg).ino));
-    if (st && (st.denied.egress || st.denied.ingress)) throw new Error(`the benchmark's own traffic was refused (${JSON.stringify(st, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))})`);
+    if (st && (st.denied.egress || st.denied.ingress))
+      throw new Error(
+        `the benchmark's own traffic was refused (${JSON.stringify(st, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))})`,
+      );
     const rules = `${c.entries.length} trie entries`;
     return [
-      result('net: loopback TCP request/response', 'unfenced cgroup (programs loaded)', `fenced cgroup, ${rules}`, rr,
-        `${TRIPS} round trips of 64 bytes per run, µs per round trip${CPU === 'none' ? '' : `, pinned to CPU ${CPU}`}`),
-      result('net: loopback TCP bulk stream', 'unfenced cgroup (programs loaded)', `fenced cgroup, ${rules}`, stream,
-        `${MIB} MiB per run in 64 KiB writes, µs per MiB${CPU === 'none' ? '' : `, pinned to CPU ${CPU}`}`),
+      result(
+        'net: loopback TCP request/response',
+        'unfenced cgroup (programs loaded)',
+        `fenced cgroup, ${rules}`,
+        rr,
+        `${TRIPS} round trips of 64 bytes per run, µs per round trip${CPU === 'none' ? '' : `, pinned to CPU ${CPU}`}`,
+      ),
+      result(
+        'net: loopback TCP bulk stream',
+        'unfenced cgroup (programs loaded)',
+        `fenced cgroup, ${rules}`,
+        stream,
+        `${MIB} MiB per run in 64 KiB writes, µs per MiB${CPU === 'none' ? '' : `, pinned to CPU ${CPU}`}`,
+      ),
     ];
   } finally {
     fence?.close({ detach: true });

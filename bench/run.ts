@@ -38,8 +38,11 @@ async function main(): Promise<void> {
       continue;
     }
     console.log(`running ${name}...`);
-    const res = (await (require(mod) as { run(): Promise<BenchResult[]> }).run());
-    for (const r of res) console.log(`  ${r.name}: ${fmt(r.medianBaselineUs)} -> ${fmt(r.medianFencedUs)}  ratio ${r.ratio.toFixed(3)}  (${r.runs} interleaved runs)`);
+    const res = await (require(mod) as { run(): Promise<BenchResult[]> }).run();
+    for (const r of res)
+      console.log(
+        `  ${r.name}: ${fmt(r.medianBaselineUs)} -> ${fmt(r.medianFencedUs)}  ratio ${r.ratio.toFixed(3)}  (${r.runs} interleaved runs)`,
+      );
     all.push(...res);
   }
   const lines = [
@@ -50,7 +53,10 @@ async function main(): Promise<void> {
     '',
     '| benchmark | baseline | fenced | baseline median | fenced median | ratio | runs | unit |',
     '|---|---|---|---|---|---|---|---|',
-    ...all.map((r) => `| ${r.name} | ${r.baseline} | ${r.fenced} | ${fmt(r.medianBaselineUs)} | ${fmt(r.medianFencedUs)} | **${r.ratio.toFixed(3)}** | ${r.runs} | ${r.note ?? ''} |`),
+    ...all.map(
+      (r) =>
+        `| ${r.name} | ${r.baseline} | ${r.fenced} | ${fmt(r.medianBaselineUs)} | ${fmt(r.medianFencedUs)} | **${r.ratio.toFixed(3)}** | ${r.runs} | ${r.note ?? ''} |`,
+    ),
     '',
   ];
   const out = path.join(projectRoot(), 'bench', wanted.length ? `RESULTS-${wanted.join('-')}.md` : 'RESULTS.md'); // partial runs never overwrite the full table

@@ -30,6 +30,10 @@ export class BenchScratch {
   async cleanup(): Promise<void> {
     if (this.cgroupRoot) await removeCgroup(this.cgroupRoot).catch((e) => console.error(`bench: removing ${this.cgroupRoot}:`, e));
     fs.rmSync(this.dir, { recursive: true, force: true });
-    try { fs.rmSync(this.pinDir, { recursive: true, force: true }); } catch { /* pins already gone */ }
+    try {
+      fs.rmSync(this.pinDir, { recursive: true, force: true });
+    } catch {
+      /* pins already gone */
+    }
   }
 }

@@ -10,7 +10,19 @@
 // histogram) and the daemon's CPU time per 1,000 fenced execs (/proc/<daemon>/stat, all
 // threads, during the fenced runs; and during as many unfenced ones, which is its idle work).
 import { BenchResult, interleave, median, result } from './types';
-import { FX, benchSandbox, daemonCpuMs, execAsync, histDelta, notifyStats, parseMix, percentile, profile, startContainer, MixRun } from './container-exec';
+import {
+  FX,
+  benchSandbox,
+  daemonCpuMs,
+  execAsync,
+  histDelta,
+  notifyStats,
+  parseMix,
+  percentile,
+  profile,
+  startContainer,
+  MixRun,
+} from './container-exec';
 
 const ITERATIONS = Number(process.env.CGFENCE_BENCH_EXECS ?? 2000);
 const RUNS = Number(process.env.CGFENCE_BENCH_RUNS ?? 9);
@@ -26,7 +38,9 @@ async function oneMode(mode: 'errno' | 'kill'): Promise<BenchResult> {
     // process's burst lands in a few execs' tails, which a mean would carry (means: the note).
     const loop = async (id: string, side: 'b' | 'f') => {
       const c0 = daemonCpuMs(sb.daemonPid);
-      const r = parseMix(await execAsync(sb.p, id, [`${FX}/exec-mix`, `n${ITERATIONS}`, `${FX}/noop`, `${FX}/noop`, String(ITERATIONS + 1)]));
+      const r = parseMix(
+        await execAsync(sb.p, id, [`${FX}/exec-mix`, `n${ITERATIONS}`, `${FX}/noop`, `${FX}/noop`, String(ITERATIONS + 1)]),
+      );
       cpu[side] += daemonCpuMs(sb.daemonPid) - c0;
       if (r.allowed !== r.execs) throw new Error(`exec-mix in ${id}: ${r.execs - r.allowed} of ${r.execs} execs failed`);
       runs[side].push(r);
@@ -37,10 +51,18 @@ async function oneMode(mode: 'errno' | 'kill'): Promise<BenchResult> {
     runs.b.length = runs.f.length = 0;
     cpu.b = cpu.f = 0;
     const n0 = notifyStats(sb.p);
-    const r = await interleave(RUNS, () => loop('bench-plain', 'b'), () => loop('bench-fenced', 'f'));
+    const r = await interleave(
+      RUNS,
+      () => loop('bench-plain', 'b'),
+      () => loop('bench-fenced', 'f'),
+    );
     const n1 = notifyStats(sb.p);
     const fencedExecs = runs.f.reduce((s, x) => s + x.execs, 0);
-    const p = (side: 'b' | 'f', q: number) => percentile(runs[side].map((x) => x.hist), q);
+    const p = (side: 'b' | 'f', q: number) =>
+      percentile(
+        runs[side].map((x) => x.hist),
+        q,
+      );
     const mean = (side: 'b' | 'f') => median(runs[side].map((x) => (x.seconds * 1e6) / x.execs));
     const notes = [
       `${ITERATIONS} fork+execve+wait per run; a run's figure is the median exec, µs`,
@@ -50,16 +72,19 @@ async function oneMode(mode: 'errno' | 'kill'): Promise<BenchResult> {
     ];
     if (n0 && n1) {
       const d = histDelta(n1.decisionHistogram, n0.decisionHistogram);
-      notes.push(`${((n1.notifications - n0.notifications) / RUNS).toFixed(0)} notifications per run, ${n1.cacheHits - n0.cacheHits} answered from the allowed-path cache`,
+      notes.push(
+        `${((n1.notifications - n0.notifications) / RUNS).toFixed(0)} notifications per run, ${n1.cacheHits - n0.cacheHits} answered from the allowed-path cache`,
         `notify decision p50/p99 ${percentile([d], 0.5)}/${percentile([d], 0.99)} µs (receive .. answer sent)`,
         `sync wake-up on ${n1.syncWakeUp} listener(s)`,
-        `decision profile, mean ns per notification: ${profile(n0, n1)}`);
+        `decision profile, mean ns per notification: ${profile(n0, n1)}`,
+      );
     } else {
       notes.push('no notify loop (0 notifications)');
     }
-    const fenced = mode === 'errno'
-      ? 'exec-fenced container, --exec-deny errno (seccomp notify + kernel fence)'
-      : 'exec-fenced container, --exec-deny kill (kernel fence alone)';
+    const fenced =
+      mode === 'errno'
+        ? 'exec-fenced container, --exec-deny errno (seccomp notify + kernel fence)'
+        : 'exec-fenced container, --exec-deny kill (kernel fence alone)';
     return result(`exec loop in a container: --exec-deny ${mode} vs unfenced`, 'unfenced container', fenced, r, notes.join('; '));
   } finally {
     await sb.down();
@@ -70,7 +95,9 @@ export async function run(): Promise<BenchResult[]> {
   const out: BenchResult[] = [];
   for (const mode of ['errno', 'kill'] as const) {
     const r = await oneMode(mode);
-    console.log(`  ${r.name}: ${r.medianBaselineUs.toFixed(1)} -> ${r.medianFencedUs.toFixed(1)} µs, ratio ${r.ratio.toFixed(3)}; ${r.note}`);
+    console.log(
+      `  ${r.name}: ${r.medianBaselineUs.toFixed(1)} -> ${r.medianFencedUs.toFixed(1)} µs, ratio ${r.ratio.toFixed(3)}; ${r.note}`,
+    );
     out.push(r);
   }
   return out;

@@ -17,20 +17,46 @@ export async function run(): Promise<BenchResult[]> {
   const dir = `/run/cgfb-${crypto.randomBytes(3).toString('hex')}`;
   fs.mkdirSync(dir, { recursive: true });
   const config = path.join(dir, 'daemon-config.yaml');
-  fs.writeFileSync(config, [
-    'profiles:', '  sh:', '    cgfence.io/exec-allow: /bin/sh',
-    'selectors:', '  - podLabels: {app: bench}', '    profile: sh',
-    // More selectors than a node is likely to have, none matching first.
-    ...Array.from({ length: 50 }, (_, i) => `  - {namespace: ns${i}, podLabels: {app: bench}, profile: sh}`),
-    '',
-  ].join('\n'));
+  fs.writeFileSync(
+    config,
+    [
+      'profiles:',
+      '  sh:',
+      '    cgfence.io/exec-allow: /bin/sh',
+      'selectors:',
+      '  - podLabels: {app: bench}',
+      '    profile: sh',
+      // More selectors than a node is likely to have, none matching first.
+      ...Array.from({ length: 50 }, (_, i) => `  - {namespace: ns${i}, podLabels: {app: bench}, profile: sh}`),
+      '',
+    ].join('\n'),
+  );
   const p = await sandboxUp(dir, () => {}, { config });
   try {
     let n = 0;
     const start = (extra: string[]) => {
       const id = `bench-${n++}`;
       const t0 = process.hrtime.bigint();
-      const r = spawnSync('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, 'run', '--rm', '--runc-binary', p.runc, ...extra, TEST_IMAGE_NAME, id, '/bin/sh', '-c', 'true'], { encoding: 'utf8' });
+      const r = spawnSync(
+        'ctr',
+        [
+          '-a',
+          p.containerdSocket,
+          '-n',
+          SANDBOX_NAMESPACE,
+          'run',
+          '--rm',
+          '--runc-binary',
+          p.runc,
+          ...extra,
+          TEST_IMAGE_NAME,
+          id,
+          '/bin/sh',
+          '-c',
+          'true',
+        ],
+        { encoding: 'utf8' },
+      );
       const us = Number(process.hrtime.bigint() - t0) / 1000;
       if (r.status !== 0) throw new Error(`ctr run ${extra.join(' ')} failed: ${r.stderr}`);
       return us;
@@ -40,7 +66,15 @@ export async function run(): Promise<BenchResult[]> {
     annotated();
     selected();
     const r = await interleave(RUNS, annotated, selected);
-    return [result('container start: profile from a selector vs named by the container', 'cgfence.io/profile annotation', 'selector on its labels (51 selectors)', r, 'wall time of the whole ctr run, µs')];
+    return [
+      result(
+        'container start: profile from a selector vs named by the container',
+        'cgfence.io/profile annotation',
+        'selector on its labels (51 selectors)',
+        r,
+        'wall time of the whole ctr run, µs',
+      ),
+    ];
   } finally {
     await sandboxDown(dir);
     fs.rmSync(dir, { recursive: true, force: true });

@@ -25,7 +25,10 @@ const RUNS = Number(process.env.CGFENCE_BENCH_STARTS ?? 21);
 const POLICY = ['--annotation', 'cgfence.io/exec-allow=/bin/sh'];
 const PASS_THROUGH_CALLS = Number(process.env.CGFENCE_BENCH_PASSTHROUGH ?? 200);
 
-interface Arm { name: string; start: () => number }
+interface Arm {
+  name: string;
+  start: () => number;
+}
 
 /** The daemon's CPU time so far, ms (utime + stime from /proc; 10 ms ticks, so summed over many starts). */
 function daemonCpuMs(pidFile: string): number {
@@ -65,7 +68,11 @@ export async function run(): Promise<BenchResult[]> {
       const id = `bench-${n++}`;
       const c0 = daemonCpuMs(s.daemonPid);
       const t0 = process.hrtime.bigint();
-      const r = spawnSync('ctr', ['-a', s.containerdSocket, '-n', SANDBOX_NAMESPACE, 'run', '--rm', ...extra, TEST_IMAGE_NAME, id, '/bin/true'], { encoding: 'utf8' });
+      const r = spawnSync(
+        'ctr',
+        ['-a', s.containerdSocket, '-n', SANDBOX_NAMESPACE, 'run', '--rm', ...extra, TEST_IMAGE_NAME, id, '/bin/true'],
+        { encoding: 'utf8' },
+      );
       const us = Number(process.hrtime.bigint() - t0) / 1000;
       if (r.status !== 0) throw new Error(`ctr run ${extra.join(' ')} failed: ${r.stderr}`);
       cpu.set(arm, (cpu.get(arm) ?? 0) + daemonCpuMs(s.daemonPid) - c0);
@@ -82,35 +89,76 @@ export async function run(): Promise<BenchResult[]> {
     for (const a of arms) a.start(); // warm-up: image layers, page cache, the daemons' first attach
     cpu.clear();
     const t = rounds(RUNS, arms);
-    const cpuNote = (arm: string) => `; daemon CPU ${(cpu.get(arm)! / RUNS).toFixed(1)} ms per start (plain runc ${(cpu.get('plain')! / RUNS).toFixed(1)})`;
+    const cpuNote = (arm: string) =>
+      `; daemon CPU ${(cpu.get(arm)! / RUNS).toFixed(1)} ms per start (plain runc ${(cpu.get('plain')! / RUNS).toFixed(1)})`;
     const pair = (f: string) => ({ b: t.get('plain')!, f: t.get(f)! });
     const e = await attachMedians(p);
     const kd = await attachMedians(k);
     // Also the median of per-round differences: an arm and plain runc ran in the same round,
     // seconds apart, so the load's drift cancels better than in a difference of medians.
     const paired = (f: string, base = 'plain') => median(t.get(f)!.map((x, i) => x - t.get(base)![i])) / 1000;
-    const delta = (f: string) => `+${((median(t.get(f)!) - median(t.get('plain')!)) / 1000).toFixed(1)} ms (paired per round: ${paired(f).toFixed(1)} ms)`;
+    const delta = (f: string) =>
+      `+${((median(t.get(f)!) - median(t.get('plain')!)) / 1000).toFixed(1)} ms (paired per round: ${paired(f).toFixed(1)} ms)`;
     const name = 'container start: ctr run --rm /bin/true';
 
     // One pass-through call, runc's own against through the launcher, interleaved.
     const realRunc = execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim();
     const call = (bin: string) => () => {
       const t0 = process.hrtime.bigint();
-      spawnSync(bin, ['--root', `${dirs[0]}/no-runc-root`, 'state', 'none'], { env: { ...process.env, CGFENCE_REAL_RUNC: realRunc }, stdio: 'ignore' });
+      spawnSync(bin, ['--root', `${dirs[0]}/no-runc-root`, 'state', 'none'], {
+        env: { ...process.env, CGFENCE_REAL_RUNC: realRunc },
+        stdio: 'ignore',
+      });
       return Number(process.hrtime.bigint() - t0) / 1000;
     };
-    const pt = rounds(PASS_THROUGH_CALLS, [{ name: 'runc', start: call(realRunc) }, { name: 'launcher', start: call(p.runc) }]);
+    const pt = rounds(PASS_THROUGH_CALLS, [
+      { name: 'runc', start: call(realRunc) },
+      { name: 'launcher', start: call(p.runc) },
+    ]);
 
     return [
-      result(name, 'plain runc', 'cgfence-runc + exec-allow policy', pair('errno'),
-        `wall time of the whole ctr run, µs; ${delta('errno')}, of which the daemon's prepare ${e.prepare.toFixed(2)} ms and attach ${e.attach.toFixed(2)} ms (medians of ${e.n} attach records)${cpuNote('errno')}`),
-      result(`${name} (split)`, 'plain runc', 'cgfence-runc, no annotation', pair('launcher'), `the launcher alone, no daemon asked; ${delta('launcher')}${cpuNote('launcher')}`),
-      result(`${name} (split)`, 'plain runc', 'cgfence-runc, cgfence.io/mode=enforce (no rules)', pair('norules'), `prepare answers fence:false; ${delta('norules')}${cpuNote('norules')}`),
-      result(`${name} (split)`, 'plain runc', 'cgfence-runc, exec-allow + mode=off', pair('off'), `prepare and attach, no fence; ${delta('off')}${cpuNote('off')}`),
-      result(`${name} (split)`, 'plain runc', 'cgfence-runc + exec-allow, --exec-deny kill', pair('kill'),
-        `no notify route; ${delta('kill')}, of which prepare ${kd.prepare.toFixed(2)} ms and attach ${kd.attach.toFixed(2)} ms; errno − kill = ${((median(t.get('errno')!) - median(t.get('kill')!)) / 1000).toFixed(1)} ms (paired ${paired('errno', 'kill').toFixed(1)} ms)${cpuNote('kill')}`),
-      result('runc pass-through call (runc state)', 'runc', 'cgfence-runc → runc', { b: pt.get('runc')!, f: pt.get('launcher')! },
-        `µs per call; +${((median(pt.get('launcher')!) - median(pt.get('runc')!)) / 1000).toFixed(2)} ms; ctr run --rm makes 3 (start, delete, delete) besides the create`),
+      result(
+        name,
+        'plain runc',
+        'cgfence-runc + exec-allow policy',
+        pair('errno'),
+        `wall time of the whole ctr run, µs; ${delta('errno')}, of which the daemon's prepare ${e.prepare.toFixed(2)} ms and attach ${e.attach.toFixed(2)} ms (medians of ${e.n} attach records)${cpuNote('errno')}`,
+      ),
+      result(
+        `${name} (split)`,
+        'plain runc',
+        'cgfence-runc, no annotation',
+        pair('launcher'),
+        `the launcher alone, no daemon asked; ${delta('launcher')}${cpuNote('launcher')}`,
+      ),
+      result(
+        `${name} (split)`,
+        'plain runc',
+        'cgfence-runc, cgfence.io/mode=enforce (no rules)',
+        pair('norules'),
+        `prepare answers fence:false; ${delta('norules')}${cpuNote('norules')}`,
+      ),
+      result(
+        `${name} (split)`,
+        'plain runc',
+        'cgfence-runc, exec-allow + mode=off',
+        pair('off'),
+        `prepare and attach, no fence; ${delta('off')}${cpuNote('off')}`,
+      ),
+      result(
+        `${name} (split)`,
+        'plain runc',
+        'cgfence-runc + exec-allow, --exec-deny kill',
+        pair('kill'),
+        `no notify route; ${delta('kill')}, of which prepare ${kd.prepare.toFixed(2)} ms and attach ${kd.attach.toFixed(2)} ms; errno − kill = ${((median(t.get('errno')!) - median(t.get('kill')!)) / 1000).toFixed(1)} ms (paired ${paired('errno', 'kill').toFixed(1)} ms)${cpuNote('kill')}`,
+      ),
+      result(
+        'runc pass-through call (runc state)',
+        'runc',
+        'cgfence-runc → runc',
+        { b: pt.get('runc')!, f: pt.get('launcher')! },
+        `µs per call; +${((median(pt.get('launcher')!) - median(pt.get('runc')!)) / 1000).toFixed(2)} ms; ctr run --rm makes 3 (start, delete, delete) besides the create`,
+      ),
     ];
   } finally {
     for (const d of dirs) {

@@ -20,7 +20,11 @@ export function median(xs: number[]): number {
  * Runs baseline and fenced alternately (which one goes first alternates too), so that the
  * machine's drift and noise fall on both sides alike.
  */
-export async function interleave(runs: number, baseline: () => Promise<number> | number, fenced: () => Promise<number> | number): Promise<{ b: number[]; f: number[] }> {
+export async function interleave(
+  runs: number,
+  baseline: () => Promise<number> | number,
+  fenced: () => Promise<number> | number,
+): Promise<{ b: number[]; f: number[] }> {
   const b: number[] = [];
   const f: number[] = [];
   for (let i = 0; i < runs; i++) {

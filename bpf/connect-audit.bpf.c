@@ -19,9 +19,9 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define AF_INET 2
-#define AF_INET6 10
-#define PROTO_TCP 6
+#define AF_INET	       2
+#define AF_INET6       10
+#define PROTO_TCP      6
 #define STATE_SYN_SENT 2
 
 struct {

@@ -118,8 +118,8 @@ static __always_inline __u32 rate_check(struct cgfence_exec_key *key, __u64 fenc
 
 /* What judge() decided about one exec, for the event that reports it. */
 struct verdict {
-	__u32 reason;	/* enum cgfence_exec_reason */
-	bool interp;	/* the loader was judged (the Interp* reasons) */
+	__u32 reason; /* enum cgfence_exec_reason */
+	bool interp;  /* the loader was judged (the Interp* reasons) */
 	struct cgfence_exec_seen seen, iseen;
 };
 
@@ -190,7 +190,8 @@ static __always_inline int judge(struct cgfence_fence *fence, __u64 fence_id, st
 		key.dev = v.seen.dev = BPF_CORE_READ(inode, i_sb, s_dev);
 		key.ino = v.seen.ino = BPF_CORE_READ(inode, i_ino);
 		v.reason = bpf_map_lookup_elem(&exec_allow, &key) ? CGFENCE_REASON_NONE : CGFENCE_REASON_NOT_ALLOWED;
-	} else if ((v.reason = cgfence_exec_allowed(&exec_allow, fence_id, inode, false, &v.seen)) == CGFENCE_REASON_NONE) {
+	} else if ((v.reason = cgfence_exec_allowed(&exec_allow, fence_id, inode, false, &v.seen)) ==
+		   CGFENCE_REASON_NONE) {
 		if (loader_inode(task, &loader)) {
 			v.reason = CGFENCE_REASON_INTERP_UNKNOWN;
 		} else if (loader) {
@@ -234,8 +235,8 @@ static __always_inline int judge(struct cgfence_fence *fence, __u64 fence_id, st
 				cgfence_exec_count_drop();
 				return 0;
 			}
-			cgfence_exec_event_fill(&t->e, CGFENCE_EVENT_EXEC_THROTTLE, action, fence, fence_id, task, filename,
-						v.reason, &v.seen, v.interp ? &v.iseen : NULL);
+			cgfence_exec_event_fill(&t->e, CGFENCE_EVENT_EXEC_THROTTLE, action, fence, fence_id, task,
+						filename, v.reason, &v.seen, v.interp ? &v.iseen : NULL);
 			t->suppressed = count;
 			bpf_ringbuf_submit(t, 0);
 			return 0;

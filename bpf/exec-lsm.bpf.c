@@ -136,7 +136,7 @@ int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 	return verdict;
 }
 
-#define FMODE_WRITE 0x2
+#define FMODE_WRITE	 0x2
 #define PROC_SUPER_MAGIC 0x9fa0
 
 /* Is file a /proc/<pid>/mem (or /proc/<pid>/task/<tid>/mem)? */
@@ -233,7 +233,8 @@ static __always_inline int judge_map_exec(struct file *file)
 }
 
 SEC("lsm/mmap_file")
-int BPF_PROG(exec_lsm_mmap_file, struct file *file, unsigned long reqprot, unsigned long prot, unsigned long flags, int ret)
+int BPF_PROG(exec_lsm_mmap_file, struct file *file, unsigned long reqprot, unsigned long prot, unsigned long flags,
+	     int ret)
 {
 	if (ret || !file || !(prot & PROT_EXEC))
 		return ret;

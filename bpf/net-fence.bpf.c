@@ -48,7 +48,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Return values: cgroup_skb passes with 1, drops with 0; sock_addr allows with 1 and
  * makes the syscall fail with EPERM with 0. */
-#define PASS 1
+#define PASS  1
 #define BLOCK 0
 
 struct {
@@ -179,8 +179,8 @@ static __always_inline int configured(struct cgfence_net_config *cfg)
 }
 
 static __always_inline void fill_event(struct cgfence_net_event *e, __u32 kind, __u32 action,
-				       struct cgfence_net_config *cfg, struct flow *f,
-				       __u64 cgroup_id, __u32 rule_id, __u64 now)
+				       struct cgfence_net_config *cfg, struct flow *f, __u64 cgroup_id, __u32 rule_id,
+				       __u64 now)
 {
 	e->kind = kind;
 	e->action = action;
@@ -217,8 +217,8 @@ static __always_inline void fill_event(struct cgfence_net_event *e, __u32 kind, 
  * counted, so that user space learns which flow to read before the counts can show up in
  * the fence total; user space reports counts from there (see src/fence/network/network-audit.ts).
  */
-static __always_inline void report(struct cgfence_net_config *cfg, struct cgfence_net_stats *st,
-				   struct flow *f, __u32 action, __u32 rule_id, __u64 cgroup_id)
+static __always_inline void report(struct cgfence_net_config *cfg, struct cgfence_net_stats *st, struct flow *f,
+				   __u32 action, __u32 rule_id, __u64 cgroup_id)
 {
 	struct cgfence_net_flow_key fk = {};
 	struct cgfence_net_flow *fs;
@@ -358,14 +358,17 @@ static __always_inline int packet(struct __sk_buff *skb, __u8 dir)
 		struct iphdr *ip = data;
 
 		if ((void *)(ip + 1) <= end &&
-		    judge4(cfg, dir, dir == CGFENCE_NET_EGRESS ? (void *)&ip->daddr : (void *)&ip->saddr, &rule_id) == CGFENCE_NET_ALLOW)
+		    judge4(cfg, dir, dir == CGFENCE_NET_EGRESS ? (void *)&ip->daddr : (void *)&ip->saddr, &rule_id) ==
+			    CGFENCE_NET_ALLOW)
 			return PASS;
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = data;
 
 		/* IPv4-mapped addresses never appear in real IPv6 packets; the slow path has them. */
-		if ((void *)(ip6 + 1) <= end && !is_v4_mapped(dir == CGFENCE_NET_EGRESS ? ip6->daddr.in6_u.u6_addr8 : ip6->saddr.in6_u.u6_addr8) &&
-		    judge6(cfg, dir, dir == CGFENCE_NET_EGRESS ? (void *)&ip6->daddr : (void *)&ip6->saddr, &rule_id) == CGFENCE_NET_ALLOW)
+		if ((void *)(ip6 + 1) <= end &&
+		    !is_v4_mapped(dir == CGFENCE_NET_EGRESS ? ip6->daddr.in6_u.u6_addr8 : ip6->saddr.in6_u.u6_addr8) &&
+		    judge6(cfg, dir, dir == CGFENCE_NET_EGRESS ? (void *)&ip6->daddr : (void *)&ip6->saddr, &rule_id) ==
+			    CGFENCE_NET_ALLOW)
 			return PASS;
 	} else {
 		return PASS;

@@ -103,8 +103,7 @@ static __always_inline void caller_identity(struct caller *c)
 
 static __always_inline bool is_daemon(const struct caller *c)
 {
-	return c->ns_pid == daemon_pid && c->pidns_ino == daemon_pidns_ino &&
-	       c->start_ticks == daemon_start_ticks;
+	return c->ns_pid == daemon_pid && c->pidns_ino == daemon_pidns_ino && c->start_ticks == daemon_start_ticks;
 }
 
 /* The file an fd of the calling process refers to, as fdget() is about to find it. */
@@ -153,8 +152,7 @@ static __always_inline bool protected_id(__u32 kind, __u32 id)
 	return id && bpf_map_lookup_elem(&tamper_protect, &k);
 }
 
-static __always_inline struct cgfence_tamper_event *reserve(__u32 action, __u32 cmd,
-							    const struct caller *c)
+static __always_inline struct cgfence_tamper_event *reserve(__u32 action, __u32 cmd, const struct caller *c)
 {
 	struct cgfence_tamper_event *e = bpf_ringbuf_reserve(&tamper_events, sizeof(*e), 0);
 
@@ -226,8 +224,7 @@ int tamper_bpf(struct trace_event_raw_sys_enter *ctx)
 		action = CGFENCE_TAMPER_LINK_DETACH;
 		off = __builtin_offsetof(union bpf_attr, link_detach.link_fd);
 		break;
-	default:
-		return 0;
+	default: return 0;
 	}
 
 	caller_identity(&c);

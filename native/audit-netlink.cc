@@ -54,8 +54,8 @@ std::string CgroupOf(const std::string &text) {
 
 Napi::Function AuditNetlink::Init(Napi::Env env) {
   return DefineClass(env, "AuditNetlink",
-                     {InstanceMethod("take", &AuditNetlink::Take), InstanceMethod("stats", &AuditNetlink::Stats), InstanceMethod("close", &AuditNetlink::Close),
-                      InstanceMethod("unref", &AuditNetlink::Unref)});
+                     {InstanceMethod("take", &AuditNetlink::Take), InstanceMethod("stats", &AuditNetlink::Stats),
+                      InstanceMethod("close", &AuditNetlink::Close), InstanceMethod("unref", &AuditNetlink::Unref)});
 }
 
 // new AuditNetlink(onReady: () => void): onReady is called when records wait for take().
@@ -76,7 +76,8 @@ AuditNetlink::AuditNetlink(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Au
     int e = errno;
     close(sock_);
     sock_ = -1;
-    ThrowSystemError(env, "bind(AUDIT_NLGRP_READLOG)", e, "the kernel's audit log multicast group needs CAP_AUDIT_READ");
+    ThrowSystemError(env, "bind(AUDIT_NLGRP_READLOG)", e,
+                     "the kernel's audit log multicast group needs CAP_AUDIT_READ");
   }
   wake_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_ < 0) {
@@ -111,11 +112,13 @@ void AuditNetlink::Run() {
         }
         break;  // EAGAIN: drained
       }
-      for (nlmsghdr *h = reinterpret_cast<nlmsghdr *>(buf.data()); NLMSG_OK(h, static_cast<size_t>(n)); h = NLMSG_NEXT(h, n)) {
+      for (nlmsghdr *h = reinterpret_cast<nlmsghdr *>(buf.data()); NLMSG_OK(h, static_cast<size_t>(n));
+           h = NLMSG_NEXT(h, n)) {
         if (h->nlmsg_type != AUDIT_SECCOMP) continue;
         received_++;
         size_t len = h->nlmsg_len - NLMSG_HDRLEN;
-        std::string text(static_cast<const char *>(NLMSG_DATA(h)), strnlen(static_cast<const char *>(NLMSG_DATA(h)), len));
+        std::string text(static_cast<const char *>(NLMSG_DATA(h)),
+                         strnlen(static_cast<const char *>(NLMSG_DATA(h)), len));
         std::string cg = CgroupOf(text);
         got.push_back(Record{std::move(text), std::move(cg), MonoNs()});
       }
@@ -162,7 +165,8 @@ void AuditNetlink::Stop() {
   stop_ = true;
   if (thread_.joinable()) {
     uint64_t one = 1;
-    if (write(wake_, &one, sizeof(one)) < 0) { /* the thread is awake anyway */ }
+    if (write(wake_, &one, sizeof(one)) < 0) { /* the thread is awake anyway */
+    }
     thread_.join();
   }
   if (sock_ >= 0) close(sock_);

@@ -86,8 +86,7 @@ Napi::Value BpfLink::Info(const Napi::CallbackInfo &info) {
   if (!link_) return env.Null();
   struct bpf_link_info li = {};
   uint32_t len = sizeof(li);
-  if (bpf_obj_get_info_by_fd(bpf_link__fd(link_), &li, &len))
-    ThrowSystemError(env, "bpf_obj_get_info_by_fd", errno);
+  if (bpf_obj_get_info_by_fd(bpf_link__fd(link_), &li, &len)) ThrowSystemError(env, "bpf_obj_get_info_by_fd", errno);
   o.Set("id", li.id);
   o.Set("progId", li.prog_id);
   o.Set("fd", bpf_link__fd(link_));

@@ -124,8 +124,7 @@ BpfObject::BpfObject(const Napi::CallbackInfo &info) : Napi::ObjectWrap<BpfObjec
   size_t size = 0;
   const void *bytes = EmbeddedObject(name_, &size);
   if (!bytes)
-    throw Napi::Error::New(env, "unknown BPF object '" + name_ + "' (embedded: " +
-                                    EmbeddedObjectNames() + ")");
+    throw Napi::Error::New(env, "unknown BPF object '" + name_ + "' (embedded: " + EmbeddedObjectNames() + ")");
 
   std::string log;
   {
@@ -178,8 +177,10 @@ BpfObject::BpfObject(const Napi::CallbackInfo &info) : Napi::ObjectWrap<BpfObjec
       Napi::Value v = max_entries.Get(mname);
       struct bpf_map *map = bpf_object__find_map_by_name(obj_, mname.c_str());
       std::string bad;
-      if (!map) bad = "has no map '" + mname + "'";
-      else if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 1 || v.As<Napi::Number>().DoubleValue() > 0xffffffff)
+      if (!map)
+        bad = "has no map '" + mname + "'";
+      else if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 1 ||
+               v.As<Napi::Number>().DoubleValue() > 0xffffffff)
         bad = "maxEntries." + mname + " must be a positive 32-bit integer";
       if (!bad.empty()) {
         stop_capture();
@@ -256,18 +257,16 @@ struct bpf_program *BpfObject::FindProgram(Napi::Env env, const Napi::Value &nam
   if (!name.IsString()) throw Napi::TypeError::New(env, "program name must be a string");
   std::string n = name.As<Napi::String>().Utf8Value();
   struct bpf_program *prog = bpf_object__find_program_by_name(obj_, n.c_str());
-  if (!prog)
-    throw Napi::Error::New(env, "BPF object '" + name_ + "' has no program '" + n + "'");
+  if (!prog) throw Napi::Error::New(env, "BPF object '" + name_ + "' has no program '" + n + "'");
   return prog;
 }
 
-static Napi::Buffer<uint8_t> CheckedBuffer(Napi::Env env, const Napi::Value &v, size_t want,
-                                           const char *what) {
+static Napi::Buffer<uint8_t> CheckedBuffer(Napi::Env env, const Napi::Value &v, size_t want, const char *what) {
   if (!v.IsBuffer()) throw Napi::TypeError::New(env, std::string(what) + " must be a Buffer");
   auto b = v.As<Napi::Buffer<uint8_t>>();
   if (b.Length() != want)
-    throw Napi::RangeError::New(env, std::string(what) + " must be " + std::to_string(want) +
-                                         " bytes, got " + std::to_string(b.Length()));
+    throw Napi::RangeError::New(
+        env, std::string(what) + " must be " + std::to_string(want) + " bytes, got " + std::to_string(b.Length()));
   return b;
 }
 
@@ -277,7 +276,8 @@ Napi::Value BpfObject::MapUpdate(const Napi::CallbackInfo &info) {
   struct bpf_map *map = FindMap(env, info[0]);
   auto key = CheckedBuffer(env, info[1], bpf_map__key_size(map), "key");
   auto value = CheckedBuffer(env, info[2], bpf_map__value_size(map), "value");
-  uint64_t flags = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int64Value() : uint64_t(BPF_ANY);
+  uint64_t flags =
+      info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int64Value() : uint64_t(BPF_ANY);
   if (bpf_map_update_elem(bpf_map__fd(map), key.Data(), value.Data(), flags))
     ThrowSystemError(env, "bpf_map_update_elem", errno, bpf_map__name(map));
   return env.Undefined();
@@ -291,8 +291,8 @@ Napi::Value BpfObject::MapLookup(const Napi::CallbackInfo &info) {
   // Per-CPU maps return one value per possible CPU.
   size_t vsize = bpf_map__value_size(map);
   enum bpf_map_type t = bpf_map__type(map);
-  if (t == BPF_MAP_TYPE_PERCPU_ARRAY || t == BPF_MAP_TYPE_PERCPU_HASH ||
-      t == BPF_MAP_TYPE_LRU_PERCPU_HASH || t == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE)
+  if (t == BPF_MAP_TYPE_PERCPU_ARRAY || t == BPF_MAP_TYPE_PERCPU_HASH || t == BPF_MAP_TYPE_LRU_PERCPU_HASH ||
+      t == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE)
     vsize = ((vsize + 7) & ~size_t(7)) * libbpf_num_possible_cpus();
   std::vector<uint8_t> value(vsize);
   if (bpf_map_lookup_elem(bpf_map__fd(map), key.Data(), value.data())) {
@@ -330,8 +330,7 @@ Napi::Value BpfObject::MapKeys(const Napi::CallbackInfo &info) {
     prev = cur.data();
     if (i > (1u << 24)) break;  // a map that keeps changing under us must not loop forever
   }
-  if (errno != ENOENT && errno != 0)
-    ThrowSystemError(env, "bpf_map_get_next_key", errno, bpf_map__name(map));
+  if (errno != ENOENT && errno != 0) ThrowSystemError(env, "bpf_map_get_next_key", errno, bpf_map__name(map));
   return out;
 }
 
@@ -396,8 +395,7 @@ Napi::Value BpfObject::AttachCgroup(const Napi::CallbackInfo &info) {
 // removes the map pins (links are owned by their BpfLink objects).
 Napi::Value BpfObject::Close(const Napi::CallbackInfo &info) {
   bool unpin = false;
-  if (info.Length() > 0 && info[0].IsObject())
-    unpin = info[0].As<Napi::Object>().Get("unpin").ToBoolean().Value();
+  if (info.Length() > 0 && info[0].IsObject()) unpin = info[0].As<Napi::Object>().Get("unpin").ToBoolean().Value();
   CloseObject(unpin);
   return info.Env().Undefined();
 }

@@ -62,6 +62,9 @@ const void *EmbeddedObject(const std::string &name, size_t *size) {
   return nullptr;
 }
 
-const char *EmbeddedObjectNames() { return "connect-audit, exec-fence, exec-lsm, exited-tasks, learn-net, learn-syscalls, net-fence, tamper-watch, verifier-reject"; }
+const char *EmbeddedObjectNames() {
+  return "connect-audit, exec-fence, exec-lsm, exited-tasks, learn-net, learn-syscalls, net-fence, tamper-watch, "
+         "verifier-reject";
+}
 
 }  // namespace cgfence

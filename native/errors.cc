@@ -6,13 +6,15 @@ namespace cgfence {
 
 static const char *ErrnoName(int err) {
   switch (err) {
-#define E(x) case x: return #x;
-    E(EPERM) E(ENOENT) E(ESRCH) E(EINTR) E(EIO) E(EBADF) E(EAGAIN) E(ENOMEM) E(EACCES)
-    E(EFAULT) E(EBUSY) E(EEXIST) E(ENOTDIR) E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE)
-    E(ENOSPC) E(ERANGE) E(E2BIG) E(ENOSYS) E(ENOTSUP) E(ENODATA) E(EOVERFLOW)
-    E(ELOOP) E(ENAMETOOLONG) E(ENOTEMPTY) E(ESTALE)
+#define E(x) \
+  case x:    \
+    return #x;
+    E(EPERM)
+    E(ENOENT) E(ESRCH) E(EINTR) E(EIO) E(EBADF) E(EAGAIN) E(ENOMEM) E(EACCES) E(EFAULT) E(EBUSY) E(EEXIST) E(ENOTDIR)
+        E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE) E(ENOSPC) E(ERANGE) E(E2BIG) E(ENOSYS) E(ENOTSUP) E(ENODATA)
+            E(EOVERFLOW) E(ELOOP) E(ENAMETOOLONG) E(ENOTEMPTY) E(ESTALE)
 #undef E
-    default: return "EUNKNOWN";
+                default : return "EUNKNOWN";
   }
 }
 

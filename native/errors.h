@@ -8,12 +8,11 @@
 
 namespace cgfence {
 
-Napi::Error SystemError(Napi::Env env, const std::string &op, int err,
-                        const std::string &detail = "", const std::string &verifier_log = "");
+Napi::Error SystemError(Napi::Env env, const std::string &op, int err, const std::string &detail = "",
+                        const std::string &verifier_log = "");
 
 // Convenience for the common "throw and return" pattern in methods.
-[[noreturn]] void ThrowSystemError(Napi::Env env, const std::string &op, int err,
-                                   const std::string &detail = "",
+[[noreturn]] void ThrowSystemError(Napi::Env env, const std::string &op, int err, const std::string &detail = "",
                                    const std::string &verifier_log = "");
 
 }  // namespace cgfence

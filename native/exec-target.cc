@@ -223,7 +223,9 @@ int OpenProc(pid_t pid, const char *what, int flags, Fd *out) {
 
 }  // namespace
 
-static uint64_t ArgOf(const ExecRequest &req, int i) { return req.compat ? (req.args[i] & 0xffffffffULL) : req.args[i]; }
+static uint64_t ArgOf(const ExecRequest &req, int i) {
+  return req.compat ? (req.args[i] & 0xffffffffULL) : req.args[i];
+}
 
 int ReadExecPath(const ExecRequest &req, std::string *path) {
   const uint64_t addr = ArgOf(req, req.call == ExecCall::kExecveat ? 1 : 0);
@@ -275,8 +277,10 @@ ExecTarget ResolveExecPath(const ExecRequest &req, std::string path, const std::
     // fexecve(3) and execveat(fd, "", AT_EMPTY_PATH): the file is the one the fd holds,
     // memfds included; opening the magic link reaches it whatever its name says.
     char what[32];
-    if (dirfd == AT_FDCWD) snprintf(what, sizeof(what), "cwd");
-    else snprintf(what, sizeof(what), "fd/%d", dirfd);
+    if (dirfd == AT_FDCWD)
+      snprintf(what, sizeof(what), "cwd");
+    else
+      snprintf(what, sizeof(what), "fd/%d", dirfd);
     e = OpenProc(pid, what, O_PATH, &file);
     if (!still_valid()) return gone();
     if (e) return unresolved(e == ENOENT ? EBADF : e);
@@ -292,8 +296,10 @@ ExecTarget ResolveExecPath(const ExecRequest &req, std::string path, const std::
     } else {
       Fd start;
       char what[32];
-      if (dirfd == AT_FDCWD) snprintf(what, sizeof(what), "cwd");
-      else snprintf(what, sizeof(what), "fd/%d", dirfd);
+      if (dirfd == AT_FDCWD)
+        snprintf(what, sizeof(what), "cwd");
+      else
+        snprintf(what, sizeof(what), "fd/%d", dirfd);
       e = OpenProc(pid, what, O_PATH, &start);
       if (!still_valid()) return gone();
       if (e) return unresolved(e == ENOENT && dirfd != AT_FDCWD ? EBADF : e);

@@ -11,9 +11,9 @@ enum class ExecCall { kExecve, kExecveat };
 
 struct ExecRequest {
   ExecCall call;
-  uint32_t pid;    // the caller's thread, in our pid namespace
+  uint32_t pid;  // the caller's thread, in our pid namespace
   uint64_t args[6];
-  bool compat;     // a 32-bit caller: pointers and ints are the low 32 bits
+  bool compat;  // a 32-bit caller: pointers and ints are the low 32 bits
 };
 
 struct ExecTarget {

@@ -116,8 +116,10 @@ int FdHolderClient::Receive(std::string *text, int *fd, int flags) {
     for (size_t j = 0; j < k; j++) {
       int got;
       memcpy(&got, CMSG_DATA(c) + j * sizeof(int), sizeof(int));
-      if (*fd < 0) *fd = got;
-      else close(got);
+      if (*fd < 0)
+        *fd = got;
+      else
+        close(got);
     }
   }
   text->assign(buf, static_cast<size_t>(n));
@@ -163,8 +165,10 @@ int FdHolderClient::Fetch(std::vector<HeldFd> *out, int *table_fd, std::vector<H
     unsigned long long serial, count;
     unsigned arch;
     int nr;
-    if (ParseEntry(text, "FD", fd, &h)) out->push_back(h);
-    else if (fd >= 0) close(fd);
+    if (ParseEntry(text, "FD", fd, &h))
+      out->push_back(h);
+    else if (fd >= 0)
+      close(fd);
     else if (denied && sscanf(text.c_str(), "DENIED %llu %u %d %llu", &serial, &arch, &nr, &count) == 4)
       denied->push_back(HeldDenials{serial, arch, nr, count});
   }

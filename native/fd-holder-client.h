@@ -37,7 +37,8 @@ class FdHolderClient {
   // Takes over: everything the holder keeps (its fds now ours too), the shared in-flight
   // table (an fd, or -1 when the holder has none) and the holder's protocol version
   // (FDH_VERSION; 0: a holder of before versions, which answers denials CONTINUE).
-  int Fetch(std::vector<HeldFd> *out, int *table_fd, std::vector<HeldDenials> *denied = nullptr, int *version = nullptr);
+  int Fetch(std::vector<HeldFd> *out, int *table_fd, std::vector<HeldDenials> *denied = nullptr,
+            int *version = nullptr);
   // The holder's pid (SO_PEERCRED; 0 when it is not visible in our pid namespace).
   int PeerPid() const;
   // One fd runc has delivered since ("NEW"), without waiting: 0, EAGAIN when there is

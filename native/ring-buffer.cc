@@ -43,7 +43,8 @@ RingBuffer::RingBuffer(const Napi::CallbackInfo &info) : Napi::ObjectWrap<RingBu
   }
   tsfn_ = Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "cgfence-ringbuf",
                                         0 /* unbounded: the poll thread never blocks, so close()
-                                             on the JS thread cannot deadlock with it */,
+                                             on the JS thread cannot deadlock with it */
+                                        ,
                                         1);
   thread_ = std::thread(&RingBuffer::Run, this);
 }

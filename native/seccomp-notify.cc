@@ -69,8 +69,8 @@ struct SeccompNotify::Command {
 namespace {
 
 enum Tag : uint64_t { kWake = 1, kNotify, kHolder };
-constexpr size_t kMaxBatch = 65536;        // events waiting for JS; beyond it they are counted, not kept
-constexpr size_t kMaxCachedPaths = 4096;   // per container; the cache starts over beyond it
+constexpr size_t kMaxBatch = 65536;       // events waiting for JS; beyond it they are counted, not kept
+constexpr size_t kMaxCachedPaths = 4096;  // per container; the cache starts over beyond it
 constexpr size_t kWorkerStack = 256 * 1024;
 
 // Linux 6.6; older uapi headers lack them. On an older kernel SET_FLAGS fails with EINVAL
@@ -278,7 +278,8 @@ void SeccompNotify::Post(Command *c) {
     commands_.push_back(c);
   }
   uint64_t one = 1;
-  if (write(wake_, &one, sizeof(one)) < 0) { /* already signalled: the counter is non-zero */ }
+  if (write(wake_, &one, sizeof(one)) < 0) { /* already signalled: the counter is non-zero */
+  }
 }
 
 // setContainer(key, entries: Array<[dev: bigint, ino: bigint, ctimeNs: bigint, interpOnly: boolean]>, denyErrno: number)
@@ -287,13 +288,15 @@ Napi::Value SeccompNotify::SetContainer(const Napi::CallbackInfo &info) {
   if (info.Length() < 3 || !info[0].IsString() || !info[1].IsArray() || !info[2].IsNumber())
     throw Napi::TypeError::New(env, "setContainer(key, entries: [dev, ino, ctimeNs, interpOnly][], denyErrno)");
   if (closed_) throw Napi::Error::New(env, "setContainer: the notify loop is closed");
-  auto *c = new Command{Command::kSet, info[0].As<Napi::String>().Utf8Value(), {}, info[2].As<Napi::Number>().Int32Value(), ""};
+  auto *c = new Command{
+      Command::kSet, info[0].As<Napi::String>().Utf8Value(), {}, info[2].As<Napi::Number>().Int32Value(), ""};
   Napi::Array a = info[1].As<Napi::Array>();
   for (uint32_t i = 0; i < a.Length(); i++) {
     Napi::Value v = a.Get(i);
     if (!v.IsArray() || v.As<Napi::Array>().Length() != 4) {
       delete c;
-      throw Napi::TypeError::New(env, "setContainer: each entry is [dev: bigint, ino: bigint, ctimeNs: bigint, interpOnly: boolean]");
+      throw Napi::TypeError::New(
+          env, "setContainer: each entry is [dev: bigint, ino: bigint, ctimeNs: bigint, interpOnly: boolean]");
     }
     Napi::Array e = v.As<Napi::Array>();
     if (!e.Get(0u).IsBigInt() || !e.Get(1u).IsBigInt() || !e.Get(2u).IsBigInt() || !e.Get(3u).IsBoolean()) {
@@ -310,7 +313,8 @@ Napi::Value SeccompNotify::SetContainer(const Napi::CallbackInfo &info) {
       sec -= 1;
       nsec += 1000000000LL;
     }
-    c->allow.emplace_back(Identity{dev, ino}, AllowStamp{sec, static_cast<uint32_t>(nsec), e.Get(3u).As<Napi::Boolean>().Value()});
+    c->allow.emplace_back(Identity{dev, ino},
+                          AllowStamp{sec, static_cast<uint32_t>(nsec), e.Get(3u).As<Napi::Boolean>().Value()});
   }
   Post(c);
   return env.Undefined();
@@ -405,7 +409,9 @@ Napi::Array SeccompNotify::SeccompDenialsToJs(Napi::Env env, SeccompDenialCounts
 
 // takeSeccompDenials(): what the fd threads counted and JS has not had yet (a container's
 // detach takes its last counts this way, before its detach record).
-Napi::Value SeccompNotify::TakeSeccompDenials(const Napi::CallbackInfo &info) { return SeccompDenialsToJs(info.Env(), *sdeny_); }
+Napi::Value SeccompNotify::TakeSeccompDenials(const Napi::CallbackInfo &info) {
+  return SeccompDenialsToJs(info.Env(), *sdeny_);
+}
 
 Napi::Value SeccompNotify::Stats(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -430,7 +436,8 @@ Napi::Value SeccompNotify::Stats(const Napi::CallbackInfo &info) {
   // Decision time (receive returned .. answer sent), per stage and as percentiles.
   static const char *stages[] = {"table", "read", "lookup", "resolve", "valid", "send", "total"};
   Napi::Object prof = Napi::Object::New(env);
-  for (int i = 0; i < kStages; i++) prof.Set(stages[i], Napi::Number::New(env, static_cast<double>(stage_ns_[i].load())));
+  for (int i = 0; i < kStages; i++)
+    prof.Set(stages[i], Napi::Number::New(env, static_cast<double>(stage_ns_[i].load())));
   o.Set("profileNs", prof);
   uint64_t h[kBuckets], total = 0;
   for (int i = 0; i < kBuckets; i++) total += (h[i] = hist_[i].load());
@@ -453,7 +460,9 @@ Napi::Value SeccompNotify::Stats(const Napi::CallbackInfo &info) {
   // Sparse: { "<bucket's upper bound, µs>": count }, for percentiles over a window (bench).
   Napi::Object buckets = Napi::Object::New(env);
   for (int i = 0; i < kBuckets; i++)
-    if (h[i]) buckets.Set(std::to_string(i < 100 ? i + 1 : 100 + (i - 99) * 100), Napi::Number::New(env, static_cast<double>(h[i])));
+    if (h[i])
+      buckets.Set(std::to_string(i < 100 ? i + 1 : 100 + (i - 99) * 100),
+                  Napi::Number::New(env, static_cast<double>(h[i])));
   o.Set("decisionHistogram", buckets);
   o.Set("holderConnected", Napi::Boolean::New(env, holder_connected_.load()));
   o.Set("holderVersion", Napi::Number::New(env, holder_connected_.load() ? holder_version_.load() : 0));
@@ -482,7 +491,8 @@ void SeccompNotify::Stop(bool release) {
   stop_ = true;
   if (thread_.joinable()) {
     uint64_t one = 1;
-    if (write(wake_, &one, sizeof(one)) < 0) { /* the loop is awake anyway */ }
+    if (write(wake_, &one, sizeof(one)) < 0) { /* the loop is awake anyway */
+    }
     thread_.join();
   }
   // The thread is gone: its state is ours now. The fd threads finish the notification they
@@ -529,7 +539,8 @@ void SeccompNotify::Run() {
       switch (tag) {
         case kWake: {
           uint64_t v;
-          if (read(wake_, &v, sizeof(v)) < 0) { /* EAGAIN: already drained */ }
+          if (read(wake_, &v, sizeof(v)) < 0) { /* EAGAIN: already drained */
+          }
           RunCommands();
           break;
         }
@@ -596,11 +607,12 @@ void SeccompNotify::RunCommands() {
         holder_connected_ = holder_.connected();
         if (!e)
           // err: the holder's protocol version (0: one that answers denials CONTINUE).
-          Emit(new Event{Event::kHolderConnected, "", 0, ExecCall::kExecve, "", 0, 0, holder_version_.load(), "", MonoNs(),
-                         holder_path_, static_cast<uint64_t>(fds_.size())});
+          Emit(new Event{Event::kHolderConnected, "", 0, ExecCall::kExecve, "", 0, 0, holder_version_.load(), "",
+                         MonoNs(), holder_path_, static_cast<uint64_t>(fds_.size())});
         else
           HolderLost("cannot take over from the fd-holder at " + holder_path_ + ": " + ErrnoText(e));
-        if (c->done) c->done->set_value(e ? "cannot take over from the fd-holder at " + holder_path_ + ": " + ErrnoText(e) : "");
+        if (c->done)
+          c->done->set_value(e ? "cannot take over from the fd-holder at " + holder_path_ + ": " + ErrnoText(e) : "");
         break;
       }
       case Command::kRetireHolder:
@@ -658,8 +670,8 @@ std::string SeccompNotify::Retire(int timeout_ms) {
   if (pidfd >= 0) close(pidfd);
   for (int fd : running) Activate(fd);
   if (!gone)
-    return "the fd-holder" + (pid > 0 ? " (pid " + std::to_string(pid) + ")" : std::string()) + " did not exit within " +
-           std::to_string(timeout_ms) + " ms of QUIT";
+    return "the fd-holder" + (pid > 0 ? " (pid " + std::to_string(pid) + ")" : std::string()) +
+           " did not exit within " + std::to_string(timeout_ms) + " ms of QUIT";
   return "";
 }
 
@@ -813,7 +825,8 @@ void SeccompNotify::Serve(Worker *w) {
     ended_.emplace_back(w->fd, w->serial);
   }
   uint64_t one = 1;
-  if (write(wake_, &one, sizeof(one)) < 0) { /* already signalled */ }
+  if (write(wake_, &one, sizeof(one)) < 0) { /* already signalled */
+  }
 }
 
 void SeccompNotify::Handle(Worker *w, void *req_buf, void *resp_buf) {
@@ -868,8 +881,8 @@ void SeccompNotify::Handle(Worker *w, void *req_buf, void *resp_buf) {
     stage(kStRead);
     const bool at = sc->call == ExecCall::kExecveat;
     // Only an absolute path, resolved the same whatever the caller's cwd or dirfd.
-    const bool cacheable = !e && !path.empty() && path[0] == '/' &&
-                           !(at && (static_cast<int>(er.args[4]) & AT_SYMLINK_NOFOLLOW));
+    const bool cacheable =
+        !e && !path.empty() && path[0] == '/' && !(at && (static_cast<int>(er.args[4]) & AT_SYMLINK_NOFOLLOW));
     bool hit = false;
     if (cacheable) {
       std::lock_guard<std::mutex> lock(ct.mu);
@@ -936,7 +949,8 @@ void SeccompNotify::Handle(Worker *w, void *req_buf, void *resp_buf) {
   const uint64_t total = tprev - t0;
   stage_ns_[kStTotal].fetch_add(total, std::memory_order_relaxed);
   const uint64_t us = total / 1000;
-  hist_[us < 100 ? us : std::min<uint64_t>(kBuckets - 1, 99 + (us - 100) / 100 + 1)].fetch_add(1, std::memory_order_relaxed);
+  hist_[us < 100 ? us : std::min<uint64_t>(kBuckets - 1, 99 + (us - 100) / 100 + 1)].fetch_add(
+      1, std::memory_order_relaxed);
   if (sent < 0) {
     if (errno == ENOENT) n_gone_++;
     return;
@@ -950,7 +964,8 @@ void SeccompNotify::Handle(Worker *w, void *req_buf, void *resp_buf) {
     std::lock_guard<std::mutex> lock(refused_mu_);
     refused_[w->key]++;
   }
-  auto *ev = new Event{Event::kDeny, w->key, req->pid, sc->call, t.path, t.dev, t.ino, deny_errno, comm, MonoNs(), "", 0};
+  auto *ev =
+      new Event{Event::kDeny, w->key, req->pid, sc->call, t.path, t.dev, t.ino, deny_errno, comm, MonoNs(), "", 0};
   ev->reason = reason;
   ev->now_sec = t.ctime_sec;
   ev->now_nsec = t.ctime_nsec;
@@ -1021,7 +1036,8 @@ void SeccompNotify::Flush() {
 }
 
 void SeccompNotify::Deliver(std::vector<Event *> *b) {
-  napi_status st = tsfn_.NonBlockingCall(b, [counts = sdeny_](Napi::Env env, Napi::Function cb, std::vector<Event *> *events) {
+  napi_status st = tsfn_.NonBlockingCall(b, [counts = sdeny_](Napi::Env env, Napi::Function cb,
+                                                              std::vector<Event *> *events) {
     Napi::Array arr = Napi::Array::New(env);
     uint32_t i = 0;
     for (Event *e : *events) {

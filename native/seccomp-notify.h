@@ -119,8 +119,8 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   void Serve(Worker *w);
   void Handle(Worker *w, void *req_buf, void *resp_buf);
   void HandleSeccompDeny(Worker *w, void *req_buf, void *resp_buf);
-  void Emit(Event *e);        // control thread
-  void EmitShared(Event *e);  // fd threads
+  void Emit(Event *e);                        // control thread
+  void EmitShared(Event *e);                  // fd threads
   void Deliver(std::vector<Event *> *batch);  // any thread: hands a batch to JS
   void Flush();
   void BuildSyscallTable();
@@ -129,7 +129,7 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   void UnmapTable();
 
   int epfd_ = -1;
-  int wake_ = -1;      // eventfd: commands and stop
+  int wake_ = -1;  // eventfd: commands and stop
   std::string holder_path_;
   FdHolderClient holder_;
   struct fdh_slot *table_ = nullptr;  // the holder's in-flight table, shared
@@ -168,7 +168,7 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   struct SeccompDenialCounts {
     std::mutex mu;
     std::unordered_map<std::string, std::vector<SeccompDenial>> by_key;  // guarded by mu
-    bool scheduled = false;                                               // guarded by mu
+    bool scheduled = false;                                              // guarded by mu
   };
   static Napi::Array SeccompDenialsToJs(Napi::Env env, SeccompDenialCounts &counts);
   std::shared_ptr<SeccompDenialCounts> sdeny_ = std::make_shared<SeccompDenialCounts>();
@@ -180,8 +180,8 @@ class SeccompNotify : public Napi::ObjectWrap<SeccompNotify> {
   std::atomic<bool> closed_{false};
 
   std::atomic<uint64_t> n_notifications_{0}, n_continued_{0}, n_denied_{0}, n_unresolved_{0}, n_gone_{0},
-      n_fds_received_{0}, n_fds_adopted_{0}, n_fds_closed_{0}, n_events_dropped_{0},
-      n_rejected_{0}, n_seccomp_denied_{0};
+      n_fds_received_{0}, n_fds_adopted_{0}, n_fds_closed_{0}, n_events_dropped_{0}, n_rejected_{0},
+      n_seccomp_denied_{0};
   std::atomic<uint64_t> n_cache_hits_{0}, n_sync_wakeup_{0}, n_thread_failures_{0};
   std::atomic<int64_t> n_open_fds_{0}, n_threads_{0};
   // The profile of a decision (receive returned .. answer sent), cumulative ns per stage,

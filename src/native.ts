@@ -2,8 +2,19 @@
 // Keys and values are Buffers laid out per bpf/include/cgfence-abi.h (see kernel/abi.ts).
 import path from 'node:path';
 
-export interface MapInfo { id: number; fd: number; keySize: number; valueSize: number; maxEntries: number }
-export interface LinkInfo { id: number; progId: number; fd: number; pinPath?: string }
+export interface MapInfo {
+  id: number;
+  fd: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+}
+export interface LinkInfo {
+  id: number;
+  progId: number;
+  fd: number;
+  pinPath?: string;
+}
 
 export interface BpfLink {
   pin(path: string): void;
@@ -34,21 +45,41 @@ export interface RingBuffer {
 /** What the notify loop hands to JavaScript, in batches (native/seccomp-notify.h). */
 export type NotifyEvent =
   | {
-    kind: 'deny'; key: string; tsMonoNs: bigint; pid: number; syscall: 'execve' | 'execveat'; path: string; dev: bigint; ino: bigint; errno: number; comm: string;
-    /** enum cgfence_exec_reason (ExecReason); the file's stamp now, its entry's for a modified file. */
-    reason: number; nowCtimeNs: bigint; wantCtimeNs: bigint | null;
-    /** The exact bytes of path and comm (names need not be UTF-8). */
-    pathBytes?: Buffer; commBytes?: Buffer;
-  }
+      kind: 'deny';
+      key: string;
+      tsMonoNs: bigint;
+      pid: number;
+      syscall: 'execve' | 'execveat';
+      path: string;
+      dev: bigint;
+      ino: bigint;
+      errno: number;
+      comm: string;
+      /** enum cgfence_exec_reason (ExecReason); the file's stamp now, its entry's for a modified file. */
+      reason: number;
+      nowCtimeNs: bigint;
+      wantCtimeNs: bigint | null;
+      /** The exact bytes of path and comm (names need not be UTF-8). */
+      pathBytes?: Buffer;
+      commBytes?: Buffer;
+    }
   /**
    * Seccomp denials the loop answered EPERM (a cgfence seccomp-deny name, or one seccomp-allow
    * leaves out), counted per container, audit arch and syscall number since the last take.
    */
   | {
-    kind: 'seccomp'; key: string; arch: number; nr: number; count: number; pid: number; comm: string; firstMonoNs: bigint; tsMonoNs: bigint;
-    /** Answered by the fd-holder while no daemon was connected: a count only (no pid, comm or times of its own); nr -1: kinds it did not name. */
-    byHolder: boolean;
-  }
+      kind: 'seccomp';
+      key: string;
+      arch: number;
+      nr: number;
+      count: number;
+      pid: number;
+      comm: string;
+      firstMonoNs: bigint;
+      tsMonoNs: bigint;
+      /** Answered by the fd-holder while no daemon was connected: a count only (no pid, comm or times of its own); nr -1: kinds it did not name. */
+      byHolder: boolean;
+    }
   /** A notify fd arrived for a container with no allow set yet: until one is set, its execs wait. */
   | { kind: 'need'; key: string; tsMonoNs: bigint; pid: number }
   | { kind: 'holder-lost'; key: string; tsMonoNs: bigint; detail: string; count: number }
@@ -56,15 +87,27 @@ export type NotifyEvent =
   | { kind: 'holder-connected'; key: string; tsMonoNs: bigint; detail: string; count: number; version: number };
 
 export interface NotifyStats {
-  notifications: number; continued: number; denied: number; unresolved: number; gone: number;
+  notifications: number;
+  continued: number;
+  denied: number;
+  unresolved: number;
+  gone: number;
   /** Seccomp denials answered EPERM by the loop (not execs). */
   seccompDenied: number;
-  fdsReceived: number; fdsAdopted: number; fdsClosed: number; rejected: number; eventsDropped: number;
-  openFds: number; holderConnected: boolean;
+  fdsReceived: number;
+  fdsAdopted: number;
+  fdsClosed: number;
+  rejected: number;
+  eventsDropped: number;
+  openFds: number;
+  holderConnected: boolean;
   /** The connected fd-holder's protocol version (FDH_VERSION); 0 when none is connected or it is of before versions. */
   holderVersion: number;
   /** Allowed verdicts answered from the per-container path cache; listeners with sync wake-up set; fd threads. */
-  cacheHits: number; syncWakeUp: number; threadFailures: number; threads: number;
+  cacheHits: number;
+  syncWakeUp: number;
+  threadFailures: number;
+  threads: number;
   /** Decision time (receive returned .. answer sent), cumulative ns per stage: docs/exec-performance.md. */
   profileNs: Record<'table' | 'read' | 'lookup' | 'resolve' | 'valid' | 'send' | 'total', number>;
   decisionUs: { count: number; p50: number; p90: number; p99: number; max: number };
@@ -98,7 +141,15 @@ export interface SeccompNotify {
 
 export interface NativeAddon {
   /** `programs`: load only these programs of the object (default: all). */
-  BpfObject: new (name: string, opts?: { pinDir?: string; programs?: string[]; rodata?: Record<string, Buffer>; /** Map sizes; a map already pinned keeps its own. */ maxEntries?: Record<string, number> }) => BpfObject;
+  BpfObject: new (
+    name: string,
+    opts?: {
+      pinDir?: string;
+      programs?: string[];
+      rodata?: Record<string, Buffer>;
+      /** Map sizes; a map already pinned keeps its own. */ maxEntries?: Record<string, number>;
+    },
+  ) => BpfObject;
   BpfLink: { open(pinPath: string): BpfLink };
   RingBuffer: new (obj: BpfObject, map: string, onBatch: (records: Buffer[]) => void) => RingBuffer;
   resolveSyscalls(names: string[], arch?: string): Array<number | null>;

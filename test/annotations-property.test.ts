@@ -16,8 +16,33 @@ const piece = fc.oneof(
   fc.string(),
   fc.string({ unit: 'binary' }),
   fc.string({ unit: 'grapheme' }),
-  fc.constantFrom('', ',', ',,', ' , ', '/', '/*', '/bin/*', '*', '..', '/../etc', '/./x', '\0', '\u2028', '%eth0', '/08', '/33', '/129', '/-1', '::', ':::', '1.2.3', 'fe80::1%eth0'),
-  fc.ipV4(), fc.ipV6(), fc.ipV4Extended(),
+  fc.constantFrom(
+    '',
+    ',',
+    ',,',
+    ' , ',
+    '/',
+    '/*',
+    '/bin/*',
+    '*',
+    '..',
+    '/../etc',
+    '/./x',
+    '\0',
+    '\u2028',
+    '%eth0',
+    '/08',
+    '/33',
+    '/129',
+    '/-1',
+    '::',
+    ':::',
+    '1.2.3',
+    'fe80::1%eth0',
+  ),
+  fc.ipV4(),
+  fc.ipV6(),
+  fc.ipV4Extended(),
   fc.tuple(fc.oneof(fc.ipV4(), fc.ipV6()), fc.integer({ min: -2, max: 200 })).map(([a, n]) => `${a}/${n}`),
   fc.stringMatching(/^(\/[a-z.*]{0,5}){1,4}$/),
   fc.constantFrom('enforce', 'audit', 'learn', 'off', 'ENFORCE', 'default', 'constructor', '__proto__', 'toString', 'hasOwnProperty'),
@@ -25,24 +50,37 @@ const piece = fc.oneof(
 );
 const value = fc.oneof(
   { weight: 6, arbitrary: fc.array(piece, { maxLength: 8 }).chain((ps) => fc.constantFrom(',', ', ', ' ,').map((sep) => ps.join(sep))) },
-  { weight: 1, arbitrary: fc.integer({ min: 1, max: 200_000 }).chain((n) => fc.constantFrom('/bin/sh,', '10.0.0.0/8,', 'x', ',', '\u00e9').map((s) => s.repeat(Math.ceil(n / s.length)))) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .integer({ min: 1, max: 200_000 })
+      .chain((n) => fc.constantFrom('/bin/sh,', '10.0.0.0/8,', 'x', ',', '\u00e9').map((s) => s.repeat(Math.ceil(n / s.length)))),
+  },
 );
 const key = fc.oneof(
   { weight: 4, arbitrary: fc.constantFrom(...KNOWN_KEYS) },
   { weight: 2, arbitrary: fc.string().map((s) => PREFIX + s) },
-  { weight: 1, arbitrary: fc.constantFrom('cgfence.io', 'CGFENCE.IO/mode', 'io.kubernetes.cri.sandbox-id', 'cgfence.io//mode', `${PREFIX}exec-alow`) },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom('cgfence.io', 'CGFENCE.IO/mode', 'io.kubernetes.cri.sandbox-id', 'cgfence.io//mode', `${PREFIX}exec-alow`),
+  },
   { weight: 1, arbitrary: fc.string({ unit: 'grapheme' }) },
   { weight: 1, arbitrary: fc.constantFrom('__proto__', 'constructor', 'toString') },
 );
 const annotations = fc.dictionary(key, value, { maxKeys: 10 });
 // Values that a hand-written config.json may hold where strings belong.
-const jsonish = fc.oneof(value, fc.constant(null), fc.integer(), fc.boolean(), fc.array(fc.string(), { maxLength: 3 }), fc.dictionary(fc.string(), fc.string(), { maxKeys: 2 }));
-const looseAnnotations = fc.dictionary(key, jsonish, { maxKeys: 10 });
-const profiles = fc.dictionary(
-  fc.oneof(fc.string(), fc.constantFrom('web', 'db', 'default')),
-  fc.dictionary(key, value, { maxKeys: 4 }),
-  { maxKeys: 3 },
+const jsonish = fc.oneof(
+  value,
+  fc.constant(null),
+  fc.integer(),
+  fc.boolean(),
+  fc.array(fc.string(), { maxLength: 3 }),
+  fc.dictionary(fc.string(), fc.string(), { maxKeys: 2 }),
 );
+const looseAnnotations = fc.dictionary(key, jsonish, { maxKeys: 10 });
+const profiles = fc.dictionary(fc.oneof(fc.string(), fc.constantFrom('web', 'db', 'default')), fc.dictionary(key, value, { maxKeys: 4 }), {
+  maxKeys: 3,
+});
 
 /** The parser's contract, whatever went in. */
 function checkOutcome(run: () => Policy): void {
@@ -80,27 +118,48 @@ function checkOutcome(run: () => Policy): void {
 
 describe('annotation parser: random input never crashes', () => {
   it('any string map gives a Policy or a PolicyError naming cgfence.io/ keys', () => {
-    fc.assert(fc.property(annotations, (a) => checkOutcome(() => parseAnnotations(a))), { numRuns: RUNS });
+    fc.assert(
+      fc.property(annotations, (a) => checkOutcome(() => parseAnnotations(a))),
+      { numRuns: RUNS },
+    );
   });
 
   it('the same, with libseccomp resolving syscall names', () => {
-    fc.assert(fc.property(annotations, (a) => checkOutcome(() => parseAnnotations(a, { resolveSyscalls }))), { numRuns: RUNS });
+    fc.assert(
+      fc.property(annotations, (a) => checkOutcome(() => parseAnnotations(a, { resolveSyscalls }))),
+      { numRuns: RUNS },
+    );
   });
 
   it('values that are not strings (a hand-written config.json) are errors, not crashes', () => {
-    fc.assert(fc.property(looseAnnotations, (a) => checkOutcome(() => parseAnnotations(a as Record<string, string>))), { numRuns: RUNS });
-    expect(() => parseAnnotations({ [KEYS.execAllow]: 5 } as unknown as Record<string, string>)).toThrow(/cgfence\.io\/exec-allow must be a string, not number/);
+    fc.assert(
+      fc.property(looseAnnotations, (a) => checkOutcome(() => parseAnnotations(a as Record<string, string>))),
+      { numRuns: RUNS },
+    );
+    expect(() => parseAnnotations({ [KEYS.execAllow]: 5 } as unknown as Record<string, string>)).toThrow(
+      /cgfence\.io\/exec-allow must be a string, not number/,
+    );
   });
 
   it('random node profiles and default profiles', () => {
-    fc.assert(fc.property(annotations, profiles, fc.option(fc.oneof(fc.string(), fc.constantFrom('web', 'constructor', '__proto__'))), (a, profs, def) => {
-      checkOutcome(() => parseAnnotations(a, { profiles: profs, defaultProfile: def, resolveSyscalls }));
-    }), { numRuns: RUNS });
+    fc.assert(
+      fc.property(
+        annotations,
+        profiles,
+        fc.option(fc.oneof(fc.string(), fc.constantFrom('web', 'constructor', '__proto__'))),
+        (a, profs, def) => {
+          checkOutcome(() => parseAnnotations(a, { profiles: profs, defaultProfile: def, resolveSyscalls }));
+        },
+      ),
+      { numRuns: RUNS },
+    );
   });
 
   it('a profile name inherited from Object.prototype is no profile', () => {
     for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
-      expect(() => parseAnnotations({ [KEYS.profile]: name }, { profiles: {} })).toThrow(new RegExp(`cgfence\\.io/profile="${name}": no such profile`));
+      expect(() => parseAnnotations({ [KEYS.profile]: name }, { profiles: {} })).toThrow(
+        new RegExp(`cgfence\\.io/profile="${name}": no such profile`),
+      );
     }
     expect(() => parseAnnotations({}, { profiles: {}, defaultProfile: 'constructor' })).toThrow(/\(the node default\): no such profile/);
   });
@@ -133,14 +192,29 @@ describe('annotation parser: random input never crashes', () => {
   it('a CRI pod sandbox gets no fence from the pod annotations, but they are still validated', () => {
     const sandbox = { 'io.kubernetes.cri.container-type': 'sandbox', [KEYS.execAllow]: '/bin/sh', [KEYS.egressDeny]: '10.0.0.0/8' };
     expect(parseAnnotations(sandbox)).toMatchObject({ mode: 'off', execAllow: null, egressDeny: null });
-    expect(parseAnnotations({ ...sandbox, 'io.kubernetes.cri.container-type': 'container' })).toMatchObject({ mode: 'enforce', execAllow: ['/bin/sh'] });
-    expect(() => parseAnnotations({ ...sandbox, [KEYS.execAllow]: 'bin/sh' })).toThrow(/cgfence\.io\/exec-allow: "bin\/sh" is not an absolute path/);
+    expect(parseAnnotations({ ...sandbox, 'io.kubernetes.cri.container-type': 'container' })).toMatchObject({
+      mode: 'enforce',
+      execAllow: ['/bin/sh'],
+    });
+    expect(() => parseAnnotations({ ...sandbox, [KEYS.execAllow]: 'bin/sh' })).toThrow(
+      /cgfence\.io\/exec-allow: "bin\/sh" is not an absolute path/,
+    );
   });
 
   it('annotations without the cgfence.io/ prefix are ignored', () => {
-    fc.assert(fc.property(fc.dictionary(fc.string().filter((k) => !k.startsWith(PREFIX)), fc.string(), { maxKeys: 8 }), (a) => {
-      expect(parseAnnotations(a).mode).toBe('off');
-    }), { numRuns: RUNS });
+    fc.assert(
+      fc.property(
+        fc.dictionary(
+          fc.string().filter((k) => !k.startsWith(PREFIX)),
+          fc.string(),
+          { maxKeys: 8 },
+        ),
+        (a) => {
+          expect(parseAnnotations(a).mode).toBe('off');
+        },
+      ),
+      { numRuns: RUNS },
+    );
   });
 });
 
@@ -167,7 +241,10 @@ function ipv6Text(bytes: number[], form: 'full' | 'padded' | 'compressed' | 'upp
   for (let i = 0; i < hex.length; i++) {
     let j = i;
     while (j < hex.length && hex[j] === '0') j++;
-    if (j - i > bestLen) { best = i; bestLen = j - i; }
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
   }
   let text: string;
   const tail = dotted ? `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}` : null;
@@ -188,61 +265,101 @@ function canonical6(text: string): string {
 
 const bytes16 = fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 16, maxLength: 16 });
 // Zero runs make :: forms likely; pure random bytes almost never have them.
-const sparse16 = fc.array(fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 255 }) }), { minLength: 16, maxLength: 16 });
+const sparse16 = fc.array(fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 255 }) }), {
+  minLength: 16,
+  maxLength: 16,
+});
 
 describe('round trips: valid CIDRs and paths parse to what they say', () => {
   it('IPv4 CIDRs, with and without a prefix length', () => {
-    fc.assert(fc.property(fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 4, maxLength: 4 }), fc.option(fc.integer({ min: 0, max: 32 })), (b, prefix) => {
-      const text = `${b.join('.')}${prefix === null ? '' : `/${prefix}`}`;
-      const c = parseCidr(text);
-      expect(c).not.toBeNull();
-      expect(c!.family).toBe(4);
-      expect(c!.prefix).toBe(prefix ?? 32);
-      expect(c!.addr).toEqual(maskBytes(b, prefix ?? 32));
-      expect(c!.text).toBe(text);
-    }), { numRuns: RUNS });
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 4, maxLength: 4 }),
+        fc.option(fc.integer({ min: 0, max: 32 })),
+        (b, prefix) => {
+          const text = `${b.join('.')}${prefix === null ? '' : `/${prefix}`}`;
+          const c = parseCidr(text);
+          expect(c).not.toBeNull();
+          expect(c!.family).toBe(4);
+          expect(c!.prefix).toBe(prefix ?? 32);
+          expect(c!.addr).toEqual(maskBytes(b, prefix ?? 32));
+          expect(c!.text).toBe(text);
+        },
+      ),
+      { numRuns: RUNS },
+    );
   });
 
   it('IPv6 CIDRs in every textual form give the same bytes', () => {
-    const form = fc.constantFrom('full', 'padded', 'compressed', 'upper', 'dotted') as fc.Arbitrary<'full' | 'padded' | 'compressed' | 'upper' | 'dotted'>;
-    fc.assert(fc.property(fc.oneof(bytes16, sparse16), form, fc.option(fc.integer({ min: 0, max: 128 })), (b, f, prefix) => {
-      const addr = ipv6Text(b, f);
-      expect(canonical6(addr)).toBe(canonical6(ipv6Text(b, 'full')));
-      const c = parseCidr(prefix === null ? addr : `${addr}/${prefix}`);
-      expect(c, addr).not.toBeNull();
-      expect(c!.family).toBe(6);
-      expect(c!.prefix).toBe(prefix ?? 128);
-      expect(c!.addr).toEqual(maskBytes(b, prefix ?? 128));
-    }), { numRuns: RUNS });
+    const form = fc.constantFrom('full', 'padded', 'compressed', 'upper', 'dotted') as fc.Arbitrary<
+      'full' | 'padded' | 'compressed' | 'upper' | 'dotted'
+    >;
+    fc.assert(
+      fc.property(fc.oneof(bytes16, sparse16), form, fc.option(fc.integer({ min: 0, max: 128 })), (b, f, prefix) => {
+        const addr = ipv6Text(b, f);
+        expect(canonical6(addr)).toBe(canonical6(ipv6Text(b, 'full')));
+        const c = parseCidr(prefix === null ? addr : `${addr}/${prefix}`);
+        expect(c, addr).not.toBeNull();
+        expect(c!.family).toBe(6);
+        expect(c!.prefix).toBe(prefix ?? 128);
+        expect(c!.addr).toEqual(maskBytes(b, prefix ?? 128));
+      }),
+      { numRuns: RUNS },
+    );
   });
 
-  it('fast-check\'s own IPv6 addresses agree with the URL parser', () => {
-    fc.assert(fc.property(fc.ipV6(), (addr) => {
-      const c = parseCidr(addr);
-      expect(c, addr).not.toBeNull();
-      const full = groupsOf([...c!.addr]).map((x) => x.toString(16)).join(':');
-      expect(canonical6(full)).toBe(canonical6(addr));
-    }), { numRuns: RUNS });
+  it("fast-check's own IPv6 addresses agree with the URL parser", () => {
+    fc.assert(
+      fc.property(fc.ipV6(), (addr) => {
+        const c = parseCidr(addr);
+        expect(c, addr).not.toBeNull();
+        const full = groupsOf([...c!.addr])
+          .map((x) => x.toString(16))
+          .join(':');
+        expect(canonical6(full)).toBe(canonical6(addr));
+      }),
+      { numRuns: RUNS },
+    );
   });
 
   it('IPv4-mapped and -compatible IPv6 forms', () => {
     const mapped = (a: number[]) => Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...a]);
-    fc.assert(fc.property(fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 4, maxLength: 4 }), (a) => {
-      const q = a.join('.');
-      for (const text of [`::ffff:${q}`, `::FFFF:${q}`, `0:0:0:0:0:ffff:${q}`, `::ffff:${q}/128`]) {
-        const c = parseCidr(text);
-        expect(c, text).not.toBeNull();
-        expect(c!.addr).toEqual(mapped(a));
-      }
-      expect(parseCidr(`::${q}`)!.addr).toEqual(Buffer.from([...Array(12).fill(0), ...a]));
-      expect(parseCidr(`::ffff:${q}/96`)!.addr).toEqual(mapped([0, 0, 0, 0]));
-    }), { numRuns: 100 });
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 4, maxLength: 4 }), (a) => {
+        const q = a.join('.');
+        for (const text of [`::ffff:${q}`, `::FFFF:${q}`, `0:0:0:0:0:ffff:${q}`, `::ffff:${q}/128`]) {
+          const c = parseCidr(text);
+          expect(c, text).not.toBeNull();
+          expect(c!.addr).toEqual(mapped(a));
+        }
+        expect(parseCidr(`::${q}`)!.addr).toEqual(Buffer.from([...Array(12).fill(0), ...a]));
+        expect(parseCidr(`::ffff:${q}/96`)!.addr).toEqual(mapped([0, 0, 0, 0]));
+      }),
+      { numRuns: 100 },
+    );
     expect(parseCidr('::ffff:1.2.3.4')!.addr.toString('hex')).toBe('00000000000000000000ffff01020304');
   });
 
   it('refuses what only looks like a CIDR', () => {
-    for (const bad of ['10.0.0.0/33', '::1/129', '10.0.0.0/', '10.0.0.0/-1', '10.0.0.0/8/8', '10.0.0', '01.2.3.4', '1.2.3.4 /8',
-      'fe80::1%eth0', 'fe80::1%eth0/64', '1:2:3:4:5:6:7:8:9', '1::2::3', '::ffff:1.2.3', '::ffff:256.1.1.1', ':::1', 'localhost', '']) {
+    for (const bad of [
+      '10.0.0.0/33',
+      '::1/129',
+      '10.0.0.0/',
+      '10.0.0.0/-1',
+      '10.0.0.0/8/8',
+      '10.0.0',
+      '01.2.3.4',
+      '1.2.3.4 /8',
+      'fe80::1%eth0',
+      'fe80::1%eth0/64',
+      '1:2:3:4:5:6:7:8:9',
+      '1::2::3',
+      '::ffff:1.2.3',
+      '::ffff:256.1.1.1',
+      ':::1',
+      'localhost',
+      '',
+    ]) {
       expect(parseCidr(bad), bad).toBeNull();
     }
   });
@@ -252,45 +369,88 @@ describe('round trips: valid CIDRs and paths parse to what they say', () => {
       fc.tuple(fc.ipV4(), fc.integer({ min: 0, max: 32 })).map(([a, n]) => `${a}/${n}`),
       fc.tuple(fc.ipV6(), fc.integer({ min: 0, max: 128 })).map(([a, n]) => `${a}/${n}`),
     );
-    fc.assert(fc.property(fc.array(cidr, { minLength: 1, maxLength: 20 }), fc.constantFrom(',', ', ', ' , '), fc.constantFrom(...[KEYS.egressAllow, KEYS.egressDeny, KEYS.ingressAllow, KEYS.ingressDeny]), (list, sep, k) => {
-      const p = parseAnnotations({ [k]: list.join(sep) });
-      expect(p.mode).toBe('enforce');
-      const field = { [KEYS.egressAllow]: p.egressAllow, [KEYS.egressDeny]: p.egressDeny, [KEYS.ingressAllow]: p.ingressAllow, [KEYS.ingressDeny]: p.ingressDeny }[k]!;
-      expect(field.map((c) => c.text)).toEqual(list);
-    }), { numRuns: RUNS });
+    fc.assert(
+      fc.property(
+        fc.array(cidr, { minLength: 1, maxLength: 20 }),
+        fc.constantFrom(',', ', ', ' , '),
+        fc.constantFrom(...[KEYS.egressAllow, KEYS.egressDeny, KEYS.ingressAllow, KEYS.ingressDeny]),
+        (list, sep, k) => {
+          const p = parseAnnotations({ [k]: list.join(sep) });
+          expect(p.mode).toBe('enforce');
+          const field = {
+            [KEYS.egressAllow]: p.egressAllow,
+            [KEYS.egressDeny]: p.egressDeny,
+            [KEYS.ingressAllow]: p.ingressAllow,
+            [KEYS.ingressDeny]: p.ingressDeny,
+          }[k]!;
+          expect(field.map((c) => c.text)).toEqual(list);
+        },
+      ),
+      { numRuns: RUNS },
+    );
   });
 
   // A path component: anything but a separator, a comma (the list separator), a wildcard,
   // NUL, whitespace at either end (the list trims) and . or ..
-  const component = fc.oneof(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 12 }), fc.stringMatching(/^[a-z0-9._-]{1,12}$/))
+  const component = fc
+    .oneof(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 12 }), fc.stringMatching(/^[a-z0-9._-]{1,12}$/))
     .filter((s) => !/[/,*?[\]\0]/.test(s) && s.trim() === s && s !== '.' && s !== '..' && s.length > 0);
   const absPath = fc.array(component, { minLength: 1, maxLength: 6 }).map((cs) => `/${cs.join('/')}`);
 
   it('absolute paths (unicode included) and DIR/* come back as given', () => {
-    fc.assert(fc.property(fc.array(fc.oneof(absPath, absPath.map((p) => `${p}/*`), fc.constant('/*')), { minLength: 1, maxLength: 16 }), fc.constantFrom(',', ', ', ' ,\t'), (paths, sep) => {
-      const p = parseAnnotations({ [KEYS.execAllow]: paths.join(sep) });
-      expect(p.execAllow).toEqual(paths);
-      expect(p.mode).toBe('enforce');
-    }), { numRuns: RUNS });
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.oneof(
+            absPath,
+            absPath.map((p) => `${p}/*`),
+            fc.constant('/*'),
+          ),
+          { minLength: 1, maxLength: 16 },
+        ),
+        fc.constantFrom(',', ', ', ' ,\t'),
+        (paths, sep) => {
+          const p = parseAnnotations({ [KEYS.execAllow]: paths.join(sep) });
+          expect(p.execAllow).toEqual(paths);
+          expect(p.mode).toBe('enforce');
+        },
+      ),
+      { numRuns: RUNS },
+    );
   });
 
   it('paths with . or .., relative paths and inner wildcards are refused by name', () => {
     const bad = fc.oneof(
-      absPath.map((p) => `${p}/..`), absPath.map((p) => `${p}/./x`), absPath.map((p) => p.slice(1) || 'x'),
-      absPath.map((p) => `${p}*`), absPath.map((p) => `${p}/*/x`), absPath.map((p) => `${p}*x`),
+      absPath.map((p) => `${p}/..`),
+      absPath.map((p) => `${p}/./x`),
+      absPath.map((p) => p.slice(1) || 'x'),
+      absPath.map((p) => `${p}*`),
+      absPath.map((p) => `${p}/*/x`),
+      absPath.map((p) => `${p}*x`),
     );
-    fc.assert(fc.property(absPath, bad, (good, b) => {
-      expect(() => parseAnnotations({ [KEYS.execAllow]: `${good},${b}` })).toThrow(/cgfence\.io\/exec-allow: ".*" (is not an absolute path|contains \. or \.\. components|has a wildcard other than a final \/\*)/s);
-    }), { numRuns: RUNS });
+    fc.assert(
+      fc.property(absPath, bad, (good, b) => {
+        expect(() => parseAnnotations({ [KEYS.execAllow]: `${good},${b}` })).toThrow(
+          /cgfence\.io\/exec-allow: ".*" (is not an absolute path|contains \. or \.\. components|has a wildcard other than a final \/\*)/s,
+        );
+      }),
+      { numRuns: RUNS },
+    );
   });
 
   it('syscall names libseccomp knows parse; others are named', () => {
     const real = ['read', 'write', 'openat', 'mkdir', 'mkdirat', 'unlinkat', 'ptrace', 'bpf', 'clone3', 'io_uring_setup'];
-    fc.assert(fc.property(fc.subarray(real, { minLength: 1 }), fc.stringMatching(/^[a-z_]{3,20}$/), (names, junk) => {
-      const p = parseAnnotations({ [KEYS.seccompDeny]: names.join(',') }, { resolveSyscalls });
-      expect(p.seccompDeny).toEqual(names);
-      const known = resolveSyscalls([junk])[0] !== null;
-      if (!known) expect(() => parseAnnotations({ [KEYS.seccompAllow]: `${names.join(',')},${junk}` }, { resolveSyscalls })).toThrow(`cgfence.io/seccomp-allow: unknown syscall ${JSON.stringify(junk)}`);
-    }), { numRuns: 200 });
+    fc.assert(
+      fc.property(fc.subarray(real, { minLength: 1 }), fc.stringMatching(/^[a-z_]{3,20}$/), (names, junk) => {
+        const p = parseAnnotations({ [KEYS.seccompDeny]: names.join(',') }, { resolveSyscalls });
+        expect(p.seccompDeny).toEqual(names);
+        const known = resolveSyscalls([junk])[0] !== null;
+        if (!known)
+          expect(() => parseAnnotations({ [KEYS.seccompAllow]: `${names.join(',')},${junk}` }, { resolveSyscalls })).toThrow(
+            `cgfence.io/seccomp-allow: unknown syscall ${JSON.stringify(junk)}`,
+          );
+      }),
+      { numRuns: 200 },
+    );
   });
 });

@@ -5,13 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AuditLog, type AuditLogOptions } from '../src/audit/audit-log';
-import {
-  type AuditRecord,
-  GENESIS_PREV,
-  formatRfc3339Ns,
-  listLogFiles,
-  parseRfc3339Ns,
-} from '../src/audit/audit-record';
+import { type AuditRecord, GENESIS_PREV, formatRfc3339Ns, listLogFiles, parseRfc3339Ns } from '../src/audit/audit-record';
 import { followRecords, formatRecord, readRecords } from '../src/audit/audit-read';
 import { verifyAuditLog } from '../src/audit/audit-verify';
 
@@ -449,9 +443,7 @@ describe('write failures never throw and loss is never silent', () => {
     log.close();
     const recs = recordsOf(p);
     const execs = recs.filter((r) => r.type === 'exec').length;
-    const dropped = recs
-      .filter((r) => r.type === 'agent' && r.action === 'dropped')
-      .reduce((n, r) => n + (r.count as number), 0);
+    const dropped = recs.filter((r) => r.type === 'agent' && r.action === 'dropped').reduce((n, r) => n + (r.count as number), 0);
     expect(execs + dropped).toBe(N);
     expect(dropped).toBe(log.stats.dropped);
     expect(recs[0]).toMatchObject({ type: 'agent', action: 'dropped' });
@@ -497,7 +489,16 @@ describe('reading for the CLI', () => {
     delete net.dev;
     expect(formatRecord(net)).toBe('12:00:01.123 allow net   ns/aaaaaaaaaaaa  pid 42 (ls) egress tcp [2001:db8::1]:443');
 
-    const agent = { ...r, type: 'agent', action: 'dropped', namespace: '', container_id: '', pid: null, comm: '', count: 5 } as unknown as AuditRecord;
+    const agent = {
+      ...r,
+      type: 'agent',
+      action: 'dropped',
+      namespace: '',
+      container_id: '',
+      pid: null,
+      comm: '',
+      count: 5,
+    } as unknown as AuditRecord;
     delete agent.path;
     delete agent.inode;
     delete agent.dev;

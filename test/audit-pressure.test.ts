@@ -14,17 +14,23 @@ let p: SandboxPaths;
 
 function metrics(): Promise<string> {
   return new Promise((resolve, reject) => {
-    http.get({ socketPath: p.metrics, path: '/metrics' }, (res) => {
-      let b = '';
-      res.on('data', (d) => (b += d));
-      res.on('end', () => resolve(b));
-    }).on('error', reject);
+    http
+      .get({ socketPath: p.metrics, path: '/metrics' }, (res) => {
+        let b = '';
+        res.on('data', (d) => (b += d));
+        res.on('end', () => resolve(b));
+      })
+      .on('error', reject);
   });
 }
 
 function fill(): void {
   // Fill the small file system to the last byte: every audit write now fails with ENOSPC.
-  try { execFileSync('dd', ['if=/dev/zero', `of=${mnt}/filler`, 'bs=4k'], { stdio: 'ignore' }); } catch { /* ENOSPC is the point */ }
+  try {
+    execFileSync('dd', ['if=/dev/zero', `of=${mnt}/filler`, 'bs=4k'], { stdio: 'ignore' });
+  } catch {
+    /* ENOSPC is the point */
+  }
 }
 
 beforeAll(async () => {
@@ -38,7 +44,11 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await sandboxDown(dir).catch((e) => console.error(e));
-  try { execFileSync('umount', ['-l', mnt]); } catch { /* not mounted */ }
+  try {
+    execFileSync('umount', ['-l', mnt]);
+  } catch {
+    /* not mounted */
+  }
   fs.rmSync(dir, { recursive: true, force: true });
   fs.rmSync(mnt, { recursive: true, force: true });
 });
@@ -53,7 +63,11 @@ it('a full disk under the audit log: enforcement goes on, status and metrics say
   for (let i = 0; i < 10 && audit().writeErrors === 0; i++) {
     const id = cid('full');
     ids.push(id);
-    const r = runFenced(p, id, { 'cgfence.io/exec-allow': '/bin/sh' }, ['/bin/sh', '-c', '/usr/local/bin/tool-a echo FORBIDDEN-RAN; echo "rc=$?"']);
+    const r = runFenced(p, id, { 'cgfence.io/exec-allow': '/bin/sh' }, [
+      '/bin/sh',
+      '-c',
+      '/usr/local/bin/tool-a echo FORBIDDEN-RAN; echo "rc=$?"',
+    ]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).not.toContain('FORBIDDEN-RAN');
     expect(r.stdout).toMatch(/rc=(126|137)/);
@@ -73,10 +87,14 @@ it('a full disk under the audit log: enforcement goes on, status and metrics say
   fs.rmSync(`${mnt}/filler`);
   // The next write (the next container's records) flushes the backlog, in order.
   runFenced(p, cid('after'), { 'cgfence.io/exec-allow': '/bin/sh' }, ['/bin/true']);
-  const recs = await waitFor('the backlog in the log', () => {
-    void readRecords(p.auditLog).then((x) => (all = x));
-    return all.some((x) => x.container_id === id && x.type === 'exec' && x.action === 'deny') && all;
-  }, 15_000);
+  const recs = await waitFor(
+    'the backlog in the log',
+    () => {
+      void readRecords(p.auditLog).then((x) => (all = x));
+      return all.some((x) => x.container_id === id && x.type === 'exec' && x.action === 'deny') && all;
+    },
+    15_000,
+  );
   expect(recs.some((x) => x.container_id === id && x.type === 'lifecycle' && x.action === 'attach')).toBe(true);
   const verify = cli(p, ['audit', 'verify', p.auditLog]);
   expect(verify.status, verify.stderr).toBe(0);

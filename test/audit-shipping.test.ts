@@ -12,17 +12,46 @@ import { verifyAuditLog } from '../src/audit/audit-verify';
 import { mktemp } from './helpers/kernel';
 
 let dir: string;
-beforeEach(() => { dir = mktemp('cgft-ship'); });
-afterEach(() => { fs.rmSync(dir, { recursive: true, force: true }); });
+beforeEach(() => {
+  dir = mktemp('cgft-ship');
+});
+afterEach(() => {
+  fs.rmSync(dir, { recursive: true, force: true });
+});
 
 function writeSome(file: string): void {
   const log = new AuditLog({
-    path: file, maxBytes: 4000, keep: 50, retryIntervalMs: 0,
-    context: { node: 'node-7', hostname: 'host-7', workloadOf: (ns, id) => (id === 'c1' ? { pod: 'web-0', podNamespace: 'shop', containerName: 'app' } : null) },
+    path: file,
+    maxBytes: 4000,
+    keep: 50,
+    retryIntervalMs: 0,
+    context: {
+      node: 'node-7',
+      hostname: 'host-7',
+      workloadOf: (ns, id) => (id === 'c1' ? { pod: 'web-0', podNamespace: 'shop', containerName: 'app' } : null),
+    },
   });
   for (let i = 0; i < 60; i++) {
-    log.write({ type: 'exec', action: i % 3 ? 'allow' : 'deny', namespace: 'k8s.io', container_id: i % 2 ? 'c1' : 'c2', pid: 100 + i, comm: 'sh', path: `/bin/p${i}`, inode: 5n, dev: '0:1' });
-    if (i % 10 === 0) log.write({ type: 'lifecycle', action: 'policy-update', namespace: 'k8s.io', container_id: 'c1', changes: { 'cgfence.io/egress-deny': '10.0.0.0/8', 'cgfence.io/exec-allow': null }, mode: null });
+    log.write({
+      type: 'exec',
+      action: i % 3 ? 'allow' : 'deny',
+      namespace: 'k8s.io',
+      container_id: i % 2 ? 'c1' : 'c2',
+      pid: 100 + i,
+      comm: 'sh',
+      path: `/bin/p${i}`,
+      inode: 5n,
+      dev: '0:1',
+    });
+    if (i % 10 === 0)
+      log.write({
+        type: 'lifecycle',
+        action: 'policy-update',
+        namespace: 'k8s.io',
+        container_id: 'c1',
+        changes: { 'cgfence.io/egress-deny': '10.0.0.0/8', 'cgfence.io/exec-allow': null },
+        mode: null,
+      });
   }
   log.write({ type: 'agent', action: 'start' });
   log.close();
@@ -35,7 +64,10 @@ describe('shipping the audit log', () => {
     const files = listLogFiles(file);
     expect(files.length).toBeGreaterThan(3);
     // As an at-least-once shipper delivers them: some lines twice, then deduplicated as the doc says.
-    const shipped = files.flatMap((f) => { const ls = fs.readFileSync(f, 'utf8').split('\n').filter(Boolean); return [...ls, ...ls.slice(-2)]; });
+    const shipped = files.flatMap((f) => {
+      const ls = fs.readFileSync(f, 'utf8').split('\n').filter(Boolean);
+      return [...ls, ...ls.slice(-2)];
+    });
     const archive = path.join(dir, 'archive.log');
     fs.writeFileSync(path.join(dir, 'shipped.log'), shipped.join('\n') + '\n');
     execFileSync('sh', ['-c', `awk '!seen[$0]++' ${dir}/shipped.log > ${archive}`]);
@@ -43,18 +75,36 @@ describe('shipping the audit log', () => {
 
     const reserialized = path.join(dir, 'reserialized.log');
     const lines = fs.readFileSync(archive, 'utf8').split('\n').filter(Boolean);
-    fs.writeFileSync(reserialized, lines.map((l) => { const { ts, ...rest } = JSON.parse(l); return JSON.stringify({ ...rest, ts }); }).join('\n') + '\n');
+    fs.writeFileSync(
+      reserialized,
+      lines
+        .map((l) => {
+          const { ts, ...rest } = JSON.parse(l);
+          return JSON.stringify({ ...rest, ts });
+        })
+        .join('\n') + '\n',
+    );
     expect(verifyAuditLog(reserialized).ok).toBe(false);
   });
 
   it('every record has the same fields of the same JSON types, no dotted keys, and names node, host, severity and workload', () => {
     const file = path.join(dir, 'audit.log');
     writeSome(file);
-    const recs = listLogFiles(file).flatMap((f) => fs.readFileSync(f, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>));
+    const recs = listLogFiles(file).flatMap((f) =>
+      fs
+        .readFileSync(f, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+    );
     const types = new Map<string, Set<string>>();
     const walkKeys = (v: unknown, at: string): void => {
       if (Array.isArray(v)) v.forEach((x, i) => walkKeys(x, `${at}[${i}]`));
-      else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) { expect(k, at).not.toContain('.'); walkKeys(x, `${at}.${k}`); }
+      else if (v && typeof v === 'object')
+        for (const [k, x] of Object.entries(v)) {
+          expect(k, at).not.toContain('.');
+          walkKeys(x, `${at}.${k}`);
+        }
     };
     for (const r of recs) {
       walkKeys(r, '');
@@ -70,7 +120,10 @@ describe('shipping the audit log', () => {
     for (const [k, ts] of types) expect([...ts], k).toHaveLength(1);
     expect(types.get('pid')).toEqual(new Set(['number']));
     const upd = recs.find((r) => r.action === 'policy-update')!;
-    expect(upd.changes).toEqual([{ key: 'cgfence.io/egress-deny', value: '10.0.0.0/8' }, { key: 'cgfence.io/exec-allow', value: null }]);
+    expect(upd.changes).toEqual([
+      { key: 'cgfence.io/egress-deny', value: '10.0.0.0/8' },
+      { key: 'cgfence.io/exec-allow', value: null },
+    ]);
     expect(upd).not.toHaveProperty('mode');
     expect(recs.find((r) => r.action === 'deny')!.severity).toBe('warning');
   });

@@ -23,7 +23,17 @@ let bundle2 = '';
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cgfence-runc-diff-'));
   probe = path.join(tmp, 'args-probe');
-  execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-std=gnu11', path.join(repo, 'test/fuzz/args-probe.c'), path.join(repo, 'native/cgfence-runc/args.c'), '-o', probe]);
+  execFileSync('gcc', [
+    '-O2',
+    '-Wall',
+    '-Wextra',
+    '-Werror',
+    '-std=gnu11',
+    path.join(repo, 'test/fuzz/args-probe.c'),
+    path.join(repo, 'native/cgfence-runc/args.c'),
+    '-o',
+    probe,
+  ]);
   runc = execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim();
   bundle = path.join(tmp, 'b');
   bundle2 = path.join(tmp, 'b2');
@@ -49,36 +59,167 @@ function prng(seed: number): () => number {
   };
 }
 
-const GLOBAL = ['--debug', '-debug=false', '--log', 'runc.log', '--log-format=json', '--log-format', 'text', '--systemd-cgroup=0',
-  '-h', '-h=0', '--help=false', '-h=1', '-help=F', '-v', '-v=f', '--version=0', '--version=true', '--', '-x', '--criu=c', '---root',
-  '-root', 'r2', '--rootless=false', '-', '-=x', 'create'];
-const SUBS = ['create', 'create', 'create', 'run', 'run', 'restore', 'start', 'state', 'delete', 'kill', 'help', 'h', 'features', 'crate', ''];
-const CMD = ['c1', 'c1', 'c2', '-b', '--bundle', '../b2', '--bundle=../b2', '-b=', '-bundle', '--pid-file', 'p.pid', '--pid-file=p.pid',
-  '--no-pivot', '--no-pivot=false', '--no-new-keyring=T', '-d', '--detach=t', '--keep', '-keep=0', '--no-subreaper', '-h=0', '--help=false',
-  '-h', '--help', '-v', '-v=f', '--version=0', '--', '--', '-pidfd-socket', '--pidfd-socket', '--preserve-fds=0', '--preserve-fds', '1',
-  '--preserve-fds=0x1', '---bundle', '-', '--console-socket', 'cs.sock', '-b=../b2', '-=', '--=c1', '-c1', 'run', 'create', '--image-path', 'img'];
+const GLOBAL = [
+  '--debug',
+  '-debug=false',
+  '--log',
+  'runc.log',
+  '--log-format=json',
+  '--log-format',
+  'text',
+  '--systemd-cgroup=0',
+  '-h',
+  '-h=0',
+  '--help=false',
+  '-h=1',
+  '-help=F',
+  '-v',
+  '-v=f',
+  '--version=0',
+  '--version=true',
+  '--',
+  '-x',
+  '--criu=c',
+  '---root',
+  '-root',
+  'r2',
+  '--rootless=false',
+  '-',
+  '-=x',
+  'create',
+];
+const SUBS = [
+  'create',
+  'create',
+  'create',
+  'run',
+  'run',
+  'restore',
+  'start',
+  'state',
+  'delete',
+  'kill',
+  'help',
+  'h',
+  'features',
+  'crate',
+  '',
+];
+const CMD = [
+  'c1',
+  'c1',
+  'c2',
+  '-b',
+  '--bundle',
+  '../b2',
+  '--bundle=../b2',
+  '-b=',
+  '-bundle',
+  '--pid-file',
+  'p.pid',
+  '--pid-file=p.pid',
+  '--no-pivot',
+  '--no-pivot=false',
+  '--no-new-keyring=T',
+  '-d',
+  '--detach=t',
+  '--keep',
+  '-keep=0',
+  '--no-subreaper',
+  '-h=0',
+  '--help=false',
+  '-h',
+  '--help',
+  '-v',
+  '-v=f',
+  '--version=0',
+  '--',
+  '--',
+  '-pidfd-socket',
+  '--pidfd-socket',
+  '--preserve-fds=0',
+  '--preserve-fds',
+  '1',
+  '--preserve-fds=0x1',
+  '---bundle',
+  '-',
+  '--console-socket',
+  'cs.sock',
+  '-b=../b2',
+  '-=',
+  '--=c1',
+  '-c1',
+  'run',
+  'create',
+  '--image-path',
+  'img',
+];
 
 function corpus(): string[][] {
   const fixed: string[][] = [
     // containerd's runc.v2 shim (go-runc)
     ['--root', 'r', '--log', 'log.json', '--log-format', 'json', 'create', '--bundle', bundle, '--pid-file', 'init.pid', 'c1'],
-    ['--root', 'r', '--log', 'log.json', '--log-format', 'json', 'create', '--bundle', bundle, '--pid-file', 'init.pid', '--console-socket', 'cs.sock', 'c1'],
-    ['--root', 'r', '--log', 'log.json', '--log-format', 'json', 'create', '--bundle', bundle, '--pid-file', 'init.pid', '--no-pivot', '--preserve-fds', '2', 'c1'],
+    [
+      '--root',
+      'r',
+      '--log',
+      'log.json',
+      '--log-format',
+      'json',
+      'create',
+      '--bundle',
+      bundle,
+      '--pid-file',
+      'init.pid',
+      '--console-socket',
+      'cs.sock',
+      'c1',
+    ],
+    [
+      '--root',
+      'r',
+      '--log',
+      'log.json',
+      '--log-format',
+      'json',
+      'create',
+      '--bundle',
+      bundle,
+      '--pid-file',
+      'init.pid',
+      '--no-pivot',
+      '--preserve-fds',
+      '2',
+      'c1',
+    ],
     ['--root', 'r', '--log', 'log.json', '--log-format', 'json', 'start', 'c1'],
     ['--root', 'r', '--log', 'log.json', '--log-format', 'json', 'delete', '--force', 'c1'],
     ['--root', 'r', '--log', 'log.json', '--log-format', 'json', 'restore', '--detach', '--bundle', bundle, '--image-path', 'img', 'c1'],
     // the four shapes of issue 18
-    ['-h=0', 'create', 'c1'], ['--help=false', 'create', 'c1'], ['-v=f', 'create', 'c1'], ['--version=0', 'create', 'c1'],
+    ['-h=0', 'create', 'c1'],
+    ['--help=false', 'create', 'c1'],
+    ['-v=f', 'create', 'c1'],
+    ['--version=0', 'create', 'c1'],
     ['create', bundle2, 'c1', '--bundle'],
-    ['create', '-v', '--'], ['create', '--version', '--'], ['create', '-pidfd-socket', '--'],
-    ['run', 'c1'], ['run', '-d', 'c1'], ['run', '-h=0', '--', 'c1'],
+    ['create', '-v', '--'],
+    ['create', '--version', '--'],
+    ['create', '-pidfd-socket', '--'],
+    ['run', 'c1'],
+    ['run', '-d', 'c1'],
+    ['run', '-h=0', '--', 'c1'],
   ];
   const rnd = prng(18);
   const pick = <T>(a: T[]): T => a[Math.floor(rnd() * a.length)];
   const out = [...fixed];
   // Half are valid lines with one to three mutations (insert, replace, delete a token), so
   // that many of them still start a container and the comparison has something to compare.
-  const bases = fixed.filter((l) => l.includes('create') || l.includes('run')).concat([['create', 'c1'], ['run', '-d', 'c1'], ['create', '-b', '../b2', 'c1']]);
+  const bases = fixed
+    .filter((l) => l.includes('create') || l.includes('run'))
+    .concat([
+      ['create', 'c1'],
+      ['run', '-d', 'c1'],
+      ['create', '-b', '../b2', 'c1'],
+    ]);
   while (out.length < LINES / 2) {
     const line = [...pick(bases)];
     const m = 1 + Math.floor(rnd() * 3);
@@ -125,18 +266,26 @@ function realRunc(args: string[]): Promise<string | null> {
 describe('cgfence-runc command lines against the real runc', () => {
   it(`never passes through a line runc would start a container from (${LINES} lines)`, async () => {
     const lines = corpus().map((l) => ['--root', path.join(tmp, 'root'), ...l]);
-    const verdicts = execFileSync(probe, { input: lines.map((l) => l.join('\x1f')).join('\n') + '\n', encoding: 'utf8', maxBuffer: 64 << 20 })
-      .split('\n').slice(0, -1).map((l) => l.split('\x1f'));
+    const verdicts = execFileSync(probe, {
+      input: lines.map((l) => l.join('\x1f')).join('\n') + '\n',
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+    })
+      .split('\n')
+      .slice(0, -1)
+      .map((l) => l.split('\x1f'));
     expect(verdicts).toHaveLength(lines.length);
 
     const runcSays: (string | null)[] = new Array(lines.length);
     let next = 0;
-    await Promise.all(Array.from({ length: PARALLEL }, async () => {
-      while (next < lines.length) {
-        const i = next++;
-        runcSays[i] = await realRunc(lines[i]);
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: PARALLEL }, async () => {
+        while (next < lines.length) {
+          const i = next++;
+          runcSays[i] = await realRunc(lines[i]);
+        }
+      }),
+    );
 
     const wrong: string[] = [];
     let starts = 0;
@@ -155,7 +304,9 @@ describe('cgfence-runc command lines against the real runc', () => {
         fenced++;
       }
     }
-    console.log(`differential: ${lines.length} lines, runc starts from ${starts}: ${fenced} fenced with runc's bundle, ${starts - fenced} refused`);
+    console.log(
+      `differential: ${lines.length} lines, runc starts from ${starts}: ${fenced} fenced with runc's bundle, ${starts - fenced} refused`,
+    );
     expect(wrong.slice(0, 20)).toEqual([]);
     // The corpus must exercise both sides, or the comparison proves nothing.
     expect(starts).toBeGreaterThan(150);

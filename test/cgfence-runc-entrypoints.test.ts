@@ -68,7 +68,12 @@ function runcState(id: string): string | null {
 
 function auditFor(id: string): Array<Record<string, unknown>> {
   if (!fs.existsSync(p.auditLog)) return [];
-  return fs.readFileSync(p.auditLog, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((r) => r.container_id === id);
+  return fs
+    .readFileSync(p.auditLog, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l))
+    .filter((r) => r.container_id === id);
 }
 
 function cleanup(id: string): void {
@@ -126,7 +131,10 @@ describe('runc run through cgfence-runc', () => {
   it('foreground: a signal to the launcher goes to the container init, --keep keeps it', async () => {
     const id = cid('run-sig');
     const b = bundle(id, ['/bin/sh', '-c', 'trap "echo got-term; exit 7" TERM; echo ready; while :; do sleep 1; done'], ALLOW_SH);
-    const child = spawn(p.runc, ['--root', runcRoot, 'run', '--keep', '--bundle', b, id], { env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(p.runc, ['--root', runcRoot, 'run', '--keep', '--bundle', b, id], {
+      env: env(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     const exit = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
@@ -151,7 +159,7 @@ describe('runc run through cgfence-runc', () => {
     cleanup(id);
   });
 
-  it('a refused policy: nothing is created, the reason is the launcher\'s answer', () => {
+  it("a refused policy: nothing is created, the reason is the launcher's answer", () => {
     const id = cid('run-bad');
     const b = bundle(id, PROBE, { 'cgfence.io/egress-allow': '10.0.0.300/8' });
     const r = launcher(['run', '--bundle', b, id]);
@@ -186,7 +194,18 @@ describe('the daemon is down', () => {
   beforeAll(async () => {
     const pid = Number(fs.readFileSync(p.daemonPid, 'utf8'));
     process.kill(pid, 'SIGKILL');
-    await waitFor('the daemon to be gone', () => { try { process.kill(pid, 0); return false; } catch { return true; } }, 20_000);
+    await waitFor(
+      'the daemon to be gone',
+      () => {
+        try {
+          process.kill(pid, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      },
+      20_000,
+    );
   });
 
   it('a container that asks for nothing starts: create, and run', () => {

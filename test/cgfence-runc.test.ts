@@ -139,17 +139,24 @@ function goRuncCreate(opts: { id?: string; bundle?: string; log?: string; format
   const bundle = opts.bundle ?? path.join(tmp, 'bundle');
   const log = opts.log ?? path.join(tmp, 'log.json');
   return [
-    '--root', path.join(tmp, 'runc-root'),
-    '--log', log,
-    '--log-format', opts.format ?? 'json',
+    '--root',
+    path.join(tmp, 'runc-root'),
+    '--log',
+    log,
+    '--log-format',
+    opts.format ?? 'json',
     '--systemd-cgroup',
     '--rootless=false',
     'create',
-    '--bundle', bundle,
-    '--pid-file', path.join(bundle, 'init.pid'),
-    '--console-socket', path.join(tmp, 'console.sock'),
+    '--bundle',
+    bundle,
+    '--pid-file',
+    path.join(bundle, 'init.pid'),
+    '--console-socket',
+    path.join(tmp, 'console.sock'),
     '--no-pivot',
-    '--preserve-fds', '0',
+    '--preserve-fds',
+    '0',
     opts.id ?? 'c1',
   ];
 }
@@ -191,10 +198,23 @@ afterEach(async () => {
 });
 
 describe('pass-through', () => {
-  for (const [sub, code] of [['state', 0], ['start', 3], ['delete', 7]] as const) {
+  for (const [sub, code] of [
+    ['state', 0],
+    ['start', 3],
+    ['delete', 7],
+  ] as const) {
     it(`${sub}: same argv to runc, exit code ${code} propagated, daemon untouched`, async () => {
-      const args = ['--root', '/run/containerd/runc/k8s.io', '--log', path.join(tmp, 'log.json'),
-        '--log-format', 'json', sub, ...(sub === 'delete' ? ['--force'] : []), 'c1'];
+      const args = [
+        '--root',
+        '/run/containerd/runc/k8s.io',
+        '--log',
+        path.join(tmp, 'log.json'),
+        '--log-format',
+        'json',
+        sub,
+        ...(sub === 'delete' ? ['--force'] : []),
+        'c1',
+      ];
       const r = await run(args, { FAKE_RUNC_EXIT: String(code) });
       expect(r.code).toBe(code);
       expect(runcCalls()).toEqual([args]);
@@ -240,7 +260,10 @@ describe('create', () => {
     expect(r.code).toBe(0);
     expect(runcCalls()).toEqual([args]);
     const common = { id: 'c1', bundle: path.join(tmp, 'bundle'), runcRoot: path.join(tmp, 'runc-root') };
-    expect(requests).toEqual([{ op: 'prepare', ...common }, { op: 'attach', ...common, pid: 31337 }]);
+    expect(requests).toEqual([
+      { op: 'prepare', ...common },
+      { op: 'attach', ...common, pid: 31337 },
+    ]);
     // One connection for both: the daemon answers a connection's requests in order.
     expect(connections).toBe(1);
     expect(fs.existsSync(path.join(tmp, 'log.json'))).toBe(false);
@@ -253,7 +276,10 @@ describe('create', () => {
     expect(r.stderr).toBe('fake runc stderr\n');
     expect(r.code).toBe(0);
     expect(runcCalls()).toEqual([args]);
-    expect(requests.map((q) => [q.op, q.pid])).toEqual([['prepare', undefined], ['attach', 31337]]);
+    expect(requests.map((q) => [q.op, q.pid])).toEqual([
+      ['prepare', undefined],
+      ['attach', 31337],
+    ]);
     expect(connections).toBe(2);
   });
 
@@ -267,13 +293,22 @@ describe('create', () => {
   });
 
   it('anything but an explicit "fence":false keeps the attach', async () => {
-    for (const reply of ['{"ok":true}', '{"ok":true,"fence":true}', '{"ok":true,"fence":"false"}', '{"ok":true,"fence":0}', '{"ok":true,"fence":null}']) {
+    for (const reply of [
+      '{"ok":true}',
+      '{"ok":true,"fence":true}',
+      '{"ok":true,"fence":"false"}',
+      '{"ok":true,"fence":0}',
+      '{"ok":true,"fence":null}',
+    ]) {
       requests = [];
       fs.rmSync(record, { force: true });
       answer = () => reply;
       const r = await run(goRuncCreate());
       expect(r.code, reply).toBe(0);
-      expect(requests.map((q) => q.op), reply).toEqual(['prepare', 'attach']);
+      expect(
+        requests.map((q) => q.op),
+        reply,
+      ).toEqual(['prepare', 'attach']);
     }
   });
 
@@ -286,7 +321,10 @@ describe('create', () => {
     requests = [];
     r = await run(['create', '--pid-file=init.pid', 'c3'], {}, b);
     expect(r.code).toBe(0);
-    expect(requests.map((q) => [q.op, q.bundle, q.pid])).toEqual([['prepare', b, undefined], ['attach', b, 4242]]);
+    expect(requests.map((q) => [q.op, q.bundle, q.pid])).toEqual([
+      ['prepare', b, undefined],
+      ['attach', b, 4242],
+    ]);
   });
 
   it('accepts flags after the id and -b=, as runc does', async () => {
@@ -322,9 +360,7 @@ describe('create', () => {
     const log = path.join(tmp, 'log.txt');
     const r = await run(goRuncCreate({ log, format: 'text' }));
     expect(r.code).toBe(1);
-    expect(fs.readFileSync(log, 'utf8')).toMatch(
-      /^time="\d{4}-\d\d-\d\dT[\d:.]+Z" level=error msg="cgfence: bad \\"value\\""\n$/,
-    );
+    expect(fs.readFileSync(log, 'utf8')).toMatch(/^time="\d{4}-\d\d-\d\dT[\d:.]+Z" level=error msg="cgfence: bad \\"value\\""\n$/);
   });
 
   it('decodes the JSON escapes of the daemon error (\\" \\\\ \\n \\t \\uXXXX, surrogate pairs)', async () => {
@@ -349,7 +385,8 @@ describe('create', () => {
   });
 
   it('attach refused: the container is deleted with the same global flags, exit 1', async () => {
-    answer = (req) => (req.op === 'attach' ? JSON.stringify({ ok: false, error: 'cannot attach exec fence: no cgroup' }) : '{"ok":true,"policy":{}}');
+    answer = (req) =>
+      req.op === 'attach' ? JSON.stringify({ ok: false, error: 'cannot attach exec fence: no cgroup' }) : '{"ok":true,"policy":{}}';
     const args = goRuncCreate();
     const r = await run(args);
     expect(r.code).toBe(1);
@@ -392,7 +429,9 @@ describe('create', () => {
     answer = () => null;
     const r = await run(goRuncCreate(), { CGFENCE_FAIL_MODE: 'open' });
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^cgfence: daemon at .* gave no usable answer to prepare \(the daemon closed the connection without replying\); refusing to create c1\n$/);
+    expect(r.stderr).toMatch(
+      /^cgfence: daemon at .* gave no usable answer to prepare \(the daemon closed the connection without replying\); refusing to create c1\n$/,
+    );
     expect(runcCalls()).toEqual([]);
   });
 
@@ -513,7 +552,10 @@ describe('command lines runc reads as a create (issue 18)', () => {
       const args = [flag, 'create', '--pid-file', pidFile(), 'c1'];
       const r = await run(args, {}, path.join(tmp, 'bundle'));
       expect(r.code, r.stderr).toBe(0);
-      expect(requests.map((q) => [q.op, q.id, q.bundle])).toEqual([['prepare', 'c1', path.join(tmp, 'bundle')], ['attach', 'c1', path.join(tmp, 'bundle')]]);
+      expect(requests.map((q) => [q.op, q.id, q.bundle])).toEqual([
+        ['prepare', 'c1', path.join(tmp, 'bundle')],
+        ['attach', 'c1', path.join(tmp, 'bundle')],
+      ]);
       expect(runcCalls()).toEqual([args]);
     }
   });
@@ -544,7 +586,10 @@ describe('command lines runc reads as a create (issue 18)', () => {
       [['create', '--pid-file', pidFile(), '-b', 'x', '--bundle', 'y', 'c1'], /Cannot use two forms of the same flag/],
       [['create', '--pid-file', pidFile(), '--preserve-fds=0x1', 'c1'], /not a plain decimal count/],
       [['create', '--pid-file', pidFile(), '---bundle', 'x', 'c1'], /bad flag syntax: ---bundle/],
-      [['--frobnicate', 'create', 'c1'], /would not accept this command line \(flag provided but not defined: -frobnicate\), and it names create/],
+      [
+        ['--frobnicate', 'create', 'c1'],
+        /would not accept this command line \(flag provided but not defined: -frobnicate\), and it names create/,
+      ],
       [['create', '--pid-file', pidFile(), '--help=maybe', 'c1'], /invalid boolean value "maybe" for -help/],
     ];
     for (const [args, want] of cases) {
@@ -559,7 +604,13 @@ describe('command lines runc reads as a create (issue 18)', () => {
   });
 
   it('passes through runc help for a command, and other commands with flags it does not know', async () => {
-    for (const args of [['run', '-h'], ['create', '--help=true'], ['help', 'create'], ['exec', '--frobnicate', 'c1'], ['-v=1', 'create', 'c1']]) {
+    for (const args of [
+      ['run', '-h'],
+      ['create', '--help=true'],
+      ['help', 'create'],
+      ['exec', '--frobnicate', 'c1'],
+      ['-v=1', 'create', 'c1'],
+    ]) {
       fs.rmSync(record, { force: true });
       const r = await run(args);
       expect(r.code, args.join(' ')).toBe(0);
@@ -618,7 +669,10 @@ describe('containers that ask for nothing (issue 14, deliverable 6)', () => {
   const create = () => ['create', '--bundle', plain(), '--pid-file', path.join(plain(), 'init.pid'), 'c1'];
   beforeEach(() => {
     fs.mkdirSync(plain(), { recursive: true });
-    fs.writeFileSync(path.join(plain(), 'config.json'), JSON.stringify({ ociVersion: '1.0.2', process: { args: ['sh'] }, annotations: { 'io.example/x': 'y' } }));
+    fs.writeFileSync(
+      path.join(plain(), 'config.json'),
+      JSON.stringify({ ociVersion: '1.0.2', process: { args: ['sh'] }, annotations: { 'io.example/x': 'y' } }),
+    );
     fs.writeFileSync(hint(), '# written by the cgfence daemon\ndefault_profile=\n');
   });
 
@@ -631,14 +685,26 @@ describe('containers that ask for nothing (issue 14, deliverable 6)', () => {
 
   it('ask the daemon when the node has a defaultProfile, the note is missing or unreadable, or the bundle is annotated', async () => {
     const variants: Array<() => Record<string, string>> = [
-      () => { fs.writeFileSync(hint(), 'default_profile=baseline\n'); return { CGFENCE_NODE_HINT: hint() }; },
-      () => ({ CGFENCE_NODE_HINT: path.join(tmp, 'no-such-hint.conf') }),
-      () => { fs.writeFileSync(hint(), 'default_profile=\ndefault_profile=\n'); return { CGFENCE_NODE_HINT: hint() }; },
       () => {
-        fs.writeFileSync(path.join(plain(), 'config.json'), JSON.stringify({ ociVersion: '1.0.2', Annotations: { 'cgfence.io/mode': 'learn' } }));
+        fs.writeFileSync(hint(), 'default_profile=baseline\n');
         return { CGFENCE_NODE_HINT: hint() };
       },
-      () => { fs.writeFileSync(path.join(plain(), 'config.json'), '{"annotations":{}'); return { CGFENCE_NODE_HINT: hint() }; },
+      () => ({ CGFENCE_NODE_HINT: path.join(tmp, 'no-such-hint.conf') }),
+      () => {
+        fs.writeFileSync(hint(), 'default_profile=\ndefault_profile=\n');
+        return { CGFENCE_NODE_HINT: hint() };
+      },
+      () => {
+        fs.writeFileSync(
+          path.join(plain(), 'config.json'),
+          JSON.stringify({ ociVersion: '1.0.2', Annotations: { 'cgfence.io/mode': 'learn' } }),
+        );
+        return { CGFENCE_NODE_HINT: hint() };
+      },
+      () => {
+        fs.writeFileSync(path.join(plain(), 'config.json'), '{"annotations":{}');
+        return { CGFENCE_NODE_HINT: hint() };
+      },
     ];
     for (const v of variants) {
       requests = [];

@@ -32,8 +32,17 @@ const events: ExecEvent[] = [];
 const started = new Set<ChildProcessWithoutNullStreams>();
 let probe: string, allowedMarker: string, forbidden: string, unshareBin: string;
 
-interface Finished { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
-interface NsProc { initPid: number; release(): void; done: Promise<Finished> }
+interface Finished {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+interface NsProc {
+  initPid: number;
+  release(): void;
+  done: Promise<Finished>;
+}
 
 function childrenOf(pid: number): number[] {
   try {
@@ -52,13 +61,16 @@ async function startInPidns(argv: string[], env: NodeJS.ProcessEnv = {}): Promis
     env: { PATH: '/usr/bin:/bin', ...env },
   });
   started.add(child);
-  let stdout = '', stderr = '';
+  let stdout = '',
+    stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
   child.stderr.on('data', (d) => (stderr += d));
-  const done = new Promise<Finished>((resolve) => child.on('close', (code, signal) => {
-    started.delete(child);
-    resolve({ code, signal, stdout, stderr });
-  }));
+  const done = new Promise<Finished>((resolve) =>
+    child.on('close', (code, signal) => {
+      started.delete(child);
+      resolve({ code, signal, stdout, stderr });
+    }),
+  );
   const initPid = await waitFor('the namespace init', () => {
     const c = childrenOf(child.pid!)[0];
     if (!c) return undefined;
@@ -77,7 +89,11 @@ function marker(tag: string): string {
 }
 
 /** Runs argv in a new pid namespace fenced with allow (plus /bin/sh, which holds it). */
-async function runFencedNs(argv: string[], allow: string[], mode: 'enforce' | 'audit' = 'enforce'): Promise<Finished & { ran: boolean; killed: boolean; fenceId: bigint }> {
+async function runFencedNs(
+  argv: string[],
+  allow: string[],
+  mode: 'enforce' | 'audit' = 'enforce',
+): Promise<Finished & { ran: boolean; killed: boolean; fenceId: bigint }> {
   const m = marker('ns');
   const ns = await startInPidns(argv, { CGFENCE_MARKER: m });
   const { fenceId } = fencePidnsExecs(fence, { pid: ns.initPid, mode, execAllow: ['/bin/sh', ...allow] });
@@ -105,13 +121,18 @@ beforeAll(() => {
 });
 
 afterAll(() => {
-  for (const c of started) try { process.kill(c.pid!, 'SIGKILL'); } catch { /* gone */ }
+  for (const c of started)
+    try {
+      process.kill(c.pid!, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
   fence?.close({ detach: true });
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
 describe('pid namespace identity', () => {
-  it('computes the fence id the kernel computes: inode, and the init\'s start time', async () => {
+  it("computes the fence id the kernel computes: inode, and the init's start time", async () => {
     const ns = await startInPidns(['/bin/true']);
     try {
       const id = containerPidns(ns.initPid);
@@ -148,7 +169,8 @@ describe('pid namespace identity', () => {
       const cg = cgroupV2PathOfPid(ns.initPid);
       const auto = chooseScope(ns.initPid, cg, 'auto');
       expect(auto.backend).toBe('pidns-tracepoint');
-      if (auto.backend === 'pidns-tracepoint') expect(auto.why).toMatch(/is the root of the hierarchy|shares its cgroup v2 .* with its parent pid/);
+      if (auto.backend === 'pidns-tracepoint')
+        expect(auto.why).toMatch(/is the root of the hierarchy|shares its cgroup v2 .* with its parent pid/);
       expect(chooseScope(ns.initPid, cg, 'v1').backend).toBe('pidns-tracepoint');
       expect(() => chooseScope(ns.initPid, cg, 'v2')).toThrow(/cannot be fenced by cgroup/);
     } finally {
@@ -165,7 +187,7 @@ describe('exec fence by pid namespace (enforce)', () => {
     expect(r.ran).toBe(true);
   });
 
-  it('kills a forbidden program before its first instruction and reports it with the namespace\'s fence id', async () => {
+  it("kills a forbidden program before its first instruction and reports it with the namespace's fence id", async () => {
     const r = await runFencedNs([forbidden], [allowedMarker]);
     expect(r.killed).toBe(true);
     expect(r.ran).toBe(false);
@@ -197,7 +219,10 @@ describe('exec fence by pid namespace (enforce)', () => {
     const copy = path.join(dir, 'copy-of-allowed');
     fs.copyFileSync(allowedMarker, copy);
     fs.chmodSync(copy, 0o755);
-    for (const argv of [[probe, 'execve', copy], [probe, 'memfd', allowedMarker]]) {
+    for (const argv of [
+      [probe, 'execve', copy],
+      [probe, 'memfd', allowedMarker],
+    ]) {
       const r = await runFencedNs(argv, [probe, allowedMarker]);
       expect(r.ran, argv.join(' ')).toBe(false);
       expect(r.killed).toBe(true);
@@ -217,7 +242,7 @@ describe('exec fence by pid namespace (enforce)', () => {
     fence.unfence(ok.fenceId);
   });
 
-  it('binds the fence to this namespace\'s init: the same inode with another start time is not this namespace', async () => {
+  it("binds the fence to this namespace's init: the same inode with another start time is not this namespace", async () => {
     const m = marker('stale');
     const ns = await startInPidns([forbidden], { CGFENCE_MARKER: m });
     const real = containerPidns(ns.initPid);
@@ -339,7 +364,8 @@ describe('connect audit (network on the pid-namespace backend)', () => {
   it('says the network rules are unenforceable, refuses enforce, and audits outbound TCP connects as net records', async () => {
     const records: AuditInput[] = [];
     const audit = new NetworkV1Audit({
-      pinDir: `/sys/fs/bpf/${uniqueName('cgft-v1-net')}`, sink: collectingSink(records),
+      pinDir: `/sys/fs/bpf/${uniqueName('cgft-v1-net')}`,
+      sink: collectingSink(records),
     });
     const server = net.createServer((s) => s.destroy());
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -348,19 +374,41 @@ describe('connect audit (network on the pid-namespace backend)', () => {
     try {
       const ctx = (mode: string): AttachContext<'network'> => {
         const annotations = { 'cgfence.io/mode': mode, 'cgfence.io/egress-allow': '10.0.0.0/8' };
-        return { namespace: 'test', id: 'netv1', bundle: '', pid: ns.initPid, cgroupPath: null, cgroupId: null, policy: parseAnnotations(annotations), annotations, state: {} };
+        return {
+          namespace: 'test',
+          id: 'netv1',
+          bundle: '',
+          pid: ns.initPid,
+          cgroupPath: null,
+          cgroupId: null,
+          policy: parseAnnotations(annotations),
+          annotations,
+          state: {},
+        };
       };
       expect(audit.controlState(ctx('enforce').policy)).toMatch(/^unenforceable: CGROUP_SKB/);
       expect(() => audit.attach(ctx('enforce'))).toThrow(/no network rule is enforced.*refusing to start in enforce mode/);
       const c = ctx('audit');
       expect(audit.attach(c)).toMatch(/^unenforceable: .*outbound TCP connection attempts are audited/);
-      expect(records.find((r) => r.type === 'agent')).toMatchObject({ action: 'network-unenforceable', container_id: 'netv1', backend: 'pidns-tracepoint' });
+      expect(records.find((r) => r.type === 'agent')).toMatchObject({
+        action: 'network-unenforceable',
+        container_id: 'netv1',
+        backend: 'pidns-tracepoint',
+      });
       ns.release();
       expect((await ns.done).code).toBe(0);
       const rec = await waitFor('a net record', () => records.find((r) => r.type === 'net'));
       expect(rec).toMatchObject({
-        action: 'audit', container_id: 'netv1', namespace: 'test', daddr: '127.0.0.1', dport: port, direction: 'egress',
-        proto: 'tcp', verdict: 'deny', enforced: false, rule: 'default deny (cgfence.io/egress-allow is set)',
+        action: 'audit',
+        container_id: 'netv1',
+        namespace: 'test',
+        daddr: '127.0.0.1',
+        dport: port,
+        direction: 'egress',
+        proto: 'tcp',
+        verdict: 'deny',
+        enforced: false,
+        rule: 'default deny (cgfence.io/egress-allow is set)',
       });
       expect(audit.detach(c)).toMatchObject({ net_connects_seen: 1, net_connects_would_deny: 1 });
       expect(audit.kernel.watched()).toEqual([]);
@@ -425,8 +473,13 @@ describe('end to end: the daemon in --cgroup-mode v1 with real containerd', () =
       '/usr/local/bin/tool-b execve /bin/busybox echo PROBE-OK; echo "probe rc=$?"',
       '/usr/local/bin/tool-b memfd /bin/busybox echo MEMFD-RAN; echo "memfd rc=$?"',
     ].join('; ');
-    const r = runFenced(p, id, { 'cgfence.io/exec-allow': '/bin/sh,/usr/local/bin/tool-b' }, ['/bin/sh', '-c', script],
-      ['--mount', `type=bind,src=${path.join(probeDir, 'exec-probe')},dst=/usr/local/bin/tool-b,options=rbind:ro`]);
+    const r = runFenced(
+      p,
+      id,
+      { 'cgfence.io/exec-allow': '/bin/sh,/usr/local/bin/tool-b' },
+      ['/bin/sh', '-c', script],
+      ['--mount', `type=bind,src=${path.join(probeDir, 'exec-probe')},dst=/usr/local/bin/tool-b,options=rbind:ro`],
+    );
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('ALLOWED-RAN');
     expect(r.stdout).toContain('PROBE-OK');
@@ -454,8 +507,13 @@ describe('end to end: the daemon in --cgroup-mode v1 with real containerd', () =
     const script = path.join(probeDir, 'script');
     fs.writeFileSync(script, '#!/usr/local/bin/tool-a\n', { mode: 0o755 });
     const id = cid('v1-script');
-    const r = runFenced(p, id, { 'cgfence.io/exec-allow': '/bin/sh,/usr/local/bin/tool-b' }, ['/bin/sh', '-c', '/usr/local/bin/tool-b; echo "script rc=$?"'],
-      ['--mount', `type=bind,src=${script},dst=/usr/local/bin/tool-b,options=rbind:ro`]);
+    const r = runFenced(
+      p,
+      id,
+      { 'cgfence.io/exec-allow': '/bin/sh,/usr/local/bin/tool-b' },
+      ['/bin/sh', '-c', '/usr/local/bin/tool-b; echo "script rc=$?"'],
+      ['--mount', `type=bind,src=${script},dst=/usr/local/bin/tool-b,options=rbind:ro`],
+    );
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('script rc=137');
     expect(r.stderr).not.toContain('applet not found');
@@ -472,7 +530,11 @@ describe('end to end: the daemon in --cgroup-mode v1 with real containerd', () =
 
   it('audit mode lets a forbidden program run and records it', async () => {
     const id = cid('v1-audit');
-    const r = runFenced(p, id, { ...ALLOW_SH, 'cgfence.io/mode': 'audit' }, ['/bin/sh', '-c', '(exec -a echo /usr/local/bin/tool-a AUDITED-RAN)']);
+    const r = runFenced(p, id, { ...ALLOW_SH, 'cgfence.io/mode': 'audit' }, [
+      '/bin/sh',
+      '-c',
+      '(exec -a echo /usr/local/bin/tool-a AUDITED-RAN)',
+    ]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('AUDITED-RAN');
     let recs: Awaited<ReturnType<typeof recordsOf>> = [];
@@ -491,19 +553,29 @@ describe('end to end: the daemon in --cgroup-mode v1 with real containerd', () =
     try {
       const r = cli(p, ['ps', '--json']);
       expect(r.status, r.stderr).toBe(0);
-      const row = (JSON.parse(r.stdout) as Array<{ id: string; backend: Record<string, string>; controls: Record<string, string> }>).find((c) => c.id === id);
+      const row = (JSON.parse(r.stdout) as Array<{ id: string; backend: Record<string, string>; controls: Record<string, string> }>).find(
+        (c) => c.id === id,
+      );
       expect(row?.backend.exec).toBe('pidns-tracepoint');
       expect(row?.controls.exec).toBe('enforced');
       expect(cli(p, ['ps', '-o', 'wide']).stdout).toMatch(new RegExp(`default/${id}.*pidns-tracepoint`));
     } finally {
       ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-      await waitFor('the task to stop', () => ctr(p, ['task', 'delete', id]).status === 0 || !ctr(p, ['task', 'ls']).stdout.includes(id), 20_000).catch(() => {});
+      await waitFor(
+        'the task to stop',
+        () => ctr(p, ['task', 'delete', id]).status === 0 || !ctr(p, ['task', 'ls']).stdout.includes(id),
+        20_000,
+      ).catch(() => {});
       ctr(p, ['containers', 'delete', id]);
     }
-    await waitFor('detach after exit', () => {
-      const r = cli(p, ['ps', '--json']);
-      return r.status === 0 && !(JSON.parse(r.stdout) as Array<{ id: string }>).some((c) => c.id === id);
-    }, 20_000);
+    await waitFor(
+      'detach after exit',
+      () => {
+        const r = cli(p, ['ps', '--json']);
+        return r.status === 0 && !(JSON.parse(r.stdout) as Array<{ id: string }>).some((c) => c.id === id);
+      },
+      20_000,
+    );
     const s = JSON.parse(cli(p, ['status', '--json']).stdout);
     expect(s.kernel.backends.exec.fences['pidns-tracepoint']).toBe(0);
   });
@@ -516,7 +588,9 @@ describe('end to end: the daemon in --cgroup-mode v1 with real containerd', () =
     ctr(p, ['containers', 'delete', id]);
     expect(r.status).not.toBe(0);
     expect(r.stdout).not.toContain('SHOULD-NOT-RUN');
-    expect(r.stderr).toMatch(/cgfence\.io\/exec-allow="\/bin\/sh": the pid-namespace exec fence cannot serve this container: pid \d+ shares the host pid namespace.*refusing to start in enforce mode/);
+    expect(r.stderr).toMatch(
+      /cgfence\.io\/exec-allow="\/bin\/sh": the pid-namespace exec fence cannot serve this container: pid \d+ shares the host pid namespace.*refusing to start in enforce mode/,
+    );
 
     const aid = cid('v1-hostpid-audit');
     const a = runFenced(p, aid, { ...ALLOW_SH, 'cgfence.io/mode': 'audit' }, ['/bin/sh', '-c', 'echo AUDIT-RAN'], hostNs);
@@ -527,16 +601,23 @@ describe('end to end: the daemon in --cgroup-mode v1 with real containerd', () =
       void recordsOf(aid).then((x) => (recs = x));
       return recs.find((x) => x.type === 'lifecycle' && x.action === 'attach');
     });
-    expect((attach.controls as Record<string, string>).exec).toMatch(/^unenforceable: the pid-namespace exec fence cannot serve this container: pid \d+ shares the host pid namespace/);
+    expect((attach.controls as Record<string, string>).exec).toMatch(
+      /^unenforceable: the pid-namespace exec fence cannot serve this container: pid \d+ shares the host pid namespace/,
+    );
   });
 
   it('leaves nothing in the kernel after sandbox down', async () => {
     expect(objects).toBeDefined();
     await sandboxDown(sdir);
     const exists = (kind: string, id: number) => {
-      try { execFileSync('bpftool', [kind, 'show', 'id', String(id)], { stdio: 'pipe' }); return true; } catch { return false; }
+      try {
+        execFileSync('bpftool', [kind, 'show', 'id', String(id)], { stdio: 'pipe' });
+        return true;
+      } catch {
+        return false;
+      }
     };
-    const left = await waitFor('the daemon\'s programs, links and maps to be freed', () => {
+    const left = await waitFor("the daemon's programs, links and maps to be freed", () => {
       const l = [
         ...Object.values(objects!.programs).flatMap((x) => [exists('prog', x.program), exists('link', x.link)]),
         ...Object.values(objects!.maps).map((m) => exists('map', m)),

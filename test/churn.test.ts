@@ -30,12 +30,21 @@ it(`${N} fenced containers started and exited leave nothing behind`, async () =>
     expect(r.status, r.stderr).toBe(0);
   }
   await waitFor('every container detached', () => JSON.parse(cli(p, ['ps', '--json']).stdout).length === 0);
-  const after = await waitFor('BPF objects back at the baseline', () => {
-    const f = footprint(p.pinDir, pid);
-    return f.progs === before.progs && f.maps === before.maps && f.links === before.links && f.daemonFds === before.daemonFds && f;
-  }, 10_000).catch(() => footprint(p.pinDir, pid));
-  expect({ progs: after.progs, maps: after.maps, links: after.links, pins: after.pins, fds: after.daemonFds })
-    .toEqual({ progs: before.progs, maps: before.maps, links: before.links, pins: before.pins, fds: before.daemonFds });
+  const after = await waitFor(
+    'BPF objects back at the baseline',
+    () => {
+      const f = footprint(p.pinDir, pid);
+      return f.progs === before.progs && f.maps === before.maps && f.links === before.links && f.daemonFds === before.daemonFds && f;
+    },
+    10_000,
+  ).catch(() => footprint(p.pinDir, pid));
+  expect({ progs: after.progs, maps: after.maps, links: after.links, pins: after.pins, fds: after.daemonFds }).toEqual({
+    progs: before.progs,
+    maps: before.maps,
+    links: before.links,
+    pins: before.pins,
+    fds: before.daemonFds,
+  });
   // RSS is not exact (the JS heap grows and shrinks with GC): bounded growth only.
   expect(after.daemonRssKb - before.daemonRssKb).toBeLessThan(64 * 1024);
 });

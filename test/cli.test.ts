@@ -60,7 +60,14 @@ describe('cgfence CLI', () => {
     const ok = cgfence(['policy', 'check', 'cgfence.io/exec-allow=/bin/sh,/usr/bin/*', 'cgfence.io/egress-deny=10.0.0.0/8,::1/128']);
     expect(ok.status, ok.stderr).toBe(0);
     expect(ok.stdout).toContain('valid: mode enforce');
-    const bad = cgfence(['policy', 'check', 'cgfence.io/exec-allow=bin/sh', 'cgfence.io/egress-deny=10.0.0.0/33', 'cgfence.io/colour=blue', 'cgfence.io/seccomp-deny=mkdir,nosuchcall']);
+    const bad = cgfence([
+      'policy',
+      'check',
+      'cgfence.io/exec-allow=bin/sh',
+      'cgfence.io/egress-deny=10.0.0.0/33',
+      'cgfence.io/colour=blue',
+      'cgfence.io/seccomp-deny=mkdir,nosuchcall',
+    ]);
     expect(bad.status).toBe(1);
     const lines = bad.stderr.trim().split('\n');
     expect(lines).toHaveLength(4);
@@ -81,9 +88,12 @@ describe('cgfence CLI', () => {
     expect(missing.stderr).toContain('cgfence.io/profile="db": no such profile on this node (known: web)');
   });
 
-  it('policy check previews what the node\'s selectors give a pod', () => {
+  it("policy check previews what the node's selectors give a pod", () => {
     const cfg = path.join(tmp, 'selectors.yaml');
-    fs.writeFileSync(cfg, 'profiles:\n  web:\n    cgfence.io/exec-allow: /bin/sh\n  shop:\n    cgfence.io/mode: audit\n    cgfence.io/exec-allow: /bin/sh\nselectors:\n  - namespace: shop\n    profile: shop\n  - namespace: shop\n    podLabels: {app: web}\n    profile: web\n');
+    fs.writeFileSync(
+      cfg,
+      'profiles:\n  web:\n    cgfence.io/exec-allow: /bin/sh\n  shop:\n    cgfence.io/mode: audit\n    cgfence.io/exec-allow: /bin/sh\nselectors:\n  - namespace: shop\n    profile: shop\n  - namespace: shop\n    podLabels: {app: web}\n    profile: web\n',
+    );
     const web = cgfence(['policy', 'check', '--config', cfg, '--pod-namespace', 'shop', '--pod-labels', 'app=web,tier=front']);
     expect(web.status, web.stderr).toBe(0);
     expect(web.stdout).toContain('valid: mode enforce, profile web (selector 1: namespace=shop,app=web)');
@@ -100,7 +110,17 @@ describe('cgfence CLI', () => {
     const file = path.join(tmp, 'audit.log');
     const log = new AuditLog({ path: file });
     log.write({ type: 'lifecycle', action: 'attach', namespace: 'default', container_id: 'c1', pid: 10 });
-    log.write({ type: 'exec', action: 'deny', namespace: 'default', container_id: 'c1', pid: 11, comm: 'tool-a', path: '/usr/local/bin/tool-a', inode: '42', dev: '0:46' });
+    log.write({
+      type: 'exec',
+      action: 'deny',
+      namespace: 'default',
+      container_id: 'c1',
+      pid: 11,
+      comm: 'tool-a',
+      path: '/usr/local/bin/tool-a',
+      inode: '42',
+      dev: '0:46',
+    });
     log.write({ type: 'lifecycle', action: 'detach', namespace: 'default', container_id: 'c1', pid: 10 });
     log.close();
     const shown = cgfence(['audit', '--audit-log', file, '--type', 'exec']);
@@ -130,14 +150,22 @@ describe('cgfence CLI', () => {
     const log = path.join(tmp, 'mistakes.log');
     new AuditLog({ path: log }).close();
     oneLine(cgfence(['audit', '--since', '10x', '--audit-log', log]), 'audit', /--since "10x": expected a duration like 90s/);
-    oneLine(cgfence(['audit', '--type', 'bogus', '--audit-log', log]), 'audit', /--type "bogus": expected one of exec, net, seccomp, lifecycle, tamper, agent/);
+    oneLine(
+      cgfence(['audit', '--type', 'bogus', '--audit-log', log]),
+      'audit',
+      /--type "bogus": expected one of exec, net, seccomp, lifecycle, tamper, agent/,
+    );
     oneLine(cgfence(['audit', '--audit-log', path.join(tmp, 'nope.log')]), 'audit', /no audit log at .*nope\.log/);
     const acts = path.join(tmp, 'actions.log');
     const al = new AuditLog({ path: acts });
     al.write({ type: 'exec', action: 'deny', namespace: 'n', container_id: 'c' });
     al.write({ type: 'lifecycle', action: 'attach', namespace: 'n', container_id: 'c' });
     al.close();
-    oneLine(cgfence(['audit', '--audit-log', acts, '--type', 'exec', '--action', 'denied']), 'audit', /--action "denied": no exec record in .*actions\.log has it \(there: deny\)/);
+    oneLine(
+      cgfence(['audit', '--audit-log', acts, '--type', 'exec', '--action', 'denied']),
+      'audit',
+      /--action "denied": no exec record in .*actions\.log has it \(there: deny\)/,
+    );
     expect(cgfence(['audit', '--audit-log', acts, '--action', 'deny']).stdout.trim().split('\n')).toHaveLength(1);
     oneLine(cgfence(['policy', 'check', '--file', '/missing/config.json']), 'policy', /--file \/missing\/config\.json: no such file/);
     const notJson = path.join(tmp, 'bad.json');
@@ -146,7 +174,11 @@ describe('cgfence CLI', () => {
     oneLine(cgfence(['ps', '-o', 'yaml']), 'ps', /--output "yaml": expected table, wide or json/);
     oneLine(cgfence(['status', '-x']), 'status', /unknown flag -x/);
     oneLine(cgfence(['ps', '--json', '-o', 'wide']), 'ps', /contradict/);
-    oneLine(cgfence(['daemon', '--metrics-address', 'localhost'], { CGFENCE_PIN_DIR: '/nonexistent' }), 'daemon', /metrics-address "localhost": expected HOST:PORT/);
+    oneLine(
+      cgfence(['daemon', '--metrics-address', 'localhost'], { CGFENCE_PIN_DIR: '/nonexistent' }),
+      'daemon',
+      /metrics-address "localhost": expected HOST:PORT/,
+    );
     oneLine(cgfence(['daemon', '--cgroup-mode', 'v3']), 'daemon', /--cgroup-mode "v3": expected auto, v2 or v1/);
     oneLine(cgfence(['completion', 'zsh']), 'completion', /bash is the one shell supported/);
     oneLine(cgfence(['sandbox', 'sideways']), 'sandbox', /unknown sandbox command "sideways"/);
@@ -156,7 +188,15 @@ describe('cgfence CLI', () => {
     const file = path.join(tmp, 'times.log');
     const id = 'a'.repeat(64);
     const log = new AuditLog({ path: file });
-    log.write({ ts: '2026-01-02T03:04:05.678901234Z', type: 'exec', action: 'deny', namespace: 'k8s.io', container_id: id, pid: 7, path: '/bin/x' });
+    log.write({
+      ts: '2026-01-02T03:04:05.678901234Z',
+      type: 'exec',
+      action: 'deny',
+      namespace: 'k8s.io',
+      container_id: id,
+      pid: 7,
+      path: '/bin/x',
+    });
     log.close();
     const utc = cgfence(['audit', '--audit-log', file, '--utc']);
     expect(utc.stdout).toMatch(/^2026-01-02 03:04:05\.678 Z deny\s+exec\s+k8s\.io\/aaaaaaaaaaaa\s/);
@@ -185,30 +225,90 @@ describe('cgfence CLI', () => {
     const check = spawnSync('bash', ['-n', file], { encoding: 'utf8' });
     expect(check.status, check.stderr).toBe(0);
     // What bash offers after `cgfence ps -`.
-    const offered = spawnSync('bash', ['-c', `source ${file}; COMP_WORDS=(cgfence ps -); COMP_CWORD=2; _cgfence; echo "\${COMPREPLY[*]}"`], { encoding: 'utf8' });
+    const offered = spawnSync(
+      'bash',
+      ['-c', `source ${file}; COMP_WORDS=(cgfence ps -); COMP_CWORD=2; _cgfence; echo "\${COMPREPLY[*]}"`],
+      { encoding: 'utf8' },
+    );
     expect(offered.stdout.trim().split(' ')).toEqual(expect.arrayContaining(['-o', '--output', '--json', '--utc', '--socket']));
-    const values = spawnSync('bash', ['-c', `source ${file}; COMP_WORDS=(cgfence audit --type l); COMP_CWORD=3; _cgfence; echo "\${COMPREPLY[*]}"`], { encoding: 'utf8' });
+    const values = spawnSync(
+      'bash',
+      ['-c', `source ${file}; COMP_WORDS=(cgfence audit --type l); COMP_CWORD=3; _cgfence; echo "\${COMPREPLY[*]}"`],
+      { encoding: 'utf8' },
+    );
     expect(values.stdout.trim()).toBe('lifecycle');
-    const valueFlags = new Set(['-o', '--output', '--containerd-socket', '--state-dir', '--audit-log', '--socket', '--cgroup-mode', '--pin-dir', '--fail-mode', '--metrics-address',
-      '--spool-dir', '--config', '--container', '--namespace', '--type', '--action', '--since', '--tail', '--file', '--prefix-len4', '--prefix-len6', '--dir', '--runc-path', '--runc-conf', '--runc-conf-from', '--pod-namespace', '--pod-labels']);
+    const valueFlags = new Set([
+      '-o',
+      '--output',
+      '--containerd-socket',
+      '--state-dir',
+      '--audit-log',
+      '--socket',
+      '--cgroup-mode',
+      '--pin-dir',
+      '--fail-mode',
+      '--metrics-address',
+      '--spool-dir',
+      '--config',
+      '--container',
+      '--namespace',
+      '--type',
+      '--action',
+      '--since',
+      '--tail',
+      '--file',
+      '--prefix-len4',
+      '--prefix-len6',
+      '--dir',
+      '--runc-path',
+      '--runc-conf',
+      '--runc-conf-from',
+      '--pod-namespace',
+      '--pod-labels',
+    ]);
     // Asynchronously, a few at a time: sixty synchronous spawns would stall the test worker.
-    const cases = Object.entries(COMPLETION).flatMap(([cmd, c]) => c.flags.map((flag) => [cmd, flag, ...(valueFlags.has(flag) ? ['x'] : []), '--help']));
+    const cases = Object.entries(COMPLETION).flatMap(([cmd, c]) =>
+      c.flags.map((flag) => [cmd, flag, ...(valueFlags.has(flag) ? ['x'] : []), '--help']),
+    );
     const results: Array<{ args: string[]; code: number; stderr: string }> = [];
     for (let i = 0; i < cases.length; i += 6) {
-      results.push(...await Promise.all(cases.slice(i, i + 6).map((args) => new Promise<{ args: string[]; code: number; stderr: string }>((resolve) => {
-        execFile(BIN, args, { env: { ...process.env, CGFENCE_SOCKET: path.join(tmp, 'none.sock') } }, (err, _out, stderr) => resolve({ args, code: err ? Number(err.code ?? 99) : 0, stderr }));
-      }))));
+      results.push(
+        ...(await Promise.all(
+          cases.slice(i, i + 6).map(
+            (args) =>
+              new Promise<{ args: string[]; code: number; stderr: string }>((resolve) => {
+                execFile(BIN, args, { env: { ...process.env, CGFENCE_SOCKET: path.join(tmp, 'none.sock') } }, (err, _out, stderr) =>
+                  resolve({ args, code: err ? Number(err.code ?? 99) : 0, stderr }),
+                );
+              }),
+          ),
+        )),
+      );
     }
     expect(results.length).toBeGreaterThan(30);
-    for (const r of results) expect({ args: r.args.join(' '), code: r.code, stderr: r.stderr }).toEqual({ args: r.args.join(' '), code: 0, stderr: '' });
+    for (const r of results)
+      expect({ args: r.args.join(' '), code: r.code, stderr: r.stderr }).toEqual({ args: r.args.join(' '), code: 0, stderr: '' });
   });
 
-  it('uninstall keeps what does not look like cgfence\'s: a system directory, a state directory with foreign files', () => {
+  it("uninstall keeps what does not look like cgfence's: a system directory, a state directory with foreign files", () => {
     const foreign = path.join(tmp, 'not-state');
     fs.mkdirSync(foreign, { recursive: true });
     fs.writeFileSync(path.join(foreign, 'precious.txt'), 'x');
-    const r = cgfence(['uninstall', '--pin-dir', `/sys/fs/bpf/cgft-none-${process.pid}`, '--state-dir', foreign, '--spool-dir', '/var',
-      '--runc-path', path.join(tmp, 'no-runc'), '--runc-conf', path.join(tmp, 'no.conf'), '--audit-log', path.join(tmp, 'a.log')]);
+    const r = cgfence([
+      'uninstall',
+      '--pin-dir',
+      `/sys/fs/bpf/cgft-none-${process.pid}`,
+      '--state-dir',
+      foreign,
+      '--spool-dir',
+      '/var',
+      '--runc-path',
+      path.join(tmp, 'no-runc'),
+      '--runc-conf',
+      path.join(tmp, 'no.conf'),
+      '--audit-log',
+      path.join(tmp, 'a.log'),
+    ]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^kept\s+state\s+\S*not-state \(does not look like cgfence's/m);
     expect(r.stdout).toMatch(/^kept\s+spool\s+\/var /m);

@@ -37,7 +37,7 @@ afterAll(async () => {
 });
 
 describe('containers fenced through cgfence-runc', () => {
-  it('runs allowed programs (busybox applets share /bin/sh\'s identity)', () => {
+  it("runs allowed programs (busybox applets share /bin/sh's identity)", () => {
     const r = runFenced(p, cid('allowed'), ALLOW_SH, ['/bin/sh', '-c', 'echo one; ls / >/dev/null && echo two']);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('one');
@@ -64,7 +64,11 @@ describe('containers fenced through cgfence-runc', () => {
 
   it('audit mode lets it run and records it', async () => {
     const id = cid('audit');
-    const r = runFenced(p, id, { ...ALLOW_SH, 'cgfence.io/mode': 'audit' }, ['/bin/sh', '-c', '(exec -a echo /usr/local/bin/tool-a AUDITED-RAN)']);
+    const r = runFenced(p, id, { ...ALLOW_SH, 'cgfence.io/mode': 'audit' }, [
+      '/bin/sh',
+      '-c',
+      '(exec -a echo /usr/local/bin/tool-a AUDITED-RAN)',
+    ]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('AUDITED-RAN');
     const rec = await waitFor('audit record', () => {
@@ -93,11 +97,17 @@ describe('containers fenced through cgfence-runc', () => {
       expect(bad.status).not.toBe(0);
       expect(psIds()).toContain(id);
       // `cgfence ps` counts the denial, whichever of the notify loop and the kernel fence made it.
-      const row = (JSON.parse(cli(p, ['ps', '--json']).stdout) as Array<{ id: string; counters: { denied: number } }>).find((c) => c.id === id)!;
+      const row = (JSON.parse(cli(p, ['ps', '--json']).stdout) as Array<{ id: string; counters: { denied: number } }>).find(
+        (c) => c.id === id,
+      )!;
       expect(row.counters.denied).toBeGreaterThanOrEqual(1);
     } finally {
       ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-      await waitFor('task to stop', () => !ctr(p, ['task', 'ls']).stdout.includes(`${id} `) || ctr(p, ['task', 'delete', id]).status === 0, 20_000).catch(() => {});
+      await waitFor(
+        'task to stop',
+        () => !ctr(p, ['task', 'ls']).stdout.includes(`${id} `) || ctr(p, ['task', 'delete', id]).status === 0,
+        20_000,
+      ).catch(() => {});
       ctr(p, ['task', 'delete', '--force', id]);
       ctr(p, ['containers', 'delete', id]);
     }
@@ -106,7 +116,17 @@ describe('containers fenced through cgfence-runc', () => {
 
   it('leaves an unannotated container alone', async () => {
     const id = cid('plain');
-    const r = ctr(p, ['run', '--rm', '--runc-binary', p.runc, IMAGE, id, '/bin/sh', '-c', '(exec -a echo /usr/local/bin/tool-a PLAIN-RAN)']);
+    const r = ctr(p, [
+      'run',
+      '--rm',
+      '--runc-binary',
+      p.runc,
+      IMAGE,
+      id,
+      '/bin/sh',
+      '-c',
+      '(exec -a echo /usr/local/bin/tool-a PLAIN-RAN)',
+    ]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('PLAIN-RAN');
     expect((await records(id)).filter((x) => x.type === 'lifecycle')).toEqual([]);
@@ -115,11 +135,23 @@ describe('containers fenced through cgfence-runc', () => {
 
 describe('refusals name the annotation and value', () => {
   const cases: Array<[string, Record<string, string>, RegExp]> = [
-    ['an invalid CIDR', { 'cgfence.io/egress-deny': '10.0.0.0/33' }, /cgfence\.io\/egress-deny: "10\.0\.0\.0\/33" is not an IPv4 or IPv6 CIDR/],
+    [
+      'an invalid CIDR',
+      { 'cgfence.io/egress-deny': '10.0.0.0/33' },
+      /cgfence\.io\/egress-deny: "10\.0\.0\.0\/33" is not an IPv4 or IPv6 CIDR/,
+    ],
     ['an unknown cgfence.io key', { 'cgfence.io/exec-alow': '/bin/sh' }, /unknown annotation cgfence\.io\/exec-alow="\/bin\/sh"/],
-    ['an unknown mode', { ...ALLOW_SH, 'cgfence.io/mode': 'strict' }, /cgfence\.io\/mode="strict" is not one of enforce, audit, learn, off/],
+    [
+      'an unknown mode',
+      { ...ALLOW_SH, 'cgfence.io/mode': 'strict' },
+      /cgfence\.io\/mode="strict" is not one of enforce, audit, learn, off/,
+    ],
     ['a relative path', { 'cgfence.io/exec-allow': 'bin/sh' }, /cgfence\.io\/exec-allow: "bin\/sh" is not an absolute path/],
-    ['a path missing from the image', { 'cgfence.io/exec-allow': '/bin/sh,/usr/bin/nonexistent' }, /cgfence\.io\/exec-allow=.*\/usr\/bin\/nonexistent: no such file in the container/],
+    [
+      'a path missing from the image',
+      { 'cgfence.io/exec-allow': '/bin/sh,/usr/bin/nonexistent' },
+      /cgfence\.io\/exec-allow=.*\/usr\/bin\/nonexistent: no such file in the container/,
+    ],
     ['a forbidden entrypoint', { 'cgfence.io/exec-allow': '/usr/local/bin/tool-a' }, /does not allow the entrypoint "\/bin\/sh"/],
     ['an unknown syscall', { 'cgfence.io/seccomp-deny': 'mkdir,notasyscall' }, /cgfence\.io\/seccomp-deny: unknown syscall "notasyscall"/],
   ];
@@ -141,12 +173,17 @@ describe('metrics', () => {
     runFenced(p, cid('metrics'), ALLOW_SH, ['/bin/sh', '-c', '/usr/local/bin/tool-b echo X']);
     const body = await waitFor('a deny in the metrics', () => {
       void new Promise<string>((resolve, reject) => {
-        http.get({ socketPath: p.metrics, path: '/metrics' }, (res) => {
-          let b = '';
-          res.on('data', (d) => (b += d));
-          res.on('end', () => resolve(b));
-        }).on('error', reject);
-      }).then((b) => (metricsText = b), () => {});
+        http
+          .get({ socketPath: p.metrics, path: '/metrics' }, (res) => {
+            let b = '';
+            res.on('data', (d) => (b += d));
+            res.on('end', () => resolve(b));
+          })
+          .on('error', reject);
+      }).then(
+        (b) => (metricsText = b),
+        () => {},
+      );
       return /cgfence_decisions_total\{control="exec",action="deny"\} [1-9]/.test(metricsText) && metricsText;
     });
     expect(body).toMatch(/cgfence_fenced_containers \d+/);
@@ -172,7 +209,14 @@ describe('cleanup and restart', () => {
     try {
       const pid = Number(fs.readFileSync(`${dir}/daemon.pid`, 'utf8'));
       process.kill(pid, 'SIGKILL');
-      await waitFor('daemon to die', () => { try { process.kill(pid, 0); return false; } catch { return true; } });
+      await waitFor('daemon to die', () => {
+        try {
+          process.kill(pid, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      });
       const whileDown = ctr(p, ['task', 'exec', '--exec-id', 'down1', id, '/usr/local/bin/tool-a', 'echo', 'DOWN-RAN']);
       expect(whileDown.stdout).not.toContain('DOWN-RAN');
       await sandboxUp(dir);

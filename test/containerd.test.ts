@@ -108,7 +108,12 @@ describe('private containerd', () => {
   it('runs the test image: busybox applets and separate tool copies', async () => {
     const id = cid('run');
     const out = await ctrOk([
-      'run', '--rm', TEST_IMAGE_NAME, id, '/bin/sh', '-c',
+      'run',
+      '--rm',
+      TEST_IMAGE_NAME,
+      id,
+      '/bin/sh',
+      '-c',
       [
         'echo hi',
         // busybox picks the applet from argv[0]; "tool-a" is no applet name.
@@ -183,15 +188,26 @@ describe('event stream', () => {
 
   it('lists a running container with its OCI annotations and labels, and exec events', async () => {
     const events: ContainerdEvent[] = [];
-    const sub = client.subscribe(['topic~="/tasks/"'], (env) => events.push(decodeEnvelope(env)), () => undefined);
+    const sub = client.subscribe(
+      ['topic~="/tasks/"'],
+      (env) => events.push(decodeEnvelope(env)),
+      () => undefined,
+    );
     const id = cid('sleep');
     try {
       await ctrOk([
-        'run', '-d',
-        '--annotation', 'cgfence.io/mode=audit',
-        '--annotation', 'cgfence.io/exec-allow=/bin/sleep,/usr/local/bin/tool-a',
-        '--label', 'team=blue',
-        TEST_IMAGE_NAME, id, 'sleep', '300',
+        'run',
+        '-d',
+        '--annotation',
+        'cgfence.io/mode=audit',
+        '--annotation',
+        'cgfence.io/exec-allow=/bin/sleep,/usr/local/bin/tool-a',
+        '--label',
+        'team=blue',
+        TEST_IMAGE_NAME,
+        id,
+        'sleep',
+        '300',
       ]);
       const containers = await client.listContainers(NS);
       const c = containers.find((x) => x.id === id);
@@ -241,15 +257,11 @@ describe('event stream', () => {
     }
   });
 
-  it('the runc.v2 shim passes containerd\'s environment to the runtime binary', async () => {
+  it("the runc.v2 shim passes containerd's environment to the runtime binary", async () => {
     const wrapper = path.join(dir, 'runc-wrapper');
     const envDir = path.join(dir, 'wrapper-env');
     fs.mkdirSync(envDir);
-    fs.writeFileSync(
-      wrapper,
-      `#!/bin/sh\nenv > ${envDir}/env.$$\necho "$@" > ${envDir}/args.$$\nexec runc "$@"\n`,
-      { mode: 0o755 },
-    );
+    fs.writeFileSync(wrapper, `#!/bin/sh\nenv > ${envDir}/env.$$\necho "$@" > ${envDir}/args.$$\nexec runc "$@"\n`, { mode: 0o755 });
     const id = cid('wrap');
     const out = await ctrOk(['run', '--rm', '--runc-binary', wrapper, TEST_IMAGE_NAME, id, '/bin/echo', 'wrapped']);
     expect(out.trim()).toBe('wrapped');
@@ -288,7 +300,11 @@ describe('EventMonitor', () => {
       await monitor.waitConnected();
       await ctrOk(['run', '--rm', TEST_IMAGE_NAME, slow, '/bin/true']);
       await ctrOk(['run', '--rm', TEST_IMAGE_NAME, fast, '/bin/true']);
-      await waitFor('slow container-delete handled', () => handled.some((e) => e.kind === 'container-delete' && e.containerId === slow), 30_000);
+      await waitFor(
+        'slow container-delete handled',
+        () => handled.some((e) => e.kind === 'container-delete' && e.containerId === slow),
+        30_000,
+      );
       const order = (id: string) => handled.filter((e) => e.kind !== 'other' && e.containerId === id).map((e) => e.kind);
       const expected = ['container-create', 'task-create', 'task-start', 'task-exit', 'task-delete', 'container-delete'];
       expect(order(slow)).toEqual(expected);

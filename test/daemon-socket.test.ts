@@ -23,7 +23,10 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-interface Exchange { replies: Array<{ ok: boolean; error?: string; [k: string]: unknown }>; closedByServer: boolean }
+interface Exchange {
+  replies: Array<{ ok: boolean; error?: string; [k: string]: unknown }>;
+  closedByServer: boolean;
+}
 
 /**
  * Sends raw bytes and collects reply lines until the daemon closes the connection or
@@ -36,7 +39,10 @@ function exchange(payload: string | Buffer, expectReplies = Infinity): Promise<E
     let buf = '';
     let weClosed = false;
     // Generous: only a daemon that hangs on a bad client gets here.
-    const guard = setTimeout(() => { c.destroy(); reject(new Error(`no answer to ${String(payload).slice(0, 80)}`)); }, 60_000);
+    const guard = setTimeout(() => {
+      c.destroy();
+      reject(new Error(`no answer to ${String(payload).slice(0, 80)}`));
+    }, 60_000);
     c.on('connect', () => c.write(payload));
     c.on('data', (d) => {
       buf += d.toString('utf8');
@@ -45,10 +51,18 @@ function exchange(payload: string | Buffer, expectReplies = Infinity): Promise<E
         replies.push(JSON.parse(buf.slice(0, nl)));
         buf = buf.slice(nl + 1);
       }
-      if (replies.length >= expectReplies) { weClosed = true; c.end(); }
+      if (replies.length >= expectReplies) {
+        weClosed = true;
+        c.end();
+      }
     });
-    c.on('error', () => { /* EPIPE when the daemon drops us mid-write: the close tells */ });
-    c.on('close', () => { clearTimeout(guard); resolve({ replies, closedByServer: !weClosed }); });
+    c.on('error', () => {
+      /* EPIPE when the daemon drops us mid-write: the close tells */
+    });
+    c.on('close', () => {
+      clearTimeout(guard);
+      resolve({ replies, closedByServer: !weClosed });
+    });
   });
 }
 
@@ -115,11 +129,15 @@ describe('bad requests are refused, one by one', () => {
   });
 
   it('JSON that is not an object', async () => {
-    for (const v of ['[1,2]', '42', '"status"', 'null', 'true']) await refusedAndDropped(`${v}\n`, /^bad request: request must be a JSON object$/);
+    for (const v of ['[1,2]', '42', '"status"', 'null', 'true'])
+      await refusedAndDropped(`${v}\n`, /^bad request: request must be a JSON object$/);
   });
 
   it('an unknown op, echoed back only in part', async () => {
-    await refusedAndDropped('{"op":"rm -rf /"}\n', /^bad request: unknown op "rm -rf \/" \(known: prepare, attach, status, ps, policy-check, policy-set, learn, resolve, shutdown\)$/);
+    await refusedAndDropped(
+      '{"op":"rm -rf /"}\n',
+      /^bad request: unknown op "rm -rf \/" \(known: prepare, attach, status, ps, policy-check, policy-set, learn, resolve, shutdown\)$/,
+    );
     await refusedAndDropped('{}\n', /^bad request: unknown op undefined/);
     await refusedAndDropped('{"__proto__":{"op":"status"}}\n', /^bad request: unknown op undefined/);
     const r = await exchange(`{"op":"${'x'.repeat(100_000)}"}\n`);
@@ -163,7 +181,10 @@ describe('bad requests are refused, one by one', () => {
 
   it('a policy-check just under the limit is answered (not dropped), with a bounded refusal', async () => {
     const value = 'x,'.repeat(Math.floor((MAX_REQUEST_BYTES - 300) / 4));
-    const r = await exchange(`${JSON.stringify({ op: 'policy-check', annotations: { 'cgfence.io/exec-allow': value, 'cgfence.io/egres-deny': value } })}\n`, 1);
+    const r = await exchange(
+      `${JSON.stringify({ op: 'policy-check', annotations: { 'cgfence.io/exec-allow': value, 'cgfence.io/egres-deny': value } })}\n`,
+      1,
+    );
     expect(r.closedByServer).toBe(false);
     expect(r.replies[0].ok).toBe(false);
     expect(r.replies[0].error).toMatch(/cgfence\.io\/exec-allow is \d+ bytes long \(at most 65536\)/);
@@ -172,14 +193,17 @@ describe('bad requests are refused, one by one', () => {
   });
 
   it('pipelined good requests on one connection are answered in order', async () => {
-    const r = await exchange('{"op":"status"}\n\n{"op":"ps"}\n{"op":"policy-check","annotations":{"cgfence.io/exec-allow":"/bin/sh"}}\n', 3);
+    const r = await exchange(
+      '{"op":"status"}\n\n{"op":"ps"}\n{"op":"policy-check","annotations":{"cgfence.io/exec-allow":"/bin/sh"}}\n',
+      3,
+    );
     expect(r.replies.map((x) => x.ok)).toEqual([true, true, true]);
     expect(r.replies[0]).toHaveProperty('daemon');
     expect(r.replies[1]).toHaveProperty('containers');
     expect(r.replies[2]).toMatchObject({ mode: 'enforce' });
   });
 
-  it('one client\'s bad request does not touch another client\'s open connection', async () => {
+  it("one client's bad request does not touch another client's open connection", async () => {
     const good = net.connect(p.socket);
     await new Promise((r) => good.once('connect', r));
     try {
@@ -187,7 +211,10 @@ describe('bad requests are refused, one by one', () => {
       good.write('{"op":"status"}\n');
       const line = await new Promise<string>((resolve) => {
         let b = '';
-        good.on('data', (d) => { b += d; if (b.includes('\n')) resolve(b.slice(0, b.indexOf('\n'))); });
+        good.on('data', (d) => {
+          b += d;
+          if (b.includes('\n')) resolve(b.slice(0, b.indexOf('\n')));
+        });
       });
       expect(JSON.parse(line).ok).toBe(true);
     } finally {
@@ -205,16 +232,34 @@ describe('while hostile clients keep at it', () => {
   });
 
   it('a slow-loris partial line is dropped, and fenced containers start and behave meanwhile', async () => {
-    bad = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'socket-misbehaver.cjs'), p.socket, String(MAX_REQUEST_BYTES)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    bad = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'socket-misbehaver.cjs'), p.socket, String(MAX_REQUEST_BYTES)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let out = '';
     bad.stdout!.on('data', (d) => {
       out += d;
       const lines = out.trim().split('\n');
-      try { lastStats = JSON.parse(lines[lines.length - 1]); } catch { /* a partial line */ }
+      try {
+        lastStats = JSON.parse(lines[lines.length - 1]);
+      } catch {
+        /* a partial line */
+      }
     });
-    type Stats = { garbageRefused: number; floodConnections: number; oversizeRefused: number; lorisDropped: number; lorisRefusals: string[]; garbageOther: string[]; connectErrors: number };
+    type Stats = {
+      garbageRefused: number;
+      floodConnections: number;
+      oversizeRefused: number;
+      lorisDropped: number;
+      lorisRefusals: string[];
+      garbageOther: string[];
+      connectErrors: number;
+    };
     const stats = () => lastStats as Stats;
-    await waitFor('the hostile client to get going', () => stats().garbageRefused > 20 && stats().floodConnections > 0 && stats().oversizeRefused > 0, 60_000);
+    await waitFor(
+      'the hostile client to get going',
+      () => stats().garbageRefused > 20 && stats().floodConnections > 0 && stats().oversizeRefused > 0,
+      60_000,
+    );
 
     // Containers are started and fenced while slow lorises hold partial lines, a client
     // pipelines requests it never reads, and garbage and oversized requests keep coming.
@@ -240,6 +285,8 @@ describe('while hostile clients keep at it', () => {
     const st = cli(p, ['status', '--json']);
     expect(st.status, st.stderr).toBe(0);
     expect(JSON.parse(st.stdout).daemon.pid).toBe(daemonPid());
-    expect(fs.readFileSync(p.daemonLog, 'utf8')).not.toMatch(/request \S+ failed|answering a request failed|Unhandled|MaxListenersExceeded/);
+    expect(fs.readFileSync(p.daemonLog, 'utf8')).not.toMatch(
+      /request \S+ failed|answering a request failed|Unhandled|MaxListenersExceeded/,
+    );
   });
 });

@@ -39,8 +39,12 @@ afterAll(async () => {
 describe('exact names', () => {
   it('escapes only what is no UTF-8, keeps the bytes, and keeps different names apart', () => {
     const names = [
-      Buffer.from('/x/a\xffb', 'latin1'), Buffer.from('/x/a\xfeb', 'latin1'), Buffer.from('/x/a\ufffdb', 'utf8'),
-      Buffer.from('/x/a\\xffb', 'utf8'), Buffer.from('/x/\xc3\xa9t\xc3', 'latin1'), Buffer.from('/x/\xed\xa0\x80', 'latin1'),
+      Buffer.from('/x/a\xffb', 'latin1'),
+      Buffer.from('/x/a\xfeb', 'latin1'),
+      Buffer.from('/x/a\ufffdb', 'utf8'),
+      Buffer.from('/x/a\\xffb', 'utf8'),
+      Buffer.from('/x/\xc3\xa9t\xc3', 'latin1'),
+      Buffer.from('/x/\xed\xa0\x80', 'latin1'),
     ];
     const recs = names.map((n) => exactName('path', n));
     expect(recs[0]).toEqual({ path: '/x/a\\xffb', path_raw: names[0].toString('base64') });
@@ -74,7 +78,9 @@ describe('exact names', () => {
     for (let i = 0; i < 2; i++) {
       expect(nameBytes(recs[i] as Record<string, unknown>, 'path')!.equals(files[i])).toBe(true);
       // comm is the kernel's: the basename, as bytes.
-      expect(nameBytes(recs[i] as Record<string, unknown>, 'comm')!.equals(Buffer.from(path.basename(files[i].toString('latin1')), 'latin1'))).toBe(true);
+      expect(
+        nameBytes(recs[i] as Record<string, unknown>, 'comm')!.equals(Buffer.from(path.basename(files[i].toString('latin1')), 'latin1')),
+      ).toBe(true);
     }
     expect(recs[0].path).not.toBe(recs[1].path);
 

@@ -33,7 +33,10 @@ afterAll(async () => {
 
 describe('--exec-deny kill', () => {
   it('status shows it and the daemon runs no notify loop', () => {
-    const s = JSON.parse(cli(p, ['status', '--json']).stdout) as { daemon: { execDeny: string }; kernel: { backends: { exec: Record<string, unknown> } } };
+    const s = JSON.parse(cli(p, ['status', '--json']).stdout) as {
+      daemon: { execDeny: string };
+      kernel: { backends: { exec: Record<string, unknown> } };
+    };
     expect(s.daemon.execDeny).toBe('kill');
     expect(s.kernel.backends.exec.notify).toBeUndefined();
     expect(cli(p, ['status']).stdout).toMatch(/^exec deny\s+kill/m);
@@ -41,8 +44,22 @@ describe('--exec-deny kill', () => {
 
   it('a forbidden exec is killed (137) before it runs, its config routes nothing to seccomp notify, the attach record says kill', async () => {
     const id = cid('kill');
-    const r = ctr(p, ['run', '--rm', '--runc-binary', p.runc, ...ALLOW, IMAGE, id, '/bin/sh', '-c',
-      '/usr/local/bin/tool-a echo FORBIDDEN-RAN; echo rc=$?; ls / >/dev/null && echo ls-ok'], 120_000);
+    const r = ctr(
+      p,
+      [
+        'run',
+        '--rm',
+        '--runc-binary',
+        p.runc,
+        ...ALLOW,
+        IMAGE,
+        id,
+        '/bin/sh',
+        '-c',
+        '/usr/local/bin/tool-a echo FORBIDDEN-RAN; echo rc=$?; ls / >/dev/null && echo ls-ok',
+      ],
+      120_000,
+    );
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).not.toContain('FORBIDDEN-RAN');
     expect(r.stdout).toContain('rc=137');

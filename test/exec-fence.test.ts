@@ -69,7 +69,13 @@ afterAll(async () => {
   const top = cgroups.length ? path.dirname(cgroups[0]) : null;
   if (top) await removeCgroup(top).catch(() => {});
   fence?.close({ detach: true });
-  for (const m of [ovl?.merged, tmpfsDir]) if (m) try { execFileSync('umount', ['-l', m]); } catch { /* not mounted */ }
+  for (const m of [ovl?.merged, tmpfsDir])
+    if (m)
+      try {
+        execFileSync('umount', ['-l', m]);
+      } catch {
+        /* not mounted */
+      }
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -242,7 +248,9 @@ describe('identities computed in user space match the kernel', () => {
         fs.copyFileSync(allowedMarker, file);
         fs.chmodSync(file, 0o755);
       } else file = path.join(ovl.merged, 'marker');
-      expect(fs.readFileSync('/proc/self/mounts', 'utf8')).toContain(fsName === 'ext4' ? ' / ext4 ' : fsName === 'tmpfs' ? `${tmpfsDir} tmpfs` : `${ovl.merged} overlay`);
+      expect(fs.readFileSync('/proc/self/mounts', 'utf8')).toContain(
+        fsName === 'ext4' ? ' / ext4 ' : fsName === 'tmpfs' ? `${tmpfsDir} tmpfs` : `${ovl.merged} overlay`,
+      );
       fenceCgroupExecs(fence, { cgroupPath: cg, rootPid: process.pid, mode: 'enforce', execAllow: [file], reportAllowed: true });
       const m = marker(fsName);
       const r = runInCgroup(cg, [file], { CGFENCE_MARKER: m });
@@ -258,7 +266,12 @@ describe('identities computed in user space match the kernel', () => {
 describe('unfence and close', () => {
   it('unfence removes every map entry of the fence', () => {
     const cg = newCgroup();
-    const { fenceId } = fenceCgroupExecs(fence, { cgroupPath: cg, rootPid: process.pid, mode: 'enforce', execAllow: [probe, allowedMarker] });
+    const { fenceId } = fenceCgroupExecs(fence, {
+      cgroupPath: cg,
+      rootPid: process.pid,
+      mode: 'enforce',
+      execAllow: [probe, allowedMarker],
+    });
     expect(fence.allowed(fenceId)).toHaveLength(2);
     fence.unfence(fenceId);
     expect(fence.getFence(fenceId)).toBeNull();
@@ -322,7 +335,11 @@ describe('unfence and close', () => {
     const notBpffs = mktemp('cgfence-test-notbpffs');
     try {
       let err: NativeError | undefined;
-      try { ExecFence.open({ pinDir: notBpffs }).close({ detach: true }); } catch (e) { err = e as NativeError; }
+      try {
+        ExecFence.open({ pinDir: notBpffs }).close({ detach: true });
+      } catch (e) {
+        err = e as NativeError;
+      }
       expect(err).toBeDefined();
       expect(err!.syscall).toMatch(/^bpf_/);
       expect(typeof err!.errno).toBe('number');
@@ -335,7 +352,11 @@ describe('unfence and close', () => {
 
   it('a program the verifier rejects fails with the verifier log', () => {
     let err: NativeError | undefined;
-    try { new (native().BpfObject)('verifier-reject'); } catch (e) { err = e as NativeError; }
+    try {
+      new (native().BpfObject)('verifier-reject');
+    } catch (e) {
+      err = e as NativeError;
+    }
     expect(err).toBeDefined();
     expect(err!.syscall).toBe('bpf_object__load');
     expect(err!.code).toBe('EACCES');

@@ -31,7 +31,8 @@ async function eventFor(pred: (e: ExecEvent) => boolean, timeoutMs = 5000): Prom
   for (;;) {
     const e = events.find(pred);
     if (e) return e;
-    if (Date.now() > end) throw new Error(`no matching exec event in ${JSON.stringify(events, (_, v) => (typeof v === 'bigint' ? v.toString() : v))}`);
+    if (Date.now() > end)
+      throw new Error(`no matching exec event in ${JSON.stringify(events, (_, v) => (typeof v === 'bigint' ? v.toString() : v))}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
@@ -61,7 +62,12 @@ beforeAll(() => {
 afterAll(async () => {
   await removeCgroup(path.join(requireCgroupV2Root(), name)).catch(() => {});
   fence?.close({ detach: true });
-  if (ovl) try { execFileSync('umount', ['-l', ovl.merged]); } catch { /* not mounted */ }
+  if (ovl)
+    try {
+      execFileSync('umount', ['-l', ovl.merged]);
+    } catch {
+      /* not mounted */
+    }
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -72,11 +78,14 @@ afterEach(() => {
 describe('a changed file is not the allowed file (enforce, kernel fence)', () => {
   const changes: Array<[string, (f: string) => void]> = [
     ['overwritten in place (overlayfs copy-up keeps the inode number)', (f) => fs.copyFileSync(markerProg, f)],
-    ['a few bytes patched without truncation', (f) => {
-      const fd = fs.openSync(f, 'r+');
-      fs.writeSync(fd, Buffer.from([0x90]), 0, 1, 4000);
-      fs.closeSync(fd);
-    }],
+    [
+      'a few bytes patched without truncation',
+      (f) => {
+        const fd = fs.openSync(f, 'r+');
+        fs.writeSync(fd, Buffer.from([0x90]), 0, 1, 4000);
+        fs.closeSync(fd);
+      },
+    ],
     ['chmod to the same mode', (f) => fs.chmodSync(f, 0o755)],
     ['a new hard link', (f) => fs.linkSync(f, `${f}.link`)],
   ];
@@ -118,11 +127,15 @@ describe('a changed file is not the allowed file (enforce, kernel fence)', () =>
   // clock has moved past the file's ctime (identity.ts, allowedFileOf). Before that rule about
   // 4 in 5 of these rounds ran the changed program.
   it('changed in the same clock tick as its last change before the attach (fresh overlayfs copy-up)', async () => {
-    const kinds: Array<(f: string) => void> = [(f) => fs.chmodSync(f, 0o755), (f) => fs.linkSync(f, `${f}.link`), (f) => {
-      const fd = fs.openSync(f, 'r+');
-      fs.writeSync(fd, Buffer.from([0x90]), 0, 1, 4000);
-      fs.closeSync(fd);
-    }];
+    const kinds: Array<(f: string) => void> = [
+      (f) => fs.chmodSync(f, 0o755),
+      (f) => fs.linkSync(f, `${f}.link`),
+      (f) => {
+        const fd = fs.openSync(f, 'r+');
+        fs.writeSync(fd, Buffer.from([0x90]), 0, 1, 4000);
+        fs.closeSync(fd);
+      },
+    ];
     for (let round = 0; round < 12; round++) {
       const cg = newCgroup();
       const prog = lowerProgram();
@@ -130,7 +143,10 @@ describe('a changed file is not the allowed file (enforce, kernel fence)', () =>
       kinds[round % kinds.length](prog);
       const m = marker();
       const r = runInCgroup(cg, [prog], { CGFENCE_MARKER: m });
-      expect(r.signal, `round ${round}: stamp ${fence.allowEntry(fenceId, identityOf(prog))?.ctimeNs}, now ${allowedFileOf(prog).ctimeNs}`).toBe('SIGKILL');
+      expect(
+        r.signal,
+        `round ${round}: stamp ${fence.allowEntry(fenceId, identityOf(prog))?.ctimeNs}, now ${allowedFileOf(prog).ctimeNs}`,
+      ).toBe('SIGKILL');
       expect(fs.existsSync(m)).toBe(false);
     }
   });
@@ -155,7 +171,13 @@ describe('the ELF loader of a dynamic program (enforce, kernel fence)', () => {
 
   it('is added to the list as loader-only, and the program runs', async () => {
     const cg = newCgroup();
-    const { resolved } = fenceCgroupExecs(fence, { cgroupPath: cg, rootPid: process.pid, mode: 'enforce', execAllow: [dynApp], reportAllowed: true });
+    const { resolved } = fenceCgroupExecs(fence, {
+      cgroupPath: cg,
+      rootPid: process.pid,
+      mode: 'enforce',
+      execAllow: [dynApp],
+      reportAllowed: true,
+    });
     const entry = resolved.find((x) => x.loaderOf === dynApp);
     expect(entry?.identity).toMatchObject({ ...identityOf(loader()), interpOnly: true });
     const r = runInCgroup(cg, [dynApp]);

@@ -33,12 +33,13 @@ async function execRecord(id: string, pred: (r: AuditRecord) => boolean): Promis
 }
 
 /** Runs the program after `change`; also checks that an untouched allowed program still runs. */
-const tryIt = (change: string) => [
-  change,
-  `CGFENCE_MARKER=/tmp/forbidden-ran /usr/bin/dyn-app; echo rc=$?`,
-  'test -e /tmp/forbidden-ran && echo FORBIDDEN-CONTENT-RAN',
-  '/bin/busybox echo untouched-ok',
-].join('; ');
+const tryIt = (change: string) =>
+  [
+    change,
+    `CGFENCE_MARKER=/tmp/forbidden-ran /usr/bin/dyn-app; echo rc=$?`,
+    'test -e /tmp/forbidden-ran && echo FORBIDDEN-CONTENT-RAN',
+    '/bin/busybox echo untouched-ok',
+  ].join('; ');
 
 beforeAll(async () => {
   p = await sandboxUp(dir);
@@ -55,12 +56,15 @@ describe('an allowed file changed inside the container is refused (enforce)', ()
     ['overwritten in place with a shell redirect', `cat ${FIXTURE_DIR}/marker > /usr/bin/dyn-app`],
     ['patched with dd conv=notrunc', "printf 'XXXX' | busybox dd of=/usr/bin/dyn-app bs=1 seek=200 conv=notrunc 2>/dev/null"],
     ['truncated then written', `busybox truncate -s 0 /usr/bin/dyn-app; cat ${FIXTURE_DIR}/marker >> /usr/bin/dyn-app`],
-    ['replaced by content of the same size (a script for the allowed shell)', [
-      's=$(stat -c %s /usr/bin/dyn-app)',
-      "printf '#!/bin/sh\\necho SCRIPT-RAN; touch /tmp/forbidden-ran\\nexit 0\\n' > /tmp/p",
-      'busybox truncate -s $s /tmp/p; cat /tmp/p > /usr/bin/dyn-app',
-      '[ "$(stat -c %s /usr/bin/dyn-app)" = "$s" ] && echo same-size',
-    ].join('; ')],
+    [
+      'replaced by content of the same size (a script for the allowed shell)',
+      [
+        's=$(stat -c %s /usr/bin/dyn-app)',
+        "printf '#!/bin/sh\\necho SCRIPT-RAN; touch /tmp/forbidden-ran\\nexit 0\\n' > /tmp/p",
+        'busybox truncate -s $s /tmp/p; cat /tmp/p > /usr/bin/dyn-app',
+        '[ "$(stat -c %s /usr/bin/dyn-app)" = "$s" ] && echo same-size',
+      ].join('; '),
+    ],
     ['chmod (a benign change: denied until re-allowed)', 'chmod 0700 /usr/bin/dyn-app'],
     ['a new hard link (a benign change: denied until re-allowed)', 'ln /usr/bin/dyn-app /tmp/hardlink'],
   ];
@@ -86,12 +90,18 @@ describe('an allowed file changed inside the container is refused (enforce)', ()
 
   it('a rename over the file, its mtime set back with touch -d: a new identity, refused', async () => {
     const id = cid('mv');
-    const r = run(id, ALLOW, tryIt([
-      `cp ${FIXTURE_DIR}/marker /usr/bin/new`,
-      'm=$(stat -c %y /usr/bin/dyn-app)',
-      'busybox mv /usr/bin/new /usr/bin/dyn-app',
-      'touch -d "$m" /usr/bin/dyn-app',
-    ].join('; ')));
+    const r = run(
+      id,
+      ALLOW,
+      tryIt(
+        [
+          `cp ${FIXTURE_DIR}/marker /usr/bin/new`,
+          'm=$(stat -c %y /usr/bin/dyn-app)',
+          'busybox mv /usr/bin/new /usr/bin/dyn-app',
+          'touch -d "$m" /usr/bin/dyn-app',
+        ].join('; '),
+      ),
+    );
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).not.toContain('FORBIDDEN-CONTENT-RAN');
     expect(r.stdout, r.stderr).toContain('rc=126');
@@ -110,12 +120,16 @@ describe('an allowed file changed inside the container is refused (enforce)', ()
 describe('the ELF loader (PT_INTERP) of an allowed program is judged', () => {
   it('a replaced loader is killed before its first instruction and audited', async () => {
     const id = cid('ld');
-    const r = run(id, ALLOW, [
-      `rm ${LOADER}; cp ${FIXTURE_DIR}/loader-payload ${LOADER}`,
-      '/usr/bin/dyn-app; echo rc=$?',
-      'test -e /tmp/loader-ran && echo PAYLOAD-RAN',
-      '/bin/busybox echo untouched-ok',
-    ].join('; '));
+    const r = run(
+      id,
+      ALLOW,
+      [
+        `rm ${LOADER}; cp ${FIXTURE_DIR}/loader-payload ${LOADER}`,
+        '/usr/bin/dyn-app; echo rc=$?',
+        'test -e /tmp/loader-ran && echo PAYLOAD-RAN',
+        '/bin/busybox echo untouched-ok',
+      ].join('; '),
+    );
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).not.toContain('PAYLOAD-RAN');
     expect(r.stdout).not.toContain('LOADER-PAYLOAD-RAN');
@@ -129,12 +143,16 @@ describe('the ELF loader (PT_INTERP) of an allowed program is judged', () => {
 
   it('a loader overwritten in place is refused the same way', async () => {
     const id = cid('ldw');
-    const r = run(id, ALLOW, [
-      `cat ${FIXTURE_DIR}/loader-payload > ${LOADER}`,
-      '/usr/bin/dyn-app; echo rc=$?',
-      'test -e /tmp/loader-ran && echo PAYLOAD-RAN',
-      'echo done',
-    ].join('; '));
+    const r = run(
+      id,
+      ALLOW,
+      [
+        `cat ${FIXTURE_DIR}/loader-payload > ${LOADER}`,
+        '/usr/bin/dyn-app; echo rc=$?',
+        'test -e /tmp/loader-ran && echo PAYLOAD-RAN',
+        'echo done',
+      ].join('; '),
+    );
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).not.toContain('PAYLOAD-RAN');
     expect(r.stdout, r.stderr).toContain('rc=137');
@@ -146,10 +164,14 @@ describe('the ELF loader (PT_INTERP) of an allowed program is judged', () => {
 describe('audit mode reports without blocking', () => {
   it('a modified file runs and is audited with both stamps', async () => {
     const id = cid('aud');
-    const r = run(id, { ...ALLOW, 'cgfence.io/mode': 'audit' }, [
-      `cat ${FIXTURE_DIR}/marker > /usr/bin/dyn-app`,
-      'CGFENCE_MARKER=/tmp/m1 /usr/bin/dyn-app; test -e /tmp/m1 && echo modified-ran',
-    ].join('; '));
+    const r = run(
+      id,
+      { ...ALLOW, 'cgfence.io/mode': 'audit' },
+      [
+        `cat ${FIXTURE_DIR}/marker > /usr/bin/dyn-app`,
+        'CGFENCE_MARKER=/tmp/m1 /usr/bin/dyn-app; test -e /tmp/m1 && echo modified-ran',
+      ].join('; '),
+    );
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('modified-ran');
     const rec = await execRecord(id, (x) => x.action === 'audit');
@@ -159,10 +181,13 @@ describe('audit mode reports without blocking', () => {
 
   it('a replaced loader runs and is audited', async () => {
     const id = cid('audld');
-    const r = run(id, { ...ALLOW, 'cgfence.io/mode': 'audit' }, [
-      `rm ${LOADER}; cp ${FIXTURE_DIR}/loader-payload ${LOADER}`,
-      '/usr/bin/dyn-app; test -e /tmp/loader-ran && echo payload-ran',
-    ].join('; '));
+    const r = run(
+      id,
+      { ...ALLOW, 'cgfence.io/mode': 'audit' },
+      [`rm ${LOADER}; cp ${FIXTURE_DIR}/loader-payload ${LOADER}`, '/usr/bin/dyn-app; test -e /tmp/loader-ran && echo payload-ran'].join(
+        '; ',
+      ),
+    );
     expect(r.status, r.stderr).toBe(0);
     // The payload really runs as a loader when nothing stops it: what the enforce test stops.
     expect(r.stdout).toContain('payload-ran');
@@ -178,7 +203,16 @@ describe('re-allowing a legitimately updated file', () => {
     const start = ctr(p, ['run', '-d', '--runc-binary', p.runc, ...ann, IMAGE, id, '/bin/sh', '-c', 'sleep 120']);
     expect(start.status, start.stderr).toBe(0);
     try {
-      const upd = ctr(p, ['task', 'exec', '--exec-id', 'upd', id, '/bin/sh', '-c', 'chmod 0755 /usr/bin/dyn-app; /usr/bin/dyn-app; echo rc=$?']);
+      const upd = ctr(p, [
+        'task',
+        'exec',
+        '--exec-id',
+        'upd',
+        id,
+        '/bin/sh',
+        '-c',
+        'chmod 0755 /usr/bin/dyn-app; /usr/bin/dyn-app; echo rc=$?',
+      ]);
       expect(upd.stdout, upd.stderr).toContain('rc=126');
       const set = cli(p, ['policy', 'set', id, `cgfence.io/exec-allow=${ALLOW['cgfence.io/exec-allow']}`]);
       expect(set.status, set.stderr + set.stdout).toBe(0);
@@ -236,8 +270,12 @@ describe('learn mode still produces a policy that applies', () => {
 
 async function recordOf(id: string, pred: (r: AuditRecord) => boolean): Promise<AuditRecord> {
   let recs: AuditRecord[] = [];
-  return waitFor(`record of ${id}`, () => {
-    void readRecords(p.auditLog, { container: id }).then((x) => (recs = x));
-    return recs.find(pred);
-  }, 20_000);
+  return waitFor(
+    `record of ${id}`,
+    () => {
+      void readRecords(p.auditLog, { container: id }).then((x) => (recs = x));
+      return recs.find(pred);
+    },
+    20_000,
+  );
 }

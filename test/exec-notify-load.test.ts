@@ -33,9 +33,16 @@ function startDetached(id: string): void {
 }
 
 /** `ctr task exec`, asynchronously, so that all containers exec at once. */
-function execAsync(id: string, execId: string, argv: string[], timeoutMs: number): Promise<{ status: number | null; stdout: string; stderr: string }> {
+function execAsync(
+  id: string,
+  execId: string,
+  argv: string[],
+  timeoutMs: number,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const c = spawn('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, 'task', 'exec', '--exec-id', execId, id, ...argv], { timeout: timeoutMs });
+    const c = spawn('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, 'task', 'exec', '--exec-id', execId, id, ...argv], {
+      timeout: timeoutMs,
+    });
     let stdout = '';
     let stderr = '';
     c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -67,8 +74,20 @@ describe('under load', () => {
     const rows = JSON.parse(cli(p, ['ps', '--json']).stdout) as Array<{ id: string; execDeny: string | null }>;
     for (const id of ids) expect(rows.find((x) => x.id === id)?.execDeny, id).toBe('errno');
     const before = notifyStats();
-    const runs = await Promise.all(ids.map((id) => execAsync(id, 'mix', ['/bin/sh', '-c',
-      `CGFENCE_MARKER=/tmp/forbidden-ran ${FIXTURE_DIR}/exec-mix n${EXECS} /bin/true ${FIXTURE_DIR}/marker ${EVERY}; test -e /tmp/forbidden-ran && echo MARKER-EXISTS || echo no-marker`], 240_000)));
+    const runs = await Promise.all(
+      ids.map((id) =>
+        execAsync(
+          id,
+          'mix',
+          [
+            '/bin/sh',
+            '-c',
+            `CGFENCE_MARKER=/tmp/forbidden-ran ${FIXTURE_DIR}/exec-mix n${EXECS} /bin/true ${FIXTURE_DIR}/marker ${EVERY}; test -e /tmp/forbidden-ran && echo MARKER-EXISTS || echo no-marker`,
+          ],
+          240_000,
+        ),
+      ),
+    );
     let denied = 0;
     for (const [i, r] of runs.entries()) {
       // A notification left unanswered would hold its exec, and the run, past the timeout.
@@ -77,7 +96,12 @@ describe('under load', () => {
       expect(m, r.stdout + r.stderr).not.toBeNull();
       const [execs, allowed, refused, killed, bypass, other] = m!.slice(1).map(Number);
       expect({ execs, allowed, refused, killed, bypass, other }).toEqual({
-        execs: EXECS, allowed: EXECS - EXECS / EVERY, refused: EXECS / EVERY, killed: 0, bypass: 0, other: 0,
+        execs: EXECS,
+        allowed: EXECS - EXECS / EVERY,
+        refused: EXECS / EVERY,
+        killed: 0,
+        bypass: 0,
+        other: 0,
       });
       expect(r.stdout).toContain('no-marker');
       denied += refused;
@@ -96,18 +120,27 @@ describe('the allowed-path cache', () => {
     const id = cid('cache');
     startDetached(id);
     const before = notifyStats();
-    const r = await execAsync(id, 'c', ['/bin/sh', '-c', [
-      `cp ${FIXTURE_DIR}/exec-mix /tmp/prog`, // a copy is a new file: not allowed
-      `${FIXTURE_DIR}/exec-mix n3 /bin/true /bin/true 1000; echo first=$?`,
-      `${FIXTURE_DIR}/exec-mix n3 /bin/true /bin/true 1000; echo second=$?`,
-      // The cached path now names a forbidden file: the check is skipped, the kernel decides.
-      `cp ${FIXTURE_DIR}/marker /tmp/swap && mv /tmp/swap ${FIXTURE_DIR}/exec-mix`,
-      `CGFENCE_MARKER=/tmp/ran ${FIXTURE_DIR}/exec-mix; echo third=$?`,
-      'test -e /tmp/ran && echo MARKER-EXISTS || echo no-marker',
-      // A path never found allowed is resolved every time: a forbidden file is refused.
-      `CGFENCE_MARKER=/tmp/ran2 /tmp/prog; echo copy=$?`,
-      `CGFENCE_MARKER=/tmp/ran2 /tmp/prog; echo copy-again=$?`,
-    ].join('; ')], 120_000);
+    const r = await execAsync(
+      id,
+      'c',
+      [
+        '/bin/sh',
+        '-c',
+        [
+          `cp ${FIXTURE_DIR}/exec-mix /tmp/prog`, // a copy is a new file: not allowed
+          `${FIXTURE_DIR}/exec-mix n3 /bin/true /bin/true 1000; echo first=$?`,
+          `${FIXTURE_DIR}/exec-mix n3 /bin/true /bin/true 1000; echo second=$?`,
+          // The cached path now names a forbidden file: the check is skipped, the kernel decides.
+          `cp ${FIXTURE_DIR}/marker /tmp/swap && mv /tmp/swap ${FIXTURE_DIR}/exec-mix`,
+          `CGFENCE_MARKER=/tmp/ran ${FIXTURE_DIR}/exec-mix; echo third=$?`,
+          'test -e /tmp/ran && echo MARKER-EXISTS || echo no-marker',
+          // A path never found allowed is resolved every time: a forbidden file is refused.
+          `CGFENCE_MARKER=/tmp/ran2 /tmp/prog; echo copy=$?`,
+          `CGFENCE_MARKER=/tmp/ran2 /tmp/prog; echo copy-again=$?`,
+        ].join('; '),
+      ],
+      120_000,
+    );
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('first=0');
     expect(r.stdout).toContain('second=0');

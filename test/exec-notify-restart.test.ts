@@ -19,13 +19,17 @@ const ALLOW = { 'cgfence.io/exec-allow': '/bin/sh,/usr/local/bin/tool-a' };
 
 function holderPids(): number[] {
   const sock = notifyPaths(p.stateDir).holder;
-  return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((d) => {
-    try {
-      return fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0').includes(sock);
-    } catch {
-      return false;
-    }
-  }).map(Number);
+  return fs
+    .readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        return fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0').includes(sock);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
 }
 
 function notifyStats(): Record<string, number> {
@@ -40,7 +44,6 @@ function tick(): number {
     return 0;
   }
 }
-
 
 beforeAll(async () => {
   p = await sandboxUp(dir);
@@ -70,7 +73,20 @@ describe('a daemon killed with SIGKILL', () => {
       fs.writeFileSync(path.join(out, 'go'), '');
       return waitFor(what, () => (res().includes('done') ? res() : undefined), 20_000);
     };
-    const start = ctr(p, ['run', '-d', '--runc-binary', p.runc, ...ann, '--mount', `type=bind,src=${out},dst=/out,options=rbind:rw`, IMAGE, id, '/bin/sh', '-c', loop]);
+    const start = ctr(p, [
+      'run',
+      '-d',
+      '--runc-binary',
+      p.runc,
+      ...ann,
+      '--mount',
+      `type=bind,src=${out},dst=/out,options=rbind:rw`,
+      IMAGE,
+      id,
+      '/bin/sh',
+      '-c',
+      loop,
+    ]);
     expect(start.status, start.stderr).toBe(0);
     try {
       await waitFor('the init loop to run', () => tick() > 3);
@@ -83,7 +99,14 @@ describe('a daemon killed with SIGKILL', () => {
       const pending = await waitFor('an exec waiting for the notify loop', () => containerPids(id).find(waitingInSeccomp), 20_000);
       // Killed while it holds that exec: the holder answers it, and every later one.
       process.kill(daemon, 'SIGKILL');
-      await waitFor('daemon to die', () => { try { process.kill(daemon, 0); return false; } catch { return true; } });
+      await waitFor('daemon to die', () => {
+        try {
+          process.kill(daemon, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      });
       await waitFor('the pending exec to complete', () => !waitingInSeccomp(pending), 20_000);
       expect(holderPids()).toHaveLength(1);
       // No daemon: the kernel fence alone decides, so the forbidden program is killed (137).

@@ -37,12 +37,16 @@ afterAll(async () => {
 describe('a denied exec fails with EACCES', () => {
   it('sh says "Permission denied" and returns 126; allowed programs run; the denial is audited', async () => {
     const id = cid('deny');
-    const r = run(id, FENCED, [
-      '/usr/local/bin/tool-a echo FORBIDDEN-RAN; echo rc=$?',
-      '(exec -a echo /bin/busybox allowed-ran)',
-      'ls / >/dev/null && echo ls-ok',
-      'nosuchprogram; echo missing=$?',
-    ].join('; '));
+    const r = run(
+      id,
+      FENCED,
+      [
+        '/usr/local/bin/tool-a echo FORBIDDEN-RAN; echo rc=$?',
+        '(exec -a echo /bin/busybox allowed-ran)',
+        'ls / >/dev/null && echo ls-ok',
+        'nosuchprogram; echo missing=$?',
+      ].join('; '),
+    );
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).not.toContain('FORBIDDEN-RAN');
     expect(r.stdout).toContain('rc=126');
@@ -56,7 +60,14 @@ describe('a denied exec fails with EACCES', () => {
       void readRecords(p.auditLog, { container: id }).then((x) => (recs = x));
       return recs.find((x) => x.type === 'exec' && x.action === 'deny');
     });
-    expect(rec).toMatchObject({ path: '/usr/local/bin/tool-a', via: 'seccomp-notify', errno: 'EACCES', syscall: 'execve', comm: 'sh', namespace: 'default' });
+    expect(rec).toMatchObject({
+      path: '/usr/local/bin/tool-a',
+      via: 'seccomp-notify',
+      errno: 'EACCES',
+      syscall: 'execve',
+      comm: 'sh',
+      namespace: 'default',
+    });
     expect(String(rec.inode)).toMatch(/^\d+$/);
     expect(recs.some((x) => x.type === 'exec' && x.action === 'deny' && x.via === undefined)).toBe(false); // nothing killed
     const detach = await waitFor('detach record', () => {
@@ -67,14 +78,18 @@ describe('a denied exec fails with EACCES', () => {
     expect(detach).toMatchObject({ denied: 1, denied_by_notify: 1 });
   });
 
-  it('resolves the path in the container\'s own root: symlinks, relative paths, /proc/self', () => {
-    const r = run(cid('paths'), FENCED, [
-      'ln -s /usr/local/bin/tool-a /tmp/abs; /tmp/abs; echo abs=$?',
-      'ln -s ../usr/local/bin/tool-b /tmp/rel; /tmp/rel; echo rel=$?',
-      'cd /usr/local; ./bin/tool-a; echo dot=$?',
-      '/proc/self/root/usr/local/bin/tool-a; echo procroot=$?',
-      'cd /; /proc/self/cwd/bin/true; echo procok=$?',
-    ].join('; '));
+  it("resolves the path in the container's own root: symlinks, relative paths, /proc/self", () => {
+    const r = run(
+      cid('paths'),
+      FENCED,
+      [
+        'ln -s /usr/local/bin/tool-a /tmp/abs; /tmp/abs; echo abs=$?',
+        'ln -s ../usr/local/bin/tool-b /tmp/rel; /tmp/rel; echo rel=$?',
+        'cd /usr/local; ./bin/tool-a; echo dot=$?',
+        '/proc/self/root/usr/local/bin/tool-a; echo procroot=$?',
+        'cd /; /proc/self/cwd/bin/true; echo procok=$?',
+      ].join('; '),
+    );
     expect(r.status, r.stderr).toBe(0);
     for (const k of ['abs', 'rel', 'dot', 'procroot']) expect(r.stdout, r.stderr).toContain(`${k}=126`);
     expect(r.stdout).toContain('procok=0');

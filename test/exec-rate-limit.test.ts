@@ -36,8 +36,15 @@ function attach(tag: string, annotations: Record<string, string>): { cg: string;
   const cg = createCgroup(`${name}/${tag}`);
   cgroups.push(cg);
   const ctx: AttachContext<'exec'> = {
-    namespace: 'rate', id: tag, bundle: '', pid: process.pid, cgroupPath: cg, cgroupId: cgroupId(cg),
-    policy: parseAnnotations(annotations), annotations, state: {},
+    namespace: 'rate',
+    id: tag,
+    bundle: '',
+    pid: process.pid,
+    cgroupPath: cg,
+    cgroupId: cgroupId(cg),
+    policy: parseAnnotations(annotations),
+    annotations,
+    state: {},
   };
   exec.attach(ctx);
   return { cg, ctx };

@@ -29,8 +29,14 @@ const started: number[] = [];
 /** Builds the holder of OLD_COMMIT from git, as its binding.gyp did (dynamically linked here). */
 function buildOldHolder(into: string): string {
   const root = projectRoot();
-  const files = ['native/fd-holder/main.c', 'native/fd-holder/protocol.h', 'native/fd-holder/runc-state.c', 'native/fd-holder/runc-state.h',
-    'native/cgfence-runc/strict-json.c', 'native/cgfence-runc/strict-json.h'];
+  const files = [
+    'native/fd-holder/main.c',
+    'native/fd-holder/protocol.h',
+    'native/fd-holder/runc-state.c',
+    'native/fd-holder/runc-state.h',
+    'native/cgfence-runc/strict-json.c',
+    'native/cgfence-runc/strict-json.h',
+  ];
   for (const f of files) {
     const out = path.join(into, f);
     fs.mkdirSync(path.dirname(out), { recursive: true });
@@ -41,20 +47,28 @@ function buildOldHolder(into: string): string {
   const cflags = execFileSync('pkg-config', ['--cflags', 'json-c'], { encoding: 'utf8' }).trim().split(/\s+/).filter(Boolean);
   const libs = execFileSync('pkg-config', ['--libs', 'json-c'], { encoding: 'utf8' }).trim().split(/\s+/).filter(Boolean);
   const bin = path.join(into, 'old-fd-holder');
-  execFileSync('gcc', ['-std=gnu11', '-O2', ...cflags, '-o', bin, ...files.filter((f) => f.endsWith('.c')).map((f) => path.join(into, f)), ...libs], { stdio: 'pipe' });
+  execFileSync(
+    'gcc',
+    ['-std=gnu11', '-O2', ...cflags, '-o', bin, ...files.filter((f) => f.endsWith('.c')).map((f) => path.join(into, f)), ...libs],
+    { stdio: 'pipe' },
+  );
   return bin;
 }
 
 /** Processes whose command line is exactly [bin, ...] with the given control socket. */
 function pidsOf(bin: string, control: string): number[] {
-  return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number).filter((pid) => {
-    try {
-      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      return argv[0] === bin && argv[1] === control;
-    } catch {
-      return false;
-    }
-  });
+  return fs
+    .readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .map(Number)
+    .filter((pid) => {
+      try {
+        const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        return argv[0] === bin && argv[1] === control;
+      } catch {
+        return false;
+      }
+    });
 }
 
 function alive(pid: number): boolean {
@@ -74,7 +88,9 @@ async function killDaemon(): Promise<void> {
 }
 
 function status(): { version: number; connected: boolean; denialsRouted: boolean; why?: string; replaced?: { oldVersion: number } } {
-  const st = JSON.parse(cli(p, ['status', '--json']).stdout) as { kernel: { backends: { seccomp: { enforceDenials: { fdHolder: ReturnType<typeof status> } } } } };
+  const st = JSON.parse(cli(p, ['status', '--json']).stdout) as {
+    kernel: { backends: { seccomp: { enforceDenials: { fdHolder: ReturnType<typeof status> } } } };
+  };
   return st.kernel.backends.seccomp.enforceDenials.fdHolder;
 }
 
@@ -96,7 +112,11 @@ async function swapHolder(start: () => number): Promise<number> {
   const { holder, listener } = notifyPaths(p.stateDir);
   await killDaemon();
   // (A stand-in holder the last test killed leaves its socket files: the next holder replaces them.)
-  await waitFor('the idle holder to exit', () => pidsOf(fdHolderBinary(), holder).length === 0 && started.every((pid) => !alive(pid)), 20_000);
+  await waitFor(
+    'the idle holder to exit',
+    () => pidsOf(fdHolderBinary(), holder).length === 0 && started.every((pid) => !alive(pid)),
+    20_000,
+  );
   const pid = start();
   started.push(pid);
   expect(fs.existsSync(holder) && fs.existsSync(listener)).toBe(true);
@@ -112,7 +132,7 @@ function startOldHolder(): number {
 }
 
 describe('an fd-holder of an older cgfence at daemon start', () => {
-  it('is replaced, and a container\'s denied mkdir still fails EPERM after the daemon is SIGKILLed', async () => {
+  it("is replaced, and a container's denied mkdir still fails EPERM after the daemon is SIGKILLed", async () => {
     const old = await swapHolder(startOldHolder);
     await sandboxUp(dir);
     const { holder } = notifyPaths(p.stateDir);
@@ -120,10 +140,18 @@ describe('an fd-holder of an older cgfence at daemon start', () => {
     await waitFor('the old holder to be gone', () => !alive(old), 20_000);
     const now = await waitFor('a new holder on the same socket', () => pidsOf(fdHolderBinary(), holder)[0], 20_000);
     expect(now).not.toBe(old);
-    const replaced = await waitFor('the replacement record', () => {
-      const lines = fs.readFileSync(p.auditLog, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
-      return lines.filter((r) => r.type === 'agent' && r.action === 'fd-holder-replaced').pop();
-    }, 20_000);
+    const replaced = await waitFor(
+      'the replacement record',
+      () => {
+        const lines = fs
+          .readFileSync(p.auditLog, 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Record<string, unknown>);
+        return lines.filter((r) => r.type === 'agent' && r.action === 'fd-holder-replaced').pop();
+      },
+      20_000,
+    );
     expect(replaced).toMatchObject({ old_version: 0, version: 1, severity: 'info' });
     expect(status()).toMatchObject({ connected: true, version: 1, denialsRouted: true, replaced: { oldVersion: 0 } });
     expect(cli(p, ['status', '-o', 'wide']).stdout).toMatch(/^seccomp denials +recorded: .*protocol version 1/m);
@@ -136,9 +164,23 @@ describe('an fd-holder of an older cgfence at daemon start', () => {
       fs.writeFileSync(path.join(out, 'go'), '');
       return waitFor(what, () => (res().includes('done') ? res() : undefined), 20_000);
     };
-    const loop = 'while :; do if [ -e /out/go ]; then rm -f /out/go; mkdir /tmp/d; echo m=$? >> /out/res; [ -e /tmp/d ] && echo EXISTS >> /out/res; echo done >> /out/res; fi; sleep 0.05; done';
-    const start = ctr(p, ['run', '-d', '--runc-binary', p.runc, '--annotation', 'cgfence.io/seccomp-deny=mkdir,mkdirat',
-      '--mount', `type=bind,src=${out},dst=/out,options=rbind:rw`, IMAGE, id, '/bin/sh', '-c', loop]);
+    const loop =
+      'while :; do if [ -e /out/go ]; then rm -f /out/go; mkdir /tmp/d; echo m=$? >> /out/res; [ -e /tmp/d ] && echo EXISTS >> /out/res; echo done >> /out/res; fi; sleep 0.05; done';
+    const start = ctr(p, [
+      'run',
+      '-d',
+      '--runc-binary',
+      p.runc,
+      '--annotation',
+      'cgfence.io/seccomp-deny=mkdir,mkdirat',
+      '--mount',
+      `type=bind,src=${out},dst=/out,options=rbind:rw`,
+      IMAGE,
+      id,
+      '/bin/sh',
+      '-c',
+      loop,
+    ]);
     try {
       expect(start.status, start.stderr).toBe(0);
       expect(await trigger('a denied mkdir')).toBe('m=1\ndone\n');
@@ -163,7 +205,7 @@ describe('an fd-holder of an older cgfence at daemon start', () => {
     }
   });
 
-  it('that cannot be retired gets no denial: new containers\' denials stay SCMP_ACT_ERRNO, and status says why', async () => {
+  it("that cannot be retired gets no denial: new containers' denials stay SCMP_ACT_ERRNO, and status says why", async () => {
     // A holder of no version that ignores QUIT.
     const stubborn = buildFixture('stubborn-holder', tmp);
     const { holder, listener } = notifyPaths(p.stateDir);
@@ -176,8 +218,14 @@ describe('an fd-holder of an older cgfence at daemon start', () => {
       const st = status();
       expect(st.denialsRouted).toBe(false);
       expect(st.why).toMatch(/protocol version 0.*could not be retired: the fd-holder \(pid \d+\) did not exit within 5000 ms of QUIT/);
-      expect(cli(p, ['status', '-o', 'wide']).stdout).toMatch(/^seccomp denials +enforced \(SCMP_ACT_ERRNO\), NOT recorded for new containers: .*did not exit within 5000 ms of QUIT/m);
-      const failed = fs.readFileSync(p.auditLog, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+      expect(cli(p, ['status', '-o', 'wide']).stdout).toMatch(
+        /^seccomp denials +enforced \(SCMP_ACT_ERRNO\), NOT recorded for new containers: .*did not exit within 5000 ms of QUIT/m,
+      );
+      const failed = fs
+        .readFileSync(p.auditLog, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
         .filter((r) => r.action === 'fd-holder-replace-failed');
       expect(failed.pop()).toMatchObject({ type: 'agent', severity: 'warning' });
 

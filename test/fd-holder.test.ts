@@ -15,13 +15,17 @@ let control = '';
 let agent = '';
 
 function holderPid(): number | undefined {
-  return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number).find((pid) => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(control);
-    } catch {
-      return false;
-    }
-  });
+  return fs
+    .readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .map(Number)
+    .find((pid) => {
+      try {
+        return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(control);
+      } catch {
+        return false;
+      }
+    });
 }
 
 beforeAll(() => {
@@ -49,7 +53,11 @@ describe('cgfence-fd-holder', () => {
   // The holder tells an exec (let on to the exec fence) from a seccomp denial (EPERM) by the
   // daemon's in-flight table, and, for one it receives itself, by the syscall number
   // (getppid is not an exec: a denial, never CONTINUE).
-  for (const [kind, answer] of [['exec', 'ran'], ['deny', 'EPERM'], ['unreceived', 'EPERM']] as const) {
+  for (const [kind, answer] of [
+    ['exec', 'ran'],
+    ['deny', 'EPERM'],
+    ['unreceived', 'EPERM'],
+  ] as const) {
     it(`answers a notification its daemon died holding (${kind}): ${answer}`, async () => {
       const fixture = buildFixture('notify-inflight', dir);
       startFdHolder(control, agent); // the last case's holder may have gone idle and exited
@@ -74,11 +82,17 @@ describe('cgfence-fd-holder', () => {
     // A fresh holder that no daemon took over: it keeps what runc delivers and forwards nothing.
     startFdHolder(control, agent);
     const holder = holderPid()!;
-    const notifyFds = () => fs.readdirSync(`/proc/${holder}/fd`).filter((fd) => {
-      try { return fs.readlinkSync(`/proc/${holder}/fd/${fd}`) === 'anon_inode:seccomp notify'; } catch { return false; }
-    }).length;
+    const notifyFds = () =>
+      fs.readdirSync(`/proc/${holder}/fd`).filter((fd) => {
+        try {
+          return fs.readlinkSync(`/proc/${holder}/fd/${fd}`) === 'anon_inode:seccomp notify';
+        } catch {
+          return false;
+        }
+      }).length;
     const deliver = buildFixture('agent-deliver', dir);
-    const state = (o: Record<string, unknown>) => JSON.stringify({ ociVersion: '1.0.2', fds: ['seccompFd'], ...o, state: { id: 'x', status: 'creating' } });
+    const state = (o: Record<string, unknown>) =>
+      JSON.stringify({ ociVersion: '1.0.2', fds: ['seccompFd'], ...o, state: { id: 'x', status: 'creating' } });
     const cases: Array<[string, boolean]> = [
       [state({ pid: 4242, metadata: 'test/good' }), true],
       [state({ pid: '4242', metadata: 'test/pid-string' }), false],
@@ -92,7 +106,9 @@ describe('cgfence-fd-holder', () => {
       const before = notifyFds();
       const child = spawn(deliver, [agent, text], { stdio: ['pipe', 'pipe', 'inherit'] });
       await new Promise<void>((resolve, reject) => {
-        child.stdout!.on('data', (d) => { if (String(d).includes('sent')) resolve(); });
+        child.stdout!.on('data', (d) => {
+          if (String(d).includes('sent')) resolve();
+        });
         child.on('exit', (code) => reject(new Error(`agent-deliver exited ${code}`)));
       });
       try {
@@ -110,7 +126,7 @@ describe('cgfence-fd-holder', () => {
     }
   });
 
-  it('is taken over by an older daemon\'s client, which knows no protocol version (END read by its prefix)', async () => {
+  it("is taken over by an older daemon's client, which knows no protocol version (END read by its prefix)", async () => {
     // The client of ab82b4d, before versions, built from git with a driver of its own.
     const old = path.join(dir, 'old-client');
     for (const f of ['native/fd-holder-client.cc', 'native/fd-holder-client.h', 'native/fd-holder/protocol.h']) {
@@ -118,21 +134,51 @@ describe('cgfence-fd-holder', () => {
       fs.writeFileSync(path.join(old, f), execFileSync('git', ['-C', projectRoot(), 'show', `ab82b4d:${f}`]));
     }
     const take = path.join(dir, 'holder-take');
-    execFileSync('g++', ['-std=c++17', '-O2', '-I', path.join(old, 'native'), '-o', take, path.join(FIXTURES, 'holder-take.cc'), path.join(old, 'native/fd-holder-client.cc')], { stdio: 'pipe' });
+    execFileSync(
+      'g++',
+      [
+        '-std=c++17',
+        '-O2',
+        '-I',
+        path.join(old, 'native'),
+        '-o',
+        take,
+        path.join(FIXTURES, 'holder-take.cc'),
+        path.join(old, 'native/fd-holder-client.cc'),
+      ],
+      { stdio: 'pipe' },
+    );
     startFdHolder(control, agent);
     const deliver = buildFixture('agent-deliver', dir);
-    const state = JSON.stringify({ ociVersion: '1.0.2', fds: ['seccompFd'], pid: 4242, metadata: 'test/old-client', state: { id: 'x', status: 'creating' } });
+    const state = JSON.stringify({
+      ociVersion: '1.0.2',
+      fds: ['seccompFd'],
+      pid: 4242,
+      metadata: 'test/old-client',
+      state: { id: 'x', status: 'creating' },
+    });
     const child = spawn(deliver, [agent, state], { stdio: ['pipe', 'pipe', 'inherit'] });
     try {
       await new Promise<void>((resolve, reject) => {
-        child.stdout!.on('data', (d) => { if (String(d).includes('sent')) resolve(); });
+        child.stdout!.on('data', (d) => {
+          if (String(d).includes('sent')) resolve();
+        });
         child.on('exit', (code) => reject(new Error(`agent-deliver exited ${code}`)));
       });
       // The holder reads the delivery on its own time: asked before, it would have nothing to give.
       const holder = holderPid()!;
-      await waitFor('the holder to keep the fd', () => fs.readdirSync(`/proc/${holder}/fd`).some((fd) => {
-        try { return fs.readlinkSync(`/proc/${holder}/fd/${fd}`) === 'anon_inode:seccomp notify'; } catch { return false; }
-      }), 10_000);
+      await waitFor(
+        'the holder to keep the fd',
+        () =>
+          fs.readdirSync(`/proc/${holder}/fd`).some((fd) => {
+            try {
+              return fs.readlinkSync(`/proc/${holder}/fd/${fd}`) === 'anon_inode:seccomp notify';
+            } catch {
+              return false;
+            }
+          }),
+        10_000,
+      );
       expect(execFileSync(take, [control], { encoding: 'utf8', timeout: 10_000 })).toBe('1 table test/old-client\n');
     } finally {
       child.stdin!.end();

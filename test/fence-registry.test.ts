@@ -74,15 +74,69 @@ describe('fence registry state file', () => {
 
   it('refuses wrong values of each kind: a control state, a backend name of the exec fence, a mode of creation, a list', () => {
     const bad: Array<[string, (e: Spoilable) => void, string]> = [
-      ['controls', (e) => { e.controls.network = 'enforcing'; }, '.controls.network: enforced, audited, learning, none or "unenforceable: ..." expected'],
-      ['exec backend', (e) => { e.backends.exec.backend = 'cgroup-v3'; }, '.backends.exec.backend: one of "cgroup-v2", "pidns-tracepoint", "none" expected'],
-      ['how', (e) => { e.how = 'later'; }, '.how: one of "create", "late-attach" expected'],
-      ['eventKeys', (e) => { e.eventKeys = '8812'; }, '.eventKeys: a list of strings expected'],
-      ['network defaultDeny', (e) => { e.backends.network.defaultDeny.egress = 'yes'; }, '.backends.network.defaultDeny.egress: true or false expected'],
-      ['seccomp deny', (e) => { e.backends.seccomp.deny = [1]; }, '.backends.seccomp.deny: a list of strings expected'],
-      ['pid', (e) => { e.pid = -3; }, '.pid: a process id expected'],
-      ['dev', (e) => { e.backends.exec.allow[0].dev = '51'; }, '.backends.exec.allow[0].dev: "MAJOR:MINOR" expected'],
-      ['not an object', (e) => { e.backends.learn = []; }, '.backends.learn: not an object'],
+      [
+        'controls',
+        (e) => {
+          e.controls.network = 'enforcing';
+        },
+        '.controls.network: enforced, audited, learning, none or "unenforceable: ..." expected',
+      ],
+      [
+        'exec backend',
+        (e) => {
+          e.backends.exec.backend = 'cgroup-v3';
+        },
+        '.backends.exec.backend: one of "cgroup-v2", "pidns-tracepoint", "none" expected',
+      ],
+      [
+        'how',
+        (e) => {
+          e.how = 'later';
+        },
+        '.how: one of "create", "late-attach" expected',
+      ],
+      [
+        'eventKeys',
+        (e) => {
+          e.eventKeys = '8812';
+        },
+        '.eventKeys: a list of strings expected',
+      ],
+      [
+        'network defaultDeny',
+        (e) => {
+          e.backends.network.defaultDeny.egress = 'yes';
+        },
+        '.backends.network.defaultDeny.egress: true or false expected',
+      ],
+      [
+        'seccomp deny',
+        (e) => {
+          e.backends.seccomp.deny = [1];
+        },
+        '.backends.seccomp.deny: a list of strings expected',
+      ],
+      [
+        'pid',
+        (e) => {
+          e.pid = -3;
+        },
+        '.pid: a process id expected',
+      ],
+      [
+        'dev',
+        (e) => {
+          e.backends.exec.allow[0].dev = '51';
+        },
+        '.backends.exec.allow[0].dev: "MAJOR:MINOR" expected',
+      ],
+      [
+        'not an object',
+        (e) => {
+          e.backends.learn = [];
+        },
+        '.backends.learn: not an object',
+      ],
     ];
     for (const [what, spoil, message] of bad) {
       const e = fixture()[0] as unknown as Spoilable;

@@ -54,7 +54,11 @@ function kernelState(): Record<string, { entries: number; sha256: string }> {
 
 async function stop(id: string): Promise<void> {
   ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-  await waitFor('task to stop', () => ctr(p, ['task', 'delete', id]).status === 0 || !ctr(p, ['task', 'ls']).stdout.includes(`${id} `), 20_000).catch(() => {});
+  await waitFor(
+    'task to stop',
+    () => ctr(p, ['task', 'delete', id]).status === 0 || !ctr(p, ['task', 'ls']).stdout.includes(`${id} `),
+    20_000,
+  ).catch(() => {});
   ctr(p, ['task', 'delete', '--force', id]);
   ctr(p, ['containers', 'delete', id]);
 }
@@ -92,8 +96,14 @@ describe('exec allow quota', () => {
     const r = runFenced(p, id, { 'cgfence.io/exec-allow': '/bin/sh,/mnt/many/*' }, ['/bin/sh', '-c', 'echo SHOULD-NOT-RUN'], MANY());
     expect(r.status).not.toBe(0);
     expect(r.stdout).not.toContain('SHOULD-NOT-RUN');
-    expect(r.stderr).toContain(`container default/${id} asks for ${LIMIT + 5} exec allow entries, more than the ${LIMIT} one container may hold (node config limits.execAllowPerContainer); nothing was written`);
-    await recordFor(id, (x) => x.type === 'lifecycle' && x.action === 'refuse' && String(x.reason).includes('limits.execAllowPerContainer'), 'the refuse record');
+    expect(r.stderr).toContain(
+      `container default/${id} asks for ${LIMIT + 5} exec allow entries, more than the ${LIMIT} one container may hold (node config limits.execAllowPerContainer); nothing was written`,
+    );
+    await recordFor(
+      id,
+      (x) => x.type === 'lifecycle' && x.action === 'refuse' && String(x.reason).includes('limits.execAllowPerContainer'),
+      'the refuse record',
+    );
     expect(kernelState()).toEqual(before);
     ctr(p, ['containers', 'delete', id]);
 
@@ -104,7 +114,20 @@ describe('exec allow quota', () => {
 
   it('a refused policy set leaves the kernel maps byte-for-byte as before, keeps the old policy and writes an audit record', async () => {
     const id = cid('live');
-    const start = ctr(p, ['run', '-d', '--runc-binary', p.runc, '--annotation', 'cgfence.io/exec-allow=/bin/sh,/mnt/many/s-0', ...MANY(), IMAGE, id, '/bin/sh', '-c', 'sleep 120']);
+    const start = ctr(p, [
+      'run',
+      '-d',
+      '--runc-binary',
+      p.runc,
+      '--annotation',
+      'cgfence.io/exec-allow=/bin/sh,/mnt/many/s-0',
+      ...MANY(),
+      IMAGE,
+      id,
+      '/bin/sh',
+      '-c',
+      'sleep 120',
+    ]);
     expect(start.status, start.stderr).toBe(0);
     try {
       const psBefore = JSON.parse(cli(p, ['ps', '--json']).stdout) as Array<{ id: string; policyHash: string }>;
@@ -127,17 +150,22 @@ describe('exec allow quota', () => {
       expect(e0.status, e0.stderr).toBe(0);
       expect(ctr(p, ['task', 'exec', '--exec-id', 'e1', id, '/mnt/many/s-1']).status).not.toBe(0);
 
-      const st = JSON.parse(cli(p, ['status', '--json']).stdout) as { tables: Record<string, { used: number; capacity: number }>; limits: Record<string, number> };
+      const st = JSON.parse(cli(p, ['status', '--json']).stdout) as {
+        tables: Record<string, { used: number; capacity: number }>;
+        limits: Record<string, number>;
+      };
       expect(st.tables.exec_allow.capacity).toBe(65536);
       expect(st.tables.exec_allow.used).toBeGreaterThanOrEqual(2);
       expect(st.limits.execAllowPerContainer).toBe(LIMIT);
       expect(cli(p, ['status']).stdout).toMatch(/kernel tables\s+exec_fences \d+\/4096, exec_allow \d+\/65536/);
       const metrics = await new Promise<string>((resolve, reject) => {
-        http.get({ socketPath: p.metrics, path: '/metrics' }, (res) => {
-          let body = '';
-          res.on('data', (d) => (body += d));
-          res.on('end', () => resolve(body));
-        }).on('error', reject);
+        http
+          .get({ socketPath: p.metrics, path: '/metrics' }, (res) => {
+            let body = '';
+            res.on('data', (d) => (body += d));
+            res.on('end', () => resolve(body));
+          })
+          .on('error', reject);
       });
       expect(metrics).toContain('cgfence_kernel_table_capacity{table="exec_allow"} 65536');
       expect(metrics).toMatch(/cgfence_kernel_table_entries\{table="exec_allow"\} [1-9]\d*/);
@@ -149,9 +177,14 @@ describe('exec allow quota', () => {
 });
 
 describe('allow-lists and bind mounts', () => {
-  it('an entry only a bind mount brings in is resolved in the container\'s mount namespace at attach', () => {
-    const r = runFenced(p, cid('bind'), { 'cgfence.io/exec-allow': '/bin/sh,/mnt/tools/echo' },
-      ['/bin/sh', '-c', '/mnt/tools/echo BIND-ALLOWED; /mnt/tools/cat /etc/group && echo CAT-RAN; true'], TOOLS());
+  it("an entry only a bind mount brings in is resolved in the container's mount namespace at attach", () => {
+    const r = runFenced(
+      p,
+      cid('bind'),
+      { 'cgfence.io/exec-allow': '/bin/sh,/mnt/tools/echo' },
+      ['/bin/sh', '-c', '/mnt/tools/echo BIND-ALLOWED; /mnt/tools/cat /etc/group && echo CAT-RAN; true'],
+      TOOLS(),
+    );
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('BIND-ALLOWED');
     expect(r.stdout).not.toContain('CAT-RAN');
@@ -182,7 +215,13 @@ describe('allow-lists and bind mounts', () => {
 describe('exact names', () => {
   it('a denied exec of a non-UTF-8 name (the notify loop) is recorded with its exact bytes', async () => {
     const id = cid('odd');
-    const r = runFenced(p, id, { 'cgfence.io/exec-allow': '/bin/sh' }, ['/bin/sh', '-c', '"$(printf "/mnt/tools/d\\377e")"; echo STATUS=$?'], TOOLS());
+    const r = runFenced(
+      p,
+      id,
+      { 'cgfence.io/exec-allow': '/bin/sh' },
+      ['/bin/sh', '-c', '"$(printf "/mnt/tools/d\\377e")"; echo STATUS=$?'],
+      TOOLS(),
+    );
     expect(r.stdout).toContain('STATUS=126');
     expect(r.stdout).not.toContain('ODD-RAN');
     const rec = await recordFor(id, (x) => x.type === 'exec' && x.action === 'deny', 'the deny record');
@@ -199,21 +238,31 @@ describe('exec records are rate-limited', () => {
   it('10,000 denials of one container: few records, counts adding up to 10,000, a neighbour still recorded', async () => {
     const id = cid('flood');
     const script = 'i=0; while [ $i -lt 10000 ]; do /usr/local/bin/tool-a 2>/dev/null; i=$((i+1)); done; echo FLOOD-DONE';
-    const r = ctr(p, ['run', '--rm', '--runc-binary', p.runc, '--annotation', 'cgfence.io/exec-allow=/bin/sh', IMAGE, id, '/bin/sh', '-c', script], 600_000);
+    const r = ctr(
+      p,
+      ['run', '--rm', '--runc-binary', p.runc, '--annotation', 'cgfence.io/exec-allow=/bin/sh', IMAGE, id, '/bin/sh', '-c', script],
+      600_000,
+    );
     expect(r.stdout, r.stderr).toContain('FLOOD-DONE');
     const neighbour = cid('neighbour');
-    const other = runFenced(p, neighbour, { 'cgfence.io/exec-allow': '/bin/sh' }, ['/bin/sh', '-c', '/usr/local/bin/tool-b; /usr/local/bin/tool-b; true']);
+    const other = runFenced(p, neighbour, { 'cgfence.io/exec-allow': '/bin/sh' }, [
+      '/bin/sh',
+      '-c',
+      '/usr/local/bin/tool-b; /usr/local/bin/tool-b; true',
+    ]);
     expect(other.status, other.stderr).toBe(0);
     const detach = await recordFor(id, (x) => x.type === 'lifecycle' && x.action === 'detach', 'the detach record');
     expect(detach.denied).toBe(10_000);
     const denials = (await records(id)).filter((x) => x.type === 'exec' && x.action === 'deny');
     const counted = denials.reduce((n, x) => n + (typeof x.count === 'number' ? x.count : 1), 0);
     expect(counted).toBe(10_000);
-    console.log(`flood: ${denials.length} deny records (${denials.filter((x) => x.rate_limited === true).length} of them counts) for 10,000 denials`);
+    console.log(
+      `flood: ${denials.length} deny records (${denials.filter((x) => x.rate_limited === true).length} of them counts) for 10,000 denials`,
+    );
     expect(denials.length).toBeLessThan(500);
     expect(denials.filter((x) => x.rate_limited === true).every((x) => x.path === '/usr/local/bin/tool-a')).toBe(true);
     // The flood did not cost the neighbour its records.
-    await recordFor(neighbour, (x) => x.type === 'lifecycle' && x.action === 'detach', 'the neighbour\'s detach record');
+    await recordFor(neighbour, (x) => x.type === 'lifecycle' && x.action === 'detach', "the neighbour's detach record");
     expect((await records(neighbour)).filter((x) => x.type === 'exec' && x.action === 'deny' && x.count === undefined)).toHaveLength(2);
     expect(cli(p, ['audit', 'verify', p.auditLog]).status).toBe(0);
   });
@@ -221,8 +270,13 @@ describe('exec records are rate-limited', () => {
 
 describe('small errors', () => {
   it('`[` in a path is a file name, not a wildcard', () => {
-    const r = runFenced(p, cid('bracket'), { 'cgfence.io/exec-allow': '/bin/sh,/mnt/tools/[' },
-      ['/bin/sh', '-c', '/mnt/tools/[ 1 = 1 ] && echo BRACKET-RAN'], TOOLS());
+    const r = runFenced(
+      p,
+      cid('bracket'),
+      { 'cgfence.io/exec-allow': '/bin/sh,/mnt/tools/[' },
+      ['/bin/sh', '-c', '/mnt/tools/[ 1 = 1 ] && echo BRACKET-RAN'],
+      TOOLS(),
+    );
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('BRACKET-RAN');
   });

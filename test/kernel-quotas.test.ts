@@ -46,8 +46,23 @@ async function inCgroup(c: { cg: string; pid: number }): Promise<void> {
   }
 }
 
-function ctx<N extends BackendName>(id: string, c: { cg: string; pid: number }, annotations: Record<string, string>, state: BackendStates[N] = {}): AttachContext<N> {
-  return { namespace: 'quota-test', id, bundle: '', pid: c.pid, cgroupPath: c.cg, cgroupId: cgroupId(c.cg), policy: parseAnnotations(annotations), annotations, state };
+function ctx<N extends BackendName>(
+  id: string,
+  c: { cg: string; pid: number },
+  annotations: Record<string, string>,
+  state: BackendStates[N] = {},
+): AttachContext<N> {
+  return {
+    namespace: 'quota-test',
+    id,
+    bundle: '',
+    pid: c.pid,
+    cgroupPath: c.cg,
+    cgroupId: cgroupId(c.cg),
+    policy: parseAnnotations(annotations),
+    annotations,
+    state,
+  };
 }
 
 /**
@@ -97,7 +112,9 @@ describe('exec allow quota', () => {
     const ann = { 'cgfence.io/exec-allow': `/bin/sh,${dir}/many/*` };
     expect(() => exec.attach(ctx('big', big, ann))).toThrow(QuotaError);
     // 100 files, /bin/sh, and the ELF loader /bin/sh names (loader entries count too).
-    expect(() => exec.attach(ctx('big', big, ann))).toThrow(/container quota-test\/big asks for 102 exec allow entries, more than the 50 one container may hold \(node config limits\.execAllowPerContainer\); nothing was written/);
+    expect(() => exec.attach(ctx('big', big, ann))).toThrow(
+      /container quota-test\/big asks for 102 exec allow entries, more than the 50 one container may hold \(node config limits\.execAllowPerContainer\); nothing was written/,
+    );
     expect(dumpAll()).toEqual(before);
     expect(exec.fence.getFence(cgroupId(big.cg))).toBeNull();
 
@@ -115,10 +132,14 @@ describe('exec allow quota', () => {
     const st: BackendStates['exec'] = {};
     exec.attach(ctx('live', c, { 'cgfence.io/exec-allow': `${dir}/few-0,${dir}/few-1` }, st));
     const before = dumpAll();
-    expect(() => exec.update(ctx('live', c, { 'cgfence.io/exec-allow': `${dir}/many/*` }, { ...st }))).toThrow(/asks for 100 exec allow entries/);
+    expect(() => exec.update(ctx('live', c, { 'cgfence.io/exec-allow': `${dir}/many/*` }, { ...st }))).toThrow(
+      /asks for 100 exec allow entries/,
+    );
     expect(dumpAll()).toEqual(before);
     // The undo of a successful update (a later control failed) puts back the exact bytes.
-    const undo = exec.update(ctx('live', c, { 'cgfence.io/exec-allow': `${dir}/few-2,${dir}/few-3,${dir}/few-4`, 'cgfence.io/mode': 'audit' }, { ...st }));
+    const undo = exec.update(
+      ctx('live', c, { 'cgfence.io/exec-allow': `${dir}/few-2,${dir}/few-3,${dir}/few-4`, 'cgfence.io/mode': 'audit' }, { ...st }),
+    );
     expect(dumpAll()).not.toEqual(before);
     undo();
     expect(dumpAll()).toEqual(before);
@@ -137,12 +158,20 @@ describe('exec allow quota', () => {
     const ghost = 0x7ead00000000n + BigInt(process.pid);
     const { used, capacity } = exec.usage().exec_allow;
     const fill = capacity - used - 3;
-    exec.fence.allow(ghost, Array.from({ length: fill }, (_, i) => ({ dev: 1n, ino: BigInt(i + 1), ctimeNs: 0n, interpOnly: false })));
+    exec.fence.allow(
+      ghost,
+      Array.from({ length: fill }, (_, i) => ({ dev: 1n, ino: BigInt(i + 1), ctimeNs: 0n, interpOnly: false })),
+    );
     expect(exec.usage().exec_allow.used).toBe(capacity - 3);
 
     const before = dumpAll();
-    expect(() => exec.update(ctx('cap', c, { 'cgfence.io/exec-allow': [1, 2, 3, 4, 5].map((i) => `${dir}/few-${i}`).join(',') }, { ...st })))
-      .toThrow(new RegExp(`container quota-test/cap needs 5 more exec allow entries, but the node's exec allow table holds ${capacity - 3} of ${capacity}; nothing was written`));
+    expect(() =>
+      exec.update(ctx('cap', c, { 'cgfence.io/exec-allow': [1, 2, 3, 4, 5].map((i) => `${dir}/few-${i}`).join(',') }, { ...st })),
+    ).toThrow(
+      new RegExp(
+        `container quota-test/cap needs 5 more exec allow entries, but the node's exec allow table holds ${capacity - 3} of ${capacity}; nothing was written`,
+      ),
+    );
     expect(dumpAll()).toEqual(before);
 
     // Without the quota check the kernel itself refuses the 4th entry (E2BIG): the entries
@@ -154,7 +183,9 @@ describe('exec allow quota', () => {
     // The orphan sweep collects the ghost's entries (no fence entry, no container) and
     // leaves the known fence alone; then the update fits.
     const removed = exec.sweepOrphans(new Set([fenceId.toString()]));
-    expect(removed, JSON.stringify(removed)).toEqual([{ type: 'agent', action: 'remove-orphan-fence', control: 'exec', cgroup_id: ghost.toString() }]);
+    expect(removed, JSON.stringify(removed)).toEqual([
+      { type: 'agent', action: 'remove-orphan-fence', control: 'exec', cgroup_id: ghost.toString() },
+    ]);
     expect(exec.fence.allowed(ghost)).toEqual([]);
     expect(exec.fence.allowed(fenceId)).toHaveLength(1);
     exec.update(ctx('cap', c, { 'cgfence.io/exec-allow': `${dir}/few-1,${dir}/few-2` }, st));
@@ -171,8 +202,9 @@ describe('network rule quota', () => {
     const b = container('net-small');
     await Promise.all([inCgroup(a), inCgroup(b)]);
     const before = dumpAll();
-    expect(() => net.attach(ctx('net-big', a, { 'cgfence.io/egress-deny': cidrs(11) })))
-      .toThrow(/container quota-test\/net-big asks for 11 network rules \(IPv4\) entries, more than the 10 one container may hold \(node config limits\.netRulesPerContainer\); nothing was written/);
+    expect(() => net.attach(ctx('net-big', a, { 'cgfence.io/egress-deny': cidrs(11) }))).toThrow(
+      /container quota-test\/net-big asks for 11 network rules \(IPv4\) entries, more than the 10 one container may hold \(node config limits\.netRulesPerContainer\); nothing was written/,
+    );
     expect(dumpAll()).toEqual(before);
     expect(net.fence.isAttached(cgroupId(a.cg))).toBe(false);
 
@@ -199,16 +231,26 @@ describe('network rule quota', () => {
 
 describe('table sizes', () => {
   const sizesPin = `/sys/fs/bpf/${name}-sizes`;
-  afterAll(() => { fs.rmSync(sizesPin, { recursive: true, force: true }); });
+  afterAll(() => {
+    fs.rmSync(sizesPin, { recursive: true, force: true });
+  });
 
   it('a new table gets the configured size; a pinned one keeps its own', () => {
-    const a = new ExecBackend({ pinDir: sizesPin, cgroupMode: 'v2', sizes: { exec_fences: 64, exec_allow: 1000, net_rules4: 10, net_rules6: 10 } });
+    const a = new ExecBackend({
+      pinDir: sizesPin,
+      cgroupMode: 'v2',
+      sizes: { exec_fences: 64, exec_allow: 1000, net_rules4: 10, net_rules6: 10 },
+    });
     try {
       expect(a.usage()).toEqual({ fences: { used: 0, capacity: 64 }, exec_allow: { used: 0, capacity: 1000 } });
     } finally {
       a.close({ detach: false });
     }
-    const b = new ExecBackend({ pinDir: sizesPin, cgroupMode: 'v2', sizes: { exec_fences: 128, exec_allow: 2000, net_rules4: 10, net_rules6: 10 } });
+    const b = new ExecBackend({
+      pinDir: sizesPin,
+      cgroupMode: 'v2',
+      sizes: { exec_fences: 128, exec_allow: 2000, net_rules4: 10, net_rules6: 10 },
+    });
     try {
       expect(b.usage().exec_allow.capacity).toBe(1000);
     } finally {
@@ -225,6 +267,9 @@ describe('table sizes', () => {
     fs.writeFileSync(f, JSON.stringify({ limits: { execAllowPerContainer: -1 } }));
     expect(() => loadConfigFile(f)).toThrow(/limits\.execAllowPerContainer must be a positive integer, not -1/);
     fs.writeFileSync(f, JSON.stringify({ limits: { execAllowPerContainer: 10 }, tableSizes: { exec_allow: 100 } }));
-    expect(loadConfigFile(f)).toMatchObject({ limits: { execAllowPerContainer: 10, netRulesPerContainer: 8192 }, tableSizes: { exec_allow: 100, exec_fences: 4096 } });
+    expect(loadConfigFile(f)).toMatchObject({
+      limits: { execAllowPerContainer: 10, netRulesPerContainer: 8192 },
+      tableSizes: { exec_allow: 100, exec_fences: 4096 },
+    });
   });
 });

@@ -35,7 +35,18 @@ function toolA(id: string, execId: string, text: string) {
 it('audits fail-open creates and late-attaches what started while the daemon was down', async () => {
   const pid = Number(fs.readFileSync(p.daemonPid, 'utf8'));
   process.kill(pid, 'SIGTERM'); // a clean stop: fences stay pinned, the socket goes away
-  await waitFor('daemon to stop', () => { try { process.kill(pid, 0); return false; } catch { return true; } }, 20_000);
+  await waitFor(
+    'daemon to stop',
+    () => {
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    },
+    20_000,
+  );
 
   const viaLauncher = cid('failopen');
   const viaRunc = cid('plainrunc');
@@ -51,10 +62,16 @@ it('audits fail-open creates and late-attaches what started while the daemon was
 
   await sandboxUp(dir);
   let recs: Awaited<ReturnType<typeof readRecords>> = [];
-  await waitFor('late attach of both', () => {
-    void readRecords(p.auditLog).then((r) => (recs = r));
-    return [viaLauncher, viaRunc].every((id) => recs.some((r) => r.container_id === id && r.type === 'lifecycle' && r.action === 'attach' && r.how === 'late-attach'));
-  }, 20_000);
+  await waitFor(
+    'late attach of both',
+    () => {
+      void readRecords(p.auditLog).then((r) => (recs = r));
+      return [viaLauncher, viaRunc].every((id) =>
+        recs.some((r) => r.container_id === id && r.type === 'lifecycle' && r.action === 'attach' && r.how === 'late-attach'),
+      );
+    },
+    20_000,
+  );
   const spooled = recs.find((r) => r.type === 'agent' && r.action === 'fail-open' && r.container_id === viaLauncher);
   expect(spooled, 'the fail-open create is in the audit log').toBeDefined();
 

@@ -23,7 +23,9 @@ function runPod(name: string, annotations: Record<string, string>): Promise<CriP
 /** A container as kubelet creates it, with kubelet's labels; it runs `script` once. */
 function runContainer(pod: CriPod, name: string, script: string): Promise<string> {
   return sb.runContainer(pod, name, script, {
-    'io.kubernetes.pod.name': pod.config.metadata.name, 'io.kubernetes.pod.namespace': POD_NAMESPACE, 'io.kubernetes.container.name': name,
+    'io.kubernetes.pod.name': pod.config.metadata.name,
+    'io.kubernetes.pod.namespace': POD_NAMESPACE,
+    'io.kubernetes.container.name': name,
   });
 }
 
@@ -40,7 +42,7 @@ beforeAll(async () => {
 afterAll(() => sb.down());
 
 describe('learn over a pod through the CRI', () => {
-  it('merges the pod\'s containers into pod annotations that fence a new pod with zero denials', async () => {
+  it("merges the pod's containers into pod annotations that fence a new pod with zero denials", async () => {
     const name = `web-${crypto.randomBytes(3).toString('hex')}`;
     const pod = await runPod(name, { 'cgfence.io/mode': 'learn' });
     // A job of a few milliseconds (like an init container), and an app.
@@ -56,7 +58,9 @@ describe('learn over a pod through the CRI', () => {
     expect(out.stdout).toMatch(/^# cgfence learn: what 2 containers \(k8s\.io\/\w+, k8s\.io\/\w+\) did, as pod annotations/);
     const ann = (YAML.parse(out.stdout) as { metadata: { annotations: Record<string, string> } }).metadata.annotations;
     expect(ann['cgfence.io/exec-allow']).toBe('/bin/busybox,/usr/local/bin/tool-a');
-    const json = JSON.parse(cli(p, ['learn', '--pod', `${POD_NAMESPACE}/${name}`, '--json']).stdout) as { sources: Array<{ id: string; pod: { namespace: string; name: string } }> };
+    const json = JSON.parse(cli(p, ['learn', '--pod', `${POD_NAMESPACE}/${name}`, '--json']).stdout) as {
+      sources: Array<{ id: string; pod: { namespace: string; name: string } }>;
+    };
     expect(json.sources.map((s) => s.id).sort()).toEqual([app, job].sort());
     expect(json.sources.every((s) => s.pod.namespace === POD_NAMESPACE && s.pod.name === name)).toBe(true);
 

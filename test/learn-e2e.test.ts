@@ -69,7 +69,12 @@ describe('learn, then enforce what was learned', () => {
     const out = cli(p, ['learn', learnId]);
     expect(out.status, out.stderr).toBe(0);
     learned = parseLearned(out.stdout);
-    expect(Object.keys(learned)).toEqual(['cgfence.io/exec-allow', 'cgfence.io/egress-allow', 'cgfence.io/ingress-allow', 'cgfence.io/seccomp-allow']);
+    expect(Object.keys(learned)).toEqual([
+      'cgfence.io/exec-allow',
+      'cgfence.io/egress-allow',
+      'cgfence.io/ingress-allow',
+      'cgfence.io/seccomp-allow',
+    ]);
     // Applets run as /bin/ls, /proc/self/exe...: one identity, listed by the file's own path.
     expect(learned['cgfence.io/exec-allow']).toBe('/bin/busybox,/usr/local/bin/tool-a');
     expect(learned['cgfence.io/egress-allow']).toBe('127.0.0.1/32');
@@ -80,17 +85,21 @@ describe('learn, then enforce what was learned', () => {
     expect(syscalls).not.toContain('mkdirat');
 
     const json = JSON.parse(cli(p, ['learn', learnId, '--json']).stdout) as {
-      running: boolean; annotations: Record<string, string>; exec: Array<{ path: string; names: string[] }>;
+      running: boolean;
+      annotations: Record<string, string>;
+      exec: Array<{ path: string; names: string[] }>;
       network: { flows: Array<{ direction: string; address: string; proto: string; port: number }> };
     };
     expect(json.running).toBe(false);
     expect(json.annotations).toEqual(learned);
     expect(json.exec.find((e) => e.path === '/usr/local/bin/tool-a')?.names).toEqual(['/usr/local/bin/tool-a']);
     // Both ends of the connection, on the server's port; replies add no flows.
-    expect(json.network.flows).toEqual(expect.arrayContaining([
-      expect.objectContaining({ direction: 'egress', address: '127.0.0.1', proto: 'tcp', port: 7001 }),
-      expect.objectContaining({ direction: 'ingress', address: '127.0.0.1', proto: 'tcp', port: 7001 }),
-    ]));
+    expect(json.network.flows).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ direction: 'egress', address: '127.0.0.1', proto: 'tcp', port: 7001 }),
+        expect.objectContaining({ direction: 'ingress', address: '127.0.0.1', proto: 'tcp', port: 7001 }),
+      ]),
+    );
     expect(json.network.flows.every((f) => f.port === 7001)).toBe(true);
   });
 
@@ -125,7 +134,11 @@ describe('learn, then enforce what was learned', () => {
 
   it('a binary the workload never ran is denied', async () => {
     const id = cid('newbin');
-    const r = runFenced(id, learned, ['/bin/sh', '-c', `${WORKLOAD}\n(exec -a echo /usr/local/bin/tool-b NEW-BINARY-RAN); echo tool-b-rc=$?`]);
+    const r = runFenced(id, learned, [
+      '/bin/sh',
+      '-c',
+      `${WORKLOAD}\n(exec -a echo /usr/local/bin/tool-b NEW-BINARY-RAN); echo tool-b-rc=$?`,
+    ]);
     expect(r.stdout).toContain('WORKLOAD-DONE');
     expect(r.stdout).not.toContain('NEW-BINARY-RAN');
     expect(r.stdout).toMatch(/tool-b-rc=(126|137)/);
@@ -156,7 +169,19 @@ describe('learn, then enforce what was learned', () => {
 describe('cgfence learn while the container runs', () => {
   it('answers from the daemon, folds addresses on request, and keeps learning across a daemon restart', async () => {
     const id = cid('live');
-    const start = ctr(p, ['run', '-d', '--runc-binary', p.runc, '--annotation', 'cgfence.io/mode=learn', IMAGE, id, '/bin/sh', '-c', `${WORKLOAD}\nsleep 600`]);
+    const start = ctr(p, [
+      'run',
+      '-d',
+      '--runc-binary',
+      p.runc,
+      '--annotation',
+      'cgfence.io/mode=learn',
+      IMAGE,
+      id,
+      '/bin/sh',
+      '-c',
+      `${WORKLOAD}\nsleep 600`,
+    ]);
     expect(start.status, start.stderr).toBe(0);
     try {
       type Live = { running: boolean; exec: Array<{ path: string }>; annotations: Record<string, string> };
@@ -164,10 +189,16 @@ describe('cgfence learn while the container runs', () => {
         const r = cli(p, ['learn', id, '--json', ...extra]);
         return r.status === 0 ? (JSON.parse(r.stdout) as Live) : null;
       };
-      const live = await waitFor('the workload to be learned', () => {
-        const l = learnJson();
-        return l && l.annotations['cgfence.io/ingress-allow'] === '127.0.0.1/32' && l.exec.some((e) => e.path === '/usr/local/bin/tool-a') ? l : null;
-      }, 30_000);
+      const live = await waitFor(
+        'the workload to be learned',
+        () => {
+          const l = learnJson();
+          return l && l.annotations['cgfence.io/ingress-allow'] === '127.0.0.1/32' && l.exec.some((e) => e.path === '/usr/local/bin/tool-a')
+            ? l
+            : null;
+        },
+        30_000,
+      );
       expect(live.running).toBe(true);
       expect(learnJson('--prefix-len4', '8')!.annotations['cgfence.io/egress-allow']).toBe('127.0.0.0/8');
 
@@ -175,14 +206,25 @@ describe('cgfence learn while the container runs', () => {
       // and an exec while it is down reaches the next daemon through the pinned ring buffer.
       const pid = Number(fs.readFileSync(`${dir}/daemon.pid`, 'utf8'));
       process.kill(pid, 'SIGKILL');
-      await waitFor('daemon to die', () => { try { process.kill(pid, 0); return false; } catch { return true; } });
+      await waitFor('daemon to die', () => {
+        try {
+          process.kill(pid, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      });
       const down = ctr(p, ['task', 'exec', '--exec-id', 'down1', id, '/bin/sh', '-c', 'exec -a echo /usr/local/bin/tool-b RAN-WHILE-DOWN']);
       expect(down.stdout).toContain('RAN-WHILE-DOWN');
       await sandboxUp(dir);
-      const after = await waitFor('the exec made while the daemon was down', () => {
-        const l = learnJson();
-        return l?.exec.some((e) => e.path === '/usr/local/bin/tool-b') ? l : null;
-      }, 30_000);
+      const after = await waitFor(
+        'the exec made while the daemon was down',
+        () => {
+          const l = learnJson();
+          return l?.exec.some((e) => e.path === '/usr/local/bin/tool-b') ? l : null;
+        },
+        30_000,
+      );
       expect(after.running).toBe(true);
       expect(after.exec.map((e) => e.path)).toEqual(['/bin/busybox', '/usr/local/bin/tool-a', '/usr/local/bin/tool-b']);
       expect(after.annotations['cgfence.io/egress-allow']).toBe('127.0.0.1/32');
@@ -207,10 +249,14 @@ describe('cgfence learn while the container runs', () => {
 
   it('after every learner is gone, the syscall program is detached again', async () => {
     type St = { fences: number; kernel: { learn: { learning: number; syscallProgramAttached: boolean } } };
-    const st = await waitFor('no fenced containers', () => {
-      const s = JSON.parse(cli(p, ['status', '--json']).stdout) as St;
-      return s.fences === 0 ? s : null;
-    }, 20_000);
+    const st = await waitFor(
+      'no fenced containers',
+      () => {
+        const s = JSON.parse(cli(p, ['status', '--json']).stdout) as St;
+        return s.fences === 0 ? s : null;
+      },
+      20_000,
+    );
     expect(st.kernel.learn).toEqual(expect.objectContaining({ learning: 0, syscallProgramAttached: false }));
   });
 });

@@ -37,8 +37,15 @@ async function waitForRecord(id: string): Promise<AuditInput> {
 
 function ctxFor(cgroupPath: string, id: string): AttachContext<'learn'> {
   return {
-    namespace: 'test', id, bundle: '', pid: process.pid, cgroupPath, cgroupId: cgroupId(cgroupPath),
-    policy: { ...emptyPolicy(), mode: 'learn' }, annotations: {}, state: {},
+    namespace: 'test',
+    id,
+    bundle: '',
+    pid: process.pid,
+    cgroupPath,
+    cgroupId: cgroupId(cgroupPath),
+    policy: { ...emptyPolicy(), mode: 'learn' },
+    annotations: {},
+    state: {},
   };
 }
 
@@ -99,7 +106,9 @@ describe('the syscall record', () => {
     }
     const rec = await waitForRecord('parent');
     expect(rec.type).toBe('lifecycle');
-    expect((rec.annotations as Record<string, string>)['cgfence.io/exec-allow']).toBe([compat, fs.realpathSync('/bin/mkdir')].sort().join(','));
+    expect((rec.annotations as Record<string, string>)['cgfence.io/exec-allow']).toBe(
+      [compat, fs.realpathSync('/bin/mkdir')].sort().join(','),
+    );
     expect((rec.annotations as Record<string, string>)['cgfence.io/seccomp-allow']).toMatch(/(^|,)socketcall(,|$)/);
     expect(learn.status().syscallProgramAttached).toBe(false);
     expect(learn.learnedOf('test', 'parent')).toEqual([]);
@@ -117,8 +126,10 @@ describe('the network record', () => {
       const [l] = learn.learnedOf('test', 'net');
       const peers = l.network.peers.map((x) => `${x.direction} ${x.address}`);
       expect(peers).toEqual(['egress 127.0.0.1', 'egress ::1', 'ingress 127.0.0.1', 'ingress ::1']);
-      expect(l.network.flows.filter((f) => f.direction === 'egress').map((f) => `${f.address} ${f.proto} ${f.port}`))
-        .toEqual(['127.0.0.1 tcp 9', '::1 tcp 9']);
+      expect(l.network.flows.filter((f) => f.direction === 'egress').map((f) => `${f.address} ${f.proto} ${f.port}`)).toEqual([
+        '127.0.0.1 tcp 9',
+        '::1 tcp 9',
+      ]);
     } finally {
       learn.detach(ctx);
     }

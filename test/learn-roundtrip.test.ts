@@ -19,7 +19,8 @@ let p: SandboxPaths;
 // A job of a few milliseconds: a second binary, a connection to a loopback port nobody
 // listens on (refused: one packet each way, so one egress and one ingress peer), done. It
 // reports how long it ran on stderr, from /proc/uptime (10 ms ticks).
-const JOB = 'read t0 _ </proc/uptime; (exec -a echo /usr/local/bin/tool-a tool-a-ran); nc 127.0.0.1 7001 </dev/null; echo nc-rc=$?; echo job-done; read t1 _ </proc/uptime; echo "ran $t0 $t1" >&2';
+const JOB =
+  'read t0 _ </proc/uptime; (exec -a echo /usr/local/bin/tool-a tool-a-ran); nc 127.0.0.1 7001 </dev/null; echo nc-rc=$?; echo job-done; read t1 _ </proc/uptime; echo "ran $t0 $t1" >&2';
 const JOB_OUT = 'tool-a-ran\nnc-rc=1\njob-done\n';
 
 /** `ctr run --rm` through cgfence-runc; a hung container is killed and removed, so the test fails instead. */
@@ -36,7 +37,8 @@ function run(id: string, annotations: Record<string, string>, argv: string[]): S
 async function expectNoDenials(id: string): Promise<void> {
   const detach = await waitRecord(p, id, (x) => x.type === 'lifecycle' && x.action === 'detach', `detach record of ${id}`);
   expect(detach.denied, `exec denials of ${id}`).toBe(0);
-  for (const k of ['net_denied_egress', 'net_denied_ingress', 'net_records_lost']) if (k in detach) expect(detach[k], `${k} of ${id}`).toBe(0);
+  for (const k of ['net_denied_egress', 'net_denied_ingress', 'net_records_lost'])
+    if (k in detach) expect(detach[k], `${k} of ${id}`).toBe(0);
   expect((await recordsOf(p, id)).filter((x) => x.action === 'deny')).toEqual([]);
 }
 
@@ -72,7 +74,9 @@ describe('a job that lives a few milliseconds', () => {
       expect(learned['cgfence.io/exec-allow'], `run ${i}`).toBe('/bin/busybox,/usr/local/bin/tool-a');
       expect(learned['cgfence.io/egress-allow'], `run ${i}`).toBe('127.0.0.1/32');
       expect(learned['cgfence.io/ingress-allow'], `run ${i}`).toBe('127.0.0.1/32');
-      expect(learned['cgfence.io/seccomp-allow'].split(','), `run ${i}`).toEqual(expect.arrayContaining(['execve', 'socket', 'connect', 'exit_group']));
+      expect(learned['cgfence.io/seccomp-allow'].split(','), `run ${i}`).toEqual(
+        expect.arrayContaining(['execve', 'socket', 'connect', 'exit_group']),
+      );
 
       const enforceId = cid(`jobe${i}`);
       const e = run(enforceId, learned, ['/bin/sh', '-c', JOB]);
@@ -93,7 +97,11 @@ describe('a job that lives a few milliseconds', () => {
   });
 
   it('a new binary, a new peer and a new syscall are each denied', async () => {
-    const bin = run(cid('newbin'), last, ['/bin/sh', '-c', `${JOB}; (exec -a echo /usr/local/bin/tool-b NEW-BINARY-RAN); echo tool-b-rc=$?`]);
+    const bin = run(cid('newbin'), last, [
+      '/bin/sh',
+      '-c',
+      `${JOB}; (exec -a echo /usr/local/bin/tool-b NEW-BINARY-RAN); echo tool-b-rc=$?`,
+    ]);
     expect(bin.stdout).toContain('job-done');
     expect(bin.stdout).not.toContain('NEW-BINARY-RAN');
     expect(bin.stdout).toMatch(/tool-b-rc=126/);
@@ -114,14 +122,19 @@ describe('a job that lives a few milliseconds', () => {
     const out = cli(p, ['learn', ...learnIds, '--json']);
     expect(out.status, out.stderr).toBe(0);
     const j = JSON.parse(out.stdout) as {
-      annotations: Record<string, string>; sources: Array<{ id: string }>;
+      annotations: Record<string, string>;
+      sources: Array<{ id: string }>;
       exec: Array<{ path: string; count: number; seenIn: Array<{ container: string; count: number }> }>;
       network: { peers: Array<{ direction: string; address: string; seenIn: unknown[] }> };
       syscalls: { seenIn: Record<string, string[]> };
     };
-    expect(j.annotations).toEqual(expect.objectContaining({
-      'cgfence.io/exec-allow': '/bin/busybox,/usr/local/bin/tool-a', 'cgfence.io/egress-allow': '127.0.0.1/32', 'cgfence.io/ingress-allow': '127.0.0.1/32',
-    }));
+    expect(j.annotations).toEqual(
+      expect.objectContaining({
+        'cgfence.io/exec-allow': '/bin/busybox,/usr/local/bin/tool-a',
+        'cgfence.io/egress-allow': '127.0.0.1/32',
+        'cgfence.io/ingress-allow': '127.0.0.1/32',
+      }),
+    );
     expect(j.sources.map((s) => s.id).sort()).toEqual([...learnIds].sort());
     const toolA = j.exec.find((e) => e.path === '/usr/local/bin/tool-a')!;
     expect(toolA.seenIn.map((s) => s.container).sort()).toEqual(learnIds.map((id) => `${SANDBOX_NAMESPACE}/${id}`).sort());
@@ -137,13 +150,19 @@ describe('files created at run time', () => {
     // /tmp/gone is removed right after it ran: mapped while it still exists it is "runtime";
     // found only after, it keeps the path the kernel saw and is "unknown". Either way it is out.
     const id = cid('rtfile');
-    const r = run(id, { 'cgfence.io/mode': 'learn' }, ['/bin/sh', '-c', 'cp /usr/local/bin/tool-a /tmp/mine; (exec -a echo /tmp/mine mine-ran); cp /tmp/mine /tmp/gone; (exec -a echo /tmp/gone gone-ran); rm /tmp/gone']);
+    const r = run(id, { 'cgfence.io/mode': 'learn' }, [
+      '/bin/sh',
+      '-c',
+      'cp /usr/local/bin/tool-a /tmp/mine; (exec -a echo /tmp/mine mine-ran); cp /tmp/mine /tmp/gone; (exec -a echo /tmp/gone gone-ran); rm /tmp/gone',
+    ]);
     expect(r.stdout).toBe('mine-ran\ngone-ran\n');
     const out = cli(p, ['learn', id]);
     expect(out.status, out.stderr).toBe(0);
     expect(parseLearned(out.stdout)['cgfence.io/exec-allow']).toBe('/bin/busybox');
     expect(out.stderr).toContain('warning: executable /tmp/mine (run as "/tmp/mine") was created or changed at run time');
-    expect(out.stderr).toMatch(/warning: executable \/tmp\/gone \(run as "\/tmp\/gone"\) (was created or changed at run time|was there when it ran, but no such file is in the container's root filesystem any more)/);
+    expect(out.stderr).toMatch(
+      /warning: executable \/tmp\/gone \(run as "\/tmp\/gone"\) (was created or changed at run time|was there when it ran, but no such file is in the container's root filesystem any more)/,
+    );
     const j = JSON.parse(cli(p, ['learn', id, '--json']).stdout) as { exec: Array<{ path: string; origin: string }>; warnings: string[] };
     expect(j.exec.map((e) => e.path)).toEqual(['/bin/busybox', '/tmp/gone', '/tmp/mine']);
     expect(j.exec.map((e) => e.origin)).toEqual(['image', expect.stringMatching(/^(runtime|unknown)$/), 'runtime']);
@@ -152,13 +171,21 @@ describe('files created at run time', () => {
 });
 
 describe('names that lead nowhere once the job is gone', () => {
-  it('a relative name whose working directory died with the job maps to the file\'s own path', () => {
+  it("a relative name whose working directory died with the job maps to the file's own path", () => {
     const id = cid('relname');
-    const r = run(id, { 'cgfence.io/mode': 'learn' }, ['/bin/sh', '-c', 'cd /usr/local/bin && (exec -a echo ./tool-a rel-ran); cd / && /bin/ls -d / >/dev/null; echo done']);
+    const r = run(id, { 'cgfence.io/mode': 'learn' }, [
+      '/bin/sh',
+      '-c',
+      'cd /usr/local/bin && (exec -a echo ./tool-a rel-ran); cd / && /bin/ls -d / >/dev/null; echo done',
+    ]);
     expect(r.stdout).toBe('rel-ran\ndone\n');
     const out = cli(p, ['learn', id, '--json']);
     expect(out.status, out.stderr).toBe(0);
-    const j = JSON.parse(out.stdout) as { annotations: Record<string, string>; exec: Array<{ path: string; names: string[] }>; warnings: string[] };
+    const j = JSON.parse(out.stdout) as {
+      annotations: Record<string, string>;
+      exec: Array<{ path: string; names: string[] }>;
+      warnings: string[];
+    };
     expect(j.annotations['cgfence.io/exec-allow']).toBe('/bin/busybox,/usr/local/bin/tool-a');
     expect(j.exec.find((e) => e.path === '/usr/local/bin/tool-a')?.names).toContain('./tool-a');
     expect(j.warnings).toEqual([]);
@@ -202,9 +229,13 @@ describe('a pod', () => {
     const b = cid('podb');
     const other = cid('podx');
     // (A script of one subshell alone is exec'd without a fork: "; echo" makes the shell fork.)
-    expect(run(a, { ...pod, 'cgfence.io/mode': 'learn' }, ['/bin/sh', '-c', '(exec -a echo /usr/local/bin/tool-a a-ran); echo a-done']).stdout).toBe('a-ran\na-done\n');
+    expect(
+      run(a, { ...pod, 'cgfence.io/mode': 'learn' }, ['/bin/sh', '-c', '(exec -a echo /usr/local/bin/tool-a a-ran); echo a-done']).stdout,
+    ).toBe('a-ran\na-done\n');
     expect(run(b, { ...pod, 'cgfence.io/mode': 'learn' }, ['/bin/sh', '-c', 'echo b-ran']).stdout).toBe('b-ran\n');
-    expect(run(other, { 'cgfence.io/mode': 'learn' }, ['/bin/sh', '-c', '(exec -a echo /usr/local/bin/tool-b other-ran)']).stdout).toBe('other-ran\n');
+    expect(run(other, { 'cgfence.io/mode': 'learn' }, ['/bin/sh', '-c', '(exec -a echo /usr/local/bin/tool-b other-ran)']).stdout).toBe(
+      'other-ran\n',
+    );
 
     const out = cli(p, ['learn', '--pod', `shop/${pod['io.kubernetes.cri.sandbox-name']}`, '--format', 'yaml']);
     expect(out.status, out.stderr).toBe(0);
@@ -217,7 +248,10 @@ describe('a pod', () => {
 
     // Each container of the pod runs under the pod's policy with no denial; the binary of a
     // container outside the pod is denied.
-    for (const [tag, script, want] of [['poda2', '(exec -a echo /usr/local/bin/tool-a a-ran); echo a-done', 'a-ran\na-done\n'], ['podb2', 'echo b-ran', 'b-ran\n']]) {
+    for (const [tag, script, want] of [
+      ['poda2', '(exec -a echo /usr/local/bin/tool-a a-ran); echo a-done', 'a-ran\na-done\n'],
+      ['podb2', 'echo b-ran', 'b-ran\n'],
+    ]) {
       const id = cid(tag);
       const r = run(id, ann, ['/bin/sh', '-c', script]);
       expect(r.stdout, r.stderr).toBe(want);
@@ -240,7 +274,8 @@ describe('a pod', () => {
 
 describe('a long-lived server stopped with ctr task kill', () => {
   const SERVER = 'trap "echo stopping; exit 0" TERM; nc -ll -p 7002 -e /bin/cat & while :; do sleep 1; done';
-  const CLIENT = 'i=0; until echo ping | nc 127.0.0.1 7002 | grep -q ping; do i=$((i+1)); [ $i -gt 200 ] && exit 1; sleep 1; done; echo client-ok';
+  const CLIENT =
+    'i=0; until echo ping | nc 127.0.0.1 7002 | grep -q ping; do i=$((i+1)); [ $i -gt 200 ] && exit 1; sleep 1; done; echo client-ok';
 
   async function serve(id: string, annotations: Record<string, string>): Promise<void> {
     const ann = Object.entries(annotations).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
@@ -251,7 +286,16 @@ describe('a long-lived server stopped with ctr task kill', () => {
       expect(c.stdout, c.stderr).toContain('client-ok');
       const k = ctr(p, ['task', 'kill', id]);
       expect(k.status, k.stderr).toBe(0);
-      await waitFor('the server to stop on SIGTERM', () => !/RUNNING/.test(ctr(p, ['task', 'ls']).stdout.split('\n').find((l) => l.startsWith(`${id} `)) ?? ''), 20_000);
+      await waitFor(
+        'the server to stop on SIGTERM',
+        () =>
+          !/RUNNING/.test(
+            ctr(p, ['task', 'ls'])
+              .stdout.split('\n')
+              .find((l) => l.startsWith(`${id} `)) ?? '',
+          ),
+        20_000,
+      );
     } finally {
       await removeContainer(p, id);
     }

@@ -11,7 +11,10 @@ import { parseAnnotations } from '../src/policy/annotations';
 
 function learned(over: Partial<Learned> = {}): Learned {
   return {
-    namespace: 'default', id: 'c', running: false, since: '',
+    namespace: 'default',
+    id: 'c',
+    running: false,
+    since: '',
     exec: [
       { path: '/usr/local/bin/tool-a', dev: '0:46', inode: '2', names: ['/usr/local/bin/tool-a'], count: 1 },
       { path: '/bin/busybox', dev: '0:46', inode: '1', names: ['/bin/sh', '/proc/self/exe'], count: 9 },
@@ -84,7 +87,9 @@ describe('learnedAnnotations', () => {
   });
 
   it('says what is missing', () => {
-    const w = learnedWarnings(learned({ syscalls: { names: [], unnamed: [{ abi: 'compat', nr: 102, name: 'socketcall' }], outOfRange: 2 } }));
+    const w = learnedWarnings(
+      learned({ syscalls: { names: [], unnamed: [{ abi: 'compat', nr: 102, name: 'socketcall' }], outOfRange: 2 } }),
+    );
     expect(w).toEqual([
       'executable 0:46:3 (run as "./gone") is no file of the container\'s root filesystem: it was created at run time and removed, or lies on a mount outside the image; it is not in cgfence.io/exec-allow',
       'syscalls that cgfence.io/seccomp-allow cannot name on this architecture are not in it: compat 102 (socketcall)',
@@ -100,22 +105,34 @@ describe('mergeLearned', () => {
     const two = learned({
       id: 'run2',
       exec: [{ path: '/bin/busybox', origin: 'image', dev: '0:51', inode: '1', names: ['/bin/ls'], count: 4 }],
-      network: { peers: [{ direction: 'egress', family: 4, address: '10.1.2.3', packets: 5 }, { direction: 'egress', family: 4, address: '10.9.9.9', packets: 1 }], flows: [] },
+      network: {
+        peers: [
+          { direction: 'egress', family: 4, address: '10.1.2.3', packets: 5 },
+          { direction: 'egress', family: 4, address: '10.9.9.9', packets: 1 },
+        ],
+        flows: [],
+      },
       syscalls: { names: ['read', 'openat'], unnamed: [], outOfRange: 0 },
-      incomplete: ['the kernel\'s exec table was full'],
+      incomplete: ["the kernel's exec table was full"],
     });
     const m = mergeLearned([one, two]);
     expect(m.sources.map((s) => s.id)).toEqual(['run1', 'run2']);
     const busybox = m.exec.find((e) => e.path === '/bin/busybox')!;
     expect(busybox.count).toBe(13);
     expect(busybox.names).toEqual(['/bin/ls', '/bin/sh', '/proc/self/exe']);
-    expect(busybox.seenIn).toEqual([{ container: 'default/run1', count: 9 }, { container: 'default/run2', count: 4 }]);
+    expect(busybox.seenIn).toEqual([
+      { container: 'default/run1', count: 9 },
+      { container: 'default/run2', count: 4 },
+    ]);
     expect(m.exec.find((e) => e.path === '/usr/local/bin/tool-a')!.seenIn).toEqual([{ container: 'default/run1', count: 1 }]);
-    expect(m.network.peers.find((x) => x.address === '10.1.2.3')!.seenIn).toEqual([{ container: 'default/run1', count: 1 }, { container: 'default/run2', count: 5 }]);
+    expect(m.network.peers.find((x) => x.address === '10.1.2.3')!.seenIn).toEqual([
+      { container: 'default/run1', count: 1 },
+      { container: 'default/run2', count: 5 },
+    ]);
     expect(m.syscalls.names).toEqual(['execve', 'openat', 'read', 'write']);
     expect(m.syscalls.seenIn.read).toEqual(['default/run1', 'default/run2']);
     expect(m.syscalls.seenIn.openat).toEqual(['default/run2']);
-    expect(m.incomplete).toEqual(['default/run2: the kernel\'s exec table was full']);
+    expect(m.incomplete).toEqual(["default/run2: the kernel's exec table was full"]);
     expect(learnedAnnotations(m)).toEqual({
       'cgfence.io/exec-allow': '/bin/busybox,/usr/local/bin/tool-a',
       'cgfence.io/egress-allow': '10.1.2.3/32,10.1.9.9/32,10.9.9.9/32,2001:db8::1/128',
@@ -130,9 +147,11 @@ describe('mergeLearned', () => {
 });
 
 describe('cgfence learn flags', () => {
-  const cgfence = (...args: string[]) => spawnSync(process.execPath, [path.join(__dirname, '..', 'dist', 'src', 'cli', 'main.js'), 'learn', ...args], {
-    encoding: 'utf8', env: { ...process.env, CGFENCE_SOCKET: '/nonexistent/cgfence.sock', CGFENCE_AUDIT_LOG: '/nonexistent/audit.log' },
-  });
+  const cgfence = (...args: string[]) =>
+    spawnSync(process.execPath, [path.join(__dirname, '..', 'dist', 'src', 'cli', 'main.js'), 'learn', ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, CGFENCE_SOCKET: '/nonexistent/cgfence.sock', CGFENCE_AUDIT_LOG: '/nonexistent/audit.log' },
+    });
 
   it('names the bad value in one line', () => {
     expect(cgfence('x', '--format', 'toml').stderr).toMatch(/--format "toml": expected ctr, yaml or json/);
@@ -141,7 +160,9 @@ describe('cgfence learn flags', () => {
     expect(cgfence().stderr).toMatch(/expected a CONTAINER id \(or several\), or --pod NAMESPACE\/NAME/);
     const down = cgfence('gone-job');
     expect(down.status).toBe(1);
-    expect(down.stderr).toMatch(/^cgfence learn: nothing learned for container "gone-job": cannot reach the cgfence daemon .*, and \/nonexistent\/audit.log has no learned record of it/);
+    expect(down.stderr).toMatch(
+      /^cgfence learn: nothing learned for container "gone-job": cannot reach the cgfence daemon .*, and \/nonexistent\/audit.log has no learned record of it/,
+    );
   });
 });
 

@@ -48,7 +48,9 @@ function holders(dir: string): number[] {
     try {
       const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
       if (argv[0]?.endsWith('cgfence-fd-holder') && argv.some((a) => a.startsWith(`${dir}/`))) out.push(Number(pid));
-    } catch { /* gone */ }
+    } catch {
+      /* gone */
+    }
   }
   return out;
 }
@@ -74,7 +76,19 @@ describe('install, upgrade, uninstall', () => {
     expect(fs.statSync(runcPath()).mode & 0o777).toBe(0o755);
     expect(fs.readFileSync(runcPath()).equals(fs.readFileSync(p.runc))).toBe(true);
     expect(fs.readFileSync(runcConf(), 'utf8')).toBe(`socket=${p.socket}\n`);
-    const run = ctr(p, ['run', '-d', '--runc-binary', runcPath(), '--annotation', 'cgfence.io/exec-allow=/bin/sh,/bin/*', IMAGE, id, '/bin/sh', '-c', 'sleep 600']);
+    const run = ctr(p, [
+      'run',
+      '-d',
+      '--runc-binary',
+      runcPath(),
+      '--annotation',
+      'cgfence.io/exec-allow=/bin/sh,/bin/*',
+      IMAGE,
+      id,
+      '/bin/sh',
+      '-c',
+      'sleep 600',
+    ]);
     expect(run.status, run.stderr).toBe(0);
     expect(toolA(id)).toBe(126);
   });
@@ -95,10 +109,26 @@ describe('install, upgrade, uninstall', () => {
   });
 
   it('uninstall refuses while a container is fenced, then removes pins, state, spool, socket, runc.conf and cgfence-runc, keeping the audit log', async () => {
-    const args = ['uninstall', '--pin-dir', p.pinDir, '--state-dir', p.stateDir, '--spool-dir', p.spoolDir, '--runc-path', runcPath(), '--runc-conf', runcConf()];
+    const args = [
+      'uninstall',
+      '--pin-dir',
+      p.pinDir,
+      '--state-dir',
+      p.stateDir,
+      '--spool-dir',
+      p.spoolDir,
+      '--runc-path',
+      runcPath(),
+      '--runc-conf',
+      runcConf(),
+    ];
     const refused = cli(p, args);
     expect(refused.status).toBe(1);
-    expect(refused.stderr.trim()).toMatch(new RegExp(`^cgfence uninstall: 1 container\\(s\\) are still fenced \\(${SANDBOX_NAMESPACE}/${id}\\): stop them first, or pass --force`));
+    expect(refused.stderr.trim()).toMatch(
+      new RegExp(
+        `^cgfence uninstall: 1 container\\(s\\) are still fenced \\(${SANDBOX_NAMESPACE}/${id}\\): stop them first, or pass --force`,
+      ),
+    );
     expect(fs.existsSync(p.pinDir)).toBe(true);
 
     ctr(p, ['tasks', 'kill', '-s', 'SIGKILL', id]);
@@ -114,7 +144,8 @@ describe('install, upgrade, uninstall', () => {
     const pid = daemonPid();
     const r = cli(p, args);
     expect(r.status, r.stderr).toBe(0);
-    for (const what of ['daemon', 'pins', 'state', 'runc.conf', 'cgfence-runc']) expect(r.stdout).toMatch(new RegExp(`^(removed|stopped)\\s+${what}\\s`, 'm'));
+    for (const what of ['daemon', 'pins', 'state', 'runc.conf', 'cgfence-runc'])
+      expect(r.stdout).toMatch(new RegExp(`^(removed|stopped)\\s+${what}\\s`, 'm'));
     expect(r.stdout).toMatch(/^kept\s+audit log/m);
     await waitFor('the daemon to exit', () => !alive(pid), 20_000);
     for (const gone of [p.pinDir, p.stateDir, p.spoolDir, p.socket, runcPath(), runcConf()]) expect(fs.existsSync(gone), gone).toBe(false);
@@ -135,7 +166,8 @@ describe('the DaemonSet image', () => {
     // The sandbox may be down after the uninstall test: bring it up again for the import.
     p = await sandboxUp(dir);
     await importImage(p.dir, tar, SANDBOX_NAMESPACE);
-    const run = (name: string, argv: string[], extra: string[] = []) => ctr(p, ['run', '--rm', ...extra, img.name, `${name}-${cid('img')}`, ...argv], 120_000);
+    const run = (name: string, argv: string[], extra: string[] = []) =>
+      ctr(p, ['run', '--rm', ...extra, img.name, `${name}-${cid('img')}`, ...argv], 120_000);
     const version = run('ver', ['cgfence', '--version']);
     expect(version.status, version.stderr).toBe(0);
     expect(version.stdout.trim()).toBe(JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')).version);
@@ -147,8 +179,20 @@ describe('the DaemonSet image', () => {
     const hostDir = path.join(p.dir, 'image-host');
     fs.mkdirSync(path.join(hostDir, 'conf'), { recursive: true });
     fs.writeFileSync(path.join(hostDir, 'conf', 'runc.conf'), 'fail_mode=closed\n');
-    const inst = run('inst', ['cgfence', 'install', '--runc-path', '/host/bin/cgfence-runc', '--runc-conf', '/host/etc/runc.conf', '--runc-conf-from', '/host/conf/runc.conf'],
-      ['--mount', `type=bind,src=${hostDir},dst=/host,options=rbind:rw`]);
+    const inst = run(
+      'inst',
+      [
+        'cgfence',
+        'install',
+        '--runc-path',
+        '/host/bin/cgfence-runc',
+        '--runc-conf',
+        '/host/etc/runc.conf',
+        '--runc-conf-from',
+        '/host/conf/runc.conf',
+      ],
+      ['--mount', `type=bind,src=${hostDir},dst=/host,options=rbind:rw`],
+    );
     expect(inst.status, inst.stderr).toBe(0);
     expect(fs.readFileSync(path.join(hostDir, 'bin', 'cgfence-runc')).equals(fs.readFileSync(p.runc))).toBe(true);
     expect(fs.readFileSync(path.join(hostDir, 'etc', 'runc.conf'), 'utf8')).toBe('fail_mode=closed\n');

@@ -18,7 +18,11 @@ const dir = sandboxDir('live');
 let p: SandboxPaths;
 const loopback = new LoopbackServers();
 
-interface Run { status: number | null; stdout: string; stderr: string }
+interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 /** Asynchronous: this process's loopback servers must answer while ctr runs. */
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Run> {
@@ -30,7 +34,10 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env):
     child.stderr.on('data', (d) => (stderr += d));
     const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
     child.on('error', reject);
-    child.on('close', (status) => { clearTimeout(timer); resolve({ status, stdout, stderr }); });
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
   });
 }
 
@@ -38,16 +45,32 @@ const ctr = (args: string[]) => run('ctr', ['-a', p.containerdSocket, '-n', SAND
 // Live updates and records under load take longer than the shared default.
 const waitFor = <T>(what: string, fn: () => Promise<T | undefined>) => waitForWithin(what, fn, 20_000);
 
-const cli = (args: string[]) => run(process.execPath, [path.join(__dirname, '..', 'dist', 'src', 'cli', 'main.js'), ...args],
-  { ...process.env, CGFENCE_SOCKET: p.socket, CGFENCE_AUDIT_LOG: p.auditLog });
+const cli = (args: string[]) =>
+  run(process.execPath, [path.join(__dirname, '..', 'dist', 'src', 'cli', 'main.js'), ...args], {
+    ...process.env,
+    CGFENCE_SOCKET: p.socket,
+    CGFENCE_AUDIT_LOG: p.auditLog,
+  });
 
-
-interface PsRow { namespace: string; id: string; mode: string; policyHash: string; annotations: Record<string, string>; controls: Record<string, string>; backend: Record<string, string> }
+interface PsRow {
+  namespace: string;
+  id: string;
+  mode: string;
+  policyHash: string;
+  annotations: Record<string, string>;
+  controls: Record<string, string>;
+  backend: Record<string, string>;
+}
 
 /** The row without its counters, which move with every exec. */
 /** What a policy decides (counters and decision counts move with every exec the test makes). */
 function stateOf(row: PsRow): Omit<PsRow, 'counters' | 'networkCounters'> {
-  const { counters: _c, networkCounters: _n, decisions: _d, ...rest } = row as PsRow & { counters?: unknown; networkCounters?: unknown; decisions?: unknown };
+  const {
+    counters: _c,
+    networkCounters: _n,
+    decisions: _d,
+    ...rest
+  } = row as PsRow & { counters?: unknown; networkCounters?: unknown; decisions?: unknown };
   return rest;
 }
 
@@ -61,10 +84,15 @@ async function psRow(id: string): Promise<PsRow> {
 /** A running container on the host network, fenced by `annotations`. */
 async function startContainer(id: string, annotations: Record<string, string>): Promise<void> {
   const ann = Object.entries(annotations).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
-  const r = await ctr(['run', '-d', '--net-host', '--runc-binary', p.runc, ...ann,
-    IMAGE, id, '/bin/sh', '-c', 'sleep 300']);
+  const r = await ctr(['run', '-d', '--net-host', '--runc-binary', p.runc, ...ann, IMAGE, id, '/bin/sh', '-c', 'sleep 300']);
   expect(r.status, r.stderr).toBe(0);
-  await waitFor(`${id} fenced`, async () => { try { return await psRow(id); } catch { return undefined; } });
+  await waitFor(`${id} fenced`, async () => {
+    try {
+      return await psRow(id);
+    } catch {
+      return undefined;
+    }
+  });
 }
 
 async function removeContainer(id: string): Promise<void> {
@@ -210,7 +238,9 @@ describe('policy set on a running container: ps says what the kernel does', () =
       expect(after.controls.seccomp).toBe('none');
       expect(await mkdirWorks(id)).toBe(true);
 
-      const refused = await waitFor('the policy-refuse record', async () => (await recordsOf(id)).find((x) => x.type === 'lifecycle' && x.action === 'policy-refuse'));
+      const refused = await waitFor('the policy-refuse record', async () =>
+        (await recordsOf(id)).find((x) => x.type === 'lifecycle' && x.action === 'policy-refuse'),
+      );
       expect(refused.changes).toEqual([{ key: 'cgfence.io/seccomp-deny', value: 'mkdir,mkdirat' }]);
       expect(refused.policy_hash).toBe(before.policyHash);
       expect(String(refused.reason)).toContain('recreate the container');

@@ -17,11 +17,13 @@ let p: SandboxPaths;
 
 function get(pathName: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    http.get({ socketPath: p.metrics, path: pathName }, (res) => {
-      let body = '';
-      res.on('data', (d) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    }).on('error', reject);
+    http
+      .get({ socketPath: p.metrics, path: pathName }, (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      })
+      .on('error', reject);
   });
 }
 
@@ -77,23 +79,47 @@ describe('metrics and health', () => {
     const N = 40;
     // 40 denied connects (far more than the per-flow audit records let through) and one denied exec.
     const script = `i=0; while [ $i -lt ${N} ]; do nc -w 1 127.0.0.2 9 </dev/null 2>/dev/null; i=$((i+1)); done; /usr/local/bin/tool-a true; echo done > /tmp/done; sleep 120`;
-    const r = ctr(p, ['run', '-d', '--runc-binary', p.runc, '--annotation', 'cgfence.io/egress-deny=127.0.0.2/32', '--annotation', 'cgfence.io/exec-allow=/bin/sh,/bin/*',
-      '--net-host', IMAGE, id, '/bin/sh', '-c', script]);
+    const r = ctr(p, [
+      'run',
+      '-d',
+      '--runc-binary',
+      p.runc,
+      '--annotation',
+      'cgfence.io/egress-deny=127.0.0.2/32',
+      '--annotation',
+      'cgfence.io/exec-allow=/bin/sh,/bin/*',
+      '--net-host',
+      IMAGE,
+      id,
+      '/bin/sh',
+      '-c',
+      script,
+    ]);
     expect(r.status, r.stderr).toBe(0);
     try {
-      await waitFor('the container script', () => ctr(p, ['tasks', 'exec', '--exec-id', `chk-${Date.now()}`, id, '/bin/cat', '/tmp/done']).stdout.includes('done'), 60_000);
+      await waitFor(
+        'the container script',
+        () => ctr(p, ['tasks', 'exec', '--exec-id', `chk-${Date.now()}`, id, '/bin/cat', '/tmp/done']).stdout.includes('done'),
+        60_000,
+      );
       const m = await get('/metrics');
       expect(sample(m.body, 'cgfence_decisions_total', { control: 'network', action: 'deny' })! - net0).toBe(N);
       expect(sample(m.body, 'cgfence_decisions_total', { control: 'exec', action: 'deny' })! - exec0).toBe(1);
-      expect(sample(m.body, 'cgfence_workload_decisions_total', { namespace: 'default', pod: id, control: 'network', action: 'deny' })).toBe(N);
-      expect(sample(m.body, 'cgfence_workload_decisions_total', { namespace: 'default', pod: id, control: 'exec', action: 'deny' })).toBe(1);
+      expect(
+        sample(m.body, 'cgfence_workload_decisions_total', { namespace: 'default', pod: id, control: 'network', action: 'deny' }),
+      ).toBe(N);
+      expect(sample(m.body, 'cgfence_workload_decisions_total', { namespace: 'default', pod: id, control: 'exec', action: 'deny' })).toBe(
+        1,
+      );
       // The audit log has fewer net records than decisions: the metric does not count records.
       const recs = await readRecords(p.auditLog, { type: 'net', container: id });
       expect(recs.length).toBeLessThan(N);
 
       const ps = cli(p, ['ps', '-o', 'json']);
       expect(ps.status, ps.stderr).toBe(0);
-      const row = (JSON.parse(ps.stdout) as Array<{ id: string; decisions: Record<string, Record<string, number>> }>).find((x) => x.id === id)!;
+      const row = (JSON.parse(ps.stdout) as Array<{ id: string; decisions: Record<string, Record<string, number>> }>).find(
+        (x) => x.id === id,
+      )!;
       expect(row.decisions.network.deny).toBe(N);
       const table = cli(p, ['ps']);
       const line = table.stdout.split('\n').find((l) => l.includes(id))!;
@@ -118,7 +144,17 @@ describe('metrics and health', () => {
     const m0 = await get('/metrics');
     const before = sample(m0.body, 'cgfence_refusals_total', { stage: 'prepare' }) ?? 0;
     const id = cid('ref');
-    const r = ctr(p, ['run', '--rm', '--runc-binary', p.runc, '--annotation', 'cgfence.io/egress-allow=10.0.0.300/8', IMAGE, id, '/bin/true']);
+    const r = ctr(p, [
+      'run',
+      '--rm',
+      '--runc-binary',
+      p.runc,
+      '--annotation',
+      'cgfence.io/egress-allow=10.0.0.300/8',
+      IMAGE,
+      id,
+      '/bin/true',
+    ]);
     expect(r.status).not.toBe(0);
     ctr(p, ['containers', 'rm', id]);
     const m = await get('/metrics');
@@ -150,14 +186,27 @@ describe('metrics and health', () => {
     } finally {
       const env = fs.readFileSync(path.join(p.dir, 'env'), 'utf8');
       expect(env).toContain('CGFENCE_SOCKET');
-      await startContainerd(p.dir, { env: { CGFENCE_SOCKET: p.socket, CGFENCE_SPOOL_DIR: p.spoolDir, CGFENCE_REAL_RUNC: spawnSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).stdout.trim() } });
+      await startContainerd(p.dir, {
+        env: {
+          CGFENCE_SOCKET: p.socket,
+          CGFENCE_SPOOL_DIR: p.spoolDir,
+          CGFENCE_REAL_RUNC: spawnSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).stdout.trim(),
+        },
+      });
     }
     await waitUntil('readyz again', async () => (await get('/readyz')).status === 200, 30_000);
     expect(cli(p, ['status']).status).toBe(0);
   });
 
   it('the sandbox env puts cgfence on PATH', () => {
-    const r = spawnSync('bash', ['-c', `env -i PATH=${path.dirname(process.execPath)}:/usr/bin:/bin bash -c '. ${p.env}; command -v cgfence && cgfence status -o json >/dev/null && echo reachable'`], { encoding: 'utf8' });
+    const r = spawnSync(
+      'bash',
+      [
+        '-c',
+        `env -i PATH=${path.dirname(process.execPath)}:/usr/bin:/bin bash -c '. ${p.env}; command -v cgfence && cgfence status -o json >/dev/null && echo reachable'`,
+      ],
+      { encoding: 'utf8' },
+    );
     expect(r.stdout, r.stderr).toMatch(/\/bin\/cgfence\nreachable/);
   });
 });

@@ -8,8 +8,20 @@ import { Decisions, Metrics, workloadOf } from '../src/daemon/metrics';
 
 function fenced(namespace: string, id: string, extra: Record<string, unknown> = {}): FencedContainer {
   return {
-    namespace, id, bundle: '', pid: 1, cgroupPath: null, cgroupId: null, eventKeys: [], annotations: {}, mode: 'enforce',
-    policyHash: 'sha256:x', controls: { exec: 'enforced', network: 'none', seccomp: 'none' }, backends: {}, attachedAt: new Date().toISOString(), how: 'create',
+    namespace,
+    id,
+    bundle: '',
+    pid: 1,
+    cgroupPath: null,
+    cgroupId: null,
+    eventKeys: [],
+    annotations: {},
+    mode: 'enforce',
+    policyHash: 'sha256:x',
+    controls: { exec: 'enforced', network: 'none', seccomp: 'none' },
+    backends: {},
+    attachedAt: new Date().toISOString(),
+    how: 'create',
     ...extra,
   } as FencedContainer;
 }
@@ -26,25 +38,34 @@ function value(text: string, name: string, labels: Record<string, string>): numb
 function setup(maxSeries = 200) {
   const live: FencedContainer[] = [];
   const kernel = new Map<string, Decisions>();
-  const m = new Metrics({
-    fenced: () => live,
-    kernelDecisions: (f) => kernel.get(f.id) ?? {},
-    kernelDrops: () => 0,
-    audit: () => ({ written: 0, writeErrors: 0, dropped: 0, pending: 0 }),
-    containerdConnected: () => true,
-    health: () => ({ live: true, ready: true, checks: [] }),
-    tables: () => ({ exec_allow: { used: 3, capacity: 65536 } }),
-    build: { version: '0.0.0', node: process.version, libbpf: 'v1', kernel: 'k' },
-  }, maxSeries);
+  const m = new Metrics(
+    {
+      fenced: () => live,
+      kernelDecisions: (f) => kernel.get(f.id) ?? {},
+      kernelDrops: () => 0,
+      audit: () => ({ written: 0, writeErrors: 0, dropped: 0, pending: 0 }),
+      containerdConnected: () => true,
+      health: () => ({ live: true, ready: true, checks: [] }),
+      tables: () => ({ exec_allow: { used: 3, capacity: 65536 } }),
+      build: { version: '0.0.0', node: process.version, libbpf: 'v1', kernel: 'k' },
+    },
+    maxSeries,
+  );
   return { m, live, kernel, text: () => m.registry.metrics() };
 }
 
 describe('workload labels', () => {
   it('pod, namespace and container from the fenced-container record when it has them, else namespace and id', () => {
-    expect(workloadOf(fenced('k8s.io', 'a'.repeat(64), { workload: { pod: 'web-1', podNamespace: 'shop', container: 'nginx' } })))
-      .toEqual({ namespace: 'shop', pod: 'web-1', container: 'nginx' });
-    expect(workloadOf(fenced('k8s.io', 'b', { workload: { podName: 'web-2', namespace: 'shop', containerName: 'side' } })))
-      .toEqual({ namespace: 'shop', pod: 'web-2', container: 'side' });
+    expect(workloadOf(fenced('k8s.io', 'a'.repeat(64), { workload: { pod: 'web-1', podNamespace: 'shop', container: 'nginx' } }))).toEqual({
+      namespace: 'shop',
+      pod: 'web-1',
+      container: 'nginx',
+    });
+    expect(workloadOf(fenced('k8s.io', 'b', { workload: { podName: 'web-2', namespace: 'shop', containerName: 'side' } }))).toEqual({
+      namespace: 'shop',
+      pod: 'web-2',
+      container: 'side',
+    });
     expect(workloadOf(fenced('default', 'try1'))).toEqual({ namespace: 'default', pod: 'try1', container: '' });
   });
 });

@@ -50,7 +50,12 @@ function fenced(annotations: Record<string, string>): { cg: string; id: bigint }
   return { cg, id };
 }
 
-interface Proc { pid: number; out: string[]; done: Promise<number | null>; kill(): void }
+interface Proc {
+  pid: number;
+  out: string[];
+  done: Promise<number | null>;
+  kill(): void;
+}
 
 /** Starts argv with its pid in the cgroup first; asynchronous, so this process's servers answer meanwhile. */
 function startIn(cg: string, argv: string[]): Proc {
@@ -65,11 +70,13 @@ function startIn(cg: string, argv: string[]): Proc {
   });
   let err = '';
   child.stderr.on('data', (d) => (err += d));
-  const done = new Promise<number | null>((resolve) => child.on('close', (code) => {
-    if (buf) out.push(buf);
-    if (err) out.push(`stderr: ${err.trim()}`);
-    resolve(code);
-  }));
+  const done = new Promise<number | null>((resolve) =>
+    child.on('close', (code) => {
+      if (buf) out.push(buf);
+      if (err) out.push(`stderr: ${err.trim()}`);
+      resolve(code);
+    }),
+  );
   return { pid: child.pid!, out, done, kill: () => child.kill('SIGKILL') };
 }
 
@@ -166,8 +173,15 @@ describe('egress (enforce)', () => {
     const r = await connect(f.cg, 'tcp', '127.0.0.2', tcp['127.0.0.2']);
     const e = await waitFor('the connect event', () => eventsOf(f.id).find((x) => x.pid === r.pid));
     expect(e).toMatchObject({
-      action: ExecAction.Deny, family: 4, daddr: '127.0.0.2', dport: tcp['127.0.0.2'], proto: 6, dir: NetDir.Egress,
-      hook: NetHook.Connect, comm: 'net-probe', cgroupId: f.id,
+      action: ExecAction.Deny,
+      family: 4,
+      daddr: '127.0.0.2',
+      dport: tcp['127.0.0.2'],
+      proto: 6,
+      dir: NetDir.Egress,
+      hook: NetHook.Connect,
+      comm: 'net-probe',
+      cgroupId: f.id,
     });
     expect(describeRule(tables.get(f.id), e.dir, e.ruleId)).toBe('cgfence.io/egress-deny=127.0.0.2/32');
     const u = await waitFor('the sendmsg6 event', () => eventsOf(f.id).find((x) => x.hook === NetHook.Sendmsg && x.family === 6));
@@ -249,7 +263,14 @@ describe('ingress', () => {
       await waitFor('3 ingress refusals', () => fence.stats(f.id)!.denied.ingress >= 3n);
       expect(srv.out.filter((l) => l.startsWith('from'))).toEqual(['from 127.0.0.4 allowed-1', 'from 127.0.0.4 end']);
       const e = await waitFor('the ingress event', () => eventsOf(f.id).find((x) => x.dir === NetDir.Ingress));
-      expect(e).toMatchObject({ saddr: '127.0.0.3', daddr: '127.0.0.1', dport: port, proto: 17, hook: NetHook.Skb, action: ExecAction.Deny });
+      expect(e).toMatchObject({
+        saddr: '127.0.0.3',
+        daddr: '127.0.0.1',
+        dport: port,
+        proto: 17,
+        hook: NetHook.Skb,
+        action: ExecAction.Deny,
+      });
     } finally {
       srv.kill();
     }
@@ -264,11 +285,16 @@ describe('ingress', () => {
       await waitFor('the listener', () => srv.out.includes('ready'));
       denied = net.connect({ host: '127.0.0.1', port, localAddress: '127.0.0.3' });
       denied.on('error', () => {});
-      await waitFor('the dropped SYN', () => eventsOf(f.id).find((x) => x.dir === NetDir.Ingress && x.saddr === '127.0.0.3' && x.proto === 6));
+      await waitFor('the dropped SYN', () =>
+        eventsOf(f.id).find((x) => x.dir === NetDir.Ingress && x.saddr === '127.0.0.3' && x.proto === 6),
+      );
       denied.destroy();
       await new Promise<void>((resolve, reject) => {
         const ok = net.connect({ host: '127.0.0.1', port, localAddress: '127.0.0.4' }, () => ok.write('end\n'));
-        ok.on('data', () => { ok.destroy(); resolve(); });
+        ok.on('data', () => {
+          ok.destroy();
+          resolve();
+        });
         ok.on('error', reject);
       });
       expect(await srv.done).toBe(0);
@@ -356,8 +382,10 @@ describe('live update and detach', () => {
     const f = fenced({ 'cgfence.io/egress-deny': '127.0.0.2/32' });
     const links = fence.linkIds(f.id);
     expect(links).toHaveLength(6);
-    const linked = () => (JSON.parse(execFileSync('bpftool', ['-j', 'link', 'show'], { encoding: 'utf8' }) || '[]') as Array<{ id: number }>)
-      .filter((l) => links.includes(l.id));
+    const linked = () =>
+      (JSON.parse(execFileSync('bpftool', ['-j', 'link', 'show'], { encoding: 'utf8' }) || '[]') as Array<{ id: number }>).filter((l) =>
+        links.includes(l.id),
+      );
     expect(linked()).toHaveLength(6);
     expect(fs.readdirSync(path.join(pinDir, f.id.toString())).sort()).toHaveLength(6);
     const last = fence.detach(f.id);
@@ -407,12 +435,18 @@ describe('live update and detach', () => {
       const links = other.linkIds(cgroupId(cg));
       other.close({ detach: true });
       expect(fs.existsSync(pins)).toBe(false);
-      const show = (kind: string) => (JSON.parse(execFileSync('bpftool', ['-j', kind, 'show'], { encoding: 'utf8' }) || '[]') as Array<{ id: number }>).map((x) => x.id);
+      const show = (kind: string) =>
+        (JSON.parse(execFileSync('bpftool', ['-j', kind, 'show'], { encoding: 'utf8' }) || '[]') as Array<{ id: number }>).map((x) => x.id);
       // The kernel frees programs and maps after an RCU grace period.
       await waitFor('programs, maps and links to go', () => {
-        const progs = show('prog'), maps = show('map'), ls = show('link');
-        return Object.values(ids.programs).every((id) => !progs.includes(id)) && Object.values(ids.maps).every((id) => !maps.includes(id))
-          && links.every((id) => !ls.includes(id));
+        const progs = show('prog'),
+          maps = show('map'),
+          ls = show('link');
+        return (
+          Object.values(ids.programs).every((id) => !progs.includes(id)) &&
+          Object.values(ids.maps).every((id) => !maps.includes(id)) &&
+          links.every((id) => !ls.includes(id))
+        );
       });
       expect((await connect(cg, 'tcp', '127.0.0.2', tcp['127.0.0.2'])).out).toBe('ok');
     } finally {

@@ -20,7 +20,11 @@ describe('compileNetRules', () => {
   });
 
   it('keeps one deny entry for a CIDR in both lists, and directions apart', () => {
-    const c = compile({ 'cgfence.io/ingress-allow': '10.0.0.0/8', 'cgfence.io/ingress-deny': '10.0.0.0/8', 'cgfence.io/egress-allow': '10.0.0.0/8' });
+    const c = compile({
+      'cgfence.io/ingress-allow': '10.0.0.0/8',
+      'cgfence.io/ingress-deny': '10.0.0.0/8',
+      'cgfence.io/egress-allow': '10.0.0.0/8',
+    });
     expect(c.entries.filter((e) => e.dir === NetDir.Ingress)).toHaveLength(1);
     expect(c.entries.find((e) => e.dir === NetDir.Ingress)!.verdict).toBe(NetVerdict.Deny);
     expect(c.entries.find((e) => e.dir === NetDir.Egress)!.verdict).toBe(NetVerdict.Allow);
@@ -29,7 +33,10 @@ describe('compileNetRules', () => {
 
   it('turns IPv4-mapped IPv6 rules into IPv4 rules; a shorter IPv6 prefix stays IPv6', () => {
     const c = compile({ 'cgfence.io/egress-deny': '::ffff:10.0.0.0/104,::/0' });
-    expect(c.entries.map((e) => [e.family, text(e)])).toEqual([[4, '10.0.0.0/8'], [6, `${'00'.repeat(16)}/0`]]);
+    expect(c.entries.map((e) => [e.family, text(e)])).toEqual([
+      [4, '10.0.0.0/8'],
+      [6, `${'00'.repeat(16)}/0`],
+    ]);
   });
 
   it('zeroes host bits and describes the default verdict', () => {

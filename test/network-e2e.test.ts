@@ -23,7 +23,11 @@ const { tcp, udp } = loopback;
 const listenTcp = (addr: string) => loopback.listenTcp(addr);
 const listenUdp = (addr: string) => loopback.listenUdp(addr);
 
-interface Run { status: number | null; stdout: string; stderr: string }
+interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 /** Asynchronous, unlike the shared helper: this process's servers must answer meanwhile. */
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env, timeoutMs = 90_000): Promise<Run> {
@@ -43,8 +47,12 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env, 
 }
 
 const ctr = (args: string[]) => run('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, ...args]);
-const cli = (args: string[]) => run(process.execPath, [path.join(__dirname, '..', 'dist', 'src', 'cli', 'main.js'), ...args],
-  { ...process.env, CGFENCE_SOCKET: p.socket, CGFENCE_AUDIT_LOG: p.auditLog });
+const cli = (args: string[]) =>
+  run(process.execPath, [path.join(__dirname, '..', 'dist', 'src', 'cli', 'main.js'), ...args], {
+    ...process.env,
+    CGFENCE_SOCKET: p.socket,
+    CGFENCE_AUDIT_LOG: p.auditLog,
+  });
 
 function annotationArgs(a: Record<string, string>): string[] {
   return Object.entries(a).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
@@ -53,7 +61,20 @@ function annotationArgs(a: Record<string, string>): string[] {
 const MOUNT = () => ['--mount', `type=bind,src=${probeDir},dst=/probe,options=rbind:ro`];
 
 function runFenced(id: string, annotations: Record<string, string>, script: string, opts: { hostNet?: boolean } = {}): Promise<Run> {
-  return ctr(['run', '--rm', '--runc-binary', p.runc, ...(opts.hostNet ? ['--net-host'] : []), ...annotationArgs(annotations), ...MOUNT(), IMAGE, id, '/bin/sh', '-c', script]);
+  return ctr([
+    'run',
+    '--rm',
+    '--runc-binary',
+    p.runc,
+    ...(opts.hostNet ? ['--net-host'] : []),
+    ...annotationArgs(annotations),
+    ...MOUNT(),
+    IMAGE,
+    id,
+    '/bin/sh',
+    '-c',
+    script,
+  ]);
 }
 
 /** Lines "TAG rest" printed by a container script, as a map. */
@@ -72,10 +93,14 @@ async function recordsOf(id: string): Promise<AuditRecord[]> {
 
 async function recordFor(id: string, pred: (r: AuditRecord) => boolean, what: string): Promise<AuditRecord> {
   let last: AuditRecord[] = [];
-  return waitFor(what, () => {
-    void recordsOf(id).then((x) => (last = x));
-    return last.find(pred);
-  }, 20_000);
+  return waitFor(
+    what,
+    () => {
+      void recordsOf(id).then((x) => (last = x));
+      return last.find(pred);
+    },
+    20_000,
+  );
 }
 
 function cgroupLinks(cgroupId: string): unknown[] {
@@ -103,15 +128,20 @@ describe('a container on the host network', () => {
   it('gets EPERM at connect/sendto for denied host loopback addresses (TCP, UDP, IPv4, IPv6), and reaches the others', async () => {
     const id = cid('hostnet');
     const P = (a: string) => String(tcp[a]);
-    const r = await runFenced(id, { 'cgfence.io/egress-deny': '127.0.0.2/32,::1/128' }, [
-      `echo "A $(/probe/net-probe connect tcp 127.0.0.2 ${P('127.0.0.2')})"`,
-      `echo "B $(/probe/net-probe connect tcp 127.0.0.3 ${P('127.0.0.3')})"`,
-      `echo "C $(/probe/net-probe connect tcp ::1 ${P('::1')})"`,
-      `echo "D $(/probe/net-probe sendto 127.0.0.2 ${udp['127.0.0.2'].port} 2)"`,
-      `echo "E $(/probe/net-probe connect udp ::1 ${udp['::1'].port})"`,
-      `echo "F $(echo hi | nc 127.0.0.2 ${P('127.0.0.2')} 2>&1)"`,
-      `echo "G $(echo hi | nc 127.0.0.3 ${P('127.0.0.3')} 2>&1)"`,
-    ].join('; '), { hostNet: true });
+    const r = await runFenced(
+      id,
+      { 'cgfence.io/egress-deny': '127.0.0.2/32,::1/128' },
+      [
+        `echo "A $(/probe/net-probe connect tcp 127.0.0.2 ${P('127.0.0.2')})"`,
+        `echo "B $(/probe/net-probe connect tcp 127.0.0.3 ${P('127.0.0.3')})"`,
+        `echo "C $(/probe/net-probe connect tcp ::1 ${P('::1')})"`,
+        `echo "D $(/probe/net-probe sendto 127.0.0.2 ${udp['127.0.0.2'].port} 2)"`,
+        `echo "E $(/probe/net-probe connect udp ::1 ${udp['::1'].port})"`,
+        `echo "F $(echo hi | nc 127.0.0.2 ${P('127.0.0.2')} 2>&1)"`,
+        `echo "G $(echo hi | nc 127.0.0.3 ${P('127.0.0.3')} 2>&1)"`,
+      ].join('; '),
+      { hostNet: true },
+    );
     expect(r.status, r.stderr).toBe(0);
     const out = tagged(r.stdout);
     expect(out).toMatchObject({ A: 'EPERM', B: 'ok', C: 'EPERM', D: 'sent 0 eperm 2 other 0', E: 'EPERM', G: 'ok' });
@@ -121,7 +151,15 @@ describe('a container on the host network', () => {
     const attach = await recordFor(id, (x) => x.type === 'lifecycle' && x.action === 'attach', 'the attach record');
     expect((attach.controls as Record<string, string>).network).toBe('enforced');
     const deny = await recordFor(id, (x) => x.type === 'net' && x.daddr === '::1' && x.proto === 'tcp', 'the IPv6 deny record');
-    expect(deny).toMatchObject({ action: 'deny', direction: 'egress', dport: tcp['::1'], hook: 'connect', comm: 'net-probe', namespace: 'default', rule: 'cgfence.io/egress-deny=::1/128' });
+    expect(deny).toMatchObject({
+      action: 'deny',
+      direction: 'egress',
+      dport: tcp['::1'],
+      hook: 'connect',
+      comm: 'net-probe',
+      namespace: 'default',
+      rule: 'cgfence.io/egress-deny=::1/128',
+    });
     const udpRec = await recordFor(id, (x) => x.type === 'net' && x.proto === 'udp' && x.daddr === '127.0.0.2', 'the UDP deny record');
     expect(udpRec).toMatchObject({ hook: 'sendmsg', dport: udp['127.0.0.2'].port });
     // Detached at exit: no link left on its cgroup, no pin directory.
@@ -133,8 +171,12 @@ describe('a container on the host network', () => {
 
   it('audit mode lets the traffic through and records it', async () => {
     const id = cid('hostaudit');
-    const r = await runFenced(id, { 'cgfence.io/mode': 'audit', 'cgfence.io/egress-deny': '127.0.0.2/32' },
-      `echo "A $(/probe/net-probe connect tcp 127.0.0.2 ${tcp['127.0.0.2']})"`, { hostNet: true });
+    const r = await runFenced(
+      id,
+      { 'cgfence.io/mode': 'audit', 'cgfence.io/egress-deny': '127.0.0.2/32' },
+      `echo "A $(/probe/net-probe connect tcp 127.0.0.2 ${tcp['127.0.0.2']})"`,
+      { hostNet: true },
+    );
     expect(tagged(r.stdout).A).toBe('ok');
     const rec = await recordFor(id, (x) => x.type === 'net', 'the audit record');
     expect(rec).toMatchObject({ action: 'audit', daddr: '127.0.0.2' });
@@ -146,18 +188,22 @@ describe('a container on the host network', () => {
 describe('a container in its own network namespace', () => {
   it('is fenced on its own loopback: egress by destination, ingress by source', async () => {
     const id = cid('ownnet');
-    const r = await runFenced(id, { 'cgfence.io/egress-deny': '127.0.0.2/32', 'cgfence.io/ingress-deny': '::1/128' }, [
-      '/probe/net-probe listen-tcp 0.0.0.0 8081 > /tmp/tcp.log 2>&1 &',
-      '/probe/net-probe listen-udp ::1 9000 > /tmp/udp.log 2>&1 &',
-      'until grep -q ready /tmp/tcp.log && grep -q ready /tmp/udp.log; do sleep 0.1; done',
-      'echo "A $(/probe/net-probe connect tcp 127.0.0.1 8081)"',
-      'echo "B $(/probe/net-probe connect tcp 127.0.0.2 8081)"',
-      'echo "C $(echo hi | nc 127.0.0.2 8081 2>&1)"',
-      'echo "D $(/probe/net-probe sendto ::1 9000 3)"',
-      'echo "E $(grep -c "^from" /tmp/udp.log)"',
-      'echo "F $(grep -c "^accepted" /tmp/tcp.log)"',
-      'kill %1 %2',
-    ].join('\n'));
+    const r = await runFenced(
+      id,
+      { 'cgfence.io/egress-deny': '127.0.0.2/32', 'cgfence.io/ingress-deny': '::1/128' },
+      [
+        '/probe/net-probe listen-tcp 0.0.0.0 8081 > /tmp/tcp.log 2>&1 &',
+        '/probe/net-probe listen-udp ::1 9000 > /tmp/udp.log 2>&1 &',
+        'until grep -q ready /tmp/tcp.log && grep -q ready /tmp/udp.log; do sleep 0.1; done',
+        'echo "A $(/probe/net-probe connect tcp 127.0.0.1 8081)"',
+        'echo "B $(/probe/net-probe connect tcp 127.0.0.2 8081)"',
+        'echo "C $(echo hi | nc 127.0.0.2 8081 2>&1)"',
+        'echo "D $(/probe/net-probe sendto ::1 9000 3)"',
+        'echo "E $(grep -c "^from" /tmp/udp.log)"',
+        'echo "F $(grep -c "^accepted" /tmp/tcp.log)"',
+        'kill %1 %2',
+      ].join('\n'),
+    );
     expect(r.status, r.stderr).toBe(0);
     const out = tagged(r.stdout);
     // The datagrams leave (egress to ::1 is allowed) and are dropped on the way in.
@@ -181,12 +227,28 @@ describe('refusals', () => {
 });
 
 describe('cgfence policy set', () => {
-  it('changes a running container\'s rules through map updates, audited, and rejects invalid changes', async () => {
+  it("changes a running container's rules through map updates, audited, and rejects invalid changes", async () => {
     const id = cid('live');
-    const start = await ctr(['run', '-d', '--net-host', '--runc-binary', p.runc, ...annotationArgs({ 'cgfence.io/egress-deny': '127.0.0.2/32' }), ...MOUNT(), IMAGE, id, '/bin/sh', '-c', 'sleep 120']);
+    const start = await ctr([
+      'run',
+      '-d',
+      '--net-host',
+      '--runc-binary',
+      p.runc,
+      ...annotationArgs({ 'cgfence.io/egress-deny': '127.0.0.2/32' }),
+      ...MOUNT(),
+      IMAGE,
+      id,
+      '/bin/sh',
+      '-c',
+      'sleep 120',
+    ]);
     expect(start.status, start.stderr).toBe(0);
     let n = 0;
-    const probe = async (addr: string) => (await ctr(['task', 'exec', '--exec-id', `p${n++}`, id, '/probe/net-probe', 'connect', 'tcp', addr, String(tcp[addr])])).stdout.trim();
+    const probe = async (addr: string) =>
+      (
+        await ctr(['task', 'exec', '--exec-id', `p${n++}`, id, '/probe/net-probe', 'connect', 'tcp', addr, String(tcp[addr])])
+      ).stdout.trim();
     try {
       const attach = await recordFor(id, (x) => x.type === 'lifecycle' && x.action === 'attach', 'the attach record');
       expect(await probe('127.0.0.2')).toBe('EPERM');

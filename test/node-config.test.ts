@@ -18,15 +18,22 @@ import { podContext } from '../src/daemon/pod-context';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { IMAGE, cid, cli, ctr, sandboxDir, waitFor } from './helpers/sandbox';
 
-const PROFILES = { web: { 'cgfence.io/exec-allow': '/bin/sh' }, strict: { 'cgfence.io/exec-allow': '/bin/sh' }, team: { 'cgfence.io/mode': 'audit', 'cgfence.io/exec-allow': '/bin/sh' } };
+const PROFILES = {
+  web: { 'cgfence.io/exec-allow': '/bin/sh' },
+  strict: { 'cgfence.io/exec-allow': '/bin/sh' },
+  team: { 'cgfence.io/mode': 'audit', 'cgfence.io/exec-allow': '/bin/sh' },
+};
 
 describe('selectors', () => {
-  const selectors = parseSelectors([
-    { namespace: 'prod', profile: 'team' },
-    { podLabels: { app: 'web' }, profile: 'web' },
-    { namespace: 'prod', podLabels: { app: 'web' }, profile: 'strict' },
-    { podLabels: { tier: 'front' }, profile: 'team' },
-  ], PROFILES);
+  const selectors = parseSelectors(
+    [
+      { namespace: 'prod', profile: 'team' },
+      { podLabels: { app: 'web' }, profile: 'web' },
+      { namespace: 'prod', podLabels: { app: 'web' }, profile: 'strict' },
+      { podLabels: { tier: 'front' }, profile: 'team' },
+    ],
+    PROFILES,
+  );
 
   it('the most specific match wins; equally specific ones go by file order; no match is null', () => {
     expect(selectProfile(selectors, { namespace: 'prod', labels: { app: 'web' } })?.profile).toBe('strict');
@@ -38,18 +45,33 @@ describe('selectors', () => {
   });
 
   it('bad selectors are refused with the entry named', () => {
-    expect(() => parseSelectors([{ podLabels: { app: 'x' }, profile: 'nope' }], PROFILES)).toThrow(/selectors\[0\]: no profile "nope" \(known: web, strict, team\)/);
+    expect(() => parseSelectors([{ podLabels: { app: 'x' }, profile: 'nope' }], PROFILES)).toThrow(
+      /selectors\[0\]: no profile "nope" \(known: web, strict, team\)/,
+    );
     expect(() => parseSelectors([{ profile: 'web' }], PROFILES)).toThrow(/selectors\[0\]: needs a namespace or podLabels/);
-    expect(() => parseSelectors([{ namespace: 'a', profile: 'web' }, { namespace: 'a', profile: 'team' }], PROFILES)).toThrow(/selectors\[1\]: the same conditions as selectors\[0\]/);
+    expect(() =>
+      parseSelectors(
+        [
+          { namespace: 'a', profile: 'web' },
+          { namespace: 'a', profile: 'team' },
+        ],
+        PROFILES,
+      ),
+    ).toThrow(/selectors\[1\]: the same conditions as selectors\[0\]/);
     expect(() => parseSelectors([{ labels: { a: 'b' }, profile: 'web' }], PROFILES)).toThrow(/unknown key "labels"/);
-    expect(() => parseSelectors([{ podLabels: { a: 1 }, profile: 'web' }], PROFILES)).toThrow(/podLabels must map label names to string values/);
+    expect(() => parseSelectors([{ podLabels: { a: 1 }, profile: 'web' }], PROFILES)).toThrow(
+      /podLabels must map label names to string values/,
+    );
   });
 
   it('a config file with a bad selector or default profile is a ConfigError naming the file', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgf-sel-'));
     try {
       const f = path.join(dir, 'c.yaml');
-      fs.writeFileSync(f, 'profiles:\n  web:\n    cgfence.io/exec-allow: /bin/sh\nselectors:\n  - podLabels: {app: web}\n    profile: wbe\n');
+      fs.writeFileSync(
+        f,
+        'profiles:\n  web:\n    cgfence.io/exec-allow: /bin/sh\nselectors:\n  - podLabels: {app: web}\n    profile: wbe\n',
+      );
       expect(() => loadConfigFile(f)).toThrow(ConfigError);
       expect(() => loadConfigFile(f)).toThrow(/c\.yaml: selectors\[0\]: no profile "wbe"/);
       fs.writeFileSync(f, 'profiles: {}\ndefaultProfile: base\n');
@@ -65,17 +87,19 @@ describe('podContext', () => {
     sbx: { app: 'web', 'io.kubernetes.pod.namespace': 'shop' },
     ctr: { 'io.kubernetes.container.name': 'nginx', 'io.kubernetes.pod.namespace': 'shop' },
   };
-  const get = async (_ns: string, id: string) => (labels[id] ? { labels: labels[id] } as never : undefined);
+  const get = async (_ns: string, id: string) => (labels[id] ? ({ labels: labels[id] } as never) : undefined);
   const cri = { 'io.kubernetes.cri.sandbox-id': 'sbx', 'io.kubernetes.cri.sandbox-namespace': 'shop' };
 
-  it('a CRI container: its own labels and its pod sandbox\'s (the pod labels), and the pod namespace', async () => {
+  it("a CRI container: its own labels and its pod sandbox's (the pod labels), and the pod namespace", async () => {
     const c = await podContext(get, 'k8s.io', 'ctr', cri);
     expect(c.namespace).toBe('shop');
     expect(c.labels).toMatchObject({ app: 'web', 'io.kubernetes.container.name': 'nginx' });
   });
 
   it('namespace-only selectors: the namespace from the annotations, containerd not asked', async () => {
-    const never = async () => { throw new Error('containerd was asked'); };
+    const never = async () => {
+      throw new Error('containerd was asked');
+    };
     expect(await podContext(never, 'k8s.io', 'ctr', cri, false)).toEqual({ namespace: 'shop', labels: {} });
     await expect(podContext(never, 'default', 'plain', {}, false)).rejects.toThrow(/containerd was asked/);
   });
@@ -83,10 +107,22 @@ describe('podContext', () => {
 
 describe('misspelt annotation keys', () => {
   it('names keys that look like cgfence.io/ ones, and what was meant', () => {
-    expect(misspeltKeys({ 'cgfenc.io/exec-allow': '/bin/sh' })).toEqual([{ key: 'cgfenc.io/exec-allow', suggestion: 'cgfence.io/exec-allow' }]);
-    expect(misspeltKeys({ 'cgfence.com/mode': 'audit', 'cg-fence.io/profile': 'x', 'cgfence-io/egress-deny': '1.2.3.4/32' }).map((t) => t.suggestion))
-      .toEqual(['cgfence.io/mode', 'cgfence.io/profile', 'cgfence.io/egress-deny']);
-    expect(misspeltKeys({ 'cgfence.io/exec-allow': '/bin/sh', 'example.com/exec-allow': 'x', 'io.kubernetes.cri.sandbox-id': 'x', 'app.kubernetes.io/name': 'web' })).toEqual([]);
+    expect(misspeltKeys({ 'cgfenc.io/exec-allow': '/bin/sh' })).toEqual([
+      { key: 'cgfenc.io/exec-allow', suggestion: 'cgfence.io/exec-allow' },
+    ]);
+    expect(
+      misspeltKeys({ 'cgfence.com/mode': 'audit', 'cg-fence.io/profile': 'x', 'cgfence-io/egress-deny': '1.2.3.4/32' }).map(
+        (t) => t.suggestion,
+      ),
+    ).toEqual(['cgfence.io/mode', 'cgfence.io/profile', 'cgfence.io/egress-deny']);
+    expect(
+      misspeltKeys({
+        'cgfence.io/exec-allow': '/bin/sh',
+        'example.com/exec-allow': 'x',
+        'io.kubernetes.cri.sandbox-id': 'x',
+        'app.kubernetes.io/name': 'web',
+      }),
+    ).toEqual([]);
   });
 });
 
@@ -94,7 +130,9 @@ describe('misspelt annotation keys', () => {
 class ConfigMapDir {
   private n = 0;
   constructor(readonly dir: string) {}
-  get file(): string { return path.join(this.dir, 'daemon-config.yaml'); }
+  get file(): string {
+    return path.join(this.dir, 'daemon-config.yaml');
+  }
   write(content: string): void {
     const ts = path.join(this.dir, `..2026_11_30_${this.n++}`);
     fs.mkdirSync(ts);
@@ -175,8 +213,19 @@ ${extra}`;
 
   /** Runs tool-a (a busybox copy: 127 when it runs, as "tool-a" is no applet) in a container with these labels: "denied" (126) or "ran". */
   function tryToolA(id: string, labels: Record<string, string>, annotations: Record<string, string> = {}): string {
-    const r = ctr(p, ['run', '--rm', '--runc-binary', p.runc, ...Object.entries(labels).flatMap(([k, v]) => ['--label', `${k}=${v}`]),
-      ...Object.entries(annotations).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]), IMAGE, id, '/bin/sh', '-c', '/usr/local/bin/tool-a true; echo "rc=$?"']);
+    const r = ctr(p, [
+      'run',
+      '--rm',
+      '--runc-binary',
+      p.runc,
+      ...Object.entries(labels).flatMap(([k, v]) => ['--label', `${k}=${v}`]),
+      ...Object.entries(annotations).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]),
+      IMAGE,
+      id,
+      '/bin/sh',
+      '-c',
+      '/usr/local/bin/tool-a true; echo "rc=$?"',
+    ]);
     expect(r.status, r.stderr).toBe(0);
     return /rc=127/.test(r.stdout) ? 'ran' : /rc=126/.test(r.stdout) ? 'denied' : r.stdout;
   }
@@ -203,7 +252,11 @@ ${extra}`;
   it('a ConfigMap update reloads live, audited with the new hash; SIGHUP reloads too; a bad file changes nothing', async () => {
     const next = config('audit-web');
     cm.write(next);
-    const [reload] = await waitRecords('the file-change reload', (r) => r.action === 'config-reload' && r.config_hash === hashOf(next), 20_000);
+    const [reload] = await waitRecords(
+      'the file-change reload',
+      (r) => r.action === 'config-reload' && r.config_hash === hashOf(next),
+      20_000,
+    );
     expect(reload).toMatchObject({ type: 'agent', trigger: 'file-change', ok: true, changed: ['selectors'], restart_needed: [] });
     expect(tryToolA(cid('sel-after'), { app: 'web' })).toBe('ran'); // audit mode now
 

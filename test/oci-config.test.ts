@@ -31,10 +31,13 @@ const handlerToml = read('containerd-runtime-handler.toml');
 const handlerName = /^\[plugins\."io\.containerd\.grpc\.v1\.cri"\.containerd\.runtimes\.([\w-]+)\]$/m.exec(handlerToml)?.[1];
 const binaryName = /^\s*BinaryName\s*=\s*"([^"]+)"/m.exec(handlerToml)?.[1];
 
-const docs = (f: string): Obj[] => YAML.parseAllDocuments(read(f)).map((d) => {
-  expect(d.errors, `${f}: ${d.errors.join('; ')}`).toEqual([]);
-  return d.toJS() as Obj;
-}).filter((d) => d !== null);
+const docs = (f: string): Obj[] =>
+  YAML.parseAllDocuments(read(f))
+    .map((d) => {
+      expect(d.errors, `${f}: ${d.errors.join('; ')}`).toEqual([]);
+      return d.toJS() as Obj;
+    })
+    .filter((d) => d !== null);
 
 const dsDocs = docs('daemonset.yaml');
 const ds = dsDocs.find((d) => d.kind === 'DaemonSet')!;
@@ -81,7 +84,15 @@ describe('oci-config: the files agree with each other and with what cgfence acce
     try {
       const file = path.join(tmp, 'config.toml');
       // As on a node: the handler next to the runc one that `containerd config default` writes.
-      fs.writeFileSync(file, ['version = 2', '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]', '  runtime_type = "io.containerd.runc.v2"', handlerToml].join('\n'));
+      fs.writeFileSync(
+        file,
+        [
+          'version = 2',
+          '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]',
+          '  runtime_type = "io.containerd.runc.v2"',
+          handlerToml,
+        ].join('\n'),
+      );
       const dump = execFileSync('containerd', ['--config', file, 'config', 'dump'], { encoding: 'utf8' });
       const section = dump.slice(dump.indexOf('[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.cgfence]'));
       expect(section.length).toBeLessThan(dump.length);
@@ -101,7 +112,8 @@ describe('oci-config: the files agree with each other and with what cgfence acce
     expect(v3).toMatch(/^\[plugins\.'io\.containerd\.cri\.v1\.runtime'\.containerd\.runtimes\.cgfence\]$/m);
     expect(v3).toMatch(/^\s*runtime_type = 'io\.containerd\.runc\.v2'$/m);
     expect(/^\s*BinaryName = '([^']+)'$/m.exec(v3)?.[1]).toBe(binaryName);
-    const items = (text: string, key: string) => (new RegExp(`^\\s*${key} = \\[(.*)\\]$`, 'm').exec(text)?.[1] ?? '').split(',').map((x) => x.trim().replace(/^["']|["']$/g, ''));
+    const items = (text: string, key: string) =>
+      (new RegExp(`^\\s*${key} = \\[(.*)\\]$`, 'm').exec(text)?.[1] ?? '').split(',').map((x) => x.trim().replace(/^["']|["']$/g, ''));
     expect(items(v3, 'pod_annotations')).toContain('*/exec-allow');
     expect(items(v3, 'pod_annotations')).toEqual(items(handlerToml, 'pod_annotations'));
     expect(items(v3, 'container_annotations')).toEqual(items(handlerToml, 'container_annotations'));
@@ -126,7 +138,7 @@ describe('oci-config: the files agree with each other and with what cgfence acce
     for (const [k, v] of Object.entries(ds.spec.selector.matchLabels)) expect(ds.spec.template.metadata.labels[k]).toBe(v);
   });
 
-  it('the daemon runs `cgfence daemon` with the contract\'s flags, each a real one', () => {
+  it("the daemon runs `cgfence daemon` with the contract's flags, each a real one", () => {
     const flags = daemonFlags();
     for (const f of ['containerd-socket', 'state-dir', 'audit-log', 'socket', 'cgroup-mode']) expect(flags[f], f).toBeTruthy();
     expect(['auto', 'v2', 'v1']).toContain(flags['cgroup-mode']);
@@ -154,11 +166,22 @@ describe('oci-config: the files agree with each other and with what cgfence acce
   it('every path the daemon shares with the host is mounted from the host at the same path', () => {
     const cfg = resolveConfig({ ...daemonFlags(), config: path.join(OCI, 'daemon-config.yaml') }, {});
     // cgfence-runc, runc and containerd on the host name these paths to the daemon, and it to them.
-    for (const p of [cfg.containerdSocket, cfg.stateDir, cfg.auditLog, cfg.socket, cfg.pinDir, '/run/containerd/io.containerd.runtime.v2.task/k8s.io/x/config.json', '/sys/fs/cgroup/kubepods']) {
+    for (const p of [
+      cfg.containerdSocket,
+      cfg.stateDir,
+      cfg.auditLog,
+      cfg.socket,
+      cfg.pinDir,
+      '/run/containerd/io.containerd.runtime.v2.task/k8s.io/x/config.json',
+      '/sys/fs/cgroup/kubepods',
+    ]) {
       expect(hostPathOf(daemon, p), p).toBe(p);
     }
     for (const hp of ['/sys/fs/bpf', '/sys/fs/cgroup', '/run/containerd', '/var/lib/cgfence', '/var/log/cgfence', '/run/cgfence']) {
-      expect(pod.volumes.some((v: Obj) => v.hostPath?.path === hp), hp).toBe(true);
+      expect(
+        pod.volumes.some((v: Obj) => v.hostPath?.path === hp),
+        hp,
+      ).toBe(true);
     }
     const m = (p: string) => daemon.volumeMounts.find((x: Obj) => x.mountPath === p);
     // Container rootfs mounts made on the host after the pod started must show inside.
@@ -184,14 +207,18 @@ describe('oci-config: the files agree with each other and with what cgfence acce
     // `cgfence install` copies next to the target and renames (test/lifecycle.test.ts runs it).
     const flags = parseArgs(init.command.slice(2), { values: ['runc-path', 'runc-conf', 'runc-conf-from'] }).flags;
     expect(hostPathOf(init, flags['runc-path']!)).toBe(binaryName);
-    const defaultFile = /#define CFG_DEFAULT_FILE\s+"([^"]+)"/.exec(fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.h'), 'utf8'))![1];
+    const defaultFile = /#define CFG_DEFAULT_FILE\s+"([^"]+)"/.exec(
+      fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.h'), 'utf8'),
+    )![1];
     expect(hostPathOf(init, flags['runc-conf']!)).toBe(defaultFile);
     const cm = init.volumeMounts.find((v: Obj) => volume(v.name).configMap);
     expect(flags['runc-conf-from']).toBe(`${cm.mountPath}/runc.conf`);
   });
 
   it('runc.conf: only keys cgfence-runc reads, values that agree with the DaemonSet', () => {
-    const keyList = /static const char \*const keys\[\] = \{([^}]*)\}/.exec(fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.c'), 'utf8'))![1];
+    const keyList = /static const char \*const keys\[\] = \{([^}]*)\}/.exec(
+      fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.c'), 'utf8'),
+    )![1];
     const accepted = new Set([...keyList.matchAll(/"(\w+)"/g)].map((x) => x[1]));
     expect([...accepted].sort()).toEqual(['fail_mode', 'node_hint', 'runc', 'socket', 'spool_dir']);
     const conf = runcConfKeys(read('runc.conf'));
@@ -201,7 +228,9 @@ describe('oci-config: the files agree with each other and with what cgfence acce
     // The spool is read back by the daemon: it must be on a path the DaemonSet mounts.
     expect(hostPathOf(daemon, conf.spool_dir)).toBe(conf.spool_dir);
     // The daemon writes the launcher's node hint into its state dir (docs/launcher.md).
-    const hint = conf.node_hint ?? /#define CFG_DEFAULT_NODE_HINT\s+"([^"]+)"/.exec(fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.h'), 'utf8'))![1];
+    const hint =
+      conf.node_hint ??
+      /#define CFG_DEFAULT_NODE_HINT\s+"([^"]+)"/.exec(fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.h'), 'utf8'))![1];
     expect(hint).toBe(path.join(daemonFlags()['state-dir']!, 'launcher-node.conf'));
     expect(hostPathOf(daemon, hint)).toBe(hint);
   });
@@ -214,7 +243,20 @@ describe('oci-config: the files agree with each other and with what cgfence acce
     expect(v.stdout).toMatch(/^runc version/);
     const tmp = fs.mkdtempSync('/tmp/cgft-runcconf-');
     try {
-      const c = spawnSync(runc, ['--root', path.join(tmp, 'root'), 'create', '--bundle', tmp, '--pid-file', path.join(tmp, 'pid'), `cgft-conf-${crypto.randomBytes(3).toString('hex')}`], { env, encoding: 'utf8' });
+      const c = spawnSync(
+        runc,
+        [
+          '--root',
+          path.join(tmp, 'root'),
+          'create',
+          '--bundle',
+          tmp,
+          '--pid-file',
+          path.join(tmp, 'pid'),
+          `cgft-conf-${crypto.randomBytes(3).toString('hex')}`,
+        ],
+        { env, encoding: 'utf8' },
+      );
       expect(c.status).not.toBe(0);
       expect(c.stdout + c.stderr).toMatch(/daemon unreachable at \/run\/cgfence\/cgfence\.sock .*fail-closed|cannot read .*config\.json/);
     } finally {
@@ -235,7 +277,7 @@ describe('oci-config: the files agree with each other and with what cgfence acce
     expect(resolveConfig({ config: path.join(OCI, 'daemon-config.yaml') }, {}).failMode).toBe(cfg.failMode);
   });
 
-  it('uninstall.yaml: `cgfence uninstall` with real flags, on the DaemonSet\'s host paths, removing no mount point, never the audit log', () => {
+  it("uninstall.yaml: `cgfence uninstall` with real flags, on the DaemonSet's host paths, removing no mount point, never the audit log", () => {
     const u = docs('uninstall.yaml').find((d) => d.kind === 'DaemonSet')!;
     const upod = u.spec.template.spec as Obj;
     expect(upod.nodeSelector).toEqual(pod.nodeSelector);
@@ -244,16 +286,25 @@ describe('oci-config: the files agree with each other and with what cgfence acce
     const flags = parseArgs(init.command.slice(2), UNINSTALL_FLAGS).flags;
     expect(flags.force, 'the manifest must not run on over fenced containers').toBeUndefined();
     const hostOf = (inside: string) => {
-      const m = [...init.volumeMounts].sort((a: Obj, b: Obj) => b.mountPath.length - a.mountPath.length)
+      const m = [...init.volumeMounts]
+        .sort((a: Obj, b: Obj) => b.mountPath.length - a.mountPath.length)
         .find((x: Obj) => inside === x.mountPath || inside.startsWith(`${x.mountPath}/`));
       const v = m && upod.volumes.find((x: Obj) => x.name === m.name);
-      return v?.hostPath ? { host: path.join(v.hostPath.path, inside.slice(m.mountPath.length)), mountPoint: inside === m.mountPath } : null;
+      return v?.hostPath
+        ? { host: path.join(v.hostPath.path, inside.slice(m.mountPath.length)), mountPoint: inside === m.mountPath }
+        : null;
     };
     const d = daemonFlags();
     const conf = runcConfKeys(read('runc.conf'));
     const want: Record<string, string> = {
-      socket: d.socket!, 'pin-dir': d['pin-dir']!, 'state-dir': d['state-dir']!, 'spool-dir': conf.spool_dir,
-      'runc-path': binaryName!, 'runc-conf': /#define CFG_DEFAULT_FILE\s+"([^"]+)"/.exec(fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.h'), 'utf8'))![1],
+      socket: d.socket!,
+      'pin-dir': d['pin-dir']!,
+      'state-dir': d['state-dir']!,
+      'spool-dir': conf.spool_dir,
+      'runc-path': binaryName!,
+      'runc-conf': /#define CFG_DEFAULT_FILE\s+"([^"]+)"/.exec(
+        fs.readFileSync(path.join(ROOT, 'native/cgfence-runc/config.h'), 'utf8'),
+      )![1],
     };
     for (const [flag, host] of Object.entries(want)) {
       const at = hostOf(flags[flag]!);
@@ -294,7 +345,10 @@ async function specOf(id: string) {
 describe('live: a private containerd loads the handler with its CRI plugin, and pods get fenced', () => {
   beforeAll(async () => {
     // The node's config: a selector for pods labelled team=fenced.
-    await sb.up({ daemonConfig: 'profiles:\n  sh-only:\n    cgfence.io/exec-allow: /bin/sh\nselectors:\n  - namespace: cgft\n    podLabels: {team: fenced}\n    profile: sh-only\n' });
+    await sb.up({
+      daemonConfig:
+        'profiles:\n  sh-only:\n    cgfence.io/exec-allow: /bin/sh\nselectors:\n  - namespace: cgft\n    podLabels: {team: fenced}\n    profile: sh-only\n',
+    });
     p = sb.paths;
     cri = sb.cri;
     expect(sb.handler).toContain(p.runc);
@@ -344,17 +398,25 @@ describe('live: a private containerd loads the handler with its CRI plugin, and 
     const recs = await readRecords(p.auditLog, { container: id });
     expect(recs.some((r) => r.type === 'lifecycle' && r.action === 'attach' && r.namespace === 'k8s.io')).toBe(true);
     let denied = false;
-    await waitFor('the denial in the audit log', () => {
-      void readRecords(p.auditLog, { container: id }).then((rs) => { denied = rs.some((r) => r.type === 'exec' && r.action === 'deny' && r.path === '/usr/local/bin/tool-a'); });
-      return denied;
-    }, 20_000);
-    expect((await readRecords(p.auditLog, { container: podRun.id })).filter((r) => r.type === 'lifecycle' && r.action !== 'refuse')).toEqual([]);
+    await waitFor(
+      'the denial in the audit log',
+      () => {
+        void readRecords(p.auditLog, { container: id }).then((rs) => {
+          denied = rs.some((r) => r.type === 'exec' && r.action === 'deny' && r.path === '/usr/local/bin/tool-a');
+        });
+        return denied;
+      },
+      20_000,
+    );
+    expect(
+      (await readRecords(p.auditLog, { container: podRun.id })).filter((r) => r.type === 'lifecycle' && r.action !== 'refuse'),
+    ).toEqual([]);
 
     await cri.call('StopContainer', { containerId: id, timeout: 0 });
     await waitFor('detach at exit', () => !cli(p, ['ps', '--json']).stdout.includes(id), 30_000);
   });
 
-  it('selectors see the pod\'s namespace and labels through CRI; a misspelt prefix passes the handler and gives a warning', async () => {
+  it("selectors see the pod's namespace and labels through CRI; a misspelt prefix passes the handler and gives a warning", async () => {
     const name = `sel-${crypto.randomBytes(3).toString('hex')}`;
     // No cgfence.io/* annotation of its own: the fence comes from the node's selector.
     const podRun = await runPod(name, { 'cgfenc.io/exec-allow': '/bin/sh' }, 'cgfence', { team: 'fenced' });
@@ -363,16 +425,30 @@ describe('live: a private containerd loads the handler with its CRI plugin, and 
     await waitFor('the container to report', () => containerOutput(podRun, 'app').includes('rc='), 60_000);
     expect(containerOutput(podRun, 'app')).toMatch(/rc=(126|137)/);
     const recs = await readRecords(p.auditLog, { container: id });
-    expect(recs.find((r) => r.action === 'profile-selected')).toMatchObject({ namespace: 'k8s.io', profile: 'sh-only', selector: 'namespace=cgft,team=fenced', pod_namespace: 'cgft' });
-    expect(recs.find((r) => r.action === 'annotation-warning')).toMatchObject({ key: 'cgfenc.io/exec-allow', suggestion: 'cgfence.io/exec-allow' });
+    expect(recs.find((r) => r.action === 'profile-selected')).toMatchObject({
+      namespace: 'k8s.io',
+      profile: 'sh-only',
+      selector: 'namespace=cgft,team=fenced',
+      pod_namespace: 'cgft',
+    });
+    expect(recs.find((r) => r.action === 'annotation-warning')).toMatchObject({
+      key: 'cgfenc.io/exec-allow',
+      suggestion: 'cgfence.io/exec-allow',
+    });
     // The sandbox gets neither.
-    expect((await readRecords(p.auditLog, { container: podRun.id })).filter((r) => r.action === 'profile-selected' || r.action === 'annotation-warning')).toEqual([]);
+    expect(
+      (await readRecords(p.auditLog, { container: podRun.id })).filter(
+        (r) => r.action === 'profile-selected' || r.action === 'annotation-warning',
+      ),
+    ).toEqual([]);
     await cri.call('StopContainer', { containerId: id, timeout: 0 });
   });
 
   it('a pod with a bad cgfence annotation fails at its first step, with the message', async () => {
     const name = `bad-${crypto.randomBytes(3).toString('hex')}`;
-    await expect(runPod(name, { [KEYS.execAllow]: 'bin/sh' }, 'cgfence')).rejects.toThrow(/cgfence\.io\/exec-allow: "bin\/sh" is not an absolute path/);
+    await expect(runPod(name, { [KEYS.execAllow]: 'bin/sh' }, 'cgfence')).rejects.toThrow(
+      /cgfence\.io\/exec-allow: "bin\/sh" is not an absolute path/,
+    );
   });
 
   it('without the handler (the default runc one) the annotations do not reach the spec and nothing is fenced', async () => {

@@ -10,7 +10,9 @@ import { cid, runFenced, sandboxDir } from './helpers/sandbox';
 
 const dir = sandboxDir('order');
 let p: SandboxPaths;
-beforeAll(async () => { p = await sandboxUp(dir); });
+beforeAll(async () => {
+  p = await sandboxUp(dir);
+});
 afterAll(async () => {
   await sandboxDown(dir).catch((e) => console.error(e));
   fs.rmSync(dir, { recursive: true, force: true });
@@ -25,11 +27,16 @@ async function untilDetach(id: string): Promise<AuditRecord[]> {
   }
 }
 
-describe('the detach record is a container\'s last', () => {
+describe("the detach record is a container's last", () => {
   it('network: 60 denied connects, rate-limited into counts that all come before the detach', async () => {
     const id = cid('netord');
-    const r = runFenced(p, id, { 'cgfence.io/egress-deny': '127.0.0.2/32' }, ['/bin/sh', '-c',
-      'i=0; while [ $i -lt 60 ]; do nc -w 1 127.0.0.2 9 </dev/null 2>/dev/null; i=$((i+1)); done; echo done'], ['--net-host']);
+    const r = runFenced(
+      p,
+      id,
+      { 'cgfence.io/egress-deny': '127.0.0.2/32' },
+      ['/bin/sh', '-c', 'i=0; while [ $i -lt 60 ]; do nc -w 1 127.0.0.2 9 </dev/null 2>/dev/null; i=$((i+1)); done; echo done'],
+      ['--net-host'],
+    );
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('done');
     const rs = await untilDetach(id);

@@ -17,9 +17,24 @@ import { cid, cli, ctr, runFenced, sandboxDir } from './helpers/sandbox';
 
 describe('the kernel seccomp log record parser', () => {
   it('reads what the kernel writes, hex-encoded names included', () => {
-    const r = parseSeccompLog('audit(1796038142.940:11): auid=4294967295 uid=0 gid=0 ses=4294967295 pid=12409 comm="logme" exe="/tmp/fr/logme" sig=0 arch=c000003e syscall=83 compat=0 ip=0x7fa4b917ef37 code=0x50000', '/default/c1');
-    expect(r).toEqual({ tsMs: 1796038142940, pid: 12409, uid: 0, comm: 'logme', exe: '/tmp/fr/logme', arch: 'x86_64', syscall: 83, code: SECCOMP_RET.ERRNO, cgroup: '/default/c1' });
-    const hex = parseSeccompLog('audit(1.5:2): auid=1 uid=7 gid=0 ses=1 pid=3 comm=6120622063 exe="/x" sig=0 arch=40000003 syscall=39 compat=1 ip=0x1 code=0x7ffc0000');
+    const r = parseSeccompLog(
+      'audit(1796038142.940:11): auid=4294967295 uid=0 gid=0 ses=4294967295 pid=12409 comm="logme" exe="/tmp/fr/logme" sig=0 arch=c000003e syscall=83 compat=0 ip=0x7fa4b917ef37 code=0x50000',
+      '/default/c1',
+    );
+    expect(r).toEqual({
+      tsMs: 1796038142940,
+      pid: 12409,
+      uid: 0,
+      comm: 'logme',
+      exe: '/tmp/fr/logme',
+      arch: 'x86_64',
+      syscall: 83,
+      code: SECCOMP_RET.ERRNO,
+      cgroup: '/default/c1',
+    });
+    const hex = parseSeccompLog(
+      'audit(1.5:2): auid=1 uid=7 gid=0 ses=1 pid=3 comm=6120622063 exe="/x" sig=0 arch=40000003 syscall=39 compat=1 ip=0x1 code=0x7ffc0000',
+    );
     expect(hex).toMatchObject({ comm: 'a b c', arch: 'x86', code: SECCOMP_RET.LOG, uid: 7 });
     expect(parseSeccompLog('not a record')).toBeNull();
   });
@@ -34,17 +49,47 @@ describe('rate limiting', () => {
     };
   }
   const rec = (ms: number, over: Partial<SeccompLogRecord> = {}): SeccompLogRecord => ({
-    tsMs: ms, pid: 10, uid: 0, comm: 'mkdir', exe: '/bin/busybox', arch: 'x86_64', syscall: 83, code: SECCOMP_RET.ERRNO, cgroup: '/default/c1', ...over,
+    tsMs: ms,
+    pid: 10,
+    uid: 0,
+    comm: 'mkdir',
+    exe: '/bin/busybox',
+    arch: 'x86_64',
+    syscall: 83,
+    code: SECCOMP_RET.ERRNO,
+    cgroup: '/default/c1',
+    ...over,
   });
 
   it('writes the first decision at once, counts the rest, and writes them before the container goes', () => {
     let now = 1000;
-    const { sink, written } = sinkFor({ namespace: 'default', id: 'c1', mode: 'enforce', annotations: { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat' } });
+    const { sink, written } = sinkFor({
+      namespace: 'default',
+      id: 'c1',
+      mode: 'enforce',
+      annotations: { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat' },
+    });
     const r = new SeccompLogRecords(sink, 1000, () => now);
     r.watch('42', '/default/c1');
-    r.onRecords([rec(1), rec(2), rec(3), rec(4, { cgroup: '/default/c1/sub' }), rec(5, { cgroup: '/other' }), rec(6, { code: SECCOMP_RET.USER_NOTIF })]);
+    r.onRecords([
+      rec(1),
+      rec(2),
+      rec(3),
+      rec(4, { cgroup: '/default/c1/sub' }),
+      rec(5, { cgroup: '/other' }),
+      rec(6, { code: SECCOMP_RET.USER_NOTIF }),
+    ]);
     expect(written.length).toBe(1);
-    expect(written[0]).toMatchObject({ type: 'seccomp', action: 'deny', namespace: 'default', container_id: 'c1', syscall: 'mkdir', count: 1, rule: 'cgfence.io/seccomp-deny', seccomp_action: 'SCMP_ACT_ERRNO' });
+    expect(written[0]).toMatchObject({
+      type: 'seccomp',
+      action: 'deny',
+      namespace: 'default',
+      container_id: 'c1',
+      syscall: 'mkdir',
+      count: 1,
+      rule: 'cgfence.io/seccomp-deny',
+      seccomp_action: 'SCMP_ACT_ERRNO',
+    });
     expect(r.unattributed).toBe(1);
     now += 1500; // a later decision after the interval writes what was counted, itself included
     r.onRecords([rec(1600)]);
@@ -61,21 +106,44 @@ describe('rate limiting', () => {
   });
 });
 
-describe('rate limiting of the notify loop\'s counted denials', () => {
+describe("rate limiting of the notify loop's counted denials", () => {
   it('writes the first at once, then counts batches exactly, the rest before the container goes', () => {
     let now = 1000;
     const written: AuditInput[] = [];
-    const owner = { namespace: 'default', id: 'c1', mode: 'enforce', annotations: { 'cgfence.io/seccomp-deny': 'mkdir' } } as Partial<FencedContainer>;
+    const owner = {
+      namespace: 'default',
+      id: 'c1',
+      mode: 'enforce',
+      annotations: { 'cgfence.io/seccomp-deny': 'mkdir' },
+    } as Partial<FencedContainer>;
     const sink: EventSink = { write: (r) => written.push(...r), toWallNs: (m) => m, owner: () => owner as FencedContainer };
     const r = new SeccompLogRecords(sink, 1000, () => now);
-    const batch = (count: number, ms: number, fenceId = '42') => ({ fenceId, arch: 'x86_64', syscall: 83, count, pid: 7, comm: 'sh', firstMs: ms, lastMs: ms + 1 });
+    const batch = (count: number, ms: number, fenceId = '42') => ({
+      fenceId,
+      arch: 'x86_64',
+      syscall: 83,
+      count,
+      pid: 7,
+      comm: 'sh',
+      firstMs: ms,
+      lastMs: ms + 1,
+    });
     r.onNotified(batch(5, 10, '43')); // not watched
     expect(written).toEqual([]);
     expect(r.unattributed).toBe(5);
     r.watchFence('42');
     r.onNotified(batch(500, 10));
     expect(written).toHaveLength(1);
-    expect(written[0]).toMatchObject({ type: 'seccomp', action: 'deny', syscall: 'mkdir', count: 1, seccomp_action: 'SCMP_ACT_NOTIFY', errno: 'EPERM', via: 'seccomp-notify', rule: 'cgfence.io/seccomp-deny' });
+    expect(written[0]).toMatchObject({
+      type: 'seccomp',
+      action: 'deny',
+      syscall: 'mkdir',
+      count: 1,
+      seccomp_action: 'SCMP_ACT_NOTIFY',
+      errno: 'EPERM',
+      via: 'seccomp-notify',
+      rule: 'cgfence.io/seccomp-deny',
+    });
     r.onNotified(batch(1000, 20));
     expect(written).toHaveLength(1);
     now += 1000;
@@ -100,7 +168,9 @@ describe('rate limiting of the notify loop\'s counted denials', () => {
 describe('seccomp records of real containers', () => {
   const dir = sandboxDir('scaud');
   let p: SandboxPaths;
-  beforeAll(async () => { p = await sandboxUp(dir); });
+  beforeAll(async () => {
+    p = await sandboxUp(dir);
+  });
   afterAll(async () => {
     await sandboxDown(dir).catch((e) => console.error(e));
     fs.rmSync(dir, { recursive: true, force: true });
@@ -120,8 +190,11 @@ describe('seccomp records of real containers', () => {
 
   it('audit: 200 logged mkdirs run, and are one record at once and counts, all before the detach record', async () => {
     const id = cid('sclog');
-    const r = runFenced(p, id, { 'cgfence.io/mode': 'audit', 'cgfence.io/seccomp-deny': 'mkdir,mkdirat' }, ['/bin/sh', '-c',
-      'i=0; n=0; while [ $i -lt 200 ]; do mkdir /tmp/d$i && n=$((n+1)); i=$((i+1)); done; echo made=$n']);
+    const r = runFenced(p, id, { 'cgfence.io/mode': 'audit', 'cgfence.io/seccomp-deny': 'mkdir,mkdirat' }, [
+      '/bin/sh',
+      '-c',
+      'i=0; n=0; while [ $i -lt 200 ]; do mkdir /tmp/d$i && n=$((n+1)); i=$((i+1)); done; echo made=$n',
+    ]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('made=200');
     const rs = await until(id, (x) => x.some((y) => y.action === 'detach'));
@@ -129,7 +202,15 @@ describe('seccomp records of real containers', () => {
     expect(sc.length).toBeGreaterThanOrEqual(1);
     expect(sc.length).toBeLessThan(20); // rate-limited: never one record per call
     for (const s of sc) {
-      expect(s).toMatchObject({ action: 'audit', namespace: 'default', container_id: id, seccomp_action: 'SCMP_ACT_LOG', rule: 'cgfence.io/seccomp-deny', arch: 'x86_64', mode: 'audit' });
+      expect(s).toMatchObject({
+        action: 'audit',
+        namespace: 'default',
+        container_id: id,
+        seccomp_action: 'SCMP_ACT_LOG',
+        rule: 'cgfence.io/seccomp-deny',
+        arch: 'x86_64',
+        mode: 'audit',
+      });
       expect(['mkdir', 'mkdirat']).toContain(s.syscall);
     }
     expect(sc[0].count).toBe(1);
@@ -143,13 +224,17 @@ describe('seccomp records of real containers', () => {
   /** cgfence_decisions_total{control="seccomp",action="deny"}, summed over its other labels. */
   async function seccompDenyMetric(): Promise<number> {
     const body = await new Promise<string>((resolve, reject) => {
-      http.get({ socketPath: p.metrics, path: '/metrics' }, (res) => {
-        let b = '';
-        res.on('data', (d) => (b += d));
-        res.on('end', () => resolve(b));
-      }).on('error', reject);
+      http
+        .get({ socketPath: p.metrics, path: '/metrics' }, (res) => {
+          let b = '';
+          res.on('data', (d) => (b += d));
+          res.on('end', () => resolve(b));
+        })
+        .on('error', reject);
     });
-    return body.split('\n').filter((l) => l.startsWith('cgfence_decisions_total{') && l.includes('control="seccomp"') && l.includes('action="deny"'))
+    return body
+      .split('\n')
+      .filter((l) => l.startsWith('cgfence_decisions_total{') && l.includes('control="seccomp"') && l.includes('action="deny"'))
       .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
   }
   const total = (rs: AuditRecord[]) => rs.reduce((n, s) => n + Number(s.count), 0);
@@ -161,7 +246,11 @@ describe('seccomp records of real containers', () => {
 
   it('enforce: a denied mkdir fails with EPERM and a seccomp deny record names the container, the syscall and the rule', async () => {
     const id = cid('scdeny');
-    const r = runFenced(p, id, { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat' }, ['/bin/sh', '-c', 'mkdir /tmp/d; echo rc=$?; [ ! -e /tmp/d ] && echo absent']);
+    const r = runFenced(p, id, { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat' }, [
+      '/bin/sh',
+      '-c',
+      'mkdir /tmp/d; echo rc=$?; [ ! -e /tmp/d ] && echo absent',
+    ]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout + r.stderr).toContain('Operation not permitted');
     expect(r.stdout).toContain('rc=1');
@@ -170,8 +259,18 @@ describe('seccomp records of real containers', () => {
     const sc = seccompOf(rs);
     expect(sc.length).toBeGreaterThanOrEqual(1);
     expect(sc[0]).toMatchObject({
-      action: 'deny', namespace: 'default', container_id: id, syscall: 'mkdir', arch: 'x86_64', seccomp_action: 'SCMP_ACT_NOTIFY',
-      errno: 'EPERM', rule: 'cgfence.io/seccomp-deny', mode: 'enforce', via: 'seccomp-notify', count: 1, comm: 'mkdir',
+      action: 'deny',
+      namespace: 'default',
+      container_id: id,
+      syscall: 'mkdir',
+      arch: 'x86_64',
+      seccomp_action: 'SCMP_ACT_NOTIFY',
+      errno: 'EPERM',
+      rule: 'cgfence.io/seccomp-deny',
+      mode: 'enforce',
+      via: 'seccomp-notify',
+      count: 1,
+      comm: 'mkdir',
     });
     expect(total(sc)).toBe(1);
     beforeDetach(rs);
@@ -179,13 +278,24 @@ describe('seccomp records of real containers', () => {
     expect((attach?.backends as Record<string, string>).seccomp).toBe('oci-seccomp, seccomp notify, recorded');
   });
 
-  it('enforce: 10,000 denied mkdirs are a few records whose counts add up to exactly 10,000, before the detach record; a neighbour\'s own denial is still recorded and the daemon answers meanwhile', async () => {
+  it("enforce: 10,000 denied mkdirs are a few records whose counts add up to exactly 10,000, before the detach record; a neighbour's own denial is still recorded and the daemon answers meanwhile", async () => {
     const id = cid('scflood');
     const nb = cid('scnb');
     // The neighbour waits for the flood to be under way, then is denied once.
     const deny0 = await seccompDenyMetric();
-    const flood = ctr(p, ['run', '-d', '--runc-binary', p.runc, '--annotation', 'cgfence.io/seccomp-deny=mkdir,mkdirat', 'cgfence.local/test:latest', id,
-      '/bin/sh', '-c', 'i=0; n=0; while [ $i -lt 10000 ]; do mkdir /tmp/d 2>/dev/null || n=$((n+1)); i=$((i+1)); done; echo denied=$n > /tmp/done; sleep 1000']);
+    const flood = ctr(p, [
+      'run',
+      '-d',
+      '--runc-binary',
+      p.runc,
+      '--annotation',
+      'cgfence.io/seccomp-deny=mkdir,mkdirat',
+      'cgfence.local/test:latest',
+      id,
+      '/bin/sh',
+      '-c',
+      'i=0; n=0; while [ $i -lt 10000 ]; do mkdir /tmp/d 2>/dev/null || n=$((n+1)); i=$((i+1)); done; echo denied=$n > /tmp/done; sleep 1000',
+    ]);
     expect(flood.status, flood.stderr).toBe(0);
     let neighbourDenied = '';
     try {
@@ -227,7 +337,7 @@ describe('seccomp records of real containers', () => {
     expect(total(sc)).toBe(10_000);
     beforeDetach(rs);
     // The node's decision metric counts every one, the neighbour's included.
-    expect(await seccompDenyMetric() - deny0).toBe(10_001);
+    expect((await seccompDenyMetric()) - deny0).toBe(10_001);
     // The neighbour was denied while the flood was still being denied.
     const floodEnd = String(sc[sc.length - 1].last_ts);
     console.log(`flood ${String(sc[0].first_ts)} .. ${floodEnd}, neighbour denied at ${neighbourDenied}, ${sc.length} records`);
@@ -237,7 +347,8 @@ describe('seccomp records of real containers', () => {
   it('enforce: seccomp-allow fails an unlisted syscall with EPERM and records it', async () => {
     const id = cid('scallow');
     // What busybox sh, echo, ls and mkdir need besides RUNC_INIT_SYSCALLS (test/seccomp.test.ts); mkdir left out.
-    const allow = 'write,brk,mprotect,getuid,rt_sigaction,arch_prctl,set_tid_address,set_robust_list,prlimit64,getrandom,rseq,wait4,uname,readlink,ioctl,vfork,fork,clone';
+    const allow =
+      'write,brk,mprotect,getuid,rt_sigaction,arch_prctl,set_tid_address,set_robust_list,prlimit64,getrandom,rseq,wait4,uname,readlink,ioctl,vfork,fork,clone';
     const r = runFenced(p, id, { 'cgfence.io/seccomp-allow': allow }, ['/bin/sh', '-c', 'echo started; mkdir /tmp/d; echo mkdir=$?']);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('started');
@@ -246,11 +357,18 @@ describe('seccomp records of real containers', () => {
     const rs = await until(id, (x) => x.some((y) => y.action === 'detach'));
     const mk = seccompOf(rs).filter((x) => x.syscall === 'mkdir');
     expect(mk.length).toBe(1);
-    expect(mk[0]).toMatchObject({ action: 'deny', container_id: id, rule: 'cgfence.io/seccomp-allow', seccomp_action: 'SCMP_ACT_NOTIFY', errno: 'EPERM', count: 1 });
+    expect(mk[0]).toMatchObject({
+      action: 'deny',
+      container_id: id,
+      rule: 'cgfence.io/seccomp-allow',
+      seccomp_action: 'SCMP_ACT_NOTIFY',
+      errno: 'EPERM',
+      count: 1,
+    });
     beforeDetach(rs);
   });
 
-  it('an unfenced container\'s seccomp log is not attributed to anyone', async () => {
+  it("an unfenced container's seccomp log is not attributed to anyone", async () => {
     const id = cid('scplain');
     const r = ctr(p, ['run', '--rm', '--runc-binary', p.runc, 'cgfence.local/test:latest', id, '/bin/sh', '-c', 'true']);
     expect(r.status, r.stderr).toBe(0);

@@ -21,10 +21,16 @@ afterAll(async () => {
 
 describe('--exec-deny kill', () => {
   it('still answers seccomp denials EPERM through a notify loop of the seccomp control and records them', async () => {
-    const before = JSON.parse(cli(p, ['status', '--json']).stdout) as { kernel: { backends: { exec: Record<string, unknown>; seccomp: { enforceDenials: Record<string, unknown> } } } };
+    const before = JSON.parse(cli(p, ['status', '--json']).stdout) as {
+      kernel: { backends: { exec: Record<string, unknown>; seccomp: { enforceDenials: Record<string, unknown> } } };
+    };
     expect(before.kernel.backends.exec.notify).toBeUndefined(); // no exec notify loop on this node
     const id = cid('sdkill');
-    const r = runFenced(p, id, { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat', 'cgfence.io/exec-allow': '/bin/sh,/bin/busybox' }, ['/bin/sh', '-c', 'mkdir /tmp/d; echo rc=$?']);
+    const r = runFenced(p, id, { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat', 'cgfence.io/exec-allow': '/bin/sh,/bin/busybox' }, [
+      '/bin/sh',
+      '-c',
+      'mkdir /tmp/d; echo rc=$?',
+    ]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('rc=1');
     expect(r.stderr).toContain('Operation not permitted');

@@ -31,7 +31,9 @@ afterAll(async () => {
 });
 
 function seccompStatus(): { routed: number; answered: number } {
-  const st = JSON.parse(cli(p, ['status', '--json']).stdout) as { kernel: { backends: { seccomp: { enforceDenials: { routed: number; answered: number } } } } };
+  const st = JSON.parse(cli(p, ['status', '--json']).stdout) as {
+    kernel: { backends: { seccomp: { enforceDenials: { routed: number; answered: number } } } };
+  };
   return st.kernel.backends.seccomp.enforceDenials;
 }
 
@@ -51,8 +53,21 @@ describe('a daemon killed with SIGKILL', () => {
       return waitFor(what, () => (res().includes('done') ? res() : undefined), 20_000);
     };
     const recs = async (): Promise<AuditRecord[]> => (await readRecords(p.auditLog, { container: id })).filter((r) => r.type === 'seccomp');
-    const start = ctr(p, ['run', '-d', '--runc-binary', p.runc, '--annotation', 'cgfence.io/seccomp-deny=mkdir,mkdirat',
-      '--mount', `type=bind,src=${out},dst=/out,options=rbind:rw`, IMAGE, id, '/bin/sh', '-c', loop]);
+    const start = ctr(p, [
+      'run',
+      '-d',
+      '--runc-binary',
+      p.runc,
+      '--annotation',
+      'cgfence.io/seccomp-deny=mkdir,mkdirat',
+      '--mount',
+      `type=bind,src=${out},dst=/out,options=rbind:rw`,
+      IMAGE,
+      id,
+      '/bin/sh',
+      '-c',
+      loop,
+    ]);
     expect(start.status, start.stderr).toBe(0);
     try {
       expect(await trigger('a denied mkdir')).toBe('m=1\ndone\n');
@@ -66,7 +81,14 @@ describe('a daemon killed with SIGKILL', () => {
       const pending = await waitFor('a mkdir waiting for the notify loop', () => containerPids(id).find(waitingInSeccomp), 20_000);
       // Killed while that mkdir waits: the holder answers it EPERM, and every later one.
       process.kill(daemon, 'SIGKILL');
-      await waitFor('daemon to die', () => { try { process.kill(daemon, 0); return false; } catch { return true; } });
+      await waitFor('daemon to die', () => {
+        try {
+          process.kill(daemon, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      });
       await waitFor('the pending mkdir to be answered', () => !waitingInSeccomp(pending), 20_000);
       expect(await waitFor('its result', () => (res().includes('done') ? res() : undefined), 20_000)).toBe('m=1\ndone\n');
       expect(await trigger('a denied mkdir without a daemon')).toBe('m=1\ndone\n');
@@ -84,7 +106,12 @@ describe('a daemon killed with SIGKILL', () => {
         const r = await recs();
         return r.some((x) => x.via === 'seccomp-notify' && x !== r[0]) ? r : undefined;
       });
-      expect(after.filter((x) => x.via === 'seccomp-notify')[1]).toMatchObject({ action: 'deny', container_id: id, syscall: 'mkdir', errno: 'EPERM' });
+      expect(after.filter((x) => x.via === 'seccomp-notify')[1]).toMatchObject({
+        action: 'deny',
+        container_id: id,
+        syscall: 'mkdir',
+        errno: 'EPERM',
+      });
       // The holder's own answers, handed over at the take-over: the triggered mkdir and the
       // exec's; the one pending at the kill too, unless the daemon had received it already
       // (then the holder answers it from the in-flight table, uncounted: kind unknown).

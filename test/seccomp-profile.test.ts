@@ -6,7 +6,14 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SeccompBackend } from '../src/fence/seccomp/seccomp-backend';
 import {
-  OciSeccomp, RUNC_INIT_SYSCALLS, denyRouteRefusal, libseccompArch, nativeArchitectures, withAllowedOnly, withDenied, withExecNotify,
+  OciSeccomp,
+  RUNC_INIT_SYSCALLS,
+  denyRouteRefusal,
+  libseccompArch,
+  nativeArchitectures,
+  withAllowedOnly,
+  withDenied,
+  withExecNotify,
 } from '../src/fence/seccomp/seccomp-profile';
 import { native } from '../src/native';
 import { emptyPolicy } from '../src/policy/policy';
@@ -107,7 +114,11 @@ describe('exec notify merge', () => {
   it('leaves alone what the profile blocks, and a profile with another agent', () => {
     const blocked = dockerLike();
     blocked.syscalls![0].names = ['read'];
-    blocked.syscalls!.push({ names: ['execveat'], action: 'SCMP_ACT_ERRNO', args: [{ index: 4, value: 0x1000, op: 'SCMP_CMP_MASKED_EQ' }] });
+    blocked.syscalls!.push({
+      names: ['execveat'],
+      action: 'SCMP_ACT_ERRNO',
+      args: [{ index: 4, value: 0x1000, op: 'SCMP_CMP_MASKED_EQ' }],
+    });
     const m = withExecNotify(blocked, '/run/x.sock', 'k');
     expect(m.notified).toEqual([]);
     expect(m.skipped.join('\n')).toMatch(/execve: .*blocks it by default/);
@@ -132,7 +143,7 @@ describe('names checked for the container architecture', () => {
     expect(() => libseccompArch('x86_64; rm')).toThrow(/not an OCI seccomp architecture/);
   });
 
-  it('refuses a name the container profile\'s architecture lacks, naming the annotation', () => {
+  it("refuses a name the container profile's architecture lacks, naming the annotation", () => {
     const bundle = fs.mkdtempSync(path.join(os.tmpdir(), 'cgft-scarch-'));
     try {
       const spec = { linux: { seccomp: { defaultAction: 'SCMP_ACT_ALLOW', architectures: ['SCMP_ARCH_AARCH64'], syscalls: [] } } };
@@ -140,7 +151,9 @@ describe('names checked for the container architecture', () => {
       const policy = { ...emptyPolicy(), mode: 'enforce' as const, seccompDeny: ['open', 'mkdirat'] };
       const ctx = { namespace: 'default', id: 'a', bundle, rootfs: path.join(bundle, 'rootfs'), policy, annotations: {} };
       // x86_64 has open(2); aarch64 only openat(2).
-      expect(() => new SeccompBackend().prepare(ctx)).toThrow(/cgfence\.io\/seccomp-deny: unknown syscall "open" for the container's architecture aarch64/);
+      expect(() => new SeccompBackend().prepare(ctx)).toThrow(
+        /cgfence\.io\/seccomp-deny: unknown syscall "open" for the container's architecture aarch64/,
+      );
       const ok = { ...ctx, policy: { ...policy, seccompDeny: ['mkdirat'] } };
       new SeccompBackend().prepare(ok);
       const after = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8'));
@@ -155,7 +168,7 @@ describe('names checked for the container architecture', () => {
 describe('enforce-mode denials routed to the notify listener', () => {
   const L = { path: '/run/cgfence/seccomp-agent.sock', metadata: 'default/c1' };
 
-  it('seccomp-deny: notifies the denied names, keeps exec syscalls and runc\'s own calls SCMP_ACT_ERRNO', () => {
+  it("seccomp-deny: notifies the denied names, keeps exec syscalls and runc's own calls SCMP_ACT_ERRNO", () => {
     const p = withDenied(undefined, ['mkdir', 'execveat', 'close', 'write', 'mkdirat'], 'errno', L);
     expect(actionsOf(p, 'mkdir')).toEqual(['SCMP_ACT_NOTIFY']);
     expect(actionsOf(p, 'mkdirat')).toEqual(['SCMP_ACT_NOTIFY']);

@@ -13,7 +13,8 @@ let p: SandboxPaths;
 
 // What busybox sh, echo, ls and mkdir need besides RUNC_INIT_SYSCALLS (measured with
 // SCMP_ACT_LOG); mkdir(2) and mkdirat(2) are left out on purpose.
-const BUSYBOX_NEEDS = 'write,brk,mprotect,getuid,rt_sigaction,arch_prctl,set_tid_address,set_robust_list,prlimit64,getrandom,rseq,wait4,uname,readlink,ioctl,vfork,fork,clone';
+const BUSYBOX_NEEDS =
+  'write,brk,mprotect,getuid,rt_sigaction,arch_prctl,set_tid_address,set_robust_list,prlimit64,getrandom,rseq,wait4,uname,readlink,ioctl,vfork,fork,clone';
 
 async function attachRecord(id: string) {
   return waitFor('attach record', () => {
@@ -35,13 +36,17 @@ afterAll(async () => {
 describe('cgfence.io/seccomp-deny', () => {
   it('fails the listed syscalls with EPERM and the rest of the container works', async () => {
     const id = cid('deny');
-    const r = runFenced(p, id, { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat,fchmodat,chmod' }, ['/bin/sh', '-c', [
-      'mkdir /tmp/d; echo mkdir=$?',
-      'touch /tmp/f && chmod 600 /tmp/f; echo chmod=$?',
-      'echo hello > /tmp/g && cat /tmp/g',
-      'ls /tmp | wc -l',
-      'grep ^Seccomp: /proc/self/status',
-    ].join('; ')]);
+    const r = runFenced(p, id, { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat,fchmodat,chmod' }, [
+      '/bin/sh',
+      '-c',
+      [
+        'mkdir /tmp/d; echo mkdir=$?',
+        'touch /tmp/f && chmod 600 /tmp/f; echo chmod=$?',
+        'echo hello > /tmp/g && cat /tmp/g',
+        'ls /tmp | wc -l',
+        'grep ^Seccomp: /proc/self/status',
+      ].join('; '),
+    ]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('mkdir=1');
     expect(r.stdout).toContain('chmod=1');
@@ -53,7 +58,7 @@ describe('cgfence.io/seccomp-deny', () => {
     expect(a.controls).toMatchObject({ seccomp: 'enforced' });
   });
 
-  it('keeps the container\'s own profile (ctr --seccomp) and adds to it', async () => {
+  it("keeps the container's own profile (ctr --seccomp) and adds to it", async () => {
     const id = cid('keep');
     const ann = ['--annotation', 'cgfence.io/seccomp-deny=mkdir,mkdirat'];
     const start = ctr(p, ['run', '-d', '--seccomp', '--runc-binary', p.runc, ...ann, IMAGE, id, '/bin/sh', '-c', 'sleep 60']);
@@ -81,7 +86,11 @@ describe('cgfence.io/seccomp-deny', () => {
 
   it('in audit mode blocks nothing and says so', async () => {
     const id = cid('audit');
-    const r = runFenced(p, id, { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat', 'cgfence.io/mode': 'audit' }, ['/bin/sh', '-c', 'mkdir /tmp/d && echo made']);
+    const r = runFenced(p, id, { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat', 'cgfence.io/mode': 'audit' }, [
+      '/bin/sh',
+      '-c',
+      'mkdir /tmp/d && echo made',
+    ]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('made');
     expect((await attachRecord(id)).controls).toMatchObject({ seccomp: 'audited' });
@@ -90,7 +99,11 @@ describe('cgfence.io/seccomp-deny', () => {
 
 describe('cgfence.io/seccomp-allow', () => {
   it('fails everything not listed with EPERM, while runc still starts the entrypoint', () => {
-    const r = runFenced(p, cid('allow'), { 'cgfence.io/seccomp-allow': BUSYBOX_NEEDS }, ['/bin/sh', '-c', 'echo started; mkdir /tmp/d; echo mkdir=$?; ls /tmp']);
+    const r = runFenced(p, cid('allow'), { 'cgfence.io/seccomp-allow': BUSYBOX_NEEDS }, [
+      '/bin/sh',
+      '-c',
+      'echo started; mkdir /tmp/d; echo mkdir=$?; ls /tmp',
+    ]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('started');
     expect(r.stdout).toContain('mkdir=1');

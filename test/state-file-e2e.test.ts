@@ -31,16 +31,43 @@ it('leaves out an entry with a wrong field, says which, and fences that containe
   const kept = cid('kept');
   const spoiled = cid('spoiled');
   for (const id of [kept, spoiled]) {
-    const r = ctr(p, ['run', '-d', '--runc-binary', p.runc, '--annotation', 'cgfence.io/exec-allow=/bin/sh', IMAGE, id, '/bin/sh', '-c', 'sleep 120']);
+    const r = ctr(p, [
+      'run',
+      '-d',
+      '--runc-binary',
+      p.runc,
+      '--annotation',
+      'cgfence.io/exec-allow=/bin/sh',
+      IMAGE,
+      id,
+      '/bin/sh',
+      '-c',
+      'sleep 120',
+    ]);
     expect(r.status, r.stderr).toBe(0);
     started.push(id);
   }
   const pid = Number(fs.readFileSync(p.daemonPid, 'utf8'));
   process.kill(pid, 'SIGTERM'); // fences stay pinned; the state file is written at stop
-  await waitFor('daemon to stop', () => { try { process.kill(pid, 0); return false; } catch { return true; } }, 20_000);
+  await waitFor(
+    'daemon to stop',
+    () => {
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    },
+    20_000,
+  );
 
   const file = path.join(p.stateDir, 'fences.json');
-  const list = JSON.parse(fs.readFileSync(file, 'utf8')) as Array<{ id: string; cgroupId: string; backends: { exec: { allow: Array<{ ino: string }> } } }>;
+  const list = JSON.parse(fs.readFileSync(file, 'utf8')) as Array<{
+    id: string;
+    cgroupId: string;
+    backends: { exec: { allow: Array<{ ino: string }> } };
+  }>;
   const i = list.findIndex((f) => f.id === spoiled);
   expect(i).toBeGreaterThanOrEqual(0);
   const cgroupId = list[i].cgroupId;
@@ -49,12 +76,18 @@ it('leaves out an entry with a wrong field, says which, and fences that containe
 
   await sandboxUp(dir);
   let recs: Awaited<ReturnType<typeof readRecords>> = [];
-  await waitFor('late attach of the left-out container', () => {
-    void readRecords(p.auditLog).then((r) => (recs = r));
-    return recs.some((r) => r.container_id === spoiled && r.type === 'lifecycle' && r.action === 'attach' && r.how === 'late-attach');
-  }, 20_000);
+  await waitFor(
+    'late attach of the left-out container',
+    () => {
+      void readRecords(p.auditLog).then((r) => (recs = r));
+      return recs.some((r) => r.container_id === spoiled && r.type === 'lifecycle' && r.action === 'attach' && r.how === 'late-attach');
+    },
+    20_000,
+  );
   const log = fs.readFileSync(p.daemonLog, 'utf8');
-  expect(log).toContain(`fences.json[${i}] (default/${spoiled}).backends.exec.allow[0].ino: a decimal integer string expected, found "not-a-number": entry left out`);
+  expect(log).toContain(
+    `fences.json[${i}] (default/${spoiled}).backends.exec.allow[0].ino: a decimal integer string expected, found "not-a-number": entry left out`,
+  );
   expect(fs.readdirSync(p.stateDir).filter((n) => n.startsWith('fences.json.corrupt-'))).toHaveLength(1);
   // Same cgroup, same fence id: taken over, not removed as an orphan.
   const again = recs.find((r) => r.container_id === spoiled && r.action === 'attach' && r.how === 'late-attach');

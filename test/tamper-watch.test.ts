@@ -95,8 +95,13 @@ describe('tamper watch (kernel)', () => {
     const r = bpftool(['map', 'update', 'pinned', `${pinDir}/exec_allow`, 'key', ...keyHex(0xabcn), 'value', ...ALLOW_VALUE]);
     const e = await eventOf('map-update', (x) => x.pid === r.pid);
     expect(e).toMatchObject({
-      action: 'map-update', object: 'map', objectId: ids.execAllow, objectName: 'exec_allow',
-      comm: 'bpftool', bpfCmd: 'BPF_MAP_UPDATE_ELEM', uid: 0,
+      action: 'map-update',
+      object: 'map',
+      objectId: ids.execAllow,
+      objectName: 'exec_allow',
+      comm: 'bpftool',
+      bpfCmd: 'BPF_MAP_UPDATE_ELEM',
+      uid: 0,
     });
   });
 
@@ -108,13 +113,24 @@ describe('tamper watch (kernel)', () => {
 
   it('finds the map by id too, not only through its pin', async () => {
     const size = (JSON.parse(bpftool(['-j', 'map', 'show', 'id', String(ids.fences)]).stdout) as { bytes_value: number }).bytes_value;
-    const r = bpftool(['map', 'update', 'id', String(ids.fences), 'key', 'hex', ...Array(8).fill('ee'), 'value', 'hex', ...Array(size).fill('00')]);
+    const r = bpftool([
+      'map',
+      'update',
+      'id',
+      String(ids.fences),
+      'key',
+      'hex',
+      ...Array(8).fill('ee'),
+      'value',
+      'hex',
+      ...Array(size).fill('00'),
+    ]);
     const e = await eventOf('map-update by id', (x) => x.pid === r.pid);
     expect(e).toMatchObject({ action: 'map-update', objectId: ids.fences, objectName: 'fences' });
     bpftool(['map', 'delete', 'id', String(ids.fences), 'key', 'hex', ...Array(8).fill('ee')]);
   });
 
-  it('does not report the daemon\'s own updates and deletes', async () => {
+  it("does not report the daemon's own updates and deletes", async () => {
     fence.allow(0x5e1fn, [{ dev: 1n, ino: 2n, ctimeNs: 0n, interpOnly: false }]);
     fence.disallow(0x5e1fn, [{ dev: 1n, ino: 2n }]);
     fence.setFence(0x5e1fn, 1);
@@ -126,7 +142,24 @@ describe('tamper watch (kernel)', () => {
 
   it('does not report writes to maps it does not protect', async () => {
     bpftool(['map', 'create', `${outside}/other`, 'type', 'hash', 'key', '4', 'value', '4', 'entries', '4', 'name', 'other']);
-    const r = bpftool(['map', 'update', 'pinned', `${outside}/other`, 'key', 'hex', '01', '00', '00', '00', 'value', 'hex', '01', '00', '00', '00']);
+    const r = bpftool([
+      'map',
+      'update',
+      'pinned',
+      `${outside}/other`,
+      'key',
+      'hex',
+      '01',
+      '00',
+      '00',
+      '00',
+      'value',
+      'hex',
+      '01',
+      '00',
+      '00',
+      '00',
+    ]);
     await marker();
     expect(events.filter((e) => e.pid === r.pid)).toEqual([]);
   });
@@ -164,7 +197,7 @@ describe('tamper watch (kernel)', () => {
     for (const e of events) expect(e).toMatchObject({ action: 'pin-unlink', object: 'pin', comm: 'rm', bpfCmd: null });
   });
 
-  it('reports a pin renamed out of the pin directory, and not the daemon\'s own unlinks', async () => {
+  it("reports a pin renamed out of the pin directory, and not the daemon's own unlinks", async () => {
     const statsId = String(watch.objectIds().maps.tamper_stats);
     bpftool(['map', 'pin', 'id', statsId, `${pinDir}/extra-mv`]);
     bpftool(['map', 'pin', 'id', statsId, `${pinDir}/extra-self`]);
@@ -179,14 +212,19 @@ describe('tamper watch (kernel)', () => {
     expect(events.filter((x) => x.pid === rm.pid)).toEqual([]);
   });
 
-  it('reports an attempt to detach the exec fence\'s link, with its program', async () => {
+  it("reports an attempt to detach the exec fence's link, with its program", async () => {
     // A tp_btf link refuses BPF_LINK_DETACH (EOPNOTSUPP); the attempt is reported all the same,
     // since the check runs at syscall entry, and so is a detach of a link that allows it.
     const r = spawnSync('bpftool', ['link', 'detach', 'pinned', `${pinDir}/exec_fence_link`], { encoding: 'utf8' });
     const e = await eventOf('link-detach', (x) => x.pid === r.pid);
     expect(e).toMatchObject({
-      action: 'link-detach', object: 'link', objectId: ids.link, progId: ids.program, objectName: 'exec_fence',
-      comm: 'bpftool', bpfCmd: 'BPF_LINK_DETACH',
+      action: 'link-detach',
+      object: 'link',
+      objectId: ids.link,
+      progId: ids.program,
+      objectName: 'exec_fence',
+      comm: 'bpftool',
+      bpfCmd: 'BPF_LINK_DETACH',
     });
   });
 
@@ -221,11 +259,21 @@ describe('tamper watch (daemon, through the sandbox)', () => {
   });
 
   it('writes a tamper record when bpftool updates or deletes in the pinned exec_allow map', async () => {
-    const status = JSON.parse(cli(p, ['status', '--json']).stdout) as { kernel: { backends: { exec: { objects: { maps: Record<string, number> } } } } };
+    const status = JSON.parse(cli(p, ['status', '--json']).stdout) as {
+      kernel: { backends: { exec: { objects: { maps: Record<string, number> } } } };
+    };
     const mapId = status.kernel.backends.exec.objects.maps.exec_allow;
     const up = bpftool(['map', 'update', 'pinned', `${p.pinDir}/exec_allow`, 'key', ...keyHex(0xe2en), 'value', ...ALLOW_VALUE]);
     const rec = await tamperRecord(up.pid!, 'map-update');
-    expect(rec).toMatchObject({ type: 'tamper', action: 'map-update', map_id: mapId, map_name: 'exec_allow', comm: 'bpftool', bpf_cmd: 'BPF_MAP_UPDATE_ELEM', uid: 0 });
+    expect(rec).toMatchObject({
+      type: 'tamper',
+      action: 'map-update',
+      map_id: mapId,
+      map_name: 'exec_allow',
+      comm: 'bpftool',
+      bpf_cmd: 'BPF_MAP_UPDATE_ELEM',
+      uid: 0,
+    });
     expect(typeof rec.ts).toBe('string');
     const del = bpftool(['map', 'delete', 'pinned', `${p.pinDir}/exec_allow`, 'key', ...keyHex(0xe2en)]);
     expect(await tamperRecord(del.pid!, 'map-delete')).toMatchObject({ map_id: mapId, map_name: 'exec_allow' });
@@ -239,7 +287,18 @@ describe('tamper watch (daemon, through the sandbox)', () => {
 
   it('keeps watching while the daemon is down, and the restarted daemon reports it', async () => {
     process.kill(daemonPid, 'SIGKILL');
-    await waitFor('the daemon to die', () => { try { process.kill(daemonPid, 0); return false; } catch { return true; } }, 20_000);
+    await waitFor(
+      'the daemon to die',
+      () => {
+        try {
+          process.kill(daemonPid, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      },
+      20_000,
+    );
     const up = bpftool(['map', 'update', 'pinned', `${p.pinDir}/exec_allow`, 'key', ...keyHex(0xd0dn), 'value', ...ALLOW_VALUE]);
     await sandboxUp(dir);
     const old = daemonPid;
@@ -268,10 +327,23 @@ describe('tamper watch (daemon, through the sandbox)', () => {
     const progIds = Object.values(t.objects.programs);
     expect(progIds.length).toBeGreaterThan(0);
     await request(p.socket, { op: 'shutdown', detach: true });
-    await waitFor('the daemon to exit', () => { try { process.kill(daemonPid, 0); return false; } catch { return true; } }, 20_000);
+    await waitFor(
+      'the daemon to exit',
+      () => {
+        try {
+          process.kill(daemonPid, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      },
+      20_000,
+    );
     expect(fs.existsSync(p.pinDir)).toBe(false);
     // Program ids are never reused soon: a gone id means the program was unloaded.
-    await waitFor('the watch programs to be unloaded', () => progIds.every((id) => spawnSync('bpftool', ['prog', 'show', 'id', String(id)]).status !== 0));
+    await waitFor('the watch programs to be unloaded', () =>
+      progIds.every((id) => spawnSync('bpftool', ['prog', 'show', 'id', String(id)]).status !== 0),
+    );
     const recs = await readRecords(p.auditLog);
     expect(recs.filter((x) => x.type === 'tamper' && x.pid === daemonPid)).toEqual([]);
   });

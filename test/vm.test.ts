@@ -15,7 +15,8 @@ const GUEST_CONFIG = 'test/vm/vitest.guest.config.ts';
 /** Why the VM cannot run here, or null. vm-run.sh installs qemu and the kernel with apt-get. */
 function whyNoVm(): string | null {
   if (process.env.CGFENCE_VM === '0') return 'CGFENCE_VM=0 is set';
-  if (process.platform !== 'linux' || process.arch !== 'x64') return `QEMU x86_64 guests are only run on x86_64 Linux hosts (this is ${process.platform}/${process.arch})`;
+  if (process.platform !== 'linux' || process.arch !== 'x64')
+    return `QEMU x86_64 guests are only run on x86_64 Linux hosts (this is ${process.platform}/${process.arch})`;
   if (process.getuid?.() !== 0) return 'scripts/vm-run.sh needs root';
   const qemu = spawnSync('qemu-system-x86_64', ['--version']);
   const apt = spawnSync('apt-get', ['--version']);
@@ -32,21 +33,46 @@ afterEach(() => {
   // A failed or timed-out test must not leave its VM behind: vm-run.sh (its own process
   // group) kills its qemu on SIGTERM.
   for (const pgid of running) {
-    try { process.kill(-pgid, 'SIGTERM'); } catch { /* gone */ }
+    try {
+      process.kill(-pgid, 'SIGTERM');
+    } catch {
+      /* gone */
+    }
   }
   running.clear();
 });
 
 /** Runs the guest test files in a VM with the given cgroup layout; resolves with the output. */
 function runInVm(cgroup: 'v2' | 'v1', files: string[], timeoutS: number): Promise<{ status: number | null; out: string }> {
-  const child = spawn('bash', [path.join(ROOT, 'scripts/vm-run.sh'), '--cgroup', cgroup, '--timeout', String(timeoutS),
-    '--env', `CGFENCE_VM_TESTS=${files.join(',')}`, '--',
-    // Unhandled errors are judged here instead (expectAllPassed): vitest's worker RPC has a
-    // fixed 60 s timeout that a worker busy in a long synchronous call (setup.sh, gcc) trips
-    // under emulation, which fails the run although every test passed.
-    process.execPath, 'node_modules/vitest/vitest.mjs', 'run', '--config', GUEST_CONFIG, '--reporter', 'verbose', '--dangerouslyIgnoreUnhandledErrors'], {
-    cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    'bash',
+    [
+      path.join(ROOT, 'scripts/vm-run.sh'),
+      '--cgroup',
+      cgroup,
+      '--timeout',
+      String(timeoutS),
+      '--env',
+      `CGFENCE_VM_TESTS=${files.join(',')}`,
+      '--',
+      // Unhandled errors are judged here instead (expectAllPassed): vitest's worker RPC has a
+      // fixed 60 s timeout that a worker busy in a long synchronous call (setup.sh, gcc) trips
+      // under emulation, which fails the run although every test passed.
+      process.execPath,
+      'node_modules/vitest/vitest.mjs',
+      'run',
+      '--config',
+      GUEST_CONFIG,
+      '--reporter',
+      'verbose',
+      '--dangerouslyIgnoreUnhandledErrors',
+    ],
+    {
+      cwd: ROOT,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   running.add(child.pid!);
   let out = '';
   const keep = (d: Buffer) => {
@@ -55,10 +81,12 @@ function runInVm(cgroup: 'v2' | 'v1', files: string[], timeoutS: number): Promis
   };
   child.stdout.on('data', keep);
   child.stderr.on('data', keep);
-  return new Promise((resolve) => child.on('close', (status) => {
-    running.delete(child.pid!);
-    resolve({ status, out });
-  }));
+  return new Promise((resolve) =>
+    child.on('close', (status) => {
+      running.delete(child.pid!);
+      resolve({ status, out });
+    }),
+  );
 }
 
 /**
@@ -75,9 +103,13 @@ function expectAllPassed(r: { status: number | null; out: string }, files: strin
   // eslint-disable-next-line no-control-regex
   const plain = r.out.replace(/\x1b\[[0-9;]*m/g, '');
   expect(plain, tail).toMatch(new RegExp(`Test Files\\s+${files.length} passed \\(${files.length}\\)`));
-  expect(plain, tail).toMatch(skipped ? new RegExp(`Tests\\s+\\d+ passed \\| ${skipped} skipped \\(\\d+\\)`) : /Tests\s+\d+ passed \(\d+\)/);
+  expect(plain, tail).toMatch(
+    skipped ? new RegExp(`Tests\\s+\\d+ passed \\| ${skipped} skipped \\(\\d+\\)`) : /Tests\s+\d+ passed \(\d+\)/,
+  );
   expect(plain, tail).not.toMatch(/\d+ failed/);
-  const unhandled = plain.split('\n').filter((l) => /^(Error|TypeError|AssertionError)\b.*/.test(l) && !/\[vitest-worker\]: Timeout calling "onTaskUpdate"/.test(l));
+  const unhandled = plain
+    .split('\n')
+    .filter((l) => /^(Error|TypeError|AssertionError)\b.*/.test(l) && !/\[vitest-worker\]: Timeout calling "onTaskUpdate"/.test(l));
   if (/Unhandled Error/.test(plain)) expect(unhandled, tail).toEqual([]);
 }
 

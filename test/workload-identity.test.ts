@@ -51,12 +51,29 @@ afterAll(async () => {
 describe('a CRI container', () => {
   it('is named by pod, pod namespace and container name in ps and in every record; a unique id prefix names it', async () => {
     const id = crypto.randomBytes(32).toString('hex'); // CRI ids: 64 hex characters
-    const labels = ['io.kubernetes.pod.name=web-0', 'io.kubernetes.pod.namespace=shop', 'io.kubernetes.container.name=app']
-      .flatMap((l) => ['--label', l]);
-    const start = ctr(['run', '-d', '--runc-binary', p.runc, ...labels, '--annotation', 'cgfence.io/exec-allow=/bin/sh', IMAGE, id, '/bin/sh', '-c', 'sleep 120']);
+    const labels = ['io.kubernetes.pod.name=web-0', 'io.kubernetes.pod.namespace=shop', 'io.kubernetes.container.name=app'].flatMap((l) => [
+      '--label',
+      l,
+    ]);
+    const start = ctr([
+      'run',
+      '-d',
+      '--runc-binary',
+      p.runc,
+      ...labels,
+      '--annotation',
+      'cgfence.io/exec-allow=/bin/sh',
+      IMAGE,
+      id,
+      '/bin/sh',
+      '-c',
+      'sleep 120',
+    ]);
     expect(start.status, start.stderr).toBe(0);
     try {
-      const row = await until('the ps row', async () => (await request<{ containers: Array<Record<string, unknown>> }>(p.socket, { op: 'ps' })).containers.find((c) => c.id === id));
+      const row = await until('the ps row', async () =>
+        (await request<{ containers: Array<Record<string, unknown>> }>(p.socket, { op: 'ps' })).containers.find((c) => c.id === id),
+      );
       expect(row.workload).toEqual({ pod: 'web-0', podNamespace: 'shop', containerName: 'app' });
       expect(row.namespace).toBe(NS);
 
@@ -85,7 +102,13 @@ describe('a CRI container', () => {
     const kinds = new Set(rs.map((r) => `${r.type}/${r.action}`));
     for (const k of ['lifecycle/attach', 'exec/deny', 'lifecycle/policy-update', 'lifecycle/detach']) expect(kinds, k).toContain(k);
     for (const r of rs) {
-      expect(r, `${r.type}/${r.action}`).toMatchObject({ pod: 'web-0', pod_namespace: 'shop', container_name: 'app', namespace: NS, container_id: id });
+      expect(r, `${r.type}/${r.action}`).toMatchObject({
+        pod: 'web-0',
+        pod_namespace: 'shop',
+        container_name: 'app',
+        namespace: NS,
+        container_id: id,
+      });
       expect(r.node).toBe(process.env.CGFENCE_NODE_NAME || process.env.NODE_NAME || os.hostname());
       expect(r.hostname).toBe(os.hostname());
     }
@@ -93,17 +116,37 @@ describe('a CRI container', () => {
     expect(rs.find((r) => r.action === 'attach')!.severity).toBe('info');
   });
 
-  it('a refused create is named too: its refusal record waits for containerd\'s labels, and is written before ctr hears the refusal', async () => {
+  it("a refused create is named too: its refusal record waits for containerd's labels, and is written before ctr hears the refusal", async () => {
     const id = crypto.randomBytes(32).toString('hex');
-    const labels = ['io.kubernetes.pod.name=web-1', 'io.kubernetes.pod.namespace=shop', 'io.kubernetes.container.name=bad']
-      .flatMap((l) => ['--label', l]);
-    const r = ctr(['run', '--rm', '--runc-binary', p.runc, ...labels, '--annotation', 'cgfence.io/exec-allow=/no/such/file', IMAGE, id, '/bin/true']);
+    const labels = ['io.kubernetes.pod.name=web-1', 'io.kubernetes.pod.namespace=shop', 'io.kubernetes.container.name=bad'].flatMap((l) => [
+      '--label',
+      l,
+    ]);
+    const r = ctr([
+      'run',
+      '--rm',
+      '--runc-binary',
+      p.runc,
+      ...labels,
+      '--annotation',
+      'cgfence.io/exec-allow=/no/such/file',
+      IMAGE,
+      id,
+      '/bin/true',
+    ]);
     try {
       expect(r.status).not.toBe(0);
       expect(r.stderr).toContain('cgfence:');
       // No waiting: the daemon wrote the record before it answered the launcher.
       const refuse = (await records(id)).find((x) => x.action === 'refuse');
-      expect(refuse).toMatchObject({ type: 'lifecycle', pod: 'web-1', pod_namespace: 'shop', container_name: 'bad', namespace: NS, container_id: id });
+      expect(refuse).toMatchObject({
+        type: 'lifecycle',
+        pod: 'web-1',
+        pod_namespace: 'shop',
+        container_name: 'bad',
+        namespace: NS,
+        container_id: id,
+      });
     } finally {
       ctr(['containers', 'delete', id]);
     }
@@ -114,14 +157,28 @@ describe('a CRI container', () => {
     const ids = [`${base}a1`, `${base}a2`];
     try {
       for (const id of ids) {
-        const r = ctr(['run', '-d', '--runc-binary', p.runc, '--annotation', 'cgfence.io/exec-allow=/bin/sh', IMAGE, id, '/bin/sh', '-c', 'sleep 60']);
+        const r = ctr([
+          'run',
+          '-d',
+          '--runc-binary',
+          p.runc,
+          '--annotation',
+          'cgfence.io/exec-allow=/bin/sh',
+          IMAGE,
+          id,
+          '/bin/sh',
+          '-c',
+          'sleep 60',
+        ]);
         expect(r.status, r.stderr).toBe(0);
       }
       const set = await cli(p, ['policy', 'set', base, 'cgfence.io/egress-deny=127.0.0.9/32']);
       expect(set.status).toBe(1);
       expect(set.stderr).toContain(`"${base}" is the start of 2 containers' ids`);
       // A plain ctr container has no workload: null in ps, "" in records.
-      const rows = (await request<{ containers: Array<Record<string, unknown>> }>(p.socket, { op: 'ps' })).containers.filter((c) => ids.includes(String(c.id)));
+      const rows = (await request<{ containers: Array<Record<string, unknown>> }>(p.socket, { op: 'ps' })).containers.filter((c) =>
+        ids.includes(String(c.id)),
+      );
       expect(rows.map((r) => r.workload)).toEqual([null, null]);
       const attach = (await records(ids[0])).find((r) => r.action === 'attach')!;
       expect(attach).toMatchObject({ pod: '', pod_namespace: '', container_name: '' });

@@ -22,9 +22,9 @@
  * pidns inode numbers are handed out lowest-free and reused as soon as a namespace dies: a
  * fence left behind must not fall on the next namespace that gets the same number.
  */
-#define CGFENCE_FENCE_ID_PIDNS (1ULL << 63)
+#define CGFENCE_FENCE_ID_PIDNS	 (1ULL << 63)
 #define CGFENCE_PIDNS_START_MASK 0x7fffffffULL
-#define CGFENCE_USER_HZ 100
+#define CGFENCE_USER_HZ		 100
 /* The kernel's MAX_PID_NS_LEVEL: walking this many levels finds a fenced ancestor from any
  * nested namespace, so nesting deeper is no way out. */
 #define CGFENCE_MAX_PIDNS_DEPTH 32
@@ -46,14 +46,14 @@ enum cgfence_fence_flags {
 };
 
 enum cgfence_event_kind {
-	CGFENCE_EVENT_EXEC = 1,     /* from the exec tracepoints: a denial is a SIGKILL */
+	CGFENCE_EVENT_EXEC = 1, /* from the exec tracepoints: a denial is a SIGKILL */
 	/* The first refusal of an identity past the rate limit in a window: a
 	 * struct cgfence_exec_throttle. The rest of the window is only counted. */
 	CGFENCE_EVENT_EXEC_THROTTLE = 2,
 	CGFENCE_EVENT_EXEC_LSM = 3, /* from lsm/bprm_check_security: a denial is -EACCES */
 	/* From lsm/file_open (BPF LSM only), a denial is -EACCES; path is the file's last
 	 * name component: */
-	CGFENCE_EVENT_WRITE_ALLOWED = 4, /* an allow-listed file opened for writing */
+	CGFENCE_EVENT_WRITE_ALLOWED = 4,  /* an allow-listed file opened for writing */
 	CGFENCE_EVENT_PROC_MEM_WRITE = 5, /* a /proc/PID/mem opened for writing */
 	/* From lsm/mmap_file and lsm/file_mprotect: a file changed after the fence was set,
 	 * and not allow-listed, mapped executable (a new library, a replaced loader). */
@@ -64,14 +64,14 @@ enum cgfence_event_kind {
 #define CGFENCE_EXEC_RATE_BURST 5
 /* And at most this many per fence and window, however many identities it makes. */
 #define CGFENCE_EXEC_RATE_FENCE_BURST 50
-#define CGFENCE_EXEC_RATE_WINDOW_NS 1000000000ull
+#define CGFENCE_EXEC_RATE_WINDOW_NS   1000000000ull
 
 /* Why an exec was denied (or, in audit mode, would have been). */
 enum cgfence_exec_reason {
-	CGFENCE_REASON_NONE = 0,         /* allowed */
-	CGFENCE_REASON_NOT_ALLOWED = 1,  /* the file's identity is not on the list */
-	CGFENCE_REASON_MODIFIED = 2,     /* on the list, but changed since allowed (stamps differ) */
-	CGFENCE_REASON_INTERP_ONLY = 3,  /* an ELF loader listed for its programs, run directly */
+	CGFENCE_REASON_NONE = 0,	       /* allowed */
+	CGFENCE_REASON_NOT_ALLOWED = 1,	       /* the file's identity is not on the list */
+	CGFENCE_REASON_MODIFIED = 2,	       /* on the list, but changed since allowed (stamps differ) */
+	CGFENCE_REASON_INTERP_ONLY = 3,	       /* an ELF loader listed for its programs, run directly */
 	CGFENCE_REASON_INTERP_NOT_ALLOWED = 4, /* the program's PT_INTERP loader is not on the list */
 	CGFENCE_REASON_INTERP_MODIFIED = 5,    /* the loader is, but changed since allowed */
 	CGFENCE_REASON_INTERP_UNKNOWN = 6,     /* the mapping at the entry point could not be read */
@@ -132,13 +132,13 @@ struct cgfence_exec_event {
 	__u32 mode;
 	char comm[CGFENCE_COMM_LEN]; /* comm of the new program, as the kernel set it */
 	char path[CGFENCE_PATH_LEN]; /* the name passed to exec (bprm->filename) */
-	__u32 reason;         /* enum cgfence_exec_reason */
-	__u32 now_ctime_nsec; /* the judged file's stamp now (the loader's for INTERP_*) */
+	__u32 reason;		     /* enum cgfence_exec_reason */
+	__u32 now_ctime_nsec;	     /* the judged file's stamp now (the loader's for INTERP_*) */
 	__s64 now_ctime_sec;
 	__s64 want_ctime_sec; /* the stamp its entry holds (MODIFIED and INTERP_MODIFIED) */
 	__u32 want_ctime_nsec;
 	__u32 pad;
-	__u64 interp_dev;     /* the ELF loader the program runs through (0: none or unknown) */
+	__u64 interp_dev; /* the ELF loader the program runs through (0: none or unknown) */
 	__u64 interp_ino;
 };
 
@@ -154,7 +154,7 @@ struct cgfence_exec_rate {
 /* The THROTTLE event: the refusal that was not recorded, and the identity's count with it. */
 struct cgfence_exec_throttle {
 	struct cgfence_exec_event e; /* e.kind = CGFENCE_EVENT_EXEC_THROTTLE */
-	__u64 suppressed;            /* the identity's suppressed count, this refusal included */
+	__u64 suppressed;	     /* the identity's suppressed count, this refusal included */
 };
 
 #endif /* CGFENCE_ABI_H */

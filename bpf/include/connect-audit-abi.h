@@ -23,7 +23,7 @@ struct cgfence_connect_event {
 	__u64 ts_ns;  /* CLOCK_MONOTONIC */
 	__u64 fence_id;
 	__u64 cgroup_id; /* the task's cgroup v2 id (the root's on a host without v2) */
-	__u32 pid;       /* tgid of the connecting task */
+	__u32 pid;	 /* tgid of the connecting task */
 	__u32 uid;
 	__u8 daddr[16]; /* IPv4: first 4 bytes */
 	char comm[CGFENCE_COMM_LEN];

@@ -67,8 +67,8 @@ struct cgfence_exec_seen {
  * program (an INTERP_ONLY entry is enough); else an INTERP_ONLY entry gives INTERP_ONLY.
  * allow_map is the exec_allow map (struct cgfence_exec_key -> struct cgfence_exec_allow).
  */
-static __always_inline __u32 cgfence_exec_allowed(void *allow_map, __u64 fence_id, struct inode *inode,
-						  bool as_interp, struct cgfence_exec_seen *seen)
+static __always_inline __u32 cgfence_exec_allowed(void *allow_map, __u64 fence_id, struct inode *inode, bool as_interp,
+						  struct cgfence_exec_seen *seen)
 {
 	struct cgfence_exec_key key = {};
 	struct cgfence_exec_allow *a;

@@ -7,14 +7,14 @@
 #ifndef CGFENCE_IP_PACKET_BPF_H
 #define CGFENCE_IP_PACKET_BPF_H
 
-#define ETH_P_IP 0x0800
-#define ETH_P_IPV6 0x86DD
+#define ETH_P_IP	 0x0800
+#define ETH_P_IPV6	 0x86DD
 #define NEXTHDR_FRAGMENT 44
 
 struct ip_packet {
 	__u8 saddr[16];
 	__u8 daddr[16];
-	__u32 l4;   /* offset of the transport header */
+	__u32 l4; /* offset of the transport header */
 	__u8 family;
 	__u8 proto; /* the transport protocol, past an IPv6 fragment header */
 	__u8 frag;  /* a later fragment: it carries no transport header */

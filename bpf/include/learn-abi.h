@@ -51,7 +51,7 @@ struct cgfence_learn_exec_key {
 
 /* The file's own path as the kernel knows it, at most this many components of this length. */
 #define CGFENCE_LEARN_PATH_DEPTH 16
-#define CGFENCE_LEARN_NAME_LEN 64
+#define CGFENCE_LEARN_NAME_LEN	 64
 
 enum cgfence_learn_exec_flags {
 	/* parts reach the root of the file's filesystem: the path is whole (else cut at DEPTH). */
@@ -67,8 +67,8 @@ enum cgfence_learn_exec_flags {
  */
 struct cgfence_learn_exec {
 	__u64 count;
-	__u32 depth; /* parts used */
-	__u32 flags; /* enum cgfence_learn_exec_flags */
+	__u32 depth;	/* parts used */
+	__u32 flags;	/* enum cgfence_learn_exec_flags */
 	__u64 first_ns; /* CLOCK_MONOTONIC of the first exec: a file born later is not this one */
 	char interp[CGFENCE_PATH_LEN];
 	char parts[CGFENCE_LEARN_PATH_DEPTH][CGFENCE_LEARN_NAME_LEN];

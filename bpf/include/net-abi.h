@@ -10,7 +10,7 @@
 #define CGFENCE_NET_ABI_H
 
 /* Event kinds continue enum cgfence_event_kind of cgfence-abi.h. */
-#define CGFENCE_EVENT_NET 2          /* a refused (or, in audit mode, would-be refused) flow */
+#define CGFENCE_EVENT_NET	   2 /* a refused (or, in audit mode, would-be refused) flow */
 #define CGFENCE_EVENT_NET_THROTTLE 3 /* a flow hit the rate limit; its suppressed count follows */
 
 enum cgfence_net_dir {
@@ -33,7 +33,7 @@ enum cgfence_net_hook {
 #define CGFENCE_NET_RULE_DEFAULT 0xffffffffu
 
 /* The audit rate limit, per fence and flow: this many records per window, then counts. */
-#define CGFENCE_NET_RATE_BURST 5
+#define CGFENCE_NET_RATE_BURST	   5
 #define CGFENCE_NET_RATE_WINDOW_NS 1000000000ull
 
 /*
@@ -82,10 +82,10 @@ struct cgfence_net_rule {
  */
 struct cgfence_net_config {
 	__u64 fence_id;
-	__u32 mode;            /* CGFENCE_MODE_ENFORCE or CGFENCE_MODE_AUDIT */
-	__u8 gen;              /* generation of the rule entries in force */
-	__u8 default_deny[2];  /* indexed by enum cgfence_net_dir: an -allow list exists */
-	__u8 active;           /* bit (1 << dir): the direction has rules; others pass unlooked */
+	__u32 mode;	      /* CGFENCE_MODE_ENFORCE or CGFENCE_MODE_AUDIT */
+	__u8 gen;	      /* generation of the rule entries in force */
+	__u8 default_deny[2]; /* indexed by enum cgfence_net_dir: an -allow list exists */
+	__u8 active;	      /* bit (1 << dir): the direction has rules; others pass unlooked */
 };
 
 /* Per-fence counters: per-CPU cgroup local storage, summed by user space. */
@@ -93,7 +93,7 @@ struct cgfence_net_stats {
 	__u64 denied[2];  /* refused, per direction (enforce) */
 	__u64 audited[2]; /* would have been refused, per direction (audit) */
 	__u64 suppressed; /* decisions the rate limiter did not record one by one */
-	__u64 lost;       /* records the ring buffer had no room for */
+	__u64 lost;	  /* records the ring buffer had no room for */
 };
 
 /* The flow of the rate limiter: for egress the destination, for ingress the source address
@@ -110,7 +110,7 @@ struct cgfence_net_flow_key {
 
 struct cgfence_net_flow {
 	__u64 window_start_ns;
-	__u32 emitted;    /* records in the current window; races only change how many */
+	__u32 emitted; /* records in the current window; races only change how many */
 	__u32 pad;
 	__u64 suppressed; /* monotonic: user space reports the difference as count records */
 };
@@ -121,7 +121,7 @@ struct cgfence_net_event {
 	__u64 ts_ns;  /* CLOCK_MONOTONIC */
 	__u64 fence_id;
 	__u64 cgroup_id; /* the socket's cgroup (the fence's or a descendant) */
-	__u8 saddr[16];  /* IPv4: first 4 bytes; zero when the hook does not know it */
+	__u8 saddr[16];	 /* IPv4: first 4 bytes; zero when the hook does not know it */
 	__u8 daddr[16];
 	__u16 sport; /* host byte order; 0 when unknown (connect, fragments, other protocols) */
 	__u16 dport;

@@ -28,22 +28,21 @@ enum ftype { F_BOOL, F_STR, F_UINT };
 
 struct fdef {
 	const char *name;
-	const char *alt;   /* the second urfave name, or NULL */
+	const char *alt; /* the second urfave name, or NULL */
 	enum ftype type;
 };
 
 struct fval {
-	int set[2];          /* which of name/alt Go saw */
-	const char *val[2];  /* its last value (str, uint) */
-	int on[2];           /* its last value (bool) */
+	int set[2];	    /* which of name/alt Go saw */
+	const char *val[2]; /* its last value (str, uint) */
+	int on[2];	    /* its last value (bool) */
 };
 
 #define MAX_DEFS 12
 
 static char whybuf[1024], errbuf[512];
 
-__attribute__((format(printf, 3, 4)))
-static const char *put(char *buf, size_t n, const char *f, ...)
+__attribute__((format(printf, 3, 4))) static const char *put(char *buf, size_t n, const char *f, ...)
 {
 	va_list ap;
 	va_start(ap, f);
@@ -52,12 +51,12 @@ static const char *put(char *buf, size_t n, const char *f, ...)
 	return buf;
 }
 /* why: the refusal (it may quote a usage error); usage: the usage error itself. */
-#define why(...) put(whybuf, sizeof(whybuf), __VA_ARGS__)
+#define why(...)   put(whybuf, sizeof(whybuf), __VA_ARGS__)
 #define usage(...) put(errbuf, sizeof(errbuf), __VA_ARGS__)
 
 static const struct fdef global_defs[] = {
-	{ "debug", NULL, F_BOOL }, { "log", NULL, F_STR }, { "log-format", NULL, F_STR },
-	{ "root", NULL, F_STR }, { "criu", NULL, F_STR }, { "systemd-cgroup", NULL, F_BOOL },
+	{ "debug", NULL, F_BOOL },   { "log", NULL, F_STR },  { "log-format", NULL, F_STR },
+	{ "root", NULL, F_STR },     { "criu", NULL, F_STR }, { "systemd-cgroup", NULL, F_BOOL },
 	{ "rootless", NULL, F_STR }, { "help", "h", F_BOOL }, { "version", "v", F_BOOL },
 	{ NULL, NULL, 0 },
 };
@@ -65,20 +64,36 @@ enum { G_DEBUG, G_LOG, G_LOG_FORMAT, G_ROOT, G_CRIU, G_SYSTEMD, G_ROOTLESS, G_HE
 
 /* create's flags first: run has the same ones plus three. */
 static const struct fdef run_defs[] = {
-	{ "bundle", "b", F_STR }, { "console-socket", NULL, F_STR }, { "pid-file", NULL, F_STR },
-	{ "no-pivot", NULL, F_BOOL }, { "no-new-keyring", NULL, F_BOOL },
-	{ "preserve-fds", NULL, F_UINT }, { "help", "h", F_BOOL },
-	{ "detach", "d", F_BOOL }, { "keep", NULL, F_BOOL }, { "no-subreaper", NULL, F_BOOL },
+	{ "bundle", "b", F_STR },
+	{ "console-socket", NULL, F_STR },
+	{ "pid-file", NULL, F_STR },
+	{ "no-pivot", NULL, F_BOOL },
+	{ "no-new-keyring", NULL, F_BOOL },
+	{ "preserve-fds", NULL, F_UINT },
+	{ "help", "h", F_BOOL },
+	{ "detach", "d", F_BOOL },
+	{ "keep", NULL, F_BOOL },
+	{ "no-subreaper", NULL, F_BOOL },
 	{ NULL, NULL, 0 },
 };
 #define CREATE_NDEFS 7
-enum { C_BUNDLE, C_CONSOLE, C_PID_FILE, C_NO_PIVOT, C_NO_KEYRING, C_PRESERVE, C_HELP,
-       R_DETACH, R_KEEP, R_NO_SUBREAPER };
+enum {
+	C_BUNDLE,
+	C_CONSOLE,
+	C_PID_FILE,
+	C_NO_PIVOT,
+	C_NO_KEYRING,
+	C_PRESERVE,
+	C_HELP,
+	R_DETACH,
+	R_KEEP,
+	R_NO_SUBREAPER
+};
 
 /* Commands of runc 1.1 that start no container (help, h: urfave's help command). */
 static const char *const harmless[] = {
-	"checkpoint", "delete", "events", "exec", "init", "kill", "list", "pause", "ps", "resume",
-	"spec", "start", "state", "update", "features", "help", "h", NULL,
+	"checkpoint", "delete", "events", "exec",  "init",   "kill",	 "list", "pause", "ps",
+	"resume",     "spec",	"start",  "state", "update", "features", "help", "h",	  NULL,
 };
 
 /* strconv.ParseBool */
@@ -125,8 +140,7 @@ static int lookup(const struct fdef *defs, int ndefs, const char *name, size_t l
  * Go's FlagSet.Parse over args[0..n). On success *rest is the index of the first positional
  * (after a consumed "--"). On a usage error returns -1 with the reason in *err.
  */
-static int go_parse(const struct fdef *defs, int ndefs, char **args, int n, struct fval *v,
-		    int *rest, const char **err)
+static int go_parse(const struct fdef *defs, int ndefs, char **args, int n, struct fval *v, int *rest, const char **err)
 {
 	memset(v, 0, sizeof(*v) * (size_t)ndefs);
 	int i = 0;
@@ -156,7 +170,8 @@ static int go_parse(const struct fdef *defs, int ndefs, char **args, int n, stru
 		if (defs[d].type == F_BOOL) {
 			int on = 1;
 			if (value && parse_bool(value, &on))
-				return *err = usage("invalid boolean value \"%s\" for -%.*s", value, (int)len, name), -1;
+				return *err = usage("invalid boolean value \"%s\" for -%.*s", value, (int)len, name),
+				       -1;
 			v[d].on[w] = on;
 		} else {
 			if (!value && i < n)
@@ -164,7 +179,9 @@ static int go_parse(const struct fdef *defs, int ndefs, char **args, int n, stru
 			if (!value)
 				return *err = usage("flag needs an argument: -%.*s", (int)len, name), -1;
 			if (defs[d].type == F_UINT && !plain_uint(value))
-				return *err = usage("\"%s\" for -%.*s is not a plain decimal count", value, (int)len, name), -1;
+				return *err = usage("\"%s\" for -%.*s is not a plain decimal count", value, (int)len,
+						    name),
+				       -1;
 			v[d].val[w] = value;
 		}
 		v[d].set[w] = 1;
@@ -173,7 +190,9 @@ static int go_parse(const struct fdef *defs, int ndefs, char **args, int n, stru
 	/* urfave's normalizeFlags: one value per flag, under either name, not both. */
 	for (int d = 0; d < ndefs; d++) {
 		if (v[d].set[0] && v[d].set[1])
-			return *err = usage("Cannot use two forms of the same flag: -%s and -%s", defs[d].name, defs[d].alt), -1;
+			return *err = usage("Cannot use two forms of the same flag: -%s and -%s", defs[d].name,
+					    defs[d].alt),
+			       -1;
 		if (v[d].set[1]) {
 			v[d].set[0] = 1;
 			v[d].val[0] = v[d].val[1];
@@ -189,7 +208,7 @@ static int arg_is_flag(const struct fdef *defs, int ndefs, const char *arg)
 	if (!strcmp(arg, "-") || !strcmp(arg, "--") || arg[0] != '-')
 		return 0;
 	if (arg[1] == '-')
-		arg += 2;       /* strings.Replace(arg, "-", "", 2) on a "--" prefix */
+		arg += 2; /* strings.Replace(arg, "-", "", 2) on a "--" prefix */
 	if (arg[0] == '-')
 		arg += 1;
 	size_t len = strcspn(arg, "=");
@@ -258,13 +277,12 @@ static enum args_kind parse_command(struct runc_args *a, int is_run)
 	int no = reorder(run_defs, ndefs, a->argv + a->sub + 1, n, order);
 	if (no < 0 || go_parse(run_defs, ndefs, order, no, v, &rest, &err)) {
 		free(order);
-		a->why = why("runc %s would not accept this command line (%s)", cmd,
-			     err ? err : "out of memory");
+		a->why = why("runc %s would not accept this command line (%s)", cmd, err ? err : "out of memory");
 		return ARGS_REFUSE;
 	}
 	if (v[C_HELP].set[0] && v[C_HELP].on[0]) {
 		free(order);
-		return ARGS_PASSTHROUGH;  /* runc prints the command's help and starts nothing */
+		return ARGS_PASSTHROUGH; /* runc prints the command's help and starts nothing */
 	}
 	if (no - rest != 1) {
 		free(order);
@@ -311,15 +329,16 @@ enum args_kind args_parse(int argc, char **argv, struct runc_args *a)
 		for (int i = 1; i < argc; i++)
 			if (is_starting(argv[i])) {
 				a->why = why("runc would not accept this command line (%s), and it names %s; "
-					     "refusing rather than guessing", err, argv[i]);
+					     "refusing rather than guessing",
+					     err, argv[i]);
 				return ARGS_REFUSE;
 			}
 		return ARGS_PASSTHROUGH;
 	}
 	if ((v[G_HELP].set[0] && v[G_HELP].on[0]) || (v[G_VERSION].set[0] && v[G_VERSION].on[0]))
-		return ARGS_PASSTHROUGH;  /* help or version, and nothing else */
+		return ARGS_PASSTHROUGH; /* help or version, and nothing else */
 	if (rest + 1 >= argc)
-		return ARGS_PASSTHROUGH;  /* no command: runc prints its help */
+		return ARGS_PASSTHROUGH; /* no command: runc prints its help */
 	a->sub = rest + 1;
 	const char *cmd = argv[a->sub];
 	if (!strcmp(cmd, "create"))
@@ -334,6 +353,7 @@ enum args_kind args_parse(int argc, char **argv, struct runc_args *a)
 	if (one_of(cmd, harmless))
 		return ARGS_PASSTHROUGH;
 	a->why = why("unknown runc command \"%s\"; cgfence-runc passes on only commands it knows "
-		     "start no container", cmd);
+		     "start no container",
+		     cmd);
 	return ARGS_REFUSE;
 }

@@ -96,7 +96,8 @@ int bundle_config_parse(const char *text, size_t n, struct bundle_config *out, c
 		*why = "the top level is not an object";
 		goto out;
 	}
-	json_object_object_foreach(v, key, val) {
+	json_object_object_foreach(v, key, val)
+	{
 		if (!strcasecmp(key, "annotations")) {
 			if (json_object_is_type(val, json_type_null))
 				continue;
@@ -104,7 +105,8 @@ int bundle_config_parse(const char *text, size_t n, struct bundle_config *out, c
 				*why = "annotations is not an object";
 				goto out;
 			}
-			json_object_object_foreach(val, ak, av) {
+			json_object_object_foreach(val, ak, av)
+			{
 				(void)av;
 				if (!strncmp(ak, PREFIX, sizeof(PREFIX) - 1) || looks_like_cgfence(ak))
 					out->annotated = 1;
@@ -116,7 +118,8 @@ int bundle_config_parse(const char *text, size_t n, struct bundle_config *out, c
 				*why = "process is not an object";
 				goto out;
 			}
-			json_object_object_foreach(val, pk, pv) {
+			json_object_object_foreach(val, pk, pv)
+			{
 				if (strcasecmp(pk, "terminal") || json_object_is_type(pv, json_type_null))
 					continue;
 				if (!json_object_is_type(pv, json_type_boolean)) {

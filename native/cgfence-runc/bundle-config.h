@@ -7,8 +7,8 @@
 #define BUNDLE_MAX_CONFIG (4 << 20)
 
 struct bundle_config {
-	int annotated;  /* some annotation key starts with cgfence.io/, or looks like a misspelling of it */
-	int terminal;   /* process.terminal */
+	int annotated; /* some annotation key starts with cgfence.io/, or looks like a misspelling of it */
+	int terminal;  /* process.terminal */
 };
 
 /* Parses config.json text. Returns 0, or -1 with why (static text) for anything runc might read

@@ -28,8 +28,7 @@ static char *trim(char *s, char *end)
 	return s;
 }
 
-__attribute__((format(printf, 2, 3)))
-static void error(struct config *c, const char *f, ...)
+__attribute__((format(printf, 2, 3))) static void error(struct config *c, const char *f, ...)
 {
 	va_list ap;
 	va_start(ap, f);

@@ -9,7 +9,7 @@
 #define CFG_FAIL_MODE (1u << 2)
 #define CFG_SPOOL_DIR (1u << 3)
 #define CFG_NODE_HINT (1u << 4)
-#define CFG_ALL       (CFG_SOCKET | CFG_RUNC | CFG_FAIL_MODE | CFG_SPOOL_DIR | CFG_NODE_HINT)
+#define CFG_ALL	      (CFG_SOCKET | CFG_RUNC | CFG_FAIL_MODE | CFG_SPOOL_DIR | CFG_NODE_HINT)
 
 #define CFG_MAX_FILE 65536
 
@@ -21,12 +21,12 @@
 
 struct config {
 	const char *socket;
-	const char *runc;       /* NULL: search PATH */
-	const char *fail_mode;  /* "closed" or "open" after config_load; anything else is an error */
+	const char *runc;      /* NULL: search PATH */
+	const char *fail_mode; /* "closed" or "open" after config_load; anything else is an error */
 	const char *spool_dir;
 	const char *node_hint;
-	const char *file;       /* the file consulted (or that would have been) */
-	char error[512];        /* why the file is unusable; "" if read (or absent) and valid */
+	const char *file; /* the file consulted (or that would have been) */
+	char error[512];  /* why the file is unusable; "" if read (or absent) and valid */
 };
 
 /* Parses text[0..n) (n < CFG_MAX_FILE + 1 bytes, text writable, one spare byte) into the

@@ -12,15 +12,15 @@
 #include <unistd.h>
 
 #define STR_(x) #x
-#define STR(x) STR_(x)
+#define STR(x)	STR_(x)
 
 /* A reply longer than this is an error (drained, not kept); prepare and attach answer in a few hundred bytes. */
 static char reply[65536];
 static char why[512];
 static char refusal[8192];
 
-__attribute__((format(printf, 4, 5)))
-static enum dc_status fail(struct dc_result *r, enum dc_status st, int fd, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static enum dc_status fail(struct dc_result *r, enum dc_status st, int fd,
+								 const char *fmt, ...)
 {
 	va_list ap;
 
@@ -141,8 +141,8 @@ enum dc_status dc_request(int *fdp, const char *req, size_t len, struct dc_resul
 		close(fd);
 	reply[n] = '\0';
 	if (n == 0) {
-		fail(r, DC_BROKEN, *fdp, "%s", have_line ? "the reply was empty"
-							 : "the daemon closed the connection without replying");
+		fail(r, DC_BROKEN, *fdp, "%s",
+		     have_line ? "the reply was empty" : "the daemon closed the connection without replying");
 		*fdp = -1;
 		r->gone = !got_any;
 		return DC_BROKEN;

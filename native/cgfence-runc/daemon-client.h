@@ -8,16 +8,16 @@
 
 enum dc_status {
 	DC_OK,
-	DC_REFUSED,      /* the daemon said no; msg is its reason */
-	DC_UNREACHABLE,  /* connect failed: no daemon is listening (fail_mode applies) */
-	DC_BROKEN        /* connected, but no usable answer; msg says why */
+	DC_REFUSED,	/* the daemon said no; msg is its reason */
+	DC_UNREACHABLE, /* connect failed: no daemon is listening (fail_mode applies) */
+	DC_BROKEN	/* connected, but no usable answer; msg says why */
 };
 
 struct dc_result {
 	enum dc_status status;
-	const char *msg;   /* valid until the next call */
-	int no_fence;      /* DC_OK with "fence":false: nothing to attach */
-	int gone;          /* DC_BROKEN because the connection was closed before any reply byte */
+	const char *msg; /* valid until the next call */
+	int no_fence;	 /* DC_OK with "fence":false: nothing to attach */
+	int gone;	 /* DC_BROKEN because the connection was closed before any reply byte */
 };
 
 /* Connects (DC_OK, *fd set) or says why not (DC_UNREACHABLE, DC_BROKEN). */

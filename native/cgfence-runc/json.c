@@ -81,8 +81,13 @@ static void put_escaped(struct sbuf *b, const char *s)
 		case '\t': esc = "\\t"; break;
 		default:
 			if (c < 0x20 || c == 0x7f) {
-				u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
-				u[4] = hex[c >> 4]; u[5] = hex[c & 15]; u[6] = '\0';
+				u[0] = '\\';
+				u[1] = 'u';
+				u[2] = '0';
+				u[3] = '0';
+				u[4] = hex[c >> 4];
+				u[5] = hex[c & 15];
+				u[6] = '\0';
 				esc = u;
 			}
 		}

@@ -9,10 +9,10 @@ struct sbuf {
 	char *p;
 	size_t len, cap;
 	int oom;
-	int heap;   /* p is ours to free */
+	int heap; /* p is ours to free */
 };
 
-void sb_init(struct sbuf *b, char *storage, size_t cap);  /* storage may be a stack/static buffer */
+void sb_init(struct sbuf *b, char *storage, size_t cap); /* storage may be a stack/static buffer */
 void sb_put(struct sbuf *b, const char *s, size_t n);
 void sb_puts(struct sbuf *b, const char *s);
 void sb_putl(struct sbuf *b, long v);

@@ -36,8 +36,7 @@ static struct runc_args args;
 static struct config cfg;
 static char msg[16384];
 
-__attribute__((format(printf, 1, 2)))
-static const char *fmt(const char *f, ...)
+__attribute__((format(printf, 1, 2))) static const char *fmt(const char *f, ...)
 {
 	va_list ap;
 	va_start(ap, f);
@@ -61,7 +60,8 @@ static const char *runc_error(const char *runc_configured, int e)
 {
 	if (e == ELOOP)
 		return fmt("cgfence: the real runc resolves to cgfence-runc itself; "
-			   "set CGFENCE_REAL_RUNC or runc= in %s", cfg.file);
+			   "set CGFENCE_REAL_RUNC or runc= in %s",
+			   cfg.file);
 	if (runc_configured)
 		return fmt("cgfence: cannot run the real runc %s (%s)", runc_configured, strerror(e));
 	return fmt("cgfence: no runc found in PATH; set CGFENCE_REAL_RUNC or runc= in %s", cfg.file);
@@ -213,8 +213,9 @@ static int load_settings(const char **runc, int *fail_open)
 		return refuse(fmt("cgfence: %s; refusing to create %s", cfg.error, args.id));
 	*fail_open = strcmp(cfg.fail_mode, "open") == 0;
 	if (!*fail_open && strcmp(cfg.fail_mode, "closed") != 0)
-		return refuse(fmt("cgfence: fail_mode is \"%s\", expected \"closed\" or \"open\"; refusing to create %s",
-				  cfg.fail_mode, args.id));
+		return refuse(
+			fmt("cgfence: fail_mode is \"%s\", expected \"closed\" or \"open\"; refusing to create %s",
+			    cfg.fail_mode, args.id));
 	*runc = runc_resolve(cfg.runc);
 	if (!*runc)
 		return refuse(runc_error(cfg.runc, errno));
@@ -249,7 +250,8 @@ static int create_on(int *conn, char **cargv, const char *pid_file, const char *
 	/* Without the init pid there is nothing to attach to; say so before anything is made. */
 	if (!pid_file)
 		return refuse(fmt("cgfence: runc create was called without --pid-file, so the container's "
-				  "init cannot be fenced; refusing to create %s", args.id));
+				  "init cannot be fenced; refusing to create %s",
+				  args.id));
 
 	const char *bundle = absolute(args.bundle, bundle_buf, sizeof(bundle_buf));
 	const char *root = args.root ? absolute(args.root, root_buf, sizeof(root_buf)) : "";
@@ -268,24 +270,28 @@ static int create_on(int *conn, char **cargv, const char *pid_file, const char *
 				daemon = 0;
 			}
 			break;
-		case DC_REFUSED:
-			return refuse(fmt("cgfence: %s", r.msg));
+		case DC_REFUSED: return refuse(fmt("cgfence: %s", r.msg));
 		case DC_BROKEN:
-			return refuse(fmt("cgfence: daemon at %s gave no usable answer to prepare (%s); refusing to create %s",
-					  cfg.socket, r.msg, args.id));
+			return refuse(fmt(
+				"cgfence: daemon at %s gave no usable answer to prepare (%s); refusing to create %s",
+				cfg.socket, r.msg, args.id));
 		case DC_UNREACHABLE:
 			if (!fail_open)
-				return refuse(fmt("cgfence: daemon unreachable at %s (%s); refusing to create %s (fail-closed)",
-						  cfg.socket, r.msg, args.id));
+				return refuse(fmt(
+					"cgfence: daemon unreachable at %s (%s); refusing to create %s (fail-closed)",
+					cfg.socket, r.msg, args.id));
 			{
 				char reason[1024];
 				const char *spool;
 				snprintf(reason, sizeof(reason), "daemon unreachable at %s (%s)", cfg.socket, r.msg);
 				/* Fail-open is allowed only if it leaves a trace: unrecorded, it would be a silent downgrade. */
 				if (spool_fail_open(cfg.spool_dir, args.id, bundle, reason, &spool) < 0)
-					return refuse(fmt("cgfence: %s and the fail-open record could not be written to %s (%s); "
-							  "refusing to create %s", reason, spool, strerror(errno), args.id));
-				report("warning", fmt("cgfence: %s; creating %s unfenced (fail-open)", reason, args.id));
+					return refuse(fmt(
+						"cgfence: %s and the fail-open record could not be written to %s (%s); "
+						"refusing to create %s",
+						reason, spool, strerror(errno), args.id));
+				report("warning",
+				       fmt("cgfence: %s; creating %s unfenced (fail-open)", reason, args.id));
 				daemon = 0;
 			}
 		}
@@ -295,14 +301,14 @@ static int create_on(int *conn, char **cargv, const char *pid_file, const char *
 	if (st < 0)
 		return refuse(runc_error(runc, errno));
 	if (st != 0)
-		return exit_code(st);  /* runc has already said why, in its own log */
+		return exit_code(st); /* runc has already said why, in its own log */
 
 	long pid = read_pid(pid_file);
 	if (pid < 0) {
 		int e = errno;
 		const char *note = remove_container(runc);
-		return refuse(fmt("cgfence: cannot read the init pid from %s (%s); removed container %s%s",
-				  pid_file, strerror(e), args.id, note));
+		return refuse(fmt("cgfence: cannot read the init pid from %s (%s); removed container %s%s", pid_file,
+				  strerror(e), args.id, note));
 	}
 	*pid_out = pid;
 	if (!daemon)
@@ -315,8 +321,7 @@ static int create_on(int *conn, char **cargv, const char *pid_file, const char *
 	const char *why = r.msg;
 	const char *note = remove_container(runc);
 	switch (ast) {
-	case DC_REFUSED:
-		return refuse(fmt("cgfence: %s%s", why, note));
+	case DC_REFUSED: return refuse(fmt("cgfence: %s%s", why, note));
 	case DC_UNREACHABLE:
 		return refuse(fmt("cgfence: daemon unreachable at %s (%s) after runc create; removed container %s%s",
 				  cfg.socket, why, args.id, note));
@@ -387,9 +392,11 @@ static int run(void)
 		if (!bundle || bundle_config_read(bundle, &bc, err, sizeof(err)) < 0)
 			return refuse(fmt("cgfence: %s; refusing to run %s", bundle ? err : strerror(errno), args.id));
 		if (bc.terminal)
-			return refuse(fmt("cgfence: runc run in the foreground with process.terminal=true is not "
-					  "supported (its pty relay exists only inside runc run); use runc run --detach "
-					  "--console-socket, or create and start; refusing to run %s", args.id));
+			return refuse(
+				fmt("cgfence: runc run in the foreground with process.terminal=true is not "
+				    "supported (its pty relay exists only inside runc run); use runc run --detach "
+				    "--console-socket, or create and start; refusing to run %s",
+				    args.id));
 	}
 
 	const char *pid_file = args.pid_file;
@@ -468,7 +475,7 @@ static int run(void)
 		siginfo_t info;
 		int sig = sigwaitinfo(&all, &info);
 		if (sig < 0)
-			continue;  /* EINTR */
+			continue; /* EINTR */
 		if (sig == SIGCHLD) {
 			int ws;
 			pid_t w;
@@ -483,7 +490,7 @@ static int run(void)
 			continue;
 		}
 		if (sig == SIGWINCH)
-			continue;  /* no terminal of ours to resize */
+			continue; /* no terminal of ours to resize */
 		kill((pid_t)pid, sig);
 	}
 	if (!args.keep)
@@ -494,14 +501,10 @@ static int run(void)
 int main(int argc, char **argv)
 {
 	switch (args_parse(argc, argv, &args)) {
-	case ARGS_CREATE:
-		return create();
-	case ARGS_RUN:
-		return run();
-	case ARGS_REFUSE:
-		return refuse(fmt("cgfence: %s", args.why));
-	case ARGS_PASSTHROUGH:
-		break;
+	case ARGS_CREATE: return create();
+	case ARGS_RUN: return run();
+	case ARGS_REFUSE: return refuse(fmt("cgfence: %s", args.why));
+	case ARGS_PASSTHROUGH: break;
 	}
 
 	/* Pass-through: find runc and become it. Anything more here costs every runc call. */

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #define MAX_HINT 4096
-#define KEY "default_profile="
+#define KEY	 "default_profile="
 
 enum node_hint node_hint_parse(char *text, size_t n, const char **why)
 {

@@ -30,8 +30,8 @@ static int mkdir_p(char *dir)
 	}
 }
 
-int spool_fail_open(const char *spool_dir, const char *id, const char *bundle,
-		    const char *reason, const char **path_out)
+int spool_fail_open(const char *spool_dir, const char *id, const char *bundle, const char *reason,
+		    const char **path_out)
 {
 	char storage[2048], ts[RFC3339_LEN];
 	struct sbuf b;

@@ -9,7 +9,7 @@
 #define SPOOL_FAIL_OPEN_FILE "fail-open.jsonl"
 
 /* Returns 0, or -1 with errno; *path_out names the file for messages. */
-int spool_fail_open(const char *spool_dir, const char *id, const char *bundle,
-		    const char *reason, const char **path_out);
+int spool_fail_open(const char *spool_dir, const char *id, const char *bundle, const char *reason,
+		    const char **path_out);
 
 #endif

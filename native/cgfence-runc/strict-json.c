@@ -15,7 +15,10 @@ static int hex4(const char *s)
 	int v = 0;
 	for (int i = 0; i < 4; i++) {
 		char c = s[i];
-		int h = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+		int h = c >= '0' && c <= '9'   ? c - '0'
+			: c >= 'a' && c <= 'f' ? c - 'a' + 10
+			: c >= 'A' && c <= 'F' ? c - 'A' + 10
+					       : -1;
 		if (h < 0)
 			return -1;
 		v = v * 16 + h;
@@ -86,8 +89,8 @@ static const char *lexical_check(const char *s, size_t n, unsigned opts)
 			i++;
 			continue;
 		}
-		if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '{' || c == '}' || c == '[' ||
-		    c == ']' || c == ',' || c == ':') {
+		if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '{' || c == '}' || c == '[' || c == ']' ||
+		    c == ',' || c == ':') {
 			i++;
 			continue;
 		}
@@ -121,7 +124,8 @@ static const char *lexical_check(const char *s, size_t n, unsigned opts)
 				while (digit(s, n, j))
 					j++;
 			}
-			if (j < n && (digit(s, n, j) || s[j] == '.' || s[j] == 'e' || s[j] == 'E' || s[j] == '+' || s[j] == '-'))
+			if (j < n &&
+			    (digit(s, n, j) || s[j] == '.' || s[j] == 'e' || s[j] == 'E' || s[j] == '+' || s[j] == '-'))
 				return "a malformed number";
 			i = j;
 			continue;
@@ -143,8 +147,8 @@ static const char *lexical_check(const char *s, size_t n, unsigned opts)
 	return NULL;
 }
 
-enum sj_status strict_json_parse(const char *buf, size_t len, int depth, unsigned opts,
-				 struct json_object **out, const char **err)
+enum sj_status strict_json_parse(const char *buf, size_t len, int depth, unsigned opts, struct json_object **out,
+				 const char **err)
 {
 	*out = NULL;
 	/* json-c takes an int length; nothing the launcher or holder reads comes near it. */
@@ -194,7 +198,8 @@ struct json_object *strict_json_member(struct json_object *obj, const char *key,
 		return NULL;
 	if (!fold)
 		return json_object_object_get_ex(obj, key, &found) ? found : NULL;
-	json_object_object_foreach(obj, k, val) {
+	json_object_object_foreach(obj, k, val)
+	{
 		if (strcasecmp(k, key) != 0)
 			continue;
 		if (found && many)

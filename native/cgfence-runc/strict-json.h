@@ -15,8 +15,8 @@ enum sj_status { SJ_OK, SJ_INCOMPLETE, SJ_INVALID };
  * Parses buf[0..len) as one JSON value (surrounding whitespace allowed). On SJ_OK *out is
  * the value (json_object_put it); otherwise *err says what is wrong (static text).
  */
-enum sj_status strict_json_parse(const char *buf, size_t len, int depth, unsigned opts,
-				 struct json_object **out, const char **err);
+enum sj_status strict_json_parse(const char *buf, size_t len, int depth, unsigned opts, struct json_object **out,
+				 const char **err);
 
 /* The member named key of obj, or NULL: compared exactly, or ASCII-case-insensitively when fold
  * (Go's encoding/json matches struct fields that way, so runc reads "Annotations" too). With

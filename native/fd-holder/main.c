@@ -42,8 +42,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define MAX_CLIENTS 8
-#define MAX_CONNS 64
+#define MAX_CLIENTS	 8
+#define MAX_CONNS	 64
 #define STARTUP_GRACE_MS 60000
 
 struct deny_count {
@@ -75,7 +75,7 @@ static int clients[MAX_CLIENTS];
 static size_t nclients;
 static struct conn conns[MAX_CONNS];
 static size_t nconns;
-static int daemon_fd = -1; /* the client that took over with GET */
+static int daemon_fd = -1;  /* the client that took over with GET */
 static int ever_taken_over; /* a probe that connects and leaves is no daemon */
 static unsigned long long next_serial = 1;
 static struct seccomp_notif_sizes sizes;
@@ -221,11 +221,16 @@ static const struct {
 	uint32_t arch;
 	int nr;
 } exec_syscalls[] = {
-	{ AUDIT_ARCH_X86_64, 59 },  { AUDIT_ARCH_X86_64, 322 },              /* execve, execveat */
-	{ AUDIT_ARCH_X86_64, 0x40000000 | 520 }, { AUDIT_ARCH_X86_64, 0x40000000 | 545 }, /* x32 */
-	{ AUDIT_ARCH_I386, 11 },    { AUDIT_ARCH_I386, 358 },
-	{ AUDIT_ARCH_AARCH64, 221 }, { AUDIT_ARCH_AARCH64, 281 },
-	{ AUDIT_ARCH_ARM, 11 },     { AUDIT_ARCH_ARM, 387 },
+	{ AUDIT_ARCH_X86_64, 59 },
+	{ AUDIT_ARCH_X86_64, 322 }, /* execve, execveat */
+	{ AUDIT_ARCH_X86_64, 0x40000000 | 520 },
+	{ AUDIT_ARCH_X86_64, 0x40000000 | 545 }, /* x32 */
+	{ AUDIT_ARCH_I386, 11 },
+	{ AUDIT_ARCH_I386, 358 },
+	{ AUDIT_ARCH_AARCH64, 221 },
+	{ AUDIT_ARCH_AARCH64, 281 },
+	{ AUDIT_ARCH_ARM, 11 },
+	{ AUDIT_ARCH_ARM, 387 },
 };
 
 static int is_exec(uint32_t arch, int nr)
@@ -309,7 +314,8 @@ static void rescue_in_flight(void)
 				r->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
 			else
 				r->error = -EPERM;
-			if (ioctl(held[i].fd, SECCOMP_IOCTL_NOTIF_SEND, resp)) { /* answered meanwhile */ }
+			if (ioctl(held[i].fd, SECCOMP_IOCTL_NOTIF_SEND, resp)) { /* answered meanwhile */
+			}
 		}
 	}
 	memset(table, 0, FDH_SLOTS * sizeof(*table));
@@ -337,7 +343,9 @@ static int read_conn(struct conn *c)
 			struct cmsghdr align;
 		} u;
 		struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
-		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b, .msg_controllen = sizeof(u.b) };
+		struct msghdr msg = {
+			.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b, .msg_controllen = sizeof(u.b)
+		};
 		ssize_t n = recvmsg(c->fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -431,9 +439,11 @@ static int serve(int sock)
 			if (send_fd_msg(sock, line, held[i].fd))
 				return -1;
 			/* A daemon of before these messages ignores them (no fd, not FD/END). */
-			for (int k = 0; k < held[i].ndenied || (k == FDH_MAX_KINDS - 1 && held[i].denied[k].count); k++) {
+			for (int k = 0; k < held[i].ndenied || (k == FDH_MAX_KINDS - 1 && held[i].denied[k].count);
+			     k++) {
 				struct deny_count *d = &held[i].denied[k];
-				snprintf(line, sizeof(line), "DENIED %llu %u %d %llu", held[i].serial, d->arch, d->nr, d->count);
+				snprintf(line, sizeof(line), "DENIED %llu %u %d %llu", held[i].serial, d->arch, d->nr,
+					 d->count);
 				if (send_fd_msg(sock, line, -1))
 					return -1;
 			}
@@ -525,7 +535,8 @@ static int run(int control, int agent)
 				if (nconns == MAX_CONNS)
 					close(c); /* runc reports it; it retries with the next exec */
 				else
-					conns[nconns++] = (struct conn){ .fd = c, .buf = NULL, .len = 0, .notify_fd = -1 };
+					conns[nconns++] =
+						(struct conn){ .fd = c, .buf = NULL, .len = 0, .notify_fd = -1 };
 			}
 		}
 		free(p);
@@ -594,18 +605,21 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	umask(077);
-	if (chdir("/")) { /* nothing depends on the cwd */ }
+	if (chdir("/")) { /* nothing depends on the cwd */
+	}
 
 	char why[512];
 	int control = listen_on(control_path, SOCK_SEQPACKET, why, sizeof(why));
 	int agent = control < 0 ? -1 : listen_on(agent_path, SOCK_STREAM, why, sizeof(why));
 	if (agent < 0) {
-		if (write(ready[1], why, strlen(why)) < 0) { /* nothing more to say it with */ }
+		if (write(ready[1], why, strlen(why)) < 0) { /* nothing more to say it with */
+		}
 		return 1;
 	}
 	table_fd = memfd_create("cgfence-notify-in-flight", MFD_CLOEXEC);
 	if (table_fd >= 0 && ftruncate(table_fd, FDH_SLOTS * sizeof(struct fdh_slot)) == 0) {
-		void *m = mmap(NULL, FDH_SLOTS * sizeof(struct fdh_slot), PROT_READ | PROT_WRITE, MAP_SHARED, table_fd, 0);
+		void *m = mmap(NULL, FDH_SLOTS * sizeof(struct fdh_slot), PROT_READ | PROT_WRITE, MAP_SHARED, table_fd,
+			       0);
 		if (m != MAP_FAILED)
 			table = m;
 	}
@@ -617,7 +631,8 @@ int main(int argc, char **argv)
 		if (devnull > 2)
 			close(devnull);
 	}
-	if (write(ready[1], "R", 1) != 1) { /* the starter died; serve anyway */ }
+	if (write(ready[1], "R", 1) != 1) { /* the starter died; serve anyway */
+	}
 	close(ready[1]);
 	int rc = run(control, agent);
 	unlink(agent_path);

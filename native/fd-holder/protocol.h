@@ -45,10 +45,10 @@
 
 #include <stdint.h>
 
-#define FDH_MAX_MSG 2048
-#define FDH_MAX_KEY 1024
-#define FDH_SLOTS 4096
-#define FDH_PROBE 256
+#define FDH_MAX_MSG   2048
+#define FDH_MAX_KEY   1024
+#define FDH_SLOTS     4096
+#define FDH_PROBE     256
 #define FDH_MAX_KINDS 16
 
 /* 1: while no daemon is connected, answers every notification that is not an exec EPERM

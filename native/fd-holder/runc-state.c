@@ -11,12 +11,9 @@ int runc_state_parse(const char *s, size_t n, char *key, size_t keyn, int *pid, 
 	if (n > RUNC_STATE_MAX)
 		return *why = "the state is larger than 1 MiB", -1;
 	switch (strict_json_parse(s, n, 64, 0, &v, why)) {
-	case SJ_INCOMPLETE:
-		return 0;
-	case SJ_INVALID:
-		return -1;
-	case SJ_OK:
-		break;
+	case SJ_INCOMPLETE: return 0;
+	case SJ_INVALID: return -1;
+	case SJ_OK: break;
 	}
 	int rc = -1;
 	struct json_object *meta = strict_json_member(v, "metadata", 0, NULL);

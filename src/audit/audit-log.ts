@@ -372,15 +372,18 @@ export class AuditLog {
 
   private dropNoticeBody(): string {
     return serializeBody(
-      normalizeRecord({
-        type: 'agent',
-        action: 'dropped',
-        count: this.unreportedDrops,
-        since: this.firstDropTs,
-        reason: this.st.lastError,
-        pid: process.pid,
-        comm: 'cgfence',
-      }, this.context),
+      normalizeRecord(
+        {
+          type: 'agent',
+          action: 'dropped',
+          count: this.unreportedDrops,
+          since: this.firstDropTs,
+          reason: this.st.lastError,
+          pid: process.pid,
+          comm: 'cgfence',
+        },
+        this.context,
+      ),
     );
   }
 
@@ -403,8 +406,7 @@ export class AuditLog {
       let seq = this.seq;
       let prev = this.prev;
       for (let i = 0; i < total && lines.length < limit; i++) {
-        const body =
-          i < nDrop ? drop! : i < nDrop + nNotices ? this.notices[i - nDrop] : this.queue[this.head + i - nDrop - nNotices];
+        const body = i < nDrop ? drop! : i < nDrop + nNotices ? this.notices[i - nDrop] : this.queue[this.head + i - nDrop - nNotices];
         const { line, hash } = chainLine(body, seq, prev);
         // A single record larger than maxBytes still goes into a file of its own.
         if (size + line.length > room && (size > 0 || this.fileBytes > 0)) break;

@@ -56,8 +56,7 @@ function instantNs(v: bigint | Date | string, what: string): bigint {
 
 /** Turns a filter into a predicate; throws RangeError for a malformed since/until. */
 export function compileFilter(filter: AuditFilter = {}): (r: AuditRecord) => boolean {
-  const asSet = (v: string | readonly string[] | undefined) =>
-    v === undefined ? null : new Set(typeof v === 'string' ? [v] : v);
+  const asSet = (v: string | readonly string[] | undefined) => (v === undefined ? null : new Set(typeof v === 'string' ? [v] : v));
   const types = asSet(filter.type);
   const actions = asSet(filter.action);
   const since = filter.since !== undefined ? instantNs(filter.since, 'since') : null;
@@ -128,9 +127,7 @@ class FileTail {
       const { bytesRead } = await this.fh.read(this.chunk, 0, this.chunk.length, this.pos);
       if (bytesRead === 0) break;
       this.pos += bytesRead;
-      const data = this.carry.length
-        ? Buffer.concat([this.carry, this.chunk.subarray(0, bytesRead)])
-        : this.chunk.subarray(0, bytesRead);
+      const data = this.carry.length ? Buffer.concat([this.carry, this.chunk.subarray(0, bytesRead)]) : this.chunk.subarray(0, bytesRead);
       let start = 0;
       for (;;) {
         const nl = data.indexOf(0x0a, start);
@@ -418,9 +415,7 @@ function shortId(id: string): string {
   return /^[0-9a-f]{64}$/.test(id) ? id.slice(0, 12) : id;
 }
 
-const SHOWN = new Set([
-  'ts', 'type', 'action', 'namespace', 'container_id', 'cgroup_id', 'pid', 'comm', 'seq', 'prev', 'hash',
-]);
+const SHOWN = new Set(['ts', 'type', 'action', 'namespace', 'container_id', 'cgroup_id', 'pid', 'comm', 'seq', 'prev', 'hash']);
 
 export interface FormatOptions {
   /** Full RFC 3339 timestamp instead of the time of day (UTC). */
@@ -438,7 +433,11 @@ export interface FormatOptions {
  */
 export function formatRecord(r: AuditRecord, opts: FormatOptions = {}): string {
   const ts = typeof r.ts === 'string' ? r.ts : '';
-  const time = opts.time ? sanitize(opts.time(ts)) : opts.date || !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}/.test(ts) ? sanitize(ts) : ts.slice(11, 23);
+  const time = opts.time
+    ? sanitize(opts.time(ts))
+    : opts.date || !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}/.test(ts)
+      ? sanitize(ts)
+      : ts.slice(11, 23);
   const parts: string[] = [time, text(r.action).padEnd(5), text(r.type).padEnd(5)];
   const ns = text(r.namespace);
   const cid = typeof r.container_id === 'string' ? r.container_id : '';
@@ -497,7 +496,9 @@ export function formatRecord(r: AuditRecord, opts: FormatOptions = {}): string {
 export function mapField(v: unknown): Record<string, unknown> {
   if (Array.isArray(v)) {
     const out: Record<string, unknown> = {};
-    for (const e of v) if (e && typeof e === 'object' && typeof (e as { key?: unknown }).key === 'string') out[(e as { key: string }).key] = (e as { value?: unknown }).value;
+    for (const e of v)
+      if (e && typeof e === 'object' && typeof (e as { key?: unknown }).key === 'string')
+        out[(e as { key: string }).key] = (e as { value?: unknown }).value;
     return out;
   }
   return v && typeof v === 'object' ? (v as Record<string, unknown>) : {};

@@ -46,12 +46,25 @@ export function severityOf(type: string, action: string): Severity {
   if (type === 'agent') {
     if (action === 'dropped' || action === 'ring-buffer-drops' || action === 'write-error') return 'error';
     // Something cgfence could not do or see: enforcement went on, but a part of it is missing.
-    if (action === 'while-down' || action === 'fail-open' || action === 'torn-tail-truncated'
-      || /-(unavailable|unreadable|lost|unenforceable|failed)$/.test(action)) return 'warning';
+    if (
+      action === 'while-down' ||
+      action === 'fail-open' ||
+      action === 'torn-tail-truncated' ||
+      /-(unavailable|unreadable|lost|unenforceable|failed)$/.test(action)
+    )
+      return 'warning';
     return 'info';
   }
-  if (action === 'deny' || action === 'kill' || action === 'refuse' || action === 'policy-refuse'
-    || action === 'late-attach-failed' || action === 'fail-open' || action.endsWith('-failed')) return 'warning';
+  if (
+    action === 'deny' ||
+    action === 'kill' ||
+    action === 'refuse' ||
+    action === 'policy-refuse' ||
+    action === 'late-attach-failed' ||
+    action === 'fail-open' ||
+    action.endsWith('-failed')
+  )
+    return 'warning';
   if (action === 'audit') return 'notice';
   return 'info';
 }
@@ -121,7 +134,23 @@ export const TYPE_FIELDS: Readonly<Record<string, readonly string[]>> = {
 };
 const NUMBER_FIELDS = new Set(['dport']);
 
-const CONTRACT_KEYS = new Set(['ts', 'type', 'action', 'severity', 'node', 'hostname', 'namespace', 'container_id', 'pod', 'pod_namespace', 'container_name', 'cgroup_id', 'pid', 'comm', 'workload']);
+const CONTRACT_KEYS = new Set([
+  'ts',
+  'type',
+  'action',
+  'severity',
+  'node',
+  'hostname',
+  'namespace',
+  'container_id',
+  'pod',
+  'pod_namespace',
+  'container_name',
+  'cgroup_id',
+  'pid',
+  'comm',
+  'workload',
+]);
 // Chain fields belong to the writer; a caller-supplied `hash` placed before the
 // real one would make the line ambiguous to tools that search for the key.
 const RESERVED_KEYS = new Set(['seq', 'prev', 'hash']);
@@ -161,8 +190,7 @@ export function formatRfc3339Ns(ns: bigint): string {
   return `${iso.slice(0, 19)}.${frac.toString().padStart(9, '0')}Z`;
 }
 
-const RFC3339_RE =
-  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9})\d*)?(Z|z|[+-]\d{2}:\d{2})$/;
+const RFC3339_RE = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9})\d*)?(Z|z|[+-]\d{2}:\d{2})$/;
 
 /** RFC 3339 (any offset, 0-9 fraction digits) to ns since the epoch; null when malformed. */
 export function parseRfc3339Ns(s: string): bigint | null {
@@ -255,7 +283,11 @@ export function normalizeRecord(input: AuditInput, ctx: RecordContext = {}): Rec
   const containerId = str(input?.container_id);
   let workload: Workload | null | undefined = input?.workload;
   if (workload === undefined && containerId && ctx.workloadOf) {
-    try { workload = ctx.workloadOf(namespace, containerId); } catch { workload = null; }
+    try {
+      workload = ctx.workloadOf(namespace, containerId);
+    } catch {
+      workload = null;
+    }
   }
   const out: Record<string, unknown> = {
     ts: tsOf(input?.ts),
@@ -374,7 +406,9 @@ export function parseLine(line: Buffer): ParsedLine {
     isHex64(line, n - 66)
   ) {
     hash = line.toString('latin1', n - 66, n - 2);
-    const digest = createHash('sha256').update(line.subarray(0, n - HASH_SUFFIX_LEN)).digest('hex');
+    const digest = createHash('sha256')
+      .update(line.subarray(0, n - HASH_SUFFIX_LEN))
+      .digest('hex');
     // The parsed `hash` must be the same key we hashed up to, or an inserted
     // duplicate key could make readers and verifiers disagree on the value.
     hashOk = digest === hash && rec !== null && rec.hash === hash;

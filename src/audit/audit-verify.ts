@@ -144,7 +144,12 @@ export function verifyAuditLog(target: VerifyTarget): VerifyResult {
 
     if (cur.p.rec === null || !cur.p.hashOk) {
       if (last && next && chains(next, last)) {
-        return fail(cur.file, cur.line, seq, 'inserted: this line is not part of the chain (the record after it follows the record before it)');
+        return fail(
+          cur.file,
+          cur.line,
+          seq,
+          'inserted: this line is not part of the chain (the record after it follows the record before it)',
+        );
       }
       if (!cur.complete) {
         return fail(cur.file, cur.line, seq, 'incomplete last line: a write was cut off (crash?) or the line was damaged');
@@ -161,10 +166,20 @@ export function verifyAuditLog(target: VerifyTarget): VerifyResult {
     } else if (!chains(cur, last)) {
       const lastSeq = last.p.seq!;
       if (next && chains(next, last)) {
-        return fail(cur.file, cur.line, seq, 'inserted: this record is not part of the chain (the record after it follows the record before it)');
+        return fail(
+          cur.file,
+          cur.line,
+          seq,
+          'inserted: this record is not part of the chain (the record after it follows the record before it)',
+        );
       }
       if (beforeLast && chains(cur, beforeLast)) {
-        return fail(last.file, last.line, lastSeq, 'inserted: this record is not part of the chain (the record after it follows the record before it)');
+        return fail(
+          last.file,
+          last.line,
+          lastSeq,
+          'inserted: this record is not part of the chain (the record after it follows the record before it)',
+        );
       }
       if (seq === lastSeq + 1) {
         // cur's own hash holds, so its prev is authentic: the record it

@@ -4,7 +4,11 @@
 
 export class UsageError extends Error {}
 
-export interface Parsed { flags: Record<string, string | undefined>; bools: Set<string>; positionals: string[] }
+export interface Parsed {
+  flags: Record<string, string | undefined>;
+  bools: Set<string>;
+  positionals: string[];
+}
 
 export interface ArgSpec {
   values?: string[];
@@ -18,7 +22,11 @@ export function parseArgs(argv: string[], spec: ArgSpec): Parsed {
   const bools = new Set([...(spec.bools ?? []), 'help']);
   const short: Record<string, string> = { h: 'help', ...(spec.short ?? {}) };
   const out: Parsed = { flags: {}, bools: new Set(), positionals: [] };
-  const known = () => [...values, ...bools].map((n) => `--${n}`).concat(Object.keys(spec.short ?? {}).map((s) => `-${s}`)).join(', ');
+  const known = () =>
+    [...values, ...bools]
+      .map((n) => `--${n}`)
+      .concat(Object.keys(spec.short ?? {}).map((s) => `-${s}`))
+      .join(', ');
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--') {
@@ -61,6 +69,9 @@ export function parseArgs(argv: string[], spec: ArgSpec): Parsed {
 /** A flag whose value must be one of `allowed`: anything else is named in the error. */
 export function oneOf<T extends string>(flag: string, value: string | undefined, allowed: readonly T[]): T | undefined {
   if (value === undefined) return undefined;
-  if (!(allowed as readonly string[]).includes(value)) throw new UsageError(`--${flag} ${JSON.stringify(value)}: expected ${allowed.slice(0, -1).join(', ')} or ${allowed[allowed.length - 1]}`);
+  if (!(allowed as readonly string[]).includes(value))
+    throw new UsageError(
+      `--${flag} ${JSON.stringify(value)}: expected ${allowed.slice(0, -1).join(', ')} or ${allowed[allowed.length - 1]}`,
+    );
   return value as T;
 }

@@ -73,12 +73,16 @@ export async function runMain(argv: string[]): Promise<number> {
 /** An error from a system call (ENOENT, EACCES, EADDRINUSE...): the machine's state, not a bug. */
 function isSystemError(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException | null)?.code;
-  return e instanceof Error && typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) && typeof (e as NodeJS.ErrnoException).syscall === 'string';
+  return (
+    e instanceof Error && typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) && typeof (e as NodeJS.ErrnoException).syscall === 'string'
+  );
 }
 
 export function main(): void {
   runMain(process.argv.slice(2)).then(
-    (code) => { process.exitCode = code; },
+    (code) => {
+      process.exitCode = code;
+    },
     (e) => {
       console.error(`cgfence: ${(e as Error).stack ?? e}`);
       process.exitCode = 2;

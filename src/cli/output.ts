@@ -11,7 +11,7 @@ export const OUTPUT_FLAGS = { values: ['output'], bools: ['json'], short: { o: '
 export function outputFormat(a: Parsed): OutputFormat {
   const o = oneOf('output', a.flags.output, OUTPUT_FORMATS);
   if (a.bools.has('json') && o !== undefined && o !== 'json') throw new UsageError(`--json and -o ${o} contradict each other`);
-  return a.bools.has('json') ? 'json' : o ?? 'table';
+  return a.bools.has('json') ? 'json' : (o ?? 'table');
 }
 
 /** The widest a table line gets: the terminal, or 120 columns when not a terminal. */
@@ -31,6 +31,11 @@ export function cut(s: string, max: number): string {
 export function renderTable(header: string[], rows: string[][], format: 'table' | 'wide', maxCol = 40): string[] {
   const capped = format === 'wide' ? rows : rows.map((r) => r.map((v) => cut(v, maxCol)));
   const widths = header.map((h, i) => Math.max(h.length, ...capped.map((r) => r[i].length)));
-  const lines = [header, ...capped].map((r) => r.map((v, i) => (i === r.length - 1 ? v : v.padEnd(widths[i]))).join('  ').trimEnd());
+  const lines = [header, ...capped].map((r) =>
+    r
+      .map((v, i) => (i === r.length - 1 ? v : v.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd(),
+  );
   return format === 'wide' ? lines : lines.map((l) => cut(l, lineWidth()));
 }

@@ -91,7 +91,8 @@ function serializer(type: protobuf.Type) {
 
 function deserializer(type: protobuf.Type) {
   // Plain objects (not Message instances) keep the decoded shapes simple to type.
-  return (buf: Buffer): Record<string, unknown> => type.toObject(type.decode(buf), { defaults: true, arrays: true, objects: true }) as Record<string, unknown>;
+  return (buf: Buffer): Record<string, unknown> =>
+    type.toObject(type.decode(buf), { defaults: true, arrays: true, objects: true }) as Record<string, unknown>;
 }
 
 interface RawContainer {
@@ -339,7 +340,7 @@ function toContainerInfo(namespace: string, c: RawContainer): ContainerInfo {
 }
 
 function toTaskInfo(namespace: string, p: RawProcess, containerIdHint?: string): TaskInfo {
-  const status = typeof p.status === 'number' ? STATUS_NAMES[p.status] ?? 'unknown' : (String(p.status).toLowerCase() as TaskStatus);
+  const status = typeof p.status === 'number' ? (STATUS_NAMES[p.status] ?? 'unknown') : (String(p.status).toLowerCase() as TaskStatus);
   const containerId = p.containerId || containerIdHint || p.id;
   return {
     namespace,

@@ -227,7 +227,11 @@ export class EventMonitor extends EventEmitter {
     streamDone.catch(() => undefined);
 
     const filters = this.opts.filters.length > 0 ? [...this.opts.filters, `topic=="${this.opts.probeTopic}"`] : [];
-    this.sub = this.opts.client.subscribe(filters, (env) => this.onEnvelope(env), (err) => streamFailed(err));
+    this.sub = this.opts.client.subscribe(
+      filters,
+      (env) => this.onEnvelope(env),
+      (err) => streamFailed(err),
+    );
     try {
       if (this.opts.syncProbe) {
         this.setState('syncing', false);

@@ -116,7 +116,14 @@ const ts = (v: unknown): Date | undefined => timestampToDate(v as ProtoTimestamp
 function processEnd(r: Raw): ProcessEnd {
   const containerId = str(r.containerId);
   const id = str(r.id);
-  return { containerId, id, pid: toNumber(r.pid), exitStatus: toNumber(r.exitStatus), exitedAt: ts(r.exitedAt), isInit: id === '' || id === containerId };
+  return {
+    containerId,
+    id,
+    pid: toNumber(r.pid),
+    exitStatus: toNumber(r.exitStatus),
+    exitedAt: ts(r.exitedAt),
+    isInit: id === '' || id === containerId,
+  };
 }
 
 /**

@@ -15,10 +15,7 @@ const PROTO_FILES = [
 // tsc does not copy .proto files into dist/, so the compiled module must also
 // find them back in the source tree (dist/src/containerd -> src/containerd).
 function findProtoDir(): string {
-  const candidates = [
-    path.join(__dirname, 'proto'),
-    path.resolve(__dirname, '..', '..', '..', 'src', 'containerd', 'proto'),
-  ];
+  const candidates = [path.join(__dirname, 'proto'), path.resolve(__dirname, '..', '..', '..', 'src', 'containerd', 'proto')];
   for (const dir of candidates) {
     if (fs.existsSync(path.join(dir, 'version.proto'))) return dir;
   }
@@ -35,7 +32,10 @@ export function containerdProtos(): protobuf.Root {
   // Imports between our files are flat names; google/protobuf/* imports are
   // served by protobufjs' bundled well-known types before resolvePath is asked.
   root.resolvePath = (_origin, target) => (path.isAbsolute(target) ? target : path.join(dir, target));
-  root.loadSync(PROTO_FILES.map((f) => path.join(dir, f)), { keepCase: false });
+  root.loadSync(
+    PROTO_FILES.map((f) => path.join(dir, f)),
+    { keepCase: false },
+  );
   root.resolveAll();
   cached = root;
   return root;

@@ -17,7 +17,10 @@ function distance(a: string, b: string): number {
   return d[a.length][b.length];
 }
 
-export interface AnnotationTypo { key: string; suggestion: string }
+export interface AnnotationTypo {
+  key: string;
+  suggestion: string;
+}
 
 export function misspeltKeys(annotations: Record<string, string> | undefined | null): AnnotationTypo[] {
   const out: AnnotationTypo[] = [];

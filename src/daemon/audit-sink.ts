@@ -13,7 +13,10 @@ export class AuditSink implements EventSink {
   /** The daemon's metrics, which count what records say (seccomp decisions, refusals). */
   metrics: Metrics | null = null;
 
-  constructor(private readonly audit: AuditLog, private readonly registry: FenceRegistry) {
+  constructor(
+    private readonly audit: AuditLog,
+    private readonly registry: FenceRegistry,
+  ) {
     // bpf_ktime_get_ns() and process.hrtime are both CLOCK_MONOTONIC.
     this.clockOffset = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
   }

@@ -56,30 +56,51 @@ export function createBackends(cfg: DaemonConfig, deps: BackendDeps): Backends {
     }
   }
   const exec = new ExecBackend({
-    pinDir: cfg.pinDir, cgroupMode: cfg.cgroupMode, limits: cfg.limits, sizes: cfg.tableSizes, sink,
-    kernelHook: lsm ? 'lsm' : 'tracepoint', lsmUnusable,
+    pinDir: cfg.pinDir,
+    cgroupMode: cfg.cgroupMode,
+    limits: cfg.limits,
+    sizes: cfg.tableSizes,
+    sink,
+    kernelHook: lsm ? 'lsm' : 'tracepoint',
+    lsmUnusable,
     onEvents: (evs: ExecEvent[]) => learnEvents?.onExecEvents(evs),
   });
   // Exec first: a container whose exec fence cannot attach is refused before anything
   // else is made for it.
   // Seccomp after exec: both edit config.json at prepare, and its deny/allow rules are
   // merged over whatever exec routing is already there.
-  const network = new NetworkBackend({ pinDir: path.join(cfg.pinDir, 'net'), cgroupMode: cfg.cgroupMode, sink, limits: cfg.limits, sizes: cfg.tableSizes });
+  const network = new NetworkBackend({
+    pinDir: path.join(cfg.pinDir, 'net'),
+    cgroupMode: cfg.cgroupMode,
+    sink,
+    limits: cfg.limits,
+    sizes: cfg.tableSizes,
+  });
   // Containers fenced by pid namespace get the connect audit instead (it enforces nothing).
-  const networkControl = new NetworkControl(network, cfg.cgroupMode, { pinDir: path.join(cfg.pinDir, 'net-v1'), sink, policyOf: deps.policyOf });
+  const networkControl = new NetworkControl(network, cfg.cgroupMode, {
+    pinDir: path.join(cfg.pinDir, 'net-v1'),
+    sink,
+    policyOf: deps.policyOf,
+  });
   // Learn last: it records for whatever the others attached, and blocks nothing.
   const learn = new LearnBackend({
-    pinDir: cfg.pinDir, stateDir: cfg.stateDir, cgroupMode: cfg.cgroupMode,
+    pinDir: cfg.pinDir,
+    stateDir: cfg.stateDir,
+    cgroupMode: cfg.cgroupMode,
     sink,
   });
   learnEvents = learn;
   // BPF LSM refuses inside the kernel with EACCES: no notify loop, no fd-holder, nothing routed.
   const execControl = lsm ? new ExecLsmBackend(exec, lsm) : execWithNotify(cfg, exec, deps);
   // Enforce-mode seccomp denials are answered and recorded by the exec control's notify loop.
-  const seccomp = new SeccompBackend(execControl instanceof ExecNotifyBackend
-    ? { sink, log: deps.log, notifier: execControl.notify }
-    : { sink, log: deps.log, openNotifier: () => openDenyNotifier(cfg.stateDir, sink, deps.log) });
-  deps.log(`exec backend: ${lsm ? `bpf-lsm (${LSM_HOOK})` : `tracepoints${cfg.execDeny === 'kill' ? ' (exec-deny kill)' : ' with seccomp notify'} (BPF LSM not used: ${lsmUnusable})`}`);
+  const seccomp = new SeccompBackend(
+    execControl instanceof ExecNotifyBackend
+      ? { sink, log: deps.log, notifier: execControl.notify }
+      : { sink, log: deps.log, openNotifier: () => openDenyNotifier(cfg.stateDir, sink, deps.log) },
+  );
+  deps.log(
+    `exec backend: ${lsm ? `bpf-lsm (${LSM_HOOK})` : `tracepoints${cfg.execDeny === 'kill' ? ' (exec-deny kill)' : ' with seccomp notify'} (BPF LSM not used: ${lsmUnusable})`}`,
+  );
   const all: FenceBackend[] = [execControl, seccomp, networkControl, learn];
   return { exec, network, learn, seccomp, all };
 }

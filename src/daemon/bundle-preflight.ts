@@ -34,10 +34,17 @@ export async function bundlePreflight(o: BundlePreflightOptions, namespace: stri
   if (annotations[CRI_CONTAINER_TYPE] === 'sandbox') return;
   const typos = misspeltKeys(annotations);
   if (typos.length) {
-    o.audit.writeBatch(typos.map((t) => ({
-      type: 'lifecycle' as const, action: 'annotation-warning', namespace, container_id: id, key: t.key, suggestion: t.suggestion,
-      message: `annotation ${t.key} is not a cgfence annotation and is ignored; did you mean ${t.suggestion}?`,
-    })));
+    o.audit.writeBatch(
+      typos.map((t) => ({
+        type: 'lifecycle' as const,
+        action: 'annotation-warning',
+        namespace,
+        container_id: id,
+        key: t.key,
+        suggestion: t.suggestion,
+        message: `annotation ${t.key} is not a cgfence annotation and is ignored; did you mean ${t.suggestion}?`,
+      })),
+    );
   }
   const selectors = o.cfg.selectors;
   if (selectors.length === 0 || annotations[KEYS.profile] !== undefined) return;
@@ -54,8 +61,14 @@ export async function bundlePreflight(o: BundlePreflightOptions, namespace: stri
   if (!chosen) return;
   writeBundleConfig(bundle, { ...spec, annotations: { ...annotations, [KEYS.profile]: chosen.profile } });
   o.audit.write({
-    type: 'lifecycle', action: 'profile-selected', namespace, container_id: id, profile: chosen.profile,
-    selector: describeSelector(chosen.selector), selector_index: chosen.index, pod_namespace: pod.namespace,
+    type: 'lifecycle',
+    action: 'profile-selected',
+    namespace,
+    container_id: id,
+    profile: chosen.profile,
+    selector: describeSelector(chosen.selector),
+    selector_index: chosen.index,
+    pod_namespace: pod.namespace,
     config_hash: o.configHash(),
   });
 }

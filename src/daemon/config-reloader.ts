@@ -8,7 +8,13 @@ import { PolicyError } from '../policy/annotations';
 import { DaemonConfig, RELOADABLE, configHash } from './config';
 import { ConfigWatcher } from './config-watcher';
 
-export interface ReloadState { at: string; trigger: string; ok: boolean; hash: string | null; error?: string }
+export interface ReloadState {
+  at: string;
+  trigger: string;
+  ok: boolean;
+  hash: string | null;
+  error?: string;
+}
 
 export interface ConfigReloaderOptions {
   /** The running config; reloads change it in place. */
@@ -32,7 +38,9 @@ export class ConfigReloader {
   constructor(private readonly o: ConfigReloaderOptions) {
     try {
       this.hash = configHash(o.configFile);
-    } catch { /* loaded a moment ago; a reload says if it is gone */ }
+    } catch {
+      /* loaded a moment ago; a reload says if it is gone */
+    }
   }
 
   watch(): void {
@@ -47,18 +55,30 @@ export class ConfigReloader {
       const next = this.o.reloadConfig();
       this.o.validate(next);
       const changed = RELOADABLE.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(cfg[k]));
-      const restartNeeded = (Object.keys(next) as Array<keyof DaemonConfig>)
-        .filter((k) => !RELOADABLE.includes(k) && JSON.stringify(next[k]) !== JSON.stringify(cfg[k]));
+      const restartNeeded = (Object.keys(next) as Array<keyof DaemonConfig>).filter(
+        (k) => !RELOADABLE.includes(k) && JSON.stringify(next[k]) !== JSON.stringify(cfg[k]),
+      );
       for (const k of RELOADABLE) (cfg as unknown as Record<string, unknown>)[k] = next[k];
       this.o.applied?.(cfg);
       this.hash = hash;
       this.last = { at: new Date().toISOString(), trigger, ok: true, hash };
       this.watcher?.sync();
       this.o.audit.write({
-        type: 'agent', action: 'config-reload', trigger, ok: true, config_file: file, config_hash: hash, changed,
-        restart_needed: restartNeeded, profiles: Object.keys(next.profiles), selectors: next.selectors.length, default_profile: next.defaultProfile,
+        type: 'agent',
+        action: 'config-reload',
+        trigger,
+        ok: true,
+        config_file: file,
+        config_hash: hash,
+        changed,
+        restart_needed: restartNeeded,
+        profiles: Object.keys(next.profiles),
+        selectors: next.selectors.length,
+        default_profile: next.defaultProfile,
       });
-      this.o.log(`config reloaded (${trigger}, ${hash}): ${changed.length ? `changed ${changed.join(', ')}` : 'no change'}${restartNeeded.length ? `; needs a restart to change ${restartNeeded.join(', ')}` : ''}`);
+      this.o.log(
+        `config reloaded (${trigger}, ${hash}): ${changed.length ? `changed ${changed.join(', ')}` : 'no change'}${restartNeeded.length ? `; needs a restart to change ${restartNeeded.join(', ')}` : ''}`,
+      );
       return true;
     } catch (e) {
       const msg = e instanceof PolicyError ? e.problems.join('; ') : (e as Error).message;

@@ -12,7 +12,12 @@ export class ConfigWatcher {
   private poll: NodeJS.Timeout | null = null;
   private last: string | null;
 
-  constructor(private readonly file: string, private readonly onChange: () => void, private readonly settleMs = 300, pollMs = 10_000) {
+  constructor(
+    private readonly file: string,
+    private readonly onChange: () => void,
+    private readonly settleMs = 300,
+    pollMs = 10_000,
+  ) {
     this.last = this.hash();
     try {
       this.watcher = fs.watch(path.dirname(file), () => this.schedule());

@@ -105,7 +105,8 @@ export function loadConfigFile(file: string): Partial<DaemonConfig> {
   } catch (e) {
     throw new ConfigError(`config file ${file} is not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message}`);
   }
-  if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new ConfigError(`config file ${file}: expected a mapping at the top level`);
+  if (data === null || typeof data !== 'object' || Array.isArray(data))
+    throw new ConfigError(`config file ${file}: expected a mapping at the top level`);
   const out: Partial<DaemonConfig> = {};
   const known = new Set(Object.keys(DEFAULTS));
   for (const [k, v] of Object.entries(data as Record<string, unknown>)) {
@@ -113,21 +114,36 @@ export function loadConfigFile(file: string): Partial<DaemonConfig> {
     (out as Record<string, unknown>)[k] = v;
   }
   if (out.limits !== undefined) {
-    try { out.limits = parseLimits(out.limits, `config file ${file}`); } catch (e) { throw new ConfigError((e as Error).message); }
+    try {
+      out.limits = parseLimits(out.limits, `config file ${file}`);
+    } catch (e) {
+      throw new ConfigError((e as Error).message);
+    }
   }
   if (out.tableSizes !== undefined) {
-    try { out.tableSizes = parseTableSizes(out.tableSizes, `config file ${file}`); } catch (e) { throw new ConfigError((e as Error).message); }
+    try {
+      out.tableSizes = parseTableSizes(out.tableSizes, `config file ${file}`);
+    } catch (e) {
+      throw new ConfigError((e as Error).message);
+    }
   }
   if (out.profiles !== undefined) {
-    if (typeof out.profiles !== 'object' || out.profiles === null) throw new ConfigError(`config file ${file}: profiles must be a mapping of name to annotations`);
+    if (typeof out.profiles !== 'object' || out.profiles === null)
+      throw new ConfigError(`config file ${file}: profiles must be a mapping of name to annotations`);
     for (const [name, p] of Object.entries(out.profiles)) {
       if (typeof p !== 'object' || p === null || Object.values(p).some((x) => typeof x !== 'string')) {
         throw new ConfigError(`config file ${file}: profile "${name}" must map annotation keys to string values`);
       }
     }
   }
-  if (out.defaultProfile !== undefined && out.defaultProfile !== null && (typeof out.defaultProfile !== 'string' || !Object.prototype.hasOwnProperty.call(out.profiles ?? {}, out.defaultProfile))) {
-    throw new ConfigError(`config file ${file}: defaultProfile ${JSON.stringify(out.defaultProfile)} is not one of its profiles (${Object.keys(out.profiles ?? {}).join(', ') || 'none'})`);
+  if (
+    out.defaultProfile !== undefined &&
+    out.defaultProfile !== null &&
+    (typeof out.defaultProfile !== 'string' || !Object.prototype.hasOwnProperty.call(out.profiles ?? {}, out.defaultProfile))
+  ) {
+    throw new ConfigError(
+      `config file ${file}: defaultProfile ${JSON.stringify(out.defaultProfile)} is not one of its profiles (${Object.keys(out.profiles ?? {}).join(', ') || 'none'})`,
+    );
   }
   try {
     out.selectors = parseSelectors((data as Record<string, unknown>).selectors, out.profiles ?? {});
@@ -146,7 +162,8 @@ export function resolveConfig(flags: Record<string, string | undefined>, env: No
     const v = flags[flag] ?? env[envName];
     if (v !== undefined && v !== '') (cfg as unknown as Record<string, unknown>)[key] = v;
   }
-  if (!['auto', 'v2', 'v1'].includes(cfg.cgroupMode)) throw new ConfigError(`--cgroup-mode ${JSON.stringify(cfg.cgroupMode)}: expected auto, v2 or v1`);
+  if (!['auto', 'v2', 'v1'].includes(cfg.cgroupMode))
+    throw new ConfigError(`--cgroup-mode ${JSON.stringify(cfg.cgroupMode)}: expected auto, v2 or v1`);
   if (cfg.metricsAddress) {
     try {
       parseMetricsAddress(cfg.metricsAddress);
@@ -154,8 +171,10 @@ export function resolveConfig(flags: Record<string, string | undefined>, env: No
       throw new ConfigError(`--${(e as Error).message}`);
     }
   }
-  if (!['closed', 'open'].includes(cfg.failMode)) throw new ConfigError(`--fail-mode ${JSON.stringify(cfg.failMode)}: expected closed or open`);
-  if (!['errno', 'kill'].includes(cfg.execDeny)) throw new ConfigError(`--exec-deny ${JSON.stringify(cfg.execDeny)}: expected errno or kill`);
+  if (!['closed', 'open'].includes(cfg.failMode))
+    throw new ConfigError(`--fail-mode ${JSON.stringify(cfg.failMode)}: expected closed or open`);
+  if (!['errno', 'kill'].includes(cfg.execDeny))
+    throw new ConfigError(`--exec-deny ${JSON.stringify(cfg.execDeny)}: expected errno or kill`);
   return cfg;
 }
 
@@ -164,6 +183,9 @@ export function parseMetricsAddress(address: string): { path: string } | { host:
   if (address.startsWith('/')) return { path: address };
   const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]*):(\d{1,5})$/.exec(address);
   const port = m ? Number(m[2]) : NaN;
-  if (!m || port > 65535) throw new Error(`metrics-address ${JSON.stringify(address)}: expected HOST:PORT (like 127.0.0.1:9464 or 0.0.0.0:9464) or an absolute unix socket path`);
+  if (!m || port > 65535)
+    throw new Error(
+      `metrics-address ${JSON.stringify(address)}: expected HOST:PORT (like 127.0.0.1:9464 or 0.0.0.0:9464) or an absolute unix socket path`,
+    );
   return { host: m[1].replace(/^\[|\]$/g, '') || '0.0.0.0', port };
 }

@@ -16,7 +16,10 @@ export async function request<T = Record<string, unknown>>(socket: string, req: 
   return new Promise<T>((resolve, reject) => {
     const c = net.connect(socket);
     let buf = '';
-    const timer = setTimeout(() => { c.destroy(); reject(new DaemonClientError(`the cgfence daemon at ${socket} did not answer within ${timeoutMs / 1000} s`)); }, timeoutMs);
+    const timer = setTimeout(() => {
+      c.destroy();
+      reject(new DaemonClientError(`the cgfence daemon at ${socket} did not answer within ${timeoutMs / 1000} s`));
+    }, timeoutMs);
     c.on('connect', () => c.write(JSON.stringify(req) + '\n'));
     c.on('data', (d) => {
       buf += d.toString('utf8');
@@ -30,7 +33,8 @@ export async function request<T = Record<string, unknown>>(socket: string, req: 
     });
     c.on('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      const why = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? 'is it running? (`cgfence daemon`, or `cgfence sandbox up`)' : e.message;
+      const why =
+        e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? 'is it running? (`cgfence daemon`, or `cgfence sandbox up`)' : e.message;
       reject(new DaemonClientError(`cannot reach the cgfence daemon at ${socket}: ${why}`));
     });
   });

@@ -58,10 +58,19 @@ function ensureBpffs(dir: string): void {
  */
 export function actorOf(peer: Peer | null): Record<string, unknown> {
   if (!peer) return { actor_uid: -1, actor_pid: 0, actor_comm: '', actor_cmdline: '' };
-  const read = (f: string) => { try { return fs.readFileSync(`/proc/${peer.pid}/${f}`, 'utf8'); } catch { return ''; } };
+  const read = (f: string) => {
+    try {
+      return fs.readFileSync(`/proc/${peer.pid}/${f}`, 'utf8');
+    } catch {
+      return '';
+    }
+  };
   return {
-    actor_uid: peer.uid, actor_gid: peer.gid, actor_pid: peer.pid,
-    actor_comm: read('comm').trim(), actor_cmdline: read('cmdline').split('\0').filter(Boolean).join(' ').slice(0, 512),
+    actor_uid: peer.uid,
+    actor_gid: peer.gid,
+    actor_pid: peer.pid,
+    actor_comm: read('comm').trim(),
+    actor_cmdline: read('cmdline').split('\0').filter(Boolean).join(' ').slice(0, 512),
   };
 }
 
@@ -106,15 +115,20 @@ export class Daemon {
     writeLauncherHint(cfg.stateDir, cfg.defaultProfile, cfg.selectors.length > 0);
     // Every record names the node, and a container by its workload too when it has one.
     this.audit = new AuditLog({
-      path: cfg.auditLog, maxBytes: cfg.auditMaxBytes, keep: cfg.auditKeep,
+      path: cfg.auditLog,
+      maxBytes: cfg.auditMaxBytes,
+      keep: cfg.auditKeep,
       context: { node: nodeName(), hostname: os.hostname(), workloadOf: (ns, id) => registry.lastKnown(ns, id)?.workload },
     });
     // Built before the backends and handed to them: nothing reaches back for the manager.
     this.sink = new AuditSink(this.audit, registry);
     const parse = policyParser(cfg);
     const backends = createBackends(cfg, {
-      sink: this.sink, policyOf: parse, log: this.log,
-      lookup: (ns, id) => registry.get(ns, id), inFlight: (ns, id) => registry.isInFlight(ns, id),
+      sink: this.sink,
+      policyOf: parse,
+      log: this.log,
+      lookup: (ns, id) => registry.get(ns, id),
+      inFlight: (ns, id) => registry.isInFlight(ns, id),
     });
     this.exec = backends.exec;
     this.network = backends.network;
@@ -126,21 +140,40 @@ export class Daemon {
     this.lastDrops = this.exec.fence.drops();
     this.snapshots = new CounterSnapshots(cfg.stateDir);
     this.audit.write({
-      type: 'agent', action: 'start', pid: process.pid, version: VERSION, pin_dir: cfg.pinDir,
-      adopted: this.exec.fence.adopted, fences: registry.all().length, cgroup_mode: cfg.cgroupMode, fail_mode: cfg.failMode, exec_deny: cfg.execDeny,
+      type: 'agent',
+      action: 'start',
+      pid: process.pid,
+      version: VERSION,
+      pin_dir: cfg.pinDir,
+      adopted: this.exec.fence.adopted,
+      fences: registry.all().length,
+      cgroup_mode: cfg.cgroupMode,
+      fail_mode: cfg.failMode,
+      exec_deny: cfg.execDeny,
     });
     if (this.reloading?.configFile) {
       this.reloader = new ConfigReloader({
-        cfg, configFile: this.reloading.configFile, reloadConfig: this.reloading.reloadConfig, audit: this.audit, log: this.log,
+        cfg,
+        configFile: this.reloading.configFile,
+        reloadConfig: this.reloading.reloadConfig,
+        audit: this.audit,
+        log: this.log,
         applied: (c) => writeLauncherHint(c.stateDir, c.defaultProfile, c.selectors.length > 0),
         // Each profile checked as a container naming it would be: a bad value is refused now.
-        validate: (next) => { for (const name of Object.keys(next.profiles)) policyParser(next)({ [KEYS.profile]: name }); },
+        validate: (next) => {
+          for (const name of Object.keys(next.profiles)) policyParser(next)({ [KEYS.profile]: name });
+        },
       });
     }
-    this.log(`started (pid ${process.pid}); ${this.exec.fence.adopted ? `adopted pinned fences in ${cfg.pinDir}` : `pins in ${cfg.pinDir}`}; audit log ${cfg.auditLog}`);
+    this.log(
+      `started (pid ${process.pid}); ${this.exec.fence.adopted ? `adopted pinned fences in ${cfg.pinDir}` : `pins in ${cfg.pinDir}`}; audit log ${cfg.auditLog}`,
+    );
     // After the backends: it protects the ids of what they loaded.
     this.tamper = new TamperReporter({
-      pinDir: cfg.pinDir, audit: this.audit, backends: () => this.backends, log: this.log,
+      pinDir: cfg.pinDir,
+      audit: this.audit,
+      backends: () => this.backends,
+      log: this.log,
       sink: this.sink,
     });
     this.tamper.start();
@@ -154,8 +187,13 @@ export class Daemon {
         const missed = this.snapshots.missed(now.key, now);
         if (missed.denied === 0 && missed.audited === 0) continue;
         this.audit.write({
-          type: 'agent', action: 'while-down', namespace: f.namespace, container_id: f.id, cgroup_id: f.cgroupId,
-          denied: missed.denied, audited: missed.audited,
+          type: 'agent',
+          action: 'while-down',
+          namespace: f.namespace,
+          container_id: f.id,
+          cgroup_id: f.cgroupId,
+          denied: missed.denied,
+          audited: missed.audited,
           message: `while the daemon was down: ${missed.denied} denials, ${missed.audited} audited execs (individual events follow where the ring buffer kept them)`,
         });
       }
@@ -172,7 +210,12 @@ export class Daemon {
       containerdConnected: () => this.monitor?.status().connected ?? false,
       health: () => this.health(),
       tables: () => this.tables(),
-      build: { version: VERSION, node: process.version, libbpf: native().libbpfVersion, kernel: fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim() },
+      build: {
+        version: VERSION,
+        node: process.version,
+        libbpf: native().libbpfVersion,
+        kernel: fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
+      },
     });
     this.manager.metrics = this.metrics;
     this.sink.metrics = this.metrics;
@@ -254,10 +297,20 @@ export class Daemon {
           // needs them (before the refusal is answered), or once the reply is out for the attach
           // (fence-manager.ts); never for a container that gets no fence.
           let ask!: () => void;
-          const workload = new Promise<Workload | null>((resolve) => { ask = () => resolve(this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id)); });
-          await bundlePreflight({
-            cfg: this.cfg, audit: this.audit, getContainer: (ns, id) => this.client.getContainer(ns, id), configHash: () => this.reloader?.hash ?? null,
-          }, namespaceOfRuncRoot(req.runcRoot), req.id, req.bundle);
+          const workload = new Promise<Workload | null>((resolve) => {
+            ask = () => resolve(this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id));
+          });
+          await bundlePreflight(
+            {
+              cfg: this.cfg,
+              audit: this.audit,
+              getContainer: (ns, id) => this.client.getContainer(ns, id),
+              configHash: () => this.reloader?.hash ?? null,
+            },
+            namespaceOfRuncRoot(req.runcRoot),
+            req.id,
+            req.bundle,
+          );
           let r: ReturnType<FenceManager['prepare']>;
           try {
             r = this.manager.prepare({ ...req, workload });
@@ -270,7 +323,9 @@ export class Daemon {
         }
         case 'attach': {
           // Prepare's lookup serves the attach; only an attach this daemon did not prepare asks.
-          const workload = this.manager.isPrepared(req.runcRoot, req.id) ? undefined : this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id);
+          const workload = this.manager.isPrepared(req.runcRoot, req.id)
+            ? undefined
+            : this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id);
           const r = await this.manager.attach({ ...req, workload });
           // After the reply: the new container's objects are protected a turn later, before
           // its init can run (it waits for `runc start`, which follows this reply).
@@ -331,7 +386,9 @@ export class Daemon {
     try {
       const c = await Promise.race([
         this.client.getContainer(namespace, id),
-        new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), WORKLOAD_LOOKUP_MS); }),
+        new Promise<undefined>((resolve) => {
+          timer = setTimeout(() => resolve(undefined), WORKLOAD_LOOKUP_MS);
+        }),
       ]);
       return workloadFromLabels(c?.labels);
     } catch {
@@ -379,9 +436,22 @@ export class Daemon {
         if (Object.keys(cgfenceAnnotations(annotations)).length === 0 && !this.cfg.defaultProfile) continue;
         // It runs unfenced: the daemon was down when it started (or it started fail-open).
         try {
-          this.manager.lateAttach({ namespace: ns, id: t.containerId, pid: t.pid, annotations: annotations ?? {}, workload: workloadFromLabels(c.labels) });
+          this.manager.lateAttach({
+            namespace: ns,
+            id: t.containerId,
+            pid: t.pid,
+            annotations: annotations ?? {},
+            workload: workloadFromLabels(c.labels),
+          });
         } catch (e) {
-          this.audit.write({ type: 'lifecycle', action: 'late-attach-failed', namespace: ns, container_id: t.containerId, pid: t.pid, reason: (e as Error).message });
+          this.audit.write({
+            type: 'lifecycle',
+            action: 'late-attach-failed',
+            namespace: ns,
+            container_id: t.containerId,
+            pid: t.pid,
+            reason: (e as Error).message,
+          });
           this.metrics.refusal('late-attach');
           this.log(`late attach of ${key} failed: ${(e as Error).message}`);
         }
@@ -408,9 +478,14 @@ export class Daemon {
       const f = findContainer(this.manager.registry.all(), namespace, query);
       id = f.id;
       namespace = f.namespace;
-    } catch { /* not fenced (any more): the CLI looks for its exit record by the id given */ }
+    } catch {
+      /* not fenced (any more): the CLI looks for its exit record by the id given */
+    }
     const found = this.learn.learnedOf(namespace, id);
-    if (found.length > 1) return refuse(`container ${JSON.stringify(id)} learns in several namespaces (${found.map((l) => l.namespace).join(', ')}): name one with --namespace`);
+    if (found.length > 1)
+      return refuse(
+        `container ${JSON.stringify(id)} learns in several namespaces (${found.map((l) => l.namespace).join(', ')}): name one with --namespace`,
+      );
     if (found.length === 1) return ok({ running: true, learned: found[0] });
     // Not learning (any more): what it learned, if anything, is in the audit log's exit record.
     const fenced = this.manager.registry.all().find((f) => f.id === id && (namespace === undefined || f.namespace === namespace));
@@ -427,24 +502,41 @@ export class Daemon {
     }
     const fences = this.ps();
     return {
-      daemon: { pid: process.pid, version: VERSION, startedAt: this.startedAt.toISOString(), socket: this.cfg.socket, stateDir: this.cfg.stateDir, pinDir: this.cfg.pinDir, adopted: this.exec.fence.adopted, failMode: this.cfg.failMode, execDeny: this.cfg.execDeny, cgroupMode: this.cfg.cgroupMode },
+      daemon: {
+        pid: process.pid,
+        version: VERSION,
+        startedAt: this.startedAt.toISOString(),
+        socket: this.cfg.socket,
+        stateDir: this.cfg.stateDir,
+        pinDir: this.cfg.pinDir,
+        adopted: this.exec.fence.adopted,
+        failMode: this.cfg.failMode,
+        execDeny: this.cfg.execDeny,
+        cgroupMode: this.cfg.cgroupMode,
+      },
       containerd,
       kernel: {
         release: fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
         btf: fs.existsSync('/sys/kernel/btf/vmlinux'),
         cgroupV2: cgroupV2Root(),
         libbpf: native().libbpfVersion,
-        backends: Object.fromEntries(['exec', 'network', 'seccomp'].map((c) => {
-          const b = this.backends.find((x) => x.control === c);
-          return [c, b ? b.status() : { backend: 'none (not implemented in this version)' }];
-        })),
+        backends: Object.fromEntries(
+          ['exec', 'network', 'seccomp'].map((c) => {
+            const b = this.backends.find((x) => x.control === c);
+            return [c, b ? b.status() : { backend: 'none (not implemented in this version)' }];
+          }),
+        ),
         learn: this.learn.status(),
       },
       audit: { path: this.cfg.auditLog, ...this.audit.stats, kernelDrops: this.exec.fence.drops().toString() },
       health: this.health(),
       config: {
-        file: this.reloading?.configFile ?? null, hash: this.reloader?.hash ?? null, lastReload: this.reloader?.last ?? null,
-        profiles: Object.keys(this.cfg.profiles), selectors: this.cfg.selectors.length, defaultProfile: this.cfg.defaultProfile,
+        file: this.reloading?.configFile ?? null,
+        hash: this.reloader?.hash ?? null,
+        lastReload: this.reloader?.last ?? null,
+        profiles: Object.keys(this.cfg.profiles),
+        selectors: this.cfg.selectors.length,
+        defaultProfile: this.cfg.defaultProfile,
       },
       fences: fences.length,
       tables: this.tables(),
@@ -466,10 +558,23 @@ export class Daemon {
       const snaps = this.snapshotsOf(f);
       // The fields every entry has, in this order; a control's snapshot fills in its own.
       const entry: Record<string, unknown> = {
-        namespace: f.namespace, id: f.id, workload: f.workload ?? null, pid: f.pid, cgroup: f.cgroupPath, cgroupId: f.cgroupId, mode: f.mode,
+        namespace: f.namespace,
+        id: f.id,
+        workload: f.workload ?? null,
+        pid: f.pid,
+        cgroup: f.cgroupPath,
+        cgroupId: f.cgroupId,
+        mode: f.mode,
         backend: Object.fromEntries([...snaps].map(([c, s]) => [c, s.backend])),
-        controls: f.controls, policyHash: f.policyHash, annotations: f.annotations,
-        execAllow: [], attachedAt: f.attachedAt, how: f.how, execDeny: null, counters: null, networkCounters: null,
+        controls: f.controls,
+        policyHash: f.policyHash,
+        annotations: f.annotations,
+        execAllow: [],
+        attachedAt: f.attachedAt,
+        how: f.how,
+        execDeny: null,
+        counters: null,
+        networkCounters: null,
         decisions: this.metrics.decisionsOf(f),
       };
       for (const s of snaps.values()) Object.assign(entry, s.ps);
@@ -487,7 +592,9 @@ export class Daemon {
   private health(): Health {
     const m = this.monitor?.status();
     return checkHealth({
-      execStatus: this.exec.status(), pinDir: this.cfg.pinDir, socket: this.cfg.socket,
+      execStatus: this.exec.status(),
+      pinDir: this.cfg.pinDir,
+      socket: this.cfg.socket,
       containerd: { connected: m?.connected ?? false, lastError: m?.lastError ?? null, address: this.cfg.containerdSocket },
       audit: { ...this.audit.stats, path: this.cfg.auditLog },
     });

@@ -66,7 +66,11 @@ function parseIdentity(a: { dev: string; ino: string; ctime_ns?: string; loader_
 }
 
 export function policyHash(annotations: Record<string, string>): string {
-  const canonical = JSON.stringify(Object.keys(annotations).sort().map((k) => [k, annotations[k]]));
+  const canonical = JSON.stringify(
+    Object.keys(annotations)
+      .sort()
+      .map((k) => [k, annotations[k]]),
+  );
   return `sha256:${crypto.createHash('sha256').update(canonical).digest('hex')}`;
 }
 
@@ -156,7 +160,18 @@ export class FenceManager {
       throw new Refusal(problems.join('; '));
     }
     const prepareMs = Math.round(Number(process.hrtime.bigint() - started) / 1000) / 1000;
-    this.prepared.set(key, { namespace, id: req.id, bundle: req.bundle, annotations, policy, controls, at: Date.now(), entrypoint: entrypointDeferred ? spec : undefined, prepareMs, workload });
+    this.prepared.set(key, {
+      namespace,
+      id: req.id,
+      bundle: req.bundle,
+      annotations,
+      policy,
+      controls,
+      at: Date.now(),
+      entrypoint: entrypointDeferred ? spec : undefined,
+      prepareMs,
+      workload,
+    });
     this.registry.setInFlight(namespace, req.id, true);
     this.expirePrepared();
     return { fence: true, controls };
@@ -181,7 +196,13 @@ export class FenceManager {
    * Fences a just-created container whose init is blocked before its entrypoint. Waits only
    * for prepare's workload lookup, which containerd has normally answered by now.
    */
-  async attach(req: { id: string; bundle: string; runcRoot?: string; pid: number; workload?: WorkloadSource }): Promise<{ fence: boolean; controls?: Controls; cgroup?: string }> {
+  async attach(req: {
+    id: string;
+    bundle: string;
+    runcRoot?: string;
+    pid: number;
+    workload?: WorkloadSource;
+  }): Promise<{ fence: boolean; controls?: Controls; cgroup?: string }> {
     const namespace = namespaceOfRuncRoot(req.runcRoot);
     const key = containerKey(namespace, req.id);
     let prep = this.prepared.get(key);
@@ -203,12 +224,32 @@ export class FenceManager {
    * Fences a container found running unfenced (the daemon was down when it started). Its
    * allow-list is resolved in the running container's root. Audited as a late attach.
    */
-  lateAttach(a: { namespace: string; id: string; pid: number; annotations: Record<string, string>; bundle?: string; workload?: Workload | null }): void {
+  lateAttach(a: {
+    namespace: string;
+    id: string;
+    pid: number;
+    annotations: Record<string, string>;
+    bundle?: string;
+    workload?: Workload | null;
+  }): void {
     const policy = this.policy.parse(a.annotations);
     if (!hasRules(policy) && policy.mode !== 'learn') return;
     const annotations = this.policy.effectiveAnnotations(a.annotations, policy);
     const controls = this.policy.controls(policy);
-    this.attachPrepared({ namespace: a.namespace, id: a.id, bundle: a.bundle ?? '', annotations, policy, controls, at: Date.now(), workload: a.workload ?? null }, a.pid, 'late-attach');
+    this.attachPrepared(
+      {
+        namespace: a.namespace,
+        id: a.id,
+        bundle: a.bundle ?? '',
+        annotations,
+        policy,
+        controls,
+        at: Date.now(),
+        workload: a.workload ?? null,
+      },
+      a.pid,
+      'late-attach',
+    );
   }
 
   private attachPrepared(prep: Prepared & { workload: Workload | null }, pid: number, how: FencedContainer['how']) {
@@ -217,12 +258,32 @@ export class FenceManager {
     const cgroupPath = cgroupV2PathOfPid(pid);
     const cgid = cgroupPath ? cgroupId(cgroupPath) : null;
     const entry: FencedContainer = {
-      namespace, id, bundle: prep.bundle, pid, cgroupPath, cgroupId: cgid?.toString() ?? null, eventKeys: [],
-      annotations, mode: policy.mode, policyHash: policyHash(annotations), controls, backends: {},
-      attachedAt: new Date().toISOString(), how, workload: prep.workload,
+      namespace,
+      id,
+      bundle: prep.bundle,
+      pid,
+      cgroupPath,
+      cgroupId: cgid?.toString() ?? null,
+      eventKeys: [],
+      annotations,
+      mode: policy.mode,
+      policyHash: policyHash(annotations),
+      controls,
+      backends: {},
+      attachedAt: new Date().toISOString(),
+      how,
+      workload: prep.workload,
     };
     const done: Array<[FenceBackend, AttachContext]> = [];
-    const undoAll = () => { for (const [db, dctx] of done.reverse()) { try { db.detach(dctx); } catch { /* best effort */ } } };
+    const undoAll = () => {
+      for (const [db, dctx] of done.reverse()) {
+        try {
+          db.detach(dctx);
+        } catch {
+          /* best effort */
+        }
+      }
+    };
     for (const b of this.backends) {
       // The backend's own state: `controls` may report a control that another backend learns.
       const st = b.controlState(policy);
@@ -236,7 +297,10 @@ export class FenceManager {
         // if it had got as far as saying what it holds.
         if (Object.keys(ctx.state).length > 0) done.push([b, ctx]);
         undoAll();
-        const keys = keysOf(b.control).filter((k) => annotations[k] !== undefined).map((k) => `${k}=${JSON.stringify(annotations[k])}`).join(', ');
+        const keys = keysOf(b.control)
+          .filter((k) => annotations[k] !== undefined)
+          .map((k) => `${k}=${JSON.stringify(annotations[k])}`)
+          .join(', ');
         const msg = `${keys || b.control}: ${(e as Error).message}`;
         this.auditRefusal(namespace, id, [msg], prep.workload);
         throw new Refusal(msg);
@@ -250,7 +314,13 @@ export class FenceManager {
     }
     if (prep.entrypoint) {
       // Deferred at prepare (it lies under a mount): judged now in the container's own root.
-      const allow = (entry.backends.exec?.allow ?? []) as Array<{ path: string; dev: string; ino: string; ctime_ns?: string; loader_of?: unknown }>;
+      const allow = (entry.backends.exec?.allow ?? []) as Array<{
+        path: string;
+        dev: string;
+        ino: string;
+        ctime_ns?: string;
+        loader_of?: unknown;
+      }>;
       const allowed = allow.map((a) => ({ path: a.path, identity: parseIdentity(a) }));
       const problem = this.policy.entrypointProblem(`/proc/${pid}/root`, prep.entrypoint, allowed, annotations[KEYS.execAllow]);
       if (problem && problem !== 'deferred') {
@@ -263,9 +333,22 @@ export class FenceManager {
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
     this.metrics?.attachSeconds.observe({ how }, ms / 1000);
     this.afterReply({
-      ts: nowNs(), type: 'lifecycle', action: 'attach', namespace, container_id: id, pid, cgroup_id: cgid?.toString() ?? null,
-      how, mode: policy.mode, controls: entry.controls, backends: backendsOf(entry.backends), policy_hash: entry.policyHash, cgroup: cgroupPath,
-      fail_mode: this.cfg.failMode, exec_deny: execDenyOf(policy.mode, entry.backends.exec), attach_ms: Math.round(ms * 1000) / 1000,
+      ts: nowNs(),
+      type: 'lifecycle',
+      action: 'attach',
+      namespace,
+      container_id: id,
+      pid,
+      cgroup_id: cgid?.toString() ?? null,
+      how,
+      mode: policy.mode,
+      controls: entry.controls,
+      backends: backendsOf(entry.backends),
+      policy_hash: entry.policyHash,
+      cgroup: cgroupPath,
+      fail_mode: this.cfg.failMode,
+      exec_deny: execDenyOf(policy.mode, entry.backends.exec),
+      attach_ms: Math.round(ms * 1000) / 1000,
       ...(prep.prepareMs !== undefined ? { prepare_ms: prep.prepareMs } : {}),
     });
     if (how === 'late-attach') this.log(`late attach: ${namespace}/${id} was running unfenced; fenced now`);
@@ -278,7 +361,8 @@ export class FenceManager {
   }
 
   private auditRefusal(namespace: string, id: string, problems: string[], workload: WorkloadSource): void {
-    const write = (w: Workload | null) => this.audit.write({ type: 'lifecycle', action: 'refuse', namespace, container_id: id, workload: w, reason: problems.join('; ') });
+    const write = (w: Workload | null) =>
+      this.audit.write({ type: 'lifecycle', action: 'refuse', namespace, container_id: id, workload: w, reason: problems.join('; ') });
     if (!(workload instanceof Promise)) return write(workload);
     const written: Promise<void> = workload.then(write).finally(() => this.owedRefusals.delete(written));
     // A failed write reaches the daemon through refusalsWritten; never as an unhandled rejection.
@@ -293,8 +377,14 @@ export class FenceManager {
 
   private contextOf(f: FencedContainer, control: BackendName): AttachContext {
     return {
-      namespace: f.namespace, id: f.id, bundle: f.bundle, pid: f.pid, cgroupPath: f.cgroupPath,
-      cgroupId: f.cgroupId ? BigInt(f.cgroupId) : null, policy: this.policy.parse(f.annotations), annotations: f.annotations,
+      namespace: f.namespace,
+      id: f.id,
+      bundle: f.bundle,
+      pid: f.pid,
+      cgroupPath: f.cgroupPath,
+      cgroupId: f.cgroupId ? BigInt(f.cgroupId) : null,
+      policy: this.policy.parse(f.annotations),
+      annotations: f.annotations,
       state: f.backends[control] ?? {},
     };
   }
@@ -316,8 +406,14 @@ export class FenceManager {
     }
     this.registry.delete(namespace, id);
     const record = {
-      type: 'lifecycle' as const, action: 'detach', namespace, container_id: id, cgroup_id: entry.cgroupId, pid: entry.pid,
-      reason, ...counters,
+      type: 'lifecycle' as const,
+      action: 'detach',
+      namespace,
+      container_id: id,
+      cgroup_id: entry.cgroupId,
+      pid: entry.pid,
+      reason,
+      ...counters,
     };
     // The detach record is the container's last: it waits for the records backends still owe
     // it (network counts, a learned policy), at most LAST_RECORDS_MAX_MS.
@@ -327,16 +423,26 @@ export class FenceManager {
       try {
         const w = b.lastRecords(this.contextOf(entry, b.control));
         if (w) owed.push(w);
-      } catch { /* nothing owed then */ }
+      } catch {
+        /* nothing owed then */
+      }
     }
     if (owed.length === 0) {
       this.audit.write(record);
       return true;
     }
     let timer: NodeJS.Timeout | undefined;
-    const written = Promise.race([Promise.all(owed), new Promise((r) => { timer = setTimeout(r, LAST_RECORDS_MAX_MS); })])
+    const written = Promise.race([
+      Promise.all(owed),
+      new Promise((r) => {
+        timer = setTimeout(r, LAST_RECORDS_MAX_MS);
+      }),
+    ])
       .catch(() => undefined)
-      .then(() => { clearTimeout(timer); this.audit.write(record); })
+      .then(() => {
+        clearTimeout(timer);
+        this.audit.write(record);
+      })
       .finally(() => this.owedDetaches.delete(written));
     this.owedDetaches.add(written);
     return true;
@@ -370,10 +476,22 @@ export class FenceManager {
       // A refused update is audited too: who asked for what, and that nothing changed.
       if (e instanceof Refusal) {
         let f: FencedContainer | undefined;
-        try { f = findContainer(this.registry.all(), namespace, id); } catch { f = undefined; }
+        try {
+          f = findContainer(this.registry.all(), namespace, id);
+        } catch {
+          f = undefined;
+        }
         this.audit.write({
-          type: 'lifecycle', action: 'policy-refuse', namespace: f?.namespace ?? namespace ?? '', container_id: f?.id ?? id,
-          pid: f?.pid ?? null, cgroup_id: f?.cgroupId ?? null, policy_hash: f?.policyHash ?? null, changes, reason: e.message, ...actor,
+          type: 'lifecycle',
+          action: 'policy-refuse',
+          namespace: f?.namespace ?? namespace ?? '',
+          container_id: f?.id ?? id,
+          pid: f?.pid ?? null,
+          cgroup_id: f?.cgroupId ?? null,
+          policy_hash: f?.policyHash ?? null,
+          changes,
+          reason: e.message,
+          ...actor,
         });
       }
       throw e;
@@ -403,8 +521,9 @@ export class FenceManager {
     // A control whose key the request names is applied again even when its value is the same:
     // that is how an operator re-allows legitimately updated files (the exec allow-list is
     // re-resolved and re-stamped); changing another control never re-stamps them.
-    const sameFor = (c: BackendName) => policy.mode === oldPolicy.mode
-      && keysOf(c).every((k) => JSON.stringify(policyField(policy, k)) === JSON.stringify(policyField(oldPolicy, k)));
+    const sameFor = (c: BackendName) =>
+      policy.mode === oldPolicy.mode &&
+      keysOf(c).every((k) => JSON.stringify(policyField(policy, k)) === JSON.stringify(policyField(oldPolicy, k)));
     // A control whose key the change names is applied again even with the same value: that is
     // how an operator re-allows a file updated on purpose (new stamps, docs/exec-integrity.md).
     const untouched = (c: BackendName) => sameFor(c) && keysOf(c).every((k) => !(k in changes));
@@ -418,15 +537,25 @@ export class FenceManager {
       if ((!had && !active) || (had && active && sameFor(b.control))) continue;
       const show = (k: string) => (k in changes ? (changes[k] === null ? `${k}- (removal)` : `${k}=${JSON.stringify(changes[k])}`) : null);
       const asked = [...keysOf(b.control), KEYS.mode, KEYS.profile].map(show).filter((x): x is string => x !== null);
-      const held = keysOf(b.control).filter((k) => entry.annotations[k] !== undefined).map((k) => `${k}=${JSON.stringify(entry.annotations[k])}`);
-      throw new Refusal(`${asked.join(', ') || b.control}: ${b.fixedAtStart}; nothing was changed`
-        + `${held.length ? ` (the container keeps ${held.join(', ')} as it started)` : ''}. `
-        + `To apply it, recreate the container with the annotations you want (ctr run --annotation KEY=VALUE, or the pod's annotations); `
-        + `other annotations can still be changed live without this one`);
+      const held = keysOf(b.control)
+        .filter((k) => entry.annotations[k] !== undefined)
+        .map((k) => `${k}=${JSON.stringify(entry.annotations[k])}`);
+      throw new Refusal(
+        `${asked.join(', ') || b.control}: ${b.fixedAtStart}; nothing was changed` +
+          `${held.length ? ` (the container keeps ${held.join(', ')} as it started)` : ''}. ` +
+          `To apply it, recreate the container with the annotations you want (ctr run --annotation KEY=VALUE, or the pod's annotations); ` +
+          `other annotations can still be changed live without this one`,
+      );
     }
     const base = {
-      namespace: entry.namespace, id: entry.id, bundle: entry.bundle, pid: entry.pid, cgroupPath: entry.cgroupPath,
-      cgroupId: entry.cgroupId ? BigInt(entry.cgroupId) : null, policy, annotations,
+      namespace: entry.namespace,
+      id: entry.id,
+      bundle: entry.bundle,
+      pid: entry.pid,
+      cgroupPath: entry.cgroupPath,
+      cgroupId: entry.cgroupId ? BigInt(entry.cgroupId) : null,
+      policy,
+      annotations,
     };
     const backends = { ...entry.backends };
     const newControls: Controls = { ...controls };
@@ -439,31 +568,52 @@ export class FenceManager {
         if (isControl(b.control)) newControls[b.control] = entry.controls[b.control];
         continue;
       }
-      const keys = keysOf(b.control).filter((k) => annotations[k] !== undefined || entry.annotations[k] !== undefined)
-        .map((k) => `${k}=${JSON.stringify(annotations[k] ?? null)}`).join(', ');
+      const keys = keysOf(b.control)
+        .filter((k) => annotations[k] !== undefined || entry.annotations[k] !== undefined)
+        .map((k) => `${k}=${JSON.stringify(annotations[k] ?? null)}`)
+        .join(', ');
       try {
         if (had && active) {
-          if (!b.update) throw new Error(`the ${b.control} fence of a running container cannot change (it is fixed when the container starts)`);
+          if (!b.update)
+            throw new Error(`the ${b.control} fence of a running container cannot change (it is fixed when the container starts)`);
           const ctx: AttachContext = { ...base, state: { ...had } };
           const undoIt = b.update(ctx);
           setBackendState(backends, b.control, ctx.state);
-          undo.push(undoIt ?? (() => { b.update!({ ...base, policy: oldPolicy, annotations: entry.annotations, state: { ...ctx.state } }); }));
+          undo.push(
+            undoIt ??
+              (() => {
+                b.update!({ ...base, policy: oldPolicy, annotations: entry.annotations, state: { ...ctx.state } });
+              }),
+          );
         } else if (active) {
           const ctx: AttachContext = { ...base, state: {} };
           const decided = b.attach(ctx);
           if (decided && isControl(b.control)) newControls[b.control] = decided;
           setBackendState(backends, b.control, ctx.state);
-          undo.push(() => { b.detach(ctx); });
+          undo.push(() => {
+            b.detach(ctx);
+          });
         } else if (had) {
           b.detach(this.contextOf(entry, b.control));
           delete backends[b.control];
-          undo.push(() => { b.attach({ ...base, policy: oldPolicy, annotations: entry.annotations, state: { ...had } }); });
+          undo.push(() => {
+            b.attach({ ...base, policy: oldPolicy, annotations: entry.annotations, state: { ...had } });
+          });
         }
       } catch (e) {
         // Put back what this update already changed: the container keeps its old policy.
         const failed: string[] = [];
-        for (const u of undo.reverse()) { try { u(); } catch (ue) { failed.push((ue as Error).message); } }
-        const restored = failed.length === 0 ? 'the container keeps its previous policy' : `putting back the previous policy failed too: ${failed.join('; ')}`;
+        for (const u of undo.reverse()) {
+          try {
+            u();
+          } catch (ue) {
+            failed.push((ue as Error).message);
+          }
+        }
+        const restored =
+          failed.length === 0
+            ? 'the container keeps its previous policy'
+            : `putting back the previous policy failed too: ${failed.join('; ')}`;
         throw this.refuseUpdate(entry, changes, `${keys || b.control}: ${(e as Error).message}; ${restored}`);
       }
     }
@@ -471,15 +621,38 @@ export class FenceManager {
     const eventKeys = new Set(entry.eventKeys);
     for (const st of Object.values(backends)) if (typeof st?.fenceId === 'string') eventKeys.add(st.fenceId);
     const updated: FencedContainer = {
-      ...entry, annotations, mode: policy.mode, policyHash: policyHash(annotations), controls: newControls, backends, eventKeys: [...eventKeys],
+      ...entry,
+      annotations,
+      mode: policy.mode,
+      policyHash: policyHash(annotations),
+      controls: newControls,
+      backends,
+      eventKeys: [...eventKeys],
     };
     this.registry.put(updated);
     this.audit.write({
-      type: 'lifecycle', action: 'policy-update', namespace: entry.namespace, container_id: entry.id, pid: entry.pid,
-      cgroup_id: entry.cgroupId, mode: policy.mode, controls: newControls, old_policy_hash: entry.policyHash,
-      new_policy_hash: updated.policyHash, policy_hash: updated.policyHash, changes, ...actor,
+      type: 'lifecycle',
+      action: 'policy-update',
+      namespace: entry.namespace,
+      container_id: entry.id,
+      pid: entry.pid,
+      cgroup_id: entry.cgroupId,
+      mode: policy.mode,
+      controls: newControls,
+      old_policy_hash: entry.policyHash,
+      new_policy_hash: updated.policyHash,
+      policy_hash: updated.policyHash,
+      changes,
+      ...actor,
     });
-    return { namespace: entry.namespace, id: entry.id, mode: policy.mode, controls: newControls, oldPolicyHash: entry.policyHash, policyHash: updated.policyHash };
+    return {
+      namespace: entry.namespace,
+      id: entry.id,
+      mode: policy.mode,
+      controls: newControls,
+      oldPolicyHash: entry.policyHash,
+      policyHash: updated.policyHash,
+    };
   }
 
   /**
@@ -504,7 +677,11 @@ export class FenceManager {
 /** containerd's labels when they name a workload, else the CRI's annotations in the bundle; a promise stays one. */
 function orAnnotations(w: WorkloadSource | undefined, spec: OciConfig): WorkloadSource {
   const fallback = () => workloadFromAnnotations(spec.annotations);
-  if (w instanceof Promise) return w.then((x) => x ?? fallback(), () => fallback());
+  if (w instanceof Promise)
+    return w.then(
+      (x) => x ?? fallback(),
+      () => fallback(),
+    );
   return w ?? fallback();
 }
 

@@ -46,7 +46,9 @@ export class FenceRegistry {
       if (!Array.isArray(list)) throw new Error('not a list');
     } catch (e) {
       fs.renameSync(this.file, keep);
-      log(`${this.file} is not a list of fenced containers (${(e as Error).message}); moved to ${keep}, reconcile fences running containers again`);
+      log(
+        `${this.file} is not a list of fenced containers (${(e as Error).message}); moved to ${keep}, reconcile fences running containers again`,
+      );
       return;
     }
     const problems: string[] = [];
@@ -191,12 +193,22 @@ export function readFencedContainer(v: unknown, where: string, note: (m: string)
   const pid = f.num('pid');
   if (!Number.isInteger(pid) || pid < 0) throw new StateFieldError(`${f.at('pid')}: a process id expected, found ${pid}`);
   const entry: FencedContainer = {
-    namespace, id, bundle: f.str('bundle'), pid, cgroupPath: f.strOrNull('cgroupPath'),
+    namespace,
+    id,
+    bundle: f.str('bundle'),
+    pid,
+    cgroupPath: f.strOrNull('cgroupPath'),
     cgroupId: f.raw('cgroupId') === null ? null : f.decimal('cgroupId'),
-    eventKeys: f.strings('eventKeys'), annotations: f.stringMap('annotations'), mode: f.str('mode'), policyHash: f.str('policyHash'),
+    eventKeys: f.strings('eventKeys'),
+    annotations: f.stringMap('annotations'),
+    mode: f.str('mode'),
+    policyHash: f.str('policyHash'),
     controls,
-    backends: readBackendStates(f.obj('backends'), (name) => note(`${f.at('backends')}.${name}: no such backend in this version; its state is left out`)),
-    attachedAt: f.str('attachedAt'), how: f.oneOf('how', ['create', 'late-attach'] as const),
+    backends: readBackendStates(f.obj('backends'), (name) =>
+      note(`${f.at('backends')}.${name}: no such backend in this version; its state is left out`),
+    ),
+    attachedAt: f.str('attachedAt'),
+    how: f.oneOf('how', ['create', 'late-attach'] as const),
   };
   // Entries of daemons before workloads were recorded have none.
   if (f.has('workload')) entry.workload = f.raw('workload') === null ? null : readWorkload(f.obj('workload'));

@@ -31,22 +31,45 @@ export function checkHealth(i: HealthInputs): Health {
   const checks: HealthCheck[] = [];
   const backends = Array.isArray(i.execStatus.backends) ? (i.execStatus.backends as string[]) : [];
   checks.push({
-    name: 'kernel', live: true, ok: backends.length > 0,
-    detail: backends.length > 0 ? `exec fence loaded (${backends.join(', ')})` : `no exec fence program attached: ${String(i.execStatus.backend ?? 'unknown')}`,
+    name: 'kernel',
+    live: true,
+    ok: backends.length > 0,
+    detail:
+      backends.length > 0
+        ? `exec fence loaded (${backends.join(', ')})`
+        : `no exec fence program attached: ${String(i.execStatus.backend ?? 'unknown')}`,
   });
   const pins = fs.existsSync(i.pinDir);
-  checks.push({ name: 'pins', live: true, ok: pins, detail: pins ? `${i.pinDir} present` : `${i.pinDir} is gone (fences no longer pinned)` });
-  const sock = fs.existsSync(i.socket);
-  checks.push({ name: 'socket', live: false, ok: sock, detail: sock ? i.socket : `${i.socket} is missing: cgfence-runc cannot reach the daemon` });
   checks.push({
-    name: 'containerd', live: false, ok: i.containerd.connected,
-    detail: i.containerd.connected ? `event stream connected at ${i.containerd.address}` : `not connected at ${i.containerd.address}${i.containerd.lastError ? `: ${i.containerd.lastError}` : ''}`,
+    name: 'pins',
+    live: true,
+    ok: pins,
+    detail: pins ? `${i.pinDir} present` : `${i.pinDir} is gone (fences no longer pinned)`,
+  });
+  const sock = fs.existsSync(i.socket);
+  checks.push({
+    name: 'socket',
+    live: false,
+    ok: sock,
+    detail: sock ? i.socket : `${i.socket} is missing: cgfence-runc cannot reach the daemon`,
+  });
+  checks.push({
+    name: 'containerd',
+    live: false,
+    ok: i.containerd.connected,
+    detail: i.containerd.connected
+      ? `event stream connected at ${i.containerd.address}`
+      : `not connected at ${i.containerd.address}${i.containerd.lastError ? `: ${i.containerd.lastError}` : ''}`,
   });
   // Records waiting in memory mean the log cannot be written now.
   const auditOk = i.audit.pending === 0;
   checks.push({
-    name: 'audit', live: false, ok: auditOk,
-    detail: auditOk ? `${i.audit.path} writable` : `${i.audit.pending} record(s) waiting: ${i.audit.lastError ?? 'the log cannot be written'}`,
+    name: 'audit',
+    live: false,
+    ok: auditOk,
+    detail: auditOk
+      ? `${i.audit.path} writable`
+      : `${i.audit.pending} record(s) waiting: ${i.audit.lastError ?? 'the log cannot be written'}`,
   });
   return { live: checks.filter((c) => c.live).every((c) => c.ok), ready: checks.every((c) => c.ok), checks };
 }

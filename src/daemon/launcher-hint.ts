@@ -14,10 +14,15 @@ export function writeLauncherHint(stateDir: string, defaultProfile: string | nul
   if (defaultProfile === null && hasSelectors) defaultProfile = SELECTORS_HINT;
   const file = path.join(stateDir, LAUNCHER_HINT_FILE);
   // The launcher reads one line per key; a profile name with a newline could not be written.
-  if (defaultProfile !== null && /[\n\r\0]/.test(defaultProfile)) throw new Error(`defaultProfile ${JSON.stringify(defaultProfile)} contains a line break or NUL`);
+  if (defaultProfile !== null && /[\n\r\0]/.test(defaultProfile))
+    throw new Error(`defaultProfile ${JSON.stringify(defaultProfile)} contains a line break or NUL`);
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, `# written by the cgfence daemon (pid ${process.pid}) at start; read by cgfence-runc\ndefault_profile=${defaultProfile ?? ''}\n`, { mode: 0o644 });
+  fs.writeFileSync(
+    tmp,
+    `# written by the cgfence daemon (pid ${process.pid}) at start; read by cgfence-runc\ndefault_profile=${defaultProfile ?? ''}\n`,
+    { mode: 0o644 },
+  );
   fs.renameSync(tmp, file);
   return file;
 }

@@ -16,7 +16,11 @@ export type { DecisionAction } from '../fence/backend';
 /** Decisions of one container so far, per control and action. */
 export type Decisions = Partial<Record<DecisionControl, Partial<Record<DecisionAction, number>>>>;
 
-export interface Workload { namespace: string; pod: string; container: string }
+export interface Workload {
+  namespace: string;
+  pod: string;
+  container: string;
+}
 
 export interface MetricsSources {
   fenced(): FencedContainer[];
@@ -46,7 +50,8 @@ export function workloadOf(f: FencedContainer): Workload {
   const s = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
   if (w && typeof w === 'object') {
     const pod = s(w.pod) ?? s(w.podName);
-    if (pod) return { namespace: s(w.podNamespace) ?? s(w.namespace) ?? f.namespace, pod, container: s(w.container) ?? s(w.containerName) ?? '' };
+    if (pod)
+      return { namespace: s(w.podNamespace) ?? s(w.namespace) ?? f.namespace, pod, container: s(w.container) ?? s(w.containerName) ?? '' };
   }
   return { namespace: f.namespace, pod: f.id, container: '' };
 }
@@ -74,14 +79,19 @@ export class Metrics {
   private readonly reported = new Map<string, number>();
   private readonly offsets = new Map<string, number>();
 
-  constructor(private readonly src: MetricsSources, private readonly maxWorkloadSeries = DEFAULT_MAX_WORKLOAD_SERIES) {
+  constructor(
+    private readonly src: MetricsSources,
+    private readonly maxWorkloadSeries = DEFAULT_MAX_WORKLOAD_SERIES,
+  ) {
     const r = this.registry;
     // prom-client calls collect() with the metric as `this`; the sources are ours.
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const self = this;
     new client.Counter({
-      name: 'cgfence_decisions_total', help: 'Fence decisions on this node by control (exec, network, seccomp) and action (deny, audit, allow), counted where they are made',
-      labelNames: ['control', 'action'], registers: [r],
+      name: 'cgfence_decisions_total',
+      help: 'Fence decisions on this node by control (exec, network, seccomp) and action (deny, audit, allow), counted where they are made',
+      labelNames: ['control', 'action'],
+      registers: [r],
       collect() {
         this.reset();
         for (const [c, acts] of Object.entries(self.nodeDecisions())) {
@@ -102,45 +112,120 @@ export class Metrics {
       },
     });
     new client.Counter({
-      name: 'cgfence_workload_decisions_total', help: `Decisions per fenced container (series exist while it is fenced; at most ${maxWorkloadSeries} containers)`,
-      labelNames: ['namespace', 'pod', 'container', 'control', 'action'], registers: [r],
+      name: 'cgfence_workload_decisions_total',
+      help: `Decisions per fenced container (series exist while it is fenced; at most ${maxWorkloadSeries} containers)`,
+      labelNames: ['namespace', 'pod', 'container', 'control', 'action'],
+      registers: [r],
       collect() {
         this.reset();
         for (const { f, d } of self.perContainer().slice(0, self.maxWorkloadSeries)) {
           const w = workloadOf(f);
-          for (const [c, acts] of Object.entries(d)) for (const [a, n] of Object.entries(acts ?? {})) this.inc({ ...w, control: c, action: a }, n ?? 0);
+          for (const [c, acts] of Object.entries(d))
+            for (const [a, n] of Object.entries(acts ?? {})) this.inc({ ...w, control: c, action: a }, n ?? 0);
         }
       },
     });
     new client.Gauge({
-      name: 'cgfence_workload_series_dropped', help: 'Fenced containers left out of cgfence_workload_decisions_total by its series cap', registers: [r],
-      collect() { this.set(Math.max(0, src.fenced().length - self.maxWorkloadSeries)); },
+      name: 'cgfence_workload_series_dropped',
+      help: 'Fenced containers left out of cgfence_workload_decisions_total by its series cap',
+      registers: [r],
+      collect() {
+        this.set(Math.max(0, src.fenced().length - self.maxWorkloadSeries));
+      },
     });
     this.refusals = new client.Counter({
-      name: 'cgfence_refusals_total', help: 'Requests refused: container creates (stage prepare or attach), late attaches, live policy changes (policy-set)',
-      labelNames: ['stage'], registers: [r],
+      name: 'cgfence_refusals_total',
+      help: 'Requests refused: container creates (stage prepare or attach), late attaches, live policy changes (policy-set)',
+      labelNames: ['stage'],
+      registers: [r],
     });
     this.attachSeconds = new client.Histogram({
-      name: 'cgfence_attach_duration_seconds', help: 'Time to attach every fence of a container', labelNames: ['how'],
-      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5], registers: [r],
+      name: 'cgfence_attach_duration_seconds',
+      help: 'Time to attach every fence of a container',
+      labelNames: ['how'],
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5],
+      registers: [r],
     });
     new client.Gauge({
-      name: 'cgfence_build_info', help: 'Always 1; the labels say what runs', labelNames: ['version', 'node_version', 'libbpf', 'kernel'], registers: [r],
-      collect() { this.set({ version: src.build.version, node_version: src.build.node, libbpf: src.build.libbpf, kernel: src.build.kernel }, 1); },
+      name: 'cgfence_build_info',
+      help: 'Always 1; the labels say what runs',
+      labelNames: ['version', 'node_version', 'libbpf', 'kernel'],
+      registers: [r],
+      collect() {
+        this.set({ version: src.build.version, node_version: src.build.node, libbpf: src.build.libbpf, kernel: src.build.kernel }, 1);
+      },
     });
-    new client.Gauge({ name: 'cgfence_fenced_containers', help: 'Containers with at least one fence attached', registers: [r], collect() { this.set(src.fenced().length); } });
-    const total = (name: string, help: string, read: () => number) => new client.Counter({ name, help, registers: [r], collect() { this.reset(); this.inc(read()); } });
-    total('cgfence_ring_buffer_drops_total', 'Kernel events lost because the ring buffer was full (counted in the kernel)', () => src.kernelDrops());
+    new client.Gauge({
+      name: 'cgfence_fenced_containers',
+      help: 'Containers with at least one fence attached',
+      registers: [r],
+      collect() {
+        this.set(src.fenced().length);
+      },
+    });
+    const total = (name: string, help: string, read: () => number) =>
+      new client.Counter({
+        name,
+        help,
+        registers: [r],
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    total('cgfence_ring_buffer_drops_total', 'Kernel events lost because the ring buffer was full (counted in the kernel)', () =>
+      src.kernelDrops(),
+    );
     total('cgfence_audit_records_written_total', 'Audit records written', () => src.audit().written);
     total('cgfence_audit_write_errors_total', 'Failed audit log writes (enforcement continues)', () => src.audit().writeErrors);
-    total('cgfence_audit_dropped_total', 'Audit records lost after the in-memory backlog filled (each loss is also an agent record)', () => src.audit().dropped);
-    new client.Gauge({ name: 'cgfence_audit_pending', help: 'Audit records waiting in memory for the log to become writable', registers: [r], collect() { this.set(src.audit().pending); } });
-    new client.Gauge({ name: 'cgfence_containerd_connected', help: '1 while the containerd event stream is connected', registers: [r], collect() { this.set(src.containerdConnected() ? 1 : 0); } });
-    new client.Gauge({ name: 'cgfence_kernel_table_entries', help: 'Entries in use in each shared kernel table (exec_fences, exec_allow, net_rules4, net_rules6)', labelNames: ['table'], registers: [r], collect() { for (const [t, u] of Object.entries(src.tables())) this.set({ table: t }, u.used); } });
-    new client.Gauge({ name: 'cgfence_kernel_table_capacity', help: 'Capacity (max_entries) of each shared kernel table', labelNames: ['table'], registers: [r], collect() { for (const [t, u] of Object.entries(src.tables())) this.set({ table: t }, u.capacity); } });
+    total(
+      'cgfence_audit_dropped_total',
+      'Audit records lost after the in-memory backlog filled (each loss is also an agent record)',
+      () => src.audit().dropped,
+    );
     new client.Gauge({
-      name: 'cgfence_health_check', help: '1 when the named check passes (the checks of /healthz and /readyz)', labelNames: ['check'], registers: [r],
-      collect() { this.reset(); for (const c of src.health().checks) this.set({ check: c.name }, c.ok ? 1 : 0); },
+      name: 'cgfence_audit_pending',
+      help: 'Audit records waiting in memory for the log to become writable',
+      registers: [r],
+      collect() {
+        this.set(src.audit().pending);
+      },
+    });
+    new client.Gauge({
+      name: 'cgfence_containerd_connected',
+      help: '1 while the containerd event stream is connected',
+      registers: [r],
+      collect() {
+        this.set(src.containerdConnected() ? 1 : 0);
+      },
+    });
+    new client.Gauge({
+      name: 'cgfence_kernel_table_entries',
+      help: 'Entries in use in each shared kernel table (exec_fences, exec_allow, net_rules4, net_rules6)',
+      labelNames: ['table'],
+      registers: [r],
+      collect() {
+        for (const [t, u] of Object.entries(src.tables())) this.set({ table: t }, u.used);
+      },
+    });
+    new client.Gauge({
+      name: 'cgfence_kernel_table_capacity',
+      help: 'Capacity (max_entries) of each shared kernel table',
+      labelNames: ['table'],
+      registers: [r],
+      collect() {
+        for (const [t, u] of Object.entries(src.tables())) this.set({ table: t }, u.capacity);
+      },
+    });
+    new client.Gauge({
+      name: 'cgfence_health_check',
+      help: '1 when the named check passes (the checks of /healthz and /readyz)',
+      labelNames: ['check'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const c of src.health().checks) this.set({ check: c.name }, c.ok ? 1 : 0);
+      },
     });
     client.collectDefaultMetrics({ register: r, prefix: 'cgfence_' });
     // prom-client names a few gauges *_total (active handles, requests, resources); a
@@ -210,7 +295,8 @@ export class Metrics {
         const h = this.src.health();
         const checks = url === '/healthz' ? h.checks.filter((c) => c.live) : h.checks;
         const ok = checks.every((c) => c.ok);
-        res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain; charset=utf-8' })
+        res
+          .writeHead(ok ? 200 : 503, { 'content-type': 'text/plain; charset=utf-8' })
           .end(checks.map((c) => `${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`).join('\n') + '\n');
         return;
       }
@@ -227,7 +313,10 @@ export class Metrics {
       this.server!.once('error', reject);
       if ('path' in target) {
         fs.rmSync(target.path, { force: true });
-        this.server!.listen(target.path, () => { fs.chmodSync(target.path, 0o600); resolve(); });
+        this.server!.listen(target.path, () => {
+          fs.chmodSync(target.path, 0o600);
+          resolve();
+        });
       } else {
         this.server!.listen(target.port, target.host, () => resolve());
       }

@@ -43,7 +43,12 @@ export interface UninstallTargets {
   auditLog: string;
 }
 
-export interface UninstallStep { what: string; path: string; done: 'removed' | 'absent' | 'kept' | 'stopped' | 'would remove' | 'would stop'; why?: string }
+export interface UninstallStep {
+  what: string;
+  path: string;
+  done: 'removed' | 'absent' | 'kept' | 'stopped' | 'would remove' | 'would stop';
+  why?: string;
+}
 
 export class UninstallRefused extends Error {}
 
@@ -85,7 +90,9 @@ export async function uninstall(t: UninstallTargets, opts: { force?: boolean; dr
   const { daemon, fenced } = await stillFenced(t);
   if (fenced.length && !opts.force) {
     const shown = fenced.slice(0, 5).join(', ') + (fenced.length > 5 ? `, and ${fenced.length - 5} more` : '');
-    throw new UninstallRefused(`${fenced.length} container(s) are still fenced (${shown}): stop them first, or pass --force (they go on unfenced)`);
+    throw new UninstallRefused(
+      `${fenced.length} container(s) are still fenced (${shown}): stop them first, or pass --force (they go on unfenced)`,
+    );
   }
   if (daemon) {
     if (opts.dryRun) {
@@ -98,7 +105,7 @@ export async function uninstall(t: UninstallTargets, opts: { force?: boolean; dr
   }
   const remove = (what: string, p: string, why?: string) => {
     if (!looksOurs(what, p)) {
-      steps.push({ what, path: p, done: 'kept', why: 'does not look like cgfence\'s (a system directory, or foreign files in it)' });
+      steps.push({ what, path: p, done: 'kept', why: "does not look like cgfence's (a system directory, or foreign files in it)" });
       return;
     }
     if (!fs.existsSync(p) && !isSymlink(p)) {
@@ -114,7 +121,12 @@ export async function uninstall(t: UninstallTargets, opts: { force?: boolean; dr
   remove('socket', t.socket);
   remove('runc.conf', t.runcConf);
   if (fenced.length) {
-    steps.push({ what: 'cgfence-runc', path: t.runcPath, done: 'kept', why: 'containers created through it still run, and their shims run it to stop them; remove it when they are gone' });
+    steps.push({
+      what: 'cgfence-runc',
+      path: t.runcPath,
+      done: 'kept',
+      why: 'containers created through it still run, and their shims run it to stop them; remove it when they are gone',
+    });
   } else if (fs.existsSync(t.runcPath) && !isCgfenceRunc(t.runcPath)) {
     steps.push({ what: 'cgfence-runc', path: t.runcPath, done: 'kept', why: 'not a cgfence-runc' });
   } else {

@@ -16,7 +16,13 @@ export type GetContainer = (namespace: string, id: string) => Promise<ContainerI
  * `needLabels` false (every selector is by namespace alone): a CRI container's namespace is in
  * its annotations, and containerd is not asked.
  */
-export async function podContext(get: GetContainer, namespace: string, id: string, annotations: Record<string, string>, needLabels = true): Promise<PodContext> {
+export async function podContext(
+  get: GetContainer,
+  namespace: string,
+  id: string,
+  annotations: Record<string, string>,
+  needLabels = true,
+): Promise<PodContext> {
   if (!needLabels && annotations[CRI_SANDBOX_NAMESPACE]) return { namespace: annotations[CRI_SANDBOX_NAMESPACE], labels: {} };
   const own = await get(namespace, id);
   const sandboxId = annotations[CRI_SANDBOX_ID];

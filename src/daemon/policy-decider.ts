@@ -19,7 +19,9 @@ export interface OciConfig {
 
 /** The container paths config.json mounts something on (bind mounts, tmpfs, proc...). */
 export function mountPointsOf(spec: OciConfig): string[] {
-  return (spec.mounts ?? []).map((m) => m.destination).filter((d): d is string => typeof d === 'string' && d.startsWith('/'))
+  return (spec.mounts ?? [])
+    .map((m) => m.destination)
+    .filter((d): d is string => typeof d === 'string' && d.startsWith('/'))
     .map((d) => path.posix.normalize(d));
 }
 
@@ -34,12 +36,15 @@ export const KEYS_OF: Record<ControlName, string[]> = {
  * Parses a container's annotations with a config's profiles (no backend needed). The
  * profiles are read at each call, so a reloaded config applies to the next container.
  */
-export function policyParser(cfg: Pick<DaemonConfig, 'profiles' | 'defaultProfile'>): (annotations: Record<string, string> | undefined) => Policy {
-  return (annotations) => parseAnnotations(annotations, {
-    profiles: cfg.profiles,
-    defaultProfile: cfg.defaultProfile,
-    resolveSyscalls: (names) => native().resolveSyscalls(names),
-  });
+export function policyParser(
+  cfg: Pick<DaemonConfig, 'profiles' | 'defaultProfile'>,
+): (annotations: Record<string, string> | undefined) => Policy {
+  return (annotations) =>
+    parseAnnotations(annotations, {
+      profiles: cfg.profiles,
+      defaultProfile: cfg.defaultProfile,
+      resolveSyscalls: (names) => native().resolveSyscalls(names),
+    });
 }
 
 export class PolicyDecider {
@@ -47,7 +52,10 @@ export class PolicyDecider {
 
   private readonly byControl = new Map<BackendName, FenceBackend>();
 
-  constructor(private readonly cfg: DaemonConfig, private readonly backends: FenceBackend[]) {
+  constructor(
+    private readonly cfg: DaemonConfig,
+    private readonly backends: FenceBackend[],
+  ) {
     for (const b of backends) this.byControl.set(b.control, b);
     this.parse = policyParser(cfg);
   }
@@ -63,8 +71,13 @@ export class PolicyDecider {
     const out = {} as Controls;
     for (const c of CONTROLS) {
       const b = this.byControl.get(c);
-      const asked = policy.mode !== 'off' && (KEYS_OF[c].some((k) => (policyField(policy, k)) !== null) || (c === 'exec' && policy.mode === 'learn'));
-      out[c] = b ? b.controlState(policy) : asked ? `unenforceable: the ${c === 'network' ? 'network' : c} fence is not implemented in this version` : 'none';
+      const asked =
+        policy.mode !== 'off' && (KEYS_OF[c].some((k) => policyField(policy, k) !== null) || (c === 'exec' && policy.mode === 'learn'));
+      out[c] = b
+        ? b.controlState(policy)
+        : asked
+          ? `unenforceable: the ${c === 'network' ? 'network' : c} fence is not implemented in this version`
+          : 'none';
     }
     // Learn mode: a control its own backend has nothing to apply for is learned by another.
     for (const b of this.backends) for (const c of b.learns?.(policy) ?? []) if (out[c] === 'none') out[c] = 'learning';
@@ -78,7 +91,9 @@ export class PolicyDecider {
     for (const c of CONTROLS) {
       if (!controls[c].startsWith('unenforceable')) continue;
       const keys = KEYS_OF[c].filter((k) => annotations[k] !== undefined).map((k) => `${k}=${JSON.stringify(annotations[k])}`);
-      problems.push(`${keys.join(', ') || c}: ${controls[c].replace('unenforceable: ', '')}; refusing to start in enforce mode (fail-closed)`);
+      problems.push(
+        `${keys.join(', ') || c}: ${controls[c].replace('unenforceable: ', '')}; refusing to start in enforce mode (fail-closed)`,
+      );
     }
     return problems;
   }
@@ -89,7 +104,13 @@ export class PolicyDecider {
    * (or is searched for in a PATH directory under one) cannot be judged from the rootfs:
    * 'deferred', to be judged again at attach in the container's own mount namespace.
    */
-  entrypointProblem(root: string, spec: OciConfig, allowed: ResolvedEntry[], value: string | undefined, mountPoints: string[] = []): string | null | 'deferred' {
+  entrypointProblem(
+    root: string,
+    spec: OciConfig,
+    allowed: ResolvedEntry[],
+    value: string | undefined,
+    mountPoints: string[] = [],
+  ): string | null | 'deferred' {
     const arg0 = spec.process?.args?.[0];
     if (!arg0) return null;
     const mounted = (p: string) => mountPoints.some((m) => isUnder(p, m));
@@ -106,7 +127,8 @@ export class PolicyDecider {
         host = null;
       }
     } else {
-      const envPath = spec.process?.env?.find((e) => e.startsWith('PATH='))?.slice(5) ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+      const envPath =
+        spec.process?.env?.find((e) => e.startsWith('PATH='))?.slice(5) ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
       for (const dir of envPath.split(':').filter((d) => d.startsWith('/'))) {
         const abs = path.posix.join(dir, arg0);
         // The rootfs cannot say whether a mounted PATH directory holds it.
@@ -114,8 +136,13 @@ export class PolicyDecider {
         try {
           const r = resolveInRootDetailed(root, abs);
           if (mounted(r.inside)) return 'deferred';
-          if (fs.statSync(r.host).isFile()) { host = r.host; break; }
-        } catch { /* not in this PATH entry */ }
+          if (fs.statSync(r.host).isFile()) {
+            host = r.host;
+            break;
+          }
+        } catch {
+          /* not in this PATH entry */
+        }
       }
     }
     if (!host) return null; // runc reports a missing entrypoint itself, in its own words
@@ -123,7 +150,6 @@ export class PolicyDecider {
     if (allowed.some((a) => a.identity.dev === id.dev && a.identity.ino === id.ino)) return null;
     return `${KEYS.execAllow}=${JSON.stringify(value ?? '')} does not allow the entrypoint ${JSON.stringify(arg0)}`;
   }
-
 }
 
 /** The annotations of a backend's control (none for a backend that is no control, like learn). */
@@ -133,13 +159,21 @@ export function keysOf(b: BackendName): string[] {
 
 export function policyField(p: Policy, key: string): unknown {
   switch (key) {
-    case KEYS.execAllow: return p.execAllow;
-    case KEYS.egressAllow: return p.egressAllow;
-    case KEYS.egressDeny: return p.egressDeny;
-    case KEYS.ingressAllow: return p.ingressAllow;
-    case KEYS.ingressDeny: return p.ingressDeny;
-    case KEYS.seccompDeny: return p.seccompDeny;
-    case KEYS.seccompAllow: return p.seccompAllow;
-    default: return null;
+    case KEYS.execAllow:
+      return p.execAllow;
+    case KEYS.egressAllow:
+      return p.egressAllow;
+    case KEYS.egressDeny:
+      return p.egressDeny;
+    case KEYS.ingressAllow:
+      return p.ingressAllow;
+    case KEYS.ingressDeny:
+      return p.ingressDeny;
+    case KEYS.seccompDeny:
+      return p.seccompDeny;
+    case KEYS.seccompAllow:
+      return p.seccompAllow;
+    default:
+      return null;
   }
 }

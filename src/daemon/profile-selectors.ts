@@ -20,14 +20,21 @@ export interface PodContext {
   labels: Record<string, string>;
 }
 
-export interface Selection { profile: string; index: number; selector: ProfileSelector }
+export interface Selection {
+  profile: string;
+  index: number;
+  selector: ProfileSelector;
+}
 
 export function specificity(s: ProfileSelector): number {
   return (s.namespace !== undefined ? 1 : 0) + Object.keys(s.podLabels ?? {}).length;
 }
 
 export function describeSelector(s: ProfileSelector): string {
-  const parts = [...(s.namespace !== undefined ? [`namespace=${s.namespace}`] : []), ...Object.entries(s.podLabels ?? {}).map(([k, v]) => `${k}=${v}`)];
+  const parts = [
+    ...(s.namespace !== undefined ? [`namespace=${s.namespace}`] : []),
+    ...Object.entries(s.podLabels ?? {}).map(([k, v]) => `${k}=${v}`),
+  ];
   return parts.join(',');
 }
 
@@ -51,18 +58,34 @@ export function parseSelectors(raw: unknown, profiles: Record<string, unknown>):
   const seen = new Map<string, number>();
   return raw.map((item, i) => {
     const where = `selectors[${i}]`;
-    if (typeof item !== 'object' || item === null || Array.isArray(item)) throw new Error(`${where} must be a mapping with profile and namespace and/or podLabels`);
+    if (typeof item !== 'object' || item === null || Array.isArray(item))
+      throw new Error(`${where} must be a mapping with profile and namespace and/or podLabels`);
     const o = item as Record<string, unknown>;
-    for (const k of Object.keys(o)) if (!['namespace', 'podLabels', 'profile'].includes(k)) throw new Error(`${where}: unknown key "${k}" (known: namespace, podLabels, profile)`);
+    for (const k of Object.keys(o))
+      if (!['namespace', 'podLabels', 'profile'].includes(k))
+        throw new Error(`${where}: unknown key "${k}" (known: namespace, podLabels, profile)`);
     if (typeof o.profile !== 'string' || !o.profile) throw new Error(`${where}: profile must name a profile`);
-    if (!Object.prototype.hasOwnProperty.call(profiles, o.profile)) throw new Error(`${where}: no profile "${o.profile}" (known: ${Object.keys(profiles).join(', ') || 'none'})`);
-    if (o.namespace !== undefined && (typeof o.namespace !== 'string' || !o.namespace)) throw new Error(`${where}: namespace must be a non-empty string`);
-    if (o.podLabels !== undefined && (typeof o.podLabels !== 'object' || o.podLabels === null || Array.isArray(o.podLabels)
-      || Object.values(o.podLabels).some((v) => typeof v !== 'string'))) throw new Error(`${where}: podLabels must map label names to string values`);
-    const s: ProfileSelector = { profile: o.profile, ...(o.namespace !== undefined ? { namespace: o.namespace as string } : {}), ...(o.podLabels !== undefined ? { podLabels: o.podLabels as Record<string, string> } : {}) };
+    if (!Object.prototype.hasOwnProperty.call(profiles, o.profile))
+      throw new Error(`${where}: no profile "${o.profile}" (known: ${Object.keys(profiles).join(', ') || 'none'})`);
+    if (o.namespace !== undefined && (typeof o.namespace !== 'string' || !o.namespace))
+      throw new Error(`${where}: namespace must be a non-empty string`);
+    if (
+      o.podLabels !== undefined &&
+      (typeof o.podLabels !== 'object' ||
+        o.podLabels === null ||
+        Array.isArray(o.podLabels) ||
+        Object.values(o.podLabels).some((v) => typeof v !== 'string'))
+    )
+      throw new Error(`${where}: podLabels must map label names to string values`);
+    const s: ProfileSelector = {
+      profile: o.profile,
+      ...(o.namespace !== undefined ? { namespace: o.namespace as string } : {}),
+      ...(o.podLabels !== undefined ? { podLabels: o.podLabels as Record<string, string> } : {}),
+    };
     if (specificity(s) === 0) throw new Error(`${where}: needs a namespace or podLabels (for every container, use defaultProfile)`);
     const key = JSON.stringify([s.namespace ?? null, Object.entries(s.podLabels ?? {}).sort()]);
-    if (seen.has(key)) throw new Error(`${where}: the same conditions as selectors[${seen.get(key)}] (${describeSelector(s)}); only one can win`);
+    if (seen.has(key))
+      throw new Error(`${where}: the same conditions as selectors[${seen.get(key)}] (${describeSelector(s)}); only one can win`);
     seen.set(key, i);
     return s;
   });

@@ -2,22 +2,65 @@
 // connection or several in sequence. Replies always start with {"ok":true or
 // {"ok":false,"error": — the native launcher (native/cgfence-runc) relies on that.
 
-export interface PrepareRequest { op: 'prepare'; id: string; bundle: string; runcRoot?: string }
-export interface AttachRequest { op: 'attach'; id: string; bundle: string; runcRoot?: string; pid: number }
-export interface StatusRequest { op: 'status' }
-export interface PsRequest { op: 'ps' }
-export interface PolicyCheckRequest { op: 'policy-check'; annotations: Record<string, string> }
-export interface ShutdownRequest { op: 'shutdown'; detach?: boolean }
+export interface PrepareRequest {
+  op: 'prepare';
+  id: string;
+  bundle: string;
+  runcRoot?: string;
+}
+export interface AttachRequest {
+  op: 'attach';
+  id: string;
+  bundle: string;
+  runcRoot?: string;
+  pid: number;
+}
+export interface StatusRequest {
+  op: 'status';
+}
+export interface PsRequest {
+  op: 'ps';
+}
+export interface PolicyCheckRequest {
+  op: 'policy-check';
+  annotations: Record<string, string>;
+}
+export interface ShutdownRequest {
+  op: 'shutdown';
+  detach?: boolean;
+}
 /** Live policy change: annotations merged into the container's; a null value removes the key. */
-export interface PolicySetRequest { op: 'policy-set'; namespace?: string; id: string; annotations: Record<string, string | null> }
+export interface PolicySetRequest {
+  op: 'policy-set';
+  namespace?: string;
+  id: string;
+  annotations: Record<string, string | null>;
+}
 
 /** What a learn-mode container has done so far (`running: false` when no such container learns here). */
-export interface LearnRequest { op: 'learn'; namespace?: string; id: string }
+export interface LearnRequest {
+  op: 'learn';
+  namespace?: string;
+  id: string;
+}
 
 /** The fenced container a full id or unique id prefix names: {namespace, id, workload}. */
-export interface ResolveRequest { op: 'resolve'; namespace?: string; id: string }
+export interface ResolveRequest {
+  op: 'resolve';
+  namespace?: string;
+  id: string;
+}
 
-export type Request = PrepareRequest | AttachRequest | StatusRequest | PsRequest | PolicyCheckRequest | ShutdownRequest | PolicySetRequest | LearnRequest | ResolveRequest;
+export type Request =
+  | PrepareRequest
+  | AttachRequest
+  | StatusRequest
+  | PsRequest
+  | PolicyCheckRequest
+  | ShutdownRequest
+  | PolicySetRequest
+  | LearnRequest
+  | ResolveRequest;
 
 export type Reply = { ok: true; [k: string]: unknown } | { ok: false; error: string };
 
@@ -35,24 +78,33 @@ export function refuse(error: string): Reply {
 export function checkRequest(r: unknown): string | null {
   if (typeof r !== 'object' || r === null || Array.isArray(r)) return 'request must be a JSON object';
   const o = r as Record<string, unknown>;
-  const str = (k: string) => (typeof o[k] === 'string' && (o[k] as string).length > 0 && (o[k] as string).length < 4096 ? null : `"${k}" must be a non-empty string`);
+  const str = (k: string) =>
+    typeof o[k] === 'string' && (o[k] as string).length > 0 && (o[k] as string).length < 4096 ? null : `"${k}" must be a non-empty string`;
   // Optional fields are checked too: a wrong type would otherwise surface as a handler crash.
   const optStr = (k: string) => (o[k] === undefined ? null : str(k));
   switch (o.op) {
     case 'prepare':
       return str('id') ?? str('bundle') ?? optStr('runcRoot');
     case 'attach':
-      return str('id') ?? str('bundle') ?? optStr('runcRoot') ?? (Number.isInteger(o.pid) && (o.pid as number) > 0 && (o.pid as number) <= 0x7fffffff ? null : '"pid" must be a positive integer');
+      return (
+        str('id') ??
+        str('bundle') ??
+        optStr('runcRoot') ??
+        (Number.isInteger(o.pid) && (o.pid as number) > 0 && (o.pid as number) <= 0x7fffffff ? null : '"pid" must be a positive integer')
+      );
     case 'policy-check':
-      if (typeof o.annotations !== 'object' || o.annotations === null || Array.isArray(o.annotations)) return '"annotations" must be an object';
+      if (typeof o.annotations !== 'object' || o.annotations === null || Array.isArray(o.annotations))
+        return '"annotations" must be an object';
       return Object.values(o.annotations).every((v) => typeof v === 'string') ? null : 'annotation values must be strings';
     case 'shutdown':
       return o.detach === undefined || typeof o.detach === 'boolean' ? null : '"detach" must be true or false';
     case 'policy-set':
       if (optStr('namespace')) return optStr('namespace');
-      if (typeof o.annotations !== 'object' || o.annotations === null || Array.isArray(o.annotations)) return '"annotations" must be an object';
+      if (typeof o.annotations !== 'object' || o.annotations === null || Array.isArray(o.annotations))
+        return '"annotations" must be an object';
       if (Object.keys(o.annotations).length === 0) return '"annotations" must name at least one annotation';
-      if (!Object.values(o.annotations).every((v) => typeof v === 'string' || v === null)) return 'annotation values must be strings (or null to remove one)';
+      if (!Object.values(o.annotations).every((v) => typeof v === 'string' || v === null))
+        return 'annotation values must be strings (or null to remove one)';
       return str('id');
     case 'learn':
     case 'resolve':

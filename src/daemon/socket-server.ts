@@ -39,7 +39,11 @@ export class SocketServer {
   /** Connections refused for good: whatever else they send is ignored. */
   private readonly dropped = new WeakSet<net.Socket>();
 
-  constructor(private readonly socketPath: string, private readonly handle: RequestHandler, private readonly log: (m: string) => void) {}
+  constructor(
+    private readonly socketPath: string,
+    private readonly handle: RequestHandler,
+    private readonly log: (m: string) => void,
+  ) {}
 
   async listen(): Promise<void> {
     fs.mkdirSync(path.dirname(this.socketPath), { recursive: true, mode: 0o755 });
@@ -47,7 +51,10 @@ export class SocketServer {
     if (fs.existsSync(this.socketPath)) {
       const alive = await new Promise<boolean>((resolve) => {
         const c = net.connect(this.socketPath);
-        c.once('connect', () => { c.destroy(); resolve(true); });
+        c.once('connect', () => {
+          c.destroy();
+          resolve(true);
+        });
         c.once('error', () => resolve(false));
       });
       if (alive) throw new Error(`another cgfence daemon is listening on ${this.socketPath}`);
@@ -91,9 +98,12 @@ export class SocketServer {
         // One request at a time per connection, answered in order.
         if (++pending >= MAX_PIPELINED) sock.pause();
         // A rejected link would end the chain and, unhandled, the daemon.
-        busy = busy.then(() => this.answer(sock, line, peer)).catch((e) => this.log(`answering a request failed: ${(e as Error).stack ?? e}`)).finally(() => {
-          if (--pending < MAX_PIPELINED && !this.dropped.has(sock)) sock.resume();
-        });
+        busy = busy
+          .then(() => this.answer(sock, line, peer))
+          .catch((e) => this.log(`answering a request failed: ${(e as Error).stack ?? e}`))
+          .finally(() => {
+            if (--pending < MAX_PIPELINED && !this.dropped.has(sock)) sock.resume();
+          });
       }
       if (buf.length > MAX_REQUEST_BYTES) {
         this.drop(sock, refuse(`request larger than ${MAX_REQUEST_BYTES} bytes`));
@@ -106,7 +116,10 @@ export class SocketServer {
         deadline = undefined;
       }
       if (buf.length > 0 && deadline === undefined) {
-        deadline = setTimeout(() => this.drop(sock, refuse(`request line not completed within ${LINE_DEADLINE_MS / 1000} s`)), LINE_DEADLINE_MS);
+        deadline = setTimeout(
+          () => this.drop(sock, refuse(`request line not completed within ${LINE_DEADLINE_MS / 1000} s`)),
+          LINE_DEADLINE_MS,
+        );
         deadline.unref();
       }
     });
@@ -145,7 +158,11 @@ export class SocketServer {
     // its next request waits until this one is taken.
     if (sock.writableNeedDrain) {
       await new Promise<void>((resolve) => {
-        const done = () => { sock.off('drain', done); sock.off('close', done); resolve(); };
+        const done = () => {
+          sock.off('drain', done);
+          sock.off('close', done);
+          resolve();
+        };
         sock.on('drain', done);
         sock.on('close', done);
       });
@@ -160,6 +177,10 @@ export class SocketServer {
   async close(): Promise<void> {
     for (const c of this.conns) c.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
-    try { fs.unlinkSync(this.socketPath); } catch { /* already gone */ }
+    try {
+      fs.unlinkSync(this.socketPath);
+    } catch {
+      /* already gone */
+    }
   }
 }

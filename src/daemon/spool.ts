@@ -22,7 +22,14 @@ export function takeSpooled(spoolDir: string): AuditInput[] {
     if (!line.trim()) continue;
     try {
       const r = JSON.parse(line) as Record<string, unknown>;
-      out.push({ ...r, type: 'agent', action: 'fail-open', ts: typeof r.ts === 'string' ? r.ts : undefined, container_id: String(r.container_id ?? ''), namespace: String(r.namespace ?? '') });
+      out.push({
+        ...r,
+        type: 'agent',
+        action: 'fail-open',
+        ts: typeof r.ts === 'string' ? r.ts : undefined,
+        container_id: String(r.container_id ?? ''),
+        namespace: String(r.namespace ?? ''),
+      });
     } catch {
       out.push({ type: 'agent', action: 'fail-open', reason: 'unparseable spooled record', raw: line.slice(0, 1000) });
     }

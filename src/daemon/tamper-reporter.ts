@@ -92,12 +92,23 @@ export class TamperReporter {
     if (!this.watch) return;
     const s = this.watch.stats();
     if (s.lost > this.lastLost) {
-      this.opts.audit.write({ type: 'agent', action: 'ring-buffer-drops', ring: 'tamper_events', count: Number(s.lost - this.lastLost), pid: process.pid, comm: 'cgfence' });
+      this.opts.audit.write({
+        type: 'agent',
+        action: 'ring-buffer-drops',
+        ring: 'tamper_events',
+        count: Number(s.lost - this.lastLost),
+        pid: process.pid,
+        comm: 'cgfence',
+      });
       this.lastLost = s.lost;
     }
     if (s.unreadable > this.lastUnreadable) {
       this.opts.audit.write({
-        type: 'agent', action: 'tamper-unreadable', count: Number(s.unreadable - this.lastUnreadable), pid: process.pid, comm: 'cgfence',
+        type: 'agent',
+        action: 'tamper-unreadable',
+        count: Number(s.unreadable - this.lastUnreadable),
+        pid: process.pid,
+        comm: 'cgfence',
         reason: 'bpf() or path arguments the tamper watch could not read at syscall entry (page not present); those calls were not checked',
       });
       this.lastUnreadable = s.unreadable;

@@ -23,7 +23,10 @@ export interface BackendStates {
 export type BackendStateMap = { [N in keyof BackendStates]?: BackendStates[N] };
 
 const READERS: { [N in keyof BackendStates]: (f: JsonFields) => BackendStates[N] } = {
-  exec: readExecState, network: readNetworkState, seccomp: readSeccompState, learn: readLearnState,
+  exec: readExecState,
+  network: readNetworkState,
+  seccomp: readSeccompState,
+  learn: readLearnState,
 };
 
 /**

@@ -14,9 +14,7 @@ export type ScopeKind = 'cgroup-v2' | 'pidns-tracepoint';
 /** The container has no scope the cgroup mode allows: it cannot be fenced. */
 export class NoScopeError extends Error {}
 
-export type FenceScope =
-  | { backend: 'cgroup-v2'; cgroupPath: string }
-  | { backend: 'pidns-tracepoint'; pidns: ContainerPidns; why: string };
+export type FenceScope = { backend: 'cgroup-v2'; cgroupPath: string } | { backend: 'pidns-tracepoint'; pidns: ContainerPidns; why: string };
 
 function parentPid(pid: number): number | null {
   try {
@@ -39,7 +37,11 @@ export function notOwnCgroupV2(pid: number, cgroupPath: string | null): string |
   const ppid = parentPid(pid);
   if (ppid !== null && ppid > 0) {
     let parent: string | null = null;
-    try { parent = cgroupV2PathOfPid(ppid); } catch { /* the parent is gone: nothing to compare */ }
+    try {
+      parent = cgroupV2PathOfPid(ppid);
+    } catch {
+      /* the parent is gone: nothing to compare */
+    }
     if (parent !== null && path.resolve(parent) === path.resolve(cgroupPath)) {
       return `it shares its cgroup v2 ${cgroupPath} with its parent pid ${ppid}`;
     }
@@ -57,7 +59,10 @@ export function chooseScope(pid: number, cgroupPath: string | null, mode: Cgroup
   if (mode !== 'v1') {
     const notOwn = notOwnCgroupV2(pid, cgroupPath);
     if (!notOwn) return { backend: 'cgroup-v2', cgroupPath: cgroupPath! };
-    if (mode === 'v2') throw new NoScopeError(`cgroup mode v2: pid ${pid} cannot be fenced by cgroup: ${notOwn} (run the daemon with --cgroup-mode auto or v1)`);
+    if (mode === 'v2')
+      throw new NoScopeError(
+        `cgroup mode v2: pid ${pid} cannot be fenced by cgroup: ${notOwn} (run the daemon with --cgroup-mode auto or v1)`,
+      );
     return { backend: 'pidns-tracepoint', pidns: containerPidns(pid), why: notOwn };
   }
   return { backend: 'pidns-tracepoint', pidns: containerPidns(pid), why: 'cgroup mode v1 was requested' };

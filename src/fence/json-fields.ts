@@ -6,7 +6,10 @@
 export class StateFieldError extends Error {}
 
 export class JsonFields {
-  private constructor(private readonly value: Record<string, unknown>, readonly where: string) {}
+  private constructor(
+    private readonly value: Record<string, unknown>,
+    readonly where: string,
+  ) {}
 
   static of(v: unknown, where: string): JsonFields {
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new StateFieldError(`${where}: not an object`);
@@ -60,7 +63,8 @@ export class JsonFields {
 
   oneOf<T extends string>(key: string, values: readonly T[]): T {
     const v = this.value[key];
-    if (typeof v !== 'string' || !(values as readonly string[]).includes(v)) throw this.wrong(key, `one of ${values.map((x) => JSON.stringify(x)).join(', ')}`);
+    if (typeof v !== 'string' || !(values as readonly string[]).includes(v))
+      throw this.wrong(key, `one of ${values.map((x) => JSON.stringify(x)).join(', ')}`);
     return v as T;
   }
 

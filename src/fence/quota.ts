@@ -33,11 +33,14 @@ export const DEFAULT_TABLE_SIZES: TableSizes = { exec_fences: 4096, exec_allow: 
 
 export function parseTableSizes(v: unknown, where: string): TableSizes {
   if (v === undefined) return { ...DEFAULT_TABLE_SIZES };
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${where}: tableSizes must be a mapping (known: ${Object.keys(DEFAULT_TABLE_SIZES).join(', ')})`);
+  if (v === null || typeof v !== 'object' || Array.isArray(v))
+    throw new Error(`${where}: tableSizes must be a mapping (known: ${Object.keys(DEFAULT_TABLE_SIZES).join(', ')})`);
   const out: TableSizes = { ...DEFAULT_TABLE_SIZES };
   for (const [k, n] of Object.entries(v as Record<string, unknown>)) {
-    if (!Object.hasOwn(DEFAULT_TABLE_SIZES, k)) throw new Error(`${where}: unknown setting "tableSizes.${k}" (known: ${Object.keys(DEFAULT_TABLE_SIZES).join(', ')})`);
-    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 16 * 1024 * 1024) throw new Error(`${where}: tableSizes.${k} must be an integer from 1 to 16777216, not ${JSON.stringify(n)}`);
+    if (!Object.hasOwn(DEFAULT_TABLE_SIZES, k))
+      throw new Error(`${where}: unknown setting "tableSizes.${k}" (known: ${Object.keys(DEFAULT_TABLE_SIZES).join(', ')})`);
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 16 * 1024 * 1024)
+      throw new Error(`${where}: tableSizes.${k} must be an integer from 1 to 16777216, not ${JSON.stringify(n)}`);
     out[k as keyof TableSizes] = n;
   }
   return out;
@@ -64,21 +67,28 @@ export interface Admission {
 /** Throws a QuotaError unless the write fits; call it before writing anything. */
 export function admit(a: Admission): void {
   if (a.asked > a.limit) {
-    throw new QuotaError(`container ${a.container} asks for ${a.asked} ${a.table} entries, more than the ${a.limit} one container may hold (node config limits.${a.setting}); nothing was written`);
+    throw new QuotaError(
+      `container ${a.container} asks for ${a.asked} ${a.table} entries, more than the ${a.limit} one container may hold (node config limits.${a.setting}); nothing was written`,
+    );
   }
   if (a.used + a.adds > a.capacity) {
-    throw new QuotaError(`container ${a.container} needs ${a.adds} more ${a.table} entries, but the node's ${a.table} table holds ${a.used} of ${a.capacity}; nothing was written`);
+    throw new QuotaError(
+      `container ${a.container} needs ${a.adds} more ${a.table} entries, but the node's ${a.table} table holds ${a.used} of ${a.capacity}; nothing was written`,
+    );
   }
 }
 
 /** Validates a `limits` mapping from the node config; names the bad setting. */
 export function parseLimits(v: unknown, where: string): Limits {
   if (v === undefined) return { ...DEFAULT_LIMITS };
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${where}: limits must be a mapping (known: ${Object.keys(DEFAULT_LIMITS).join(', ')})`);
+  if (v === null || typeof v !== 'object' || Array.isArray(v))
+    throw new Error(`${where}: limits must be a mapping (known: ${Object.keys(DEFAULT_LIMITS).join(', ')})`);
   const out: Limits = { ...DEFAULT_LIMITS };
   for (const [k, n] of Object.entries(v as Record<string, unknown>)) {
-    if (!Object.hasOwn(DEFAULT_LIMITS, k)) throw new Error(`${where}: unknown setting "limits.${k}" (known: ${Object.keys(DEFAULT_LIMITS).join(', ')})`);
-    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1) throw new Error(`${where}: limits.${k} must be a positive integer, not ${JSON.stringify(n)}`);
+    if (!Object.hasOwn(DEFAULT_LIMITS, k))
+      throw new Error(`${where}: unknown setting "limits.${k}" (known: ${Object.keys(DEFAULT_LIMITS).join(', ')})`);
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1)
+      throw new Error(`${where}: limits.${k} must be a positive integer, not ${JSON.stringify(n)}`);
     out[k as keyof Limits] = n;
   }
   return out;

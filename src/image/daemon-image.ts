@@ -58,8 +58,15 @@ function tree(dir: string, to: string, keep: (rel: string) => boolean = () => tr
 
 /** The production dependency closure, as npm resolved it in node_modules. */
 function productionModules(root: string): string[] {
-  const out = execFileSync('npm', ['ls', '--omit=dev', '--all', '--parseable'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  return out.split('\n').map((l) => l.trim()).filter((l) => l.startsWith(path.join(root, 'node_modules') + path.sep));
+  const out = execFileSync('npm', ['ls', '--omit=dev', '--all', '--parseable'], {
+    cwd: root,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return out
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.startsWith(path.join(root, 'node_modules') + path.sep));
 }
 
 export interface DaemonImageOptions {
@@ -93,7 +100,10 @@ export function daemonImageFiles(opts: DaemonImageOptions = {}): ImageFile[] {
     { path: '/tmp', dir: true, mode: 0o1777 },
     { path: '/etc/passwd', content: 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' },
     { path: '/etc/group', content: 'root:x:0:\nnogroup:x:65534:\n' },
-    ...['/proc', '/sys', '/dev', '/run', '/var/lib/cgfence', '/var/log/cgfence', '/etc/cgfence', '/root'].map((d) => ({ path: d, dir: true as const })),
+    ...['/proc', '/sys', '/dev', '/run', '/var/lib/cgfence', '/var/log/cgfence', '/etc/cgfence', '/root'].map((d) => ({
+      path: d,
+      dir: true as const,
+    })),
   ];
   for (const mod of productionModules(root)) {
     files.push(...tree(mod, `${IMAGE_PREFIX}/${path.relative(root, mod)}`, (r) => !r.split(path.sep).includes('node_modules')));
@@ -113,7 +123,12 @@ export const DAEMON_IMAGE_CONFIG: ImageConfig = {
 };
 
 export function buildDaemonImage(outFile: string, opts: DaemonImageOptions & { name?: string } = {}): Promise<BuiltImage> {
-  return buildOciImage({ name: opts.name ?? daemonImageName(projectVersion(opts.root)), outFile, files: daemonImageFiles(opts), config: DAEMON_IMAGE_CONFIG });
+  return buildOciImage({
+    name: opts.name ?? daemonImageName(projectVersion(opts.root)),
+    outFile,
+    files: daemonImageFiles(opts),
+    config: DAEMON_IMAGE_CONFIG,
+  });
 }
 
 async function main(argv: string[]): Promise<void> {

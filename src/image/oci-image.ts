@@ -70,7 +70,10 @@ function sha256(buf: Buffer): string {
 }
 
 function normalize(p: string): string {
-  const n = path.posix.normalize('/' + p).replace(/^\/+/, '').replace(/\/+$/, '');
+  const n = path.posix
+    .normalize('/' + p)
+    .replace(/^\/+/, '')
+    .replace(/\/+$/, '');
   if (n === '' || n === '.' || n.startsWith('..')) throw new Error(`bad image path: ${p}`);
   return n;
 }
@@ -257,8 +260,34 @@ export async function buildOciImage(opts: BuildOciImageOptions): Promise<BuiltIm
 }
 
 export const TEST_IMAGE_APPLETS = [
-  'sh', 'ls', 'cat', 'echo', 'true', 'false', 'sleep', 'env', 'id', 'wc', 'head', 'mkdir', 'touch', 'rm', 'cp',
-  'ln', 'chmod', 'stat', 'nc', 'wget', 'ping', 'printf', 'test', 'grep', 'sed', 'uname', 'hostname', 'ps',
+  'sh',
+  'ls',
+  'cat',
+  'echo',
+  'true',
+  'false',
+  'sleep',
+  'env',
+  'id',
+  'wc',
+  'head',
+  'mkdir',
+  'touch',
+  'rm',
+  'cp',
+  'ln',
+  'chmod',
+  'stat',
+  'nc',
+  'wget',
+  'ping',
+  'printf',
+  'test',
+  'grep',
+  'sed',
+  'uname',
+  'hostname',
+  'ps',
 ];
 
 /**

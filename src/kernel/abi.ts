@@ -1,15 +1,32 @@
 // TypeScript mirror of bpf/include/cgfence-abi.h. The addon static_asserts the C sizes;
 // the sizes here are checked against the maps' key/value sizes when an object loads.
 
-export enum FenceMode { Off = 0, Enforce = 1, Audit = 2, Learn = 3 }
+export enum FenceMode {
+  Off = 0,
+  Enforce = 1,
+  Audit = 2,
+  Learn = 3,
+}
 export const FLAG_REPORT_ALLOWED = 1;
 /** Identity alone, no stamp or loader check: for bench/exec-loop.ts only, never set by the daemon. */
 export const FLAG_IDENTITY_ONLY = 2;
 
-export enum ExecAction { Allow = 0, Deny = 1, Audit = 2 }
+export enum ExecAction {
+  Allow = 0,
+  Deny = 1,
+  Audit = 2,
+}
 
 /** enum cgfence_exec_reason: why an exec was denied (or audited). */
-export enum ExecReason { None = 0, NotAllowed = 1, Modified = 2, InterpOnly = 3, InterpNotAllowed = 4, InterpModified = 5, InterpUnknown = 6 }
+export enum ExecReason {
+  None = 0,
+  NotAllowed = 1,
+  Modified = 2,
+  InterpOnly = 3,
+  InterpNotAllowed = 4,
+  InterpModified = 5,
+  InterpUnknown = 6,
+}
 
 /** The audit `reason` of each ExecReason. */
 export const EXEC_REASON_NAMES: Record<ExecReason, string> = {
@@ -42,14 +59,20 @@ const COMM_LEN = 16;
 const PATH_LEN = 256;
 
 /** A file identity as the kernel sees it: dev in the kernel's MAJOR<<20|MINOR encoding. */
-export interface FileIdentity { dev: bigint; ino: bigint }
+export interface FileIdentity {
+  dev: bigint;
+  ino: bigint;
+}
 
 /**
  * An allow entry: a file identity, its change stamp when it was allowed (the inode's ctime in
  * nanoseconds since the epoch, as stat reports it) and whether it is allowed only as the ELF
  * loader of allowed programs.
  */
-export interface AllowedFile extends FileIdentity { ctimeNs: bigint; interpOnly: boolean }
+export interface AllowedFile extends FileIdentity {
+  ctimeNs: bigint;
+  interpOnly: boolean;
+}
 
 const NS = 1_000_000_000n;
 
@@ -70,7 +93,13 @@ export function decodeExecAllow(b: Buffer): Pick<AllowedFile, 'ctimeNs' | 'inter
   return { ctimeNs: b.readBigInt64LE(0) * NS + BigInt(b.readUInt32LE(8)), interpOnly: (b.readUInt32LE(12) & ALLOW_INTERP_ONLY) !== 0 };
 }
 
-export interface FenceState { mode: FenceMode; flags: number; denied: bigint; audited: bigint; allowed: bigint }
+export interface FenceState {
+  mode: FenceMode;
+  flags: number;
+  denied: bigint;
+  audited: bigint;
+  allowed: bigint;
+}
 
 export function u64Key(v: bigint): Buffer {
   const b = Buffer.alloc(8);
@@ -168,7 +197,14 @@ export function decodeExecEvent(b: Buffer): ExecEvent {
     kind: throttle ? 'exec-throttle' : 'exec',
     ...(throttle ? { suppressed: b.readBigUInt64LE(EXEC_EVENT_SIZE) } : {}),
     via: b.readUInt32LE(0) === EVENT_EXEC || b.readUInt32LE(0) === EVENT_EXEC_THROTTLE ? 'tracepoint' : 'lsm',
-    op: b.readUInt32LE(0) === EVENT_WRITE_ALLOWED ? 'write-allow-listed' : b.readUInt32LE(0) === EVENT_PROC_MEM_WRITE ? 'write-proc-mem' : b.readUInt32LE(0) === EVENT_MAP_EXEC ? 'map-exec' : 'exec',
+    op:
+      b.readUInt32LE(0) === EVENT_WRITE_ALLOWED
+        ? 'write-allow-listed'
+        : b.readUInt32LE(0) === EVENT_PROC_MEM_WRITE
+          ? 'write-proc-mem'
+          : b.readUInt32LE(0) === EVENT_MAP_EXEC
+            ? 'map-exec'
+            : 'exec',
     action: b.readUInt32LE(4),
     tsMonoNs: b.readBigUInt64LE(8),
     cgroupId: b.readBigUInt64LE(16),
@@ -225,7 +261,11 @@ export function isPidnsFenceId(fenceId: bigint): boolean {
   return (fenceId & FENCE_ID_PIDNS) !== 0n;
 }
 
-export interface ExecRate { windowStartNs: bigint; emitted: number; suppressed: bigint }
+export interface ExecRate {
+  windowStartNs: bigint;
+  emitted: number;
+  suppressed: bigint;
+}
 
 export function decodeExecRate(b: Buffer): ExecRate {
   return { windowStartNs: b.readBigUInt64LE(0), emitted: b.readUInt32LE(8), suppressed: b.readBigUInt64LE(16) };

@@ -71,7 +71,11 @@ export async function removeCgroup(cgroupPath: string): Promise<void> {
       fs.writeFileSync(path.join(cgroupPath, 'cgroup.kill'), '1'); // kernel >= 5.14
     } catch {
       for (const pid of procs()) {
-        try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
       }
     }
     await new Promise((r) => setTimeout(r, 20));

@@ -52,7 +52,12 @@ export class ConnectAudit {
   private ring: RingBuffer | null = null;
   private closed = false;
 
-  private constructor(private readonly obj: BpfObject, private readonly link: BpfLink, readonly adopted: boolean, private readonly pinDir?: string) {}
+  private constructor(
+    private readonly obj: BpfObject,
+    private readonly link: BpfLink,
+    readonly adopted: boolean,
+    private readonly pinDir?: string,
+  ) {}
 
   /** Loads and attaches; with a pinDir, watches pinned by an earlier daemon carry on. */
   static open(opts: { pinDir?: string; onEvents?: (events: ConnectEvent[]) => void } = {}): ConnectAudit {
@@ -67,7 +72,13 @@ export class ConnectAudit {
       const audit = new ConnectAudit(obj, link, attached.adopted, opts.pinDir);
       const onEvents = opts.onEvents;
       if (onEvents) {
-        audit.ring = readRing(obj, 'connect_events', CONNECT_EVENT_SIZE, (r) => (r.readUInt32LE(0) === EVENT_CONNECT ? decodeConnectEvent(r) : null), onEvents);
+        audit.ring = readRing(
+          obj,
+          'connect_events',
+          CONNECT_EVENT_SIZE,
+          (r) => (r.readUInt32LE(0) === EVENT_CONNECT ? decodeConnectEvent(r) : null),
+          onEvents,
+        );
       }
       return audit;
     } catch (e) {

@@ -10,8 +10,26 @@ import { BpfLink, BpfObject, BPF_ANY, RingBuffer } from '../native';
 import { AbiSize, attachReplacingPin, checkAbi, linkPin, loadPinned, readRing } from './object-steps';
 import { ensureTracefs } from './tracefs';
 import {
-  AllowedFile, EXEC_ALLOW_SIZE, EXEC_EVENT_SIZE, EXEC_KEY_SIZE, EXEC_RATE_SIZE, ExecEvent, ExecRate, FENCE_SIZE, FenceMode, FenceState, FileIdentity,
-  decodeExecAllow, decodeExecEvent, decodeExecKey, decodeExecRate, decodeFence, encodeExecAllow, encodeExecKey, encodeFence, u64Key,
+  AllowedFile,
+  EXEC_ALLOW_SIZE,
+  EXEC_EVENT_SIZE,
+  EXEC_KEY_SIZE,
+  EXEC_RATE_SIZE,
+  ExecEvent,
+  ExecRate,
+  FENCE_SIZE,
+  FenceMode,
+  FenceState,
+  FileIdentity,
+  decodeExecAllow,
+  decodeExecEvent,
+  decodeExecKey,
+  decodeExecRate,
+  decodeFence,
+  encodeExecAllow,
+  encodeExecKey,
+  encodeFence,
+  u64Key,
 } from './abi';
 
 const OBJECT = 'exec-fence';
@@ -40,13 +58,23 @@ export interface ExecFenceOptions {
   sizes?: { fences?: number; exec_allow?: number };
 }
 
-export interface FenceEntry extends FenceState { fenceId: bigint; identities: FileIdentity[] }
+export interface FenceEntry extends FenceState {
+  fenceId: bigint;
+  identities: FileIdentity[];
+}
 
 /** Entries in use against a map's capacity (max_entries), for quotas and `status`. */
-export interface MapUse { used: number; capacity: number }
+export interface MapUse {
+  used: number;
+  capacity: number;
+}
 
 /** What a fence holds in the kernel, exactly: taken before a change, put back if it fails. */
-export interface FenceSnapshot { fenceId: bigint; fence: Buffer | null; allow: Array<{ key: Buffer; value: Buffer }> }
+export interface FenceSnapshot {
+  fenceId: bigint;
+  fence: Buffer | null;
+  allow: Array<{ key: Buffer; value: Buffer }>;
+}
 
 const idKey = (id: FileIdentity) => `${id.dev}:${id.ino}`;
 
@@ -67,7 +95,12 @@ export class ExecFence {
   /** Fence ids in the fences map, kept the same way. */
   private readonly fenceIds = new Set<bigint>();
 
-  private constructor(obj: BpfObject, links: Map<ExecProgram, BpfLink>, adopted: boolean, private readonly pinDir?: string) {
+  private constructor(
+    obj: BpfObject,
+    links: Map<ExecProgram, BpfLink>,
+    adopted: boolean,
+    private readonly pinDir?: string,
+  ) {
     this.obj = obj;
     this.links = links;
     this.adopted = adopted;
@@ -78,7 +111,10 @@ export class ExecFence {
   private noteAdded(fenceId: bigint, id: FileIdentity): void {
     let set = this.index.get(fenceId);
     if (!set) this.index.set(fenceId, (set = new Set()));
-    if (!set.has(idKey(id))) { set.add(idKey(id)); this.indexed++; }
+    if (!set.has(idKey(id))) {
+      set.add(idKey(id));
+      this.indexed++;
+    }
   }
 
   private noteRemoved(fenceId: bigint, id: FileIdentity): void {
@@ -93,7 +129,7 @@ export class ExecFence {
    * whole shared map: tens of thousands of entries on a busy node, at every attach.
    */
   private held(fenceId: bigint): FileIdentity[] {
-    return [...this.index.get(fenceId) ?? []].map((k) => {
+    return [...(this.index.get(fenceId) ?? [])].map((k) => {
       const [dev, ino] = k.split(':');
       return { dev: BigInt(dev), ino: BigInt(ino) };
     });
@@ -269,7 +305,10 @@ export class ExecFence {
     const have = new Map(this.held(fenceId).map((i) => [`${i.dev}:${i.ino}`, i]));
     // Every wanted entry is written: one already there may carry an old stamp.
     this.allow(fenceId, want.values());
-    this.disallow(fenceId, [...have].filter(([k]) => !want.has(k)).map(([, v]) => v));
+    this.disallow(
+      fenceId,
+      [...have].filter(([k]) => !want.has(k)).map(([, v]) => v),
+    );
   }
 
   /** Removes a fence and every allow entry it had. Returns its final counters. */
@@ -298,7 +337,11 @@ export class ExecFence {
     return this.obj.mapKeys('fences').map((k) => {
       const fenceId = k.readBigUInt64LE(0);
       const v = this.obj.mapLookup('fences', k);
-      return { fenceId, ...(v ? decodeFence(v) : { mode: FenceMode.Off, flags: 0, denied: 0n, audited: 0n, allowed: 0n }), identities: byFence.get(fenceId) ?? [] };
+      return {
+        fenceId,
+        ...(v ? decodeFence(v) : { mode: FenceMode.Off, flags: 0, denied: 0n, audited: 0n, allowed: 0n }),
+        identities: byFence.get(fenceId) ?? [],
+      };
     });
   }
 
@@ -367,4 +410,3 @@ const ABI: AbiSize[] = [
   { map: 'exec_rate', valueSize: EXEC_RATE_SIZE },
   { map: 'exec_suppressed', valueSize: EXEC_RATE_SIZE },
 ];
-

@@ -28,7 +28,9 @@ export function activeLsms(mount: boolean): string[] | null {
   if (mount && !fs.existsSync(LSM_LIST)) {
     try {
       execFileSync('mount', ['-t', 'securityfs', 'securityfs', '/sys/kernel/security'], { stdio: 'pipe' });
-    } catch { /* reported by the caller as "cannot read" */ }
+    } catch {
+      /* reported by the caller as "cannot read" */
+    }
   }
   try {
     return fs.readFileSync(LSM_LIST, 'utf8').trim().split(',').filter(Boolean);
@@ -56,15 +58,28 @@ export function probeExecLsm(): LsmProbe {
     obj?.close({ unpin: false });
   }
   const lsms = activeLsms(true);
-  if (!lsms) return { usable: false, why: `cannot read ${LSM_LIST} (securityfs not mounted and not mountable), so whether BPF LSM programs are called is unknown` };
-  if (!lsms.includes('bpf')) return { usable: false, why: `"bpf" is not an active LSM (${LSM_LIST}: ${lsms.join(',')}); boot with lsm=${[...lsms, 'bpf'].join(',')}` };
+  if (!lsms)
+    return {
+      usable: false,
+      why: `cannot read ${LSM_LIST} (securityfs not mounted and not mountable), so whether BPF LSM programs are called is unknown`,
+    };
+  if (!lsms.includes('bpf'))
+    return {
+      usable: false,
+      why: `"bpf" is not an active LSM (${LSM_LIST}: ${lsms.join(',')}); boot with lsm=${[...lsms, 'bpf'].join(',')}`,
+    };
   return { usable: true };
 }
 
 export class ExecLsm {
   private closed = false;
 
-  private constructor(private readonly obj: BpfObject, private readonly links: BpfLink[], readonly adopted: boolean, private readonly pinDir?: string) {}
+  private constructor(
+    private readonly obj: BpfObject,
+    private readonly links: BpfLink[],
+    readonly adopted: boolean,
+    private readonly pinDir?: string,
+  ) {}
 
   /**
    * Loads lsm/bprm_check_security over the maps pinned in pinDir (created and pinned here if
@@ -73,7 +88,8 @@ export class ExecLsm {
    * is attached, so no exec slips through between the two.
    */
   static attach(opts: { pinDir: string; sizes?: { fences?: number; exec_allow?: number } }): ExecLsm {
-    if (!opts.pinDir) throw new Error('ExecLsm.attach: a pin directory is required (the LSM program shares the exec fence\'s maps through their pins)');
+    if (!opts.pinDir)
+      throw new Error("ExecLsm.attach: a pin directory is required (the LSM program shares the exec fence's maps through their pins)");
     // The same sizes as the exec fence's: whichever object opens first creates the shared
     // maps, and a pinned map of another size is not reused.
     const obj = loadPinned(OBJECT, { pinDir: opts.pinDir, programs: PROGRAMS.map((p) => p.name), maxEntries: opts.sizes });
@@ -121,7 +137,9 @@ export class ExecLsm {
 
   /** Kernel ids per hook, for status output and the tamper watch. */
   objectIds(): Record<string, { program: number; link: number }> {
-    return Object.fromEntries(PROGRAMS.map((p, i) => [p.hook, { program: this.obj.programInfo(p.name).id, link: this.links[i].info()?.id ?? 0 }]));
+    return Object.fromEntries(
+      PROGRAMS.map((p, i) => [p.hook, { program: this.obj.programInfo(p.name).id, link: this.links[i].info()?.id ?? 0 }]),
+    );
   }
 
   /**
@@ -134,7 +152,11 @@ export class ExecLsm {
     closeLinks(this.links, !!opts.detach);
     // Its own map's pin goes with the program; the shared maps' pins belong to the ExecFence.
     if (opts.detach && this.pinDir) {
-      try { fs.unlinkSync(path.join(this.pinDir, SINCE_MAP)); } catch { /* not pinned */ }
+      try {
+        fs.unlinkSync(path.join(this.pinDir, SINCE_MAP));
+      } catch {
+        /* not pinned */
+      }
     }
     this.obj.close({ unpin: false });
   }

@@ -10,7 +10,10 @@ const PROGRAM = 'record_exit';
 const MAP = 'exited_cgroup';
 
 export class ExitedTasks {
-  private constructor(private readonly obj: BpfObject, private readonly link: BpfLink) {}
+  private constructor(
+    private readonly obj: BpfObject,
+    private readonly link: BpfLink,
+  ) {}
 
   static open(): ExitedTasks {
     const obj = loadPinned(OBJECT);

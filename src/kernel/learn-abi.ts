@@ -2,7 +2,10 @@
 // sizes here are checked against the maps' key/value sizes when an object loads.
 
 export const MAX_SYSCALL = 1024;
-export enum SyscallAbi { Native = 0, Compat = 1 }
+export enum SyscallAbi {
+  Native = 0,
+  Compat = 1,
+}
 export const ABIS = 2;
 
 export const SYSCALLS_SIZE = ABIS * MAX_SYSCALL + 8;
@@ -19,7 +22,10 @@ const EXEC_INTERP = 24;
 const EXEC_PARTS = EXEC_INTERP + PATH_LEN;
 export const EXEC_VALUE_SIZE = EXEC_PARTS + PATH_DEPTH * NAME_LEN;
 
-export enum LearnDir { Egress = 0, Ingress = 1 }
+export enum LearnDir {
+  Egress = 0,
+  Ingress = 1,
+}
 
 export interface LearnedSyscallNumbers {
   /** Syscall numbers seen, per ABI (SyscallAbi index), ascending. */
@@ -35,7 +41,11 @@ export function decodeSyscalls(b: Buffer): LearnedSyscallNumbers {
   return { numbers, outOfRange: b.readBigUInt64LE(ABIS * MAX_SYSCALL) };
 }
 
-export interface LearnNetConfig { fenceId: bigint; peerDrops: bigint; portDrops: bigint }
+export interface LearnNetConfig {
+  fenceId: bigint;
+  peerDrops: bigint;
+  portDrops: bigint;
+}
 
 export function encodeNetConfig(c: LearnNetConfig): Buffer {
   const b = Buffer.alloc(NET_CONFIG_SIZE);
@@ -49,19 +59,31 @@ export function decodeNetConfig(b: Buffer): LearnNetConfig {
   return { fenceId: b.readBigUInt64LE(0), peerDrops: b.readBigUInt64LE(8), portDrops: b.readBigUInt64LE(16) };
 }
 
-export interface PeerKey { fenceId: bigint; family: 4 | 6; dir: LearnDir; addr: Buffer }
+export interface PeerKey {
+  fenceId: bigint;
+  family: 4 | 6;
+  dir: LearnDir;
+  addr: Buffer;
+}
 
 export function decodePeerKey(b: Buffer): PeerKey {
   const family = b.readUInt8(8) === 4 ? 4 : 6;
   return { fenceId: b.readBigUInt64LE(0), family, dir: b.readUInt8(9), addr: Buffer.from(b.subarray(16, family === 4 ? 20 : 32)) };
 }
 
-export interface PortKey extends PeerKey { proto: number; port: number }
+export interface PortKey extends PeerKey {
+  proto: number;
+  port: number;
+}
 
 export function decodePortKey(b: Buffer): PortKey {
   const family = b.readUInt8(8) === 4 ? 4 : 6;
   return {
-    fenceId: b.readBigUInt64LE(0), family, dir: b.readUInt8(9), proto: b.readUInt8(10), port: b.readUInt16LE(12),
+    fenceId: b.readBigUInt64LE(0),
+    family,
+    dir: b.readUInt8(9),
+    proto: b.readUInt8(10),
+    port: b.readUInt16LE(12),
     addr: Buffer.from(b.subarray(16, family === 4 ? 20 : 32)),
   };
 }
@@ -72,7 +94,12 @@ export function decodePortKey(b: Buffer): PortKey {
  * the record holds, or a name was too long to be whole).
  */
 export interface LearnedExecRecord {
-  fenceId: bigint; dev: bigint; ino: bigint; count: bigint; interp: string; kernelPath: string | null;
+  fenceId: bigint;
+  dev: bigint;
+  ino: bigint;
+  count: bigint;
+  interp: string;
+  kernelPath: string | null;
   /** CLOCK_MONOTONIC ns of the first exec. */
   firstNs: bigint;
 }
@@ -103,8 +130,12 @@ export function decodeExecRecord(key: Buffer, value: Buffer): LearnedExecRecord 
     parts.push(part.text);
   }
   return {
-    fenceId: key.readBigUInt64LE(0), dev: key.readBigUInt64LE(8), ino: key.readBigUInt64LE(16),
-    count: value.readBigUInt64LE(0), interp: cString(value.subarray(EXEC_INTERP, EXEC_INTERP + PATH_LEN)).text,
-    kernelPath: whole ? `/${parts.join('/')}` : null, firstNs: value.readBigUInt64LE(16),
+    fenceId: key.readBigUInt64LE(0),
+    dev: key.readBigUInt64LE(8),
+    ino: key.readBigUInt64LE(16),
+    count: value.readBigUInt64LE(0),
+    interp: cString(value.subarray(EXEC_INTERP, EXEC_INTERP + PATH_LEN)).text,
+    kernelPath: whole ? `/${parts.join('/')}` : null,
+    firstNs: value.readBigUInt64LE(16),
   };
 }

@@ -11,14 +11,36 @@ import { closeLinks } from './release';
 import { u64Key } from './abi';
 import { cgroupId as cgroupIdOf } from './cgroup';
 import {
-  LearnDir, NET_CONFIG_SIZE, PEER_KEY_SIZE, PORT_KEY_SIZE, decodeNetConfig, decodePeerKey, decodePortKey, encodeNetConfig,
+  LearnDir,
+  NET_CONFIG_SIZE,
+  PEER_KEY_SIZE,
+  PORT_KEY_SIZE,
+  decodeNetConfig,
+  decodePeerKey,
+  decodePortKey,
+  encodeNetConfig,
 } from './learn-abi';
 
 const OBJECT = 'learn-net';
-export const LEARN_NET_PROGRAMS = ['learn_egress', 'learn_ingress', 'learn_connect4', 'learn_connect6', 'learn_sendmsg4', 'learn_sendmsg6'] as const;
+export const LEARN_NET_PROGRAMS = [
+  'learn_egress',
+  'learn_ingress',
+  'learn_connect4',
+  'learn_connect6',
+  'learn_sendmsg4',
+  'learn_sendmsg6',
+] as const;
 
-export interface LearnedPeer { direction: 'egress' | 'ingress'; family: 4 | 6; addr: Buffer; count: bigint }
-export interface LearnedFlow extends LearnedPeer { proto: number; port: number }
+export interface LearnedPeer {
+  direction: 'egress' | 'ingress';
+  family: 4 | 6;
+  addr: Buffer;
+  count: bigint;
+}
+export interface LearnedFlow extends LearnedPeer {
+  proto: number;
+  port: number;
+}
 
 export interface LearnedNet {
   peers: LearnedPeer[];
@@ -35,14 +57,19 @@ function dirName(d: LearnDir): 'egress' | 'ingress' {
 
 /** The structs the decoders in learn-abi.ts read. */
 const ABI: AbiSize[] = [
-  { map: 'learn_net_cfg', valueSize: NET_CONFIG_SIZE }, { map: 'learn_peers', keySize: PEER_KEY_SIZE }, { map: 'learn_ports', keySize: PORT_KEY_SIZE },
+  { map: 'learn_net_cfg', valueSize: NET_CONFIG_SIZE },
+  { map: 'learn_peers', keySize: PEER_KEY_SIZE },
+  { map: 'learn_ports', keySize: PORT_KEY_SIZE },
 ];
 
 export class LearnNet {
   private readonly links = new Map<bigint, BpfLink[]>();
   private closed = false;
 
-  private constructor(private readonly obj: BpfObject, private readonly pinDir?: string) {}
+  private constructor(
+    private readonly obj: BpfObject,
+    private readonly pinDir?: string,
+  ) {}
 
   static open(opts: { pinDir?: string } = {}): LearnNet {
     const obj = loadPinned(OBJECT, { pinDir: opts.pinDir });
@@ -92,14 +119,23 @@ export class LearnNet {
       const d = decodePortKey(k);
       if (d.fenceId !== fenceId) continue;
       const v = this.obj.mapLookup('learn_ports', k);
-      flows.push({ direction: dirName(d.dir), family: d.family, addr: d.addr, proto: d.proto, port: d.port, count: v ? v.readBigUInt64LE(0) : 0n });
+      flows.push({
+        direction: dirName(d.dir),
+        family: d.family,
+        addr: d.addr,
+        proto: d.proto,
+        port: d.port,
+        count: v ? v.readBigUInt64LE(0) : 0n,
+      });
     }
     let peerDrops = 0n;
     let flowDrops = 0n;
     try {
       const c = this.obj.mapLookup('learn_net_cfg', u64Key(cgid));
       if (c) ({ peerDrops, portDrops: flowDrops } = decodeNetConfig(c));
-    } catch { /* the storage went with its cgroup */ }
+    } catch {
+      /* the storage went with its cgroup */
+    }
     return { peers, flows, peerDrops, flowDrops };
   }
 
@@ -115,7 +151,9 @@ export class LearnNet {
     removePinnedLinks(this.fenceDir(fenceId));
     try {
       this.obj.mapUpdate('learn_net_cfg', u64Key(cgid), encodeNetConfig({ fenceId: 0n, peerDrops: 0n, portDrops: 0n }), BPF_ANY);
-    } catch { /* the storage went with its cgroup or its last link */ }
+    } catch {
+      /* the storage went with its cgroup or its last link */
+    }
     this.forget(fenceId);
     return last;
   }
@@ -136,7 +174,10 @@ export class LearnNet {
   /** Fence ids with pinned link directories (attached by this or an earlier daemon). */
   pinnedFences(): bigint[] {
     if (!this.pinDir || !fs.existsSync(this.pinDir)) return [];
-    return fs.readdirSync(this.pinDir).filter((n) => /^\d+$/.test(n)).map((n) => BigInt(n));
+    return fs
+      .readdirSync(this.pinDir)
+      .filter((n) => /^\d+$/.test(n))
+      .map((n) => BigInt(n));
   }
 
   objectIds(): { programs: Record<string, number>; maps: Record<string, number> } {

@@ -8,7 +8,14 @@ import path from 'node:path';
 import { BpfLink, BpfObject, BPF_ANY, BPF_NOEXIST, NativeError } from '../native';
 import { u64Key } from './abi';
 import {
-  CGROUP_CACHE_SIZE, EXEC_KEY_SIZE, EXEC_VALUE_SIZE, LearnedExecRecord, LearnedSyscallNumbers, SYSCALLS_SIZE, decodeExecRecord, decodeSyscalls,
+  CGROUP_CACHE_SIZE,
+  EXEC_KEY_SIZE,
+  EXEC_VALUE_SIZE,
+  LearnedExecRecord,
+  LearnedSyscallNumbers,
+  SYSCALLS_SIZE,
+  decodeExecRecord,
+  decodeSyscalls,
 } from './learn-abi';
 import { closeLinks, closeObject } from './release';
 import { AbiSize, attachReplacingPin, checkAbi, loadPinned, removePinnedLink } from './object-steps';
@@ -22,7 +29,8 @@ const PROGRAMS = [
 
 /** The structs the decoders in learn-abi.ts read. */
 const ABI: AbiSize[] = [
-  { map: 'learn_sys', valueSize: SYSCALLS_SIZE }, { map: 'learn_sys_cgrp', valueSize: CGROUP_CACHE_SIZE },
+  { map: 'learn_sys', valueSize: SYSCALLS_SIZE },
+  { map: 'learn_sys_cgrp', valueSize: CGROUP_CACHE_SIZE },
   { map: 'learn_exec', keySize: EXEC_KEY_SIZE, valueSize: EXEC_VALUE_SIZE },
 ];
 
@@ -30,7 +38,10 @@ export class LearnSyscalls {
   private links: BpfLink[] | null = null;
   private closed = false;
 
-  private constructor(private readonly obj: BpfObject, private readonly pinDir?: string) {}
+  private constructor(
+    private readonly obj: BpfObject,
+    private readonly pinDir?: string,
+  ) {}
 
   static open(opts: { pinDir?: string } = {}): LearnSyscalls {
     const obj = loadPinned(OBJECT, { pinDir: opts.pinDir });
@@ -147,7 +158,8 @@ export class LearnSyscalls {
 
   objectIds(): { programs: number[]; links: number[]; maps: Record<string, number> } {
     const maps: Record<string, number> = {};
-    for (const m of ['learn_sys', 'learn_sys_cgrp', 'learn_sys_gen', 'learn_exec', 'learn_exec_drops', 'learn_exec_scratch']) maps[m] = this.obj.mapInfo(m).id;
+    for (const m of ['learn_sys', 'learn_sys_cgrp', 'learn_sys_gen', 'learn_exec', 'learn_exec_drops', 'learn_exec_scratch'])
+      maps[m] = this.obj.mapInfo(m).id;
     return {
       programs: PROGRAMS.map((p) => this.obj.programInfo(p.program).id),
       links: (this.links ?? []).map((l) => l.info()?.id).filter((id): id is number => typeof id === 'number'),

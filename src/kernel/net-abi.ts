@@ -5,9 +5,19 @@ import { ExecAction, FenceMode } from './abi';
 export const EVENT_NET = 2;
 export const EVENT_NET_THROTTLE = 3;
 
-export enum NetDir { Egress = 0, Ingress = 1 }
-export enum NetVerdict { Allow = 1, Deny = 2 }
-export enum NetHook { Skb = 0, Connect = 1, Sendmsg = 2 }
+export enum NetDir {
+  Egress = 0,
+  Ingress = 1,
+}
+export enum NetVerdict {
+  Allow = 1,
+  Deny = 2,
+}
+export enum NetHook {
+  Skb = 0,
+  Connect = 1,
+  Sendmsg = 2,
+}
 
 export const RULE_DEFAULT = 0xffffffff;
 export const RATE_BURST = 5;
@@ -25,7 +35,14 @@ export const NET_EVENT_SIZE = 112;
 
 export type Family = 4 | 6;
 
-export interface RuleKey { dir: NetDir; gen: number; fenceId: bigint; family: Family; addr: Buffer; prefix: number }
+export interface RuleKey {
+  dir: NetDir;
+  gen: number;
+  fenceId: bigint;
+  family: Family;
+  addr: Buffer;
+  prefix: number;
+}
 
 export function encodeRuleKey(k: RuleKey): Buffer {
   const b = Buffer.alloc(k.family === 4 ? KEY4_SIZE : KEY6_SIZE);
@@ -57,7 +74,10 @@ export function encodeRule(verdict: NetVerdict, ruleId: number): Buffer {
 }
 
 export interface NetConfig {
-  fenceId: bigint; mode: FenceMode; gen: number; defaultDeny: [boolean, boolean];
+  fenceId: bigint;
+  mode: FenceMode;
+  gen: number;
+  defaultDeny: [boolean, boolean];
   /** Per direction: it has entries or is default-deny (the kernel skips the lookup otherwise). */
   active: [boolean, boolean];
 }
@@ -104,7 +124,14 @@ export function decodeStats(perCpu: Buffer): NetStats {
   return s;
 }
 
-export interface FlowKey { fenceId: bigint; addr: Buffer; port: number; proto: number; dir: NetDir; family: Family }
+export interface FlowKey {
+  fenceId: bigint;
+  addr: Buffer;
+  port: number;
+  proto: number;
+  dir: NetDir;
+  family: Family;
+}
 
 export function encodeFlowKey(k: FlowKey): Buffer {
   const b = Buffer.alloc(FLOW_KEY_SIZE);
@@ -128,7 +155,11 @@ export function decodeFlowKey(b: Buffer): FlowKey {
   };
 }
 
-export interface FlowState { windowStartNs: bigint; emitted: number; suppressed: bigint }
+export interface FlowState {
+  windowStartNs: bigint;
+  emitted: number;
+  suppressed: bigint;
+}
 
 export function decodeFlow(b: Buffer): FlowState {
   return { windowStartNs: b.readBigUInt64LE(0), emitted: b.readUInt32LE(8), suppressed: b.readBigUInt64LE(16) };
@@ -163,12 +194,19 @@ export function formatAddr(family: Family, b: Buffer): string {
   const groups: string[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i).toString(16));
   // RFC 5952: the longest run (of two or more) of zero groups becomes "::".
-  let best = -1, bestLen = 0;
+  let best = -1,
+    bestLen = 0;
   for (let i = 0; i < 8;) {
-    if (groups[i] !== '0') { i++; continue; }
+    if (groups[i] !== '0') {
+      i++;
+      continue;
+    }
     let j = i;
     while (j < 8 && groups[j] === '0') j++;
-    if (j - i > bestLen && j - i >= 2) { best = i; bestLen = j - i; }
+    if (j - i > bestLen && j - i >= 2) {
+      best = i;
+      bestLen = j - i;
+    }
     i = j;
   }
   if (best < 0) return groups.join(':');

@@ -10,19 +10,47 @@ import { closeLinks } from './release';
 import { cgroupId as cgroupIdOf } from './cgroup';
 import { FenceMode, u64Key } from './abi';
 import {
-  CONFIG_SIZE, FLOW_KEY_SIZE, FlowKey, FlowState, Family, KEY4_SIZE, KEY6_SIZE, NET_EVENT_SIZE, NetConfig, NetDir,
-  NetEvent, NetStats, NetVerdict, STATS_SIZE, decodeConfig, decodeFlow, decodeFlowKey, decodeNetEvent, decodeRuleKey,
-  decodeStats, encodeConfig, encodeFlowKey, encodeRule, encodeRuleKey,
+  CONFIG_SIZE,
+  FLOW_KEY_SIZE,
+  FlowKey,
+  FlowState,
+  Family,
+  KEY4_SIZE,
+  KEY6_SIZE,
+  NET_EVENT_SIZE,
+  NetConfig,
+  NetDir,
+  NetEvent,
+  NetStats,
+  NetVerdict,
+  STATS_SIZE,
+  decodeConfig,
+  decodeFlow,
+  decodeFlowKey,
+  decodeNetEvent,
+  decodeRuleKey,
+  decodeStats,
+  encodeConfig,
+  encodeFlowKey,
+  encodeRule,
+  encodeRuleKey,
 } from './net-abi';
 
 const OBJECT = 'net-fence';
 /** Attach order: the packet backstop first; the policy turns on for all six at once anyway. */
 export const NET_PROGRAMS = ['net_egress', 'net_ingress', 'net_connect4', 'net_connect6', 'net_sendmsg4', 'net_sendmsg6'] as const;
 const RULE_MAPS = ['net_rules4', 'net_rules6'] as const;
-type RuleMap = typeof RULE_MAPS[number];
+type RuleMap = (typeof RULE_MAPS)[number];
 const MAPS = ['net_config', 'net_stats', 'net_rules4', 'net_rules6', 'net_flows', 'net_events', 'net_drops'] as const;
 
-export interface NetRuleEntry { dir: NetDir; family: Family; addr: Buffer; prefix: number; verdict: NetVerdict; ruleId: number }
+export interface NetRuleEntry {
+  dir: NetDir;
+  family: Family;
+  addr: Buffer;
+  prefix: number;
+  verdict: NetVerdict;
+  ruleId: number;
+}
 
 export interface NetRuleSet {
   mode: FenceMode.Enforce | FenceMode.Audit;
@@ -39,7 +67,11 @@ export interface NetFenceOptions {
   onEvents?: (events: NetEvent[]) => void;
 }
 
-export interface NetFenceInfo { fenceId: bigint; cgroupId: bigint; config: NetConfig }
+export interface NetFenceInfo {
+  fenceId: bigint;
+  cgroupId: bigint;
+  config: NetConfig;
+}
 
 export class NetFence {
   private readonly links = new Map<bigint, BpfLink[]>();
@@ -52,7 +84,10 @@ export class NetFence {
   private ring: RingBuffer | null = null;
   private closed = false;
 
-  private constructor(private readonly obj: BpfObject, private readonly pinDir?: string) {}
+  private constructor(
+    private readonly obj: BpfObject,
+    private readonly pinDir?: string,
+  ) {}
 
   static open(opts: NetFenceOptions = {}): NetFence {
     const obj = loadPinned(OBJECT, { pinDir: opts.pinDir, maxEntries: opts.sizes });
@@ -99,7 +134,12 @@ export class NetFence {
     try {
       this.writeEntries(fenceId, 0, rules.entries);
       links = attachCgroupPinned(this.obj, NET_PROGRAMS, cgroupPath, dir);
-      this.obj.mapUpdate('net_config', u64Key(cgid), encodeConfig({ fenceId, mode: rules.mode, gen: 0, defaultDeny: rules.defaultDeny, active: activeDirs(rules) }), BPF_ANY);
+      this.obj.mapUpdate(
+        'net_config',
+        u64Key(cgid),
+        encodeConfig({ fenceId, mode: rules.mode, gen: 0, defaultDeny: rules.defaultDeny, active: activeDirs(rules) }),
+        BPF_ANY,
+      );
     } catch (e) {
       dropLinks(links);
       if (dir) fs.rmSync(dir, { recursive: true, force: true });
@@ -120,7 +160,12 @@ export class NetFence {
     this.deleteEntries(fenceId, gen);
     try {
       this.writeEntries(fenceId, gen, rules.entries);
-      this.obj.mapUpdate('net_config', u64Key(cgid), encodeConfig({ fenceId, mode: rules.mode, gen, defaultDeny: rules.defaultDeny, active: activeDirs(rules) }), BPF_ANY);
+      this.obj.mapUpdate(
+        'net_config',
+        u64Key(cgid),
+        encodeConfig({ fenceId, mode: rules.mode, gen, defaultDeny: rules.defaultDeny, active: activeDirs(rules) }),
+        BPF_ANY,
+      );
     } catch (e) {
       this.deleteEntries(fenceId, gen);
       throw e;
@@ -136,7 +181,11 @@ export class NetFence {
    */
   detach(fenceId: bigint): NetStats | null {
     let cgid: bigint | null = null;
-    try { cgid = this.cgroupOf(fenceId); } catch { /* no config: links may still be pinned */ }
+    try {
+      cgid = this.cgroupOf(fenceId);
+    } catch {
+      /* no config: links may still be pinned */
+    }
     const last = cgid !== null ? this.stats(cgid) : null;
     closeLinks(this.links.get(fenceId) ?? [], true);
     this.links.delete(fenceId);
@@ -146,8 +195,15 @@ export class NetFence {
     // "not fenced" to the programs, to fences(), and to a later attach.
     if (cgid !== null) {
       try {
-        this.obj.mapUpdate('net_config', u64Key(cgid), encodeConfig({ fenceId: 0n, mode: FenceMode.Off, gen: 0, defaultDeny: [false, false], active: [false, false] }), BPF_ANY);
-      } catch { /* the storage went with its cgroup */ }
+        this.obj.mapUpdate(
+          'net_config',
+          u64Key(cgid),
+          encodeConfig({ fenceId: 0n, mode: FenceMode.Off, gen: 0, defaultDeny: [false, false], active: [false, false] }),
+          BPF_ANY,
+        );
+      } catch {
+        /* the storage went with its cgroup */
+      }
     }
     this.deleteEntries(fenceId, null);
     return last;
@@ -219,7 +275,16 @@ export class NetFence {
         const d = decodeRuleKey(k);
         if (d.fenceId !== fenceId) continue;
         const v = this.obj.mapLookup(map, k);
-        if (v) out.push({ dir: d.dir, family: d.family, addr: d.addr, prefix: d.prefix, gen: d.gen, verdict: v.readUInt32LE(0), ruleId: v.readUInt32LE(4) });
+        if (v)
+          out.push({
+            dir: d.dir,
+            family: d.family,
+            addr: d.addr,
+            prefix: d.prefix,
+            gen: d.gen,
+            verdict: v.readUInt32LE(0),
+            ruleId: v.readUInt32LE(4),
+          });
       }
     }
     return out;
@@ -263,7 +328,10 @@ export class NetFence {
   /** Fence ids that have pinned link directories (attached by this or an earlier daemon). */
   pinnedFences(): bigint[] {
     if (!this.pinDir || !fs.existsSync(this.pinDir)) return [];
-    return fs.readdirSync(this.pinDir).filter((n) => /^\d+$/.test(n)).map((n) => BigInt(n));
+    return fs
+      .readdirSync(this.pinDir)
+      .filter((n) => /^\d+$/.test(n))
+      .map((n) => BigInt(n));
   }
 
   flow(key: FlowKey): FlowState | null {
@@ -319,7 +387,11 @@ export class NetFence {
     this.obj.close({ unpin: !!opts.detach });
     if (opts.detach && this.pinDir) {
       for (const d of [this.pinDir, path.dirname(this.pinDir)]) {
-        try { fs.rmdirSync(d); } catch { break; /* not empty: other objects are still pinned there */ }
+        try {
+          fs.rmdirSync(d);
+        } catch {
+          break; /* not empty: other objects are still pinned there */
+        }
       }
     }
   }
@@ -332,6 +404,9 @@ function activeDirs(rules: NetRuleSet): [boolean, boolean] {
 
 /** The structs the decoders in net-abi.ts read. */
 const ABI: AbiSize[] = [
-  { map: 'net_config', valueSize: CONFIG_SIZE }, { map: 'net_stats', valueSize: STATS_SIZE },
-  { map: 'net_rules4', keySize: KEY4_SIZE }, { map: 'net_rules6', keySize: KEY6_SIZE }, { map: 'net_flows', keySize: FLOW_KEY_SIZE },
+  { map: 'net_config', valueSize: CONFIG_SIZE },
+  { map: 'net_stats', valueSize: STATS_SIZE },
+  { map: 'net_rules4', keySize: KEY4_SIZE },
+  { map: 'net_rules6', keySize: KEY6_SIZE },
+  { map: 'net_flows', keySize: FLOW_KEY_SIZE },
 ];

@@ -28,7 +28,10 @@ export function checkAbi(obj: BpfObject, object: string, sizes: AbiSize[]): void
  * earlier daemon are reused, so state and unread events survive a restart. `maxEntries`:
  * sizes of maps created here (a pinned map keeps its own); an undefined size is left out.
  */
-export function loadPinned(object: string, opts: { pinDir?: string; programs?: string[]; rodata?: Record<string, Buffer>; maxEntries?: Record<string, number | undefined> } = {}): BpfObject {
+export function loadPinned(
+  object: string,
+  opts: { pinDir?: string; programs?: string[]; rodata?: Record<string, Buffer>; maxEntries?: Record<string, number | undefined> } = {},
+): BpfObject {
   if (opts.pinDir) fs.mkdirSync(opts.pinDir, { recursive: true, mode: 0o700 });
   const { maxEntries, ...rest } = opts;
   // The addon refuses an undefined size.
@@ -81,7 +84,11 @@ export function attachCgroupPinned(obj: BpfObject, programs: readonly string[], 
 /** Unpins (where pinned) and destroys links: what a failed attach leaves is undone. */
 export function dropLinks(links: Iterable<BpfLink>): void {
   for (const l of links) {
-    try { l.unpin(); } catch { /* not pinned, or already gone */ }
+    try {
+      l.unpin();
+    } catch {
+      /* not pinned, or already gone */
+    }
     l.destroy();
   }
 }
@@ -107,7 +114,13 @@ export function linkPin(pinDir: string | undefined, name: string): string | unde
 }
 
 /** Reads a ring buffer on a native thread; records shorter than `minSize` are skipped. */
-export function readRing<E>(obj: BpfObject, map: string, minSize: number, decode: (r: Buffer) => E | null, onEvents: (events: E[]) => void): RingBuffer {
+export function readRing<E>(
+  obj: BpfObject,
+  map: string,
+  minSize: number,
+  decode: (r: Buffer) => E | null,
+  onEvents: (events: E[]) => void,
+): RingBuffer {
   return new (native().RingBuffer)(obj, map, (records) => {
     const events: E[] = [];
     for (const r of records) {

@@ -70,7 +70,13 @@ export function daemonNamespaceProblem(): string | null {
   try {
     const offsets = fs.readFileSync('/proc/self/timens_offsets', 'utf8');
     const boot = offsets.split('\n').find((l) => l.startsWith('boottime'));
-    if (boot && boot.split(/\s+/).slice(1).some((v) => v !== '0')) {
+    if (
+      boot &&
+      boot
+        .split(/\s+/)
+        .slice(1)
+        .some((v) => v !== '0')
+    ) {
       checkedDaemonNamespaces = `the daemon runs in a time namespace with a boottime offset (${boot.trim()}): its /proc start times would not match the kernel's`;
     }
   } catch {
@@ -99,11 +105,15 @@ export function containerPidns(pid: number): ContainerPidns {
   if (daemon) throw new PidnsError(daemon);
   const ns = pidNamespaceOf(pid);
   if (ns.inode === INITIAL_PIDNS_INODE || ns.nsPids.length === 1) {
-    throw new PidnsError(`pid ${pid} shares the host pid namespace (pid:[${ns.inode}]): a fence keyed on it would cover every process on the host`);
+    throw new PidnsError(
+      `pid ${pid} shares the host pid namespace (pid:[${ns.inode}]): a fence keyed on it would cover every process on the host`,
+    );
   }
   const inner = ns.nsPids[ns.nsPids.length - 1];
   if (inner !== 1) {
-    throw new PidnsError(`pid ${pid} is pid ${inner}, not the init, of pid namespace pid:[${ns.inode}]: the namespace is shared with other processes (a pod's shared pid namespace, or a joined one), so a fence keyed on it would cover them too`);
+    throw new PidnsError(
+      `pid ${pid} is pid ${inner}, not the init, of pid namespace pid:[${ns.inode}]: the namespace is shared with other processes (a pod's shared pid namespace, or a joined one), so a fence keyed on it would cover them too`,
+    );
   }
   const ticks = startTicks(pid);
   // The pid could have died and been reused between the reads: the namespace must still match.

@@ -16,6 +16,10 @@ export function closeLinks(links: Iterable<BpfLink>, detach: boolean): void {
 export function closeObject(obj: BpfObject, pinDir: string | undefined, detach: boolean): void {
   obj.close({ unpin: detach });
   if (detach && pinDir) {
-    try { fs.rmdirSync(pinDir); } catch { /* not empty: other objects are still pinned there */ }
+    try {
+      fs.rmdirSync(pinDir);
+    } catch {
+      /* not empty: other objects are still pinned there */
+    }
   }
 }

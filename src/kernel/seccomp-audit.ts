@@ -80,10 +80,14 @@ export function parseSeccompLog(text: string, cgroup = ''): SeccompLogRecord | n
   const uid = num('uid');
   return {
     tsMs: Number(head[1]) * 1000 + Number(head[2]),
-    pid, uid: Number.isFinite(uid) ? uid : null,
-    comm: auditString(f.comm), exe: auditString(f.exe),
+    pid,
+    uid: Number.isFinite(uid) ? uid : null,
+    comm: auditString(f.comm),
+    exe: auditString(f.exe),
     arch: archName(arch),
-    syscall, code: code >>> 0, cgroup,
+    syscall,
+    code: code >>> 0,
+    cgroup,
   };
 }
 

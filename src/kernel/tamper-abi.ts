@@ -9,25 +9,46 @@ export const TAMPER_EVENT_SIZE = 360;
 const COMM_LEN = 16;
 const PATH_LEN = 256;
 
-export enum ObjKind { Map = 1, Prog = 2, Link = 3, Pin = 4 }
+export enum ObjKind {
+  Map = 1,
+  Prog = 2,
+  Link = 3,
+  Pin = 4,
+}
 
 export type TamperObject = 'map' | 'prog' | 'link' | 'pin';
 const OBJECT_NAMES: Record<number, TamperObject> = { 1: 'map', 2: 'prog', 3: 'link', 4: 'pin' };
 
 export type TamperAction =
-  | 'map-update' | 'map-delete' | 'map-freeze' | 'prog-detach' | 'link-detach' | 'link-update' | 'pin-unlink' | 'pin-rename';
+  'map-update' | 'map-delete' | 'map-freeze' | 'prog-detach' | 'link-detach' | 'link-update' | 'pin-unlink' | 'pin-rename';
 const ACTIONS: Record<number, TamperAction> = {
-  1: 'map-update', 2: 'map-delete', 3: 'map-freeze', 4: 'prog-detach',
-  5: 'link-detach', 6: 'link-update', 7: 'pin-unlink', 8: 'pin-rename',
+  1: 'map-update',
+  2: 'map-delete',
+  3: 'map-freeze',
+  4: 'prog-detach',
+  5: 'link-detach',
+  6: 'link-update',
+  7: 'pin-unlink',
+  8: 'pin-rename',
 };
 
-export enum TamperStat { Lost = 0, Unreadable = 1 }
+export enum TamperStat {
+  Lost = 0,
+  Unreadable = 1,
+}
 
 /** The bpf() commands the watch reports, by number (enum bpf_cmd, UAPI). */
 const BPF_CMDS: Record<number, string> = {
-  2: 'BPF_MAP_UPDATE_ELEM', 3: 'BPF_MAP_DELETE_ELEM', 9: 'BPF_PROG_DETACH',
-  21: 'BPF_MAP_LOOKUP_AND_DELETE_ELEM', 22: 'BPF_MAP_FREEZE', 25: 'BPF_MAP_LOOKUP_AND_DELETE_BATCH',
-  26: 'BPF_MAP_UPDATE_BATCH', 27: 'BPF_MAP_DELETE_BATCH', 29: 'BPF_LINK_UPDATE', 34: 'BPF_LINK_DETACH',
+  2: 'BPF_MAP_UPDATE_ELEM',
+  3: 'BPF_MAP_DELETE_ELEM',
+  9: 'BPF_PROG_DETACH',
+  21: 'BPF_MAP_LOOKUP_AND_DELETE_ELEM',
+  22: 'BPF_MAP_FREEZE',
+  25: 'BPF_MAP_LOOKUP_AND_DELETE_BATCH',
+  26: 'BPF_MAP_UPDATE_BATCH',
+  27: 'BPF_MAP_DELETE_BATCH',
+  29: 'BPF_LINK_UPDATE',
+  34: 'BPF_LINK_DETACH',
 };
 
 export function encodeTamperKey(kind: ObjKind, id: number): Buffer {
@@ -86,7 +107,7 @@ export function decodeTamperEvent(b: Buffer): TamperEvent {
     pid: b.readUInt32LE(24),
     tid: b.readUInt32LE(28),
     uid: b.readUInt32LE(32),
-    bpfCmd: obj === ObjKind.Pin ? null : BPF_CMDS[cmd] ?? `bpf-cmd-${cmd}`,
+    bpfCmd: obj === ObjKind.Pin ? null : (BPF_CMDS[cmd] ?? `bpf-cmd-${cmd}`),
     object: OBJECT_NAMES[obj] ?? 'pin',
     objectId: b.readUInt32LE(44),
     progId: b.readUInt32LE(48),

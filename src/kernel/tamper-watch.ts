@@ -37,8 +37,15 @@ import path from 'node:path';
 import { BpfLink, BpfObject, BPF_ANY, NativeError, RingBuffer } from '../native';
 import { kernelDev } from './abi';
 import {
-  ObjKind, PIN_DIR_LEN, TAMPER_EVENT_SIZE, TAMPER_KEY_SIZE, TamperEvent, TamperStat,
-  decodeTamperEvent, decodeTamperKey, encodeTamperKey,
+  ObjKind,
+  PIN_DIR_LEN,
+  TAMPER_EVENT_SIZE,
+  TAMPER_KEY_SIZE,
+  TamperEvent,
+  TamperStat,
+  decodeTamperEvent,
+  decodeTamperKey,
+  encodeTamperKey,
 } from './tamper-abi';
 import { ensureTracefs } from './tracefs';
 import { closeLinks, closeObject } from './release';
@@ -56,10 +63,18 @@ const PROGRAMS: Array<{ name: string; optional: boolean }> = [
   { name: 'tamper_rename', optional: true },
 ];
 
-export interface ProtectedIds { maps?: number[]; programs?: number[]; links?: number[] }
+export interface ProtectedIds {
+  maps?: number[];
+  programs?: number[];
+  links?: number[];
+}
 
 /** A process as the watch identifies it: pid in its own pid namespace, and start time. */
-export interface ProcessIdentity { pidnsIno: number; pid: number; startTicks: bigint }
+export interface ProcessIdentity {
+  pidnsIno: number;
+  pid: number;
+  startTicks: bigint;
+}
 
 export interface TamperWatchOptions {
   /** bpffs directory for pins, and the directory whose entries are watched. */
@@ -99,7 +114,9 @@ function cstring(s: string, size: number): Buffer {
 /** Read-only settings of the program: whom to trust, and which directory holds the pins. */
 function rodata(me: ProcessIdentity, pinDir: string | undefined): Record<string, Buffer> {
   const ro: Record<string, Buffer> = {
-    daemon_pidns_ino: u32(me.pidnsIno), daemon_pid: u32(me.pid), daemon_start_ticks: u64(me.startTicks),
+    daemon_pidns_ino: u32(me.pidnsIno),
+    daemon_pid: u32(me.pid),
+    daemon_start_ticks: u64(me.startTicks),
   };
   if (!pinDir) return ro;
   const dir = fs.realpathSync(pinDir);
@@ -110,10 +127,14 @@ function rodata(me: ProcessIdentity, pinDir: string | undefined): Record<string,
   const textual = Buffer.byteLength(dir) < PIN_DIR_LEN && Buffer.byteLength(base) < PIN_DIR_LEN;
   return {
     ...ro,
-    pin_dir_dev: u64(kernelDev(st.dev)), pin_dir_ino: u64(st.ino),
-    pin_parent_dev: u64(kernelDev(parent.dev)), pin_parent_ino: u64(parent.ino),
-    pin_dir_len: u32(textual ? Buffer.byteLength(dir) : 0), pin_base_len: u32(textual ? Buffer.byteLength(base) : 0),
-    pin_dir_path: cstring(textual ? dir : '', PIN_DIR_LEN), pin_base: cstring(textual ? base : '', PIN_DIR_LEN),
+    pin_dir_dev: u64(kernelDev(st.dev)),
+    pin_dir_ino: u64(st.ino),
+    pin_parent_dev: u64(kernelDev(parent.dev)),
+    pin_parent_ino: u64(parent.ino),
+    pin_dir_len: u32(textual ? Buffer.byteLength(dir) : 0),
+    pin_base_len: u32(textual ? Buffer.byteLength(base) : 0),
+    pin_dir_path: cstring(textual ? dir : '', PIN_DIR_LEN),
+    pin_base: cstring(textual ? base : '', PIN_DIR_LEN),
   };
 }
 
@@ -174,13 +195,19 @@ export class TamperWatch {
   }
 
   private startEvents(onEvents: (events: TamperEvent[]) => void): void {
-    this.ring = readRing(this.obj, 'tamper_events', TAMPER_EVENT_SIZE, (r) => {
-      const e = decodeTamperEvent(r);
-      // Until our program replaced it, a predecessor's program took us for a stranger.
-      if (!this.isSelf(e)) return e;
-      this.selfReports++;
-      return null;
-    }, onEvents);
+    this.ring = readRing(
+      this.obj,
+      'tamper_events',
+      TAMPER_EVENT_SIZE,
+      (r) => {
+        const e = decodeTamperEvent(r);
+        // Until our program replaced it, a predecessor's program took us for a stranger.
+        if (!this.isSelf(e)) return e;
+        this.selfReports++;
+        return null;
+      },
+      onEvents,
+    );
   }
 
   private isSelf(e: TamperEvent): boolean {
@@ -200,7 +227,11 @@ export class TamperWatch {
     };
     const keys = new Set<string>();
     const one = Buffer.from([1]);
-    for (const [kind, list] of [[ObjKind.Map, want.maps], [ObjKind.Prog, want.programs], [ObjKind.Link, want.links]] as const) {
+    for (const [kind, list] of [
+      [ObjKind.Map, want.maps],
+      [ObjKind.Prog, want.programs],
+      [ObjKind.Link, want.links],
+    ] as const) {
       for (const id of list) {
         if (!id) continue;
         const k = encodeTamperKey(kind, id);
@@ -251,7 +282,11 @@ export class TamperWatch {
       hooks: [...this.links.keys()].map((p) => `tracepoint/syscalls/sys_enter_${p.replace(/^tamper_/, '')}`),
       pinned: !!this.pinDir,
       adopted: this.adopted,
-      protected: { maps: this.protectedSet.maps.length, programs: this.protectedSet.programs.length, links: this.protectedSet.links.length },
+      protected: {
+        maps: this.protectedSet.maps.length,
+        programs: this.protectedSet.programs.length,
+        links: this.protectedSet.links.length,
+      },
       lost: s.lost.toString(),
       unreadable: s.unreadable.toString(),
       selfReports: this.selfReports,
@@ -281,4 +316,3 @@ export class TamperWatch {
 function uniq(ids: number[]): number[] {
   return [...new Set(ids)].sort((a, b) => a - b);
 }
-

@@ -58,7 +58,10 @@ function quote(v: string): string {
 }
 
 function list(value: string): string[] {
-  return value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
 }
 
 export function parseCidr(text: string): Cidr | null {
@@ -119,7 +122,11 @@ export function parseAnnotations(annotations: Record<string, string> | undefined
     for (const [k, v] of Object.entries(all)) {
       const shown = k.length <= MAX_QUOTED ? k : `${k.slice(0, MAX_QUOTED)}...`;
       // Unknown keys share one count: thousands of them must not make thousands of lines.
-      if (!KNOWN.has(k)) problem(`${PREFIX}*`, `unknown annotation ${shown}=${typeof v === 'string' ? quote(v) : `(${v === null ? 'null' : typeof v})`}${where} (known: ${[...KNOWN].join(', ')})`);
+      if (!KNOWN.has(k))
+        problem(
+          `${PREFIX}*`,
+          `unknown annotation ${shown}=${typeof v === 'string' ? quote(v) : `(${v === null ? 'null' : typeof v})`}${where} (known: ${[...KNOWN].join(', ')})`,
+        );
       else if (typeof v !== 'string') problem(k, `${k}${where} must be a string, not ${v === null ? 'null' : typeof v}`);
       else if (v.length > MAX_VALUE) problem(k, `${k}${where} is ${v.length} bytes long (at most ${MAX_VALUE})`);
       else out[k] = v;
@@ -138,7 +145,10 @@ export function parseAnnotations(annotations: Record<string, string> | undefined
     const prof = Object.hasOwn(profiles, profileName) ? profiles[profileName] : undefined;
     if (!prof || typeof prof !== 'object') {
       const whence = named === undefined ? ' (the node default)' : '';
-      problem(KEYS.profile, `${KEYS.profile}=${quote(profileName)}${whence}: no such profile on this node (known: ${Object.keys(profiles).join(', ') || 'none'})`);
+      problem(
+        KEYS.profile,
+        `${KEYS.profile}=${quote(profileName)}${whence}: no such profile on this node (known: ${Object.keys(profiles).join(', ') || 'none'})`,
+      );
     } else {
       const fromProfile = usable(cgfenceAnnotations(prof), ` in profile ${quote(profileName)}`);
       delete fromProfile[KEYS.profile];

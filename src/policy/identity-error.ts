@@ -2,7 +2,11 @@
 export class ResolveError extends Error {
   /** The path inside the container at which resolution stopped (symlinks followed), when known. */
   at?: string;
-  constructor(public readonly requested: string, reason: string, at?: string) {
+  constructor(
+    public readonly requested: string,
+    reason: string,
+    at?: string,
+  ) {
     super(`${requested}: ${reason}`);
     this.at = at;
   }

@@ -44,7 +44,11 @@ export function resolveInRootDetailed(root: string, p: string): { host: string; 
       st = fs.lstatSync(host);
     } catch (e) {
       const at = '/' + [...done, part].join('/');
-      throw new ResolveError(p, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file in the container' : (e as Error).message, at);
+      throw new ResolveError(
+        p,
+        (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file in the container' : (e as Error).message,
+        at,
+      );
     }
     if (st.isSymbolicLink()) {
       if (++links > MAX_SYMLINKS) throw new ResolveError(p, 'too many levels of symbolic links');
@@ -53,7 +57,8 @@ export function resolveInRootDetailed(root: string, p: string): { host: string; 
       pending.unshift(...target.split('/').filter(Boolean));
       continue;
     }
-    if (pending.length > 0 && !st.isDirectory()) throw new ResolveError(p, `${'/' + [...done, part].join('/')} is not a directory`, '/' + [...done, part].join('/'));
+    if (pending.length > 0 && !st.isDirectory())
+      throw new ResolveError(p, `${'/' + [...done, part].join('/')} is not a directory`, '/' + [...done, part].join('/'));
     done.push(part);
   }
   return { host: path.join(root, ...done), inside: '/' + done.join('/') };
@@ -107,13 +112,18 @@ export function allowedFileOf(hostPath: string, interpOnly = false): AllowedFile
     // wait > settle + 1 ms: a ctime in the future, the clock was set back; waiting for it to
     // catch up could take any time (see the doc's limits).
     if (wait <= 0n || wait > settle + MS) return { dev: kernelDev(st.dev), ino: st.ino, ctimeNs: st.ctimeNs, interpOnly };
-    if (now - started > STAMP_MAX_WAIT_NS) throw new ResolveError(hostPath, 'the file keeps changing: no stable change stamp to allow it under');
+    if (now - started > STAMP_MAX_WAIT_NS)
+      throw new ResolveError(hostPath, 'the file keeps changing: no stable change stamp to allow it under');
     sleepSync(wait);
   }
 }
 
 /** loaderOf: for an entry added as the PT_INTERP loader of allowed programs, the first of them. */
-export interface ResolvedEntry { path: string; identity: AllowedFile; loaderOf?: string }
+export interface ResolvedEntry {
+  path: string;
+  identity: AllowedFile;
+  loaderOf?: string;
+}
 
 /**
  * Adds the PT_INTERP loader of each ELF program in `out`, allowed only as a loader and under

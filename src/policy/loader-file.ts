@@ -11,7 +11,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ResolveError } from './identity-error';
 
-interface Mount { mountPoint: string; fsType: string; superOptions: string }
+interface Mount {
+  mountPoint: string;
+  fsType: string;
+  superOptions: string;
+}
 
 /** Octal escapes (\040 for a space, \134 for a backslash) as mountinfo writes them. */
 function unescape(s: string): string {

@@ -3,7 +3,12 @@
 
 export type Mode = 'enforce' | 'audit' | 'learn' | 'off';
 
-export interface Cidr { family: 4 | 6; addr: Buffer; prefix: number; text: string }
+export interface Cidr {
+  family: 4 | 6;
+  addr: Buffer;
+  prefix: number;
+  text: string;
+}
 
 export interface Policy {
   mode: Mode;
@@ -20,13 +25,27 @@ export interface Policy {
 
 export function emptyPolicy(): Policy {
   return {
-    mode: 'off', execAllow: null, egressAllow: null, egressDeny: null, ingressAllow: null,
-    ingressDeny: null, seccompDeny: null, seccompAllow: null, profile: null,
+    mode: 'off',
+    execAllow: null,
+    egressAllow: null,
+    egressDeny: null,
+    ingressAllow: null,
+    ingressDeny: null,
+    seccompDeny: null,
+    seccompAllow: null,
+    profile: null,
   };
 }
 
 /** True when the policy asks for any fence at all. */
 export function hasRules(p: Policy): boolean {
-  return p.execAllow !== null || p.egressAllow !== null || p.egressDeny !== null || p.ingressAllow !== null
-    || p.ingressDeny !== null || p.seccompDeny !== null || p.seccompAllow !== null;
+  return (
+    p.execAllow !== null ||
+    p.egressAllow !== null ||
+    p.egressDeny !== null ||
+    p.ingressAllow !== null ||
+    p.ingressDeny !== null ||
+    p.seccompDeny !== null ||
+    p.seccompAllow !== null
+  );
 }

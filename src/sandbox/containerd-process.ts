@@ -72,7 +72,11 @@ export function containerdPaths(dir: string): ContainerdPaths {
 
 const tomlString = (s: string) => JSON.stringify(s);
 
-export function containerdConfig(p: ContainerdPaths, logLevel = 'info', extra: Pick<StartContainerdOptions, 'extraConfig' | 'enableCri'> = {}): string {
+export function containerdConfig(
+  p: ContainerdPaths,
+  logLevel = 'info',
+  extra: Pick<StartContainerdOptions, 'extraConfig' | 'enableCri'> = {},
+): string {
   const text = [
     'version = 2',
     `root = ${tomlString(p.root)}`,
@@ -121,7 +125,10 @@ function readPid(file: string): number | undefined {
 
 function cmdline(pid: number): string[] | undefined {
   try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((s) => s !== '');
+    return fs
+      .readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+      .split('\0')
+      .filter((s) => s !== '');
   } catch {
     return undefined;
   }
@@ -157,7 +164,11 @@ export function isRunning(dir: string): boolean {
 
 function tail(file: string, lines = 30): string {
   try {
-    return fs.readFileSync(file, 'utf8').split('\n').slice(-lines - 1).join('\n');
+    return fs
+      .readFileSync(file, 'utf8')
+      .split('\n')
+      .slice(-lines - 1)
+      .join('\n');
   } catch {
     return '(no log)';
   }
@@ -196,7 +207,9 @@ async function waitHealthy(p: ContainerdPaths, pid: number, timeoutMs: number): 
 export async function startContainerd(dir: string, opts: StartContainerdOptions = {}): Promise<StartedContainerd> {
   const p = containerdPaths(dir);
   if (p.ttrpcSocket.length > MAX_SOCKET_PATH) {
-    throw new Error(`containerd socket path too long for a unix socket (${p.ttrpcSocket.length} > ${MAX_SOCKET_PATH}): ${p.ttrpcSocket}; use a shorter --dir`);
+    throw new Error(
+      `containerd socket path too long for a unix socket (${p.ttrpcSocket.length} > ${MAX_SOCKET_PATH}): ${p.ttrpcSocket}; use a shorter --dir`,
+    );
   }
   const timeoutMs = opts.healthTimeoutMs ?? 20_000;
   const existing = runningPid(p);
@@ -279,7 +292,7 @@ function findShims(p: ContainerdPaths): ShimInfo[] {
 function run(cmd: string, args: string[], timeoutMs = 30_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
       resolve({ code, stdout: String(stdout), stderr: String(stderr) || (err && !stderr ? err.message : '') });
     });
   });

@@ -84,7 +84,11 @@ async function waitDaemon(p: SandboxPaths, pid: number, timeoutMs = 180_000): Pr
     } catch (e) {
       last = (e as Error).message;
     }
-    try { process.kill(pid, 0); } catch { break; }
+    try {
+      process.kill(pid, 0);
+    } catch {
+      break;
+    }
     await new Promise((r) => setTimeout(r, 100));
   }
   const tail = fs.existsSync(p.daemonLog) ? fs.readFileSync(p.daemonLog, 'utf8').split('\n').slice(-15).join('\n') : '';
@@ -93,18 +97,21 @@ async function waitDaemon(p: SandboxPaths, pid: number, timeoutMs = 180_000): Pr
 
 function writeEnv(p: SandboxPaths): void {
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-  fs.writeFileSync(p.env, [
-    '# cgfence sandbox: source this file, then e.g.',
-    `#   ctr run --rm --runc-binary "$CGFENCE_RUNC" --annotation cgfence.io/exec-allow=/bin/sh ${TEST_IMAGE_NAME} demo sh -c 'echo hi'`,
-    `export CONTAINERD_ADDRESS=${q(p.containerdSocket)}`,
-    `export CONTAINERD_NAMESPACE=${q(SANDBOX_NAMESPACE)}`,
-    `export CGFENCE_RUNC=${q(p.runc)}`,
-    `export CGFENCE_SOCKET=${q(p.socket)}`,
-    `export CGFENCE_AUDIT_LOG=${q(p.auditLog)}`,
-    // `cgfence` itself, as the hints name it.
-    `export PATH=${q(path.join(projectRoot(), 'bin'))}:"$PATH"`,
-    '',
-  ].join('\n'));
+  fs.writeFileSync(
+    p.env,
+    [
+      '# cgfence sandbox: source this file, then e.g.',
+      `#   ctr run --rm --runc-binary "$CGFENCE_RUNC" --annotation cgfence.io/exec-allow=/bin/sh ${TEST_IMAGE_NAME} demo sh -c 'echo hi'`,
+      `export CONTAINERD_ADDRESS=${q(p.containerdSocket)}`,
+      `export CONTAINERD_NAMESPACE=${q(SANDBOX_NAMESPACE)}`,
+      `export CGFENCE_RUNC=${q(p.runc)}`,
+      `export CGFENCE_SOCKET=${q(p.socket)}`,
+      `export CGFENCE_AUDIT_LOG=${q(p.auditLog)}`,
+      // `cgfence` itself, as the hints name it.
+      `export PATH=${q(path.join(projectRoot(), 'bin'))}:"$PATH"`,
+      '',
+    ].join('\n'),
+  );
 }
 
 export interface SandboxOptions {
@@ -128,7 +135,10 @@ export async function sandboxUp(dir: string, progress: Progress = () => {}, opts
   // The runc.v2 shim inherits containerd's environment and so does cgfence-runc: this is
   // how the launcher finds this sandbox's daemon and the real runc.
   const runtimeEnv = {
-    CGFENCE_SOCKET: p.socket, CGFENCE_REAL_RUNC: realRunc(), CGFENCE_FAIL_MODE: process.env.CGFENCE_FAIL_MODE ?? 'closed', CGFENCE_SPOOL_DIR: p.spoolDir,
+    CGFENCE_SOCKET: p.socket,
+    CGFENCE_REAL_RUNC: realRunc(),
+    CGFENCE_FAIL_MODE: process.env.CGFENCE_FAIL_MODE ?? 'closed',
+    CGFENCE_SPOOL_DIR: p.spoolDir,
     CGFENCE_NODE_HINT: path.join(p.stateDir, 'launcher-node.conf'),
   };
   progress(containerdRunning(p.dir) ? 'containerd: already running' : 'containerd: starting');
@@ -143,10 +153,29 @@ export async function sandboxUp(dir: string, progress: Progress = () => {}, opts
     const main = path.join(projectRoot(), 'dist', 'src', 'cli', 'main.js');
     const log = fs.openSync(p.daemonLog, 'a');
     const env: NodeJS.ProcessEnv = { ...process.env, ...opts.daemonEnv };
-    const child = spawn(process.execPath, [main, 'daemon',
-      '--containerd-socket', p.containerdSocket, '--state-dir', p.stateDir, '--audit-log', p.auditLog,
-      '--socket', p.socket, '--pin-dir', p.pinDir, '--metrics-address', p.metrics, '--spool-dir', p.spoolDir,
-      ...(opts.config ? ['--config', path.resolve(opts.config)] : [])], { detached: true, stdio: ['ignore', log, log], env });
+    const child = spawn(
+      process.execPath,
+      [
+        main,
+        'daemon',
+        '--containerd-socket',
+        p.containerdSocket,
+        '--state-dir',
+        p.stateDir,
+        '--audit-log',
+        p.auditLog,
+        '--socket',
+        p.socket,
+        '--pin-dir',
+        p.pinDir,
+        '--metrics-address',
+        p.metrics,
+        '--spool-dir',
+        p.spoolDir,
+        ...(opts.config ? ['--config', path.resolve(opts.config)] : []),
+      ],
+      { detached: true, stdio: ['ignore', log, log], env },
+    );
     fs.closeSync(log);
     child.unref();
     pid = child.pid!;
@@ -182,10 +211,18 @@ export async function sandboxDown(dir: string, progress: Progress = () => {}): P
     }
     const end = Date.now() + 15_000;
     while (Date.now() < end) {
-      try { process.kill(pid, 0); } catch { break; }
+      try {
+        process.kill(pid, 0);
+      } catch {
+        break;
+      }
       await new Promise((r) => setTimeout(r, 50));
     }
-    try { process.kill(pid, 'SIGKILL'); } catch { /* exited */ }
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* exited */
+    }
   }
   fs.rmSync(p.daemonPid, { force: true });
   if (containerdRunning(p.dir)) progress('containerd: stopping, with its shims and containers');
@@ -195,7 +232,12 @@ export async function sandboxDown(dir: string, progress: Progress = () => {}): P
   progress('sandbox: down');
 }
 
-export interface SandboxStatus { dir: string; daemon: number | null; containerd: boolean; env: string | null }
+export interface SandboxStatus {
+  dir: string;
+  daemon: number | null;
+  containerd: boolean;
+  env: string | null;
+}
 
 export function sandboxStatus(dir: string): SandboxStatus {
   const p = sandboxPaths(dir);

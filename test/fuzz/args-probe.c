@@ -23,7 +23,7 @@ int main(void)
 		int argc = 0;
 		argv[argc++] = "runc";
 		if (n > 0)
-			for (char *tok = line;; ) {
+			for (char *tok = line;;) {
 				char *sep = strchr(tok, '\x1f');
 				if (sep)
 					*sep = '\0';

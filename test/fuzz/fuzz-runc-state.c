@@ -24,7 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		memcpy(more, data, size);
 		more[size] = '\n';
 		more[size + 1] = ' ';
-		if (runc_state_parse(more, size + 2, key2, sizeof(key2), &pid2, &why) != 1 || pid2 != pid || strcmp(key, key2))
+		if (runc_state_parse(more, size + 2, key2, sizeof(key2), &pid2, &why) != 1 || pid2 != pid ||
+		    strcmp(key, key2))
 			abort();
 		free(more);
 	}

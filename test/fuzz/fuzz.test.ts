@@ -19,19 +19,25 @@ function run(cmd: string, args: string[], timeoutMs: number): Promise<{ status: 
     const c = spawn(cmd, args, { cwd: repo, stdio: ['ignore', 'ignore', 'pipe'], timeout: timeoutMs });
     let stderr = '';
     c.stderr.setEncoding('utf8');
-    c.stderr.on('data', (d: string) => { stderr = (stderr + d).slice(-256 * 1024); });
+    c.stderr.on('data', (d: string) => {
+      stderr = (stderr + d).slice(-256 * 1024);
+    });
     c.on('close', (status) => resolve({ status, stderr }));
   });
 }
 
 describe('fuzzing the C parsers (libFuzzer, ASan, UBSan)', () => {
   for (const target of TARGETS) {
-    it(`${target}: ${SECONDS} s without a finding`, async () => {
-      const r = await run('bash', [path.join(repo, 'scripts/fuzz.sh'), target, String(SECONDS)], (SECONDS + 90) * 1000);
-      const runs = /stat::number_of_executed_units: (\d+)/.exec(r.stderr);
-      expect(r.status, r.stderr.split('\n').slice(-40).join('\n')).toBe(0);
-      // It really ran: a target that exits at once proves nothing.
-      expect(Number(runs?.[1] ?? 0)).toBeGreaterThan(1000);
-    }, (SECONDS + 120) * 1000);
+    it(
+      `${target}: ${SECONDS} s without a finding`,
+      async () => {
+        const r = await run('bash', [path.join(repo, 'scripts/fuzz.sh'), target, String(SECONDS)], (SECONDS + 90) * 1000);
+        const runs = /stat::number_of_executed_units: (\d+)/.exec(r.stderr);
+        expect(r.status, r.stderr.split('\n').slice(-40).join('\n')).toBe(0);
+        // It really ran: a target that exits at once proves nothing.
+        expect(Number(runs?.[1] ?? 0)).toBeGreaterThan(1000);
+      },
+      (SECONDS + 120) * 1000,
+    );
   }
 });

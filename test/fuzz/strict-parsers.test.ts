@@ -14,8 +14,22 @@ beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cgfence-strict-'));
   probe = path.join(tmp, 'parse-probe');
   const r = (f: string) => path.join(repo, 'native/cgfence-runc', f);
-  execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-std=gnu11', path.join(repo, 'test/fuzz/parse-probe.c'), r('bundle-config.c'), r('node-hint.c'), r('reply.c'),
-    r('strict-json.c'), path.join(repo, 'native/fd-holder/runc-state.c'), '-ljson-c', '-o', probe]);
+  execFileSync('gcc', [
+    '-O2',
+    '-Wall',
+    '-Wextra',
+    '-Werror',
+    '-std=gnu11',
+    path.join(repo, 'test/fuzz/parse-probe.c'),
+    r('bundle-config.c'),
+    r('node-hint.c'),
+    r('reply.c'),
+    r('strict-json.c'),
+    path.join(repo, 'native/fd-holder/runc-state.c'),
+    '-ljson-c',
+    '-o',
+    probe,
+  ]);
 });
 
 afterAll(() => {
@@ -27,7 +41,13 @@ const hex = (s: string) => Buffer.from(s).toString('hex');
 
 describe('runc state (fd-holder)', () => {
   it('reads what runc 1.1 sends', () => {
-    const state = { ociVersion: '1.0.2', fds: ['seccompFd'], pid: 4242, metadata: 'default/c1', state: { ociVersion: '1.0.2', id: 'c1', status: 'creating', pid: 4242, bundle: '/b' } };
+    const state = {
+      ociVersion: '1.0.2',
+      fds: ['seccompFd'],
+      pid: 4242,
+      metadata: 'default/c1',
+      state: { ociVersion: '1.0.2', id: 'c1', status: 'creating', pid: 4242, bundle: '/b' },
+    };
     expect(parse('runc-state', JSON.stringify(state))).toBe(`1 4242 ${hex('default/c1')}`);
   });
 
@@ -78,7 +98,14 @@ describe('daemon replies (launcher)', () => {
   it('reads "no fence" (no attach then) only from a yes with a boolean "fence":false', () => {
     expect(parse('reply', '{"ok":true,"fence":false}')).toBe('ok no-fence');
     expect(parse('reply', '{"fence":false,"ok":true}')).toBe('ok no-fence');
-    for (const r of ['{"ok":true,"fence":true}', '{"ok":true,"fence":"false"}', '{"ok":true,"fence":0}', '{"ok":true,"fence":null}', '{"ok":true,"Fence":false}']) expect(parse('reply', r), r).toBe('ok');
+    for (const r of [
+      '{"ok":true,"fence":true}',
+      '{"ok":true,"fence":"false"}',
+      '{"ok":true,"fence":0}',
+      '{"ok":true,"fence":null}',
+      '{"ok":true,"Fence":false}',
+    ])
+      expect(parse('reply', r), r).toBe('ok');
     expect(parse('reply', '{"ok":false,"fence":false,"error":"no"}')).toBe('refused no');
   });
 
@@ -97,7 +124,9 @@ describe('daemon replies (launcher)', () => {
 describe('config.json (launcher)', () => {
   it('sees cgfence annotations under any spelling runc (Go) accepts, and process.terminal', () => {
     expect(parse('bundle-config', '{"annotations":{"cgfence.io/exec-allow":"/bin/sh"}}')).toBe('annotated=1 terminal=0');
-    expect(parse('bundle-config', '{"Annotations":{"cgfence.io/mode":"learn"},"PROCESS":{"Terminal":true}}')).toBe('annotated=1 terminal=1');
+    expect(parse('bundle-config', '{"Annotations":{"cgfence.io/mode":"learn"},"PROCESS":{"Terminal":true}}')).toBe(
+      'annotated=1 terminal=1',
+    );
     expect(parse('bundle-config', '{"annotations":{"io.kubernetes.x":"y"},"process":{"terminal":false}}')).toBe('annotated=0 terminal=0');
     expect(parse('bundle-config', '{"annotations":[]}')).toMatch(/^error annotations is not an object/);
     expect(parse('bundle-config', '{"annotations":{}} x')).toMatch(/^error/);

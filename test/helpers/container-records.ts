@@ -13,8 +13,12 @@ export async function recordsOf(p: SandboxPaths, id: string): Promise<Rec[]> {
 /** The first record of container id that pred accepts, once it is written (20 s at most). */
 export async function waitRecord(p: SandboxPaths, id: string, pred: (r: Rec) => boolean, what: string): Promise<Rec> {
   let last: Rec[] = [];
-  return waitFor(what, () => {
-    void recordsOf(p, id).then((x) => (last = x));
-    return last.find(pred);
-  }, 20_000);
+  return waitFor(
+    what,
+    () => {
+      void recordsOf(p, id).then((x) => (last = x));
+      return last.find(pred);
+    },
+    20_000,
+  );
 }

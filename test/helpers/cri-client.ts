@@ -23,11 +23,15 @@ export function criClient(socket: string): CriClient {
       const reqT = root.lookupType(`runtime.v1.${name}Request`);
       const resT = root.lookupType(`runtime.v1.${name}Response`);
       return new Promise((resolve, reject) => {
-        client.makeUnaryRequest(`/runtime.v1.${svc}/${name}`,
+        client.makeUnaryRequest(
+          `/runtime.v1.${svc}/${name}`,
           (m: Obj) => Buffer.from(reqT.encode(reqT.fromObject(m)).finish()),
           (b: Buffer) => resT.toObject(resT.decode(b), { longs: Number, enums: String, defaults: true }),
-          req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs },
-          (err, res) => (err ? reject(new Error(`CRI ${name}: ${err.details || err.message}`)) : resolve(res as T)));
+          req,
+          new grpc.Metadata(),
+          { deadline: Date.now() + timeoutMs },
+          (err, res) => (err ? reject(new Error(`CRI ${name}: ${err.details || err.message}`)) : resolve(res as T)),
+        );
       });
     },
     close: () => client.close(),

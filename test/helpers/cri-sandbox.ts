@@ -16,7 +16,10 @@ export const PAUSE_IMAGE = 'cgfence.local/pause:test';
 export const HANDLER_FILE = path.join(__dirname, '..', '..', 'oci-config', 'containerd-runtime-handler.toml');
 
 /** A pod sandbox as RunPodSandbox made it, with the config kubelet would pass on. */
-export interface CriPod { id: string; config: Obj }
+export interface CriPod {
+  id: string;
+  config: Obj;
+}
 
 export interface PodOptions {
   namespace: string;
@@ -75,8 +78,14 @@ export class CriSandbox {
     ].join('\n');
     const realRunc = execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim();
     await startContainerd(dir, {
-      enableCri: true, extraConfig,
-      env: { CGFENCE_SOCKET: p.socket, CGFENCE_REAL_RUNC: realRunc, CGFENCE_FAIL_MODE: 'closed', CGFENCE_SPOOL_DIR: path.join(dir, 'spool') },
+      enableCri: true,
+      extraConfig,
+      env: {
+        CGFENCE_SOCKET: p.socket,
+        CGFENCE_REAL_RUNC: realRunc,
+        CGFENCE_FAIL_MODE: 'closed',
+        CGFENCE_SPOOL_DIR: path.join(dir, 'spool'),
+      },
     });
     // Reuses that containerd; starts the daemon.
     let config: string | undefined;
@@ -91,8 +100,16 @@ export class CriSandbox {
     const pauseBin = buildFixture('pause', work);
     const pauseTar = path.join(work, 'pause.tar');
     await buildOciImage({
-      name: PAUSE_IMAGE, outFile: pauseTar, config: { entrypoint: ['/pause'] },
-      files: [{ path: '/pause', source: pauseBin, mode: 0o755 }, { path: '/proc', dir: true }, { path: '/sys', dir: true }, { path: '/dev', dir: true }, { path: '/etc', dir: true }],
+      name: PAUSE_IMAGE,
+      outFile: pauseTar,
+      config: { entrypoint: ['/pause'] },
+      files: [
+        { path: '/pause', source: pauseBin, mode: 0o755 },
+        { path: '/proc', dir: true },
+        { path: '/sys', dir: true },
+        { path: '/dev', dir: true },
+        { path: '/etc', dir: true },
+      ],
     });
     if (!fs.existsSync(this.paths.imageTar)) await buildTestImage(this.paths.imageTar);
     await importImage(dir, pauseTar, 'k8s.io');
@@ -101,10 +118,19 @@ export class CriSandbox {
     for (const image of [PAUSE_IMAGE, TEST_IMAGE_NAME]) {
       // CRI learns of imported images from containerd's events.
       let seen = false;
-      await waitFor(`CRI to see ${image}`, () => {
-        void this.cri.call<Obj>('ImageService.ImageStatus', { image: { image } }).then((r) => { seen = !!r.image?.id; }, () => {});
-        return seen;
-      }, 30_000);
+      await waitFor(
+        `CRI to see ${image}`,
+        () => {
+          void this.cri.call<Obj>('ImageService.ImageStatus', { image: { image } }).then(
+            (r) => {
+              seen = !!r.image?.id;
+            },
+            () => {},
+          );
+          return seen;
+        },
+        30_000,
+      );
     }
   }
 
@@ -131,11 +157,18 @@ export class CriSandbox {
       labels: opts.labels ?? {},
       linux: { securityContext: NAMESPACES },
     };
-    const r = await this.cri.call<{ podSandboxId: string }>('RunPodSandbox', { config, runtimeHandler: opts.handler ?? 'cgfence' }).catch((e: Error) => {
-      // containerd's own words on why, for whoever reads a failure.
-      const log = fs.readFileSync(containerdPaths(this.dir).log, 'utf8').split('\n').filter((l) => /level=(error|warning)/.test(l)).slice(-5).join('\n');
-      throw new Error(`${e.message}\ncontainerd log:\n${log}`);
-    });
+    const r = await this.cri
+      .call<{ podSandboxId: string }>('RunPodSandbox', { config, runtimeHandler: opts.handler ?? 'cgfence' })
+      .catch((e: Error) => {
+        // containerd's own words on why, for whoever reads a failure.
+        const log = fs
+          .readFileSync(containerdPaths(this.dir).log, 'utf8')
+          .split('\n')
+          .filter((l) => /level=(error|warning)/.test(l))
+          .slice(-5)
+          .join('\n');
+        throw new Error(`${e.message}\ncontainerd log:\n${log}`);
+      });
     this.pods.push(r.podSandboxId);
     return { id: r.podSandboxId, config };
   }
@@ -146,8 +179,12 @@ export class CriSandbox {
       podSandboxId: pod.id,
       sandboxConfig: pod.config,
       config: {
-        metadata: { name }, image: { image: TEST_IMAGE_NAME }, command: ['/bin/sh', '-c', script], logPath: `${name}.log`,
-        labels, linux: { securityContext: NAMESPACES },
+        metadata: { name },
+        image: { image: TEST_IMAGE_NAME },
+        command: ['/bin/sh', '-c', script],
+        logPath: `${name}.log`,
+        labels,
+        linux: { securityContext: NAMESPACES },
       },
     });
     await this.cri.call('StartContainer', { containerId: c.containerId });
@@ -160,7 +197,12 @@ const NAMESPACES = { namespaceOptions: { network: 'NODE', pid: 'CONTAINER', ipc:
 /** The container's output lines from its CRI log file ("<time> stdout F <line>"). */
 export function containerOutput(pod: CriPod, name: string): string {
   try {
-    return fs.readFileSync(path.join(pod.config.logDirectory, `${name}.log`), 'utf8').split('\n').filter(Boolean).map((l) => l.split(' ').slice(3).join(' ')).join('\n');
+    return fs
+      .readFileSync(path.join(pod.config.logDirectory, `${name}.log`), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split(' ').slice(3).join(' '))
+      .join('\n');
   } catch {
     return '';
   }

@@ -37,7 +37,8 @@ export async function importFixtureImage(p: SandboxPaths, name: string, fixtures
   try {
     const files: ImageFile[] = [...testImageFiles(), { path: '/opt', dir: true as const }, { path: FIXTURE_DIR, dir: true as const }];
     for (const f of set.static ?? []) files.push({ path: `${FIXTURE_DIR}/${f}`, source: buildFixture(f, tmp), mode: 0o755 });
-    for (const f of set.freestanding ?? []) files.push({ path: `${FIXTURE_DIR}/${f}`, source: buildFreestandingFixture(f, tmp), mode: 0o755 });
+    for (const f of set.freestanding ?? [])
+      files.push({ path: `${FIXTURE_DIR}/${f}`, source: buildFreestandingFixture(f, tmp), mode: 0o755 });
     const libs = new Map<string, string>();
     for (const f of set.dynamic ?? []) {
       const bin = buildDynamicFixture(f, tmp);

@@ -28,7 +28,9 @@ export function buildDynamicFixture(name: string, dir: string): string {
 /** Compiles a freestanding test/fixtures/*.c program: no libc, entry _start, static. */
 export function buildFreestandingFixture(name: string, dir: string): string {
   const out = path.join(dir, name);
-  execFileSync('gcc', ['-static', '-nostdlib', '-fno-stack-protector', '-O2', '-o', out, path.join(FIXTURES, `${name}.c`)], { stdio: 'pipe' });
+  execFileSync('gcc', ['-static', '-nostdlib', '-fno-stack-protector', '-O2', '-o', out, path.join(FIXTURES, `${name}.c`)], {
+    stdio: 'pipe',
+  });
   return out;
 }
 
@@ -41,7 +43,11 @@ export function runInCgroup(cgroupPath: string, argv: string[], env: NodeJS.Proc
   });
 }
 
-export interface BpfCounts { progs: number; maps: number; links: number }
+export interface BpfCounts {
+  progs: number;
+  maps: number;
+  links: number;
+}
 
 export function bpfCounts(): BpfCounts {
   const count = (kind: string) => {
@@ -85,7 +91,11 @@ export function removeNamespaceCgroups(namespace: string): void {
     };
     walk(top);
     for (const d of dirs) {
-      try { fs.rmdirSync(d); } catch { /* still in use: left for the system */ }
+      try {
+        fs.rmdirSync(d);
+      } catch {
+        /* still in use: left for the system */
+      }
     }
   }
 }

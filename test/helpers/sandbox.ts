@@ -21,7 +21,13 @@ export function cid(tag: string): string {
 }
 
 /** ctr run --rm through cgfence-runc with the given annotations. */
-export function runFenced(p: SandboxPaths, id: string, annotations: Record<string, string>, argv: string[], extra: string[] = []): SpawnSyncReturns<string> {
+export function runFenced(
+  p: SandboxPaths,
+  id: string,
+  annotations: Record<string, string>,
+  argv: string[],
+  extra: string[] = [],
+): SpawnSyncReturns<string> {
   const ann = Object.entries(annotations).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
   return ctr(p, ['run', '--rm', '--runc-binary', p.runc, ...ann, ...extra, IMAGE, id, ...argv]);
 }
@@ -35,7 +41,11 @@ export function cli(p: SandboxPaths, args: string[]): SpawnSyncReturns<string> {
 }
 
 /** Polls fn (sync or async) until it gives a truthy value; fails after timeoutMs. */
-export async function waitFor<T>(what: string, fn: () => T | undefined | null | false | Promise<T | undefined | null | false>, timeoutMs = 10_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => T | undefined | null | false | Promise<T | undefined | null | false>,
+  timeoutMs = 10_000,
+): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -51,10 +61,19 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | null | 
  * init that ignores it: on timeout ctr is killed outright and the container removed, so the
  * test fails instead of hanging.
  */
-export function runFencedBounded(p: SandboxPaths, id: string, annotations: Record<string, string>, argv: string[], timeoutMs: number): SpawnSyncReturns<string> {
+export function runFencedBounded(
+  p: SandboxPaths,
+  id: string,
+  annotations: Record<string, string>,
+  argv: string[],
+  timeoutMs: number,
+): SpawnSyncReturns<string> {
   const ann = Object.entries(annotations).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
-  const r = spawnSync('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, 'run', '--rm', '--runc-binary', p.runc, ...ann, IMAGE, id, ...argv],
-    { encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL' });
+  const r = spawnSync(
+    'ctr',
+    ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, 'run', '--rm', '--runc-binary', p.runc, ...ann, IMAGE, id, ...argv],
+    { encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL' },
+  );
   if (r.error || r.signal) {
     ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
     ctr(p, ['task', 'delete', '--force', id]);
@@ -66,7 +85,11 @@ export function runFencedBounded(p: SandboxPaths, id: string, annotations: Recor
 /** Kills a container started with `ctr run -d` and removes its task and container, whatever state it is in. */
 export async function removeContainer(p: SandboxPaths, id: string): Promise<void> {
   ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-  await waitFor('task to stop', () => ctr(p, ['task', 'delete', id]).status === 0 || !ctr(p, ['task', 'ls']).stdout.includes(`${id} `), 20_000).catch(() => {});
+  await waitFor(
+    'task to stop',
+    () => ctr(p, ['task', 'delete', id]).status === 0 || !ctr(p, ['task', 'ls']).stdout.includes(`${id} `),
+    20_000,
+  ).catch(() => {});
   ctr(p, ['task', 'delete', '--force', id]);
   ctr(p, ['containers', 'delete', id]);
 }
@@ -84,7 +107,11 @@ export async function removeContainers(p: SandboxPaths, ids: string[]): Promise<
 /** Pids of a container's processes (from the shim, which does not need the daemon). */
 export function containerPids(p: SandboxPaths, id: string): number[] {
   const r = ctr(p, ['task', 'ps', id]);
-  return r.stdout.split('\n').slice(1).map((l) => Number(l.trim().split(/\s+/)[0])).filter((n) => n > 0);
+  return r.stdout
+    .split('\n')
+    .slice(1)
+    .map((l) => Number(l.trim().split(/\s+/)[0]))
+    .filter((n) => n > 0);
 }
 
 /** Is the process blocked in a seccomp user notification (waiting for an answer)? */

@@ -4,5 +4,12 @@ import { AuditInput } from '../../src/audit/audit-record';
 import { EventSink } from '../../src/fence/event-sink';
 
 export function collectingSink(records: AuditInput[] = []): EventSink & { records: AuditInput[] } {
-  return { records, write: (r) => { records.push(...r); }, toWallNs: (n) => n, owner: () => undefined };
+  return {
+    records,
+    write: (r) => {
+      records.push(...r);
+    },
+    toWallNs: (n) => n,
+    owner: () => undefined,
+  };
 }

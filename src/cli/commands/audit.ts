@@ -37,13 +37,16 @@ export async function run(argv: string[]): Promise<number> {
     const file = a.positionals[1] ?? auditLogPath(a.flags['audit-log']);
     const r = verifyAuditLog(file);
     if (r.ok) {
-      console.log(`${file}: hash chain intact, ${r.records} record(s) in ${r.files.length} file(s), seq ${r.firstSeq}..${r.lastSeq} (${r.anchor === 'genesis' ? 'from the first record ever written' : r.anchor === 'rotated' ? 'older files rotated away' : 'empty'})`);
+      console.log(
+        `${file}: hash chain intact, ${r.records} record(s) in ${r.files.length} file(s), seq ${r.firstSeq}..${r.lastSeq} (${r.anchor === 'genesis' ? 'from the first record ever written' : r.anchor === 'rotated' ? 'older files rotated away' : 'empty'})`,
+      );
       return 0;
     }
     console.error(`${r.file}:${r.line}: ${r.reason}${r.seq !== undefined && r.seq !== null ? ` (seq ${r.seq})` : ''}`);
     return 1;
   }
-  if (a.positionals.length) throw new UsageError(`unexpected argument ${JSON.stringify(a.positionals[0])} (did you mean \`cgfence audit verify\`?)`);
+  if (a.positionals.length)
+    throw new UsageError(`unexpected argument ${JSON.stringify(a.positionals[0])} (did you mean \`cgfence audit verify\`?)`);
   const file = auditLogPath(a.flags['audit-log']);
   const tail = a.flags.tail !== undefined ? Number(a.flags.tail) : undefined;
   if (tail !== undefined && (!Number.isInteger(tail) || tail < 0)) throw new UsageError(`--tail ${a.flags.tail}: expected a whole number`);
@@ -51,20 +54,26 @@ export async function run(argv: string[]): Promise<number> {
     throw new UsageError(`--type ${JSON.stringify(a.flags.type)}: expected one of ${AUDIT_TYPES.join(', ')}`);
   }
   const filter: AuditFilter = {
-    container: a.flags.container, namespace: a.flags.namespace, type: a.flags.type, action: a.flags.action,
-    since: a.flags.since, tail,
+    container: a.flags.container,
+    namespace: a.flags.namespace,
+    type: a.flags.type,
+    action: a.flags.action,
+    since: a.flags.since,
+    tail,
   };
   try {
     compileFilter(filter); // a bad --since is the user's, said before any reading
   } catch (e) {
-    if (e instanceof RangeError) throw new UsageError(`--since ${JSON.stringify(a.flags.since)}: expected a duration like 90s, 10m, 2h, 1d or an RFC 3339 time`);
+    if (e instanceof RangeError)
+      throw new UsageError(`--since ${JSON.stringify(a.flags.since)}: expected a duration like 90s, 10m, 2h, 1d or an RFC 3339 time`);
     throw e;
   }
   const format = outputFormat(a);
   const utc = a.bools.has('utc');
-  const print = (r: Parameters<typeof formatRecord>[0]) => console.log(format === 'json'
-    ? JSON.stringify(r)
-    : formatRecord(r, { time: (ts) => formatTimestamp(ts, { utc }), fullIds: format === 'wide' }));
+  const print = (r: Parameters<typeof formatRecord>[0]) =>
+    console.log(
+      format === 'json' ? JSON.stringify(r) : formatRecord(r, { time: (ts) => formatTimestamp(ts, { utc }), fullIds: format === 'wide' }),
+    );
   if (a.bools.has('follow')) {
     const ac = new AbortController();
     process.once('SIGINT', () => ac.abort());
@@ -79,13 +88,23 @@ export async function run(argv: string[]): Promise<number> {
   const actions = new Set<string>();
   let records;
   try {
-    records = await readRecords(file, { ...filter, action: undefined, where: (r) => { actions.add(r.action); return action === undefined || r.action === action; } });
+    records = await readRecords(file, {
+      ...filter,
+      action: undefined,
+      where: (r) => {
+        actions.add(r.action);
+        return action === undefined || r.action === action;
+      },
+    });
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new UsageError(`no audit log at ${file} (set --audit-log or CGFENCE_AUDIT_LOG)`);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new UsageError(`no audit log at ${file} (set --audit-log or CGFENCE_AUDIT_LOG)`);
     throw e;
   }
   if (typeof action === 'string' && !actions.has(action)) {
-    throw new UsageError(`--action ${JSON.stringify(action)}: no ${filter.type ?? ''}${filter.type ? ' ' : ''}record in ${file} has it (there: ${[...actions].sort().join(', ') || 'none'})`);
+    throw new UsageError(
+      `--action ${JSON.stringify(action)}: no ${filter.type ?? ''}${filter.type ? ' ' : ''}record in ${file} has it (there: ${[...actions].sort().join(', ') || 'none'})`,
+    );
   }
   for (const r of records) print(r);
   return 0;

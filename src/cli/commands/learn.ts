@@ -32,7 +32,12 @@ missing (lost events, full kernel tables, files created at run time) is said on 
 
 type Format = 'ctr' | 'yaml' | 'json';
 
-interface LearnReply { running: boolean; learned?: Learned; namespace?: string; mode?: string }
+interface LearnReply {
+  running: boolean;
+  learned?: Learned;
+  namespace?: string;
+  mode?: string;
+}
 
 /** How long to wait for the exit record of a container that has exited but is not yet detached. */
 const EXIT_RECORD_WAIT_MS = 5000;
@@ -53,7 +58,8 @@ function parsePod(v: string | undefined): PodRef | undefined {
 }
 
 function parseFormat(v: string | undefined, json: boolean): Format {
-  if (v !== undefined && !['ctr', 'yaml', 'json'].includes(v)) throw new UsageError(`--format ${JSON.stringify(v)}: expected ctr, yaml or json`);
+  if (v !== undefined && !['ctr', 'yaml', 'json'].includes(v))
+    throw new UsageError(`--format ${JSON.stringify(v)}: expected ctr, yaml or json`);
   if (json && v !== undefined && v !== 'json') throw new UsageError(`--json and --format ${v} disagree: --json is --format json`);
   return (v as Format | undefined) ?? (json ? 'json' : 'ctr');
 }
@@ -63,7 +69,8 @@ async function learnedRecords(file: string, filter: { container?: string; namesp
     const records = await readRecords(file, { type: 'lifecycle', action: 'learned', ...filter });
     return records.filter((r) => typeof r.learned === 'object' && r.learned !== null);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new UsageError(`no audit log at ${file} (set --audit-log or CGFENCE_AUDIT_LOG)`);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new UsageError(`no audit log at ${file} (set --audit-log or CGFENCE_AUDIT_LOG)`);
     throw e;
   }
 }
@@ -73,7 +80,10 @@ async function fromLog(file: string, id: string, namespace: string | undefined):
   // The filter matches id prefixes; only the container itself counts here.
   const mine = (await learnedRecords(file, { container: id, namespace })).filter((r) => r.container_id === id);
   const namespaces = [...new Set(mine.map((r) => r.namespace))];
-  if (namespaces.length > 1) throw new UsageError(`container ${JSON.stringify(id)} learned in several namespaces (${namespaces.join(', ')}): name one with --namespace`);
+  if (namespaces.length > 1)
+    throw new UsageError(
+      `container ${JSON.stringify(id)} learned in several namespaces (${namespaces.join(', ')}): name one with --namespace`,
+    );
   const last = mine[mine.length - 1];
   return last ? (last.learned as Learned) : null;
 }
@@ -81,7 +91,10 @@ async function fromLog(file: string, id: string, namespace: string | undefined):
 class Sources {
   daemonDown: string | null = null;
 
-  constructor(private readonly socket: string, private readonly log: string) {}
+  constructor(
+    private readonly socket: string,
+    private readonly log: string,
+  ) {}
 
   private async ask<T>(req: Record<string, unknown>): Promise<T | null> {
     if (this.daemonDown) return null;
@@ -115,8 +128,10 @@ class Sources {
     }
     const learned = reply.running && reply.learned ? reply.learned : await fromLog(this.log, id, namespace ?? reply.namespace);
     if (learned) return learned;
-    const why = reply.mode ? `it runs in mode ${reply.mode}, not learn` : this.daemonDown ?? 'no container of that id learns now';
-    throw new UsageError(`nothing learned for container ${JSON.stringify(id)}: ${why}, and ${this.log} has no learned record of it (start it with --annotation cgfence.io/mode=learn)`);
+    const why = reply.mode ? `it runs in mode ${reply.mode}, not learn` : (this.daemonDown ?? 'no container of that id learns now');
+    throw new UsageError(
+      `nothing learned for container ${JSON.stringify(id)}: ${why}, and ${this.log} has no learned record of it (start it with --annotation cgfence.io/mode=learn)`,
+    );
   }
 
   /** Every container of the pod: those learning now (asked one by one), and the exit records of the others. */
@@ -132,26 +147,45 @@ class Sources {
       const l = r.learned as Learned;
       const key = `${r.namespace}/${r.container_id}`;
       // The last record of a container wins; one learning now is newer than any record.
-      if (inPod(l) && !(out.get(key)?.running)) out.set(key, l);
+      if (inPod(l) && !out.get(key)?.running) out.set(key, l);
     }
     if (out.size === 0) {
-      throw new UsageError(`nothing learned for pod ${pod.namespace}/${pod.name}: ${this.daemonDown ? `${this.daemonDown}, and ` : 'no container of it learns now, and '}${this.log} has no learned record of it (give the pod the annotation cgfence.io/mode=learn)`);
+      throw new UsageError(
+        `nothing learned for pod ${pod.namespace}/${pod.name}: ${this.daemonDown ? `${this.daemonDown}, and ` : 'no container of it learns now, and '}${this.log} has no learned record of it (give the pod the annotation cgfence.io/mode=learn)`,
+      );
     }
     return [...out.values()];
   }
 }
 
-function render(format: Format, merged: MergedLearned, annotations: Record<string, string>, meanings: Record<string, string>, warnings: string[]): string {
+function render(
+  format: Format,
+  merged: MergedLearned,
+  annotations: Record<string, string>,
+  meanings: Record<string, string>,
+  warnings: string[],
+): string {
   if (format === 'json') {
     const one = merged.sources.length === 1 ? merged.sources[0] : null;
-    return JSON.stringify({
-      annotations, meanings, warnings,
-      // One container: its own fields at the top, as before merging existed.
-      ...(one ? { namespace: one.namespace, id: one.id, ...(one.pod ? { pod: one.pod } : {}), running: one.running, since: one.since } : {}),
-      ...merged,
-    }, null, 2);
+    return JSON.stringify(
+      {
+        annotations,
+        meanings,
+        warnings,
+        // One container: its own fields at the top, as before merging existed.
+        ...(one
+          ? { namespace: one.namespace, id: one.id, ...(one.pod ? { pod: one.pod } : {}), running: one.running, since: one.since }
+          : {}),
+        ...merged,
+      },
+      null,
+      2,
+    );
   }
-  if (format === 'ctr') return Object.entries(annotations).map(([k, v]) => `${k}=${v}`).join('\n');
+  if (format === 'ctr')
+    return Object.entries(annotations)
+      .map(([k, v]) => `${k}=${v}`)
+      .join('\n');
   const doc = new YAML.Document({ metadata: { annotations } });
   const names = merged.sources.map((s) => containerKey(s.namespace, s.id));
   doc.commentBefore = [
@@ -167,7 +201,10 @@ function render(format: Format, merged: MergedLearned, annotations: Record<strin
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const a = parseArgs(argv, { values: ['namespace', 'prefix-len4', 'prefix-len6', 'socket', 'audit-log', 'pod', 'format'], bools: ['json'] });
+  const a = parseArgs(argv, {
+    values: ['namespace', 'prefix-len4', 'prefix-len6', 'socket', 'audit-log', 'pod', 'format'],
+    bools: ['json'],
+  });
   if (a.bools.has('help')) {
     console.log(help);
     return 0;
@@ -176,7 +213,10 @@ export async function run(argv: string[]): Promise<number> {
   if (a.positionals.length === 0 && !pod) throw new UsageError('expected a CONTAINER id (or several), or --pod NAMESPACE/NAME');
   const format = parseFormat(a.flags.format, a.bools.has('json'));
   const namespace = a.flags.namespace;
-  const fold = { prefixLen4: prefix('prefix-len4', a.flags['prefix-len4'], 4), prefixLen6: prefix('prefix-len6', a.flags['prefix-len6'], 6) };
+  const fold = {
+    prefixLen4: prefix('prefix-len4', a.flags['prefix-len4'], 4),
+    prefixLen6: prefix('prefix-len6', a.flags['prefix-len6'], 6),
+  };
 
   const sources = new Sources(socketPath(a.flags.socket), auditLogPath(a.flags['audit-log']));
   const found = new Map<string, Learned>();

@@ -69,13 +69,23 @@ async function runSet(argv: string[]): Promise<number> {
     else if (eq <= 0) throw new UsageError(`${JSON.stringify(kv)} is neither KEY=VALUE nor KEY- (to remove KEY)`);
     else annotations[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
-  const r = await request<{ namespace: string; id: string; mode: string; controls: Record<string, string>; oldPolicyHash: string; policyHash: string }>(
-    socketPath(a.flags.socket), { op: 'policy-set', namespace, id, annotations });
+  const r = await request<{
+    namespace: string;
+    id: string;
+    mode: string;
+    controls: Record<string, string>;
+    oldPolicyHash: string;
+    policyHash: string;
+  }>(socketPath(a.flags.socket), { op: 'policy-set', namespace, id, annotations });
   if (a.bools.has('json')) {
     console.log(JSON.stringify(r, null, 2));
     return 0;
   }
-  console.log(`updated ${r.namespace}/${r.id}: mode ${r.mode}; ${Object.entries(r.controls).map(([c, st]) => `${c} ${st}`).join(', ')}`);
+  console.log(
+    `updated ${r.namespace}/${r.id}: mode ${r.mode}; ${Object.entries(r.controls)
+      .map(([c, st]) => `${c} ${st}`)
+      .join(', ')}`,
+  );
   console.log(`  policy ${r.oldPolicyHash} -> ${r.policyHash}`);
   return 0;
 }
@@ -88,7 +98,10 @@ export async function run(argv: string[]): Promise<number> {
   if (argv.find((x) => !x.startsWith('-')) === 'set' && !argv.includes('--help') && !argv.includes('-h')) return runSet(argv);
   const a = parseArgs(argv, { values: ['config', 'file', 'pod-namespace', 'pod-labels'], bools: ['json'] });
   if (a.bools.has('help') || a.positionals[0] !== 'check') {
-    if (!a.bools.has('help')) throw new UsageError(`expected \`cgfence policy check KEY=VALUE...\` or \`cgfence policy set CONTAINER KEY=VALUE...\`${a.positionals[0] ? `, not \`${a.positionals[0]}\`` : ''}`);
+    if (!a.bools.has('help'))
+      throw new UsageError(
+        `expected \`cgfence policy check KEY=VALUE...\` or \`cgfence policy set CONTAINER KEY=VALUE...\`${a.positionals[0] ? `, not \`${a.positionals[0]}\`` : ''}`,
+      );
     console.log(help);
     return 0;
   }
@@ -104,7 +117,10 @@ export async function run(argv: string[]): Promise<number> {
   // As the daemon does for a pod that names no profile: the node's selectors choose one.
   let selected = '';
   if (annotations[KEYS.profile] === undefined && (a.flags['pod-namespace'] !== undefined || a.flags['pod-labels'] !== undefined)) {
-    const chosen = selectProfile(cfg.selectors ?? [], { namespace: a.flags['pod-namespace'] ?? null, labels: podLabels(a.flags['pod-labels']) });
+    const chosen = selectProfile(cfg.selectors ?? [], {
+      namespace: a.flags['pod-namespace'] ?? null,
+      labels: podLabels(a.flags['pod-labels']),
+    });
     if (chosen) {
       annotations[KEYS.profile] = chosen.profile;
       selected = ` (selector ${chosen.index}: ${describeSelector(chosen.selector)})`;
@@ -112,10 +128,16 @@ export async function run(argv: string[]): Promise<number> {
   }
   try {
     const p = parseAnnotations(annotations, {
-      profiles: cfg.profiles, defaultProfile: cfg.defaultProfile ?? null,
+      profiles: cfg.profiles,
+      defaultProfile: cfg.defaultProfile ?? null,
       resolveSyscalls: (names) => native().resolveSyscalls(names),
     });
-    const show = (v: unknown) => (v === null ? '-' : Array.isArray(v) ? v.map((x) => (typeof x === 'object' && x && 'text' in x ? (x as { text: string }).text : String(x))).join(', ') : String(v));
+    const show = (v: unknown) =>
+      v === null
+        ? '-'
+        : Array.isArray(v)
+          ? v.map((x) => (typeof x === 'object' && x && 'text' in x ? (x as { text: string }).text : String(x))).join(', ')
+          : String(v);
     console.log(`valid: mode ${p.mode}${p.profile ? `, profile ${p.profile}${selected}` : ''}`);
     console.log(`  exec-allow     ${show(p.execAllow)}`);
     console.log(`  egress-allow   ${show(p.egressAllow)}    egress-deny   ${show(p.egressDeny)}`);

@@ -15,8 +15,16 @@ control made it (exec, including those refused by seccomp notify; network; secco
 type Decisions = Partial<Record<'exec' | 'network' | 'seccomp', Partial<Record<'deny' | 'audit' | 'allow', number>>>>;
 
 interface Row {
-  namespace: string; id: string; pid: number; cgroup: string | null; mode: string; backend: Record<string, string>;
-  controls: Record<string, string>; decisions?: Decisions; policyHash: string; attachedAt: string;
+  namespace: string;
+  id: string;
+  pid: number;
+  cgroup: string | null;
+  mode: string;
+  backend: Record<string, string>;
+  controls: Record<string, string>;
+  decisions?: Decisions;
+  policyHash: string;
+  attachedAt: string;
   workload?: Record<string, unknown>;
   /** How a forbidden exec ends for this container: errno (EACCES), kill, or null (nothing denied). */
   execDeny?: 'errno' | 'kill' | null;
@@ -35,12 +43,18 @@ function nameOf(c: Row): string {
 }
 
 export function deniedOf(d: Decisions | undefined): { total: number; exec: number; network: number; seccomp: number } {
-  const exec = d?.exec?.deny ?? 0, network = d?.network?.deny ?? 0, seccomp = d?.seccomp?.deny ?? 0;
+  const exec = d?.exec?.deny ?? 0,
+    network = d?.network?.deny ?? 0,
+    seccomp = d?.seccomp?.deny ?? 0;
   return { total: exec + network + seccomp, exec, network, seccomp };
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const a = parseArgs(argv, { values: ['socket', ...OUTPUT_FLAGS.values], bools: ['utc', ...OUTPUT_FLAGS.bools], short: OUTPUT_FLAGS.short });
+  const a = parseArgs(argv, {
+    values: ['socket', ...OUTPUT_FLAGS.values],
+    bools: ['utc', ...OUTPUT_FLAGS.bools],
+    short: OUTPUT_FLAGS.short,
+  });
   if (a.bools.has('help')) {
     console.log(help);
     return 0;
@@ -60,8 +74,24 @@ export async function run(argv: string[]): Promise<number> {
   if (format === 'wide') header.push('DENIED BY', 'BACKEND', 'POLICY', 'CGROUP');
   const rows = r.containers.map((c) => {
     const d = deniedOf(c.decisions);
-    const row = [nameOf(c), String(c.pid), c.mode, c.controls.exec, c.execDeny ?? '-', c.controls.network, c.controls.seccomp, String(d.total), formatTimestamp(c.attachedAt, { utc })];
-    if (format === 'wide') row.push(`exec=${d.exec} net=${d.network} seccomp=${d.seccomp}`, Object.values(c.backend).join(',') || '-', c.policyHash, c.cgroup ?? '- (no cgroup v2)');
+    const row = [
+      nameOf(c),
+      String(c.pid),
+      c.mode,
+      c.controls.exec,
+      c.execDeny ?? '-',
+      c.controls.network,
+      c.controls.seccomp,
+      String(d.total),
+      formatTimestamp(c.attachedAt, { utc }),
+    ];
+    if (format === 'wide')
+      row.push(
+        `exec=${d.exec} net=${d.network} seccomp=${d.seccomp}`,
+        Object.values(c.backend).join(',') || '-',
+        c.policyHash,
+        c.cgroup ?? '- (no cgroup v2)',
+      );
     return row;
   });
   for (const line of renderTable(header, rows, format, 32)) console.log(line);

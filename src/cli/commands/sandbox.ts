@@ -29,7 +29,9 @@ export async function run(argv: string[]): Promise<number> {
   switch (verb) {
     case 'up': {
       const p = await sandboxUp(dir, progress, { config: a.flags.config });
-      console.log(`\nready. try:\n  . ${p.env}\n  ctr run --rm --runc-binary "$CGFENCE_RUNC" --annotation cgfence.io/exec-allow=/bin/sh cgfence.local/test:latest try1 sh -c 'echo allowed; /usr/local/bin/tool-a echo denied'\n  cgfence audit --follow`);
+      console.log(
+        `\nready. try:\n  . ${p.env}\n  ctr run --rm --runc-binary "$CGFENCE_RUNC" --annotation cgfence.io/exec-allow=/bin/sh cgfence.local/test:latest try1 sh -c 'echo allowed; /usr/local/bin/tool-a echo denied'\n  cgfence audit --follow`,
+      );
       return 0;
     }
     case 'down':

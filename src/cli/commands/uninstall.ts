@@ -38,7 +38,8 @@ export async function run(argv: string[]): Promise<number> {
     runcConf: a.flags['runc-conf'] ?? DEFAULT_RUNC_CONF,
     auditLog: a.flags['audit-log'] ?? env.CGFENCE_AUDIT_LOG ?? DEFAULTS.auditLog,
   };
-  if (!targets.pinDir.startsWith('/sys/fs/bpf/')) throw new UsageError(`--pin-dir ${targets.pinDir}: expected a directory under /sys/fs/bpf/`);
+  if (!targets.pinDir.startsWith('/sys/fs/bpf/'))
+    throw new UsageError(`--pin-dir ${targets.pinDir}: expected a directory under /sys/fs/bpf/`);
   let steps;
   try {
     steps = await uninstall(targets, { force: a.bools.has('force'), dryRun: a.bools.has('dry-run') });

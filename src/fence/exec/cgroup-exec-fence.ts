@@ -19,14 +19,21 @@ export interface ExecFenceRequest {
   admit?: ExecAdmit;
 }
 
-export interface ExecFenceResult { fenceId: bigint; resolved: ResolvedEntry[] }
+export interface ExecFenceResult {
+  fenceId: bigint;
+  resolved: ResolvedEntry[];
+}
 
 export function kernelMode(mode: Mode): FenceMode {
   switch (mode) {
-    case 'enforce': return FenceMode.Enforce;
-    case 'audit': return FenceMode.Audit;
-    case 'learn': return FenceMode.Learn;
-    case 'off': return FenceMode.Off;
+    case 'enforce':
+      return FenceMode.Enforce;
+    case 'audit':
+      return FenceMode.Audit;
+    case 'learn':
+      return FenceMode.Learn;
+    case 'off':
+      return FenceMode.Off;
   }
 }
 
@@ -60,7 +67,11 @@ export function writeExecFence(fence: ExecFence, fenceId: bigint, ids: AllowedFi
       fence.setFence(fenceId, kernelMode(mode), flags);
     }
   } catch (e) {
-    try { fence.restore(before); } catch { /* the error below says what failed */ }
+    try {
+      fence.restore(before);
+    } catch {
+      /* the error below says what failed */
+    }
     throw e;
   }
 }
@@ -70,6 +81,13 @@ export function fenceCgroupExecs(fence: ExecFence, req: ExecFenceRequest): ExecF
   const fenceId = cgroupId(req.cgroupPath);
   const resolved = resolveAllowList(req.execAllow, root(req));
   const flags = req.reportAllowed ? FLAG_REPORT_ALLOWED : 0;
-  writeExecFence(fence, fenceId, resolved.map((r) => r.identity), req.mode, flags, req.admit);
+  writeExecFence(
+    fence,
+    fenceId,
+    resolved.map((r) => r.identity),
+    req.mode,
+    flags,
+    req.admit,
+  );
   return { fenceId, resolved };
 }

@@ -12,7 +12,16 @@ import { ExecFence, ExecProgram } from '../../kernel/exec-fence';
 import { PidnsError, describePidnsFenceId } from '../../kernel/pidns';
 import { ResolvedEntry } from '../../policy/identity';
 import { Policy } from '../../policy/policy';
-import { CgroupMode, AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer, PinnedCounts, containerKey } from '../backend';
+import {
+  CgroupMode,
+  AttachContext,
+  ControlSnapshot,
+  ControlState,
+  FenceBackend,
+  FencedContainer,
+  PinnedCounts,
+  containerKey,
+} from '../backend';
 import { execDenyOf } from './exec-notify';
 import { ExecAdmit, fenceCgroupExecs } from './cgroup-exec-fence';
 import { DEFAULT_LIMITS, Limits, QuotaError, TableSizes, admit } from '../quota';
@@ -44,12 +53,20 @@ export class ExecBackend implements FenceBackend<'exec'> {
    * exec-lsm-backend judges); the fence scopes are the same. `lsmUnusable`: why BPF LSM
    * was not chosen, for status.
    */
-  constructor(private readonly opts: {
-    pinDir: string; cgroupMode: CgroupMode; onEvents?: (e: ExecEvent[]) => void; limits?: Limits; sizes?: TableSizes;
-    /** Where exec records go; the daemon's sink. */
-    sink?: EventSink; sweepMs?: number;
-    kernelHook?: 'tracepoint' | 'lsm'; lsmUnusable?: string;
-  }) {
+  constructor(
+    private readonly opts: {
+      pinDir: string;
+      cgroupMode: CgroupMode;
+      onEvents?: (e: ExecEvent[]) => void;
+      limits?: Limits;
+      sizes?: TableSizes;
+      /** Where exec records go; the daemon's sink. */
+      sink?: EventSink;
+      sweepMs?: number;
+      kernelHook?: 'tracepoint' | 'lsm';
+      lsmUnusable?: string;
+    },
+  ) {
     let rateAudit: ExecRateAuditor | null = null;
     const onEvents = (evs: ExecEvent[]) => {
       if (rateAudit && opts.sink) opts.sink.write(rateAudit.onEvents(evs));
@@ -58,17 +75,23 @@ export class ExecBackend implements FenceBackend<'exec'> {
     // cgroup mode v2 without a v2 hierarchy gets the pidns program too, only so that fences an
     // earlier daemon pinned stay enforced: controlState refuses every new exec fence.
     this.fence = ExecFence.open({
-      pinDir: opts.pinDir, onEvents,
+      pinDir: opts.pinDir,
+      onEvents,
       programs: opts.kernelHook === 'lsm' ? [] : execPrograms(opts.cgroupMode, cgroupV2Root() !== null),
       sizes: opts.sizes ? { fences: opts.sizes.exec_fences, exec_allow: opts.sizes.exec_allow } : undefined,
     });
     if (opts.sink) {
       const fence = this.fence;
       rateAudit = new ExecRateAuditor({
-        rate: (id, ident) => fence.rate(id, ident), suppressed: (id) => fence.suppressed(id), forget: (id) => fence.forgetRate(id), sink: opts.sink,
+        rate: (id, ident) => fence.rate(id, ident),
+        suppressed: (id) => fence.suppressed(id),
+        forget: (id) => fence.forgetRate(id),
+        sink: opts.sink,
       });
       // Fences of an earlier daemon: counted from where their totals are.
-      for (const f of fence.fences()) if (f.mode === FenceMode.Enforce || f.mode === FenceMode.Audit) rateAudit.track(f.fenceId, f.mode === FenceMode.Enforce ? 'deny' : 'audit');
+      for (const f of fence.fences())
+        if (f.mode === FenceMode.Enforce || f.mode === FenceMode.Audit)
+          rateAudit.track(f.fenceId, f.mode === FenceMode.Enforce ? 'deny' : 'audit');
       this.rateAudit = rateAudit;
       this.timer = setInterval(() => this.sweepRate(), opts.sweepMs ?? 1000);
       this.timer.unref();
@@ -94,7 +117,8 @@ export class ExecBackend implements FenceBackend<'exec'> {
 
   /** The scope of a container: the one it was fenced by, else the one the mode picks. */
   private scopeOf(ctx: AttachContext<'exec'>): FenceScope {
-    const mode: CgroupMode = ctx.state.backend === 'pidns-tracepoint' ? 'v1' : ctx.state.backend === 'cgroup-v2' ? 'v2' : this.opts.cgroupMode;
+    const mode: CgroupMode =
+      ctx.state.backend === 'pidns-tracepoint' ? 'v1' : ctx.state.backend === 'cgroup-v2' ? 'v2' : this.opts.cgroupMode;
     return chooseScope(ctx.pid, ctx.cgroupPath, mode);
   }
 
@@ -117,15 +141,24 @@ export class ExecBackend implements FenceBackend<'exec'> {
     if (scope.backend === 'cgroup-v2') {
       ({ fenceId, resolved } = fenceCgroupExecs(this.fence, { ...req, cgroupPath: scope.cgroupPath, rootPid: ctx.pid }));
     } else {
-      ({ fenceId, resolved } = fencePidnsExecs(this.fence, { ...req, pid: ctx.pid, pidns: scope.pidns, lsm: this.opts.kernelHook === 'lsm' }));
+      ({ fenceId, resolved } = fencePidnsExecs(this.fence, {
+        ...req,
+        pid: ctx.pid,
+        pidns: scope.pidns,
+        lsm: this.opts.kernelHook === 'lsm',
+      }));
       ctx.state.pidns = `pid:[${scope.pidns.inode}]`;
       ctx.state.why = scope.why;
     }
     ctx.state.fenceId = fenceId.toString();
     ctx.state.backend = scope.backend;
-    if (ctx.policy.mode === 'enforce' || ctx.policy.mode === 'audit') this.rateAudit?.track(fenceId, ctx.policy.mode === 'enforce' ? 'deny' : 'audit');
+    if (ctx.policy.mode === 'enforce' || ctx.policy.mode === 'audit')
+      this.rateAudit?.track(fenceId, ctx.policy.mode === 'enforce' ? 'deny' : 'audit');
     ctx.state.allow = resolved.map((e) => ({
-      path: e.path, dev: formatDev(e.identity.dev), ino: e.identity.ino.toString(), ctime_ns: e.identity.ctimeNs.toString(),
+      path: e.path,
+      dev: formatDev(e.identity.dev),
+      ino: e.identity.ino.toString(),
+      ctime_ns: e.identity.ctimeNs.toString(),
       ...(e.loaderOf !== undefined ? { loader_of: e.loaderOf } : {}),
     }));
   }
@@ -136,12 +169,20 @@ export class ExecBackend implements FenceBackend<'exec'> {
     return (fenceId, ids) => {
       const all = this.fence.usage();
       if (all.fences.used >= all.fences.capacity && !this.fence.getFence(fenceId)) {
-        throw new QuotaError(`container ${containerKey(ctx.namespace, ctx.id)} needs an exec fence entry, but the node's exec fences table holds ${all.fences.used} of ${all.fences.capacity}; nothing was written`);
+        throw new QuotaError(
+          `container ${containerKey(ctx.namespace, ctx.id)} needs an exec fence entry, but the node's exec fences table holds ${all.fences.used} of ${all.fences.capacity}; nothing was written`,
+        );
       }
       const use = all.allow;
       admit({
-        container: containerKey(ctx.namespace, ctx.id), table: 'exec allow', setting: 'execAllowPerContainer', limit,
-        asked: new Set(ids.map((i) => `${i.dev}:${i.ino}`)).size, adds: this.fence.newEntries(fenceId, ids), used: use.used, capacity: use.capacity,
+        container: containerKey(ctx.namespace, ctx.id),
+        table: 'exec allow',
+        setting: 'execAllowPerContainer',
+        limit,
+        asked: new Set(ids.map((i) => `${i.dev}:${i.ino}`)).size,
+        adds: this.fence.newEntries(fenceId, ids),
+        used: use.used,
+        capacity: use.capacity,
       });
     };
   }
@@ -237,9 +278,10 @@ export class ExecBackend implements FenceBackend<'exec'> {
     const fences = this.fence.fences();
     const pidnsFences = fences.filter((f) => isPidnsFenceId(f.fenceId));
     return {
-      backend: backends.length === 0
-        ? 'none: cgroup mode v2 was requested but no cgroup v2 hierarchy is mounted'
-        : `${backends.length > 1 ? 'per container, ' : ''}${backends.map((b) => DESCRIBE[b]).join(' or ')}; SIGKILL before the first instruction`,
+      backend:
+        backends.length === 0
+          ? 'none: cgroup mode v2 was requested but no cgroup v2 hierarchy is mounted'
+          : `${backends.length > 1 ? 'per container, ' : ''}${backends.map((b) => DESCRIBE[b]).join(' or ')}; SIGKILL before the first instruction`,
       backends,
       cgroupMode: this.opts.cgroupMode,
       ...(this.opts.lsmUnusable ? { bpfLsm: `not used: ${this.opts.lsmUnusable}` } : {}),
@@ -262,7 +304,9 @@ export class ExecBackend implements FenceBackend<'exec'> {
   }
 
   protectedLinkIds(): number[] {
-    return Object.values(this.fence.objectIds().programs).map((p) => p.link).filter((id) => id > 0);
+    return Object.values(this.fence.objectIds().programs)
+      .map((p) => p.link)
+      .filter((id) => id > 0);
   }
 
   close(opts: { detach: boolean }): void {

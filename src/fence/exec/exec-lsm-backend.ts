@@ -15,7 +15,10 @@ export const LSM_HOOK = 'lsm/bprm_check_security';
 export class ExecLsmBackend implements FenceBackend<'exec'> {
   readonly control = 'exec' as const;
 
-  constructor(readonly inner: ExecBackend, private readonly lsm: ExecLsm) {}
+  constructor(
+    readonly inner: ExecBackend,
+    private readonly lsm: ExecLsm,
+  ) {}
 
   controlState(policy: Policy): ControlState {
     return this.inner.controlState(policy);
@@ -55,14 +58,18 @@ export class ExecLsmBackend implements FenceBackend<'exec'> {
   status(): Record<string, unknown> {
     const inner = this.inner.status();
     const ids = inner.backends as string[];
-    const found = ids.length === 0 ? 'no fence scope available' : ids.map((b) => (b === 'cgroup-v2' ? 'cgroup v2 ancestry' : 'pid namespace')).join(' or ');
+    const found =
+      ids.length === 0
+        ? 'no fence scope available'
+        : ids.map((b) => (b === 'cgroup-v2' ? 'cgroup v2 ancestry' : 'pid namespace')).join(' or ');
     const objects = inner.objects as { programs: Record<string, unknown>; maps: Record<string, number> };
     return {
       ...inner,
       backend: `bpf-lsm (${LSM_HOOK}, fence found by ${found}); EACCES inside the kernel, no seccomp notify`,
       hook: LSM_HOOK,
       lsmAdopted: this.lsm.adopted,
-      alsoRefused: 'opening an allow-listed file or a /proc/PID/mem for writing (lsm/file_open); mapping executable a file changed after the fence was set and not allow-listed (lsm/mmap_file, lsm/file_mprotect)',
+      alsoRefused:
+        'opening an allow-listed file or a /proc/PID/mem for writing (lsm/file_open); mapping executable a file changed after the fence was set and not allow-listed (lsm/mmap_file, lsm/file_mprotect)',
       objects: { ...objects, programs: { ...objects.programs, ...this.lsm.objectIds() } },
     };
   }

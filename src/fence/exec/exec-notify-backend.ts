@@ -52,7 +52,11 @@ export class ExecNotifyBackend implements FenceBackend<'exec'> {
   private readonly limiter = new NotifyRateLimiter<DenyEvent>();
   private readonly rateTimer: NodeJS.Timeout;
 
-  constructor(readonly inner: ExecBackend, stateDir: string, private readonly hooks: ExecNotifyHooks) {
+  constructor(
+    readonly inner: ExecBackend,
+    stateDir: string,
+    private readonly hooks: ExecNotifyHooks,
+  ) {
     this.rateTimer = setInterval(() => this.sweepRate(), 1000);
     this.rateTimer.unref();
     this.notify = ExecNotifier.open({
@@ -72,7 +76,10 @@ export class ExecNotifyBackend implements FenceBackend<'exec'> {
     (this.inner as FenceBackend).prepare?.(ctx);
     if (ctx.policy.mode !== 'enforce') return;
     const merge = this.notify.prepare(ctx);
-    if (merge.skipped.length) this.hooks.log(`${ctx.namespace}/${ctx.id}: execs not routed to the notify loop (the kernel fence alone decides): ${merge.skipped.join('; ')}`);
+    if (merge.skipped.length)
+      this.hooks.log(
+        `${ctx.namespace}/${ctx.id}: execs not routed to the notify loop (the kernel fence alone decides): ${merge.skipped.join('; ')}`,
+      );
   }
 
   attach(ctx: AttachContext<'exec'>): ControlState | void {
@@ -145,12 +152,21 @@ export class ExecNotifyBackend implements FenceBackend<'exec'> {
   private sweepRate(): void {
     const held = this.limiter.drain(process.hrtime.bigint());
     if (held.length === 0) return;
-    this.hooks.sink.write(held.map((h) => {
-      const r = this.record(h.sample);
-      const base = { ...r, ts: undefined, pid: null, comm: null, count: h.count, rate_limited: true };
-      if (h.identity) return base;
-      return { ...base, path: null, path_raw: undefined, inode: null, dev: null, identity: 'several: the container\'s record budget for the window was spent' };
-    }));
+    this.hooks.sink.write(
+      held.map((h) => {
+        const r = this.record(h.sample);
+        const base = { ...r, ts: undefined, pid: null, comm: null, count: h.count, rate_limited: true };
+        if (h.identity) return base;
+        return {
+          ...base,
+          path: null,
+          path_raw: undefined,
+          inode: null,
+          dev: null,
+          identity: "several: the container's record budget for the window was spent",
+        };
+      }),
+    );
   }
 
   /** Execs of a running container refused by the loop so far (for `cgfence ps`). */
@@ -171,7 +187,8 @@ export class ExecNotifyBackend implements FenceBackend<'exec'> {
     this.refused.delete(key);
     const counters = this.inner.detach(ctx);
     // `denied` counts every exec that did not run, whichever of the two stopped it.
-    if (counters && typeof counters.denied === 'number') return { ...counters, denied: counters.denied + refused, denied_by_notify: refused };
+    if (counters && typeof counters.denied === 'number')
+      return { ...counters, denied: counters.denied + refused, denied_by_notify: refused };
     return counters;
   }
 

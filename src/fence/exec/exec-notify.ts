@@ -95,7 +95,12 @@ export class ExecNotifier {
   /** The last replacement: when, of which version, and how many fds went to the new holder. */
   private replaced: { at: string; oldVersion: number; fds: number } | null = null;
 
-  private constructor(private readonly loop: SeccompNotify, readonly listenerPath: string, private readonly holderPath: string, private readonly opts: ExecNotifierOptions) {}
+  private constructor(
+    private readonly loop: SeccompNotify,
+    readonly listenerPath: string,
+    private readonly holderPath: string,
+    private readonly opts: ExecNotifierOptions,
+  ) {}
 
   static open(opts: ExecNotifierOptions): ExecNotifier {
     fs.mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
@@ -176,8 +181,17 @@ export class ExecNotifier {
         const r = this.replacing;
         this.replacing = null;
         this.replaced = { at: new Date().toISOString(), oldVersion: r.oldVersion, fds };
-        this.opts.audit({ type: 'agent', action: 'fd-holder-replaced', old_version: r.oldVersion, version, fds, reason: oldHolderReason(r.oldVersion) });
-        this.opts.log(`fd-holder: replaced one of protocol version ${r.oldVersion} (${oldHolderReason(r.oldVersion)}) by version ${version}, ${fds} notify fds handed over`);
+        this.opts.audit({
+          type: 'agent',
+          action: 'fd-holder-replaced',
+          old_version: r.oldVersion,
+          version,
+          fds,
+          reason: oldHolderReason(r.oldVersion),
+        });
+        this.opts.log(
+          `fd-holder: replaced one of protocol version ${r.oldVersion} (${oldHolderReason(r.oldVersion)}) by version ${version}, ${fds} notify fds handed over`,
+        );
       }
       return;
     }
@@ -226,8 +240,10 @@ export class ExecNotifier {
    */
   denialRouteProblem(): string | null {
     if (this.holderProblem) return this.holderProblem;
-    if (!this.holder.connected) return 'no fd-holder is connected (it is being restarted), and a denial must never reach a holder that has not said it answers denials EPERM';
-    if (this.holder.version < FD_HOLDER_VERSION) return `the fd-holder speaks protocol version ${this.holder.version}: ${oldHolderReason(this.holder.version)}`;
+    if (!this.holder.connected)
+      return 'no fd-holder is connected (it is being restarted), and a denial must never reach a holder that has not said it answers denials EPERM';
+    if (this.holder.version < FD_HOLDER_VERSION)
+      return `the fd-holder speaks protocol version ${this.holder.version}: ${oldHolderReason(this.holder.version)}`;
     return null;
   }
 
@@ -235,8 +251,12 @@ export class ExecNotifier {
   holderStatus(): Record<string, unknown> {
     const problem = this.denialRouteProblem();
     return {
-      connected: this.holder.connected, version: this.holder.version, answersDenialsEperm: this.holder.version >= FD_HOLDER_VERSION,
-      denialsRouted: problem === null, ...(problem ? { why: problem } : {}), ...(this.replaced ? { replaced: this.replaced } : {}),
+      connected: this.holder.connected,
+      version: this.holder.version,
+      answersDenialsEperm: this.holder.version >= FD_HOLDER_VERSION,
+      denialsRouted: problem === null,
+      ...(problem ? { why: problem } : {}),
+      ...(this.replaced ? { replaced: this.replaced } : {}),
     };
   }
 
@@ -287,9 +307,14 @@ export class ExecNotifier {
     if (!bundle) return false;
     try {
       const sc = readBundleConfig(bundle).linux?.seccomp;
-      return sc?.listenerPath === this.listenerPath && sc.listenerMetadata === key
+      return (
+        sc?.listenerPath === this.listenerPath &&
+        sc.listenerMetadata === key &&
         // An exec rule: the seccomp control routes its denials to the same listener.
-        && (sc.syscalls ?? []).some((r) => r.action === 'SCMP_ACT_NOTIFY' && r.names.some((n) => (EXEC_SYSCALLS as readonly string[]).includes(n)));
+        (sc.syscalls ?? []).some(
+          (r) => r.action === 'SCMP_ACT_NOTIFY' && r.names.some((n) => (EXEC_SYSCALLS as readonly string[]).includes(n)),
+        )
+      );
     } catch {
       return false;
     }
@@ -297,7 +322,11 @@ export class ExecNotifier {
 
   set(key: string, files: AllowedFile[]): void {
     this.active.add(key);
-    this.loop.setContainer(key, files.map((f) => [f.dev, f.ino, f.ctimeNs, f.interpOnly]), EXEC_DENY_ERRNO);
+    this.loop.setContainer(
+      key,
+      files.map((f) => [f.dev, f.ino, f.ctimeNs, f.interpOnly]),
+      EXEC_DENY_ERRNO,
+    );
   }
 
   /** No allow set is known for the container: let its execs on to the kernel fence rather than wait. */
@@ -330,8 +359,10 @@ export class ExecNotifier {
 }
 
 function oldHolderReason(version: number): string {
-  return `${version === 0 ? 'it sent no version (an older cgfence\'s)' : `below ${FD_HOLDER_VERSION}`}, so it is not known to answer denied syscalls EPERM `
-    + 'while no daemon runs (the holders of cgfence before seccomp denials were notified answer every notification CONTINUE, which would run them)';
+  return (
+    `${version === 0 ? "it sent no version (an older cgfence's)" : `below ${FD_HOLDER_VERSION}`}, so it is not known to answer denied syscalls EPERM ` +
+    'while no daemon runs (the holders of cgfence before seccomp denials were notified answer every notification CONTINUE, which would run them)'
+  );
 }
 
 /**

@@ -24,7 +24,10 @@ export interface ExecRateDeps {
   sink: EventSink;
 }
 
-interface Pending { event: ExecEvent; reported: bigint }
+interface Pending {
+  event: ExecEvent;
+  reported: bigint;
+}
 
 interface Tally {
   action: 'deny' | 'audit';
@@ -45,7 +48,10 @@ export class ExecRateAuditor {
   /** Starts counting a fence from `baseline` (its kernel total now: earlier counts are not ours to report). */
   track(fenceId: bigint, action: 'deny' | 'audit'): void {
     const t = this.fences.get(fenceId);
-    if (t && !t.retired) { t.action = action; return; }
+    if (t && !t.retired) {
+      t.action = action;
+      return;
+    }
     const base = this.deps.suppressed(fenceId) ?? 0n;
     this.fences.set(fenceId, { action, reported: base, prev: base });
   }
@@ -61,7 +67,10 @@ export class ExecRateAuditor {
   onEvents(events: ExecEvent[]): AuditInput[] {
     const plain: ExecEvent[] = [];
     for (const e of events) {
-      if (e.kind !== 'exec-throttle') { plain.push(e); continue; }
+      if (e.kind !== 'exec-throttle') {
+        plain.push(e);
+        continue;
+      }
       const id = pendingId(e.fenceId, e.dev, e.ino);
       // Counts before this window were reported already (or go out without a path).
       if (!this.pending.has(id)) this.pending.set(id, { event: e, reported: (e.suppressed ?? 1n) - 1n });
@@ -77,7 +86,10 @@ export class ExecRateAuditor {
       const e = p.event;
       const st = this.deps.rate(e.fenceId, { dev: e.dev, ino: e.ino });
       const tally = this.fences.get(e.fenceId);
-      if (!st) { this.pending.delete(id); continue; } // evicted: the fence total has its counts
+      if (!st) {
+        this.pending.delete(id);
+        continue;
+      } // evicted: the fence total has its counts
       const diff = st.suppressed >= p.reported ? st.suppressed - p.reported : st.suppressed;
       if (diff > 0n) {
         out.push(this.countRecord(e, diff));
@@ -95,11 +107,15 @@ export class ExecRateAuditor {
         if (final > t.reported) out.push(this.unattributed(fenceId, t, final - t.reported));
         for (const [id, p] of this.pending) if (p.event.fenceId === fenceId) this.pending.delete(id);
         this.fences.delete(fenceId);
-        try { this.deps.forget(fenceId); } catch { /* the object may be closing */ }
+        try {
+          this.deps.forget(fenceId);
+        } catch {
+          /* the object may be closing */
+        }
         continue;
       }
       // One sweep of lag: THROTTLE events of this window may still be on their way.
-      const settled = opts.final ? cur ?? t.prev : t.prev;
+      const settled = opts.final ? (cur ?? t.prev) : t.prev;
       if (settled !== null && settled > t.reported) {
         out.push(this.unattributed(fenceId, t, settled - t.reported));
         t.reported = settled;

@@ -36,12 +36,23 @@ const BACKENDS = ['cgroup-v2', 'pidns-tracepoint', 'none'] as const;
 function readAllowEntry(f: JsonFields): ExecAllowEntry {
   const dev = f.str('dev');
   if (!/^\d+:\d+$/.test(dev)) throw new StateFieldError(`${f.at('dev')}: "MAJOR:MINOR" expected, found ${JSON.stringify(dev)}`);
-  return definedOnly({ path: f.str('path'), dev, ino: f.decimal('ino'), ctime_ns: f.optDecimal('ctime_ns'), loader_of: f.optStr('loader_of') });
+  return definedOnly({
+    path: f.str('path'),
+    dev,
+    ino: f.decimal('ino'),
+    ctime_ns: f.optDecimal('ctime_ns'),
+    loader_of: f.optStr('loader_of'),
+  });
 }
 
 export function readExecState(f: JsonFields): ExecState {
   return definedOnly({
-    backend: f.optOneOf('backend', BACKENDS), fenceId: f.optDecimal('fenceId'), pidns: f.optStr('pidns'), why: f.optStr('why'),
-    allow: f.optList('allow', readAllowEntry), hook: f.optStr('hook'), notify: f.optOneOf('notify', ['seccomp-notify'] as const),
+    backend: f.optOneOf('backend', BACKENDS),
+    fenceId: f.optDecimal('fenceId'),
+    pidns: f.optStr('pidns'),
+    why: f.optStr('why'),
+    allow: f.optList('allow', readAllowEntry),
+    hook: f.optStr('hook'),
+    notify: f.optOneOf('notify', ['seccomp-notify'] as const),
   });
 }

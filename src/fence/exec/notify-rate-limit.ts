@@ -6,16 +6,26 @@
 // flush the audit log.
 import { EXEC_RATE_BURST, EXEC_RATE_FENCE_BURST, EXEC_RATE_WINDOW_NS } from '../../kernel/abi';
 
-interface Window { start: bigint; emitted: number }
+interface Window {
+  start: bigint;
+  emitted: number;
+}
 
-interface Held<T> { sample: T; count: number }
+interface Held<T> {
+  sample: T;
+  count: number;
+}
 
 export class NotifyRateLimiter<T> {
   private readonly windows = new Map<string, Window>();
   /** Counted denials not reported yet, by container and identity (or container only). */
   private readonly held = new Map<string, Held<T>>();
 
-  constructor(private readonly burst = EXEC_RATE_BURST, private readonly containerBurst = EXEC_RATE_FENCE_BURST, private readonly windowNs = EXEC_RATE_WINDOW_NS) {}
+  constructor(
+    private readonly burst = EXEC_RATE_BURST,
+    private readonly containerBurst = EXEC_RATE_FENCE_BURST,
+    private readonly windowNs = EXEC_RATE_WINDOW_NS,
+  ) {}
 
   private take(key: string, now: bigint): number {
     let w = this.windows.get(key);

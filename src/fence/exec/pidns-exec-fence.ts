@@ -22,7 +22,11 @@ export interface PidnsExecFenceRequest {
   lsm?: boolean;
 }
 
-export interface PidnsExecFenceResult { fenceId: bigint; pidns: ContainerPidns; resolved: ResolvedEntry[] }
+export interface PidnsExecFenceResult {
+  fenceId: bigint;
+  pidns: ContainerPidns;
+  resolved: ResolvedEntry[];
+}
 
 /**
  * Fences the namespace and every namespace nested in it, written as a cgroup fence is
@@ -35,6 +39,13 @@ export function fencePidnsExecs(fence: ExecFence, req: PidnsExecFenceRequest): P
   const pidns = req.pidns ?? containerPidns(req.pid);
   const resolved = resolveAllowList(req.execAllow, { pid: req.pid });
   const flags = req.reportAllowed ? FLAG_REPORT_ALLOWED : 0;
-  writeExecFence(fence, pidns.fenceId, resolved.map((r) => r.identity), req.mode, flags, req.admit);
+  writeExecFence(
+    fence,
+    pidns.fenceId,
+    resolved.map((r) => r.identity),
+    req.mode,
+    flags,
+    req.admit,
+  );
   return { fenceId: pidns.fenceId, pidns, resolved };
 }

@@ -29,7 +29,10 @@ export class ContainerRoot {
     return this.index?.size ?? 0;
   }
 
-  private constructor(private fd: number | null, private readonly dir: string) {}
+  private constructor(
+    private fd: number | null,
+    private readonly dir: string,
+  ) {}
 
   /** Holds the root of `pid` (its init); null when the process is gone already. */
   static open(pid: number): ContainerRoot | null {
@@ -103,13 +106,17 @@ export class ContainerRoot {
         if (e.isDirectory()) {
           try {
             if (fs.lstatSync(path.join(this.dir, child), { bigint: true }).dev === rootDev) pending.push(child);
-          } catch { /* gone meanwhile */ }
+          } catch {
+            /* gone meanwhile */
+          }
         } else if (e.isFile()) {
           try {
             const id = identityOf(path.join(this.dir, child));
             const k = `${id.dev}:${id.ino}`;
             if (!out.has(k)) out.set(k, child);
-          } catch { /* gone meanwhile */ }
+          } catch {
+            /* gone meanwhile */
+          }
         }
       }
     }
@@ -118,7 +125,11 @@ export class ContainerRoot {
 
   close(): void {
     if (this.fd !== null) {
-      try { fs.closeSync(this.fd); } catch { /* already closed */ }
+      try {
+        fs.closeSync(this.fd);
+      } catch {
+        /* already closed */
+      }
       this.fd = null;
     }
     this.index = null;

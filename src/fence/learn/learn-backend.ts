@@ -54,7 +54,10 @@ export interface LearnBackendOptions {
   sink: EventSink;
 }
 
-interface Recorders { sys: LearnSyscalls; net: LearnNet }
+interface Recorders {
+  sys: LearnSyscalls;
+  net: LearnNet;
+}
 
 /** The OCI annotations containerd's CRI puts on every container of a pod. */
 const CRI_POD_NAMESPACE = 'io.kubernetes.cri.sandbox-namespace';
@@ -116,7 +119,7 @@ export class LearnBackend implements FenceBackend<'learn'> {
   controlState(policy: Policy): ControlState {
     if (policy.mode !== 'learn') return 'none';
     if (!this.rec) return `unenforceable: learn mode's kernel recorders could not be loaded: ${this.loadError}`;
-    return this.usable() ? 'learning' : 'unenforceable: learning needs the container\'s cgroup v2 (cgroup mode v1 or no v2 hierarchy)';
+    return this.usable() ? 'learning' : "unenforceable: learning needs the container's cgroup v2 (cgroup mode v1 or no v2 hierarchy)";
   }
 
   /** The controls it learns for their own backends (exec is the exec fence's own learn mode). */
@@ -137,8 +140,15 @@ export class LearnBackend implements FenceBackend<'learn'> {
       throw e;
     }
     const live: Live = {
-      namespace: ctx.namespace, id: ctx.id, pid: ctx.pid, fenceId, since: new Date(startedMs).toISOString(), pod: podOf(ctx.bundle),
-      execDropsAtStart: sys.execDrops().toString(), execs: new LearnedExecs(startedMs), root: ContainerRoot.open(ctx.pid),
+      namespace: ctx.namespace,
+      id: ctx.id,
+      pid: ctx.pid,
+      fenceId,
+      since: new Date(startedMs).toISOString(),
+      pod: podOf(ctx.bundle),
+      execDropsAtStart: sys.execDrops().toString(),
+      execs: new LearnedExecs(startedMs),
+      root: ContainerRoot.open(ctx.pid),
     };
     this.live.set(fenceId.toString(), live);
     this.save(live);
@@ -182,9 +192,15 @@ export class LearnBackend implements FenceBackend<'learn'> {
     const key = ctx.state.fenceId;
     const { sys: sysRec, net: netRec } = this.recorders();
     const l = this.live.get(key) ?? {
-      namespace: ctx.namespace, id: ctx.id, pid: ctx.pid, fenceId, since: '', execDropsAtStart: sysRec.execDrops().toString(),
+      namespace: ctx.namespace,
+      id: ctx.id,
+      pid: ctx.pid,
+      fenceId,
+      since: '',
+      execDropsAtStart: sysRec.execDrops().toString(),
       // Unknown start: no file is taken for a runtime one.
-      execs: new LearnedExecs(Number.POSITIVE_INFINITY), root: null,
+      execs: new LearnedExecs(Number.POSITIVE_INFINITY),
+      root: null,
     };
     // The kernel's records are read now (the cgroup and its maps go with the container), and
     // complete: every exec and syscall of the container happened before its exit.
@@ -203,10 +219,18 @@ export class LearnBackend implements FenceBackend<'learn'> {
       learned.network.flows = flows.slice(0, MAX_RECORDED_FLOWS);
       learned.network.flowsTruncated = flows.length - MAX_RECORDED_FLOWS;
     }
-    this.opts.sink.write([{
-      type: 'lifecycle', action: 'learned', namespace: ctx.namespace, container_id: ctx.id, cgroup_id: key, pid: ctx.pid,
-      annotations: learnedAnnotations(learned), learned,
-    }]);
+    this.opts.sink.write([
+      {
+        type: 'lifecycle',
+        action: 'learned',
+        namespace: ctx.namespace,
+        container_id: ctx.id,
+        cgroup_id: key,
+        pid: ctx.pid,
+        annotations: learnedAnnotations(learned),
+        learned,
+      },
+    ]);
     return { learned_peers: net.peers.length, learned_syscalls: sys ? 'recorded' : 'none', learned_execs: execs.length };
   }
 
@@ -215,26 +239,53 @@ export class LearnBackend implements FenceBackend<'learn'> {
     l.execs.addKernel(execs, l.root);
     l.execs.resolvePending(l.root);
     if (!l.root && l.execs.unmapped > 0) {
-      incomplete.push('the container\'s root could not be held (it was gone before the daemon looked): executables not mapped to a path are left out of exec-allow');
+      incomplete.push(
+        "the container's root could not be held (it was gone before the daemon looked): executables not mapped to a path are left out of exec-allow",
+      );
     }
-    if (l.root?.walkTruncated) incomplete.push('the container\'s root filesystem is too big to be searched whole: an executable run by a name that does not lead to it any more may be left out of exec-allow');
+    if (l.root?.walkTruncated)
+      incomplete.push(
+        "the container's root filesystem is too big to be searched whole: an executable run by a name that does not lead to it any more may be left out of exec-allow",
+      );
     if (this.recorders().sys.execDrops() > BigInt(l.execDropsAtStart)) {
-      incomplete.push('the kernel\'s exec table was full while the container was learning: executables may be missing from exec-allow');
+      incomplete.push("the kernel's exec table was full while the container was learning: executables may be missing from exec-allow");
     }
     if (!sys) incomplete.push('no syscall record was found for the container: seccomp-allow is empty');
-    if (net.peerDrops > 0n) incomplete.push(`${net.peerDrops} network peers were not recorded (the kernel's peer table was full): egress-allow/ingress-allow are incomplete`);
-    if (net.flowDrops > 0n) incomplete.push(`${net.flowDrops} flows were not recorded in the report (the kernel's flow table was full); the policy is not affected`);
+    if (net.peerDrops > 0n)
+      incomplete.push(
+        `${net.peerDrops} network peers were not recorded (the kernel's peer table was full): egress-allow/ingress-allow are incomplete`,
+      );
+    if (net.flowDrops > 0n)
+      incomplete.push(
+        `${net.flowDrops} flows were not recorded in the report (the kernel's flow table was full); the policy is not affected`,
+      );
     const syscalls = this.syscallNames(sys);
-    const peer = (p: LearnedNet['peers'][number]): LearnedPeer => ({ direction: p.direction, family: p.family, address: formatAddress(p.addr), packets: Number(p.count) });
+    const peer = (p: LearnedNet['peers'][number]): LearnedPeer => ({
+      direction: p.direction,
+      family: p.family,
+      address: formatAddress(p.addr),
+      packets: Number(p.count),
+    });
     const order = (a: { direction: string; family: number; address: string }, b: typeof a) =>
       a.direction.localeCompare(b.direction) || a.family - b.family || a.address.localeCompare(b.address, 'en', { numeric: true });
     return {
-      namespace: l.namespace, id: l.id, ...(l.pod ? { pod: l.pod } : {}), running, since: l.since,
+      namespace: l.namespace,
+      id: l.id,
+      ...(l.pod ? { pod: l.pod } : {}),
+      running,
+      since: l.since,
       exec: l.execs.list(),
       network: {
         peers: net.peers.map(peer).sort(order),
         flows: net.flows
-          .map((f): LearnedFlow => ({ direction: f.direction, family: f.family, address: formatAddress(f.addr), proto: protoName(f.proto), port: f.port, count: Number(f.count) }))
+          .map((f): LearnedFlow => ({
+            direction: f.direction,
+            family: f.family,
+            address: formatAddress(f.addr),
+            proto: protoName(f.proto),
+            port: f.port,
+            count: Number(f.count),
+          }))
           .sort((a, b) => order(a, b) || a.proto.localeCompare(b.proto) || a.port - b.port),
       },
       syscalls,
@@ -247,10 +298,12 @@ export class LearnBackend implements FenceBackend<'learn'> {
     if (!sys) return out;
     const names = new Set<string>();
     const nativeNrs = sys.numbers[SyscallAbi.Native];
-    native().syscallNames(nativeNrs).forEach((n, i) => {
-      if (n) names.add(n);
-      else out.unnamed.push({ abi: 'native', nr: nativeNrs[i] });
-    });
+    native()
+      .syscallNames(nativeNrs)
+      .forEach((n, i) => {
+        if (n) names.add(n);
+        else out.unnamed.push({ abi: 'native', nr: nativeNrs[i] });
+      });
     const compatNrs = sys.numbers[SyscallAbi.Compat];
     const compatArch = COMPAT_ARCH[process.arch];
     if (compatNrs.length) {
@@ -280,7 +333,6 @@ export class LearnBackend implements FenceBackend<'learn'> {
     fs.renameSync(tmp, this.file(fenceId.toString()));
   }
 
-
   /**
    * A restarted daemon picks up the containers that were learning: their exec sets from the
    * state directory, their syscall and network records from the pinned maps.
@@ -291,14 +343,20 @@ export class LearnBackend implements FenceBackend<'learn'> {
       if (!name.endsWith('.json')) continue;
       const file = path.join(this.dir, name);
       try {
-        const v = JSON.parse(fs.readFileSync(file, 'utf8')) as Omit<Live, 'fenceId' | 'execs' | 'root'> & { fenceId: string; execs: unknown };
+        const v = JSON.parse(fs.readFileSync(file, 'utf8')) as Omit<Live, 'fenceId' | 'execs' | 'root'> & {
+          fenceId: string;
+          execs: unknown;
+        };
         if (!recording.has(v.fenceId)) {
           fs.rmSync(file, { force: true });
           continue;
         }
         // An earlier daemon's held root went with it; the container's own is reopened while it runs.
         this.live.set(v.fenceId, {
-          ...v, fenceId: BigInt(v.fenceId), execs: LearnedExecs.fromJSON(v.execs, Date.parse(v.since) || Number.POSITIVE_INFINITY), root: ContainerRoot.open(v.pid),
+          ...v,
+          fenceId: BigInt(v.fenceId),
+          execs: LearnedExecs.fromJSON(v.execs, Date.parse(v.since) || Number.POSITIVE_INFINITY),
+          root: ContainerRoot.open(v.pid),
         });
       } catch {
         // A torn state file loses the exec set of one container, which the learned record says.
@@ -374,7 +432,11 @@ export class LearnBackend implements FenceBackend<'learn'> {
     if (opts.detach) {
       fs.rmSync(this.dir, { recursive: true, force: true });
       // The daemon's pin directory goes too once the last backend's pins are gone.
-      try { fs.rmdirSync(this.opts.pinDir); } catch { /* not empty (other objects' pins) or gone */ }
+      try {
+        fs.rmdirSync(this.opts.pinDir);
+      } catch {
+        /* not empty (other objects' pins) or gone */
+      }
     }
   }
 }

@@ -20,13 +20,26 @@ import { FileIdentity, formatDev } from '../../kernel/abi';
 import { ContainerRoot, FoundFile } from './container-root';
 import { ExecOrigin, LearnedExec } from './learned-policy';
 
-export interface ExecSighting { pid: number; path: string; dev: bigint; ino: bigint; tsMonoNs?: bigint }
+export interface ExecSighting {
+  pid: number;
+  path: string;
+  dev: bigint;
+  ino: bigint;
+  tsMonoNs?: bigint;
+}
 
 /**
  * A file identity the kernel recorded: how often it ran, the name it was opened by, and its
  * path in its own filesystem at the exec (null when the record could not hold it whole).
  */
-export interface KernelExec { dev: bigint; ino: bigint; count: bigint; interp: string; kernelPath: string | null; firstNs: bigint }
+export interface KernelExec {
+  dev: bigint;
+  ino: bigint;
+  count: bigint;
+  interp: string;
+  kernelPath: string | null;
+  firstNs: bigint;
+}
 
 interface Entry {
   identity: FileIdentity;
@@ -173,8 +186,12 @@ export class LearnedExecs {
   list(): LearnedExec[] {
     return [...this.byId.values()]
       .map((e) => ({
-        path: e.path ?? e.kernelPath, origin: e.path !== null ? e.origin ?? 'unknown' : 'unknown' as ExecOrigin,
-        dev: formatDev(e.identity.dev), inode: e.identity.ino.toString(), names: [...e.names].sort(), count: e.count,
+        path: e.path ?? e.kernelPath,
+        origin: e.path !== null ? (e.origin ?? 'unknown') : ('unknown' as ExecOrigin),
+        dev: formatDev(e.identity.dev),
+        inode: e.identity.ino.toString(),
+        names: [...e.names].sort(),
+        count: e.count,
       }))
       .sort((a, b) => (a.path ?? '\uffff').localeCompare(b.path ?? '\uffff') || a.inode.localeCompare(b.inode));
   }
@@ -192,24 +209,42 @@ export class LearnedExecs {
     return {
       startedMs: this.startedMs,
       execs: [...this.byId.values()].map((e) => ({
-        dev: e.identity.dev.toString(), ino: e.identity.ino.toString(), path: e.path, origin: e.origin, names: [...e.names], count: e.count,
-        kernelPath: e.kernelPath, ranMs: e.ranMs,
+        dev: e.identity.dev.toString(),
+        ino: e.identity.ino.toString(),
+        path: e.path,
+        origin: e.origin,
+        names: [...e.names],
+        count: e.count,
+        kernelPath: e.kernelPath,
+        ranMs: e.ranMs,
       })),
     };
   }
 
   static fromJSON(v: unknown, fallbackStartedMs: number): LearnedExecs {
     // Earlier daemons saved a bare array of entries, without origins.
-    const o = (Array.isArray(v) ? { execs: v } : v ?? {}) as { startedMs?: number; execs?: unknown };
+    const o = (Array.isArray(v) ? { execs: v } : (v ?? {})) as { startedMs?: number; execs?: unknown };
     const out = new LearnedExecs(typeof o.startedMs === 'number' ? o.startedMs : fallbackStartedMs);
     if (!Array.isArray(o.execs)) return out;
     type Saved = {
-      dev: string; ino: string; path: string | null; origin?: ExecOrigin | null; names: string[]; count: number; kernelPath?: string | null; ranMs?: number | null;
+      dev: string;
+      ino: string;
+      path: string | null;
+      origin?: ExecOrigin | null;
+      names: string[];
+      count: number;
+      kernelPath?: string | null;
+      ranMs?: number | null;
     };
     for (const x of o.execs as Saved[]) {
       const identity = { dev: BigInt(x.dev), ino: BigInt(x.ino) };
       out.byId.set(key(identity), {
-        identity, path: x.path, origin: x.origin ?? (x.path ? 'image' : null), names: new Set(x.names), count: x.count, kernelPath: x.kernelPath ?? null,
+        identity,
+        path: x.path,
+        origin: x.origin ?? (x.path ? 'image' : null),
+        names: new Set(x.names),
+        count: x.count,
+        kernelPath: x.kernelPath ?? null,
         ranMs: x.ranMs ?? null,
       });
     }

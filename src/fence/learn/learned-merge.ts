@@ -9,10 +9,19 @@
 import { containerKey } from '../backend';
 import { ExecOrigin, Learned, LearnedExec, LearnedFlow, LearnedPeer, LearnedPolicyInput, PodRef } from './learned-policy';
 
-export interface LearnedSource { namespace: string; id: string; running: boolean; since: string; pod?: PodRef }
+export interface LearnedSource {
+  namespace: string;
+  id: string;
+  running: boolean;
+  since: string;
+  pod?: PodRef;
+}
 
 /** Where an item was seen: "namespace/id" and how often there (execs, packets, flows). */
-export interface Sighting { container: string; count: number }
+export interface Sighting {
+  container: string;
+  count: number;
+}
 
 export type MergedExec = LearnedExec & { seenIn: Sighting[] };
 export type MergedPeer = LearnedPeer & { seenIn: Sighting[] };
@@ -39,7 +48,12 @@ function execKey(e: LearnedExec): string {
 
 /** Adds `item` under `key`, summing `count` into the merged one and recording the sighting. */
 function add<T extends { seenIn: Sighting[] }>(
-  into: Map<string, T>, key: string, make: () => T, container: string, count: number, sum: (m: T, n: number) => void,
+  into: Map<string, T>,
+  key: string,
+  make: () => T,
+  container: string,
+  count: number,
+  sum: (m: T, n: number) => void,
 ): T {
   let m = into.get(key);
   if (!m) {
@@ -69,16 +83,41 @@ export function mergeLearned(list: Learned[]): MergedLearned {
   for (const l of list) {
     const c = containerName(l);
     for (const e of l.exec) {
-      add(execs, execKey(e), () => ({ ...e, names: [...e.names], seenIn: [] }), c, e.count, (m, n) => {
-        m.count += n;
-        for (const name of e.names) if (!m.names.includes(name)) m.names.push(name);
-      });
+      add(
+        execs,
+        execKey(e),
+        () => ({ ...e, names: [...e.names], seenIn: [] }),
+        c,
+        e.count,
+        (m, n) => {
+          m.count += n;
+          for (const name of e.names) if (!m.names.includes(name)) m.names.push(name);
+        },
+      );
     }
     for (const p of l.network.peers) {
-      add(peers, `${p.direction} ${p.address}`, () => ({ ...p, seenIn: [] }), c, p.packets, (m, n) => { m.packets += n; });
+      add(
+        peers,
+        `${p.direction} ${p.address}`,
+        () => ({ ...p, seenIn: [] }),
+        c,
+        p.packets,
+        (m, n) => {
+          m.packets += n;
+        },
+      );
     }
     for (const f of l.network.flows) {
-      add(flows, `${f.direction} ${f.address} ${f.proto} ${f.port}`, () => ({ ...f, seenIn: [] }), c, f.count, (m, n) => { m.count += n; });
+      add(
+        flows,
+        `${f.direction} ${f.address} ${f.proto} ${f.port}`,
+        () => ({ ...f, seenIn: [] }),
+        c,
+        f.count,
+        (m, n) => {
+          m.count += n;
+        },
+      );
     }
     for (const n of l.syscalls.names) syscalls.set(n, [...(syscalls.get(n) ?? []), c]);
     for (const u of l.syscalls.unnamed) unnamed.set(`${u.abi} ${u.nr}`, u);
@@ -88,7 +127,8 @@ export function mergeLearned(list: Learned[]): MergedLearned {
   }
 
   const bySeen = (a: Sighting, b: Sighting) => a.container.localeCompare(b.container);
-  const exec = [...execs.values()].map((e) => ({ ...e, names: e.names.sort(), seenIn: e.seenIn.sort(bySeen) }))
+  const exec = [...execs.values()]
+    .map((e) => ({ ...e, names: e.names.sort(), seenIn: e.seenIn.sort(bySeen) }))
     .sort((a, b) => (a.path ?? '\uffff').localeCompare(b.path ?? '\uffff') || a.inode.localeCompare(b.inode));
   const order = (a: { direction: string; family: number; address: string }, b: typeof a) =>
     a.direction.localeCompare(b.direction) || a.family - b.family || a.address.localeCompare(b.address, 'en', { numeric: true });
@@ -97,7 +137,8 @@ export function mergeLearned(list: Learned[]): MergedLearned {
     exec,
     network: {
       peers: [...peers.values()].map((p) => ({ ...p, seenIn: p.seenIn.sort(bySeen) })).sort(order),
-      flows: [...flows.values()].map((f) => ({ ...f, seenIn: f.seenIn.sort(bySeen) }))
+      flows: [...flows.values()]
+        .map((f) => ({ ...f, seenIn: f.seenIn.sort(bySeen) }))
         .sort((a, b) => order(a, b) || a.proto.localeCompare(b.proto) || a.port - b.port),
       ...(flowsTruncated ? { flowsTruncated } : {}),
     },

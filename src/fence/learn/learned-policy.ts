@@ -24,12 +24,27 @@ export interface LearnedExec {
   count: number;
 }
 
-export interface LearnedPeer { direction: 'egress' | 'ingress'; family: 4 | 6; address: string; packets: number }
+export interface LearnedPeer {
+  direction: 'egress' | 'ingress';
+  family: 4 | 6;
+  address: string;
+  packets: number;
+}
 
-export interface LearnedFlow { direction: 'egress' | 'ingress'; family: 4 | 6; address: string; proto: string; port: number; count: number }
+export interface LearnedFlow {
+  direction: 'egress' | 'ingress';
+  family: 4 | 6;
+  address: string;
+  proto: string;
+  port: number;
+  count: number;
+}
 
 /** The Kubernetes pod a container belongs to (from the CRI's annotations on its spec). */
-export interface PodRef { namespace: string; name: string }
+export interface PodRef {
+  namespace: string;
+  name: string;
+}
 
 export interface Learned {
   namespace: string;
@@ -72,12 +87,19 @@ export function formatAddress(addr: Buffer): string {
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(addr.readUInt16BE(i));
   // The longest run of two or more zero groups becomes "::" (the first one on a tie).
-  let best = -1, bestLen = 1;
+  let best = -1,
+    bestLen = 1;
   for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) { i++; continue; }
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
     let j = i;
     while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) { best = i; bestLen = j - i; }
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
     i = j;
   }
   const hex = groups.map((g) => g.toString(16));
@@ -89,15 +111,13 @@ function foldPeers(peers: LearnedPeer[], direction: 'egress' | 'ingress', opts: 
   const seen = new Map<string, { family: number; addr: Buffer; prefix: number }>();
   for (const p of peers) {
     if (p.direction !== direction) continue;
-    const prefix = p.family === 4 ? opts.prefixLen4 ?? 32 : opts.prefixLen6 ?? 128;
+    const prefix = p.family === 4 ? (opts.prefixLen4 ?? 32) : (opts.prefixLen6 ?? 128);
     const c = parseCidr(`${p.address}/${prefix}`);
     if (!c) throw new Error(`learned ${direction} peer ${JSON.stringify(p.address)} is not an IP address`);
     const text = `${formatAddress(c.addr)}/${prefix}`;
     seen.set(text, { family: c.family, addr: c.addr, prefix });
   }
-  return [...seen.entries()]
-    .sort(([, a], [, b]) => a.family - b.family || Buffer.compare(a.addr, b.addr))
-    .map(([text]) => text);
+  return [...seen.entries()].sort(([, a], [, b]) => a.family - b.family || Buffer.compare(a.addr, b.addr)).map(([text]) => text);
 }
 
 /** Checks a --prefix-len value; returns an error message or null. */
@@ -136,10 +156,15 @@ export function fromImage(e: LearnedExec): boolean {
 export function annotationMeanings(annotations: Record<string, string>): Record<string, string> {
   const out: Record<string, string> = {};
   const empty = (k: string) => annotations[k] === '';
-  if (empty(KEYS.execAllow)) out[KEYS.execAllow] = 'empty: no executable of the image was seen; applied, it allows no exec at all, so the container is refused at start (its entrypoint is not allowed)';
-  if (empty(KEYS.egressAllow)) out[KEYS.egressAllow] = 'empty: no egress peer was seen; applied, it denies all egress (every connect and every packet sent)';
-  if (empty(KEYS.ingressAllow)) out[KEYS.ingressAllow] = 'empty: no ingress peer was seen; applied, it denies all ingress (every packet received)';
-  if (empty(KEYS.seccompAllow)) out[KEYS.seccompAllow] = 'empty: no syscall was recorded; applied, it allows none beyond what runc needs, so the container cannot run';
+  if (empty(KEYS.execAllow))
+    out[KEYS.execAllow] =
+      'empty: no executable of the image was seen; applied, it allows no exec at all, so the container is refused at start (its entrypoint is not allowed)';
+  if (empty(KEYS.egressAllow))
+    out[KEYS.egressAllow] = 'empty: no egress peer was seen; applied, it denies all egress (every connect and every packet sent)';
+  if (empty(KEYS.ingressAllow))
+    out[KEYS.ingressAllow] = 'empty: no ingress peer was seen; applied, it denies all ingress (every packet received)';
+  if (empty(KEYS.seccompAllow))
+    out[KEYS.seccompAllow] = 'empty: no syscall was recorded; applied, it allows none beyond what runc needs, so the container cannot run';
   return out;
 }
 
@@ -149,17 +174,24 @@ export function learnedWarnings(l: LearnedPolicyInput): string[] {
   const ran = (e: LearnedExec) => `run as ${e.names.map((n) => JSON.stringify(n)).join(', ')}`;
   for (const e of l.exec) {
     if (e.path !== null && e.origin === 'runtime') {
-      out.push(`executable ${e.path} (${ran(e)}) was created or changed at run time, after the container started: a fresh container has no such file, so no path can allow it; it is not in ${KEYS.execAllow}`);
+      out.push(
+        `executable ${e.path} (${ran(e)}) was created or changed at run time, after the container started: a fresh container has no such file, so no path can allow it; it is not in ${KEYS.execAllow}`,
+      );
     } else if (e.path === null) {
-      out.push(`executable ${e.dev}:${e.inode} (${ran(e)}) is no file of the container's root filesystem: it was created at run time and removed, or lies on a mount outside the image; it is not in ${KEYS.execAllow}`);
+      out.push(
+        `executable ${e.dev}:${e.inode} (${ran(e)}) is no file of the container's root filesystem: it was created at run time and removed, or lies on a mount outside the image; it is not in ${KEYS.execAllow}`,
+      );
     } else if (e.origin === 'unknown') {
-      out.push(`executable ${e.path} (${ran(e)}) was there when it ran, but no such file is in the container's root filesystem any more: it was created at run time and removed, or lies on a mount outside the image; it is not in ${KEYS.execAllow}`);
+      out.push(
+        `executable ${e.path} (${ran(e)}) was there when it ran, but no such file is in the container's root filesystem any more: it was created at run time and removed, or lies on a mount outside the image; it is not in ${KEYS.execAllow}`,
+      );
     }
   }
   if (l.syscalls.unnamed.length) {
     const shown = l.syscalls.unnamed.map((u) => `${u.abi} ${u.nr}${u.name ? ` (${u.name})` : ''}`).join(', ');
     out.push(`syscalls that ${KEYS.seccompAllow} cannot name on this architecture are not in it: ${shown}`);
   }
-  if (l.syscalls.outOfRange > 0) out.push(`${l.syscalls.outOfRange} syscalls had numbers outside the recorded range (x32?) and are not in ${KEYS.seccompAllow}`);
+  if (l.syscalls.outOfRange > 0)
+    out.push(`${l.syscalls.outOfRange} syscalls had numbers outside the recorded range (x32?) and are not in ${KEYS.seccompAllow}`);
   return out;
 }

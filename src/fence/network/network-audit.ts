@@ -16,7 +16,10 @@ import { AuditInput } from '../../audit/audit-record';
 import { ExecAction } from '../../kernel/abi';
 import { FlowKey, NetDir, NetEvent, NetHook, NetStats, RATE_WINDOW_NS, formatAddr, protoName } from '../../kernel/net-abi';
 
-export interface NetOwner { namespace: string; id: string }
+export interface NetOwner {
+  namespace: string;
+  id: string;
+}
 
 export interface NetAuditDeps {
   flow(key: FlowKey): { suppressed: bigint; windowStartNs: bigint } | null;
@@ -29,7 +32,12 @@ export interface NetAuditDeps {
   rule(fenceId: bigint, gen: number, dir: NetDir, ruleId: number): string | null;
 }
 
-interface PendingFlow { key: FlowKey; reported: bigint; action: ExecAction; cgroupId: bigint }
+interface PendingFlow {
+  key: FlowKey;
+  reported: bigint;
+  action: ExecAction;
+  cgroupId: bigint;
+}
 
 interface FenceTally {
   cgroupId: bigint;
@@ -95,7 +103,8 @@ export class NetAuditor {
       if (e.kind === 'net-throttle') {
         const id = flowId(e.flow);
         // Everything before this window was reported already (or goes out without a flow).
-        if (!this.pending.has(id)) this.pending.set(id, { key: e.flow, reported: e.suppressed - 1n, action: e.action, cgroupId: e.cgroupId });
+        if (!this.pending.has(id))
+          this.pending.set(id, { key: e.flow, reported: e.suppressed - 1n, action: e.action, cgroupId: e.cgroupId });
         continue;
       }
       const owner = this.deps.owner(e.fenceId);
@@ -151,12 +160,16 @@ export class NetAuditor {
         if (t.retired.final > t.reported) out.push(this.unattributed(fenceId, t, t.retired.final - t.reported));
         for (const [id, p] of this.pending) if (p.key.fenceId === fenceId) this.pending.delete(id);
         this.fences.delete(fenceId);
-        try { this.deps.deleteFlows(fenceId); } catch { /* the object may be closing */ }
+        try {
+          this.deps.deleteFlows(fenceId);
+        } catch {
+          /* the object may be closing */
+        }
         retiredNow.push(t.retired.reported);
         continue;
       }
       const cur = this.deps.stats(t.cgroupId)?.suppressed ?? null;
-      const settled = opts.final ? cur ?? t.prev : t.prev;
+      const settled = opts.final ? (cur ?? t.prev) : t.prev;
       if (settled !== null && settled > t.reported) {
         out.push(this.unattributed(fenceId, t, settled - t.reported));
         t.reported = settled;

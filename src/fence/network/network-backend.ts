@@ -35,9 +35,12 @@ function hasNetworkRules(p: Policy): boolean {
 function counters(s: NetStats | null): Record<string, number> {
   if (!s) return {};
   return {
-    net_denied_egress: Number(s.denied.egress), net_denied_ingress: Number(s.denied.ingress),
-    net_audited_egress: Number(s.audited.egress), net_audited_ingress: Number(s.audited.ingress),
-    net_rate_limited: Number(s.suppressed), net_records_lost: Number(s.lost),
+    net_denied_egress: Number(s.denied.egress),
+    net_denied_ingress: Number(s.denied.ingress),
+    net_audited_egress: Number(s.audited.egress),
+    net_audited_ingress: Number(s.audited.ingress),
+    net_rate_limited: Number(s.suppressed),
+    net_records_lost: Number(s.lost),
   };
 }
 
@@ -62,7 +65,8 @@ export class NetworkBackend implements FenceBackend<'network'> {
     let kernel: NetFence | null = null;
     try {
       kernel = NetFence.open({
-        pinDir: opts.pinDir, onEvents: (evs) => auditor?.onEvents(evs),
+        pinDir: opts.pinDir,
+        onEvents: (evs) => auditor?.onEvents(evs),
         sizes: opts.sizes ? { net_rules4: opts.sizes.net_rules4, net_rules6: opts.sizes.net_rules6 } : undefined,
       });
     } catch (e) {
@@ -112,7 +116,7 @@ export class NetworkBackend implements FenceBackend<'network'> {
 
   private ruleSet(policy: Policy) {
     const c = compileNetRules(policy);
-    const mode = policy.mode === 'enforce' ? FenceMode.Enforce as const : FenceMode.Audit as const;
+    const mode = policy.mode === 'enforce' ? (FenceMode.Enforce as const) : (FenceMode.Audit as const);
     return { compiled: c, set: { mode, defaultDeny: c.defaultDeny, entries: c.entries } };
   }
 
@@ -128,7 +132,8 @@ export class NetworkBackend implements FenceBackend<'network'> {
     this.owners.set(fenceId, { namespace: ctx.namespace, id: ctx.id });
     const action = set.mode === FenceMode.Enforce ? 'deny' : 'audit';
     // A cgroup fenced before keeps its old counters: count from where they are.
-    if (!wasAttached || !this.auditor.isTracked(fenceId)) this.auditor.track(fenceId, cgid, action, this.fence.stats(cgid)?.suppressed ?? 0n);
+    if (!wasAttached || !this.auditor.isTracked(fenceId))
+      this.auditor.track(fenceId, cgid, action, this.fence.stats(cgid)?.suppressed ?? 0n);
     else this.auditor.setAction(fenceId, action);
     this.describe(ctx, fenceId, cgid, compiled.entries.length, set.defaultDeny);
   }
@@ -160,9 +165,14 @@ export class NetworkBackend implements FenceBackend<'network'> {
     for (const family of [4, 6] as const) {
       const adds = set.entries.filter((e) => e.family === family).length;
       admit({
-        container: containerKey(ctx.namespace, ctx.id), table: `network rules (IPv${family})`, setting: 'netRulesPerContainer',
-        limit: (this.opts.limits ?? DEFAULT_LIMITS).netRulesPerContainer, asked: set.entries.length,
-        adds, used: keepsOld ? use[family].used : use[family].used - mine[family], capacity: use[family].capacity,
+        container: containerKey(ctx.namespace, ctx.id),
+        table: `network rules (IPv${family})`,
+        setting: 'netRulesPerContainer',
+        limit: (this.opts.limits ?? DEFAULT_LIMITS).netRulesPerContainer,
+        asked: set.entries.length,
+        adds,
+        used: keepsOld ? use[family].used : use[family].used - mine[family],
+        capacity: use[family].capacity,
       });
     }
   }
@@ -216,7 +226,10 @@ export class NetworkBackend implements FenceBackend<'network'> {
     return {
       backend: st.backend ?? this.control,
       ps: { networkCounters: n },
-      decisions: n && { deny: (n.net_denied_egress ?? 0) + (n.net_denied_ingress ?? 0), audit: (n.net_audited_egress ?? 0) + (n.net_audited_ingress ?? 0) },
+      decisions: n && {
+        deny: (n.net_denied_egress ?? 0) + (n.net_denied_ingress ?? 0),
+        audit: (n.net_audited_egress ?? 0) + (n.net_audited_ingress ?? 0),
+      },
     };
   }
 
@@ -250,7 +263,16 @@ export class NetworkBackend implements FenceBackend<'network'> {
       if (!this.kernel) return;
       const d = this.kernel.drops();
       if (d > this.lastDrops) {
-        this.opts.sink.write([{ type: 'agent', action: 'ring-buffer-drops', count: Number(d - this.lastDrops), source: 'net-fence', pid: process.pid, comm: 'cgfence' }]);
+        this.opts.sink.write([
+          {
+            type: 'agent',
+            action: 'ring-buffer-drops',
+            count: Number(d - this.lastDrops),
+            source: 'net-fence',
+            pid: process.pid,
+            comm: 'cgfence',
+          },
+        ]);
         this.lastDrops = d;
       }
     } catch {
@@ -274,7 +296,12 @@ export class NetworkBackend implements FenceBackend<'network'> {
 
   close(opts: { detach: boolean }): void {
     clearInterval(this.timer);
-    try { this.sweep(); this.auditor.sweep({ final: true }); } catch { /* best effort at shutdown */ }
+    try {
+      this.sweep();
+      this.auditor.sweep({ final: true });
+    } catch {
+      /* best effort at shutdown */
+    }
     this.kernel?.close({ detach: opts.detach });
   }
 }

@@ -64,7 +64,10 @@ export function compileNetRules(policy: Policy): CompiledNetRules {
       const e: NetRuleEntry = { dir: l.dir, family: n.family, addr: n.addr, prefix: n.prefix, verdict: l.verdict, ruleId };
       if (l.verdict === NetVerdict.Allow) {
         const d = denies.find((x) => x.dir === e.dir && x.family === e.family && covers(x, e));
-        if (d) { e.verdict = NetVerdict.Deny; e.ruleId = d.ruleId; }
+        if (d) {
+          e.verdict = NetVerdict.Deny;
+          e.ruleId = d.ruleId;
+        }
       } else {
         denies.push(e);
       }

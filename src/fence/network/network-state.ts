@@ -25,9 +25,12 @@ export type NetworkState = {
 export function readNetworkState(f: JsonFields): NetworkState {
   const dd = f.optObj('defaultDeny');
   return definedOnly({
-    backend: f.optOneOf('backend', [NETWORK_V2_BACKEND, NETWORK_V1_BACKEND] as const), fenceId: f.optDecimal('fenceId'),
-    cgroupId: f.optDecimal('cgroupId'), entries: f.optNum('entries'),
+    backend: f.optOneOf('backend', [NETWORK_V2_BACKEND, NETWORK_V1_BACKEND] as const),
+    fenceId: f.optDecimal('fenceId'),
+    cgroupId: f.optDecimal('cgroupId'),
+    entries: f.optNum('entries'),
     defaultDeny: dd && { egress: dd.bool('egress'), ingress: dd.bool('ingress') },
-    pidns: f.optStr('pidns'), audits: f.optStr('audits'),
+    pidns: f.optStr('pidns'),
+    audits: f.optStr('audits'),
   });
 }

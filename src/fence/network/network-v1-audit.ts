@@ -14,9 +14,10 @@ import { AttachContext, ControlState, FenceBackend } from '../backend';
 import { CompiledNetRules, compileNetRules, describeRule } from './network-rules';
 import { NETWORK_V1_BACKEND } from './network-state';
 
-export const NETWORK_V1_REASON = 'CGROUP_SKB and connect-time programs need the container in a cgroup v2 of its own, '
-  + 'and this container is fenced by pid namespace (cgroup v1): no network rule is enforced; '
-  + 'outbound TCP connection attempts are audited instead (no UDP, ICMP or ingress)';
+export const NETWORK_V1_REASON =
+  'CGROUP_SKB and connect-time programs need the container in a cgroup v2 of its own, ' +
+  'and this container is fenced by pid namespace (cgroup v1): no network rule is enforced; ' +
+  'outbound TCP connection attempts are audited instead (no UDP, ICMP or ingress)';
 
 /** Audit records per container and destination per window; the rest are counted. */
 const BURST = 5;
@@ -55,7 +56,9 @@ export function egressVerdict(rules: CompiledNetRules, family: Family, addr: Buf
     if (match) best = { prefix: e.prefix, verdict: e.verdict, ruleId: e.ruleId };
   }
   if (best) return best;
-  return rules.defaultDeny[NetDir.Egress] ? { verdict: NetVerdict.Deny, ruleId: RULE_DEFAULT } : { verdict: NetVerdict.Allow, ruleId: RULE_DEFAULT };
+  return rules.defaultDeny[NetDir.Egress]
+    ? { verdict: NetVerdict.Deny, ruleId: RULE_DEFAULT }
+    : { verdict: NetVerdict.Allow, ruleId: RULE_DEFAULT };
 }
 
 const V4_MAPPED = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
@@ -86,7 +89,9 @@ export class NetworkV1Audit implements FenceBackend<'network'> {
     if (d <= this.lastDrops) return;
     const n = d - this.lastDrops;
     this.lastDrops = d;
-    this.opts.sink.write([{ type: 'agent', action: 'ring-buffer-drops', count: Number(n), source: 'connect-audit', pid: process.pid, comm: 'cgfence' }]);
+    this.opts.sink.write([
+      { type: 'agent', action: 'ring-buffer-drops', count: Number(n), source: 'connect-audit', pid: process.pid, comm: 'cgfence' },
+    ]);
   }
 
   /**
@@ -111,18 +116,32 @@ export class NetworkV1Audit implements FenceBackend<'network'> {
     const pidns = containerPidns(ctx.pid);
     const key = pidns.fenceId.toString();
     this.watching.set(key, {
-      namespace: ctx.namespace, id: ctx.id, mode: ctx.policy.mode, rules: compileNetRules(ctx.policy), wouldDeny: 0, flows: new Map(),
+      namespace: ctx.namespace,
+      id: ctx.id,
+      mode: ctx.policy.mode,
+      rules: compileNetRules(ctx.policy),
+      wouldDeny: 0,
+      flows: new Map(),
     });
     this.kernel.watch(pidns.fenceId);
     ctx.state.backend = NETWORK_V1_BACKEND;
     ctx.state.fenceId = key;
     ctx.state.pidns = `pid:[${pidns.inode}]`;
     ctx.state.audits = 'outbound TCP connection attempts';
-    this.opts.sink.write([{
-      type: 'agent', action: 'network-unenforceable', namespace: ctx.namespace, container_id: ctx.id, pid: ctx.pid,
-      cgroup_id: ctx.cgroupId?.toString() ?? null, backend: 'pidns-tracepoint', pidns: `pid:[${pidns.inode}]`,
-      reason: NETWORK_V1_REASON, audited: 'outbound TCP connection attempts (IPv4 and IPv6), as net records with action audit',
-    }]);
+    this.opts.sink.write([
+      {
+        type: 'agent',
+        action: 'network-unenforceable',
+        namespace: ctx.namespace,
+        container_id: ctx.id,
+        pid: ctx.pid,
+        cgroup_id: ctx.cgroupId?.toString() ?? null,
+        backend: 'pidns-tracepoint',
+        pidns: `pid:[${pidns.inode}]`,
+        reason: NETWORK_V1_REASON,
+        audited: 'outbound TCP connection attempts (IPv4 and IPv6), as net records with action audit',
+      },
+    ]);
     return `unenforceable: ${NETWORK_V1_REASON}`;
   }
 
@@ -178,10 +197,26 @@ export class NetworkV1Audit implements FenceBackend<'network'> {
       const suppressed = flow.suppressed;
       flow.suppressed = 0;
       out.push({
-        ts: this.opts.sink.toWallNs(e.tsMonoNs), type: 'net', action: 'audit', namespace: w.namespace, container_id: w.id,
-        cgroup_id: e.cgroupId.toString(), pid: e.pid, comm: e.comm, daddr, dport: e.dport, direction: 'egress', proto: 'tcp', hook: 'inet_sock_set_state',
-        family: dst.family, verdict: v!.verdict === NetVerdict.Deny ? 'deny' : 'allow', rule: describeRule(w.rules.table, NetDir.Egress, v!.ruleId),
-        enforced: false, backend: 'pidns-tracepoint', uid: e.uid, ...(suppressed ? { suppressed } : {}),
+        ts: this.opts.sink.toWallNs(e.tsMonoNs),
+        type: 'net',
+        action: 'audit',
+        namespace: w.namespace,
+        container_id: w.id,
+        cgroup_id: e.cgroupId.toString(),
+        pid: e.pid,
+        comm: e.comm,
+        daddr,
+        dport: e.dport,
+        direction: 'egress',
+        proto: 'tcp',
+        hook: 'inet_sock_set_state',
+        family: dst.family,
+        verdict: v!.verdict === NetVerdict.Deny ? 'deny' : 'allow',
+        rule: describeRule(w.rules.table, NetDir.Egress, v!.ruleId),
+        enforced: false,
+        backend: 'pidns-tracepoint',
+        uid: e.uid,
+        ...(suppressed ? { suppressed } : {}),
       });
     }
     if (out.length) this.opts.sink.write(out);
@@ -189,7 +224,8 @@ export class NetworkV1Audit implements FenceBackend<'network'> {
 
   status(): Record<string, unknown> {
     return {
-      backend: 'pidns-tracepoint: not enforced (CGROUP_SKB needs cgroup v2); outbound TCP connection attempts audited (tracepoint/sock/inet_sock_set_state)',
+      backend:
+        'pidns-tracepoint: not enforced (CGROUP_SKB needs cgroup v2); outbound TCP connection attempts audited (tracepoint/sock/inet_sock_set_state)',
       watched: this.kernel.watched().length,
       adopted: this.kernel.adopted,
       kernelDrops: this.kernel.drops().toString(),

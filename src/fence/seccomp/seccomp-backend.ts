@@ -27,7 +27,16 @@ import { EventSink } from '../event-sink';
 import { ExecNotifier, SeccompDenials, notifyKey } from '../exec/exec-notify';
 import { SeccompLogRecords } from './seccomp-log-records';
 import {
-  DenyListener, OciSeccomp, RUNC_INIT_SYSCALLS, Verdict, denyRouteRefusal, libseccompArch, notifiable, primaryArchitecture, withAllowedOnly, withDenied,
+  DenyListener,
+  OciSeccomp,
+  RUNC_INIT_SYSCALLS,
+  Verdict,
+  denyRouteRefusal,
+  libseccompArch,
+  notifiable,
+  primaryArchitecture,
+  withAllowedOnly,
+  withDenied,
 } from './seccomp-profile';
 
 /**
@@ -35,7 +44,8 @@ import {
  * SCMP_ACT_ERRNO only for a filter loaded with SECCOMP_FILTER_FLAG_LOG, and runc 1.1 refuses
  * `linux.seccomp.flags` ("seccomp flags are not yet supported by runc").
  */
-export const ERRNO_UNLOGGED = 'the kernel logs SCMP_ACT_ERRNO only for filters loaded with SECCOMP_FILTER_FLAG_LOG, which runc 1.1 cannot set';
+export const ERRNO_UNLOGGED =
+  'the kernel logs SCMP_ACT_ERRNO only for filters loaded with SECCOMP_FILTER_FLAG_LOG, which runc 1.1 cannot set';
 
 /** The highest syscall number looked up when naming every syscall of an architecture. */
 const MAX_SYSCALL_NR = 1024;
@@ -45,8 +55,9 @@ const SETTLE_MAX_MS = 1000;
 
 export class SeccompBackend implements FenceBackend<'seccomp'> {
   readonly control = 'seccomp' as const;
-  readonly fixedAtStart = 'a running container\'s seccomp filter cannot be added, changed or removed from outside '
-    + '(runc installs it in the container\'s init before the entrypoint; the kernel lets a process filter only itself, and never loosens a filter)';
+  readonly fixedAtStart =
+    "a running container's seccomp filter cannot be added, changed or removed from outside " +
+    "(runc installs it in the container's init before the entrypoint; the kernel lets a process filter only itself, and never loosens a filter)";
 
   private readonly records: SeccompLogRecords | null;
   private reader: SeccompLogReader | null = null;
@@ -67,9 +78,14 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
    * denials alone, the first time a container needs it. With neither (or if it cannot open)
    * denials stay SCMP_ACT_ERRNO: enforced, not recorded.
    */
-  constructor(private readonly deps: {
-    sink?: EventSink; log?: (m: string) => void; notifier?: ExecNotifier | null; openNotifier?: () => ExecNotifier;
-  } = {}) {
+  constructor(
+    private readonly deps: {
+      sink?: EventSink;
+      log?: (m: string) => void;
+      notifier?: ExecNotifier | null;
+      openNotifier?: () => ExecNotifier;
+    } = {},
+  ) {
     this.records = deps.sink ? new SeccompLogRecords(deps.sink) : null;
     if (deps.notifier) this.useNotifier(deps.notifier);
   }
@@ -97,7 +113,13 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
     let names = this.allNames.get(arch);
     if (!names) {
       const nrs = Array.from({ length: MAX_SYSCALL_NR }, (_, i) => i);
-      names = [...new Set(native().syscallNames(nrs, arch).filter((n): n is string => n !== null))];
+      names = [
+        ...new Set(
+          native()
+            .syscallNames(nrs, arch)
+            .filter((n): n is string => n !== null),
+        ),
+      ];
       this.allNames.set(arch, names);
     }
     return names;
@@ -111,7 +133,13 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
         continue;
       }
       this.records.onNotified({
-        fenceId, arch: e.arch ? archName(e.arch) : '', syscall: e.nr, count: e.count, pid: e.pid, comm: e.comm, byHolder: e.byHolder,
+        fenceId,
+        arch: e.arch ? archName(e.arch) : '',
+        syscall: e.nr,
+        count: e.count,
+        pid: e.pid,
+        comm: e.comm,
+        byHolder: e.byHolder,
         firstMs: Number(this.deps.sink!.toWallNs(e.firstMonoNs) / 1_000_000n),
         lastMs: Number(this.deps.sink!.toWallNs(e.tsMonoNs) / 1_000_000n),
       });
@@ -122,7 +150,10 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
   private listenerFor(ctx: { namespace: string; id: string }, existing: OciSeccomp | undefined): DenyListener | string {
     const n = this.notifier();
     if (!n) return `no seccomp notify loop runs${this.notifierError ? ` (${this.notifierError})` : ''}`;
-    return n.denialRouteProblem() ?? denyRouteRefusal(existing, n.listenerPath) ?? { path: n.listenerPath, metadata: notifyKey(ctx.namespace, ctx.id) };
+    return (
+      n.denialRouteProblem() ??
+      denyRouteRefusal(existing, n.listenerPath) ?? { path: n.listenerPath, metadata: notifyKey(ctx.namespace, ctx.id) }
+    );
   }
 
   /**
@@ -178,7 +209,10 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
       throw new Error(`the container's seccomp profile: ${(e as Error).message}`);
     }
     const problems: string[] = [];
-    for (const [key, names] of [[KEYS.seccompDeny, ctx.policy.seccompDeny], [KEYS.seccompAllow, ctx.policy.seccompAllow]] as const) {
+    for (const [key, names] of [
+      [KEYS.seccompDeny, ctx.policy.seccompDeny],
+      [KEYS.seccompAllow, ctx.policy.seccompAllow],
+    ] as const) {
       if (!names?.length) continue;
       let nrs: Array<number | null>;
       try {
@@ -206,7 +240,9 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
     const mode = /^Seccomp:\s+(\d+)/m.exec(status)?.[1];
     const filters = Number(/^Seccomp_filters:\s+(\d+)/m.exec(status)?.[1] ?? '0');
     if (mode !== '2') {
-      throw new Error(`the container's init (pid ${ctx.pid}) runs without a seccomp filter (Seccomp: ${mode ?? 'unknown'}); was config.json rewritten after prepare?`);
+      throw new Error(
+        `the container's init (pid ${ctx.pid}) runs without a seccomp filter (Seccomp: ${mode ?? 'unknown'}); was config.json rewritten after prepare?`,
+      );
     }
     const enforce = ctx.policy.mode === 'enforce';
     const notify = enforce && this.routedToLoop(ctx);
@@ -238,8 +274,11 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
     if (!n || !ctx.bundle) return false;
     try {
       const sc = readBundleConfig(ctx.bundle).linux?.seccomp;
-      return sc?.listenerPath === n.listenerPath && sc.listenerMetadata === notifyKey(ctx.namespace, ctx.id)
-        && (sc.syscalls ?? []).some((r) => r.action === 'SCMP_ACT_NOTIFY' && r.names.some(notifiable));
+      return (
+        sc?.listenerPath === n.listenerPath &&
+        sc.listenerMetadata === notifyKey(ctx.namespace, ctx.id) &&
+        (sc.syscalls ?? []).some((r) => r.action === 'SCMP_ACT_NOTIFY' && r.names.some(notifiable))
+      );
     } catch {
       return false;
     }
@@ -257,14 +296,17 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
   private logState(policy: Policy, notify: boolean, ctx: { namespace: string; id: string; cgroupPath: string | null }): string {
     if (!this.records) return 'off: no audit sink';
     if (policy.mode === 'enforce') {
-      if (notify) return 'seccomp notify: denials answered EPERM by the daemon\'s notify loop (by the fd-holder, unrecorded, while no daemon runs)';
+      if (notify)
+        return "seccomp notify: denials answered EPERM by the daemon's notify loop (by the fd-holder, unrecorded, while no daemon runs)";
       const why = this.notifierValue
-        ? this.notifierValue.denialRouteProblem() ?? 'the container\'s seccomp profile has another listener, or config.json was not routed at prepare'
-        : this.listenerFor(ctx, undefined) as string;
+        ? (this.notifierValue.denialRouteProblem() ??
+          "the container's seccomp profile has another listener, or config.json was not routed at prepare")
+        : (this.listenerFor(ctx, undefined) as string);
       return `off: denials enforced (EPERM), not recorded: ${why}; ${ERRNO_UNLOGGED}`;
     }
     if (!this.reader) return `off: ${this.readerError}`;
-    if (!ctx.cgroupPath || !cgroupV2Root()) return 'off: the kernel seccomp log is attributed by cgroup v2 path, and this container has no cgroup v2';
+    if (!ctx.cgroupPath || !cgroupV2Root())
+      return 'off: the kernel seccomp log is attributed by cgroup v2 path, and this container has no cgroup v2';
     if (!actionsLogged().includes('log')) return 'off: "log" is not in /proc/sys/kernel/seccomp/actions_logged';
     return 'kernel seccomp log';
   }
@@ -342,10 +384,26 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
       backend: 'OCI linux.seccomp rules merged into config.json at prepare, installed by runc (libseccomp) before the entrypoint',
       runcInitSyscalls: RUNC_INIT_SYSCALLS.length,
       enforceDenials: this.notifierValue
-        ? { source: 'seccomp notify (EPERM answered by the native loop)', routed: this.routed.size, answered: this.notifierValue.stats().seccompDenied, ownLoop: this.ownsNotifier, fdHolder: this.notifierValue.holderStatus() }
-        : { source: 'none yet: SCMP_ACT_ERRNO, not recorded, until a notify loop runs', routed: 0, error: this.notifierError ?? (this.deps.openNotifier ? 'opened when a container first needs it' : 'no seccomp notify loop') },
+        ? {
+            source: 'seccomp notify (EPERM answered by the native loop)',
+            routed: this.routed.size,
+            answered: this.notifierValue.stats().seccompDenied,
+            ownLoop: this.ownsNotifier,
+            fdHolder: this.notifierValue.holderStatus(),
+          }
+        : {
+            source: 'none yet: SCMP_ACT_ERRNO, not recorded, until a notify loop runs',
+            routed: 0,
+            error: this.notifierError ?? (this.deps.openNotifier ? 'opened when a container first needs it' : 'no seccomp notify loop'),
+          },
       decisions: this.reader
-        ? { source: 'kernel seccomp log (audit multicast group, AUDIT_SECCOMP)', actionsLogged: actionsLogged().join(' '), watching: this.records?.watching() ?? 0, unattributed: this.records?.unattributed ?? 0, ...this.reader.stats() }
+        ? {
+            source: 'kernel seccomp log (audit multicast group, AUDIT_SECCOMP)',
+            actionsLogged: actionsLogged().join(' '),
+            watching: this.records?.watching() ?? 0,
+            unattributed: this.records?.unattributed ?? 0,
+            ...this.reader.stats(),
+          }
         : { source: 'none', error: this.readerError ?? (this.records ? 'not running: no container has seccomp rules' : 'no audit sink') },
     };
   }

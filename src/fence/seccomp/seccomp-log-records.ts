@@ -56,19 +56,32 @@ interface Pending {
 /** The audit action of a seccomp action; null for those that decide nothing (notify, trace, allow). */
 function actionOf(code: number): { action: string; seccompAction: string } | null {
   switch (code) {
-    case NOTIFIED: case NOTIFIED_BY_HOLDER: return { action: 'deny', seccompAction: 'SCMP_ACT_NOTIFY' };
-    case SECCOMP_RET.ERRNO: return { action: 'deny', seccompAction: 'SCMP_ACT_ERRNO' };
-    case SECCOMP_RET.LOG: return { action: 'audit', seccompAction: 'SCMP_ACT_LOG' };
-    case SECCOMP_RET.KILL_PROCESS: return { action: 'kill', seccompAction: 'SCMP_ACT_KILL_PROCESS' };
-    case SECCOMP_RET.KILL_THREAD: return { action: 'kill', seccompAction: 'SCMP_ACT_KILL_THREAD' };
-    case SECCOMP_RET.TRAP: return { action: 'deny', seccompAction: 'SCMP_ACT_TRAP' };
-    default: return null;
+    case NOTIFIED:
+    case NOTIFIED_BY_HOLDER:
+      return { action: 'deny', seccompAction: 'SCMP_ACT_NOTIFY' };
+    case SECCOMP_RET.ERRNO:
+      return { action: 'deny', seccompAction: 'SCMP_ACT_ERRNO' };
+    case SECCOMP_RET.LOG:
+      return { action: 'audit', seccompAction: 'SCMP_ACT_LOG' };
+    case SECCOMP_RET.KILL_PROCESS:
+      return { action: 'kill', seccompAction: 'SCMP_ACT_KILL_PROCESS' };
+    case SECCOMP_RET.KILL_THREAD:
+      return { action: 'kill', seccompAction: 'SCMP_ACT_KILL_THREAD' };
+    case SECCOMP_RET.TRAP:
+      return { action: 'deny', seccompAction: 'SCMP_ACT_TRAP' };
+    default:
+      return null;
   }
 }
 
 function listed(annotations: Record<string, string>, key: string, name: string): boolean | null {
   const v = annotations[key];
-  return v === undefined ? null : v.split(',').map((s) => s.trim()).includes(name);
+  return v === undefined
+    ? null
+    : v
+        .split(',')
+        .map((s) => s.trim())
+        .includes(name);
 }
 
 export class SeccompLogRecords {
@@ -82,7 +95,11 @@ export class SeccompLogRecords {
   /** Log records of no watched container (another process on the node, or a caller already gone). */
   unattributed = 0;
 
-  constructor(private readonly sink: EventSink, private readonly intervalMs = SECCOMP_RECORD_INTERVAL_MS, private readonly now: () => number = Date.now) {}
+  constructor(
+    private readonly sink: EventSink,
+    private readonly intervalMs = SECCOMP_RECORD_INTERVAL_MS,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   watch(fenceId: string, cgroupRelative: string): void {
     this.watched.set(cgroupRelative.replace(/\/+$/, '') || '/', fenceId);
@@ -136,12 +153,43 @@ export class SeccompLogRecords {
     const out: AuditInput[] = [];
     if (d.byHolder) {
       // Counts of a time the daemon did not see: one record with the whole count, at once.
-      this.sink.write([this.record({ fenceId: d.fenceId, arch: d.arch, syscall: d.syscall, code, count: d.count, firstMs: d.firstMs, lastMs: d.lastMs, pid: 0, uid: null, comm: '', exe: '', writtenAt: 0 }, now)]);
+      this.sink.write([
+        this.record(
+          {
+            fenceId: d.fenceId,
+            arch: d.arch,
+            syscall: d.syscall,
+            code,
+            count: d.count,
+            firstMs: d.firstMs,
+            lastMs: d.lastMs,
+            pid: 0,
+            uid: null,
+            comm: '',
+            exe: '',
+            writtenAt: 0,
+          },
+          now,
+        ),
+      ]);
       return;
     }
     if (!p) {
       // The first of its kind written at once, alone; the rest of the batch is counted.
-      p = { fenceId: d.fenceId, arch: d.arch, syscall: d.syscall, code, count: 1, firstMs: d.firstMs, lastMs: d.firstMs, pid: d.pid, uid: null, comm: d.comm, exe: '', writtenAt: 0 };
+      p = {
+        fenceId: d.fenceId,
+        arch: d.arch,
+        syscall: d.syscall,
+        code,
+        count: 1,
+        firstMs: d.firstMs,
+        lastMs: d.firstMs,
+        pid: d.pid,
+        uid: null,
+        comm: d.comm,
+        exe: '',
+        writtenAt: 0,
+      };
       this.pending.set(key, p);
       out.push(this.record(p, now));
       if (d.count === 1) {
@@ -188,7 +236,20 @@ export class SeccompLogRecords {
       let p = this.pending.get(key);
       if (!p) {
         // The first of its kind: written at once.
-        p = { fenceId, arch: r.arch, syscall: r.syscall, code: r.code, count: 1, firstMs: r.tsMs, lastMs: r.tsMs, pid: r.pid, uid: r.uid, comm: r.comm, exe: r.exe, writtenAt: 0 };
+        p = {
+          fenceId,
+          arch: r.arch,
+          syscall: r.syscall,
+          code: r.code,
+          count: 1,
+          firstMs: r.tsMs,
+          lastMs: r.tsMs,
+          pid: r.pid,
+          uid: r.uid,
+          comm: r.comm,
+          exe: r.exe,
+          writtenAt: 0,
+        };
         this.pending.set(key, p);
         out.push(this.record(p, now));
         continue;
@@ -222,7 +283,11 @@ export class SeccompLogRecords {
     const k = `${arch}/${nr}`;
     if (!this.names.has(k)) {
       let n: string | null = null;
-      try { n = native().syscallNames([nr], arch)[0]; } catch { n = null; }
+      try {
+        n = native().syscallNames([nr], arch)[0];
+      } catch {
+        n = null;
+      }
       this.names.set(k, n);
     }
     return this.names.get(k)!;
@@ -240,18 +305,26 @@ export class SeccompLogRecords {
     const notAllowed = name !== null && listed(annotations, KEYS.seccompAllow, name) === false;
     const rec: AuditInput = {
       ts: BigInt(p.lastMs) * 1_000_000n,
-      type: 'seccomp', action: act.action,
+      type: 'seccomp',
+      action: act.action,
       // A container without cgroup v2 is keyed by namespace/id (seccomp-backend.ts): no cgroup id.
-      namespace: owner?.namespace ?? '', container_id: owner?.id ?? '', cgroup_id: owner?.cgroupId ?? (/^\d+$/.test(p.fenceId) ? p.fenceId : null),
-      pid: p.pid, comm: p.comm,
-      syscall: name ?? `#${p.syscall}`, syscall_nr: p.syscall, arch: p.arch,
+      namespace: owner?.namespace ?? '',
+      container_id: owner?.id ?? '',
+      cgroup_id: owner?.cgroupId ?? (/^\d+$/.test(p.fenceId) ? p.fenceId : null),
+      pid: p.pid,
+      comm: p.comm,
+      syscall: name ?? `#${p.syscall}`,
+      syscall_nr: p.syscall,
+      arch: p.arch,
       seccomp_action: act.seccompAction,
       ...(p.code === NOTIFIED || p.code === NOTIFIED_BY_HOLDER ? { errno: 'EPERM' } : {}),
       rule: denied ? KEYS.seccompDeny : notAllowed ? KEYS.seccompAllow : 'container profile',
       count: p.count,
       first_ts: formatRfc3339Ns(BigInt(p.firstMs) * 1_000_000n),
       last_ts: formatRfc3339Ns(BigInt(p.lastMs) * 1_000_000n),
-      exe: p.exe, uid: p.uid, mode: owner?.mode ?? null,
+      exe: p.exe,
+      uid: p.uid,
+      mode: owner?.mode ?? null,
       via: p.code === NOTIFIED ? 'seccomp-notify' : p.code === NOTIFIED_BY_HOLDER ? 'fd-holder' : 'kernel seccomp log',
       // The holder's count has no caller and no span of its own (ts is the take-over's); past
       // the kinds it names one by one, it counts the rest together.

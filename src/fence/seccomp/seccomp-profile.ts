@@ -46,14 +46,50 @@ export const EPERM = 1;
  */
 export const RUNC_INIT_SYSCALLS: readonly string[] = [
   // the sync socket, the exec fifo, closing inherited fds, finding and exec-ing the entrypoint
-  'read', 'write', 'close', 'openat', 'fcntl', 'fstat', 'newfstatat', 'fstatfs', 'getdents64', 'faccessat',
-  'faccessat2', 'execve',
+  'read',
+  'write',
+  'close',
+  'openat',
+  'fcntl',
+  'fstat',
+  'newfstatat',
+  'fstatfs',
+  'getdents64',
+  'faccessat',
+  'faccessat2',
+  'execve',
   // credentials and working directory (without noNewPrivileges), and the parent-death check
-  'capget', 'capset', 'prctl', 'setgroups', 'setuid', 'setgid', 'setresuid', 'setresgid', 'chdir', 'getcwd',
-  'getppid', 'getpid', 'kill',
+  'capget',
+  'capset',
+  'prctl',
+  'setgroups',
+  'setuid',
+  'setgid',
+  'setresuid',
+  'setresgid',
+  'chdir',
+  'getcwd',
+  'getppid',
+  'getpid',
+  'kill',
   // the Go runtime: scheduler, heap, threads, signals (async preemption), netpoller, exit
-  'futex', 'sched_yield', 'nanosleep', 'mmap', 'munmap', 'madvise', 'clone', 'rt_sigreturn', 'rt_sigprocmask',
-  'sigaltstack', 'tgkill', 'gettid', 'epoll_ctl', 'epoll_pwait', 'clock_gettime', 'exit', 'exit_group',
+  'futex',
+  'sched_yield',
+  'nanosleep',
+  'mmap',
+  'munmap',
+  'madvise',
+  'clone',
+  'rt_sigreturn',
+  'rt_sigprocmask',
+  'sigaltstack',
+  'tgkill',
+  'gettid',
+  'epoll_ctl',
+  'epoll_pwait',
+  'clock_gettime',
+  'exit',
+  'exit_group',
 ];
 
 const ALLOW_LIKE = new Set(['SCMP_ACT_ALLOW', 'SCMP_ACT_LOG']);
@@ -101,10 +137,7 @@ function denyRules(names: string[], v: Verdict, listener: DenyListener | undefin
   if (v !== 'errno' || !listener) return names.length ? [verdictRule(names, v)] : [];
   const notified = names.filter(notifiable);
   const errno = names.filter((n) => !notifiable(n));
-  return [
-    ...(notified.length ? [{ names: notified, action: NOTIFY }] : []),
-    ...(errno.length ? [verdictRule(errno, 'errno')] : []),
-  ];
+  return [...(notified.length ? [{ names: notified, action: NOTIFY }] : []), ...(errno.length ? [verdictRule(errno, 'errno')] : [])];
 }
 
 /** Points the profile at the listener when some rule now notifies it. */
@@ -134,19 +167,27 @@ function clone(p: OciSeccomp): OciSeccomp {
 /** The architectures of a new profile for a container of this node's architecture (as Docker's profile). */
 export function nativeArchitectures(arch: string = process.arch): string[] {
   switch (arch) {
-    case 'x64': return ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32'];
-    case 'arm64': return ['SCMP_ARCH_AARCH64', 'SCMP_ARCH_ARM'];
-    case 'arm': return ['SCMP_ARCH_ARM'];
-    case 'ppc64': return ['SCMP_ARCH_PPC64LE'];
-    case 's390x': return ['SCMP_ARCH_S390X', 'SCMP_ARCH_S390'];
-    case 'riscv64': return ['SCMP_ARCH_RISCV64'];
-    default: throw new Error(`no seccomp architecture known for the node architecture ${arch}`);
+    case 'x64':
+      return ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32'];
+    case 'arm64':
+      return ['SCMP_ARCH_AARCH64', 'SCMP_ARCH_ARM'];
+    case 'arm':
+      return ['SCMP_ARCH_ARM'];
+    case 'ppc64':
+      return ['SCMP_ARCH_PPC64LE'];
+    case 's390x':
+      return ['SCMP_ARCH_S390X', 'SCMP_ARCH_S390'];
+    case 'riscv64':
+      return ['SCMP_ARCH_RISCV64'];
+    default:
+      throw new Error(`no seccomp architecture known for the node architecture ${arch}`);
   }
 }
 
 /** libseccomp's name for an OCI architecture: SCMP_ARCH_X86_64 -> x86_64. */
 export function libseccompArch(ociArch: string): string {
-  if (!/^SCMP_ARCH_[A-Z0-9_]+$/.test(ociArch)) throw new Error(`${JSON.stringify(ociArch)} is not an OCI seccomp architecture (like SCMP_ARCH_X86_64)`);
+  if (!/^SCMP_ARCH_[A-Z0-9_]+$/.test(ociArch))
+    throw new Error(`${JSON.stringify(ociArch)} is not an OCI seccomp architecture (like SCMP_ARCH_X86_64)`);
   return ociArch.slice('SCMP_ARCH_'.length).toLowerCase();
 }
 
@@ -211,7 +252,12 @@ export function withDenied(existing: OciSeccomp | undefined, names: string[], v:
  * rest get the verdict. An existing profile is intersected: a name it blocks stays blocked, a
  * name it allows only with some arguments keeps those conditions.
  */
-export function withAllowedOnly(existing: OciSeccomp | undefined, names: string[], v: Verdict, route?: { listener: DenyListener; allNames: readonly string[] }): OciSeccomp {
+export function withAllowedOnly(
+  existing: OciSeccomp | undefined,
+  names: string[],
+  v: Verdict,
+  route?: { listener: DenyListener; allNames: readonly string[] },
+): OciSeccomp {
   const p = existing ? clone(existing) : newProfile();
   const keep = new Set([...names, ...RUNC_INIT_SYSCALLS]);
   const defaultAllowed = allowLike(p.defaultAction);
@@ -274,7 +320,11 @@ export interface NotifyMerge {
 export function withExecNotify(existing: OciSeccomp | undefined, listenerPath: string, metadata: string): NotifyMerge {
   const p = existing ? clone(existing) : newProfile();
   if (p.listenerPath && p.listenerPath !== listenerPath) {
-    return { profile: existing ? clone(existing) : p, notified: [], skipped: [`the container's seccomp profile already sends its notifications to ${p.listenerPath}`] };
+    return {
+      profile: existing ? clone(existing) : p,
+      notified: [],
+      skipped: [`the container's seccomp profile already sends its notifications to ${p.listenerPath}`],
+    };
   }
   const notified: string[] = [];
   const skipped: string[] = [];

@@ -26,8 +26,14 @@ export type SeccompState = {
 
 export function readSeccompState(f: JsonFields): SeccompState {
   return definedOnly({
-    backend: f.optOneOf('backend', SECCOMP_BACKENDS), hook: f.optStr('hook'), action: f.optStr('action'), filters: f.optNum('filters'),
-    deny: f.optStrings('deny'), allow: f.optStrings('allow'), log: f.optStr('log'), fenceId: readRecordKey(f),
+    backend: f.optOneOf('backend', SECCOMP_BACKENDS),
+    hook: f.optStr('hook'),
+    action: f.optStr('action'),
+    filters: f.optNum('filters'),
+    deny: f.optStrings('deny'),
+    allow: f.optStrings('allow'),
+    log: f.optStr('log'),
+    fenceId: readRecordKey(f),
   });
 }
 
