@@ -248,18 +248,23 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
     const notify = enforce && this.routedToLoop(ctx);
     // backend (ps) and hook (the attach record's `backends`) say whether decisions are recorded.
     ctx.state.backend = enforce && !notify ? 'oci-seccomp (denials enforced, not recorded)' : 'oci-seccomp';
-    ctx.state.hook = !enforce ? 'kernel seccomp log' : notify ? 'seccomp notify, recorded' : 'SCMP_ACT_ERRNO, no notify route';
+    // The kernel log's records are attributed by cgroup v2 path: without one they name no container.
+    const logged = ctx.cgroupPath ? 'kernel seccomp log' : 'kernel seccomp log, not attributed (no cgroup v2)';
+    ctx.state.hook = !enforce ? logged : notify ? 'seccomp notify, recorded' : 'SCMP_ACT_ERRNO, no notify route';
     ctx.state.action = ctx.policy.mode !== 'enforce' ? 'SCMP_ACT_LOG' : notify ? 'SCMP_ACT_NOTIFY(EPERM)' : 'SCMP_ACT_ERRNO(EPERM)';
     ctx.state.filters = filters;
     if (ctx.policy.seccompDeny) ctx.state.deny = ctx.policy.seccompDeny;
     if (ctx.policy.seccompAllow) ctx.state.allow = ctx.policy.seccompAllow;
     this.ensureReader();
     ctx.state.log = this.logState(ctx.policy, notify, ctx);
-    if (ctx.cgroupId !== null) {
-      // The key of the container's records (and of its kernel events: the manager indexes it).
-      ctx.state.fenceId = ctx.cgroupId.toString();
-      if (ctx.cgroupPath) this.watch(ctx.state.fenceId, ctx.cgroupPath);
-      if (notify) this.routeDenials(ctx.namespace, ctx.id, ctx.state.fenceId);
+    // The key of the container's records (and of its kernel events: the manager indexes it):
+    // its cgroup v2 id. Without cgroup v2 the kernel log cannot be attributed, but the notify
+    // loop's denials come keyed by container, so they are recorded under that key instead.
+    const fenceId = ctx.cgroupId !== null ? ctx.cgroupId.toString() : notify ? notifyKey(ctx.namespace, ctx.id) : null;
+    if (fenceId !== null) {
+      ctx.state.fenceId = fenceId;
+      if (ctx.cgroupPath) this.watch(fenceId, ctx.cgroupPath);
+      if (notify) this.routeDenials(ctx.namespace, ctx.id, fenceId);
     }
   }
 
@@ -288,7 +293,7 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
   }
 
   /** Whether this container's decisions reach the audit log, and if not, why. */
-  private logState(policy: Policy, notify: boolean, ctx: { namespace: string; id: string }): string {
+  private logState(policy: Policy, notify: boolean, ctx: { namespace: string; id: string; cgroupPath: string | null }): string {
     if (!this.records) return 'off: no audit sink';
     if (policy.mode === 'enforce') {
       if (notify)
@@ -300,6 +305,8 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
       return `off: denials enforced (EPERM), not recorded: ${why}; ${ERRNO_UNLOGGED}`;
     }
     if (!this.reader) return `off: ${this.readerError}`;
+    if (!ctx.cgroupPath || !cgroupV2Root())
+      return 'off: the kernel seccomp log is attributed by cgroup v2 path, and this container has no cgroup v2';
     if (!actionsLogged().includes('log')) return 'off: "log" is not in /proc/sys/kernel/seccomp/actions_logged';
     return 'kernel seccomp log';
   }

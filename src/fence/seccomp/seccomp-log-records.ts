@@ -307,9 +307,10 @@ export class SeccompLogRecords {
       ts: BigInt(p.lastMs) * 1_000_000n,
       type: 'seccomp',
       action: act.action,
+      // A container without cgroup v2 is keyed by namespace/id (seccomp-backend.ts): no cgroup id.
       namespace: owner?.namespace ?? '',
       container_id: owner?.id ?? '',
-      cgroup_id: p.fenceId,
+      cgroup_id: owner?.cgroupId ?? (/^\d+$/.test(p.fenceId) ? p.fenceId : null),
       pid: p.pid,
       comm: p.comm,
       syscall: name ?? `#${p.syscall}`,

@@ -1,6 +1,6 @@
 // What the seccomp control keeps per container in the registry (fences.json): what runc
 // installed (the filter itself lives in the container) and where its decisions are logged.
-import { JsonFields, definedOnly } from '../json-fields';
+import { JsonFields, StateFieldError, definedOnly } from '../json-fields';
 
 export const SECCOMP_BACKENDS = ['oci-seccomp', 'oci-seccomp (denials enforced, not recorded)'] as const;
 
@@ -17,7 +17,10 @@ export type SeccompState = {
   allow?: string[];
   /** Whether its decisions reach the audit log, and if not, why. */
   log?: string;
-  /** The cgroup id its kernel log records are attributed by, decimal. */
+  /**
+   * The key its records are attributed by: the cgroup v2 id, decimal; without cgroup v2, the
+   * container key (namespace/id) the notify loop's denials come under.
+   */
   fenceId?: string;
 };
 
@@ -30,6 +33,14 @@ export function readSeccompState(f: JsonFields): SeccompState {
     deny: f.optStrings('deny'),
     allow: f.optStrings('allow'),
     log: f.optStr('log'),
-    fenceId: f.optDecimal('fenceId'),
+    fenceId: readRecordKey(f),
   });
+}
+
+function readRecordKey(f: JsonFields): string | undefined {
+  const v = f.optStr('fenceId');
+  if (v !== undefined && !/^\d+$/.test(v) && !/^[^/]+\/[^/]+$/.test(v)) {
+    throw new StateFieldError(`${f.at('fenceId')}: a decimal cgroup id or namespace/id expected, found ${JSON.stringify(v)}`);
+  }
+  return v;
 }

@@ -79,7 +79,12 @@ describe('BPF LSM exec fence', () => {
 
   it('refuses a forbidden exec with EACCES in the caller, which lives on; allowed ones run', async () => {
     const cg = newCgroup();
-    const { fenceId } = fenceCgroupExecs(fence, { cgroupPath: cg, rootPid: process.pid, mode: 'enforce', execAllow: [probe, allowedMarker] });
+    const { fenceId } = fenceCgroupExecs(fence, {
+      cgroupPath: cg,
+      rootPid: process.pid,
+      mode: 'enforce',
+      execAllow: [probe, allowedMarker],
+    });
     const ok = marker('ok');
     expect(runInCgroup(cg, [allowedMarker], { CGFENCE_MARKER: ok }).status).toBe(0);
     expect(fs.existsSync(ok)).toBe(true);
@@ -108,7 +113,11 @@ describe('BPF LSM exec fence', () => {
     fs.copyFileSync(fs.realpathSync('/bin/sh'), sh);
     fs.chmodSync(sh, 0o755);
     fs.writeFileSync(script, `#!${sh}\necho "$0 ran" > "$CGFENCE_MARKER"\n`, { mode: 0o755 });
-    const cases: Array<[string[], boolean]> = [[[script], false], [[sh], false], [[script, sh], true]];
+    const cases: Array<[string[], boolean]> = [
+      [[script], false],
+      [[sh], false],
+      [[script, sh], true],
+    ];
     for (const [allow, runs] of cases) {
       const cg = newCgroup();
       const { fenceId } = fenceCgroupExecs(fence, { cgroupPath: cg, rootPid: process.pid, mode: 'enforce', execAllow: [probe, ...allow] });
@@ -134,9 +143,13 @@ describe('BPF LSM exec fence', () => {
   it('finds pid-namespace fences too (containers without a cgroup v2 of their own)', async () => {
     const m = marker('ns');
     // The namespace's init waits for a line before it execs, so it can be fenced first.
-    const child = spawn('unshare', ['--pid', '--fork', '--mount-proc', '/bin/sh', '-c', 'read go; "$@"; echo "status $?"', 'sh', probe, 'execve', forbidden], {
-      env: { PATH: '/usr/bin:/bin', CGFENCE_MARKER: m },
-    });
+    const child = spawn(
+      'unshare',
+      ['--pid', '--fork', '--mount-proc', '/bin/sh', '-c', 'read go; "$@"; echo "status $?"', 'sh', probe, 'execve', forbidden],
+      {
+        env: { PATH: '/usr/bin:/bin', CGFENCE_MARKER: m },
+      },
+    );
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
@@ -239,7 +252,9 @@ describe('BPF LSM exec fence', () => {
       } else {
         expect(newLib.status, newLib.stderr).toBe(0);
         expect(replacedLoader.status, replacedLoader.stderr).toBe(0);
-        expect((await eventFor((x) => x.op === 'map-exec' && x.fenceId === fenceId && x.path === 'libc.so.6')).action).toBe(ExecAction.Audit);
+        expect((await eventFor((x) => x.op === 'map-exec' && x.fenceId === fenceId && x.path === 'libc.so.6')).action).toBe(
+          ExecAction.Audit,
+        );
       }
       fence.unfence(fenceId);
       lsm.clearSince(fenceId);
@@ -254,13 +269,18 @@ describe('BPF LSM exec fence', () => {
     const other = `/sys/fs/bpf/${name}-o`;
     const l2 = ExecLsm.attach({ pinDir: other });
     const backend = new ExecLsmBackend(new ExecBackend({ pinDir: other, cgroupMode: 'auto', kernelHook: 'lsm' }), l2);
-    const since = () => JSON.parse(spawnSync('bpftool', ['-j', 'map', 'dump', 'pinned', path.join(other, 'exec_fence_since')], { encoding: 'utf8' }).stdout) as unknown[];
+    const since = () =>
+      JSON.parse(
+        spawnSync('bpftool', ['-j', 'map', 'dump', 'pinned', path.join(other, 'exec_fence_since')], { encoding: 'utf8' }).stdout,
+      ) as unknown[];
     try {
       const ghost = 0x7ead00000000n + BigInt(process.pid);
       backend.inner.fence.setFence(ghost, FenceMode.Enforce);
       l2.setSince(ghost);
       expect(since()).toHaveLength(1);
-      expect(backend.sweepOrphans(new Set())).toEqual([{ type: 'agent', action: 'remove-orphan-fence', control: 'exec', cgroup_id: ghost.toString() }]);
+      expect(backend.sweepOrphans(new Set())).toEqual([
+        { type: 'agent', action: 'remove-orphan-fence', control: 'exec', cgroup_id: ghost.toString() },
+      ]);
       expect(backend.inner.fence.getFence(ghost)).toBeNull();
       expect(since()).toHaveLength(0);
     } finally {
