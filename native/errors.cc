@@ -5,17 +5,22 @@
 namespace cgfence {
 
 static const char *ErrnoName(int err) {
-  switch (err) {
+  struct Name {
+    int err;
+    const char *name;
+  };
 #define E(x) \
-  case x:    \
-    return #x;
-    E(EPERM)
-    E(ENOENT) E(ESRCH) E(EINTR) E(EIO) E(EBADF) E(EAGAIN) E(ENOMEM) E(EACCES) E(EFAULT) E(EBUSY) E(EEXIST) E(ENOTDIR)
-        E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE) E(ENOSPC) E(ERANGE) E(E2BIG) E(ENOSYS) E(ENOTSUP) E(ENODATA)
-            E(EOVERFLOW) E(ELOOP) E(ENAMETOOLONG) E(ENOTEMPTY) E(ESTALE)
+  Name { x, #x }
+  static const Name kNames[] = {
+      E(EPERM),   E(ENOENT),  E(ESRCH),     E(EINTR),  E(EIO),          E(EBADF),     E(EAGAIN),
+      E(ENOMEM),  E(EACCES),  E(EFAULT),    E(EBUSY),  E(EEXIST),       E(ENOTDIR),   E(EISDIR),
+      E(EINVAL),  E(ENFILE),  E(EMFILE),    E(ENOSPC), E(ERANGE),       E(E2BIG),     E(ENOSYS),
+      E(ENOTSUP), E(ENODATA), E(EOVERFLOW), E(ELOOP),  E(ENAMETOOLONG), E(ENOTEMPTY), E(ESTALE),
+  };
 #undef E
-                default : return "EUNKNOWN";
-  }
+  for (const Name &n : kNames)
+    if (n.err == err) return n.name;
+  return "EUNKNOWN";
 }
 
 Napi::Error SystemError(Napi::Env env, const std::string &op, int err, const std::string &detail,
