@@ -19,7 +19,7 @@ interface Spoilable {
   backends: {
     exec: { backend: unknown; allow: Array<Record<string, unknown>> };
     network: { defaultDeny: Record<string, unknown> };
-    seccomp: { deny: unknown };
+    seccomp: { deny: unknown; fenceId?: unknown };
     learn?: unknown;
     future?: unknown;
   };
@@ -117,6 +117,13 @@ describe('fence registry state file', () => {
         '.backends.seccomp.deny: a list of strings expected',
       ],
       [
+        'seccomp record key',
+        (e) => {
+          e.backends.seccomp.fenceId = 'web';
+        },
+        '.backends.seccomp.fenceId: a decimal cgroup id or namespace/id expected',
+      ],
+      [
         'pid',
         (e) => {
           e.pid = -3;
@@ -144,6 +151,12 @@ describe('fence registry state file', () => {
       spoil(e);
       expect(() => readFencedContainer(e, 'fences.json[0]'), what).toThrow(message);
     }
+  });
+
+  it('reads back a seccomp record key that is a container key (a container without cgroup v2)', () => {
+    const e = fixture()[0] as unknown as Spoilable;
+    e.backends.seccomp.fenceId = 'k8s.io/0123abcd';
+    expect(readFencedContainer(e, 'fences.json[0]').backends.seccomp?.fenceId).toBe('k8s.io/0123abcd');
   });
 
   it('keeps an entry that holds the state of a backend this version does not have, without it', () => {
