@@ -988,6 +988,19 @@ void SeccompNotify::HandleSeccompDeny(Worker *w, void *req_buf, void *resp_buf) 
   memset(resp, 0, resp_size_);
   resp->id = req->id;
   resp->error = -EPERM;
+  auto find = [&](std::vector<SeccompDenial> &v) -> SeccompDenial * {
+    for (SeccompDenial &x : v)
+      if (!x.by_holder && x.arch == req->data.arch && x.nr == req->data.nr) return &x;
+    return nullptr;
+  };
+  // The first of its kind in this batch names the batch's record: its comm is read while the
+  // caller still waits for the answer (after it, a short-lived caller may already be gone).
+  bool first;
+  {
+    std::lock_guard<std::mutex> lock(sdeny_->mu);
+    first = find(sdeny_->by_key[w->key]) == nullptr;
+  }
+  std::string comm = first ? ReadComm(req->pid) : std::string();
   if (ioctl(w->fd, SECCOMP_IOCTL_NOTIF_SEND, resp) < 0) {
     if (errno == ENOENT) n_gone_++;  // the caller was killed meanwhile: nothing was denied
     return;
@@ -998,12 +1011,11 @@ void SeccompNotify::HandleSeccompDeny(Worker *w, void *req_buf, void *resp_buf) 
   {
     std::lock_guard<std::mutex> lock(sdeny_->mu);
     std::vector<SeccompDenial> &v = sdeny_->by_key[w->key];
-    SeccompDenial *d = nullptr;
-    for (SeccompDenial &x : v)
-      if (!x.by_holder && x.arch == req->data.arch && x.nr == req->data.nr) d = &x;
+    SeccompDenial *d = find(v);
     if (!d) {
-      // The first of its kind in this batch: its comm, read once (the batch's record names it).
-      v.push_back(SeccompDenial{req->data.arch, req->data.nr, 0, req->pid, ReadComm(req->pid), now, now, false});
+      // Taken by JavaScript since the check above: read now, as well as can be.
+      if (comm.empty()) comm = ReadComm(req->pid);
+      v.push_back(SeccompDenial{req->data.arch, req->data.nr, 0, req->pid, comm, now, now, false});
       d = &v.back();
     }
     d->count++;
