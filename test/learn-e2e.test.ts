@@ -18,15 +18,17 @@ let p: SandboxPaths;
 // timing: the first connection is refused on purpose (the enforce run may see refusals while
 // its listener starts), and there is no `wait` for the listener (busybox sh waits with
 // rt_sigsuspend only when the job is still running, a path a learn run may never take; an
-// enforce run that takes it spins on EPERM). The loops bound retries, not time.
+// enforce run that takes it spins on EPERM). The loops bound retries, not time: 20,000, since
+// on a loaded machine (CI runs the e2e files in parallel) 2,000 tries of the connect loop ran
+// out in about a second, before the listener in the background had started.
 const WORKLOAD = [
   'ls / >/dev/null && echo step-ls',
   'echo data > /tmp/f && cat /tmp/f >/dev/null && echo step-file',
   '(exec -a echo /usr/local/bin/tool-a step-tool-a)',
   'echo early | nc 127.0.0.1 7001 2>/dev/null || echo step-refused',
   'nc -l -p 7001 > /tmp/got &',
-  'i=0; until echo hello | nc 127.0.0.1 7001 2>/dev/null; do i=$((i+1)); [ $i -gt 2000 ] && break; done',
-  'i=0; until grep -q hello /tmp/got; do i=$((i+1)); [ $i -gt 2000 ] && break; done',
+  'i=0; until echo hello | nc 127.0.0.1 7001 2>/dev/null; do i=$((i+1)); [ $i -gt 20000 ] && break; done',
+  'i=0; until grep -q hello /tmp/got; do i=$((i+1)); [ $i -gt 20000 ] && break; done',
   'grep -q hello /tmp/got && echo step-net',
   'echo WORKLOAD-DONE',
 ].join('\n');
