@@ -27,15 +27,6 @@
       "libraries": ["<!@(pkg-config --libs libbpf libseccomp)"]
     },
     {
-      "target_name": "cgfence-runc",
-      "type": "executable",
-      "sources": ["<!@(ls -1 native/cgfence-runc/*.c 2>/dev/null || true)"],
-      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "<!@(pkg-config --cflags json-c)"],
-      "ldflags": ["-static"],
-      "libraries": ["<!@(pkg-config --libs --static json-c)"],
-      "cflags!": ["-fno-exceptions"]
-    },
-    {
       "target_name": "cgfence-fd-holder",
       "type": "executable",
       "sources": ["native/fd-holder/main.c", "native/fd-holder/runc-state.c", "native/cgfence-runc/strict-json.c"],

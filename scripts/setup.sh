@@ -9,7 +9,7 @@ check_only=0
 
 packages=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev libseccomp-dev pkg-config
           gcc libc6-dev make containerd runc busybox-static iproute2
-          libjson-c-dev clang-14 libclang-rt-14-dev clang-format)
+          libjson-c-dev musl-tools clang-14 libclang-rt-14-dev clang-format)
 
 missing=()
 for p in "${packages[@]}"; do
