@@ -33,6 +33,8 @@ export interface BackendDeps {
   lookup: (namespace: string, id: string) => FencedContainer | undefined;
   /** A container between prepare and attach. */
   inFlight: (namespace: string, id: string) => boolean;
+  /** runc handed over the seccomp listener of a container between prepare and attach (its init's pid). */
+  initReady?: (namespace: string, id: string, pid: number) => void;
   log: (m: string) => void;
 }
 
@@ -114,7 +116,13 @@ function execWithNotify(cfg: DaemonConfig, exec: ExecBackend, deps: BackendDeps)
   // left by an earlier errno-mode daemon goes on answering its containers CONTINUE.
   if (cfg.execDeny === 'kill') return exec;
   try {
-    return new ExecNotifyBackend(exec, cfg.stateDir, { lookup: deps.lookup, inFlight: deps.inFlight, sink: deps.sink, log: deps.log });
+    return new ExecNotifyBackend(exec, cfg.stateDir, {
+      lookup: deps.lookup,
+      inFlight: deps.inFlight,
+      initReady: deps.initReady,
+      sink: deps.sink,
+      log: deps.log,
+    });
   } catch (e) {
     deps.log(`exec denials stay SIGKILL (the seccomp notify loop did not start: ${(e as Error).message})`);
     return exec;

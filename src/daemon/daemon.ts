@@ -129,6 +129,8 @@ export class Daemon {
       log: this.log,
       lookup: (ns, id) => registry.get(ns, id),
       inFlight: (ns, id) => registry.isInFlight(ns, id),
+      // The manager is made from the backends, so it is reached through this, once it exists.
+      initReady: (ns, id, pid) => this.manager?.attachOnHandOff(ns, id, pid),
     });
     this.exec = backends.exec;
     this.network = backends.network;

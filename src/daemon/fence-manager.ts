@@ -40,7 +40,14 @@ interface Prepared {
   entrypoint?: OciConfig;
   /** A promise while containerd has not yet answered prepare's lookup (attach waits for it). */
   workload: WorkloadSource;
+  /**
+   * Set when the attach began before runc create returned (attachOnHandOff): the init pid it
+   * used, and its outcome, which the launcher's attach request then answers with.
+   */
+  early?: { pid: number; result: Promise<AttachReply> };
 }
+
+type AttachReply = { fence: boolean; controls?: Controls; cgroup?: string };
 
 /**
  * Who a container is, for its records: known, or still being asked of containerd. The lookup
@@ -196,13 +203,7 @@ export class FenceManager {
    * Fences a just-created container whose init is blocked before its entrypoint. Waits only
    * for prepare's workload lookup, which containerd has normally answered by now.
    */
-  async attach(req: {
-    id: string;
-    bundle: string;
-    runcRoot?: string;
-    pid: number;
-    workload?: WorkloadSource;
-  }): Promise<{ fence: boolean; controls?: Controls; cgroup?: string }> {
+  async attach(req: { id: string; bundle: string; runcRoot?: string; pid: number; workload?: WorkloadSource }): Promise<AttachReply> {
     const namespace = namespaceOfRuncRoot(req.runcRoot);
     const key = containerKey(namespace, req.id);
     let prep = this.prepared.get(key);
@@ -212,12 +213,49 @@ export class FenceManager {
       prep = this.prepared.get(key)!;
     }
     try {
+      if (prep.early) return await this.confirmEarly(prep, prep.early, req.pid);
       const workload = await prep.workload;
       return this.attachPrepared({ ...prep, workload }, req.pid, 'create');
     } finally {
       this.prepared.delete(key);
       this.registry.setInFlight(namespace, req.id, false);
     }
+  }
+
+  /**
+   * runc has handed the container's seccomp listener over (errno mode routes its execs to the
+   * notify loop), with its init's pid: the init exists, in its cgroup, and waits before its
+   * entrypoint until `runc start`, which comes only after cgfence-runc's attach is answered.
+   * So the attach can begin now, while runc create finishes, instead of after it; the
+   * launcher's attach request is then answered with its outcome (confirmEarly). A container
+   * that is not between prepare and attach here is left alone (its attach decides, as before).
+   */
+  attachOnHandOff(namespace: string, id: string, pid: number): void {
+    const prep = this.prepared.get(containerKey(namespace, id));
+    if (!prep || prep.early || !(pid > 0)) return;
+    const result = Promise.resolve(prep.workload).then((workload) => this.attachPrepared({ ...prep, workload }, pid, 'create'));
+    // Observed by the launcher's attach; unobserved (no attach comes), it must not end the daemon.
+    result.catch(() => undefined);
+    prep.early = { pid, result };
+  }
+
+  /**
+   * The launcher's attach of a container whose attach began at the hand-off: its outcome
+   * (a refusal stays a refusal: the launcher removes the container). runc reports the same
+   * init pid both times; if the pid file names another process, the fence made for the first
+   * is undone and the create refused rather than either pid guessed at.
+   */
+  private async confirmEarly(prep: Prepared, early: NonNullable<Prepared['early']>, pid: number): Promise<AttachReply> {
+    const reply = await early.result;
+    if (early.pid === pid) return reply;
+    this.detach(
+      prep.namespace,
+      prep.id,
+      `init pid ${pid} from runc's pid file is not the pid ${early.pid} runc handed its seccomp listener over with`,
+    );
+    const problem = `runc reported init pid ${early.pid} with the seccomp listener but ${pid} in its pid file; refusing to start ${containerKey(prep.namespace, prep.id)}`;
+    this.auditRefusal(prep.namespace, prep.id, [problem], prep.workload);
+    throw new Refusal(problem);
   }
 
   /**

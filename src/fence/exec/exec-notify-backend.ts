@@ -24,6 +24,11 @@ export interface ExecNotifyHooks {
   inFlight: (namespace: string, id: string) => boolean;
   sink: EventSink;
   log: (m: string) => void;
+  /**
+   * runc handed over the listener of a container between prepare and attach, with its init's
+   * pid: the init exists and waits before its entrypoint (the manager may attach it now).
+   */
+  initReady?: (namespace: string, id: string, pid: number) => void;
 }
 
 /**
@@ -62,7 +67,7 @@ export class ExecNotifyBackend implements FenceBackend<'exec'> {
     this.notify = ExecNotifier.open({
       stateDir,
       onDenied: (evs) => this.onDenied(evs),
-      onNeed: (key) => this.onNeed(key),
+      onNeed: (key, pid) => this.onNeed(key, pid),
       audit: (r) => hooks.sink.write([r]),
       log: hooks.log,
     });
@@ -110,12 +115,15 @@ export class ExecNotifyBackend implements FenceBackend<'exec'> {
     ctx.state.notify = 'seccomp-notify';
   }
 
-  private onNeed(key: string): void {
+  private onNeed(key: string, pid: number): void {
     const i = key.indexOf('/');
     const namespace = key.slice(0, i);
     const id = key.slice(i + 1);
-    // In flight: its attach sets it.
-    if (this.hooks.inFlight(namespace, id)) return;
+    // In flight: its attach sets it, and can begin now that the init exists.
+    if (this.hooks.inFlight(namespace, id)) {
+      this.hooks.initReady?.(namespace, id, pid);
+      return;
+    }
     const f = this.hooks.lookup(namespace, id);
     const ids = f?.mode === 'enforce' ? identitiesOf(f.backends.exec) : null;
     if (ids) {

@@ -55,8 +55,11 @@ export type SeccompDenials = Extract<NotifyEvent, { kind: 'seccomp' }>;
 export interface ExecNotifierOptions {
   stateDir: string;
   onDenied: (events: DenyEvent[]) => void;
-  /** A notify fd arrived (or came back from the fd-holder) for a container with no allow set. */
-  onNeed: (key: string) => void;
+  /**
+   * A notify fd arrived (or came back from the fd-holder) for a container with no allow set,
+   * with the pid runc handed it over with (its init's).
+   */
+  onNeed: (key: string, pid: number) => void;
   audit: (r: AuditInput) => void;
   log: (m: string) => void;
 }
@@ -126,7 +129,7 @@ export class ExecNotifier {
           seccomp.push(e);
           break;
         case 'need':
-          this.opts.onNeed(e.key);
+          this.opts.onNeed(e.key, e.pid);
           break;
         case 'holder-lost':
           this.holder = { connected: false, version: 0 };
