@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { readBundleConfig } from '../src/fence/bundle-config';
 import { SeccompBackend } from '../src/fence/seccomp/seccomp-backend';
 import {
   OciSeccomp,
@@ -149,14 +150,31 @@ describe('names checked for the container architecture', () => {
       const spec = { linux: { seccomp: { defaultAction: 'SCMP_ACT_ALLOW', architectures: ['SCMP_ARCH_AARCH64'], syscalls: [] } } };
       fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(spec));
       const policy = { ...emptyPolicy(), mode: 'enforce' as const, seccompDeny: ['open', 'mkdirat'] };
-      const ctx = { namespace: 'default', id: 'a', bundle, rootfs: path.join(bundle, 'rootfs'), policy, annotations: {} };
+      const ctx = {
+        namespace: 'default',
+        id: 'a',
+        bundle,
+        rootfs: path.join(bundle, 'rootfs'),
+        policy,
+        annotations: {},
+        spec: readBundleConfig(bundle),
+        specChanged: () => {},
+      };
       // x86_64 has open(2); aarch64 only openat(2).
       expect(() => new SeccompBackend().prepare(ctx)).toThrow(
         /cgfence\.io\/seccomp-deny: unknown syscall "open" for the container's architecture aarch64/,
       );
-      const ok = { ...ctx, policy: { ...policy, seccompDeny: ['mkdirat'] } };
+      let changed = false;
+      const ok = {
+        ...ctx,
+        policy: { ...policy, seccompDeny: ['mkdirat'] },
+        spec: readBundleConfig(bundle),
+        specChanged: () => (changed = true),
+      };
       new SeccompBackend().prepare(ok);
-      const after = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8'));
+      // The backend edits the spec the manager read; the manager writes it once, after every backend.
+      expect(changed).toBe(true);
+      const after = ok.spec as { linux: { seccomp: { architectures: string[]; syscalls: unknown[] } } };
       expect(after.linux.seccomp.architectures).toEqual(['SCMP_ARCH_AARCH64']);
       expect(after.linux.seccomp.syscalls).toEqual([{ names: ['mkdirat'], action: 'SCMP_ACT_ERRNO', errnoRet: 1 }]);
     } finally {

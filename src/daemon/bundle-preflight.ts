@@ -3,7 +3,7 @@
 // that names no profile, the profile the node's selectors give it, written into the bundle
 // as cgfence.io/profile (so the decision stays with the container, through restarts).
 import { AuditLog } from '../audit/audit-log';
-import { readBundleConfig, writeBundleConfig } from '../fence/bundle-config';
+import { OciSpec, readBundleConfig, writeBundleConfig } from '../fence/bundle-config';
 import { CRI_CONTAINER_TYPE, KEYS } from '../policy/annotations';
 import { misspeltKeys } from './annotation-typos';
 import { DaemonConfig } from './config';
@@ -21,17 +21,21 @@ export interface BundlePreflightOptions {
   configHash: () => string | null;
 }
 
-export async function bundlePreflight(o: BundlePreflightOptions, namespace: string, id: string, bundle: string): Promise<void> {
-  let spec;
+/**
+ * Returns config.json as read (with the selected profile, if one was written), for the manager
+ * to go on from; null when it cannot be read (the manager refuses with its own message).
+ */
+export async function bundlePreflight(o: BundlePreflightOptions, namespace: string, id: string, bundle: string): Promise<OciSpec | null> {
+  let spec: OciSpec;
   try {
     spec = readBundleConfig(bundle);
   } catch {
-    return; // the manager refuses with its own message
+    return null;
   }
   const annotations = spec.annotations ?? {};
   // A pod's sandbox ("pause") gets the pod's annotations too, but is never fenced: its
   // containers get the warnings and the selected profile.
-  if (annotations[CRI_CONTAINER_TYPE] === 'sandbox') return;
+  if (annotations[CRI_CONTAINER_TYPE] === 'sandbox') return spec;
   const typos = misspeltKeys(annotations);
   if (typos.length) {
     o.audit.writeBatch(
@@ -47,7 +51,7 @@ export async function bundlePreflight(o: BundlePreflightOptions, namespace: stri
     );
   }
   const selectors = o.cfg.selectors;
-  if (selectors.length === 0 || annotations[KEYS.profile] !== undefined) return;
+  if (selectors.length === 0 || annotations[KEYS.profile] !== undefined) return spec;
   let pod;
   try {
     const needLabels = selectors.some((x) => Object.keys(x.podLabels ?? {}).length > 0);
@@ -58,8 +62,9 @@ export async function bundlePreflight(o: BundlePreflightOptions, namespace: stri
     throw new PreflightRefusal(reason);
   }
   const chosen = selectProfile(selectors, pod);
-  if (!chosen) return;
-  writeBundleConfig(bundle, { ...spec, annotations: { ...annotations, [KEYS.profile]: chosen.profile } });
+  if (!chosen) return spec;
+  const selected = { ...spec, annotations: { ...annotations, [KEYS.profile]: chosen.profile } };
+  writeBundleConfig(bundle, selected);
   o.audit.write({
     type: 'lifecycle',
     action: 'profile-selected',
@@ -71,4 +76,5 @@ export async function bundlePreflight(o: BundlePreflightOptions, namespace: stri
     pod_namespace: pod.namespace,
     config_hash: o.configHash(),
   });
+  return selected;
 }

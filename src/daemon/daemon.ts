@@ -302,7 +302,7 @@ export class Daemon {
           const workload = new Promise<Workload | null>((resolve) => {
             ask = () => resolve(this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id));
           });
-          await bundlePreflight(
+          const spec = await bundlePreflight(
             {
               cfg: this.cfg,
               audit: this.audit,
@@ -315,7 +315,7 @@ export class Daemon {
           );
           let r: ReturnType<FenceManager['prepare']>;
           try {
-            r = this.manager.prepare({ ...req, workload });
+            r = this.manager.prepare({ ...req, workload, spec });
           } catch (e) {
             ask();
             throw e;

@@ -21,6 +21,7 @@ import { execDenyOf } from '../fence/exec/exec-notify';
 import { DaemonConfig } from './config';
 import type { Metrics } from './metrics';
 import { FenceRegistry, FencedContainer } from './fence-registry';
+import { OciSpec, writeBundleConfig } from '../fence/bundle-config';
 import { OciConfig, PolicyDecider, keysOf, mountPointsOf, policyField } from './policy-decider';
 
 /** A refusal the user sees (through ctr, or the CLI): one clear message, no stack. */
@@ -99,20 +100,25 @@ export class FenceManager {
     private readonly log: (msg: string) => void,
   ) {}
 
-  private readBundle(bundle: string): OciConfig {
+  private readBundle(bundle: string): OciSpec {
     try {
-      return JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8')) as OciConfig;
+      return JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8')) as OciSpec;
     } catch (e) {
       throw new Refusal(`cannot read ${path.join(bundle, 'config.json')}: ${(e as Error).message}`);
     }
   }
 
   /** Validates the bundle's policy before runc creates anything. */
-  prepare(req: { id: string; bundle: string; runcRoot?: string; workload?: WorkloadSource }): { fence: boolean; controls?: Controls } {
+  prepare(req: { id: string; bundle: string; runcRoot?: string; workload?: WorkloadSource; spec?: OciSpec | null }): {
+    fence: boolean;
+    controls?: Controls;
+  } {
     const started = process.hrtime.bigint();
     const namespace = namespaceOfRuncRoot(req.runcRoot);
     const key = containerKey(namespace, req.id);
-    const spec = this.readBundle(req.bundle);
+    // As the preflight read it (and perhaps gave it a profile), else read here.
+    const read: OciSpec = req.spec ?? this.readBundle(req.bundle);
+    const spec = read as OciConfig; // the fields prepare reads
     // containerd's labels when the daemon could ask for them, else the CRI's own annotations.
     const workload = orAnnotations(req.workload, spec);
     let policy: Policy;
@@ -152,11 +158,21 @@ export class FenceManager {
       }
     }
     if (problems.length === 0) {
+      let changed = false;
+      const specChanged = () => (changed = true);
       for (const b of this.backends) {
         const st = b.controlState(policy);
         if (st === 'none' || st.startsWith('unenforceable') || !b.prepare) continue;
         try {
-          b.prepare({ namespace, id: req.id, bundle: req.bundle, rootfs, policy, annotations });
+          b.prepare({ namespace, id: req.id, bundle: req.bundle, rootfs, policy, annotations, spec: read, specChanged });
+        } catch (e) {
+          problems.push((e as Error).message);
+        }
+      }
+      // One write for every backend's edits, and none for a create that is refused.
+      if (changed && problems.length === 0) {
+        try {
+          writeBundleConfig(req.bundle, read);
         } catch (e) {
           problems.push((e as Error).message);
         }

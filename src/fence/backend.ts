@@ -6,6 +6,7 @@ import { AuditInput, Workload } from '../audit/audit-record';
 export type { Workload } from '../audit/audit-record';
 import { Policy } from '../policy/policy';
 import type { BackendStateMap, BackendStates } from './backend-states';
+import type { OciSpec } from './bundle-config';
 
 export type { BackendStateMap, BackendStates } from './backend-states';
 
@@ -38,12 +39,20 @@ export type Controls = Record<ControlName, ControlState>;
 export interface PrepareContext {
   namespace: string;
   id: string;
-  /** The OCI bundle; its config.json may be rewritten here (seccomp) before runc reads it. */
+  /** The OCI bundle. */
   bundle: string;
   /** The bundle's rootfs on the host (mounted by containerd before create). */
   rootfs: string;
   policy: Policy;
   annotations: Record<string, string>;
+  /**
+   * The bundle's config.json as this prepare read it, once. A backend that changes what runc
+   * will get (seccomp) edits it here and calls specChanged(); the manager writes the file back
+   * once, after every backend, so edits compose in backend order and a refused create leaves
+   * the file as it was.
+   */
+  spec: OciSpec;
+  specChanged: () => void;
 }
 
 export interface AttachContext<N extends BackendName = BackendName> {

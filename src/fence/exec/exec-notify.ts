@@ -33,7 +33,7 @@ import { exactName } from '../../audit/exact-name';
 import { AllowedFile, formatDev } from '../../kernel/abi';
 import { NotifyEvent, NotifyStats, SeccompNotify, native } from '../../native';
 import { PrepareContext, containerKey } from '../backend';
-import { readBundleConfig, writeBundleConfig } from '../bundle-config';
+import { readBundleConfig } from '../bundle-config';
 import { EXEC_SYSCALLS, NotifyMerge, withExecNotify } from '../seccomp/seccomp-profile';
 import { verdictFields } from './exec-verdict';
 import { FD_HOLDER_RETIRE_TIMEOUT_MS, FD_HOLDER_VERSION, startFdHolder } from './fd-holder';
@@ -285,13 +285,13 @@ export class ExecNotifier {
 
   /** Routes the bundle's exec syscalls to the loop (an enforce-mode exec fence only). */
   prepare(ctx: PrepareContext): NotifyMerge {
-    const spec = readBundleConfig(ctx.bundle);
+    const spec = ctx.spec;
     const merge = withExecNotify(spec.linux?.seccomp, this.listenerPath, notifyKey(ctx.namespace, ctx.id));
     const key = notifyKey(ctx.namespace, ctx.id);
     this.routedAtPrepare.delete(key);
     if (merge.notified.length) {
       spec.linux = { ...(spec.linux ?? {}), seccomp: merge.profile };
-      writeBundleConfig(ctx.bundle, spec);
+      ctx.specChanged();
       const now = Date.now();
       for (const [k, at] of this.routedAtPrepare) if (now - at > ROUTED_MEMORY_MS) this.routedAtPrepare.delete(k);
       this.routedAtPrepare.set(key, now);

@@ -22,7 +22,7 @@ import { KEYS } from '../../policy/annotations';
 import { Policy } from '../../policy/policy';
 import { native } from '../../native';
 import { AttachContext, ControlSnapshot, ControlState, FenceBackend, FencedContainer, PrepareContext } from '../backend';
-import { readBundleConfig, writeBundleConfig } from '../bundle-config';
+import { readBundleConfig } from '../bundle-config';
 import { EventSink } from '../event-sink';
 import { ExecNotifier, SeccompDenials, notifyKey } from '../exec/exec-notify';
 import { SeccompLogRecords } from './seccomp-log-records';
@@ -178,7 +178,7 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
   }
 
   prepare(ctx: PrepareContext): void {
-    const spec = readBundleConfig(ctx.bundle);
+    const spec = ctx.spec;
     const existing = spec.linux?.seccomp;
     this.validate(ctx, existing);
     const v: Verdict = ctx.policy.mode === 'enforce' ? 'errno' : 'log';
@@ -194,7 +194,7 @@ export class SeccompBackend implements FenceBackend<'seccomp'> {
     }
     if (!profile) return;
     spec.linux = { ...(spec.linux ?? {}), seccomp: profile };
-    writeBundleConfig(ctx.bundle, spec);
+    ctx.specChanged();
   }
 
   /**
