@@ -74,9 +74,28 @@ describe('attach at the seccomp listener hand-off', () => {
     );
     let run: ChildProcess | undefined;
     try {
-      run = spawn('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, 'run', '-d', '--runc-binary', launcher, ...ALLOW, IMAGE, id, '/bin/sh', '-c', 'sleep 60'], {
-        stdio: 'ignore',
-      });
+      run = spawn(
+        'ctr',
+        [
+          '-a',
+          p.containerdSocket,
+          '-n',
+          SANDBOX_NAMESPACE,
+          'run',
+          '-d',
+          '--runc-binary',
+          launcher,
+          ...ALLOW,
+          IMAGE,
+          id,
+          '/bin/sh',
+          '-c',
+          'sleep 60',
+        ],
+        {
+          stdio: 'ignore',
+        },
+      );
       const exited = new Promise<number | null>((resolve) => run!.on('exit', (code) => resolve(code)));
       await waitFor('runc create to return inside the launcher', () => fs.existsSync(held), 30_000);
       // cgfence-runc has not asked for its attach yet (it waits for the wrapper): the daemon
