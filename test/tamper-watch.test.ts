@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../src/audit/audit-read';
 import { EXEC_ALLOW_SIZE } from '../src/kernel/abi';
 import { ExecFence } from '../src/kernel/exec-fence';
-import { TamperEvent } from '../src/kernel/tamper-abi';
+import { ObjKind, TamperEvent, encodeTamperKey } from '../src/kernel/tamper-abi';
 import { TamperWatch } from '../src/kernel/tamper-watch';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { uniqueName } from './helpers/kernel';
@@ -175,6 +175,30 @@ describe('tamper watch (kernel)', () => {
       expect(e).toMatchObject({ action: 'map-freeze', objectId: frozenId, objectName: 'frozen', bpfCmd: 'BPF_MAP_FREEZE' });
     } finally {
       watch.protect({ maps: p.maps, programs: p.programs, links: p.links });
+    }
+  });
+
+  it('an incremental protect writes only what changed; a full one also puts back an entry someone removed', async () => {
+    const p = watch.protectedIds();
+    bpftool(['map', 'create', `${outside}/added`, 'type', 'array', 'key', '4', 'value', '4', 'entries', '1', 'name', 'added']);
+    const addedId = (JSON.parse(bpftool(['-j', 'map', 'show', 'pinned', `${outside}/added`]).stdout) as { id: number }).id;
+    try {
+      watch.protect({ ...p, maps: [...p.maps, addedId] }, { incremental: true });
+      expect(watch.protectedIds().maps).toContain(addedId);
+      watch.protect(p, { incremental: true });
+      expect(watch.protectedIds().maps).not.toContain(addedId);
+      // Someone with the map removes the fences map's entry (reported, as every write is).
+      const key = [...encodeTamperKey(ObjKind.Map, ids.fences)].map((b) => b.toString(16).padStart(2, '0'));
+      const r = bpftool(['map', 'delete', 'id', String(watch.objectIds().maps.tamper_protect), 'key', 'hex', ...key]);
+      await eventOf('the delete in tamper_protect', (e) => e.pid === r.pid);
+      expect(watch.protectedIds().maps).not.toContain(ids.fences);
+      watch.protect(p, { incremental: true });
+      expect(watch.protectedIds().maps, 'an unchanged set writes nothing').not.toContain(ids.fences);
+      watch.protect(p);
+      expect(watch.protectedIds()).toEqual(p);
+    } finally {
+      watch.protect(p);
+      fs.rmSync(`${outside}/added`, { force: true });
     }
   });
 

@@ -331,7 +331,7 @@ export class Daemon {
           const r = await this.manager.attach({ ...req, workload });
           // After the reply: the new container's objects are protected a turn later, before
           // its init can run (it waits for `runc start`, which follows this reply).
-          setImmediate(() => this.tamper?.refresh());
+          setImmediate(() => this.tamper?.refresh({ incremental: true }));
           return ok(r);
         }
         case 'status':

@@ -19,11 +19,15 @@ export interface TamperReporterOptions {
   log: (m: string) => void;
 }
 
+/** The daemon calls check() every 2 s: a full refresh every 20 s. */
+const FULL_REFRESH_CHECKS = 10;
+
 export class TamperReporter {
   private watch: TamperWatch | null = null;
   private error: string | null = null;
   private lastLost = 0n;
   private lastUnreadable = 0n;
+  private checks = 0;
 
   constructor(private readonly opts: TamperReporterOptions) {}
 
@@ -41,8 +45,11 @@ export class TamperReporter {
     }
   }
 
-  /** Protects what the backends own now; call after anything that creates kernel objects. */
-  refresh(): void {
+  /**
+   * Protects what the backends own now; call after anything that creates kernel objects.
+   * `incremental` (after an attach): only what changed since the last refresh is written.
+   */
+  refresh(opts: { incremental?: boolean } = {}): void {
     if (!this.watch) return;
     const maps: number[] = [];
     const programs: number[] = [];
@@ -53,7 +60,7 @@ export class TamperReporter {
       links.push(...(b.protectedLinkIds?.() ?? []));
     }
     try {
-      this.watch.protect({ maps, programs, links });
+      this.watch.protect({ maps, programs, links }, opts);
     } catch (e) {
       this.opts.log(`cannot update the tamper watch's protected ids: ${(e as Error).message}`);
     }
@@ -87,9 +94,14 @@ export class TamperReporter {
     return r;
   }
 
-  /** Turns the kernel's lost and unreadable counts into audit records; nothing is silent. */
+  /**
+   * Turns the kernel's lost and unreadable counts into audit records; nothing is silent. Every
+   * FULL_REFRESH_CHECKS-th call also rewrites the whole protected set, putting back any entry
+   * that went missing (attaches write only what they change).
+   */
   check(): void {
     if (!this.watch) return;
+    if (++this.checks % FULL_REFRESH_CHECKS === 0) this.refresh();
     const s = this.watch.stats();
     if (s.lost > this.lastLost) {
       this.opts.audit.write({

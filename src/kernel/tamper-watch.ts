@@ -142,6 +142,8 @@ export class TamperWatch {
   private ring: RingBuffer | null = null;
   private closed = false;
   private protectedSet: Required<ProtectedIds> = { maps: [], programs: [], links: [] };
+  /** The tamper_protect keys (hex) this watch last wrote: an incremental protect writes only the difference. */
+  private written = new Set<string>();
   /** Reports of this process's own actions by a predecessor's program (handover at start). */
   private selfReports = 0;
   /** CLOCK_MONOTONIC at open: earlier events happened before this daemon watched. */
@@ -217,8 +219,12 @@ export class TamperWatch {
   /**
    * Makes the protected set exactly `ids` plus the watch's own maps, programs and links.
    * Stale entries are harmless (kernel ids are not reused soon) but are removed anyway.
+   * `incremental`: writes only the keys added and deletes only the ones dropped since the last
+   * call (an attach usually changes none: its container shares the node's maps); the default,
+   * a full pass, writes every key and deletes any other the map holds, so it also puts back
+   * an entry someone removed (the daemon runs one every few seconds).
    */
-  protect(ids: ProtectedIds): void {
+  protect(ids: ProtectedIds, opts: { incremental?: boolean } = {}): void {
     const own = this.objectIds();
     const want: Required<ProtectedIds> = {
       maps: uniq([...(ids.maps ?? []), ...Object.values(own.maps)]),
@@ -227,6 +233,7 @@ export class TamperWatch {
     };
     const keys = new Set<string>();
     const one = Buffer.from([1]);
+    const incremental = opts.incremental === true;
     for (const [kind, list] of [
       [ObjKind.Map, want.maps],
       [ObjKind.Prog, want.programs],
@@ -235,13 +242,19 @@ export class TamperWatch {
       for (const id of list) {
         if (!id) continue;
         const k = encodeTamperKey(kind, id);
-        keys.add(k.toString('hex'));
-        this.obj.mapUpdate('tamper_protect', k, one, BPF_ANY);
+        const hex = k.toString('hex');
+        keys.add(hex);
+        if (!incremental || !this.written.has(hex)) this.obj.mapUpdate('tamper_protect', k, one, BPF_ANY);
       }
     }
-    for (const k of this.obj.mapKeys('tamper_protect')) {
-      if (!keys.has(k.toString('hex'))) this.obj.mapDelete('tamper_protect', k);
+    if (incremental) {
+      for (const hex of this.written) if (!keys.has(hex)) this.obj.mapDelete('tamper_protect', Buffer.from(hex, 'hex'));
+    } else {
+      for (const k of this.obj.mapKeys('tamper_protect')) {
+        if (!keys.has(k.toString('hex'))) this.obj.mapDelete('tamper_protect', k);
+      }
     }
+    this.written = keys;
     this.protectedSet = want;
   }
 
