@@ -116,6 +116,32 @@ describe('a CRI container', () => {
     expect(rs.find((r) => r.action === 'attach')!.severity).toBe('info');
   });
 
+  it('a container whose config.json names its pod (as the CRI plugin writes it) is named from there, not from a lookup', async () => {
+    const id = crypto.randomBytes(32).toString('hex');
+    // Labels that disagree: the bundle's own annotations are what the daemon goes by.
+    const labels = ['io.kubernetes.pod.name=from-labels', 'io.kubernetes.pod.namespace=elsewhere'].flatMap((l) => ['--label', l]);
+    const annotations = [
+      'io.kubernetes.cri.sandbox-name=web-2',
+      'io.kubernetes.cri.sandbox-namespace=shop',
+      'io.kubernetes.cri.container-name=app',
+      'cgfence.io/exec-allow=/bin/sh',
+    ].flatMap((a) => ['--annotation', a]);
+    const start = ctr(['run', '-d', '--runc-binary', p.runc, ...labels, ...annotations, IMAGE, id, '/bin/sh', '-c', 'sleep 120']);
+    expect(start.status, start.stderr).toBe(0);
+    try {
+      const row = await until('the ps row', async () =>
+        (await request<{ containers: Array<Record<string, unknown>> }>(p.socket, { op: 'ps' })).containers.find((c) => c.id === id),
+      );
+      expect(row.workload).toEqual({ pod: 'web-2', podNamespace: 'shop', containerName: 'app' });
+      const attach = await until('the attach record', async () => (await records(id)).find((r) => r.action === 'attach'));
+      expect(attach).toMatchObject({ pod: 'web-2', pod_namespace: 'shop', container_name: 'app' });
+    } finally {
+      ctr(['task', 'kill', '-s', 'SIGKILL', id]);
+      for (let i = 0; i < 50 && ctr(['task', 'delete', id]).status !== 0; i++) await new Promise((r) => setTimeout(r, 100));
+      ctr(['containers', 'delete', id]);
+    }
+  });
+
   it("a refused create is named too: its refusal record waits for containerd's labels, and is written before ctr hears the refusal", async () => {
     const id = crypto.randomBytes(32).toString('hex');
     const labels = ['io.kubernetes.pod.name=web-1', 'io.kubernetes.pod.namespace=shop', 'io.kubernetes.container.name=bad'].flatMap((l) => [

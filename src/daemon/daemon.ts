@@ -7,7 +7,7 @@ import { AuditLog } from '../audit/audit-log';
 import { ContainerdClient } from '../containerd/client';
 import { ContainerdEvent } from '../containerd/events';
 import { EventMonitor } from '../containerd/event-monitor';
-import { Workload, workloadFromLabels } from '../containerd/workload';
+import { Workload, workloadFromAnnotations, workloadFromLabels } from '../containerd/workload';
 import { LookupError, findContainer } from './container-lookup';
 import { cgroupV2Root } from '../kernel/cgroup';
 import { ExecBackend } from '../fence/exec/exec-backend';
@@ -297,9 +297,10 @@ export class Daemon {
         case 'prepare': {
           // containerd's labels name the workload in records only: asked when a refusal's record
           // needs them (before the refusal is answered), or once the reply is out for the attach
-          // (fence-manager.ts); never for a container that gets no fence.
+          // (fence-manager.ts); never for a container that gets no fence, nor for one whose
+          // config.json names it already (the CRI plugin writes the same names there).
           let ask!: () => void;
-          const workload = new Promise<Workload | null>((resolve) => {
+          const lookup = new Promise<Workload | null>((resolve) => {
             ask = () => resolve(this.workloadOf(namespaceOfRuncRoot(req.runcRoot), req.id));
           });
           const spec = await bundlePreflight(
@@ -313,14 +314,16 @@ export class Daemon {
             req.id,
             req.bundle,
           );
+          const named = workloadFromAnnotations(spec?.annotations);
+          const workload = named ?? lookup;
           let r: ReturnType<FenceManager['prepare']>;
           try {
             r = this.manager.prepare({ ...req, workload, spec });
           } catch (e) {
-            ask();
+            if (!named) ask();
             throw e;
           }
-          if (r.fence) setImmediate(ask);
+          if (r.fence && !named) setImmediate(ask);
           return ok(r);
         }
         case 'attach': {
