@@ -5,17 +5,14 @@ import { AuditInput, Workload } from '../audit/audit-record';
 
 export type { Workload } from '../audit/audit-record';
 import { Policy } from '../policy/policy';
+
+export { containerKey } from '../policy/container-key';
 import type { BackendStateMap, BackendStates } from './backend-states';
 
 export type { BackendStateMap, BackendStates } from './backend-states';
 
 /** How a container's cgroup is fenced: `v2` cgroup programs, `v1` tracepoints, `auto` per container. */
 export type CgroupMode = 'auto' | 'v2' | 'v1';
-
-/** The one spelling of a container's key, `namespace/id`, used wherever containers are keyed. */
-export function containerKey(namespace: string, id: string): string {
-  return `${namespace}/${id}`;
-}
 
 export type ControlName = 'exec' | 'network' | 'seccomp';
 
