@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../src/audit/audit-read';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { bpfCounts, waitForBpfCounts, BpfCounts } from './helpers/kernel';
+import { killDaemon } from './helpers/daemon-restart';
 import { cid, cli, ctr, IMAGE, runFenced, sandboxDir, waitFor } from './helpers/sandbox';
 
 const dir = sandboxDir('e2e');
@@ -207,16 +208,7 @@ describe('cleanup and restart', () => {
     const start = ctr(p, ['run', '-d', '--runc-binary', p.runc, ...ann, IMAGE, id, '/bin/sh', '-c', 'sleep 60']);
     expect(start.status, start.stderr).toBe(0);
     try {
-      const pid = Number(fs.readFileSync(`${dir}/daemon.pid`, 'utf8'));
-      process.kill(pid, 'SIGKILL');
-      await waitFor('daemon to die', () => {
-        try {
-          process.kill(pid, 0);
-          return false;
-        } catch {
-          return true;
-        }
-      });
+      await killDaemon(p);
       const whileDown = ctr(p, ['task', 'exec', '--exec-id', 'down1', id, '/usr/local/bin/tool-a', 'echo', 'DOWN-RAN']);
       expect(whileDown.stdout).not.toContain('DOWN-RAN');
       await sandboxUp(dir);

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { recordsOf, waitRecord } from './helpers/container-records';
 import { parseLearned } from './helpers/learn-output';
+import { killDaemon } from './helpers/daemon-restart';
 import { cid, cli, ctr, IMAGE, removeContainer, runFencedBounded, sandboxDir, waitFor } from './helpers/sandbox';
 import { mapField } from '../src/audit/audit-read';
 
@@ -206,16 +207,7 @@ describe('cgfence learn while the container runs', () => {
 
       // A daemon killed mid-learning: the records in the kernel and the exec set on disk stay,
       // and an exec while it is down reaches the next daemon through the pinned ring buffer.
-      const pid = Number(fs.readFileSync(`${dir}/daemon.pid`, 'utf8'));
-      process.kill(pid, 'SIGKILL');
-      await waitFor('daemon to die', () => {
-        try {
-          process.kill(pid, 0);
-          return false;
-        } catch {
-          return true;
-        }
-      });
+      await killDaemon(p);
       const down = ctr(p, ['task', 'exec', '--exec-id', 'down1', id, '/bin/sh', '-c', 'exec -a echo /usr/local/bin/tool-b RAN-WHILE-DOWN']);
       expect(down.stdout).toContain('RAN-WHILE-DOWN');
       await sandboxUp(dir);
