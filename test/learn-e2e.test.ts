@@ -8,7 +8,7 @@ import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { recordsOf, waitRecord } from './helpers/container-records';
 import { parseLearned } from './helpers/learn-output';
 import { killDaemon } from './helpers/daemon-restart';
-import { cid, cli, ctr, IMAGE, removeContainer, runFencedBounded, sandboxDir, waitFor } from './helpers/sandbox';
+import { cid, cli, ctr, removeContainer, runFencedBounded, sandboxDir, startFenced, waitFor } from './helpers/sandbox';
 import { mapField } from '../src/audit/audit-read';
 
 const dir = sandboxDir('learn');
@@ -172,19 +172,7 @@ describe('learn, then enforce what was learned', () => {
 describe('cgfence learn while the container runs', () => {
   it('answers from the daemon, folds addresses on request, and keeps learning across a daemon restart', async () => {
     const id = cid('live');
-    const start = ctr(p, [
-      'run',
-      '-d',
-      '--runc-binary',
-      p.runc,
-      '--annotation',
-      'cgfence.io/mode=learn',
-      IMAGE,
-      id,
-      '/bin/sh',
-      '-c',
-      `${WORKLOAD}\nsleep 600`,
-    ]);
+    const start = startFenced(p, id, { 'cgfence.io/mode': 'learn' }, ['/bin/sh', '-c', `${WORKLOAD}\nsleep 600`]);
     expect(start.status, start.stderr).toBe(0);
     try {
       type Live = { running: boolean; exec: Array<{ path: string }>; annotations: Record<string, string> };
