@@ -16,7 +16,7 @@ import { projectRoot } from '../src/native';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { waitRecord } from './helpers/container-records';
 import { alive, killDaemon as killDaemonOf } from './helpers/daemon-restart';
-import { buildFixture, mktemp } from './helpers/kernel';
+import { buildFixture, mktemp, pidsByArgv } from './helpers/kernel';
 import { cid, cli, removeContainer, runFenced, sandboxDir, startFenced, waitFor } from './helpers/sandbox';
 import { loopScript, outMount, triggerLoop } from './helpers/trigger-loop';
 
@@ -60,18 +60,7 @@ function buildOldHolder(into: string): string {
 
 /** Processes whose command line is exactly [bin, ...] with the given control socket. */
 function pidsOf(bin: string, control: string): number[] {
-  return fs
-    .readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .map(Number)
-    .filter((pid) => {
-      try {
-        const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-        return argv[0] === bin && argv[1] === control;
-      } catch {
-        return false;
-      }
-    });
+  return pidsByArgv((argv) => argv[0] === bin && argv[1] === control);
 }
 
 /** SIGKILLs the daemon; the holder it leaves (holding nothing) exits by itself. */

@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import { notifyPaths } from '../../src/fence/exec/exec-notify';
 import { SandboxPaths } from '../../src/sandbox/sandbox';
+import { pidsByArgv } from './kernel';
 import { waitFor } from './sandbox';
 
 export function daemonPid(p: SandboxPaths): number {
@@ -39,15 +40,5 @@ export async function killDaemon(p: SandboxPaths, opts: { signal?: NodeJS.Signal
 /** Pids of the sandbox's fd-holder (its command line names its control socket). */
 export function holderPids(p: SandboxPaths): number[] {
   const sock = notifyPaths(p.stateDir).holder;
-  return fs
-    .readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .filter((d) => {
-      try {
-        return fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0').includes(sock);
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
+  return pidsByArgv((argv) => argv.includes(sock));
 }

@@ -66,6 +66,21 @@ export function bpfCounts(): BpfCounts {
   return { progs: count('prog'), maps: count('map'), links: count('link') };
 }
 
+/** Pids of the processes whose command line (argv) pred accepts; those that exit meanwhile are left out. */
+export function pidsByArgv(pred: (argv: string[]) => boolean): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        return pred(fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0'));
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
 export function openFdCount(): number {
   return fs.readdirSync('/proc/self/fd').length;
 }
