@@ -9,7 +9,7 @@ import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { bpfCounts, waitForBpfCounts, BpfCounts } from './helpers/kernel';
 import { killDaemon } from './helpers/daemon-restart';
 import { scrapeMetrics } from './helpers/metrics';
-import { cid, cli, ctr, IMAGE, runFenced, sandboxDir, startFenced, waitFor } from './helpers/sandbox';
+import { cid, cli, ctr, IMAGE, runFenced, removeContainer, sandboxDir, startFenced, waitFor } from './helpers/sandbox';
 
 const dir = sandboxDir('e2e');
 let p: SandboxPaths;
@@ -102,14 +102,7 @@ describe('containers fenced through cgfence-runc', () => {
       )!;
       expect(row.counters.denied).toBeGreaterThanOrEqual(1);
     } finally {
-      ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-      await waitFor(
-        'task to stop',
-        () => !ctr(p, ['task', 'ls']).stdout.includes(`${id} `) || ctr(p, ['task', 'delete', id]).status === 0,
-        20_000,
-      ).catch(() => {});
-      ctr(p, ['task', 'delete', '--force', id]);
-      ctr(p, ['containers', 'delete', id]);
+      await removeContainer(p, id);
     }
     await waitFor('detach after exit', () => !psIds().includes(id));
   });
@@ -213,10 +206,7 @@ describe('cleanup and restart', () => {
       expect(ok.stdout).toContain('STILL-OK');
       expect(bpfCounts().progs).toBe(baseline.progs);
     } finally {
-      ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-      await new Promise((r) => setTimeout(r, 500));
-      ctr(p, ['task', 'delete', '--force', id]);
-      ctr(p, ['containers', 'delete', id]);
+      await removeContainer(p, id);
     }
     await waitFor('detach after exit', () => !psIds().includes(id));
     expect(await waitForBpfCounts(baseline)).toEqual(baseline);

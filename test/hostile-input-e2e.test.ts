@@ -15,7 +15,7 @@ import { nameBytes } from '../src/audit/exact-name';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { mktemp } from './helpers/kernel';
 import { scrapeMetrics } from './helpers/metrics';
-import { IMAGE, cid, cli, ctr, runFenced, sandboxDir, startFenced, waitFor } from './helpers/sandbox';
+import { IMAGE, cid, cli, ctr, runFenced, removeContainer, sandboxDir, startFenced } from './helpers/sandbox';
 
 const dir = sandboxDir('bounds');
 const LIMIT = 16;
@@ -52,16 +52,7 @@ function kernelState(): Record<string, { entries: number; sha256: string }> {
   return { fences: dump('fences'), exec_allow: dump('exec_allow'), rules4: dump('net/net_rules4'), rules6: dump('net/net_rules6') };
 }
 
-async function stop(id: string): Promise<void> {
-  ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-  await waitFor(
-    'task to stop',
-    () => ctr(p, ['task', 'delete', id]).status === 0 || !ctr(p, ['task', 'ls']).stdout.includes(`${id} `),
-    20_000,
-  ).catch(() => {});
-  ctr(p, ['task', 'delete', '--force', id]);
-  ctr(p, ['containers', 'delete', id]);
-}
+const stop = (id: string) => removeContainer(p, id);
 
 beforeAll(async () => {
   host = mktemp('cgfence-bounds');
