@@ -1,45 +1,23 @@
 // Issue 7's churn figure: 200 fenced containers started and exited through the sandbox;
 // BPF objects, pins, the daemon's fds and RSS before and after, and the time per container.
-import { spawnSync } from 'node:child_process';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { TEST_IMAGE_NAME } from '../src/image/oci-image';
-import { SANDBOX_NAMESPACE, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { footprint } from '../src/sandbox/footprint';
 import { request } from '../src/daemon/daemon-client';
+import { benchSandboxDir, runThroughLauncher, withSandbox } from './sandbox';
 import { BenchResult } from './types';
 
 const N = Number(process.env.CGFENCE_BENCH_CHURN ?? 200);
 
 export async function run(): Promise<BenchResult[]> {
-  const dir = `/run/cgfb-${crypto.randomBytes(3).toString('hex')}`;
-  const p = await sandboxUp(dir);
-  try {
+  return withSandbox(benchSandboxDir(), {}, async (p) => {
     const pid = Number(fs.readFileSync(p.daemonPid, 'utf8'));
-    const start = (i: number) => {
-      const r = spawnSync(
-        'ctr',
-        [
-          '-a',
-          p.containerdSocket,
-          '-n',
-          SANDBOX_NAMESPACE,
-          'run',
-          '--rm',
-          '--runc-binary',
-          p.runc,
-          '--annotation',
-          'cgfence.io/exec-allow=/bin/sh',
-          TEST_IMAGE_NAME,
-          `churn-${i < 0 ? 'warm' : i}`,
-          '/bin/sh',
-          '-c',
-          '/usr/local/bin/tool-a; true',
-        ],
-        { encoding: 'utf8' },
+    const start = (i: number) =>
+      runThroughLauncher(
+        p,
+        `churn-${i < 0 ? 'warm' : i}`,
+        ['--annotation', 'cgfence.io/exec-allow=/bin/sh'],
+        ['/bin/sh', '-c', '/usr/local/bin/tool-a; true'],
       );
-      if (r.status !== 0) throw new Error(`container ${i}: ${r.stderr}`);
-    };
     start(-1);
     const idle = async () => {
       for (let i = 0; i < 200; i++) {
@@ -70,8 +48,5 @@ export async function run(): Promise<BenchResult[]> {
         note,
       },
     ];
-  } finally {
-    await sandboxDown(dir);
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }

@@ -2,7 +2,6 @@
 // image holding the static fixtures, ctr, the exec-mix fixture's output, the daemon's CPU
 // time and the notify loop's counters.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,6 +9,7 @@ import { TEST_IMAGE_CONFIG, buildOciImage, testImageFiles } from '../src/image/o
 import { importImage } from '../src/sandbox/containerd-process';
 import { SANDBOX_NAMESPACE, SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { NotifyStats, projectRoot } from '../src/native';
+import { benchSandboxDir, ctr } from './sandbox';
 
 export const IMAGE = 'cgfence.local/bench-exec:latest';
 export const FX = '/opt/fx';
@@ -25,7 +25,7 @@ export interface BenchSandbox {
 
 /** A sandbox whose daemon runs with `daemonEnv`, and the bench image in it. */
 export async function benchSandbox(daemonEnv: Record<string, string>): Promise<BenchSandbox> {
-  const dir = `/run/cgfb-${crypto.randomBytes(3).toString('hex')}`;
+  const dir = benchSandboxDir();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cgfence-bench-cx-'));
   const p = await sandboxUp(dir, undefined, { daemonEnv });
   const sb: BenchSandbox = {
@@ -66,17 +66,22 @@ export async function benchSandbox(daemonEnv: Record<string, string>): Promise<B
   return sb;
 }
 
-export function ctr(p: SandboxPaths, args: string[]): string {
-  const r = spawnSync('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, ...args], { encoding: 'utf8', timeout: 300_000 });
-  if (r.status !== 0) throw new Error(`ctr ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
-  return r.stdout;
-}
-
 /** A container sleeping in the background, fenced (through cgfence-runc, ALLOW) or plain runc. */
 export function startContainer(sb: BenchSandbox, id: string, fenced: boolean, annotations: string[] = [ALLOW]): void {
   const extra = fenced ? ['--runc-binary', sb.p.runc, ...annotations.flatMap((a) => ['--annotation', a])] : [];
   ctr(sb.p, ['run', '-d', ...extra, IMAGE, id, '/bin/sh', '-c', 'sleep 36000']);
   sb.started.push(id);
+}
+
+/** The two sides of a comparison: n containers fenced (ALLOW) and n plain, named for tag. */
+export function startSides(sb: BenchSandbox, n: number, tag: string): { fenced: string[]; plain: string[] } {
+  const fenced = Array.from({ length: n }, (_, i) => `${tag}-f${i}`);
+  const plain = Array.from({ length: n }, (_, i) => `${tag}-p${i}`);
+  for (let i = 0; i < n; i++) {
+    startContainer(sb, fenced[i], true);
+    startContainer(sb, plain[i], false);
+  }
+  return { fenced, plain };
 }
 
 let execN = 0;
@@ -136,6 +141,19 @@ export function percentile(hists: Array<Map<number, number> | Record<string, num
     if (seen >= want) return k;
   }
   return keys[keys.length - 1];
+}
+
+/** exec-mix runs of the unfenced (b) and the fenced (f) side. */
+export type SideRuns = Record<'b' | 'f', MixRun[]>;
+
+/** Each side's fork+execve+wait p50/p99 over all its runs: `unfenced 510/900 µs, fenced 530/1100 µs`. */
+export function sidePercentiles(runs: SideRuns): string {
+  const p = (side: 'b' | 'f', q: number) =>
+    percentile(
+      runs[side].map((x) => x.hist),
+      q,
+    );
+  return `unfenced ${p('b', 0.5)}/${p('b', 0.99)} µs, fenced ${p('f', 0.5)}/${p('f', 0.99)} µs`;
 }
 
 /** The histogram of `after` minus `before` ({ upper bound: count }). */

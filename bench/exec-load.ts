@@ -20,8 +20,9 @@ import {
   parseMix,
   percentile,
   profile,
-  startContainer,
-  MixRun,
+  sidePercentiles,
+  startSides,
+  SideRuns,
 } from './container-exec';
 
 const CONTAINERS = Number(process.env.CGFENCE_BENCH_LOAD_CONTAINERS ?? 50);
@@ -32,13 +33,8 @@ const EVERY = 10;
 export async function run(): Promise<BenchResult[]> {
   const sb = await benchSandbox({ CGFENCE_EXEC_DENY: 'errno' });
   try {
-    const fenced = Array.from({ length: CONTAINERS }, (_, i) => `load-f${i}`);
-    const plain = Array.from({ length: CONTAINERS }, (_, i) => `load-p${i}`);
-    for (let i = 0; i < CONTAINERS; i++) {
-      startContainer(sb, fenced[i], true);
-      startContainer(sb, plain[i], false);
-    }
-    const all: Record<'b' | 'f', MixRun[]> = { b: [], f: [] };
+    const { fenced, plain } = startSides(sb, CONTAINERS, 'load');
+    const all: SideRuns = { b: [], f: [] };
     const cpu = { b: 0, f: 0 };
     const n0 = notifyStats(sb.p);
     const phase = async (ids: string[], side: 'b' | 'f') => {
@@ -72,15 +68,10 @@ export async function run(): Promise<BenchResult[]> {
     const n1 = notifyStats(sb.p);
     const fencedExecs = all.f.reduce((s, x) => s + x.execs, 0);
     const refused = all.f.reduce((s, x) => s + x.denied, 0);
-    const p = (side: 'b' | 'f', q: number) =>
-      percentile(
-        all[side].map((x) => x.hist),
-        q,
-      );
     const notes = [
       `${CONTAINERS} containers exec-looping at once for ${SECONDS} s per phase, one forbidden exec in ${EVERY}; µs of wall time per exec node-wide`,
       `every fenced exec decided as the allow-list says: ${fencedExecs - refused} allowed ran, ${refused} forbidden refused with EACCES, 0 killed, 0 let through, 0 other, no loop left waiting`,
-      `per exec p50/p99: unfenced ${p('b', 0.5)}/${p('b', 0.99)} µs, fenced ${p('f', 0.5)}/${p('f', 0.99)} µs`,
+      `per exec p50/p99: ${sidePercentiles(all)}`,
       `daemon CPU ${((cpu.f * 1000) / fencedExecs).toFixed(1)} ms per 1000 fenced execs (${cpu.b.toFixed(0)} ms in all over the unfenced phases: its idle work)`,
     ];
     if (n0 && n1) {

@@ -20,8 +20,9 @@ import {
   parseMix,
   percentile,
   profile,
-  startContainer,
-  MixRun,
+  sidePercentiles,
+  startSides,
+  SideRuns,
 } from './container-exec';
 
 const ITERATIONS = Number(process.env.CGFENCE_BENCH_EXECS ?? 2000);
@@ -30,9 +31,9 @@ const RUNS = Number(process.env.CGFENCE_BENCH_RUNS ?? 9);
 async function oneMode(mode: 'errno' | 'kill'): Promise<BenchResult> {
   const sb = await benchSandbox({ CGFENCE_EXEC_DENY: mode });
   try {
-    startContainer(sb, 'bench-fenced', true);
-    startContainer(sb, 'bench-plain', false);
-    const runs: Record<'b' | 'f', MixRun[]> = { b: [], f: [] };
+    const sides = startSides(sb, 1, 'bench');
+    const [fencedId, plainId] = [sides.fenced[0], sides.plain[0]];
+    const runs: SideRuns = { b: [], f: [] };
     const cpu = { b: 0, f: 0 };
     // A run's figure is the median of its execs: the machine is shared, and another
     // process's burst lands in a few execs' tails, which a mean would carry (means: the note).
@@ -46,27 +47,22 @@ async function oneMode(mode: 'errno' | 'kill'): Promise<BenchResult> {
       runs[side].push(r);
       return percentile([r.hist], 0.5);
     };
-    await loop('bench-fenced', 'f'); // warm both sides
-    await loop('bench-plain', 'b');
+    await loop(fencedId, 'f'); // warm both sides
+    await loop(plainId, 'b');
     runs.b.length = runs.f.length = 0;
     cpu.b = cpu.f = 0;
     const n0 = notifyStats(sb.p);
     const r = await interleave(
       RUNS,
-      () => loop('bench-plain', 'b'),
-      () => loop('bench-fenced', 'f'),
+      () => loop(plainId, 'b'),
+      () => loop(fencedId, 'f'),
     );
     const n1 = notifyStats(sb.p);
     const fencedExecs = runs.f.reduce((s, x) => s + x.execs, 0);
-    const p = (side: 'b' | 'f', q: number) =>
-      percentile(
-        runs[side].map((x) => x.hist),
-        q,
-      );
     const mean = (side: 'b' | 'f') => median(runs[side].map((x) => (x.seconds * 1e6) / x.execs));
     const notes = [
       `${ITERATIONS} fork+execve+wait per run; a run's figure is the median exec, µs`,
-      `all execs p50/p99: unfenced ${p('b', 0.5)}/${p('b', 0.99)} µs, fenced ${p('f', 0.5)}/${p('f', 0.99)} µs`,
+      `all execs p50/p99: ${sidePercentiles(runs)}`,
       `run means (median of runs): ${mean('b').toFixed(0)} -> ${mean('f').toFixed(0)} µs, ratio ${(mean('f') / mean('b')).toFixed(3)}`,
       `daemon CPU ${((cpu.f * 1000) / fencedExecs).toFixed(1)} ms per 1000 fenced execs (${((cpu.b * 1000) / fencedExecs).toFixed(1)} ms over the same number of unfenced ones: the daemon's idle work)`,
     ];

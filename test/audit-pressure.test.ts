@@ -2,27 +2,17 @@
 // enforcement, shows in `cgfence status` and the metrics, and nothing is lost silently.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { readRecords } from '../src/audit/audit-read';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
+import { scrapeMetrics } from './helpers/metrics';
 import { cid, cli, runFenced, sandboxDir, waitFor } from './helpers/sandbox';
 
 const dir = sandboxDir('full');
 const mnt = `${dir}-auditfs`;
 let p: SandboxPaths;
 
-function metrics(): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ socketPath: p.metrics, path: '/metrics' }, (res) => {
-        let b = '';
-        res.on('data', (d) => (b += d));
-        res.on('end', () => resolve(b));
-      })
-      .on('error', reject);
-  });
-}
+const metrics = () => scrapeMetrics(p);
 
 function fill(): void {
   // Fill the small file system to the last byte: every audit write now fails with ENOSPC.

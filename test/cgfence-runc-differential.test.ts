@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildStrictC } from './helpers/kernel';
 
 const repo = path.resolve(__dirname, '..');
 const LINES = 2500;
@@ -23,17 +24,7 @@ let bundle2 = '';
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cgfence-runc-diff-'));
   probe = path.join(tmp, 'args-probe');
-  execFileSync('gcc', [
-    '-O2',
-    '-Wall',
-    '-Wextra',
-    '-Werror',
-    '-std=gnu11',
-    path.join(repo, 'test/fuzz/args-probe.c'),
-    path.join(repo, 'native/cgfence-runc/args.c'),
-    '-o',
-    probe,
-  ]);
+  buildStrictC(probe, [path.join(repo, 'test/fuzz/args-probe.c'), path.join(repo, 'native/cgfence-runc/args.c')]);
   runc = execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim();
   bundle = path.join(tmp, 'b');
   bundle2 = path.join(tmp, 'b2');

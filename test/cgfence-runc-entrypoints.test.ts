@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
+import { killDaemon } from './helpers/daemon-restart';
 import { cid, sandboxDir, waitFor } from './helpers/sandbox';
 
 const dir = sandboxDir('rep');
@@ -192,20 +193,7 @@ describe('runc restore through cgfence-runc', () => {
 
 describe('the daemon is down', () => {
   beforeAll(async () => {
-    const pid = Number(fs.readFileSync(p.daemonPid, 'utf8'));
-    process.kill(pid, 'SIGKILL');
-    await waitFor(
-      'the daemon to be gone',
-      () => {
-        try {
-          process.kill(pid, 0);
-          return false;
-        } catch {
-          return true;
-        }
-      },
-      20_000,
-    );
+    await killDaemon(p);
   });
 
   it('a container that asks for nothing starts: create, and run', () => {

@@ -9,6 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { buildStrictC } from './helpers/kernel';
 
 const repo = path.resolve(__dirname, '..');
 let tmp: string;
@@ -168,7 +169,7 @@ beforeAll(async () => {
     .readdirSync(path.join(repo, 'native/cgfence-runc'))
     .filter((f) => f.endsWith('.c'))
     .map((f) => path.join(repo, 'native/cgfence-runc', f));
-  execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-std=gnu11', ...sources, '-ljson-c', '-o', launcher]);
+  buildStrictC(launcher, sources, ['-ljson-c']);
   fakeRunc = path.join(tmp, 'fake-runc');
   fs.writeFileSync(fakeRunc, FAKE_RUNC, { mode: 0o755 });
   record = path.join(tmp, 'runc-calls');

@@ -3,12 +3,13 @@
 // cgfence with real containerd and runc: create-time attach through cgfence-runc, exec
 // denials, refusals that name the annotation, detach at exit, daemon restart.
 import fs from 'node:fs';
-import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../src/audit/audit-read';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { bpfCounts, waitForBpfCounts, BpfCounts } from './helpers/kernel';
-import { cid, cli, ctr, IMAGE, runFenced, sandboxDir, waitFor } from './helpers/sandbox';
+import { killDaemon } from './helpers/daemon-restart';
+import { scrapeMetrics } from './helpers/metrics';
+import { cid, cli, ctr, IMAGE, runFenced, removeContainer, sandboxDir, startFenced, waitFor } from './helpers/sandbox';
 
 const dir = sandboxDir('e2e');
 let p: SandboxPaths;
@@ -86,8 +87,7 @@ describe('containers fenced through cgfence-runc', () => {
 
   it('denies `ctr task exec` of a forbidden program into a running fenced container', async () => {
     const id = cid('exec');
-    const ann = Object.entries(ALLOW_SH).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
-    const start = ctr(p, ['run', '-d', '--runc-binary', p.runc, ...ann, IMAGE, id, '/bin/sh', '-c', 'sleep 60']);
+    const start = startFenced(p, id, ALLOW_SH, ['/bin/sh', '-c', 'sleep 60']);
     expect(start.status, start.stderr).toBe(0);
     try {
       const ok = ctr(p, ['task', 'exec', '--exec-id', 'ok1', id, '/bin/sh', '-c', 'echo EXEC-OK']);
@@ -102,14 +102,7 @@ describe('containers fenced through cgfence-runc', () => {
       )!;
       expect(row.counters.denied).toBeGreaterThanOrEqual(1);
     } finally {
-      ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-      await waitFor(
-        'task to stop',
-        () => !ctr(p, ['task', 'ls']).stdout.includes(`${id} `) || ctr(p, ['task', 'delete', id]).status === 0,
-        20_000,
-      ).catch(() => {});
-      ctr(p, ['task', 'delete', '--force', id]);
-      ctr(p, ['containers', 'delete', id]);
+      await removeContainer(p, id);
     }
     await waitFor('detach after exit', () => !psIds().includes(id));
   });
@@ -171,20 +164,9 @@ describe('refusals name the annotation and value', () => {
 describe('metrics', () => {
   it('serves Prometheus metrics with decisions, fenced containers and attach latency', async () => {
     runFenced(p, cid('metrics'), ALLOW_SH, ['/bin/sh', '-c', '/usr/local/bin/tool-b echo X']);
-    const body = await waitFor('a deny in the metrics', () => {
-      void new Promise<string>((resolve, reject) => {
-        http
-          .get({ socketPath: p.metrics, path: '/metrics' }, (res) => {
-            let b = '';
-            res.on('data', (d) => (b += d));
-            res.on('end', () => resolve(b));
-          })
-          .on('error', reject);
-      }).then(
-        (b) => (metricsText = b),
-        () => {},
-      );
-      return /cgfence_decisions_total\{control="exec",action="deny"\} [1-9]/.test(metricsText) && metricsText;
+    const body = await waitFor('a deny in the metrics', async () => {
+      const text = await scrapeMetrics(p).catch(() => '');
+      return /cgfence_decisions_total\{control="exec",action="deny"\} [1-9]/.test(text) && text;
     });
     expect(body).toMatch(/cgfence_fenced_containers \d+/);
     expect(body).toMatch(/cgfence_attach_duration_seconds_count\{how="create"\} [1-9]/);
@@ -192,8 +174,6 @@ describe('metrics', () => {
     expect(body).toMatch(/cgfence_audit_write_errors_total 0/);
   });
 });
-
-let metricsText = '';
 
 describe('cleanup and restart', () => {
   it('after every container exits, nothing per-container is left in the kernel', async () => {
@@ -203,20 +183,10 @@ describe('cleanup and restart', () => {
 
   it('a daemon killed with SIGKILL leaves fences enforcing; the restarted daemon adopts them without duplicates', async () => {
     const id = cid('restart');
-    const ann = Object.entries(ALLOW_SH).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
-    const start = ctr(p, ['run', '-d', '--runc-binary', p.runc, ...ann, IMAGE, id, '/bin/sh', '-c', 'sleep 60']);
+    const start = startFenced(p, id, ALLOW_SH, ['/bin/sh', '-c', 'sleep 60']);
     expect(start.status, start.stderr).toBe(0);
     try {
-      const pid = Number(fs.readFileSync(`${dir}/daemon.pid`, 'utf8'));
-      process.kill(pid, 'SIGKILL');
-      await waitFor('daemon to die', () => {
-        try {
-          process.kill(pid, 0);
-          return false;
-        } catch {
-          return true;
-        }
-      });
+      await killDaemon(p);
       const whileDown = ctr(p, ['task', 'exec', '--exec-id', 'down1', id, '/usr/local/bin/tool-a', 'echo', 'DOWN-RAN']);
       expect(whileDown.stdout).not.toContain('DOWN-RAN');
       await sandboxUp(dir);
@@ -236,10 +206,7 @@ describe('cleanup and restart', () => {
       expect(ok.stdout).toContain('STILL-OK');
       expect(bpfCounts().progs).toBe(baseline.progs);
     } finally {
-      ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-      await new Promise((r) => setTimeout(r, 500));
-      ctr(p, ['task', 'delete', '--force', id]);
-      ctr(p, ['containers', 'delete', id]);
+      await removeContainer(p, id);
     }
     await waitFor('detach after exit', () => !psIds().includes(id));
     expect(await waitForBpfCounts(baseline)).toEqual(baseline);

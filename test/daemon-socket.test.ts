@@ -8,6 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_REQUEST_BYTES } from '../src/daemon/protocol';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
+import { alive, daemonPid as daemonPidOf } from './helpers/daemon-restart';
 import { cid, cli, runFenced, sandboxDir, waitFor } from './helpers/sandbox';
 
 const dir = sandboxDir('sock');
@@ -74,18 +75,8 @@ async function refusedAndDropped(payload: string | Buffer, error: RegExp): Promi
   expect(r.replies[0].error).toMatch(error);
 }
 
-function daemonPid(): number {
-  return Number(fs.readFileSync(p.daemonPid, 'utf8'));
-}
-
-function daemonAlive(): boolean {
-  try {
-    process.kill(daemonPid(), 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const daemonPid = () => daemonPidOf(p);
+const daemonAlive = () => alive(daemonPid());
 
 /** A fenced container starts, an allowed program runs and a forbidden one is killed. */
 function fencesStillWork(tag: string): void {

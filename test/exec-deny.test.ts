@@ -9,7 +9,7 @@ import os from 'node:os';
 import { readRecords } from '../src/audit/audit-read';
 import { resolveConfig } from '../src/daemon/config';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { IMAGE, cid, cli, ctr, sandboxDir, waitFor } from './helpers/sandbox';
+import { IMAGE, cid, cli, ctr, removeContainer, sandboxDir, waitFor } from './helpers/sandbox';
 
 const dir = sandboxDir('xd');
 let p: SandboxPaths;
@@ -78,7 +78,7 @@ describe('--exec-deny kill', () => {
     expect(fs.existsSync(path.join(p.stateDir, 'seccomp-agent.sock'))).toBe(false);
   });
 
-  it('ps shows exec-deny kill for a running enforce container', () => {
+  it('ps shows exec-deny kill for a running enforce container', async () => {
     const id = cid('ps');
     const r = ctr(p, ['run', '-d', '--runc-binary', p.runc, ...ALLOW, IMAGE, id, '/bin/sh', '-c', 'sleep 60'], 120_000);
     expect(r.status, r.stderr).toBe(0);
@@ -89,9 +89,7 @@ describe('--exec-deny kill', () => {
       expect(table).toMatch(/EXEC-DENY/);
       expect(table.split('\n').find((l) => l.includes(id))).toMatch(/\bkill\b/);
     } finally {
-      ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-      ctr(p, ['task', 'delete', '--force', id]);
-      ctr(p, ['containers', 'delete', id]);
+      await removeContainer(p, id);
     }
   });
 });

@@ -9,7 +9,7 @@ import { AuditRecord } from '../src/audit/audit-record';
 import { readRecords } from '../src/audit/audit-read';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { FIXTURE_DIR, importFixtureImage } from './helpers/fixture-image';
-import { cid, cli, ctr, sandboxDir, waitFor } from './helpers/sandbox';
+import { cid, cli, ctr, removeContainer, sandboxDir, waitFor } from './helpers/sandbox';
 import { mapField } from '../src/audit/audit-read';
 
 const dir = sandboxDir('ig');
@@ -219,9 +219,7 @@ describe('re-allowing a legitimately updated file', () => {
       const again = ctr(p, ['task', 'exec', '--exec-id', 'again', id, '/bin/sh', '-c', '/usr/bin/dyn-app; echo rc=$?']);
       expect(again.stdout, again.stderr).toContain('APP-RAN\nrc=0');
     } finally {
-      ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-      ctr(p, ['task', 'delete', '--force', id]);
-      ctr(p, ['containers', 'delete', id]);
+      await removeContainer(p, id);
     }
   });
 });

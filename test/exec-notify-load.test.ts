@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SANDBOX_NAMESPACE, SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { FIXTURE_DIR, importFixtureImage } from './helpers/fixture-image';
-import { cid, cli, ctr, sandboxDir } from './helpers/sandbox';
+import { cid, cli, ctr, removeContainers, sandboxDir } from './helpers/sandbox';
 
 const dir = sandboxDir('nl');
 const IMAGE = 'cgfence.local/notify-load:latest';
@@ -57,11 +57,7 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
-  for (const id of started) {
-    ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-    ctr(p, ['task', 'delete', '--force', id]);
-    ctr(p, ['containers', 'delete', id]);
-  }
+  await removeContainers(p, started);
   await sandboxDown(dir).catch((e) => console.error(e));
   fs.rmSync(dir, { recursive: true, force: true });
 }, 180_000);

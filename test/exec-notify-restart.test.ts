@@ -2,14 +2,26 @@
 // fd-holder keeps the fds and lets execs on to the kernel fence (nothing waits, nothing gets
 // ENOSYS); the restarted daemon takes the fds back and refuses forbidden execs again.
 import fs from 'node:fs';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { notifyPaths } from '../src/fence/exec/exec-notify';
-import { cid, cli, containerPids as pidsIn, ctr, IMAGE, sandboxDir, waitFor, waitingInSeccomp } from './helpers/sandbox';
+import { holderPids as holderPidsOf, killDaemon, pauseDaemon } from './helpers/daemon-restart';
+import { mktemp } from './helpers/kernel';
+import {
+  cid,
+  cli,
+  containerPids as pidsIn,
+  ctr,
+  removeContainer,
+  sandboxDir,
+  startFenced,
+  waitFor,
+  waitingInSeccomp,
+} from './helpers/sandbox';
+import { loopScript, outMount, tick, triggerLoop } from './helpers/trigger-loop';
 
 const containerPids = (id: string) => pidsIn(p, id);
-import { mktemp } from './helpers/kernel';
+const holderPids = () => holderPidsOf(p);
 
 const dir = sandboxDir('nr');
 let p: SandboxPaths;
@@ -17,32 +29,9 @@ let out = '';
 
 const ALLOW = { 'cgfence.io/exec-allow': '/bin/sh,/usr/local/bin/tool-a' };
 
-function holderPids(): number[] {
-  const sock = notifyPaths(p.stateDir).holder;
-  return fs
-    .readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .filter((d) => {
-      try {
-        return fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0').includes(sock);
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
-
 function notifyStats(): Record<string, number> {
   const st = JSON.parse(cli(p, ['status', '--json']).stdout) as { kernel: { backends: { exec: { notify: Record<string, number> } } } };
   return st.kernel.backends.exec.notify;
-}
-
-function tick(): number {
-  try {
-    return Number(fs.readFileSync(path.join(out, 'tick'), 'utf8').trim()) || 0;
-  } catch {
-    return 0;
-  }
 }
 
 beforeAll(async () => {
@@ -59,54 +48,27 @@ afterAll(async () => {
 describe('a daemon killed with SIGKILL', () => {
   it('never leaves an exec waiting: the fd-holder lets execs on to the kernel fence until the next daemon takes over', async () => {
     const id = cid('restart');
-    const ann = Object.entries(ALLOW).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
     // The init itself execs (sleep, and the tools on request): its notify fd is the one the
     // fd-holder carries across the restart.
-    const loop = [
-      'i=0; while :; do i=$((i+1)); echo $i > /out/tick',
-      'if [ -e /out/go ]; then rm -f /out/go; (exec -a true /usr/local/bin/tool-a); echo a=$? >> /out/res; /usr/local/bin/tool-b true; echo b=$? >> /out/res; echo done >> /out/res; fi',
-      'sleep 0.05; done',
-    ].join('; ');
-    const res = () => (fs.existsSync(path.join(out, 'res')) ? fs.readFileSync(path.join(out, 'res'), 'utf8') : '');
-    const trigger = async (what: string) => {
-      fs.writeFileSync(path.join(out, 'res'), '');
-      fs.writeFileSync(path.join(out, 'go'), '');
-      return waitFor(what, () => (res().includes('done') ? res() : undefined), 20_000);
-    };
-    const start = ctr(p, [
-      'run',
-      '-d',
-      '--runc-binary',
-      p.runc,
-      ...ann,
-      '--mount',
-      `type=bind,src=${out},dst=/out,options=rbind:rw`,
-      IMAGE,
-      id,
-      '/bin/sh',
-      '-c',
-      loop,
-    ]);
+    const loop = loopScript(
+      '(exec -a true /usr/local/bin/tool-a); echo a=$? >> /out/res; /usr/local/bin/tool-b true; echo b=$? >> /out/res',
+      {
+        tick: true,
+      },
+    );
+    const { trigger } = triggerLoop(out);
+    const start = startFenced(p, id, ALLOW, ['/bin/sh', '-c', loop], { extra: outMount(out) });
     expect(start.status, start.stderr).toBe(0);
     try {
-      await waitFor('the init loop to run', () => tick() > 3);
+      await waitFor('the init loop to run', () => tick(out) > 3);
       expect(holderPids()).toHaveLength(1);
       expect(await trigger('the tools to run')).toBe('a=0\nb=126\ndone\n');
 
       // A daemon that stops answering: the init's next exec waits for it.
-      const daemon = Number(fs.readFileSync(p.daemonPid, 'utf8'));
-      process.kill(daemon, 'SIGSTOP');
+      const daemon = pauseDaemon(p);
       const pending = await waitFor('an exec waiting for the notify loop', () => containerPids(id).find(waitingInSeccomp), 20_000);
       // Killed while it holds that exec: the holder answers it, and every later one.
-      process.kill(daemon, 'SIGKILL');
-      await waitFor('daemon to die', () => {
-        try {
-          process.kill(daemon, 0);
-          return false;
-        } catch {
-          return true;
-        }
-      });
+      await killDaemon(p, { pid: daemon });
       await waitFor('the pending exec to complete', () => !waitingInSeccomp(pending), 20_000);
       expect(holderPids()).toHaveLength(1);
       // No daemon: the kernel fence alone decides, so the forbidden program is killed (137).
@@ -130,10 +92,7 @@ describe('a daemon killed with SIGKILL', () => {
       expect(bad.stdout).not.toContain('UP-RAN');
       expect(bad.stderr).toMatch(/permission denied/i);
     } finally {
-      ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-      await waitFor('task to stop', () => ctr(p, ['task', 'delete', id]).status === 0, 20_000).catch(() => {});
-      ctr(p, ['task', 'delete', '--force', id]);
-      ctr(p, ['containers', 'delete', id]);
+      await removeContainer(p, id);
     }
     // The container is gone: its fds go from the loop and from the holder.
     await waitFor('notify fds closed', () => notifyStats().openFds === 0, 20_000);

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../src/audit/audit-read';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { FIXTURE_DIR, importFixtureImage } from './helpers/fixture-image';
-import { cid, cli, ctr, sandboxDir, waitFor } from './helpers/sandbox';
+import { cid, cli, ctr, removeContainer, sandboxDir, waitFor } from './helpers/sandbox';
 
 const dir = sandboxDir('nt');
 const IMAGE = 'cgfence.local/notify-test:latest';
@@ -118,7 +118,7 @@ describe('a denied exec fails with EACCES', () => {
     for (const m of modes.filter((x) => x !== 'memfd')) expect(r.stdout, r.stderr).toContain(`good-${m}\ngood-${m}=0`);
   });
 
-  it('denies `ctr task exec` of a forbidden program with EACCES and runs an allowed one', () => {
+  it('denies `ctr task exec` of a forbidden program with EACCES and runs an allowed one', async () => {
     const id = cid('taskexec');
     const ann = Object.entries(FENCED).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
     const start = ctr(p, ['run', '-d', '--runc-binary', p.runc, ...ann, IMAGE, id, '/bin/sh', '-c', 'sleep 60']);
@@ -132,9 +132,7 @@ describe('a denied exec fails with EACCES', () => {
       expect(ok.status, ok.stderr).toBe(0);
       expect(ok.stdout).toContain('inner=126');
     } finally {
-      ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-      ctr(p, ['task', 'delete', '--force', id]);
-      ctr(p, ['containers', 'delete', id]);
+      await removeContainer(p, id);
     }
   });
 

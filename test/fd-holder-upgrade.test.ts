@@ -14,8 +14,11 @@ import { fdHolderBinary } from '../src/fence/exec/fd-holder';
 import { notifyPaths } from '../src/fence/exec/exec-notify';
 import { projectRoot } from '../src/native';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { buildFixture, mktemp } from './helpers/kernel';
-import { cid, cli, ctr, IMAGE, runFenced, sandboxDir, waitFor } from './helpers/sandbox';
+import { waitRecord } from './helpers/container-records';
+import { alive, killDaemon as killDaemonOf } from './helpers/daemon-restart';
+import { buildFixture, mktemp, pidsByArgv } from './helpers/kernel';
+import { cid, cli, removeContainer, runFenced, sandboxDir, startFenced, waitFor } from './helpers/sandbox';
+import { loopScript, outMount, triggerLoop } from './helpers/trigger-loop';
 
 /** The last commit whose fd-holder sent no protocol version and answered everything CONTINUE. */
 const OLD_COMMIT = 'ab82b4d';
@@ -57,34 +60,19 @@ function buildOldHolder(into: string): string {
 
 /** Processes whose command line is exactly [bin, ...] with the given control socket. */
 function pidsOf(bin: string, control: string): number[] {
-  return fs
-    .readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .map(Number)
-    .filter((pid) => {
-      try {
-        const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-        return argv[0] === bin && argv[1] === control;
-      } catch {
-        return false;
-      }
-    });
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+  return pidsByArgv((argv) => argv[0] === bin && argv[1] === control);
 }
 
 /** SIGKILLs the daemon; the holder it leaves (holding nothing) exits by itself. */
-async function killDaemon(): Promise<void> {
-  const daemon = Number(fs.readFileSync(p.daemonPid, 'utf8'));
-  process.kill(daemon, 'SIGKILL');
-  await waitFor('the daemon to die', () => !alive(daemon), 20_000);
+const killDaemon = () => killDaemonOf(p);
+
+/** The audit log's records, every one (agent records name no container). */
+function logRecords(): Array<Record<string, unknown>> {
+  return fs
+    .readFileSync(p.auditLog, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 function status(): { version: number; connected: boolean; denialsRouted: boolean; why?: string; replaced?: { oldVersion: number } } {
@@ -142,14 +130,10 @@ describe('an fd-holder of an older cgfence at daemon start', () => {
     expect(now).not.toBe(old);
     const replaced = await waitFor(
       'the replacement record',
-      () => {
-        const lines = fs
-          .readFileSync(p.auditLog, 'utf8')
-          .split('\n')
-          .filter(Boolean)
-          .map((l) => JSON.parse(l) as Record<string, unknown>);
-        return lines.filter((r) => r.type === 'agent' && r.action === 'fd-holder-replaced').pop();
-      },
+      () =>
+        logRecords()
+          .filter((r) => r.type === 'agent' && r.action === 'fd-holder-replaced')
+          .pop(),
       20_000,
     );
     expect(replaced).toMatchObject({ old_version: 0, version: 1, severity: 'info' });
@@ -158,38 +142,14 @@ describe('an fd-holder of an older cgfence at daemon start', () => {
 
     const out = mktemp('cgft-fhu-out');
     const id = cid('fhu');
-    const res = () => fs.readFileSync(path.join(out, 'res'), 'utf8');
-    const trigger = async (what: string): Promise<string> => {
-      fs.writeFileSync(path.join(out, 'res'), '');
-      fs.writeFileSync(path.join(out, 'go'), '');
-      return waitFor(what, () => (res().includes('done') ? res() : undefined), 20_000);
-    };
-    const loop =
-      'while :; do if [ -e /out/go ]; then rm -f /out/go; mkdir /tmp/d; echo m=$? >> /out/res; [ -e /tmp/d ] && echo EXISTS >> /out/res; echo done >> /out/res; fi; sleep 0.05; done';
-    const start = ctr(p, [
-      'run',
-      '-d',
-      '--runc-binary',
-      p.runc,
-      '--annotation',
-      'cgfence.io/seccomp-deny=mkdir,mkdirat',
-      '--mount',
-      `type=bind,src=${out},dst=/out,options=rbind:rw`,
-      IMAGE,
-      id,
-      '/bin/sh',
-      '-c',
-      loop,
-    ]);
+    const { trigger } = triggerLoop(out);
+    const loop = loopScript('mkdir /tmp/d; echo m=$? >> /out/res; [ -e /tmp/d ] && echo EXISTS >> /out/res');
+    const start = startFenced(p, id, { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat' }, ['/bin/sh', '-c', loop], { extra: outMount(out) });
     try {
       expect(start.status, start.stderr).toBe(0);
       expect(await trigger('a denied mkdir')).toBe('m=1\ndone\n');
       // Routed to the notify loop (recorded), so the holder is what answers once the daemon is gone.
-      const end = Date.now() + 20_000;
-      while (!(await readRecords(p.auditLog, { container: id })).some((r) => r.type === 'seccomp' && r.via === 'seccomp-notify')) {
-        if (Date.now() > end) throw new Error('timed out waiting for the denial record');
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await waitRecord(p, id, (r) => r.type === 'seccomp' && r.via === 'seccomp-notify', 'the denial record');
 
       await killDaemon();
       // The new holder answers EPERM; the old one would have answered CONTINUE (m=0, EXISTS).
@@ -197,10 +157,7 @@ describe('an fd-holder of an older cgfence at daemon start', () => {
       expect(await trigger('another')).toBe('m=1\ndone\n');
       await sandboxUp(dir);
     } finally {
-      ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-      await waitFor('task to stop', () => ctr(p, ['task', 'delete', id]).status === 0, 20_000).catch(() => {});
-      ctr(p, ['task', 'delete', '--force', id]);
-      ctr(p, ['containers', 'delete', id]);
+      await removeContainer(p, id);
       fs.rmSync(out, { recursive: true, force: true });
     }
   });
@@ -221,12 +178,7 @@ describe('an fd-holder of an older cgfence at daemon start', () => {
       expect(cli(p, ['status', '-o', 'wide']).stdout).toMatch(
         /^seccomp denials +enforced \(SCMP_ACT_ERRNO\), NOT recorded for new containers: .*did not exit within 5000 ms of QUIT/m,
       );
-      const failed = fs
-        .readFileSync(p.auditLog, 'utf8')
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as Record<string, unknown>)
-        .filter((r) => r.action === 'fd-holder-replace-failed');
+      const failed = logRecords().filter((r) => r.action === 'fd-holder-replace-failed');
       expect(failed.pop()).toMatchObject({ type: 'agent', severity: 'warning' });
 
       const id = cid('fhu-errno');
@@ -253,10 +205,6 @@ describe('an fd-holder of an older cgfence at daemon start', () => {
     const recs = await readRecords(p.auditLog, {});
     expect(recs.filter((x) => x.action === 'fd-holder-replaced').length).toBe(2);
     // That very container's denial went to the loop (recorded), not to SCMP_ACT_ERRNO.
-    const end = Date.now() + 20_000;
-    while (!(await readRecords(p.auditLog, { container: id })).some((x) => x.type === 'seccomp' && x.via === 'seccomp-notify')) {
-      if (Date.now() > end) throw new Error('timed out waiting for the denial record');
-      await new Promise((res) => setTimeout(res, 100));
-    }
+    await waitRecord(p, id, (x) => x.type === 'seccomp' && x.via === 'seccomp-notify', 'the denial record');
   });
 });

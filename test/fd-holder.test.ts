@@ -7,7 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFdHolder } from '../src/fence/exec/fd-holder';
 import { projectRoot } from '../src/native';
-import { FIXTURES, buildFixture, mktemp } from './helpers/kernel';
+import { FIXTURES, buildFixture, mktemp, pidsByArgv } from './helpers/kernel';
 import { waitFor } from './helpers/sandbox';
 
 let dir = '';
@@ -15,17 +15,7 @@ let control = '';
 let agent = '';
 
 function holderPid(): number | undefined {
-  return fs
-    .readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .map(Number)
-    .find((pid) => {
-      try {
-        return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(control);
-      } catch {
-        return false;
-      }
-    });
+  return pidsByArgv((argv) => argv.includes(control))[0];
 }
 
 beforeAll(() => {

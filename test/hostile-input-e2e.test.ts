@@ -7,7 +7,6 @@
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditRecord } from '../src/audit/audit-record';
@@ -15,7 +14,8 @@ import { readRecords } from '../src/audit/audit-read';
 import { nameBytes } from '../src/audit/exact-name';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { mktemp } from './helpers/kernel';
-import { IMAGE, cid, cli, ctr, runFenced, sandboxDir, waitFor } from './helpers/sandbox';
+import { scrapeMetrics } from './helpers/metrics';
+import { IMAGE, cid, cli, ctr, runFenced, removeContainer, sandboxDir, startFenced } from './helpers/sandbox';
 
 const dir = sandboxDir('bounds');
 const LIMIT = 16;
@@ -52,16 +52,7 @@ function kernelState(): Record<string, { entries: number; sha256: string }> {
   return { fences: dump('fences'), exec_allow: dump('exec_allow'), rules4: dump('net/net_rules4'), rules6: dump('net/net_rules6') };
 }
 
-async function stop(id: string): Promise<void> {
-  ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-  await waitFor(
-    'task to stop',
-    () => ctr(p, ['task', 'delete', id]).status === 0 || !ctr(p, ['task', 'ls']).stdout.includes(`${id} `),
-    20_000,
-  ).catch(() => {});
-  ctr(p, ['task', 'delete', '--force', id]);
-  ctr(p, ['containers', 'delete', id]);
-}
+const stop = (id: string) => removeContainer(p, id);
 
 beforeAll(async () => {
   host = mktemp('cgfence-bounds');
@@ -114,20 +105,9 @@ describe('exec allow quota', () => {
 
   it('a refused policy set leaves the kernel maps byte-for-byte as before, keeps the old policy and writes an audit record', async () => {
     const id = cid('live');
-    const start = ctr(p, [
-      'run',
-      '-d',
-      '--runc-binary',
-      p.runc,
-      '--annotation',
-      'cgfence.io/exec-allow=/bin/sh,/mnt/many/s-0',
-      ...MANY(),
-      IMAGE,
-      id,
-      '/bin/sh',
-      '-c',
-      'sleep 120',
-    ]);
+    const start = startFenced(p, id, { 'cgfence.io/exec-allow': '/bin/sh,/mnt/many/s-0' }, ['/bin/sh', '-c', 'sleep 120'], {
+      extra: MANY(),
+    });
     expect(start.status, start.stderr).toBe(0);
     try {
       const psBefore = JSON.parse(cli(p, ['ps', '--json']).stdout) as Array<{ id: string; policyHash: string }>;
@@ -158,15 +138,7 @@ describe('exec allow quota', () => {
       expect(st.tables.exec_allow.used).toBeGreaterThanOrEqual(2);
       expect(st.limits.execAllowPerContainer).toBe(LIMIT);
       expect(cli(p, ['status']).stdout).toMatch(/kernel tables\s+exec_fences \d+\/4096, exec_allow \d+\/65536/);
-      const metrics = await new Promise<string>((resolve, reject) => {
-        http
-          .get({ socketPath: p.metrics, path: '/metrics' }, (res) => {
-            let body = '';
-            res.on('data', (d) => (body += d));
-            res.on('end', () => resolve(body));
-          })
-          .on('error', reject);
-      });
+      const metrics = await scrapeMetrics(p);
       expect(metrics).toContain('cgfence_kernel_table_capacity{table="exec_allow"} 65536');
       expect(metrics).toMatch(/cgfence_kernel_table_entries\{table="exec_allow"\} [1-9]\d*/);
       expect(metrics).toContain('cgfence_kernel_table_capacity{table="net_rules4"} 262144');

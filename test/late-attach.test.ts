@@ -3,9 +3,10 @@
 // audited and fenced by the next daemon's reconcile.
 import fs from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { readRecords } from '../src/audit/audit-read';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { cid, cli, ctr, IMAGE, removeContainers, sandboxDir, waitFor } from './helpers/sandbox';
+import { waitLog } from './helpers/container-records';
+import { killDaemon } from './helpers/daemon-restart';
+import { cid, cli, ctr, IMAGE, removeContainers, sandboxDir, startFenced } from './helpers/sandbox';
 
 const dir = sandboxDir('late');
 let p: SandboxPaths;
@@ -33,25 +34,12 @@ function toolA(id: string, execId: string, text: string) {
 }
 
 it('audits fail-open creates and late-attaches what started while the daemon was down', async () => {
-  const pid = Number(fs.readFileSync(p.daemonPid, 'utf8'));
-  process.kill(pid, 'SIGTERM'); // a clean stop: fences stay pinned, the socket goes away
-  await waitFor(
-    'daemon to stop',
-    () => {
-      try {
-        process.kill(pid, 0);
-        return false;
-      } catch {
-        return true;
-      }
-    },
-    20_000,
-  );
+  await killDaemon(p, { signal: 'SIGTERM' }); // a clean stop: fences stay pinned, the socket goes away
 
   const viaLauncher = cid('failopen');
   const viaRunc = cid('plainrunc');
   const ann = ['--annotation', 'cgfence.io/exec-allow=/bin/sh'];
-  const a = ctr(p, ['run', '-d', '--runc-binary', p.runc, ...ann, IMAGE, viaLauncher, '/bin/sh', '-c', 'sleep 120']);
+  const a = startFenced(p, viaLauncher, { 'cgfence.io/exec-allow': '/bin/sh' }, ['/bin/sh', '-c', 'sleep 120']);
   expect(a.status, a.stderr).toBe(0);
   started.push(viaLauncher);
   const b = ctr(p, ['run', '-d', ...ann, IMAGE, viaRunc, '/bin/sh', '-c', 'sleep 120']);
@@ -61,16 +49,13 @@ it('audits fail-open creates and late-attaches what started while the daemon was
   expect(toolA(viaLauncher, 'before', 'RAN-UNFENCED').stdout).toContain('RAN-UNFENCED');
 
   await sandboxUp(dir);
-  let recs: Awaited<ReturnType<typeof readRecords>> = [];
-  await waitFor(
+  const recs = await waitLog(
+    p,
+    (all) =>
+      [viaLauncher, viaRunc].every((id) =>
+        all.some((r) => r.container_id === id && r.type === 'lifecycle' && r.action === 'attach' && r.how === 'late-attach'),
+      ),
     'late attach of both',
-    () => {
-      void readRecords(p.auditLog).then((r) => (recs = r));
-      return [viaLauncher, viaRunc].every((id) =>
-        recs.some((r) => r.container_id === id && r.type === 'lifecycle' && r.action === 'attach' && r.how === 'late-attach'),
-      );
-    },
-    20_000,
   );
   const spooled = recs.find((r) => r.type === 'agent' && r.action === 'fail-open' && r.container_id === viaLauncher);
   expect(spooled, 'the fail-open create is in the audit log').toBeDefined();

@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { recordsOf, waitRecord } from './helpers/container-records';
 import { parseLearned } from './helpers/learn-output';
-import { cid, cli, ctr, IMAGE, removeContainer, runFencedBounded, sandboxDir, waitFor } from './helpers/sandbox';
+import { killDaemon } from './helpers/daemon-restart';
+import { cid, cli, ctr, removeContainer, runFencedBounded, sandboxDir, startFenced, waitFor } from './helpers/sandbox';
 import { mapField } from '../src/audit/audit-read';
 
 const dir = sandboxDir('learn');
@@ -171,19 +172,7 @@ describe('learn, then enforce what was learned', () => {
 describe('cgfence learn while the container runs', () => {
   it('answers from the daemon, folds addresses on request, and keeps learning across a daemon restart', async () => {
     const id = cid('live');
-    const start = ctr(p, [
-      'run',
-      '-d',
-      '--runc-binary',
-      p.runc,
-      '--annotation',
-      'cgfence.io/mode=learn',
-      IMAGE,
-      id,
-      '/bin/sh',
-      '-c',
-      `${WORKLOAD}\nsleep 600`,
-    ]);
+    const start = startFenced(p, id, { 'cgfence.io/mode': 'learn' }, ['/bin/sh', '-c', `${WORKLOAD}\nsleep 600`]);
     expect(start.status, start.stderr).toBe(0);
     try {
       type Live = { running: boolean; exec: Array<{ path: string }>; annotations: Record<string, string> };
@@ -206,16 +195,7 @@ describe('cgfence learn while the container runs', () => {
 
       // A daemon killed mid-learning: the records in the kernel and the exec set on disk stay,
       // and an exec while it is down reaches the next daemon through the pinned ring buffer.
-      const pid = Number(fs.readFileSync(`${dir}/daemon.pid`, 'utf8'));
-      process.kill(pid, 'SIGKILL');
-      await waitFor('daemon to die', () => {
-        try {
-          process.kill(pid, 0);
-          return false;
-        } catch {
-          return true;
-        }
-      });
+      await killDaemon(p);
       const down = ctr(p, ['task', 'exec', '--exec-id', 'down1', id, '/bin/sh', '-c', 'exec -a echo /usr/local/bin/tool-b RAN-WHILE-DOWN']);
       expect(down.stdout).toContain('RAN-WHILE-DOWN');
       await sandboxUp(dir);

@@ -12,6 +12,8 @@ import { readRecords } from '../src/audit/audit-read';
 import { buildDaemonImage, daemonImageName } from '../src/image/daemon-image';
 import { importImage } from '../src/sandbox/containerd-process';
 import { SANDBOX_NAMESPACE, SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
+import { alive, daemonPid as daemonPidOf } from './helpers/daemon-restart';
+import { pidsByArgv } from './helpers/kernel';
 import { IMAGE, cid, cli, ctr, sandboxDir, waitFor } from './helpers/sandbox';
 
 const dir = sandboxDir('life');
@@ -28,31 +30,11 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-function daemonPid(): number {
-  return Number(fs.readFileSync(p.daemonPid, 'utf8'));
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const daemonPid = () => daemonPidOf(p);
 
 /** Pids of cgfence-fd-holder processes whose sockets are under dir. */
 function holders(dir: string): number[] {
-  const out: number[] = [];
-  for (const pid of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
-    try {
-      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      if (argv[0]?.endsWith('cgfence-fd-holder') && argv.some((a) => a.startsWith(`${dir}/`))) out.push(Number(pid));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
+  return pidsByArgv((argv) => argv[0]?.endsWith('cgfence-fd-holder') === true && argv.some((a) => a.startsWith(`${dir}/`)));
 }
 
 /** tool-a in the running container: 126 when the fence refuses it. */

@@ -4,28 +4,18 @@
 // types and names; health that follows containerd; ps that counts every kind of denial.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../src/audit/audit-read';
 import { stopContainerd, startContainerd } from '../src/sandbox/containerd-process';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
+import { daemonGet } from './helpers/metrics';
 import { IMAGE, cid, cli, ctr, sandboxDir, waitFor } from './helpers/sandbox';
 
 const dir = sandboxDir('met');
 let p: SandboxPaths;
 
-function get(pathName: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ socketPath: p.metrics, path: pathName }, (res) => {
-        let body = '';
-        res.on('data', (d) => (body += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      })
-      .on('error', reject);
-  });
-}
+const get = (pathName: string) => daemonGet(p, pathName);
 
 /** The value of one sample, e.g. sample(text, 'cgfence_decisions_total', {control: 'network', action: 'deny'}). */
 function sample(text: string, name: string, labels: Record<string, string> = {}): number | null {

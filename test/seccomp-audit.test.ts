@@ -5,7 +5,6 @@
 // container's detach record. The parser and the rate limit are checked on their own too.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
-import http from 'node:http';
 import { AuditInput, AuditRecord } from '../src/audit/audit-record';
 import { readRecords } from '../src/audit/audit-read';
 import { FencedContainer } from '../src/fence/backend';
@@ -13,6 +12,7 @@ import { EventSink } from '../src/fence/event-sink';
 import { SeccompLogRecords } from '../src/fence/seccomp/seccomp-log-records';
 import { SECCOMP_RET, SeccompLogRecord, parseSeccompLog } from '../src/kernel/seccomp-audit';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
+import { scrapeMetrics } from './helpers/metrics';
 import { cid, cli, ctr, runFenced, sandboxDir } from './helpers/sandbox';
 
 describe('the kernel seccomp log record parser', () => {
@@ -223,16 +223,7 @@ describe('seccomp records of real containers', () => {
   const seccompOf = (rs: AuditRecord[]) => rs.filter((x) => x.type === 'seccomp');
   /** cgfence_decisions_total{control="seccomp",action="deny"}, summed over its other labels. */
   async function seccompDenyMetric(): Promise<number> {
-    const body = await new Promise<string>((resolve, reject) => {
-      http
-        .get({ socketPath: p.metrics, path: '/metrics' }, (res) => {
-          let b = '';
-          res.on('data', (d) => (b += d));
-          res.on('end', () => resolve(b));
-        })
-        .on('error', reject);
-    });
-    return body
+    return (await scrapeMetrics(p))
       .split('\n')
       .filter((l) => l.startsWith('cgfence_decisions_total{') && l.includes('control="seccomp"') && l.includes('action="deny"'))
       .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);

@@ -4,16 +4,27 @@
 // received and not answered, and counts them; the restarted daemon takes the fds back,
 // records the holder's counts and records again.
 import fs from 'node:fs';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../src/audit/audit-read';
 import { AuditRecord } from '../src/audit/audit-record';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { cid, cli, containerPids as pidsIn, ctr, IMAGE, sandboxDir, waitFor, waitingInSeccomp } from './helpers/sandbox';
+import { killDaemon, pauseDaemon } from './helpers/daemon-restart';
+import { mktemp } from './helpers/kernel';
+import {
+  cid,
+  cli,
+  containerPids as pidsIn,
+  ctr,
+  removeContainer,
+  sandboxDir,
+  startFenced,
+  waitFor,
+  waitingInSeccomp,
+} from './helpers/sandbox';
+import { loopScript, outMount, triggerLoop } from './helpers/trigger-loop';
 
 const containerPids = (id: string) => pidsIn(p, id);
 const until = <T>(what: string, fn: () => Promise<T | undefined | false>) => waitFor(what, fn, 20_000);
-import { mktemp } from './helpers/kernel';
 
 const dir = sandboxDir('sdr');
 let p: SandboxPaths;
@@ -40,57 +51,25 @@ function seccompStatus(): { routed: number; answered: number } {
 describe('a daemon killed with SIGKILL', () => {
   it('never lets a denied syscall run: the fd-holder answers EPERM until the next daemon takes over and records again', async () => {
     const id = cid('sdeny');
-    const res = () => (fs.existsSync(path.join(out, 'res')) ? fs.readFileSync(path.join(out, 'res'), 'utf8') : '');
     // On each trigger the init (whose notify fd the holder carries across the restart) makes
     // one directory: denied, so it must fail and not exist afterwards.
-    const loop = [
-      'while :; do if [ -e /out/go ]; then rm -f /out/go; mkdir /tmp/d; echo m=$? >> /out/res; [ -e /tmp/d ] && echo EXISTS >> /out/res; echo done >> /out/res; fi',
-      'sleep 0.05; done',
-    ].join('; ');
-    const trigger = async (what: string) => {
-      fs.writeFileSync(path.join(out, 'res'), '');
-      fs.writeFileSync(path.join(out, 'go'), '');
-      return waitFor(what, () => (res().includes('done') ? res() : undefined), 20_000);
-    };
+    const loop = loopScript('mkdir /tmp/d; echo m=$? >> /out/res; [ -e /tmp/d ] && echo EXISTS >> /out/res');
+    const { go, result, trigger } = triggerLoop(out);
     const recs = async (): Promise<AuditRecord[]> => (await readRecords(p.auditLog, { container: id })).filter((r) => r.type === 'seccomp');
-    const start = ctr(p, [
-      'run',
-      '-d',
-      '--runc-binary',
-      p.runc,
-      '--annotation',
-      'cgfence.io/seccomp-deny=mkdir,mkdirat',
-      '--mount',
-      `type=bind,src=${out},dst=/out,options=rbind:rw`,
-      IMAGE,
-      id,
-      '/bin/sh',
-      '-c',
-      loop,
-    ]);
+    const start = startFenced(p, id, { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat' }, ['/bin/sh', '-c', loop], { extra: outMount(out) });
     expect(start.status, start.stderr).toBe(0);
     try {
       expect(await trigger('a denied mkdir')).toBe('m=1\ndone\n');
       await until('its record', async () => (await recs()).length === 1);
 
       // A daemon that stops answering: the next denied mkdir waits for it.
-      const daemon = Number(fs.readFileSync(p.daemonPid, 'utf8'));
-      process.kill(daemon, 'SIGSTOP');
-      fs.writeFileSync(path.join(out, 'res'), '');
-      fs.writeFileSync(path.join(out, 'go'), '');
+      const daemon = pauseDaemon(p);
+      go();
       const pending = await waitFor('a mkdir waiting for the notify loop', () => containerPids(id).find(waitingInSeccomp), 20_000);
       // Killed while that mkdir waits: the holder answers it EPERM, and every later one.
-      process.kill(daemon, 'SIGKILL');
-      await waitFor('daemon to die', () => {
-        try {
-          process.kill(daemon, 0);
-          return false;
-        } catch {
-          return true;
-        }
-      });
+      await killDaemon(p, { pid: daemon });
       await waitFor('the pending mkdir to be answered', () => !waitingInSeccomp(pending), 20_000);
-      expect(await waitFor('its result', () => (res().includes('done') ? res() : undefined), 20_000)).toBe('m=1\ndone\n');
+      expect(await result('its result')).toBe('m=1\ndone\n');
       expect(await trigger('a denied mkdir without a daemon')).toBe('m=1\ndone\n');
       // Execs still run while no daemon does (the holder lets them on to the exec fence).
       const downOk = ctr(p, ['task', 'exec', '--exec-id', 'down1', id, '/bin/sh', '-c', 'echo DOWN-OK; mkdir /tmp/e; echo m=$?']);
@@ -119,10 +98,7 @@ describe('a daemon killed with SIGKILL', () => {
       expect(held.map((x) => [x.syscall, x.container_id, x.errno, x.pid, x.first_ts])).toEqual([['mkdir', id, 'EPERM', 0, undefined]]);
       expect([2, 3]).toContain(held[0].count);
     } finally {
-      ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-      await waitFor('task to stop', () => ctr(p, ['task', 'delete', id]).status === 0, 20_000).catch(() => {});
-      ctr(p, ['task', 'delete', '--force', id]);
-      ctr(p, ['containers', 'delete', id]);
+      await removeContainer(p, id);
     }
     const all = await until('the detach record', async () => {
       const r = await readRecords(p.auditLog, { container: id });

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../src/audit/audit-read';
 import { containerdPaths } from '../src/sandbox/containerd-process';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { cid, ctr, IMAGE, runFenced, sandboxDir, waitFor } from './helpers/sandbox';
+import { cid, ctr, IMAGE, runFenced, removeContainer, sandboxDir, waitFor } from './helpers/sandbox';
 
 const dir = sandboxDir('sc');
 let p: SandboxPaths;
@@ -77,10 +77,7 @@ describe('cgfence.io/seccomp-deny', () => {
       expect(ex.stdout).toContain('mkdir=1');
       expect(ex.stdout).toContain('ok');
     } finally {
-      ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
-      await waitFor('task to stop', () => ctr(p, ['task', 'delete', id]).status === 0, 20_000).catch(() => {});
-      ctr(p, ['task', 'delete', '--force', id]);
-      ctr(p, ['containers', 'delete', id]);
+      await removeContainer(p, id);
     }
   });
 

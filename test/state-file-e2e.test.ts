@@ -5,9 +5,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { readRecords } from '../src/audit/audit-read';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { cid, cli, ctr, IMAGE, removeContainers, sandboxDir, waitFor } from './helpers/sandbox';
+import { waitLog } from './helpers/container-records';
+import { killDaemon } from './helpers/daemon-restart';
+import { cid, cli, ctr, removeContainers, sandboxDir, startFenced } from './helpers/sandbox';
 
 const dir = sandboxDir('state');
 let p: SandboxPaths;
@@ -31,36 +32,11 @@ it('leaves out an entry with a wrong field, says which, and fences that containe
   const kept = cid('kept');
   const spoiled = cid('spoiled');
   for (const id of [kept, spoiled]) {
-    const r = ctr(p, [
-      'run',
-      '-d',
-      '--runc-binary',
-      p.runc,
-      '--annotation',
-      'cgfence.io/exec-allow=/bin/sh',
-      IMAGE,
-      id,
-      '/bin/sh',
-      '-c',
-      'sleep 120',
-    ]);
+    const r = startFenced(p, id, { 'cgfence.io/exec-allow': '/bin/sh' }, ['/bin/sh', '-c', 'sleep 120']);
     expect(r.status, r.stderr).toBe(0);
     started.push(id);
   }
-  const pid = Number(fs.readFileSync(p.daemonPid, 'utf8'));
-  process.kill(pid, 'SIGTERM'); // fences stay pinned; the state file is written at stop
-  await waitFor(
-    'daemon to stop',
-    () => {
-      try {
-        process.kill(pid, 0);
-        return false;
-      } catch {
-        return true;
-      }
-    },
-    20_000,
-  );
+  await killDaemon(p, { signal: 'SIGTERM' }); // fences stay pinned; the state file is written at stop
 
   const file = path.join(p.stateDir, 'fences.json');
   const list = JSON.parse(fs.readFileSync(file, 'utf8')) as Array<{
@@ -75,14 +51,10 @@ it('leaves out an entry with a wrong field, says which, and fences that containe
   fs.writeFileSync(file, JSON.stringify(list));
 
   await sandboxUp(dir);
-  let recs: Awaited<ReturnType<typeof readRecords>> = [];
-  await waitFor(
+  const recs = await waitLog(
+    p,
+    (all) => all.some((r) => r.container_id === spoiled && r.type === 'lifecycle' && r.action === 'attach' && r.how === 'late-attach'),
     'late attach of the left-out container',
-    () => {
-      void readRecords(p.auditLog).then((r) => (recs = r));
-      return recs.some((r) => r.container_id === spoiled && r.type === 'lifecycle' && r.action === 'attach' && r.how === 'late-attach');
-    },
-    20_000,
   );
   const log = fs.readFileSync(p.daemonLog, 'utf8');
   expect(log).toContain(

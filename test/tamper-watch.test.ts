@@ -15,6 +15,7 @@ import { TamperWatch } from '../src/kernel/tamper-watch';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { uniqueName } from './helpers/kernel';
 import { request } from '../src/daemon/daemon-client';
+import { alive, killDaemon } from './helpers/daemon-restart';
 import { cli, sandboxDir, waitFor } from './helpers/sandbox';
 
 const name = uniqueName('cgfence-test-tamper');
@@ -310,19 +311,7 @@ describe('tamper watch (daemon, through the sandbox)', () => {
   });
 
   it('keeps watching while the daemon is down, and the restarted daemon reports it', async () => {
-    process.kill(daemonPid, 'SIGKILL');
-    await waitFor(
-      'the daemon to die',
-      () => {
-        try {
-          process.kill(daemonPid, 0);
-          return false;
-        } catch {
-          return true;
-        }
-      },
-      20_000,
-    );
+    await killDaemon(p, { pid: daemonPid });
     const up = bpftool(['map', 'update', 'pinned', `${p.pinDir}/exec_allow`, 'key', ...keyHex(0xd0dn), 'value', ...ALLOW_VALUE]);
     await sandboxUp(dir);
     const old = daemonPid;
@@ -351,18 +340,7 @@ describe('tamper watch (daemon, through the sandbox)', () => {
     const progIds = Object.values(t.objects.programs);
     expect(progIds.length).toBeGreaterThan(0);
     await request(p.socket, { op: 'shutdown', detach: true });
-    await waitFor(
-      'the daemon to exit',
-      () => {
-        try {
-          process.kill(daemonPid, 0);
-          return false;
-        } catch {
-          return true;
-        }
-      },
-      20_000,
-    );
+    await waitFor('the daemon to exit', () => !alive(daemonPid), 20_000);
     expect(fs.existsSync(p.pinDir)).toBe(false);
     // Program ids are never reused soon: a gone id means the program was unloaded.
     await waitFor('the watch programs to be unloaded', () =>

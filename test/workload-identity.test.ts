@@ -4,7 +4,6 @@
 // name in the daemon's ps reply and in every audit record about it; every record names the
 // node; a unique id prefix names a container wherever the daemon takes an id.
 import crypto from 'node:crypto';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,27 +12,24 @@ import { readRecords } from '../src/audit/audit-read';
 import { request } from '../src/daemon/daemon-client';
 import { importImage } from '../src/sandbox/containerd-process';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
+import { waitRecords } from './helpers/container-records';
 import { removeNamespaceCgroups } from './helpers/kernel';
-import { IMAGE, cli, sandboxDir } from './helpers/sandbox';
+import { IMAGE, cli, ctr as ctrIn, removeContainer, sandboxDir, startFenced, waitFor } from './helpers/sandbox';
 
 const dir = sandboxDir('wl');
 // A namespace of its own (CRI uses k8s.io): runc's per-namespace cgroups are this test's to remove.
 const NS = `cgft-k8s-${crypto.randomBytes(3).toString('hex')}`;
 let p: SandboxPaths;
 
-function ctr(args: string[]) {
-  return spawnSync('ctr', ['-a', p.containerdSocket, '-n', NS, ...args], { encoding: 'utf8', timeout: 60_000 });
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>): Promise<T> {
-  const end = Date.now() + 20_000;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const ctr = (args: string[]) => ctrIn(p, args, undefined, NS);
+const until = <T>(what: string, fn: () => Promise<T | undefined | false>) => waitFor(what, fn, 20_000);
+const ALLOW_SH = { 'cgfence.io/exec-allow': '/bin/sh' };
+/** ctr's options that label a container as the CRI plugin does. */
+const criLabels = (pod: string, container: string) =>
+  [`io.kubernetes.pod.name=${pod}`, 'io.kubernetes.pod.namespace=shop', `io.kubernetes.container.name=${container}`].flatMap((l) => [
+    '--label',
+    l,
+  ]);
 
 const records = (id: string): Promise<AuditRecord[]> => readRecords(p.auditLog, { container: id });
 
@@ -51,24 +47,7 @@ afterAll(async () => {
 describe('a CRI container', () => {
   it('is named by pod, pod namespace and container name in ps and in every record; a unique id prefix names it', async () => {
     const id = crypto.randomBytes(32).toString('hex'); // CRI ids: 64 hex characters
-    const labels = ['io.kubernetes.pod.name=web-0', 'io.kubernetes.pod.namespace=shop', 'io.kubernetes.container.name=app'].flatMap((l) => [
-      '--label',
-      l,
-    ]);
-    const start = ctr([
-      'run',
-      '-d',
-      '--runc-binary',
-      p.runc,
-      ...labels,
-      '--annotation',
-      'cgfence.io/exec-allow=/bin/sh',
-      IMAGE,
-      id,
-      '/bin/sh',
-      '-c',
-      'sleep 120',
-    ]);
+    const start = startFenced(p, id, ALLOW_SH, ['/bin/sh', '-c', 'sleep 120'], { extra: criLabels('web-0', 'app'), namespace: NS });
     expect(start.status, start.stderr).toBe(0);
     try {
       const row = await until('the ps row', async () =>
@@ -91,14 +70,9 @@ describe('a CRI container', () => {
       expect(learn).toMatchObject({ running: false, namespace: NS });
       await expect(request(p.socket, { op: 'resolve', id: 'zzzz-no-such' })).rejects.toThrow(/no fenced container "zzzz-no-such"/);
     } finally {
-      ctr(['task', 'kill', '-s', 'SIGKILL', id]);
-      for (let i = 0; i < 50 && ctr(['task', 'delete', id]).status !== 0; i++) await new Promise((r) => setTimeout(r, 100));
-      ctr(['containers', 'delete', id]);
+      await removeContainer(p, id, NS);
     }
-    const rs = await until('the detach record', async () => {
-      const x = await records(id);
-      return x.some((r) => r.action === 'detach') ? x : undefined;
-    });
+    const rs = await waitRecords(p, id, (r) => r.action === 'detach', 'the detach record');
     const kinds = new Set(rs.map((r) => `${r.type}/${r.action}`));
     for (const k of ['lifecycle/attach', 'exec/deny', 'lifecycle/policy-update', 'lifecycle/detach']) expect(kinds, k).toContain(k);
     for (const r of rs) {
@@ -144,16 +118,12 @@ describe('a CRI container', () => {
 
   it("a refused create is named too: its refusal record waits for containerd's labels, and is written before ctr hears the refusal", async () => {
     const id = crypto.randomBytes(32).toString('hex');
-    const labels = ['io.kubernetes.pod.name=web-1', 'io.kubernetes.pod.namespace=shop', 'io.kubernetes.container.name=bad'].flatMap((l) => [
-      '--label',
-      l,
-    ]);
     const r = ctr([
       'run',
       '--rm',
       '--runc-binary',
       p.runc,
-      ...labels,
+      ...criLabels('web-1', 'bad'),
       '--annotation',
       'cgfence.io/exec-allow=/no/such/file',
       IMAGE,
@@ -183,19 +153,7 @@ describe('a CRI container', () => {
     const ids = [`${base}a1`, `${base}a2`];
     try {
       for (const id of ids) {
-        const r = ctr([
-          'run',
-          '-d',
-          '--runc-binary',
-          p.runc,
-          '--annotation',
-          'cgfence.io/exec-allow=/bin/sh',
-          IMAGE,
-          id,
-          '/bin/sh',
-          '-c',
-          'sleep 60',
-        ]);
+        const r = startFenced(p, id, ALLOW_SH, ['/bin/sh', '-c', 'sleep 60'], { namespace: NS });
         expect(r.status, r.stderr).toBe(0);
       }
       const set = await cli(p, ['policy', 'set', base, 'cgfence.io/egress-deny=127.0.0.9/32']);
@@ -209,11 +167,7 @@ describe('a CRI container', () => {
       const attach = (await records(ids[0])).find((r) => r.action === 'attach')!;
       expect(attach).toMatchObject({ pod: '', pod_namespace: '', container_name: '' });
     } finally {
-      for (const id of ids) {
-        ctr(['task', 'kill', '-s', 'SIGKILL', id]);
-        for (let i = 0; i < 50 && ctr(['task', 'delete', id]).status !== 0; i++) await new Promise((r) => setTimeout(r, 100));
-        ctr(['containers', 'delete', id]);
-      }
+      for (const id of ids) await removeContainer(p, id, NS);
     }
   });
 });

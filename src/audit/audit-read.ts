@@ -8,6 +8,7 @@
 import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
+import { containerKey } from '../policy/container-key';
 import { escapeBytes, nameBytes } from './exact-name';
 import { type AuditRecord, listLogFiles, nowNs, parseRfc3339Ns, readTailRecord } from './audit-record';
 
@@ -442,7 +443,7 @@ export function formatRecord(r: AuditRecord, opts: FormatOptions = {}): string {
   const ns = text(r.namespace);
   const cid = typeof r.container_id === 'string' ? r.container_id : '';
   const ctr = text(opts.fullIds ? cid : shortId(cid));
-  let line = `${parts.join(' ')} ${ns || ctr ? `${ns}/${ctr}` : '-'}`;
+  let line = `${parts.join(' ')} ${ns || ctr ? containerKey(ns, ctr) : '-'}`;
 
   const used = new Set(SHOWN);
   const who: string[] = [];

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { containerKey } from '../policy/container-key';
 import type { ContainerdClient, Envelope, Subscription } from './client';
 import { ContainerdEvent, decodeEnvelope, eventContainerId } from './events';
 
@@ -309,7 +310,7 @@ export class EventMonitor extends EventEmitter {
     const cid = eventContainerId(ev);
     // Events of one container are handled strictly in order; events of different
     // containers (and container-less events, on their own queue) run concurrently.
-    const key = cid === undefined ? '' : `${ev.namespace}/${cid}`;
+    const key = cid === undefined ? '' : containerKey(ev.namespace, cid);
     let q = this.queues.get(key);
     if (!q) {
       q = { items: [], running: false };

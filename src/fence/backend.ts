@@ -5,6 +5,8 @@ import { AuditInput, Workload } from '../audit/audit-record';
 
 export type { Workload } from '../audit/audit-record';
 import { Policy } from '../policy/policy';
+
+export { containerKey } from '../policy/container-key';
 import type { BackendStateMap, BackendStates } from './backend-states';
 import type { OciSpec } from './bundle-config';
 
@@ -12,11 +14,6 @@ export type { BackendStateMap, BackendStates } from './backend-states';
 
 /** How a container's cgroup is fenced: `v2` cgroup programs, `v1` tracepoints, `auto` per container. */
 export type CgroupMode = 'auto' | 'v2' | 'v1';
-
-/** The one spelling of a container's key, `namespace/id`, used wherever containers are keyed. */
-export function containerKey(namespace: string, id: string): string {
-  return `${namespace}/${id}`;
-}
 
 export type ControlName = 'exec' | 'network' | 'seccomp';
 

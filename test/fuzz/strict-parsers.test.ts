@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildStrictC } from '../helpers/kernel';
 
 const repo = path.resolve(__dirname, '..', '..');
 let tmp = '';
@@ -14,22 +15,18 @@ beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cgfence-strict-'));
   probe = path.join(tmp, 'parse-probe');
   const r = (f: string) => path.join(repo, 'native/cgfence-runc', f);
-  execFileSync('gcc', [
-    '-O2',
-    '-Wall',
-    '-Wextra',
-    '-Werror',
-    '-std=gnu11',
-    path.join(repo, 'test/fuzz/parse-probe.c'),
-    r('bundle-config.c'),
-    r('node-hint.c'),
-    r('reply.c'),
-    r('strict-json.c'),
-    path.join(repo, 'native/fd-holder/runc-state.c'),
-    '-ljson-c',
-    '-o',
+  buildStrictC(
     probe,
-  ]);
+    [
+      path.join(repo, 'test/fuzz/parse-probe.c'),
+      r('bundle-config.c'),
+      r('node-hint.c'),
+      r('reply.c'),
+      r('strict-json.c'),
+      path.join(repo, 'native/fd-holder/runc-state.c'),
+    ],
+    ['-ljson-c'],
+  );
 });
 
 afterAll(() => {

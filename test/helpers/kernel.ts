@@ -18,6 +18,15 @@ export function buildFixture(name: string, dir: string): string {
   return out;
 }
 
+/**
+ * Compiles C sources into out as the build compiles the launcher: -Werror, so a probe that
+ * warns fails the test instead of testing something else; libs last (e.g. -ljson-c).
+ */
+export function buildStrictC(out: string, sources: string[], libs: string[] = []): string {
+  execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-std=gnu11', ...sources, ...libs, '-o', out]);
+  return out;
+}
+
 /** Compiles a test/fixtures/*.c program dynamically linked (the host's loader and libc). */
 export function buildDynamicFixture(name: string, dir: string): string {
   const out = path.join(dir, name);
@@ -55,6 +64,21 @@ export function bpfCounts(): BpfCounts {
     return (JSON.parse(out || '[]') as unknown[]).length;
   };
   return { progs: count('prog'), maps: count('map'), links: count('link') };
+}
+
+/** Pids of the processes whose command line (argv) pred accepts; those that exit meanwhile are left out. */
+export function pidsByArgv(pred: (argv: string[]) => boolean): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        return pred(fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0'));
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
 }
 
 export function openFdCount(): number {

@@ -12,8 +12,9 @@ export function sandboxDir(tag: string): string {
   return `/run/cgft-${tag}-${crypto.randomBytes(3).toString('hex')}`;
 }
 
-export function ctr(p: SandboxPaths, args: string[], timeoutMs = 60_000): SpawnSyncReturns<string> {
-  return spawnSync('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, ...args], { encoding: 'utf8', timeout: timeoutMs });
+/** ctr against the sandbox's containerd, in its namespace unless told another. */
+export function ctr(p: SandboxPaths, args: string[], timeoutMs = 60_000, namespace = SANDBOX_NAMESPACE): SpawnSyncReturns<string> {
+  return spawnSync('ctr', ['-a', p.containerdSocket, '-n', namespace, ...args], { encoding: 'utf8', timeout: timeoutMs });
 }
 
 export function cid(tag: string): string {
@@ -30,6 +31,21 @@ export function runFenced(
 ): SpawnSyncReturns<string> {
   const ann = Object.entries(annotations).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
   return ctr(p, ['run', '--rm', '--runc-binary', p.runc, ...ann, ...extra, IMAGE, id, ...argv]);
+}
+
+/**
+ * `ctr run -d` through cgfence-runc with the given annotations (extra: more ctr run options,
+ * e.g. --mount or --label); removeContainer takes it away.
+ */
+export function startFenced(
+  p: SandboxPaths,
+  id: string,
+  annotations: Record<string, string>,
+  argv: string[],
+  opts: { extra?: string[]; timeoutMs?: number; namespace?: string } = {},
+): SpawnSyncReturns<string> {
+  const ann = Object.entries(annotations).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
+  return ctr(p, ['run', '-d', '--runc-binary', p.runc, ...ann, ...(opts.extra ?? []), IMAGE, id, ...argv], opts.timeoutMs, opts.namespace);
 }
 
 export function cli(p: SandboxPaths, args: string[]): SpawnSyncReturns<string> {
@@ -83,15 +99,16 @@ export function runFencedBounded(
 }
 
 /** Kills a container started with `ctr run -d` and removes its task and container, whatever state it is in. */
-export async function removeContainer(p: SandboxPaths, id: string): Promise<void> {
-  ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
+export async function removeContainer(p: SandboxPaths, id: string, namespace = SANDBOX_NAMESPACE): Promise<void> {
+  const run = (args: string[]) => ctr(p, args, undefined, namespace);
+  run(['task', 'kill', '-s', 'SIGKILL', id]);
   await waitFor(
     'task to stop',
-    () => ctr(p, ['task', 'delete', id]).status === 0 || !ctr(p, ['task', 'ls']).stdout.includes(`${id} `),
+    () => run(['task', 'delete', id]).status === 0 || !run(['task', 'ls']).stdout.includes(`${id} `),
     20_000,
   ).catch(() => {});
-  ctr(p, ['task', 'delete', '--force', id]);
-  ctr(p, ['containers', 'delete', id]);
+  run(['task', 'delete', '--force', id]);
+  run(['containers', 'delete', id]);
 }
 
 /** Kills what `ctr run -d` started and removes tasks and containers, in one pass for all of them (afterAll). */

@@ -145,7 +145,7 @@ class Sources {
     }
     for (const r of await learnedRecords(this.log, {})) {
       const l = r.learned as Learned;
-      const key = `${r.namespace}/${r.container_id}`;
+      const key = containerKey(String(r.namespace), String(r.container_id));
       // The last record of a container wins; one learning now is newer than any record.
       if (inPod(l) && !out.get(key)?.running) out.set(key, l);
     }

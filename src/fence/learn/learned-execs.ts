@@ -17,6 +17,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { FileIdentity, formatDev } from '../../kernel/abi';
+import type { LearnedExecRecord } from '../../kernel/learn-abi';
 import { ContainerRoot, FoundFile } from './container-root';
 import { ExecOrigin, LearnedExec } from './learned-policy';
 
@@ -29,17 +30,11 @@ export interface ExecSighting {
 }
 
 /**
- * A file identity the kernel recorded: how often it ran, the name it was opened by, and its
- * path in its own filesystem at the exec (null when the record could not hold it whole).
+ * A file identity the kernel recorded (learn_exec): how often it ran, the name it was opened
+ * by, and its path in its own filesystem at the exec. The record as the kernel layer reads
+ * it, without the fence id that picked the container out.
  */
-export interface KernelExec {
-  dev: bigint;
-  ino: bigint;
-  count: bigint;
-  interp: string;
-  kernelPath: string | null;
-  firstNs: bigint;
-}
+export type KernelExec = Omit<LearnedExecRecord, 'fenceId'>;
 
 interface Entry {
   identity: FileIdentity;

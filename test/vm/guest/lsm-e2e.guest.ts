@@ -6,36 +6,23 @@
 // gets its denials answered EPERM and recorded by the seccomp control's own notify loop and
 // fd-holder (the exec control has none), while its execs are still the LSM's to refuse, and
 // no notify fd outlives it.
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readRecords } from '../../../src/audit/audit-read';
 import { cgroupV2Root } from '../../../src/kernel/cgroup';
 import { notifyPaths } from '../../../src/fence/exec/exec-notify';
 import { containerdPaths } from '../../../src/sandbox/containerd-process';
 import { SANDBOX_NAMESPACE, SandboxPaths, sandboxDown, sandboxUp } from '../../../src/sandbox/sandbox';
-import { cid, cli, ctr, IMAGE, removeContainer, runFenced, sandboxDir, waitFor } from '../../helpers/sandbox';
+import { Rec, waitRecords } from '../../helpers/container-records';
+import { daemonPid as daemonPidOf, holderPids as holderPidsOf } from '../../helpers/daemon-restart';
+import { cid, cli, ctr, removeContainer, runFenced, sandboxDir, startFenced, waitFor } from '../../helpers/sandbox';
 
 const dir = sandboxDir('vm-lsm');
 let p: SandboxPaths;
 const v2 = cgroupV2Root() !== null;
 
-/** Pids of the sandbox's fd-holder (its command line names its control socket). */
-function holderPids(): number[] {
-  const sock = notifyPaths(p.stateDir).holder;
-  return fs
-    .readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .filter((d) => {
-      try {
-        return fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0').includes(sock);
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
+const holderPids = () => holderPidsOf(p);
+const daemonPid = () => daemonPidOf(p);
 
 /** How many seccomp notify fds a process holds (each container process's filter has its own). */
 function notifyFds(pid: number): number {
@@ -46,10 +33,6 @@ function notifyFds(pid: number): number {
       return false;
     }
   }).length;
-}
-
-function daemonPid(): number {
-  return Number(fs.readFileSync(p.daemonPid, 'utf8'));
 }
 
 beforeAll(async () => {
@@ -85,48 +68,25 @@ describe(`a fenced container with the BPF-LSM exec backend (cgroup ${v2 ? 'v2' :
     expect(r.stdout).toContain('rc=126');
     expect(r.stdout).toContain('applets-ok');
     expect(r.stderr).toMatch(/tool-a: Permission denied/);
-    let recs: Awaited<ReturnType<typeof readRecords>> = [];
-    const deny = await waitFor(
-      'the deny record',
-      () => {
-        void readRecords(p.auditLog, { container: id }).then((x) => (recs = x));
-        return recs.find((x) => x.type === 'exec' && x.action === 'deny');
-      },
-      60_000,
-    );
+    const isDeny = (x: Rec) => x.type === 'exec' && x.action === 'deny';
+    let recs = await waitRecords(p, id, isDeny, 'the deny record', 60_000);
+    const deny = recs.find(isDeny)!;
     expect(deny.path).toBe('/usr/local/bin/tool-a');
     expect(deny.via).toBe('bpf-lsm');
     expect(deny.errno).toBe('EACCES');
     const attach = recs.find((x) => x.type === 'lifecycle' && x.action === 'attach')!;
     expect((attach.controls as Record<string, string>).exec).toBe('enforced');
     expect((attach.backends as Record<string, string>).exec).toBe(`${v2 ? 'cgroup-v2' : 'pidns-tracepoint'}, lsm/bprm_check_security`);
-    const detach = await waitFor(
-      'the detach record',
-      () => {
-        void readRecords(p.auditLog, { container: id }).then((x) => (recs = x));
-        return recs.find((x) => x.type === 'lifecycle' && x.action === 'detach');
-      },
-      60_000,
-    );
+    const isDetach = (x: Rec) => x.type === 'lifecycle' && x.action === 'detach';
+    recs = await waitRecords(p, id, isDetach, 'the detach record', 60_000);
+    const detach = recs.find(isDetach)!;
     expect(detach.denied).toBe(1);
     expect(detach.denied_by_notify).toBeUndefined();
   });
 
-  it('puts no seccomp notify route in the container, and ps works (also without cgroup v2)', () => {
+  it('puts no seccomp notify route in the container, and ps works (also without cgroup v2)', async () => {
     const id = cid('lsm-ps');
-    const r = ctr(p, [
-      'run',
-      '--detach',
-      '--runc-binary',
-      p.runc,
-      '--annotation',
-      'cgfence.io/exec-allow=/bin/sh',
-      IMAGE,
-      id,
-      '/bin/sh',
-      '-c',
-      'sleep 60',
-    ]);
+    const r = startFenced(p, id, { 'cgfence.io/exec-allow': '/bin/sh' }, ['/bin/sh', '-c', 'sleep 60']);
     expect(r.status, r.stderr).toBe(0);
     try {
       const ps = cli(p, ['ps']);
@@ -145,9 +105,7 @@ describe(`a fenced container with the BPF-LSM exec backend (cgroup ${v2 ? 'v2' :
       expect(JSON.stringify(config)).toContain('cgfence.io/exec-allow');
       expect(config.linux?.seccomp?.listenerPath).toBeUndefined();
     } finally {
-      ctr(p, ['task', 'kill', '-s', 'KILL', id]);
-      for (let i = 0; i < 50 && ctr(p, ['task', 'delete', id]).status !== 0; i++) spawnSync('sleep', ['0.2']);
-      ctr(p, ['container', 'rm', id]);
+      await removeContainer(p, id);
     }
   });
 });
@@ -158,18 +116,7 @@ describe(`seccomp-deny with the BPF-LSM exec backend (cgroup ${v2 ? 'v2' : 'v1 o
     const ann = { 'cgfence.io/seccomp-deny': 'mkdir,mkdirat', 'cgfence.io/exec-allow': '/bin/sh,/bin/busybox' };
     // The init denies itself one mkdir before it waits; `task exec` then does another (a
     // process with its own notify fd) and a forbidden exec.
-    const start = ctr(p, [
-      'run',
-      '--detach',
-      '--runc-binary',
-      p.runc,
-      ...Object.entries(ann).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]),
-      IMAGE,
-      id,
-      '/bin/sh',
-      '-c',
-      'mkdir /tmp/init-d 2>/tmp/init-err; echo $? > /tmp/init-rc; sleep 600',
-    ]);
+    const start = startFenced(p, id, ann, ['/bin/sh', '-c', 'mkdir /tmp/init-d 2>/tmp/init-err; echo $? > /tmp/init-rc; sleep 600']);
     expect(start.status, start.stderr).toBe(0);
     try {
       const status = JSON.parse(cli(p, ['status', '--json']).stdout) as {
@@ -224,15 +171,7 @@ describe(`seccomp-deny with the BPF-LSM exec backend (cgroup ${v2 ? 'v2' : 'v1 o
       await removeContainer(p, id);
     }
 
-    let recs: Awaited<ReturnType<typeof readRecords>> = [];
-    await waitFor(
-      'the detach record',
-      () => {
-        void readRecords(p.auditLog, { container: id }).then((x) => (recs = x));
-        return recs.find((x) => x.type === 'lifecycle' && x.action === 'detach');
-      },
-      60_000,
-    );
+    const recs = await waitRecords(p, id, (x) => x.type === 'lifecycle' && x.action === 'detach', 'the detach record', 60_000);
     const attach = recs.find((x) => x.type === 'lifecycle' && x.action === 'attach')!;
     expect((attach.backends as Record<string, string>).exec).toContain('lsm/');
     expect((attach.backends as Record<string, string>).seccomp).toBe('oci-seccomp, seccomp notify, recorded');
@@ -278,15 +217,7 @@ describe(`seccomp-deny with the BPF-LSM exec backend (cgroup ${v2 ? 'v2' : 'v1 o
     ]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('rc=0');
-    let recs: Awaited<ReturnType<typeof readRecords>> = [];
-    await waitFor(
-      'the detach record',
-      () => {
-        void readRecords(p.auditLog, { container: id }).then((x) => (recs = x));
-        return recs.find((x) => x.type === 'lifecycle' && x.action === 'detach');
-      },
-      60_000,
-    );
+    const recs = await waitRecords(p, id, (x) => x.type === 'lifecycle' && x.action === 'detach', 'the detach record', 60_000);
     const attach = recs.find((x) => x.type === 'lifecycle' && x.action === 'attach')!;
     const sc = recs.filter((x) => x.type === 'seccomp');
     if (v2) {
