@@ -9,6 +9,7 @@ import { BenchResult } from './types';
 const BENCHES: Record<string, string> = {
   'exec-loop': './exec-loop',
   'start-latency': './start-latency',
+  'runc-listener': './runc-listener',
   'net-fence': './net-fence',
   'seccomp-exec': './seccomp-exec',
   'seccomp-deny': './seccomp-deny',
