@@ -50,7 +50,12 @@ export async function run(): Promise<BenchResult[]> {
         ...spec,
         linux: {
           ...spec.linux,
-          seccomp: { defaultAction: 'SCMP_ACT_ALLOW', listenerPath: sock, listenerMetadata: 'bench/runc-listener', syscalls: [rule('SCMP_ACT_NOTIFY')] },
+          seccomp: {
+            defaultAction: 'SCMP_ACT_ALLOW',
+            listenerPath: sock,
+            listenerMetadata: 'bench/runc-listener',
+            syscalls: [rule('SCMP_ACT_NOTIFY')],
+          },
         },
       },
     };
@@ -60,11 +65,29 @@ export async function run(): Promise<BenchResult[]> {
       const id = `cgfence-bench-rl-${process.pid}-${n++}`;
       const t0 = process.hrtime.bigint();
       // No pipes: the container's init inherits runc's stdio and would hold them open.
-      const r = spawnSync('runc', ['--root', root, '--log', path.join(scratch.dir, 'runc.log'), 'create', '--bundle', bundle, '--pid-file', path.join(scratch.dir, 'pid'), id], {
-        stdio: 'ignore',
-      });
+      const r = spawnSync(
+        'runc',
+        [
+          '--root',
+          root,
+          '--log',
+          path.join(scratch.dir, 'runc.log'),
+          'create',
+          '--bundle',
+          bundle,
+          '--pid-file',
+          path.join(scratch.dir, 'pid'),
+          id,
+        ],
+        {
+          stdio: 'ignore',
+        },
+      );
       const us = Number(process.hrtime.bigint() - t0) / 1000;
-      if (r.status !== 0) throw new Error(`runc create (${v}) failed (exit ${r.status}); runc's log: ${fs.readFileSync(path.join(scratch.dir, 'runc.log'), 'utf8').slice(-500)}`);
+      if (r.status !== 0)
+        throw new Error(
+          `runc create (${v}) failed (exit ${r.status}); runc's log: ${fs.readFileSync(path.join(scratch.dir, 'runc.log'), 'utf8').slice(-500)}`,
+        );
       created.push(id);
       spawnSync('runc', ['--root', root, 'delete', '--force', id], { stdio: 'ignore' });
       created.pop();

@@ -8,6 +8,11 @@
 //   mode=off        exec-allow with mode=off: both round trips, no kernel fence, no notify;
 //   kill            the same policy on a daemon with --exec-deny kill (its own sandbox):
 //                   the kernel fence, no notify route, no listener hand-off;
+//   default seccomp plain runc and the headline arm again, both with containerd's default
+//                   seccomp profile (`ctr run --seccomp`, what Kubernetes' RuntimeDefault
+//                   gives): runc pays for a seccomp filter in both, as on most nodes, and the
+//                   notify route only adds its two rules and the listener (bench/runc-listener.ts
+//                   times a filter at all against none, ~2 ms of runc's own here);
 // so errno − kill is what the seccomp notify route costs a start. Each row's note also gives
 // the daemon's CPU time per start of that arm (utime+stime of the daemon across its starts:
 // the daemon's work competes with runc and the shim for this machine's 2 CPUs), and a last
@@ -21,7 +26,8 @@ import { TEST_IMAGE_NAME } from '../src/image/oci-image';
 import { SANDBOX_NAMESPACE, SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { BenchResult, median, result } from './types';
 
-const RUNS = Number(process.env.CGFENCE_BENCH_STARTS ?? 21);
+// 101: with 31 rounds one arm's median moved by ~2 ms from run to run on this 2-core VM.
+const RUNS = Number(process.env.CGFENCE_BENCH_STARTS ?? 101);
 const POLICY = ['--annotation', 'cgfence.io/exec-allow=/bin/sh'];
 const PASS_THROUGH_CALLS = Number(process.env.CGFENCE_BENCH_PASSTHROUGH ?? 200);
 
@@ -85,20 +91,22 @@ export async function run(): Promise<BenchResult[]> {
       { name: 'norules', start: start('norules', p, ['--runc-binary', p.runc, '--annotation', 'cgfence.io/mode=enforce']) },
       { name: 'off', start: start('off', p, ['--runc-binary', p.runc, ...POLICY, '--annotation', 'cgfence.io/mode=off']) },
       { name: 'kill', start: start('kill', k, ['--runc-binary', k.runc, ...POLICY]) },
+      { name: 'plain-seccomp', start: start('plain-seccomp', p, ['--seccomp']) },
+      { name: 'errno-seccomp', start: start('errno-seccomp', p, ['--seccomp', '--runc-binary', p.runc, ...POLICY]) },
     ];
     for (const a of arms) a.start(); // warm-up: image layers, page cache, the daemons' first attach
     cpu.clear();
     const t = rounds(RUNS, arms);
     const cpuNote = (arm: string) =>
       `; daemon CPU ${(cpu.get(arm)! / RUNS).toFixed(1)} ms per start (plain runc ${(cpu.get('plain')! / RUNS).toFixed(1)})`;
-    const pair = (f: string) => ({ b: t.get('plain')!, f: t.get(f)! });
+    const pair = (f: string, base = 'plain') => ({ b: t.get(base)!, f: t.get(f)! });
     const e = await attachMedians(p);
     const kd = await attachMedians(k);
     // Also the median of per-round differences: an arm and plain runc ran in the same round,
     // seconds apart, so the load's drift cancels better than in a difference of medians.
     const paired = (f: string, base = 'plain') => median(t.get(f)!.map((x, i) => x - t.get(base)![i])) / 1000;
-    const delta = (f: string) =>
-      `+${((median(t.get(f)!) - median(t.get('plain')!)) / 1000).toFixed(1)} ms (paired per round: ${paired(f).toFixed(1)} ms)`;
+    const delta = (f: string, base = 'plain') =>
+      `+${((median(t.get(f)!) - median(t.get(base)!)) / 1000).toFixed(1)} ms (paired per round: ${paired(f, base).toFixed(1)} ms)`;
     const name = 'container start: ctr run --rm /bin/true';
 
     // One pass-through call, runc's own against through the launcher, interleaved.
@@ -151,6 +159,13 @@ export async function run(): Promise<BenchResult[]> {
         'cgfence-runc + exec-allow, --exec-deny kill',
         pair('kill'),
         `no notify route; ${delta('kill')}, of which prepare ${kd.prepare.toFixed(2)} ms and attach ${kd.attach.toFixed(2)} ms; errno − kill = ${((median(t.get('errno')!) - median(t.get('kill')!)) / 1000).toFixed(1)} ms (paired ${paired('errno', 'kill').toFixed(1)} ms)${cpuNote('kill')}`,
+      ),
+      result(
+        `${name} --seccomp`,
+        'plain runc, default seccomp profile',
+        'cgfence-runc + exec-allow policy, default seccomp profile',
+        pair('errno-seccomp', 'plain-seccomp'),
+        `both with containerd's default profile (ctr run --seccomp; Kubernetes' RuntimeDefault): ${delta('errno-seccomp', 'plain-seccomp')}${cpuNote('errno-seccomp')}`,
       ),
       result(
         'runc pass-through call (runc state)',
