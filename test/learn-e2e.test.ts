@@ -21,13 +21,17 @@ let p: SandboxPaths;
 // rt_sigsuspend only when the job is still running, a path a learn run may never take; an
 // enforce run that takes it spins on EPERM). The loops bound retries, not time: 20,000, since
 // on a loaded machine (CI runs the e2e files in parallel) 2,000 tries of the connect loop ran
-// out in about a second, before the listener in the background had started.
+// out in about a second, before the listener in the background had started. The listener's
+// stdin is a FIFO nobody writes to (opened read-write, so it never ends): busybox nc shuts its
+// side of a connection down when its stdin ends, and a listener with /dev/null as stdin did
+// so at once, so under load a client whose `echo hello` had not reached it yet saw the
+// listener's FIN first and left without sending (exit 0, /tmp/got empty, step-net missing).
 const WORKLOAD = [
   'ls / >/dev/null && echo step-ls',
   'echo data > /tmp/f && cat /tmp/f >/dev/null && echo step-file',
   '(exec -a echo /usr/local/bin/tool-a step-tool-a)',
   'echo early | nc 127.0.0.1 7001 2>/dev/null || echo step-refused',
-  'nc -l -p 7001 > /tmp/got &',
+  'mkfifo /tmp/idle && nc -l -p 7001 <>/tmp/idle > /tmp/got &',
   'i=0; until echo hello | nc 127.0.0.1 7001 2>/dev/null; do i=$((i+1)); [ $i -gt 20000 ] && break; done',
   'i=0; until grep -q hello /tmp/got; do i=$((i+1)); [ $i -gt 20000 ] && break; done',
   'grep -q hello /tmp/got && echo step-net',
