@@ -9,7 +9,16 @@ import { defineConfig } from 'vitest/config';
 //   vm      the same checks on stock distro kernels booted in QEMU (scripts/vm-run.sh):
 //           test/vm.test.ts boots them and runs test/vm/guest/* inside
 const UNIT = ['annotations-property', 'cli', 'fence-registry', 'learned-policy', 'net-rules', 'seccomp-profile'];
-const KERNEL = ['audit-log', 'cgfence-runc', 'cgfence-runc-differential', 'exec-fence', 'fd-holder', 'learn-kernel', 'net-fence'];
+const KERNEL = [
+  'audit-log',
+  'cgfence-runc',
+  'cgfence-runc-differential',
+  'launcher-build',
+  'exec-fence',
+  'fd-holder',
+  'learn-kernel',
+  'net-fence',
+];
 const files = (names: string[]) => names.map((n) => `test/${n}.test.ts`);
 
 const common = { testTimeout: 120000, hookTimeout: 120000, fileParallelism: false };
