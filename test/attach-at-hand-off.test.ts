@@ -1,12 +1,14 @@
 // The attach begins when runc hands the container's seccomp listener over (--exec-deny
 // errno, the default): the init exists then and waits before its entrypoint, so the daemon
-// fences it while runc create finishes and answers cgfence-runc's attach with the outcome.
+// fences it while runc create finishes and sends cgfence-runc the outcome unasked (a launcher
+// that did not offer to take it asks for its attach, and is answered with it).
 // Here the real runc runs behind a wrapper that holds `create` open after runc returns, so the
 // test can look while cgfence-runc has not yet asked for its attach; and a wrapper that writes
 // another pid into the pid file, which must be refused (the fence made for the first undone).
 // Real containerd, runc and kernel.
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../src/audit/audit-read';
@@ -22,7 +24,7 @@ const ALLOW = ['--annotation', 'cgfence.io/exec-allow=/bin/sh'];
  * A runtime for `ctr run --runc-binary`: cgfence-runc, whose "real runc" is a wrapper that runs
  * runc and then, for `create` only, does `then` (shell) before it returns.
  */
-function launcherWith(name: string, then: string): string {
+function launcherWith(name: string, then: string, socket?: string): string {
   const realRunc = spawnSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).stdout.trim();
   const wrapper = path.join(tmp, `${name}-runc`);
   fs.writeFileSync(
@@ -42,8 +44,67 @@ exit 0
     { mode: 0o755 },
   );
   const launcher = path.join(tmp, `${name}-launcher`);
-  fs.writeFileSync(launcher, `#!/bin/sh\nCGFENCE_REAL_RUNC=${wrapper} exec ${p.runc} "$@"\n`, { mode: 0o755 });
+  const env = socket ? `CGFENCE_SOCKET=${socket} ` : '';
+  fs.writeFileSync(launcher, `#!/bin/sh\n${env}CGFENCE_REAL_RUNC=${wrapper} exec ${p.runc} "$@"\n`, { mode: 0o755 });
   return launcher;
+}
+
+/** ctr, without blocking this event loop (the proxy below lives in it). */
+function ctrAsync(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const c = spawn('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d) => (stdout += d));
+    c.stderr.on('data', (d) => (stderr += d));
+    c.on('error', reject);
+    c.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+interface Proxy {
+  socket: string;
+  /** Every line each way, in order, per connection. */
+  lines: Array<{ to: 'daemon' | 'launcher'; json: Record<string, unknown> }>;
+  close(): Promise<void>;
+}
+
+/** A socket between cgfence-runc and the daemon that records the lines; `edit` may rewrite the launcher's. */
+async function proxy(name: string, edit: (line: string) => string = (l) => l): Promise<Proxy> {
+  const socket = path.join(tmp, `${name}.sock`);
+  const lines: Proxy['lines'] = [];
+  const conns = new Set<net.Socket>();
+  const relay = (from: net.Socket, to: net.Socket, dir: 'daemon' | 'launcher', rewrite: (l: string) => string) => {
+    let buf = '';
+    from.on('data', (d) => {
+      buf += d;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = rewrite(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+        lines.push({ to: dir, json: JSON.parse(line) as Record<string, unknown> });
+        to.write(line + '\n');
+      }
+    });
+    from.on('end', () => to.end());
+    from.on('error', () => to.destroy());
+  };
+  const server = net.createServer((launcher) => {
+    const daemon = net.connect(p.socket);
+    conns.add(launcher).add(daemon);
+    relay(launcher, daemon, 'daemon', edit);
+    relay(daemon, launcher, 'launcher', (l) => l);
+  });
+  await new Promise<void>((resolve) => server.listen(socket, resolve));
+  return {
+    socket,
+    lines,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const c of conns) c.destroy();
+        server.close(() => resolve());
+      }),
+  };
 }
 
 function psRow(id: string): { id: string; pid: number; controls: Record<string, string> } | undefined {
@@ -139,6 +200,51 @@ describe('attach at the seccomp listener hand-off', () => {
       expect(actions.indexOf('attach')).toBeLessThan(actions.indexOf('detach'));
       expect(String(recs.find((x) => x.action === 'refuse')?.reason)).toContain('pid file');
     } finally {
+      await removeContainer(p, id);
+    }
+  });
+
+  it('cgfence-runc asks for no attach: the outcome comes unasked, for the init runc started', async () => {
+    const id = cid('push');
+    const px = await proxy('push');
+    try {
+      const launcher = launcherWith('push', ':', px.socket);
+      const r = await ctrAsync(['run', '-d', '--runc-binary', launcher, ...ALLOW, IMAGE, id, '/bin/sh', '-c', 'sleep 60']);
+      expect(r.status, r.stderr).toBe(0);
+      const sent = px.lines.filter((l) => l.to === 'daemon').map((l) => l.json);
+      expect(sent.map((q) => q.op)).toEqual(['prepare']);
+      expect(sent[0].push).toBe(true);
+      const got = px.lines.filter((l) => l.to === 'launcher').map((l) => l.json);
+      expect(got[0]).toMatchObject({ ok: true, fence: true, push: true });
+      const pid = containerPids(p, id)[0];
+      expect(got[1]).toMatchObject({ ok: true, fence: true, pushed: 'attach', pid });
+      expect(psRow(id)?.pid).toBe(pid);
+      // The fence holds.
+      const ex = ctr(p, ['task', 'exec', '--exec-id', 'x1', id, '/bin/sh', '-c', '/usr/local/bin/tool-a; echo rc=$?']);
+      expect(ex.stdout).toContain('rc=126');
+    } finally {
+      await px.close();
+      await removeContainer(p, id);
+    }
+  });
+
+  it('a launcher that does not offer to take the outcome (an older one) asks for its attach and is answered', async () => {
+    const id = cid('nopush');
+    const px = await proxy('nopush', (l) => l.replace(',"push":true', ''));
+    try {
+      const launcher = launcherWith('nopush', ':', px.socket);
+      const r = await ctrAsync(['run', '-d', '--runc-binary', launcher, ...ALLOW, IMAGE, id, '/bin/sh', '-c', 'sleep 60']);
+      expect(r.status, r.stderr).toBe(0);
+      const sent = px.lines.filter((l) => l.to === 'daemon').map((l) => l.json);
+      expect(sent.map((q) => q.op)).toEqual(['prepare', 'attach']);
+      expect(sent[0].push).toBeUndefined();
+      const got = px.lines.filter((l) => l.to === 'launcher').map((l) => l.json);
+      expect(got).toHaveLength(2);
+      expect(got[0].push).toBeUndefined();
+      expect(got.some((g) => g.pushed !== undefined)).toBe(false);
+      expect(psRow(id)?.pid).toBe(containerPids(p, id)[0]);
+    } finally {
+      await px.close();
       await removeContainer(p, id);
     }
   });

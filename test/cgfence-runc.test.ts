@@ -21,14 +21,16 @@ let server: net.Server | null = null;
 let requests: Record<string, unknown>[] = [];
 let connections = 0;
 
-/** What the fake daemon answers: a reply line (without "\n"), or null to hang up without one. */
-let answer: (req: Record<string, unknown>) => string | null = () => '{"ok":true}';
+/** What the fake daemon answers: a reply line (without "\n"), null to hang up without one, undefined to say nothing. */
+let answer: (req: Record<string, unknown>) => string | null | undefined = () => '{"ok":true}';
 /**
  * After its next reply the fake daemon closes that connection (a daemon that died, or one
  * that serves a single request per connection); otherwise, as the real one, it answers
  * every request line of a connection in order.
  */
 let hangUpAfterReply = false;
+/** A line the fake daemon sends unasked this long after its reply to prepare (the attach pushed at the hand-off). */
+let pushAfterPrepare: { line: string; ms: number } | null = null;
 
 const FAKE_RUNC = `#!/bin/sh
 # Records each invocation: arguments separated by \\037, invocations by \\036.
@@ -113,6 +115,7 @@ function startDaemon(): Promise<void> {
           buf = buf.slice(nl + 1);
           requests.push(req);
           const reply = answer(req);
+          if (reply === undefined) continue;
           if (reply === null || hangUpAfterReply) {
             closing = true;
             if (reply === null) c.destroy();
@@ -120,6 +123,8 @@ function startDaemon(): Promise<void> {
             return;
           }
           c.write(reply + '\n');
+          const push = pushAfterPrepare;
+          if (req.op === 'prepare' && push) setTimeout(() => !c.destroyed && c.write(push.line + '\n'), push.ms);
         }
       });
     });
@@ -187,6 +192,7 @@ beforeEach(async () => {
   connections = 0;
   answer = () => '{"ok":true}';
   hangUpAfterReply = false;
+  pushAfterPrepare = null;
   fs.rmSync(record, { force: true });
   fs.rmSync(path.join(tmp, 'log.json'), { force: true });
   fs.rmSync(path.join(tmp, 'spool'), { recursive: true, force: true });
@@ -261,13 +267,99 @@ describe('create', () => {
     expect(r.code).toBe(0);
     expect(runcCalls()).toEqual([args]);
     const common = { id: 'c1', bundle: path.join(tmp, 'bundle'), runcRoot: path.join(tmp, 'runc-root') };
+    // push: this launcher takes the attach's outcome unasked when the daemon offers it (this one does not).
     expect(requests).toEqual([
-      { op: 'prepare', ...common },
+      { op: 'prepare', ...common, push: true },
       { op: 'attach', ...common, pid: 31337 },
     ]);
     // One connection for both: the daemon answers a connection's requests in order.
     expect(connections).toBe(1);
     expect(fs.existsSync(path.join(tmp, 'log.json'))).toBe(false);
+  });
+
+  describe('the attach outcome pushed at the seccomp listener hand-off', () => {
+    const offered = (req: Record<string, unknown>) => (req.op === 'prepare' ? '{"ok":true,"fence":true,"push":true}' : '{"ok":true}');
+    const pushed = (o: Record<string, unknown>) => JSON.stringify({ ok: true, fence: true, pushed: 'attach', ...o });
+
+    it('taken without asking when it names the pid runc wrote', async () => {
+      answer = offered;
+      pushAfterPrepare = { line: pushed({ pid: 31337 }), ms: 0 };
+      const r = await run(goRuncCreate(), { FAKE_RUNC_PID: '31337' });
+      expect(r.stderr).toBe('fake runc stderr\n');
+      expect(r.code).toBe(0);
+      expect(requests.map((q) => q.op)).toEqual(['prepare']);
+      expect(runcCalls()).toHaveLength(1);
+    });
+
+    it('in the same read as the reply to prepare', async () => {
+      answer = (req) => (req.op === 'prepare' ? `{"ok":true,"push":true}\n${pushed({ pid: 4242 })}` : '{"ok":true}');
+      const r = await run(goRuncCreate());
+      expect(r.code).toBe(0);
+      expect(requests.map((q) => q.op)).toEqual(['prepare']);
+    });
+
+    it('a pushed refusal: the container is deleted, exit 1, the reason reported', async () => {
+      answer = offered;
+      pushAfterPrepare = { line: JSON.stringify({ ok: false, error: 'no cgroup for pid 4242', pushed: 'attach' }), ms: 0 };
+      const args = goRuncCreate();
+      const r = await run(args);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe('fake runc stderr\ncgfence: no cgroup for pid 4242\n');
+      expect(runcCalls()).toEqual([args, [...args.slice(0, args.indexOf('create')), 'delete', '--force', 'c1']]);
+      expect(requests.map((q) => q.op)).toEqual(['prepare']);
+    });
+
+    it('an outcome for another pid than the pid file names: the launcher asks with its own, and the answer decides', async () => {
+      answer = (req) =>
+        req.op === 'prepare' ? '{"ok":true,"push":true}' : JSON.stringify({ ok: false, error: `pid ${String(req.pid)} is not 999` });
+      pushAfterPrepare = { line: pushed({ pid: 999 }), ms: 0 };
+      const r = await run(goRuncCreate());
+      expect(r.code).toBe(1);
+      expect(requests.map((q) => [q.op, q.pid])).toEqual([
+        ['prepare', undefined],
+        ['attach', 4242],
+      ]);
+      expect(r.stderr).toContain('cgfence: pid 4242 is not 999');
+      expect(runcCalls()).toHaveLength(2); // create, delete
+    });
+
+    it('no outcome within 2 s: asks for the attach; an outcome that comes after the request is taken too', async () => {
+      answer = (req) => (req.op === 'prepare' ? '{"ok":true,"push":true}' : '{"ok":true,"answered":true}');
+      const t0 = Date.now();
+      let r = await run(goRuncCreate());
+      expect(r.code).toBe(0);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(1900);
+      expect(requests.map((q) => [q.op, q.pid])).toEqual([
+        ['prepare', undefined],
+        ['attach', 4242],
+      ]);
+
+      requests = [];
+      // The attach request is never answered; the outcome pushed after it decides.
+      pushAfterPrepare = { line: pushed({ pid: 4242 }), ms: 2500 };
+      answer = (req) => (req.op === 'prepare' ? '{"ok":true,"push":true}' : undefined);
+      r = await run(goRuncCreate());
+      expect(r.code, r.stderr).toBe(0);
+      expect(requests.map((q) => q.op)).toEqual(['prepare', 'attach']);
+    });
+
+    it('a line that is neither the outcome nor a reply to anything: deleted, exit 1', async () => {
+      answer = offered;
+      pushAfterPrepare = { line: '{"ok":true,"fence":true}', ms: 0 };
+      const r = await run(goRuncCreate());
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain('a reply to no request came instead of the attach');
+      expect(runcCalls()).toHaveLength(2);
+    });
+
+    it('a daemon that went away before pushing: the attach goes to a new connection', async () => {
+      answer = offered;
+      hangUpAfterReply = true;
+      const r = await run(goRuncCreate());
+      expect(r.code, r.stderr).toBe(0);
+      expect(requests.map((q) => q.op)).toEqual(['prepare', 'attach']);
+      expect(connections).toBe(2);
+    });
   });
 
   it('a daemon that closes the connection after prepare (restarted, or one request per connection) gets the attach on a new one', async () => {
@@ -317,7 +409,7 @@ describe('create', () => {
     const b = path.join(tmp, 'bundle');
     let r = await run(['create', '--bundle', 'bundle', '--pid-file', 'bundle/init.pid', 'c2']);
     expect(r.code).toBe(0);
-    expect(requests[0]).toEqual({ op: 'prepare', id: 'c2', bundle: b, runcRoot: '' });
+    expect(requests[0]).toEqual({ op: 'prepare', id: 'c2', bundle: b, runcRoot: '', push: true });
 
     requests = [];
     r = await run(['create', '--pid-file=init.pid', 'c3'], {}, b);

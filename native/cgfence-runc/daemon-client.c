@@ -3,6 +3,7 @@
 #include "reply.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,10 +15,17 @@
 #define STR_(x) #x
 #define STR(x)	STR_(x)
 
-/* A reply longer than this is an error (drained, not kept); prepare and attach answer in a few hundred bytes. */
+/* A reply line longer than this is an error; prepare and attach answer in a few hundred bytes. */
 static char reply[65536];
 static char why[512];
 static char refusal[8192];
+/*
+ * Bytes read past a reply line: a pushed line may arrive in the same read as a reply. They
+ * belong to the connection `pending_fd`; any other fd starts empty.
+ */
+static size_t pending;
+static int pending_fd = -1;
+
 
 __attribute__((format(printf, 4, 5))) static enum dc_status fail(struct dc_result *r, enum dc_status st, int fd,
 								 const char *fmt, ...)
@@ -50,6 +58,8 @@ enum dc_status dc_connect(const char *socket_path, int *fdp, struct dc_result *r
 	*fdp = -1;
 	r->gone = 0;
 	r->no_fence = 0;
+	r->push_offered = 0;
+	r->pushed = 0;
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
 	if (plen >= sizeof(sa.sun_path))
@@ -60,6 +70,9 @@ enum dc_status dc_connect(const char *socket_path, int *fdp, struct dc_result *r
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return fail(r, DC_BROKEN, -1, "cannot create a socket: %s", strerror(errno));
+	/* A new connection on the number of one closed elsewhere: nothing of that one is kept. */
+	if (pending_fd == fd)
+		pending_fd = -1;
 
 	/* Set before connect: on AF_UNIX the send timeout also bounds a connect to a full backlog. */
 	struct timeval tv = { .tv_sec = DAEMON_TIMEOUT_SEC, .tv_usec = 0 };
@@ -87,9 +100,7 @@ static int conn_gone(int e)
 enum dc_status dc_request(int *fdp, const char *req, size_t len, struct dc_result *r)
 {
 	int fd = *fdp;
-	*fdp = -1;
 	r->gone = 0;
-	r->no_fence = 0;
 	while (len) {
 		/* MSG_NOSIGNAL: a daemon that vanishes must give an error, not kill us with SIGPIPE. */
 		ssize_t w = send(fd, req, len, MSG_NOSIGNAL);
@@ -97,6 +108,7 @@ enum dc_status dc_request(int *fdp, const char *req, size_t len, struct dc_resul
 			if (errno == EINTR)
 				continue;
 			int e = errno;
+			*fdp = -1;
 			fail(r, DC_BROKEN, fd, "sending the request failed: %s", err_text(e));
 			r->gone = conn_gone(e);
 			return DC_BROKEN;
@@ -104,15 +116,51 @@ enum dc_status dc_request(int *fdp, const char *req, size_t len, struct dc_resul
 		req += w;
 		len -= (size_t)w;
 	}
+	return dc_read(fdp, -1, r);
+}
 
-	size_t n = 0;
-	int have_line = 0, overflow = 0, got_any = 0;
-	for (;;) {
-		char sink[4096];
-		int full = n == sizeof(reply) - 1;
-		char *dst = full ? sink : reply + n;
-		size_t room = full ? sizeof(sink) : sizeof(reply) - 1 - n;
-		ssize_t got = recv(fd, dst, room, 0);
+/* Waits up to timeout_ms (< 0: the socket's own timeout) for fd to be readable; 0 when it is not. */
+static int readable(int fd, int timeout_ms)
+{
+	if (timeout_ms < 0)
+		return 1;
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int rc;
+	do
+		rc = poll(&p, 1, timeout_ms);
+	while (rc < 0 && errno == EINTR);
+	return rc != 0; /* an error: let recv report it */
+}
+
+enum dc_status dc_read(int *fdp, int timeout_ms, struct dc_result *r)
+{
+	int fd = *fdp;
+	*fdp = -1;
+	r->gone = 0;
+	r->no_fence = 0;
+	r->push_offered = 0;
+	r->pushed = 0;
+	r->pid = 0;
+	if (pending_fd != fd)
+		pending = 0;
+	pending_fd = -1;
+
+	size_t n = pending;
+	char *nl = memchr(reply, '\n', n);
+	int got_any = n > 0;
+	while (!nl) {
+		if (n == sizeof(reply) - 1)
+			return fail(r, DC_BROKEN, fd, "the reply is longer than %zu bytes", sizeof(reply) - 2);
+		if (!readable(fd, timeout_ms)) {
+			/* Nothing yet: the connection stays as it is, bytes included. */
+			*fdp = fd;
+			pending = n;
+			pending_fd = fd;
+			r->status = DC_PENDING;
+			r->msg = NULL;
+			return DC_PENDING;
+		}
+		ssize_t got = recv(fd, reply + n, sizeof(reply) - 1 - n, 0);
 		if (got < 0) {
 			if (errno == EINTR)
 				continue;
@@ -121,53 +169,56 @@ enum dc_status dc_request(int *fdp, const char *req, size_t len, struct dc_resul
 			r->gone = !got_any && conn_gone(e);
 			return DC_BROKEN;
 		}
-		if (got == 0)
-			break;
-		got_any = 1;
-		char *nl = memchr(dst, '\n', (size_t)got);
-		if (!full)
-			n += nl ? (size_t)(nl - dst) : (size_t)got;
-		else if (!nl || nl > dst)
-			overflow = 1;
-		if (nl) {
-			have_line = 1;
-			break;
+		if (got == 0) {
+			fail(r, DC_BROKEN, fd, "%s", "the daemon closed the connection without replying");
+			r->gone = !got_any;
+			return DC_BROKEN;
 		}
+		got_any = 1;
+		nl = memchr(reply + n, '\n', (size_t)got);
+		n += (size_t)got;
 	}
-	/* Kept for the next request only after a whole line: nothing of this reply is left unread. */
-	if (have_line && !overflow)
-		*fdp = fd;
-	else
-		close(fd);
-	reply[n] = '\0';
-	if (n == 0) {
-		fail(r, DC_BROKEN, *fdp, "%s",
-		     have_line ? "the reply was empty" : "the daemon closed the connection without replying");
-		*fdp = -1;
-		r->gone = !got_any;
-		return DC_BROKEN;
-	}
+	size_t line = (size_t)(nl - reply);
+	/* Kept for the next request with whatever followed the line. */
+	*fdp = fd;
+	pending = n - line - 1;
+	pending_fd = fd;
 
-	if (overflow)
-		return fail(r, DC_BROKEN, -1, "the reply is longer than %zu bytes", sizeof(reply) - 1);
+	if (line == 0) {
+		*fdp = -1;
+		pending_fd = -1;
+		return fail(r, DC_BROKEN, fd, "%s", "the reply was empty");
+	}
 	char detail[256];
-	switch (reply_parse_fence(reply, n, refusal, sizeof(refusal), &r->no_fence)) {
+	struct reply_info info;
+	enum reply_kind k = reply_parse_info(reply, line, refusal, sizeof(refusal), &info);
+	r->no_fence = info.no_fence;
+	r->push_offered = info.push_offered;
+	r->pushed = info.pushed;
+	r->pid = info.pid;
+	enum dc_status st;
+	switch (k) {
 	case REPLY_OK:
 		r->status = DC_OK;
 		r->msg = NULL;
-		return DC_OK;
+		st = DC_OK;
+		break;
 	case REPLY_REFUSED:
 		r->status = DC_REFUSED;
 		r->msg = refusal;
-		return DC_REFUSED;
+		st = DC_REFUSED;
+		break;
 	default:
 		snprintf(detail, sizeof(detail), "%.200s", refusal);
-		if (n > 200)
+		reply[line] = '\0';
+		if (line > 200)
 			memcpy(reply + 197, "...", 4);
-		fail(r, DC_BROKEN, *fdp, "unexpected reply (%s): %.200s", detail, reply);
 		*fdp = -1;
-		return DC_BROKEN;
+		pending_fd = -1;
+		return fail(r, DC_BROKEN, fd, "unexpected reply (%s): %.200s", detail, reply);
 	}
+	memmove(reply, nl + 1, pending);
+	return st;
 }
 
 enum dc_status dc_call(const char *socket_path, const char *req, size_t len, struct dc_result *r)

@@ -102,6 +102,9 @@ static void request(struct sbuf *b, const char *op, const char *bundle, const ch
 		sb_puts(b, ",\"pid\":");
 		sb_putl(b, pid);
 	}
+	/* This launcher takes an attach outcome the daemon sends unasked (await_attach). */
+	if (strcmp(op, "prepare") == 0)
+		sb_puts(b, ",\"push\":true");
 	sb_puts(b, "}\n");
 }
 
@@ -238,6 +241,53 @@ static int needs_daemon(const char *bundle)
 }
 
 /*
+ * How long to wait for a pushed attach outcome before asking for it. The daemon pushes once
+ * it has fenced the init runc handed over with the seccomp listener, which runc did before
+ * create returned; past this (a daemon that never got the hand-off) the launcher asks, and
+ * takes whichever conclusive line comes first.
+ */
+#define PUSH_WAIT_MS 2000
+
+/*
+ * The attach of a container whose prepare offered a push: the daemon began the attach at the
+ * seccomp listener hand-off and sends its outcome on this connection unasked, so no request
+ * is needed. The outcome names the pid the daemon fenced: when runc's pid file names another,
+ * the launcher asks for the attach with its own pid, and the daemon undoes the fence and
+ * refuses (fence-manager.ts, confirmEarly). A pushed line that comes after the request was
+ * sent is taken the same way.
+ */
+static enum dc_status await_attach(int *conn, const char *bundle, const char *root, long pid, struct dc_result *r)
+{
+	enum dc_status st = *conn >= 0 ? dc_read(conn, PUSH_WAIT_MS, r) : DC_PENDING;
+	if (st == DC_BROKEN && !r->gone)
+		return st;
+	if (st == DC_OK || st == DC_REFUSED) {
+		if (!r->pushed) {
+			r->status = DC_BROKEN;
+			r->msg = "a reply to no request came instead of the attach's outcome";
+			return DC_BROKEN;
+		}
+		if (st == DC_REFUSED || r->pid == pid)
+			return st;
+	}
+	/*
+	 * No outcome in time, a connection the daemon closed (it restarted: call connects
+	 * afresh), or an outcome for another pid than the pid file names: ask. Until the answer
+	 * comes, a pushed line decides only if it is a refusal or names this pid.
+	 */
+	st = call(conn, "attach", bundle, root, pid, r);
+	while (st != DC_BROKEN && r->pushed && st != DC_REFUSED && r->pid != pid) {
+		if (*conn < 0) {
+			r->status = DC_BROKEN;
+			r->msg = "the connection was closed before the attach was answered";
+			return DC_BROKEN;
+		}
+		st = dc_read(conn, -1, r);
+	}
+	return st;
+}
+
+/*
  * Fenced runc create with cargv (the caller's own line, or the create a run becomes).
  * Returns 0 once the container exists and is fenced (or needs no fence), with its init pid
  * in *pid_out; otherwise an exit code, the reason already reported.
@@ -260,9 +310,11 @@ static int create_on(int *conn, char **cargv, const char *pid_file, const char *
 				  strerror(errno), args.id));
 
 	int daemon = needs_daemon(bundle);
+	int push = 0;
 	if (daemon) {
 		switch (call(conn, "prepare", bundle, root, 0, &r)) {
 		case DC_OK:
+			push = r.push_offered;
 			/* "fence":false: the daemon kept nothing for this container, so there is nothing to attach. */
 			if (r.no_fence) {
 				close(*conn);
@@ -271,6 +323,7 @@ static int create_on(int *conn, char **cargv, const char *pid_file, const char *
 			}
 			break;
 		case DC_REFUSED: return refuse(fmt("cgfence: %s", r.msg));
+		case DC_PENDING: /* only a read with a timeout says this; call waits as the socket does */
 		case DC_BROKEN:
 			return refuse(fmt(
 				"cgfence: daemon at %s gave no usable answer to prepare (%s); refusing to create %s",
@@ -314,7 +367,8 @@ static int create_on(int *conn, char **cargv, const char *pid_file, const char *
 	if (!daemon)
 		return 0;
 
-	enum dc_status ast = call(conn, "attach", bundle, root, pid, &r);
+	enum dc_status ast =
+		push ? await_attach(conn, bundle, root, pid, &r) : call(conn, "attach", bundle, root, pid, &r);
 	if (ast == DC_OK)
 		return 0;
 

@@ -17,4 +17,15 @@ enum reply_kind reply_parse(const char *line, size_t n, char *msg, size_t msgn);
  * "nothing to fence"), else 0. no_fence may be NULL. */
 enum reply_kind reply_parse_fence(const char *line, size_t n, char *msg, size_t msgn, int *no_fence);
 
+/* What a reply says besides yes or no. */
+struct reply_info {
+	int no_fence;	  /* prepare: "fence":false, nothing to attach */
+	int push_offered; /* prepare: "push":true, the attach's outcome will come unasked */
+	int pushed;	  /* "pushed":"attach": this line is that outcome, not a reply to a request */
+	long pid;	  /* with pushed and ok: the init pid the daemon fenced (0 when absent or bad) */
+};
+
+/* reply_parse_fence, filling *info (which may be NULL). */
+enum reply_kind reply_parse_info(const char *line, size_t n, char *msg, size_t msgn, struct reply_info *info);
+
 #endif

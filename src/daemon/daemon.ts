@@ -26,7 +26,7 @@ import { FenceRegistry, FencedContainer } from './fence-registry';
 import { AuditSink } from './audit-sink';
 import { PolicyDecider, policyParser } from './policy-decider';
 import { Reply, Request, ok, refuse } from './protocol';
-import { Peer, SocketServer } from './socket-server';
+import { Connection, Peer, SocketServer } from './socket-server';
 import { TamperReporter } from './tamper-reporter';
 import { Decisions, Metrics } from './metrics';
 import { Health, checkHealth } from './health';
@@ -226,7 +226,7 @@ export class Daemon {
       this.log(`metrics, /healthz and /readyz on ${cfg.metricsAddress}`);
     }
 
-    this.server = new SocketServer(cfg.socket, (req, peer) => this.handle(req, peer), this.log);
+    this.server = new SocketServer(cfg.socket, (req, peer, conn) => this.handle(req, peer, conn), this.log);
     await this.server.listen();
     this.log(`listening on ${cfg.socket}`);
 
@@ -291,7 +291,7 @@ export class Daemon {
     }
   }
 
-  private async handle(req: Request, peer: Peer | null = null): Promise<Reply> {
+  private async handle(req: Request, peer: Peer | null = null, conn?: Connection): Promise<Reply> {
     try {
       switch (req.op) {
         case 'prepare': {
@@ -324,7 +324,14 @@ export class Daemon {
             throw e;
           }
           if (r.fence && !named) setImmediate(ask);
-          return ok(r);
+          const { handOff, ...reply } = r;
+          if (handOff && req.push === true && conn) {
+            const ns = namespaceOfRuncRoot(req.runcRoot);
+            this.manager.pushTo(ns, req.id, (pid, result) => this.pushAttach(conn, pid, result));
+            conn.onClose(() => this.manager.launcherGone(ns, req.id));
+            return ok({ ...reply, push: true });
+          }
+          return ok(reply);
         }
         case 'attach': {
           // Prepare's lookup serves the attach; only an attach this daemon did not prepare asks.
@@ -369,6 +376,30 @@ export class Daemon {
       }
       throw e;
     }
+  }
+
+  /**
+   * The outcome of an attach that began at the hand-off, on the launcher's connection: what its
+   * attach request would have been answered, marked as pushed, with the pid that was fenced.
+   */
+  private pushAttach(conn: Connection, pid: number, result: Promise<{ fence: boolean }>): void {
+    result.then(
+      (r) => {
+        conn.push({ ...ok(r), pushed: 'attach', pid });
+        // As after an attach's reply: its objects are protected a turn later, before `runc start`.
+        setImmediate(() => this.tamper?.refresh({ incremental: true }));
+      },
+      async (e: unknown) => {
+        if (e instanceof Refusal) {
+          this.metrics.refusal('attach');
+          await this.manager.refusalsWritten();
+          conn.push({ ...refuse(e.message), pushed: 'attach' });
+        } else {
+          this.log(`attach at the hand-off failed: ${(e as Error).stack ?? e}`);
+          conn.push({ ...refuse(`internal error: ${(e as Error).message}`), pushed: 'attach' });
+        }
+      },
+    );
   }
 
   /** SIGHUP: reload the config file (false when there is none or it is refused). */

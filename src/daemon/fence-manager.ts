@@ -46,6 +46,8 @@ interface Prepared {
    * used, and its outcome, which the launcher's attach request then answers with.
    */
   early?: { pid: number; result: Promise<AttachReply> };
+  /** Where the early attach's outcome goes unasked (the launcher's connection), if anywhere. */
+  push?: (pid: number, result: Promise<AttachReply>) => void;
 }
 
 type AttachReply = { fence: boolean; controls?: Controls; cgroup?: string };
@@ -112,6 +114,8 @@ export class FenceManager {
   prepare(req: { id: string; bundle: string; runcRoot?: string; workload?: WorkloadSource; spec?: OciSpec | null }): {
     fence: boolean;
     controls?: Controls;
+    /** runc will hand the init over with the seccomp listener: the attach begins there. */
+    handOff?: boolean;
   } {
     const started = process.hrtime.bigint();
     const namespace = namespaceOfRuncRoot(req.runcRoot);
@@ -157,6 +161,7 @@ export class FenceManager {
         else if (entry) problems.push(entry);
       }
     }
+    let handOff = false;
     if (problems.length === 0) {
       let changed = false;
       const specChanged = () => (changed = true);
@@ -164,7 +169,17 @@ export class FenceManager {
         const st = b.controlState(policy);
         if (st === 'none' || st.startsWith('unenforceable') || !b.prepare) continue;
         try {
-          b.prepare({ namespace, id: req.id, bundle: req.bundle, rootfs, policy, annotations, spec: read, specChanged });
+          b.prepare({
+            namespace,
+            id: req.id,
+            bundle: req.bundle,
+            rootfs,
+            policy,
+            annotations,
+            spec: read,
+            specChanged,
+            handOff: () => (handOff = true),
+          });
         } catch (e) {
           problems.push((e as Error).message);
         }
@@ -197,7 +212,37 @@ export class FenceManager {
     });
     this.registry.setInFlight(namespace, req.id, true);
     this.expirePrepared();
-    return { fence: true, controls };
+    return { fence: true, controls, ...(handOff ? { handOff } : {}) };
+  }
+
+  /**
+   * Sends the outcome of this container's attach at the hand-off to `push` (the launcher's
+   * connection) as soon as it is known, so the launcher need not ask for it. Until the
+   * launcher is gone (launcherGone) the container stays prepared: a launcher whose pid file
+   * names another init still asks, and is refused (confirmEarly).
+   */
+  pushTo(namespace: string, id: string, push: (pid: number, result: Promise<AttachReply>) => void): void {
+    const prep = this.prepared.get(containerKey(namespace, id));
+    if (!prep) return;
+    prep.push = push;
+    if (prep.early) push(prep.early.pid, prep.early.result);
+  }
+
+  /**
+   * The launcher's connection is gone: a container whose attach began at the hand-off is done
+   * with (what its attach request would have finished). One that never got that far stays
+   * prepared until its attach, or PREPARED_TTL_MS.
+   */
+  launcherGone(namespace: string, id: string): void {
+    const key = containerKey(namespace, id);
+    const prep = this.prepared.get(key);
+    if (!prep?.early) return;
+    const done = () => {
+      if (this.prepared.get(key) !== prep) return;
+      this.prepared.delete(key);
+      this.registry.setInFlight(namespace, id, false);
+    };
+    prep.early.result.then(done, done);
   }
 
   private expirePrepared(): void {
@@ -253,6 +298,7 @@ export class FenceManager {
     // Observed by the launcher's attach; unobserved (no attach comes), it must not end the daemon.
     result.catch(() => undefined);
     prep.early = { pid, result };
+    prep.push?.(pid, result);
   }
 
   /**

@@ -7,6 +7,12 @@ export interface PrepareRequest {
   id: string;
   bundle: string;
   runcRoot?: string;
+  /**
+   * The client takes the attach's outcome unasked: when the reply says `push: true`, a line
+   * `{"ok":...,"pushed":"attach","pid":N}` follows on the connection once the attach that
+   * began at the seccomp listener hand-off is done, and no attach request is needed.
+   */
+  push?: boolean;
 }
 export interface AttachRequest {
   op: 'attach';
@@ -84,7 +90,12 @@ export function checkRequest(r: unknown): string | null {
   const optStr = (k: string) => (o[k] === undefined ? null : str(k));
   switch (o.op) {
     case 'prepare':
-      return str('id') ?? str('bundle') ?? optStr('runcRoot');
+      return (
+        str('id') ??
+        str('bundle') ??
+        optStr('runcRoot') ??
+        (o.push === undefined || typeof o.push === 'boolean' ? null : '"push" must be true or false')
+      );
     case 'attach':
       return (
         str('id') ??

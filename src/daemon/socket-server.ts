@@ -19,7 +19,15 @@ export interface Peer {
   gid: number;
 }
 
-export type RequestHandler = (req: Request, peer: Peer | null) => Promise<Reply> | Reply;
+/** The connection a request came on, for what the daemon sends later, unasked. */
+export interface Connection {
+  /** Writes one line the client did not ask for, after every reply already written. */
+  push(line: Record<string, unknown>): void;
+  /** Runs `cb` once the connection is gone (at once, a turn later, if it already is). */
+  onClose(cb: () => void): void;
+}
+
+export type RequestHandler = (req: Request, peer: Peer | null, conn: Connection) => Promise<Reply> | Reply;
 
 /** SO_PEERCRED of a connection; null when the kernel cannot say (the handle has no fd). */
 function peerOf(sock: net.Socket): Peer | null {
@@ -76,6 +84,10 @@ export class SocketServer {
   private serve(sock: net.Socket): void {
     this.conns.add(sock);
     const peer = peerOf(sock);
+    const conn: Connection = {
+      push: (line) => this.reply(sock, line as Reply),
+      onClose: (cb) => (sock.destroyed ? setImmediate(cb) : sock.once('close', cb)),
+    };
     sock.on('close', () => this.conns.delete(sock));
     sock.on('error', () => sock.destroy());
     sock.setTimeout(120_000, () => sock.destroy());
@@ -99,7 +111,7 @@ export class SocketServer {
         if (++pending >= MAX_PIPELINED) sock.pause();
         // A rejected link would end the chain and, unhandled, the daemon.
         busy = busy
-          .then(() => this.answer(sock, line, peer))
+          .then(() => this.answer(sock, line, peer, conn))
           .catch((e) => this.log(`answering a request failed: ${(e as Error).stack ?? e}`))
           .finally(() => {
             if (--pending < MAX_PIPELINED && !this.dropped.has(sock)) sock.resume();
@@ -132,7 +144,7 @@ export class SocketServer {
     this.reply(sock, r, () => sock.destroy());
   }
 
-  private async answer(sock: net.Socket, line: string, peer: Peer | null): Promise<void> {
+  private async answer(sock: net.Socket, line: string, peer: Peer | null, conn: Connection): Promise<void> {
     if (line.trim() === '' || this.dropped.has(sock) || sock.destroyed) return;
     let req: unknown;
     try {
@@ -148,7 +160,7 @@ export class SocketServer {
     }
     let reply: Reply;
     try {
-      reply = await this.handle(req as Request, peer);
+      reply = await this.handle(req as Request, peer, conn);
     } catch (e) {
       this.log(`request ${(req as Request).op} failed: ${(e as Error).stack ?? e}`);
       reply = refuse(`internal error: ${(e as Error).message}`);

@@ -50,6 +50,12 @@ export interface PrepareContext {
    */
   spec: OciSpec;
   specChanged: () => void;
+  /**
+   * Called by a backend whose edit routes the container's execs to the seccomp notify loop:
+   * runc will hand the init over with the listener before create returns, and the attach can
+   * begin there (FenceManager.attachOnHandOff).
+   */
+  handOff?: () => void;
 }
 
 export interface AttachContext<N extends BackendName = BackendName> {

@@ -81,6 +81,7 @@ export class ExecNotifyBackend implements FenceBackend<'exec'> {
     (this.inner as FenceBackend).prepare?.(ctx);
     if (ctx.policy.mode !== 'enforce') return;
     const merge = this.notify.prepare(ctx);
+    if (merge.notified.length) ctx.handOff?.();
     if (merge.skipped.length)
       this.hooks.log(
         `${ctx.namespace}/${ctx.id}: execs not routed to the notify loop (the kernel fence alone decides): ${merge.skipped.join('; ')}`,
