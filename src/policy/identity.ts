@@ -102,10 +102,11 @@ function sleepSync(ns: bigint): void {
  * practice: image files are old), and stat'ed again then, so the stamp is what the file is
  * after the wait. See docs/exec-integrity.md, "Granularity".
  */
-export function allowedFileOf(hostPath: string, interpOnly = false): AllowedFile {
+export function allowedFileOf(hostPath: string, interpOnly = false, first?: fs.BigIntStats): AllowedFile {
   const started = realtimeNs();
   for (;;) {
-    const st = fs.statSync(hostPath, { bigint: true });
+    const st = first ?? fs.statSync(hostPath, { bigint: true });
+    first = undefined;
     const settle = st.ctimeNs % NS === 0n ? STAMP_SETTLE_WHOLE_SECONDS_NS : STAMP_SETTLE_NS;
     const now = realtimeNs();
     const wait = st.ctimeNs + settle - now;
@@ -125,15 +126,26 @@ export interface ResolvedEntry {
   loaderOf?: string;
 }
 
+/** An entry with the host path it was resolved to, until its loader is looked up. */
+type Found = ResolvedEntry & { host: string };
+
+/** The stamped identity of `host`, which allow-list entry `entry` names; one stat when it is old. */
+function regularFile(entry: string, host: string): Found {
+  const st = fs.statSync(host, { bigint: true });
+  if (!st.isFile()) throw new ResolveError(entry, 'not a regular file');
+  return { path: entry, identity: allowedFileOf(host, false, st), host };
+}
+
 /**
  * Adds the PT_INTERP loader of each ELF program in `out`, allowed only as a loader and under
  * the identity of the file the kernel maps for it (loader-file.ts: on overlayfs, the layer's).
  */
-function addLoaders(out: ResolvedEntry[], root: { pid: number } | { dir: string }, rootDir: string): void {
+function addLoaders(found: Found[], root: { pid: number } | { dir: string }, rootDir: string): ResolvedEntry[] {
+  const out: ResolvedEntry[] = found.map(({ host: _host, ...e }) => e);
   // A loader also listed by name keeps its full entry (the same identity off overlayfs).
   const have = new Set(out.map((e) => `${e.identity.dev}:${e.identity.ino}`));
-  for (const e of [...out]) {
-    const interp = elfInterpreter(resolveInRoot(rootDir, e.path));
+  for (const e of found) {
+    const interp = elfInterpreter(e.host);
     if (interp === null) continue;
     let host: string;
     try {
@@ -146,6 +158,7 @@ function addLoaders(out: ResolvedEntry[], root: { pid: number } | { dir: string 
     have.add(`${id.dev}:${id.ino}`);
     out.push({ path: interp, identity: id, loaderOf: e.path });
   }
+  return out;
 }
 
 /**
@@ -156,30 +169,29 @@ function addLoaders(out: ResolvedEntry[], root: { pid: number } | { dir: string 
  */
 export function resolveAllowList(entries: string[], root: { pid: number } | { dir: string }): ResolvedEntry[] {
   const rootDir = 'pid' in root ? `/proc/${root.pid}/root` : root.dir;
-  const out: ResolvedEntry[] = [];
-  for (const entry of entries) {
-    if (entry.endsWith('/*')) {
-      const dir = entry.slice(0, -2) || '/';
-      const hostDir = resolveInRoot(rootDir, dir);
-      if (!fs.statSync(hostDir).isDirectory()) throw new ResolveError(entry, `${dir} is not a directory`);
-      for (const name of fs.readdirSync(hostDir).sort()) {
-        const inner = path.posix.join(dir, name);
-        let hostPath: string;
-        try {
-          hostPath = resolveInRoot(rootDir, inner);
-        } catch {
-          continue; // dangling symlinks in a directory are not the user's typo
-        }
-        const st = fs.statSync(hostPath);
-        if (st.isFile()) out.push({ path: inner, identity: allowedFileOf(hostPath) });
-      }
-      continue;
+  const out: Found[] = [];
+  for (const entry of entries) out.push(...resolveEntry(entry, rootDir));
+  return addLoaders(out, root, rootDir);
+}
+
+/** One allow-list entry's files (without loaders); `host`: where the caller already resolved it. */
+function resolveEntry(entry: string, rootDir: string, host?: string): Found[] {
+  if (!entry.endsWith('/*')) return [regularFile(entry, host ?? resolveInRoot(rootDir, entry))];
+  const dir = entry.slice(0, -2) || '/';
+  const hostDir = resolveInRoot(rootDir, dir);
+  if (!fs.statSync(hostDir).isDirectory()) throw new ResolveError(entry, `${dir} is not a directory`);
+  const out: Found[] = [];
+  for (const name of fs.readdirSync(hostDir).sort()) {
+    const inner = path.posix.join(dir, name);
+    let hostPath: string;
+    try {
+      hostPath = resolveInRoot(rootDir, inner);
+    } catch {
+      continue; // dangling symlinks in a directory are not the user's typo
     }
-    const hostPath = resolveInRoot(rootDir, entry);
-    if (!fs.statSync(hostPath).isFile()) throw new ResolveError(entry, 'not a regular file');
-    out.push({ path: entry, identity: allowedFileOf(hostPath) });
+    const st = fs.statSync(hostPath, { bigint: true });
+    if (st.isFile()) out.push({ path: inner, identity: allowedFileOf(hostPath, false, st), host: hostPath });
   }
-  addLoaders(out, root, rootDir);
   return out;
 }
 
@@ -208,6 +220,7 @@ export interface PrepareCheck {
  */
 export function checkAllowListInRootfs(entries: string[], rootfs: string, mountPoints: string[]): PrepareCheck {
   const out: PrepareCheck = { resolved: [], deferred: [], problems: [] };
+  const found: Found[] = [];
   const mounted = (p: string) => mountPoints.some((m) => isUnder(p, m));
   for (const entry of entries) {
     const named = entry.endsWith('/*') ? entry.slice(0, -2) || '/' : entry;
@@ -216,16 +229,21 @@ export function checkAllowListInRootfs(entries: string[], rootfs: string, mountP
       continue;
     }
     try {
-      const { inside } = resolveInRootDetailed(rootfs, named);
+      const { inside, host } = resolveInRootDetailed(rootfs, named);
       if (mounted(inside)) {
         out.deferred.push(entry);
         continue;
       }
-      out.resolved.push(...resolveAllowList([entry], { dir: rootfs }));
+      found.push(...resolveEntry(entry, rootfs, entry === named ? host : undefined));
     } catch (e) {
       if (e instanceof ResolveError && e.at !== undefined && mounted(e.at)) out.deferred.push(entry);
       else out.problems.push((e as Error).message);
     }
+  }
+  try {
+    out.resolved = addLoaders(found, { dir: rootfs }, rootfs);
+  } catch (e) {
+    out.problems.push((e as Error).message);
   }
   return out;
 }
