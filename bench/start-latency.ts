@@ -13,7 +13,8 @@
 //                   gives): runc pays for a seccomp filter in both, as on most nodes, and the
 //                   notify route only adds its two rules and the listener (bench/runc-listener.ts
 //                   times a filter at all against none, ~2 ms of runc's own here);
-// so errno − kill is what the seccomp notify route costs a start. Each row's note also gives
+// so errno − kill is what the seccomp notify route costs a start. The headline pair then runs
+// HEADLINE_EXTRA more rounds on its own, and its row gives a bootstrap interval of its ratio. Each row's note also gives
 // the daemon's CPU time per start of that arm (utime+stime of the daemon across its starts:
 // the daemon's work competes with runc and the shim for this machine's 2 CPUs), and a last
 // row times one pass-through call (`state`, which the shim runs as `start`, `delete`... are
@@ -24,12 +25,15 @@ import fs from 'node:fs';
 import { readRecords } from '../src/audit/audit-read';
 import { TEST_IMAGE_NAME } from '../src/image/oci-image';
 import { SANDBOX_NAMESPACE, SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { BenchResult, median, result } from './types';
+import { BenchResult, median, ratioInterval, result } from './types';
 
 // 101: with 31 rounds one arm's median moved by ~2 ms from run to run on this 2-core VM.
 const RUNS = Number(process.env.CGFENCE_BENCH_STARTS ?? 101);
 const POLICY = ['--annotation', 'cgfence.io/exec-allow=/bin/sh'];
 const PASS_THROUGH_CALLS = Number(process.env.CGFENCE_BENCH_PASSTHROUGH ?? 200);
+// More rounds of the headline pair alone (plain runc and the default node), interleaved after
+// the others: one ctr run scatters by ~8 ms (σ) here, so 101 rounds leave a median ±1 ms.
+const HEADLINE_EXTRA = Number(process.env.CGFENCE_BENCH_STARTS_HEADLINE ?? 200);
 
 interface Arm {
   name: string;
@@ -97,8 +101,11 @@ export async function run(): Promise<BenchResult[]> {
     for (const a of arms) a.start(); // warm-up: image layers, page cache, the daemons' first attach
     cpu.clear();
     const t = rounds(RUNS, arms);
+    const extra = rounds(HEADLINE_EXTRA, [arms[0], arms[1]]);
+    const headline = { b: [...t.get('plain')!, ...extra.get('plain')!], f: [...t.get('errno')!, ...extra.get('errno')!] };
+    const starts = (arm: string) => RUNS + (arm === 'plain' || arm === 'errno' ? HEADLINE_EXTRA : 0);
     const cpuNote = (arm: string) =>
-      `; daemon CPU ${(cpu.get(arm)! / RUNS).toFixed(1)} ms per start (plain runc ${(cpu.get('plain')! / RUNS).toFixed(1)})`;
+      `; daemon CPU ${(cpu.get(arm)! / starts(arm)).toFixed(1)} ms per start (plain runc ${(cpu.get('plain')! / starts('plain')).toFixed(1)})`;
     const pair = (f: string, base = 'plain') => ({ b: t.get(base)!, f: t.get(f)! });
     const e = await attachMedians(p);
     const kd = await attachMedians(k);
@@ -108,6 +115,8 @@ export async function run(): Promise<BenchResult[]> {
     const delta = (f: string, base = 'plain') =>
       `+${((median(t.get(f)!) - median(t.get(base)!)) / 1000).toFixed(1)} ms (paired per round: ${paired(f, base).toFixed(1)} ms)`;
     const name = 'container start: ctr run --rm /bin/true';
+    const [lo, hi] = ratioInterval(headline.b, headline.f);
+    const headlinePaired = median(headline.f.map((x, i) => x - headline.b[i])) / 1000;
 
     // One pass-through call, runc's own against through the launcher, interleaved.
     const realRunc = execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim();
@@ -129,8 +138,8 @@ export async function run(): Promise<BenchResult[]> {
         name,
         'plain runc',
         'cgfence-runc + exec-allow policy',
-        pair('errno'),
-        `wall time of the whole ctr run, µs; ${delta('errno')}, of which the daemon's prepare ${e.prepare.toFixed(2)} ms and attach ${e.attach.toFixed(2)} ms (medians of ${e.n} attach records)${cpuNote('errno')}`,
+        headline,
+        `wall time of the whole ctr run, µs; +${((median(headline.f) - median(headline.b)) / 1000).toFixed(1)} ms (paired per round: ${headlinePaired.toFixed(1)} ms), 90 % bootstrap interval of the ratio ${lo.toFixed(3)}–${hi.toFixed(3)}; of which the daemon's prepare ${e.prepare.toFixed(2)} ms and attach ${e.attach.toFixed(2)} ms (medians of ${e.n} attach records)${cpuNote('errno')}`,
       ),
       result(
         `${name} (split)`,

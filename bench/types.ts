@@ -44,3 +44,25 @@ export function result(name: string, baseline: string, fenced: string, r: { b: n
   const mf = median(r.f);
   return { name, baseline, fenced, medianBaselineUs: mb, medianFencedUs: mf, ratio: mf / mb, runs: r.b.length, note };
 }
+
+/**
+ * A bootstrap interval of median(f) / median(b): both samples resampled with replacement
+ * `iterations` times (a fixed seed, so a run's figure can be recomputed), the middle `level`
+ * of the ratios. On this noisy 2-core VM it says how far one run's ratio can be trusted.
+ */
+export function ratioInterval(b: number[], f: number[], level = 0.9, iterations = 2000): [number, number] {
+  let seed = 0x9e3779b9;
+  const rand = () => {
+    // xorshift32: deterministic, good enough to resample with.
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) / 0x100000000;
+  };
+  const resample = (xs: number[]) => xs.map(() => xs[Math.floor(rand() * xs.length)]);
+  const ratios: number[] = [];
+  for (let i = 0; i < iterations; i++) ratios.push(median(resample(f)) / median(resample(b)));
+  ratios.sort((x, y) => x - y);
+  const cut = Math.floor(((1 - level) / 2) * iterations);
+  return [ratios[cut], ratios[iterations - 1 - cut]];
+}
