@@ -10,6 +10,7 @@ const BENCHES: Record<string, string> = {
   'exec-loop': './exec-loop',
   'start-latency': './start-latency',
   'runc-listener': './runc-listener',
+  'start-timeline': './start-timeline',
   'net-fence': './net-fence',
   'seccomp-exec': './seccomp-exec',
   'seccomp-deny': './seccomp-deny',
@@ -29,7 +30,8 @@ function fmt(us: number): string {
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2);
   // exec-lsm needs a kernel with BPF LSM; the full run measures it in the VM (vm-exec-lsm).
-  const names = wanted.length ? wanted : Object.keys(BENCHES).filter((n) => n !== 'exec-lsm');
+  // start-timeline is a profile of start-latency's difference, run when asked for.
+  const names = wanted.length ? wanted : Object.keys(BENCHES).filter((n) => n !== 'exec-lsm' && n !== 'start-timeline');
   const all: BenchResult[] = [];
   for (const name of names) {
     const mod = BENCHES[name];
