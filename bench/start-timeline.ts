@@ -101,9 +101,13 @@ export async function run(): Promise<BenchResult[]> {
     };
     let n = 0;
     const start = (arm: Arm) => {
-      const r = spawnSync('ctr', ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, 'run', '--rm', ...args[arm], TEST_IMAGE_NAME, `tl-${n++}`, '/bin/true'], {
-        encoding: 'utf8',
-      });
+      const r = spawnSync(
+        'ctr',
+        ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, 'run', '--rm', ...args[arm], TEST_IMAGE_NAME, `tl-${n++}`, '/bin/true'],
+        {
+          encoding: 'utf8',
+        },
+      );
       if (r.status !== 0) throw new Error(`ctr run (${arm}) failed: ${r.stderr}`);
     };
     for (let i = 0; i < 10; i++) start(i % 2 ? 'plain' : 'fenced'); // warm-up
@@ -131,7 +135,8 @@ export async function run(): Promise<BenchResult[]> {
     for (const s of starts) {
       const m = milestones(s.ev, s.arm);
       if (!m) continue;
-      for (let i = 1; i < MILESTONES.length; i++) add(`${MILESTONES[i - 1]} → ${MILESTONES[i]}`, s.arm, m.get(MILESTONES[i])! - m.get(MILESTONES[i - 1])!);
+      for (let i = 1; i < MILESTONES.length; i++)
+        add(`${MILESTONES[i - 1]} → ${MILESTONES[i]}`, s.arm, m.get(MILESTONES[i])! - m.get(MILESTONES[i - 1])!);
       add('whole start', s.arm, s.total);
     }
     return [...seg].map(([k, v]) =>
