@@ -275,8 +275,12 @@ export class FenceManager {
     }
     try {
       if (prep.early) return await this.confirmEarly(prep, prep.early, req.pid);
-      const workload = await prep.workload;
-      return this.attachPrepared({ ...prep, workload }, req.pid, 'create');
+      // Claimed before the lookup's await: a hand-off that arrives meanwhile (a slow fd-holder)
+      // must not begin a second attach of the same container.
+      const p = prep;
+      const result = Promise.resolve(p.workload).then((workload) => this.attachPrepared({ ...p, workload }, req.pid, 'create'));
+      p.early = { pid: req.pid, result };
+      return await result;
     } finally {
       this.prepared.delete(key);
       this.registry.setInFlight(namespace, req.id, false);
