@@ -280,6 +280,32 @@ describe('unfence and close', () => {
     expect(runInCgroup(cg, [forbidden], { CGFENCE_MARKER: m }).status).toBe(0);
   });
 
+  it("unfence removes the entries an earlier instance wrote, and no other fence's", async () => {
+    const pin = `/sys/fs/bpf/${uniqueName('cgfence-test-unfence')}`;
+    const before = bpfCounts();
+    const a = ExecFence.open({ pinDir: pin });
+    let b: ExecFence | undefined;
+    try {
+      const [one, two] = [newCgroup(), newCgroup()];
+      const first = fenceCgroupExecs(a, { cgroupPath: one, rootPid: process.pid, mode: 'enforce', execAllow: [probe, allowedMarker] });
+      a.close(); // as a daemon restarted: the next instance learns the entries from the pinned map
+      b = ExecFence.open({ pinDir: pin });
+      const second = fenceCgroupExecs(b, { cgroupPath: two, rootPid: process.pid, mode: 'enforce', execAllow: [allowedMarker] });
+      expect(b.allowed(first.fenceId)).toHaveLength(2);
+      b.unfence(first.fenceId);
+      expect(b.allowed(first.fenceId)).toHaveLength(0);
+      expect(b.getFence(first.fenceId)).toBeNull();
+      expect(b.allowed(second.fenceId)).toHaveLength(1);
+      expect(b.usage().allow.used).toBe(1);
+    } finally {
+      (b ?? a).close({ detach: true });
+      if (fs.existsSync(pin)) execFileSync('rm', ['-rf', pin]);
+    }
+    // The kernel frees maps and programs a moment after their last fd and pin: the next
+    // tests count them.
+    expect(await waitForBpfCounts(before)).toEqual(before);
+  });
+
   it('open + close leaves no fd, program, map, link or pin behind', async () => {
     const before = { fds: openFdCount(), ...bpfCounts() };
     const pin = `/sys/fs/bpf/${uniqueName('cgfence-test-close')}`;

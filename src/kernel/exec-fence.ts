@@ -316,13 +316,10 @@ export class ExecFence {
     const last = this.getFence(fenceId);
     this.obj.mapDelete('fences', u64Key(fenceId));
     this.fenceIds.delete(fenceId);
-    for (const k of this.obj.mapKeys('exec_allow')) {
-      const d = decodeExecKey(k);
-      if (d.fenceId === fenceId) {
-        this.obj.mapDelete('exec_allow', k);
-        this.noteRemoved(fenceId, d);
-      }
-    }
+    // The index holds every entry of the fence (the scan at open took an earlier daemon's;
+    // nothing but this class writes exec_allow): a detach deletes those, and does not walk
+    // the node's whole table (tens of thousands of keys, one syscall each) as it did.
+    this.disallow(fenceId, this.held(fenceId));
     return last;
   }
 
