@@ -141,6 +141,7 @@ describe('bad requests are refused, one by one', () => {
       [{ op: 'prepare', id: '', bundle: '/x' }, /"id" must be a non-empty string/],
       [{ op: 'prepare', id: 'x', bundle: ['/x'] }, /"bundle" must be a non-empty string/],
       [{ op: 'prepare', id: 'x', bundle: '/x', runcRoot: 7 }, /"runcRoot" must be a non-empty string/],
+      [{ op: 'prepare', id: 'x', bundle: '/x', push: 'yes' }, /"push" must be true or false/],
       [{ op: 'attach', id: 'x', bundle: '/x', pid: -1 }, /"pid" must be a positive integer/],
       [{ op: 'attach', id: 'x', bundle: '/x', pid: '12' }, /"pid" must be a positive integer/],
       [{ op: 'attach', id: 'x', bundle: '/x', pid: 1.5 }, /"pid" must be a positive integer/],
