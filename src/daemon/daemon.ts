@@ -37,6 +37,8 @@ import { writeLauncherHint } from './launcher-hint';
 const VERSION = '0.1.0';
 /** How long container start waits for containerd to say whose pod a container is. */
 const WORKLOAD_LOOKUP_MS = 500;
+/** The containerd topics whose events onEvent acts on (a fence is detached at each). */
+const DETACH_TOPICS = ['/tasks/exit', '/tasks/delete', '/containers/delete'];
 
 /** The node's name in records: the Kubernetes node name (NODE_NAME from the downward API), else the host name. */
 export function nodeName(): string {
@@ -241,6 +243,9 @@ export class Daemon {
       client: this.client,
       handler: (ev) => this.onEvent(ev),
       reconcile: () => this.reconcile(),
+      // Only what onEvent acts on: containerd publishes ~8 events per container (snapshots,
+      // creates, starts), and decoding the rest cost the daemon ~1 ms of CPU per start.
+      filters: DETACH_TOPICS.map((t) => `topic==${JSON.stringify(t)}`),
       log: (m) => this.log(`containerd: ${m}`),
     });
     this.monitor.start();
