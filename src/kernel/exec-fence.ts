@@ -78,6 +78,11 @@ export interface FenceSnapshot {
 
 const idKey = (id: FileIdentity) => `${id.dev}:${id.ino}`;
 
+export interface ExecFenceIds {
+  programs: Record<string, { program: number; link: number }>;
+  maps: Record<string, number>;
+}
+
 export class ExecFence {
   private readonly obj: BpfObject;
   private readonly links: Map<ExecProgram, BpfLink>;
@@ -372,7 +377,18 @@ export class ExecFence {
   }
 
   /** Kernel object ids, for status output and leak checks. */
-  objectIds(): { programs: Record<string, { program: number; link: number }>; maps: Record<string, number> } {
+  /**
+   * The kernel ids of the fence's maps, programs and links, for the tamper watch. An id is
+   * fixed for an object's life, and this instance holds every one of them open until close(),
+   * so they are read once: the watch asks after every attach.
+   */
+  objectIds(): ExecFenceIds {
+    return (this.ids ??= this.readObjectIds());
+  }
+
+  private ids: ExecFenceIds | null = null;
+
+  private readObjectIds(): ExecFenceIds {
     const maps: Record<string, number> = {};
     for (const m of ['fences', 'exec_allow', 'exec_events', 'exec_drops', 'exec_rate', 'exec_suppressed']) maps[m] = this.obj.mapInfo(m).id;
     const programs: Record<string, { program: number; link: number }> = {};

@@ -135,8 +135,14 @@ export class ExecLsm {
     this.obj.mapDelete(SINCE_MAP, key);
   }
 
-  /** Kernel ids per hook, for status output and the tamper watch. */
+  /** Kernel ids per hook, for status output and the tamper watch: fixed until close(), so read once. */
   objectIds(): Record<string, { program: number; link: number }> {
+    return (this.ids ??= this.readObjectIds());
+  }
+
+  private ids: Record<string, { program: number; link: number }> | null = null;
+
+  private readObjectIds(): Record<string, { program: number; link: number }> {
     return Object.fromEntries(
       PROGRAMS.map((p, i) => [p.hook, { program: this.obj.programInfo(p.name).id, link: this.links[i].info()?.id ?? 0 }]),
     );

@@ -35,9 +35,12 @@ export class ExitedTasks {
   }
 
   /** For the tamper watch. */
+  /** Fixed while this instance holds the objects (until close), so read once: the tamper watch asks after every attach. */
   objectIds(): { program: number; maps: number[] } {
-    return { program: this.obj.programInfo(PROGRAM).id, maps: [this.obj.mapInfo(MAP).id] };
+    return (this.ids ??= { program: this.obj.programInfo(PROGRAM).id, maps: [this.obj.mapInfo(MAP).id] });
   }
+
+  private ids: { program: number; maps: number[] } | null = null;
 
   close(): void {
     this.link.destroy();

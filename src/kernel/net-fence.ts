@@ -350,7 +350,14 @@ export class NetFence {
     return v ? v.readBigUInt64LE(0) : 0n;
   }
 
+  /** The node-level programs' and maps' ids: fixed while this instance holds them (until close), so read once. */
   objectIds(): { programs: Record<string, number>; maps: Record<string, number> } {
+    return (this.ids ??= this.readObjectIds());
+  }
+
+  private ids: { programs: Record<string, number>; maps: Record<string, number> } | null = null;
+
+  private readObjectIds(): { programs: Record<string, number>; maps: Record<string, number> } {
     const programs: Record<string, number> = {};
     for (const p of NET_PROGRAMS) programs[p] = this.obj.programInfo(p).id;
     const maps: Record<string, number> = {};

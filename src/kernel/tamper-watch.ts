@@ -138,6 +138,12 @@ function rodata(me: ProcessIdentity, pinDir: string | undefined): Record<string,
   };
 }
 
+export interface TamperWatchIds {
+  maps: Record<string, number>;
+  programs: Record<string, number>;
+  links: Record<string, number>;
+}
+
 export class TamperWatch {
   private ring: RingBuffer | null = null;
   private closed = false;
@@ -277,7 +283,14 @@ export class TamperWatch {
     return { lost: read(TamperStat.Lost), unreadable: read(TamperStat.Unreadable) };
   }
 
-  objectIds(): { maps: Record<string, number>; programs: Record<string, number>; links: Record<string, number> } {
+  /** The watch's own ids. Fixed while it holds its objects open (until close), so read once. */
+  objectIds(): TamperWatchIds {
+    return (this.ids ??= this.readObjectIds());
+  }
+
+  private ids: TamperWatchIds | null = null;
+
+  private readObjectIds(): TamperWatchIds {
     const maps: Record<string, number> = {};
     for (const m of MAPS) maps[m] = this.obj.mapInfo(m).id;
     const programs: Record<string, number> = {};
