@@ -180,7 +180,14 @@ export class LearnNet {
       .map((n) => BigInt(n));
   }
 
+  /** Fixed while this instance holds its programs and maps (until close), so read once. */
   objectIds(): { programs: Record<string, number>; maps: Record<string, number> } {
+    return (this.ids ??= this.readObjectIds());
+  }
+
+  private ids: { programs: Record<string, number>; maps: Record<string, number> } | null = null;
+
+  private readObjectIds(): { programs: Record<string, number>; maps: Record<string, number> } {
     const programs: Record<string, number> = {};
     for (const p of LEARN_NET_PROGRAMS) programs[p] = this.obj.programInfo(p).id;
     const maps: Record<string, number> = {};

@@ -156,16 +156,21 @@ export class LearnSyscalls {
     return this.links !== null;
   }
 
+  /** The maps' and programs' ids are fixed while this instance holds them (read once); the links come and go. */
   objectIds(): { programs: number[]; links: number[]; maps: Record<string, number> } {
-    const maps: Record<string, number> = {};
-    for (const m of ['learn_sys', 'learn_sys_cgrp', 'learn_sys_gen', 'learn_exec', 'learn_exec_drops', 'learn_exec_scratch'])
-      maps[m] = this.obj.mapInfo(m).id;
+    if (!this.fixedIds) {
+      const maps: Record<string, number> = {};
+      for (const m of ['learn_sys', 'learn_sys_cgrp', 'learn_sys_gen', 'learn_exec', 'learn_exec_drops', 'learn_exec_scratch'])
+        maps[m] = this.obj.mapInfo(m).id;
+      this.fixedIds = { programs: PROGRAMS.map((p) => this.obj.programInfo(p.program).id), maps };
+    }
     return {
-      programs: PROGRAMS.map((p) => this.obj.programInfo(p.program).id),
+      ...this.fixedIds,
       links: (this.links ?? []).map((l) => l.info()?.id).filter((id): id is number => typeof id === 'number'),
-      maps,
     };
   }
+
+  private fixedIds: { programs: number[]; maps: Record<string, number> } | null = null;
 
   /**
    * Closes every fd. With `detach` the program is detached and the records and pins go;
