@@ -41,8 +41,16 @@ export function containerdProtos(): protobuf.Root {
   return root;
 }
 
+const types = new Map<string, protobuf.Type>();
+
+/** A message type by its full name; looked up once (a lookup walks the namespace tree, and every event asks). */
 export function protoType(name: string): protobuf.Type {
-  return containerdProtos().lookupType(name);
+  let t = types.get(name);
+  if (!t) {
+    t = containerdProtos().lookupType(name);
+    types.set(name, t);
+  }
+  return t;
 }
 
 /** protobufjs yields int64 as Long when the `long` package is present, else number. */
