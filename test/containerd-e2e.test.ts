@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../src/audit/audit-read';
+import { request } from '../src/daemon/daemon-client';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { bpfCounts, waitForBpfCounts, BpfCounts } from './helpers/kernel';
 import { killDaemon } from './helpers/daemon-restart';
@@ -123,6 +124,20 @@ describe('containers fenced through cgfence-runc', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('PLAIN-RAN');
     expect((await records(id)).filter((x) => x.type === 'lifecycle')).toEqual([]);
+  });
+
+  it('hears only the containerd events it acts on: a container started and removed reaches it as three', async () => {
+    // containerd publishes ~8 events per `ctr run --rm` (create, snapshots, task create and
+    // start, exit, delete, removal); the daemon's subscription is filtered to the three it
+    // detaches on (/tasks/exit, /tasks/delete, /containers/delete).
+    const received = async () =>
+      (await request<{ containerd: { eventsReceived: number } }>(p.socket, { op: 'status' })).containerd.eventsReceived;
+    const before = await received();
+    const r = ctr(p, ['run', '--rm', IMAGE, cid('events'), '/bin/true']);
+    expect(r.status, r.stderr).toBe(0);
+    await waitFor('the exit, delete and removal events', async () => (await received()) - before >= 3);
+    await new Promise((res) => setTimeout(res, 500)); // an event past the three would be in by now
+    expect((await received()) - before).toBe(3);
   });
 });
 
