@@ -376,11 +376,10 @@ export class ExecFence {
     return v ? v.readBigUInt64LE(0) : 0n;
   }
 
-  /** Kernel object ids, for status output and leak checks. */
   /**
-   * The kernel ids of the fence's maps, programs and links, for the tamper watch. An id is
-   * fixed for an object's life, and this instance holds every one of them open until close(),
-   * so they are read once: the watch asks after every attach.
+   * The kernel ids of the fence's maps, programs and links (status output, leak checks, the
+   * tamper watch). An id is fixed for an object's life, and this instance holds every one of
+   * them open until close(), so they are read once: the tamper watch asks after every attach.
    */
   objectIds(): ExecFenceIds {
     return (this.ids ??= this.readObjectIds());

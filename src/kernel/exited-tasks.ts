@@ -34,8 +34,7 @@ export class ExitedTasks {
     return v ? v.readBigUInt64LE(0) : null;
   }
 
-  /** For the tamper watch. */
-  /** Fixed while this instance holds the objects (until close), so read once: the tamper watch asks after every attach. */
+  /** For the tamper watch, which asks after every attach: fixed while this instance holds the objects (until close), so read once. */
   objectIds(): { program: number; maps: number[] } {
     return (this.ids ??= { program: this.obj.programInfo(PROGRAM).id, maps: [this.obj.mapInfo(MAP).id] });
   }
