@@ -10,7 +10,7 @@ export default tseslint.config(
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
-    files: ['**/*.ts', '**/*.cjs'],
+    files: ['**/*.ts', '**/*.cjs', '**/*.mjs'],
     languageOptions: { globals: globals.node },
     rules: {
       // The addon is loaded with require() on purpose: its path is computed at run time.

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 check=0
 [[ ${1:-} == --check ]] && check=1
 
-mapfile -t ts < <(git ls-files '*.ts' '*.mts' '*.cts')
+mapfile -t ts < <(git ls-files '*.ts' '*.mts' '*.cts' '*.mjs')
 mapfile -t c < <(git ls-files '*.c' '*.h' '*.cc')
 command -v clang-format >/dev/null || { echo "format: clang-format is missing (bash scripts/setup.sh installs it)" >&2; exit 1; }
 
