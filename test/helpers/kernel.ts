@@ -1,5 +1,5 @@
 // Test helpers for the real kernel: fixtures compiled with gcc, processes started inside a
-// cgroup, BPF object counts from bpftool, per-test names so leftovers never collide.
+// cgroup, counts of cgfence's BPF objects from bpftool, per-test names so leftovers never collide.
 import { execFileSync, spawnSync, SpawnSyncReturns } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -58,12 +58,41 @@ export interface BpfCounts {
   links: number;
 }
 
+let ourNames: Set<string> | undefined;
+
+/**
+ * The names of cgfence's programs and maps, from the BTF of the built BPF objects (the kernel
+ * keeps the first 15 bytes of a name). The counts below take only these: other loaders on a
+ * shared node (systemd's per-unit programs, someone's bpftrace) come and go at any time, and
+ * a leak of ours still shows, since every object we load has one of these names.
+ */
+function cgfenceObjectNames(): Set<string> {
+  if (ourNames) return ourNames;
+  const dir = path.join(__dirname, '..', '..', '.output', 'bpf');
+  const names = new Set<string>();
+  for (const f of fs.readdirSync(dir).filter((n) => n.endsWith('.bpf.o'))) {
+    const btf = JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', path.join(dir, f)], { encoding: 'utf8' })) as {
+      types: Array<{ id: number; kind: string; name: string; vars?: Array<{ type_id: number }> }>;
+    };
+    const byId = new Map(btf.types.map((t) => [t.id, t]));
+    for (const t of btf.types) {
+      if (t.kind === 'FUNC') names.add(t.name.slice(0, 15));
+      if (t.kind === 'DATASEC' && t.name === '.maps') for (const v of t.vars ?? []) names.add(byId.get(v.type_id)!.name.slice(0, 15));
+    }
+  }
+  if (names.size === 0) throw new Error(`no BPF program or map names in ${dir}: is the project built?`);
+  return (ourNames = names);
+}
+
+/** How many of cgfence's programs and maps are loaded, and links to its programs. */
 export function bpfCounts(): BpfCounts {
-  const count = (kind: string) => {
-    const out = execFileSync('bpftool', ['-j', kind, 'show'], { encoding: 'utf8' });
-    return (JSON.parse(out || '[]') as unknown[]).length;
-  };
-  return { progs: count('prog'), maps: count('map'), links: count('link') };
+  const names = cgfenceObjectNames();
+  const show = <T>(kind: string) => JSON.parse(execFileSync('bpftool', ['-j', kind, 'show'], { encoding: 'utf8' }) || '[]') as T[];
+  const progs = show<{ id: number; name?: string }>('prog').filter((p) => names.has(p.name ?? ''));
+  const progIds = new Set(progs.map((p) => p.id));
+  const maps = show<{ name?: string }>('map').filter((m) => names.has(m.name ?? ''));
+  const links = show<{ prog_id?: number }>('link').filter((l) => progIds.has(l.prog_id ?? -1));
+  return { progs: progs.length, maps: maps.length, links: links.length };
 }
 
 /** Pids of the processes whose command line (argv) pred accepts; those that exit meanwhile are left out. */
