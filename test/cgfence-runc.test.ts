@@ -36,6 +36,8 @@ const FAKE_RUNC = `#!/bin/sh
 # Records each invocation: arguments separated by \\037, invocations by \\036.
 for a in "$@"; do printf '%s\\037' "$a"; done >> "$FAKE_RUNC_RECORD"
 printf '\\036' >> "$FAKE_RUNC_RECORD"
+# Which process runs runc: the launcher's own (it became runc) or a child of it.
+if [ -n "$FAKE_RUNC_PIDS" ]; then echo "$$ $PPID" >> "$FAKE_RUNC_PIDS"; fi
 create=0; pidfile=""; prev=""
 for a in "$@"; do
   case "$a" in create) create=1;; --pid-file=*) pidfile="\${a#--pid-file=}";; esac
@@ -51,6 +53,7 @@ exit "\${FAKE_RUNC_EXIT:-0}"
 `;
 
 interface Result {
+  pid: number;
   code: number | null;
   stdout: string;
   stderr: string;
@@ -77,7 +80,7 @@ function run(args: string[], env: Record<string, string> = {}, cwd = tmp, bin = 
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.on('close', (code) => resolve({ pid: child.pid!, code, stdout, stderr }));
   });
 }
 
@@ -383,6 +386,29 @@ describe('create', () => {
     expect(r.code).toBe(0);
     expect(runcCalls()).toEqual([args]);
     expect(requests.map((q) => q.op)).toEqual(['prepare']);
+  });
+
+  it('a create that needs no attach becomes runc (no fork, no wait); one that is fenced runs runc as its child', async () => {
+    const pids = path.join(tmp, 'runc-pids');
+    const runcProcess = async (env: Record<string, string>) => {
+      fs.rmSync(pids, { force: true });
+      const r = await run(goRuncCreate(), { FAKE_RUNC_PIDS: pids, ...env });
+      expect(r.code, r.stderr).toBe(0);
+      const [self, parent] = fs.readFileSync(pids, 'utf8').trim().split(' ').map(Number);
+      return self === r.pid ? 'the launcher itself' : parent === r.pid ? 'a child' : `pid ${self}, parent ${parent}`;
+    };
+    answer = () => '{"ok":true,"fence":false}';
+    expect(await runcProcess({})).toBe('the launcher itself');
+    answer = () => '{"ok":true}';
+    expect(await runcProcess({})).toBe('a child');
+    expect(requests.map((q) => q.op)).toEqual(['prepare', 'prepare', 'attach']);
+    await stopDaemon();
+    expect(await runcProcess({ CGFENCE_FAIL_MODE: 'open' })).toBe('the launcher itself');
+    // runc not found: the exec fails, and says so as a failed runc_run would.
+    fs.rmSync(pids, { force: true });
+    const missing = await run(goRuncCreate(), { CGFENCE_FAIL_MODE: 'open', CGFENCE_REAL_RUNC: path.join(tmp, 'no-such-runc') });
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toContain('no-such-runc');
   });
 
   it('anything but an explicit "fence":false keeps the attach', async () => {

@@ -292,7 +292,15 @@ static enum dc_status await_attach(int *conn, const char *bundle, const char *ro
  * Returns 0 once the container exists and is fenced (or needs no fence), with its init pid
  * in *pid_out; otherwise an exit code, the reason already reported.
  */
-static int create_on(int *conn, char **cargv, const char *pid_file, const char *runc, int fail_open, long *pid_out)
+/*
+ * A create: prepare, runc create, attach. With become_runc, a container that turns out to need
+ * no attach (nothing to fence, "fence":false, or created unfenced in fail-open mode) is handed
+ * to runc by exec rather than run as a child and waited for: runc is then the process the shim
+ * started, as without cgfence, and the create pays no fork, wait or wake-up of ours. `run`
+ * cannot: it needs the init pid and stays in front of the container.
+ */
+static int create_on(int *conn, char **cargv, const char *pid_file, const char *runc, int fail_open, int become_runc,
+		     long *pid_out)
 {
 	char bundle_buf[PATH_MAX], root_buf[PATH_MAX];
 	struct dc_result r;
@@ -350,6 +358,15 @@ static int create_on(int *conn, char **cargv, const char *pid_file, const char *
 		}
 	}
 
+	if (!daemon && become_runc) {
+		if (*conn >= 0) {
+			close(*conn);
+			*conn = -1;
+		}
+		runc_exec(runc, cargv);
+		return refuse(runc_error(runc, errno));
+	}
+
 	int st = runc_run(runc, cargv, 0);
 	if (st < 0)
 		return refuse(runc_error(runc, errno));
@@ -385,10 +402,11 @@ static int create_on(int *conn, char **cargv, const char *pid_file, const char *
 	}
 }
 
-static int create_container(char **cargv, const char *pid_file, const char *runc, int fail_open, long *pid_out)
+static int create_container(char **cargv, const char *pid_file, const char *runc, int fail_open, int become_runc,
+			    long *pid_out)
 {
 	int conn = -1;
-	int rc = create_on(&conn, cargv, pid_file, runc, fail_open, pid_out);
+	int rc = create_on(&conn, cargv, pid_file, runc, fail_open, become_runc, pid_out);
 	if (conn >= 0)
 		close(conn);
 	return rc;
@@ -400,7 +418,7 @@ static int create(void)
 	int fail_open;
 	long pid;
 	int rc = load_settings(&runc, &fail_open);
-	return rc ? rc : create_container(args.argv, args.pid_file, runc, fail_open, &pid);
+	return rc ? rc : create_container(args.argv, args.pid_file, runc, fail_open, 1, &pid);
 }
 
 /* runc's global flags, then cmd, then "--" (an id may start with '-'), then the id. */
@@ -507,7 +525,7 @@ static int run(void)
 	}
 
 	long pid = 0;
-	rc = create_container(cargv, pid_file, runc, fail_open, &pid);
+	rc = create_container(cargv, pid_file, runc, fail_open, 0, &pid);
 	if (pid_file == tmp_pid) {
 		unlink(tmp_pid);
 		rmdir(tmpdir);
