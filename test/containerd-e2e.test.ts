@@ -3,11 +3,13 @@
 // cgfence with real containerd and runc: create-time attach through cgfence-runc, exec
 // denials, refusals that name the annotation, detach at exit, daemon restart.
 import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../src/audit/audit-read';
 import { request } from '../src/daemon/daemon-client';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { bpfCounts, waitForBpfCounts, BpfCounts } from './helpers/kernel';
+import { ensureTracefs } from '../src/kernel/tracefs';
+import { bpfCounts, uniqueName, waitForBpfCounts, BpfCounts } from './helpers/kernel';
 import { killDaemon } from './helpers/daemon-restart';
 import { scrapeMetrics } from './helpers/metrics';
 import { cid, cli, ctr, IMAGE, runFenced, removeContainer, sandboxDir, startFenced, waitFor } from './helpers/sandbox';
@@ -124,6 +126,58 @@ describe('containers fenced through cgfence-runc', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('PLAIN-RAN');
     expect((await records(id)).filter((x) => x.type === 'lifecycle')).toEqual([]);
+  });
+
+  it("a create with nothing to attach becomes runc in the launcher's own process; a fenced create runs runc as a child", () => {
+    // The kernel's exec events of every runtime call: a pass-through, and an unfenced create,
+    // exec runc in the pid that exec'd cgfence-runc; a fenced create forks runc first.
+    ensureTracefs();
+    const inst = `/sys/kernel/tracing/instances/${uniqueName('cgfence-test-launcher')}`;
+    fs.mkdirSync(inst);
+    try {
+      fs.writeFileSync(`${inst}/events/sched/sched_process_exec/enable`, '1');
+      const marker = fs.openSync(`${inst}/trace_marker`, 'w');
+      const arms: Array<[string, Record<string, string>]> = [
+        ['none', {}],
+        ['nothing-to-fence', { 'cgfence.io/mode': 'enforce' }],
+        ['fenced', ALLOW_SH],
+      ];
+      for (const [arm, annotations] of arms) {
+        fs.writeSync(marker, `BEGIN ${arm}`);
+        const r = runFenced(p, cid(arm), annotations, ['/bin/true']);
+        fs.writeSync(marker, `END ${arm}`);
+        expect(r.status, r.stderr).toBe(0);
+      }
+      fs.closeSync(marker);
+      fs.writeFileSync(`${inst}/tracing_on`, '0');
+      const execs = new Map<string, Array<{ file: string; pid: number }>>();
+      let cur: string | null = null;
+      for (const line of fs.readFileSync(`${inst}/trace`, 'utf8').split('\n')) {
+        const mark = /tracing_mark_write: (BEGIN|END) (\S+)/.exec(line);
+        if (mark) cur = mark[1] === 'BEGIN' ? mark[2] : null;
+        const ex = /sched_process_exec: filename=(\S+) pid=(\d+)/.exec(line);
+        if (cur && ex) execs.set(cur, [...(execs.get(cur) ?? []), { file: path.basename(ex[1]), pid: Number(ex[2]) }]);
+      }
+      /** runc's execs (not runc init, which is /proc/self/exe) in a pid that had exec'd cgfence-runc, and in another. */
+      const runcPids = (arm: string) => {
+        const ev = execs.get(arm) ?? [];
+        const launchers = new Set(ev.filter((e) => e.file === 'cgfence-runc').map((e) => e.pid));
+        const runc = ev.filter((e) => e.file === 'runc');
+        expect(launchers.size, `${arm}: cgfence-runc was run`).toBeGreaterThanOrEqual(3); // create, start, delete
+        return { inLauncher: runc.filter((e) => launchers.has(e.pid)).length, inChild: runc.filter((e) => !launchers.has(e.pid)).length };
+      };
+      // create, start, delete: all in the launcher's process when nothing is attached
+      expect(runcPids('none')).toMatchObject({ inChild: 0, inLauncher: expect.any(Number) });
+      expect(runcPids('none').inLauncher).toBeGreaterThanOrEqual(3);
+      expect(runcPids('nothing-to-fence')).toMatchObject({ inChild: 0 });
+      expect(runcPids('nothing-to-fence').inLauncher).toBeGreaterThanOrEqual(3);
+      // the fenced create's runc is the launcher's child; start and delete are pass-throughs
+      expect(runcPids('fenced').inChild).toBe(1);
+      expect(runcPids('fenced').inLauncher).toBeGreaterThanOrEqual(2);
+    } finally {
+      fs.writeFileSync(`${inst}/tracing_on`, '0');
+      fs.rmdirSync(inst);
+    }
   });
 
   it('hears only the containerd events it acts on: a container started and removed reaches it as three', async () => {
