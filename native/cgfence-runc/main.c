@@ -291,13 +291,11 @@ static enum dc_status await_attach(int *conn, const char *bundle, const char *ro
  * Fenced runc create with cargv (the caller's own line, or the create a run becomes).
  * Returns 0 once the container exists and is fenced (or needs no fence), with its init pid
  * in *pid_out; otherwise an exit code, the reason already reported.
- */
-/*
- * A create: prepare, runc create, attach. With become_runc, a container that turns out to need
- * no attach (nothing to fence, "fence":false, or created unfenced in fail-open mode) is handed
- * to runc by exec rather than run as a child and waited for: runc is then the process the shim
- * started, as without cgfence, and the create pays no fork, wait or wake-up of ours. `run`
- * cannot: it needs the init pid and stays in front of the container.
+ * With become_runc, a container that turns out to need no attach (nothing to fence,
+ * "fence":false, or created unfenced in fail-open mode) is handed to runc by exec instead of
+ * run as a child and waited for: runc is then the process the shim started, as without
+ * cgfence, and the create pays no fork, wait or wake-up of ours (nor returns). `run` cannot:
+ * it needs the init pid and stays in front of the container.
  */
 static int create_on(int *conn, char **cargv, const char *pid_file, const char *runc, int fail_open, int become_runc,
 		     long *pid_out)
