@@ -824,6 +824,21 @@ describe('containers that ask for nothing (issue 14, deliverable 6)', () => {
         fs.writeFileSync(path.join(plain(), 'config.json'), '{"annotations":{}');
         return { CGFENCE_NODE_HINT: hint() };
       },
+      // The bytes "cgfence.io/" anywhere send the create to the daemon unparsed (the daemon reads it)...
+      () => {
+        fs.writeFileSync(
+          path.join(plain(), 'config.json'),
+          JSON.stringify({ ociVersion: '1.0.2', process: { args: ['sh'], env: ['X=cgfence.io/x'] }, annotations: {} }),
+        );
+        fs.writeFileSync(hint(), 'default_profile=\n');
+        return { CGFENCE_NODE_HINT: hint() };
+      },
+      // ...and a key without those bytes is still found by the parse: "\u002e" is the dot.
+      () => {
+        fs.writeFileSync(path.join(plain(), 'config.json'), '{"ociVersion":"1.0.2","annotations":{"cgfence\\u002eio/mode":"learn"}}');
+        fs.writeFileSync(hint(), 'default_profile=\n');
+        return { CGFENCE_NODE_HINT: hint() };
+      },
     ];
     for (const v of variants) {
       requests = [];

@@ -136,7 +136,7 @@ out:
 	return rc;
 }
 
-int bundle_config_read(const char *bundle, struct bundle_config *out, char *errbuf, size_t errn)
+int bundle_config_read(const char *bundle, int annotated_only, struct bundle_config *out, char *errbuf, size_t errn)
 {
 	char path[PATH_MAX];
 	const char *why;
@@ -171,6 +171,18 @@ int bundle_config_read(const char *bundle, struct bundle_config *out, char *errb
 			snprintf(errbuf, errn, "%s is larger than %d bytes", path, BUNDLE_MAX_CONFIG);
 			goto out;
 		}
+	}
+	/*
+	 * Such a file goes to the daemon, which reads it itself and decides; whether the text is
+	 * even valid JSON is the daemon's to say then. Only the way to the daemon is shortened:
+	 * a file without those bytes is parsed as before, so nothing skips the daemon that would
+	 * not have. It spares a fenced create the parse, ~0.2 ms of its start (exec-performance.md).
+	 */
+	if (annotated_only && memmem(buf, len, PREFIX, sizeof(PREFIX) - 1)) {
+		memset(out, 0, sizeof(*out));
+		out->annotated = 1;
+		rc = 0;
+		goto out;
 	}
 	if (bundle_config_parse(buf, len, out, &why) < 0) {
 		snprintf(errbuf, errn, "%s: %s", path, why);

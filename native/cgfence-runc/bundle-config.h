@@ -15,7 +15,11 @@ struct bundle_config {
  * differently: invalid JSON or UTF-8, a non-object where runc wants an object, and so on. */
 int bundle_config_parse(const char *text, size_t n, struct bundle_config *out, const char **why);
 
-/* Reads and parses BUNDLE/config.json; -1 with errbuf set on failure. */
-int bundle_config_read(const char *bundle, struct bundle_config *out, char *errbuf, size_t errn);
+/*
+ * Reads and parses BUNDLE/config.json; -1 with errbuf set on failure. With annotated_only the
+ * caller wants nothing but `annotated`, and a file whose bytes contain "cgfence.io/" anywhere
+ * is reported annotated without being parsed (see bundle-config.c).
+ */
+int bundle_config_read(const char *bundle, int annotated_only, struct bundle_config *out, char *errbuf, size_t errn);
 
 #endif

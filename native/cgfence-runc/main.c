@@ -235,7 +235,7 @@ static int needs_daemon(const char *bundle)
 {
 	struct bundle_config bc;
 	char err[512];
-	if (bundle_config_read(bundle, &bc, err, sizeof(err)) < 0 || bc.annotated)
+	if (bundle_config_read(bundle, 1, &bc, err, sizeof(err)) < 0 || bc.annotated)
 		return 1;
 	return node_hint_read(cfg.node_hint, err, sizeof(err)) != HINT_NO_DEFAULT_PROFILE;
 }
@@ -459,7 +459,7 @@ static int run(void)
 		struct bundle_config bc;
 		char err[1024];
 		const char *bundle = absolute(args.bundle, bundle_buf, sizeof(bundle_buf));
-		if (!bundle || bundle_config_read(bundle, &bc, err, sizeof(err)) < 0)
+		if (!bundle || bundle_config_read(bundle, 0, &bc, err, sizeof(err)) < 0)
 			return refuse(fmt("cgfence: %s; refusing to run %s", bundle ? err : strerror(errno), args.id));
 		if (bc.terminal)
 			return refuse(
