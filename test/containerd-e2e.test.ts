@@ -214,6 +214,11 @@ describe('refusals name the annotation and value', () => {
       { 'cgfence.io/exec-allow': '/bin/sh,/usr/bin/nonexistent' },
       /cgfence\.io\/exec-allow=.*\/usr\/bin\/nonexistent: no such file in the container/,
     ],
+    [
+      'every path missing from the image, not only the first',
+      { 'cgfence.io/exec-allow': '/bin/nosuch-a,/bin/sh,/bin/nosuch-b' },
+      /\/bin\/nosuch-a: no such file in the container; \/bin\/nosuch-b: no such file in the container/,
+    ],
     ['a forbidden entrypoint', { 'cgfence.io/exec-allow': '/usr/local/bin/tool-a' }, /does not allow the entrypoint "\/bin\/sh"/],
     ['an unknown syscall', { 'cgfence.io/seccomp-deny': 'mkdir,notasyscall' }, /cgfence\.io\/seccomp-deny: unknown syscall "notasyscall"/],
   ];

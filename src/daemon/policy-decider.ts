@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { BackendName, ControlName, Controls, FenceBackend, isControl } from '../fence/backend';
 import { KEYS, cgfenceAnnotations, parseAnnotations } from '../policy/annotations';
-import { ResolveError, ResolvedEntry, identityOf, isUnder, resolveInRootDetailed } from '../policy/identity';
+import { ResolvedEntry, identityOf, resolveInRoot } from '../policy/identity';
 import { Policy } from '../policy/policy';
 import { native } from '../native';
 import { DaemonConfig } from './config';
@@ -14,15 +14,6 @@ export interface OciConfig {
   annotations?: Record<string, string>;
   root?: { path?: string };
   process?: { args?: string[]; env?: string[]; cwd?: string };
-  mounts?: Array<{ destination?: string; type?: string; source?: string; options?: string[] }>;
-}
-
-/** The container paths config.json mounts something on (bind mounts, tmpfs, proc...). */
-export function mountPointsOf(spec: OciConfig): string[] {
-  return (spec.mounts ?? [])
-    .map((m) => m.destination)
-    .filter((d): d is string => typeof d === 'string' && d.startsWith('/'))
-    .map((d) => path.posix.normalize(d));
 }
 
 const CONTROLS: ControlName[] = ['exec', 'network', 'seccomp'];
@@ -99,45 +90,29 @@ export class PolicyDecider {
   }
 
   /**
-   * Whether the allow-list lets the entrypoint run, judged in `root` (the bundle's rootfs at
-   * prepare, /proc/<init>/root at attach). An entrypoint that lies under one of `mountPoints`
-   * (or is searched for in a PATH directory under one) cannot be judged from the rootfs:
-   * 'deferred', to be judged again at attach in the container's own mount namespace.
+   * Whether the allow-list lets the entrypoint run, judged in `root` (/proc/<init>/root at
+   * attach: the container's own view, its mounts included); null when it does, or when there
+   * is no entrypoint to find (runc reports that itself).
    */
-  entrypointProblem(
-    root: string,
-    spec: OciConfig,
-    allowed: ResolvedEntry[],
-    value: string | undefined,
-    mountPoints: string[] = [],
-  ): string | null | 'deferred' {
+  entrypointProblem(root: string, spec: OciConfig, allowed: ResolvedEntry[], value: string | undefined): string | null {
     const arg0 = spec.process?.args?.[0];
     if (!arg0) return null;
-    const mounted = (p: string) => mountPoints.some((m) => isUnder(p, m));
     let host: string | null = null;
     if (arg0.includes('/')) {
       const abs = arg0.startsWith('/') ? arg0 : path.posix.join(spec.process?.cwd ?? '/', arg0);
-      if (mounted(abs)) return 'deferred';
       try {
-        const r = resolveInRootDetailed(root, abs);
-        if (mounted(r.inside)) return 'deferred';
-        host = r.host;
-      } catch (e) {
-        if (e instanceof ResolveError && e.at !== undefined && mounted(e.at)) return 'deferred';
+        host = resolveInRoot(root, abs);
+      } catch {
         host = null;
       }
     } else {
       const envPath =
         spec.process?.env?.find((e) => e.startsWith('PATH='))?.slice(5) ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
       for (const dir of envPath.split(':').filter((d) => d.startsWith('/'))) {
-        const abs = path.posix.join(dir, arg0);
-        // The rootfs cannot say whether a mounted PATH directory holds it.
-        if (mounted(abs)) return 'deferred';
         try {
-          const r = resolveInRootDetailed(root, abs);
-          if (mounted(r.inside)) return 'deferred';
-          if (fs.statSync(r.host).isFile()) {
-            host = r.host;
+          const found = resolveInRoot(root, path.posix.join(dir, arg0));
+          if (fs.statSync(found).isFile()) {
+            host = found;
             break;
           }
         } catch {

@@ -22,11 +22,6 @@ export { ResolveError };
 
 /** Resolves `p` (absolute, inside `root`) to a host path under `root`, following symlinks in-root. */
 export function resolveInRoot(root: string, p: string): string {
-  return resolveInRootDetailed(root, p).host;
-}
-
-/** As resolveInRoot, with the path inside the container it ended at (symlinks followed). */
-export function resolveInRootDetailed(root: string, p: string): { host: string; inside: string } {
   if (!p.startsWith('/')) throw new ResolveError(p, 'not an absolute path');
   const pending = p.split('/').filter(Boolean);
   const done: string[] = [];
@@ -43,12 +38,7 @@ export function resolveInRootDetailed(root: string, p: string): { host: string; 
     try {
       st = fs.lstatSync(host);
     } catch (e) {
-      const at = '/' + [...done, part].join('/');
-      throw new ResolveError(
-        p,
-        (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file in the container' : (e as Error).message,
-        at,
-      );
+      throw new ResolveError(p, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file in the container' : (e as Error).message);
     }
     if (st.isSymbolicLink()) {
       if (++links > MAX_SYMLINKS) throw new ResolveError(p, 'too many levels of symbolic links');
@@ -57,11 +47,10 @@ export function resolveInRootDetailed(root: string, p: string): { host: string; 
       pending.unshift(...target.split('/').filter(Boolean));
       continue;
     }
-    if (pending.length > 0 && !st.isDirectory())
-      throw new ResolveError(p, `${'/' + [...done, part].join('/')} is not a directory`, '/' + [...done, part].join('/'));
+    if (pending.length > 0 && !st.isDirectory()) throw new ResolveError(p, `${'/' + [...done, part].join('/')} is not a directory`);
     done.push(part);
   }
-  return { host: path.join(root, ...done), inside: '/' + done.join('/') };
+  return path.join(root, ...done);
 }
 
 export function identityOf(hostPath: string): FileIdentity {
@@ -170,13 +159,24 @@ function addLoaders(found: Found[], root: { pid: number } | { dir: string }, roo
 export function resolveAllowList(entries: string[], root: { pid: number } | { dir: string }): ResolvedEntry[] {
   const rootDir = 'pid' in root ? `/proc/${root.pid}/root` : root.dir;
   const out: Found[] = [];
-  for (const entry of entries) out.push(...resolveEntry(entry, rootDir));
+  // Every entry that names nothing is reported, not only the first.
+  const missing: ResolveError[] = [];
+  for (const entry of entries) {
+    try {
+      out.push(...resolveEntry(entry, rootDir));
+    } catch (e) {
+      if (!(e instanceof ResolveError)) throw e;
+      missing.push(e);
+    }
+  }
+  if (missing.length === 1) throw missing[0];
+  if (missing.length > 1) throw new Error(missing.map((e) => e.message).join('; '));
   return addLoaders(out, root, rootDir);
 }
 
-/** One allow-list entry's files (without loaders); `host`: where the caller already resolved it. */
-function resolveEntry(entry: string, rootDir: string, host?: string): Found[] {
-  if (!entry.endsWith('/*')) return [regularFile(entry, host ?? resolveInRoot(rootDir, entry))];
+/** One allow-list entry's files (without loaders). */
+function resolveEntry(entry: string, rootDir: string): Found[] {
+  if (!entry.endsWith('/*')) return [regularFile(entry, resolveInRoot(rootDir, entry))];
   const dir = entry.slice(0, -2) || '/';
   const hostDir = resolveInRoot(rootDir, dir);
   if (!fs.statSync(hostDir).isDirectory()) throw new ResolveError(entry, `${dir} is not a directory`);
@@ -191,59 +191,6 @@ function resolveEntry(entry: string, rootDir: string, host?: string): Found[] {
     }
     const st = fs.statSync(hostPath, { bigint: true });
     if (st.isFile()) out.push({ path: inner, identity: allowedFileOf(hostPath, false, st), host: hostPath });
-  }
-  return out;
-}
-
-/** True when container path `p` is `mountPoint` or lies below it. */
-export function isUnder(p: string, mountPoint: string): boolean {
-  const m = mountPoint.replace(/\/+$/, '') || '/';
-  return m === '/' || p === m || p.startsWith(`${m}/`);
-}
-
-export interface PrepareCheck {
-  /** Entries resolved in the bundle's rootfs, nothing of them under a mount point. */
-  resolved: ResolvedEntry[];
-  /** Entries that name (or lead through a symlink into) a mount point: resolved at attach. */
-  deferred: string[];
-  /** Entries that name nothing, each as `ENTRY: why`. */
-  problems: string[];
-}
-
-/**
- * The allow-list check before the container exists: only the bundle's rootfs is there.
- * What the container will see under its mounts (bind mounts from the host, tmpfs...) is not
- * there yet, and what the rootfs holds at those paths is hidden by them. So an entry whose
- * path, or whose resolution after symlinks, reaches a mount point of config.json is left for
- * attach, where it is resolved in the container's own mount namespace; the rest must resolve
- * here, so a typo is still refused before runc creates anything.
- */
-export function checkAllowListInRootfs(entries: string[], rootfs: string, mountPoints: string[]): PrepareCheck {
-  const out: PrepareCheck = { resolved: [], deferred: [], problems: [] };
-  const found: Found[] = [];
-  const mounted = (p: string) => mountPoints.some((m) => isUnder(p, m));
-  for (const entry of entries) {
-    const named = entry.endsWith('/*') ? entry.slice(0, -2) || '/' : entry;
-    if (mounted(named)) {
-      out.deferred.push(entry);
-      continue;
-    }
-    try {
-      const { inside, host } = resolveInRootDetailed(rootfs, named);
-      if (mounted(inside)) {
-        out.deferred.push(entry);
-        continue;
-      }
-      found.push(...resolveEntry(entry, rootfs, entry === named ? host : undefined));
-    } catch (e) {
-      if (e instanceof ResolveError && e.at !== undefined && mounted(e.at)) out.deferred.push(entry);
-      else out.problems.push((e as Error).message);
-    }
-  }
-  try {
-    out.resolved = addLoaders(found, { dir: rootfs }, rootfs);
-  } catch (e) {
-    out.problems.push((e as Error).message);
   }
   return out;
 }
