@@ -8,6 +8,7 @@
         "native/bpf-objects.cc",
         "native/audit-netlink.cc",
         "native/peer-credentials.cc",
+        "native/rename-exchange.cc",
         "native/bpf-object.cc",
         "native/bpf-link.cc",
         "native/ring-buffer.cc",

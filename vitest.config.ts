@@ -8,7 +8,16 @@ import { defineConfig } from 'vitest/config';
 //   e2e     a real containerd and runc through the sandbox (root); new test files land here
 //   vm      the same checks on stock distro kernels booted in QEMU (scripts/vm-run.sh):
 //           test/vm.test.ts boots them and runs test/vm/guest/* inside
-const UNIT = ['allow-list-check', 'annotations-property', 'cli', 'fence-registry', 'learned-policy', 'net-rules', 'seccomp-profile'];
+const UNIT = [
+  'allow-list-check',
+  'annotations-property',
+  'cli',
+  'fence-registry',
+  'learned-policy',
+  'net-rules',
+  'replace-file',
+  'seccomp-profile',
+];
 const KERNEL = [
   'audit-log',
   'cgfence-runc',

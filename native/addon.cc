@@ -6,6 +6,7 @@
 #include "bpf-link.h"
 #include "bpf-object.h"
 #include "peer-credentials.h"
+#include "rename-exchange.h"
 #include "ring-buffer.h"
 #include "seccomp.h"
 #include "seccomp-notify.h"
@@ -20,6 +21,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("SeccompNotify", cgfence::SeccompNotify::Init(env));
   exports.Set("AuditNetlink", cgfence::AuditNetlink::Init(env));
   cgfence::InitPeerCredentials(env, exports);
+  cgfence::InitRenameExchange(env, exports);
   exports.Set("libbpfVersion", Napi::String::New(env, libbpf_version_string()));
   return exports;
 }

@@ -162,6 +162,8 @@ export interface NativeAddon {
   AuditNetlink: new (onReady: () => void) => AuditNetlink;
   /** SO_PEERCRED of a connected unix socket: who is at the other end. */
   peerCredentials(fd: number): { pid: number; uid: number; gid: number };
+  /** Swaps two paths atomically (renameat2 RENAME_EXCHANGE); false when `to` is missing or the filesystem cannot. */
+  renameExchange(from: string, to: string): boolean;
 }
 
 export interface AuditNetlinkRecord {

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { JsonFields } from '../fence/json-fields';
+import { replaceFile } from '../kernel/replace-file';
 
 export type Counts = { denied: number; audited: number };
 
@@ -33,9 +34,7 @@ export class CounterSnapshots {
     const text = JSON.stringify(cur);
     this.last = cur;
     if (text === this.lastText) return; // idle nodes do not rewrite the file every tick
-    const tmp = `${this.file}.tmp`;
-    fs.writeFileSync(tmp, text, { mode: 0o600 });
-    fs.renameSync(tmp, this.file);
+    replaceFile(this.file, text);
     this.lastText = text;
   }
 }

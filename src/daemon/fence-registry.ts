@@ -8,6 +8,7 @@ import { readBackendStates } from '../fence/backend-states';
 import { JsonFields, StateFieldError } from '../fence/json-fields';
 
 import { RECENT_OWNER_MS } from '../fence/event-sink';
+import { replaceFile } from '../kernel/replace-file';
 
 export type { ControlState, Controls, FencedContainer } from '../fence/backend';
 export { RECENT_OWNER_MS } from '../fence/event-sink';
@@ -158,10 +159,8 @@ export class FenceRegistry {
   }
 
   private save(): void {
-    // Write-then-rename: a crash mid-write leaves the previous state, never half a file.
-    const tmp = `${this.file}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(this.all(), null, 1), { mode: 0o600 });
-    fs.renameSync(tmp, this.file);
+    // A crash mid-save leaves the previous state, never half a file.
+    replaceFile(this.file, JSON.stringify(this.all(), null, 1));
   }
 }
 

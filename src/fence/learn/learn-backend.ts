@@ -25,6 +25,7 @@ import { readBundleConfig } from '../bundle-config';
 import { ContainerRoot } from './container-root';
 import { LearnedExecs } from './learned-execs';
 import { Learned, LearnedFlow, LearnedPeer, PodRef, formatAddress, learnedAnnotations, protoName } from './learned-policy';
+import { replaceFile } from '../../kernel/replace-file';
 
 /** The audit record keeps at most this many flows (the peers, which make the policy, are all kept). */
 const MAX_RECORDED_FLOWS = 1000;
@@ -328,9 +329,7 @@ export class LearnBackend implements FenceBackend<'learn'> {
 
   private save(l: Live): void {
     const { execs, fenceId, root: _root, ...rest } = l;
-    const tmp = `${this.file(fenceId.toString())}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify({ ...rest, fenceId: fenceId.toString(), execs }), { mode: 0o600 });
-    fs.renameSync(tmp, this.file(fenceId.toString()));
+    replaceFile(this.file(fenceId.toString()), JSON.stringify({ ...rest, fenceId: fenceId.toString(), execs }));
   }
 
   /**
