@@ -18,7 +18,8 @@ static Napi::Value RenameExchange(const Napi::CallbackInfo &info) {
     throw Napi::TypeError::New(env, "renameExchange(from: string, to: string)");
   std::string from = info[0].As<Napi::String>().Utf8Value();
   std::string to = info[1].As<Napi::String>().Utf8Value();
-  if (renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_EXCHANGE) == 0) return Napi::Boolean::New(env, true);
+  if (renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_EXCHANGE) == 0)
+    return Napi::Boolean::New(env, true);
   if (errno == EINVAL || errno == ENOENT || errno == ENOSYS) return Napi::Boolean::New(env, false);
   ThrowSystemError(env, "renameat2(" + from + ", " + to + ", RENAME_EXCHANGE)", errno);
 }

@@ -15,9 +15,14 @@ import { native } from '../native';
 
 export function replaceFile(file: string, text: string): void {
   const tmp = `${file}.tmp`;
-  // A leftover from a crash is removed, not truncated: ext4 flushes a truncated file at close.
-  fs.rmSync(tmp, { force: true });
-  fs.writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
+  try {
+    fs.writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    // A leftover from a crash is removed, not truncated: ext4 flushes a truncated file at close.
+    fs.rmSync(tmp, { force: true });
+    fs.writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
+  }
   // No FILE yet (nothing to replace, so nothing to flush), or a filesystem without exchange.
   if (!native().renameExchange(tmp, file)) return fs.renameSync(tmp, file);
   fs.unlinkSync(tmp);
