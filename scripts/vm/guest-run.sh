@@ -56,3 +56,9 @@ mapfile -d '' argv < "$job/cmd"
   exec "${argv[@]}"
 ) > "$out" 2>&1 < /dev/null
 status=$?
+# A command killed by a signal (a segfault under emulation, say): what the guest kernel said
+# about it, which the console does not show at this loglevel.
+if (( status > 128 )); then
+  { echo "cgfence-vm: the command died of signal $((status - 128)); the guest kernel's last messages:"
+    dmesg | tail -n 25; } > "$out" 2>&1
+fi
