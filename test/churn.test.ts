@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { footprint, Footprint } from '../src/sandbox/footprint';
-import { cid, cli, runFenced, sandboxDir, waitFor } from './helpers/sandbox';
+import { cid, cli, ctr, runFenced, sandboxDir, waitFor } from './helpers/sandbox';
 
 const dir = sandboxDir('churn');
 const N = 20;
@@ -47,4 +47,42 @@ it(`${N} fenced containers started and exited leave nothing behind`, async () =>
   });
   // RSS is not exact (the JS heap grows and shrinks with GC): bounded growth only.
   expect(after.daemonRssKb - before.daemonRssKb).toBeLessThan(64 * 1024);
+});
+
+it('containers refused at attach (an allow-list typo, a forbidden entrypoint, with network rules too) leave nothing behind', async () => {
+  const pid = Number(fs.readFileSync(p.daemonPid, 'utf8'));
+  const tables = () => JSON.parse(cli(p, ['status', '--json']).stdout).tables as Record<string, { used: number }>;
+  await waitFor('nothing fenced', () => JSON.parse(cli(p, ['ps', '--json']).stdout).length === 0);
+  const before = footprint(p.pinDir, pid);
+  const usedBefore = tables();
+  const refused: Array<Record<string, string>> = [
+    { 'cgfence.io/exec-allow': '/bin/sh,/bin/nosuch', 'cgfence.io/egress-deny': '10.0.0.0/8' },
+    { 'cgfence.io/exec-allow': '/usr/local/bin/tool-a', 'cgfence.io/egress-deny': '10.0.0.0/8' },
+  ];
+  for (let i = 0; i < 6; i++) {
+    const id = cid('refused');
+    const r = runFenced(p, id, refused[i % 2], ['/bin/sh', '-c', 'echo SHOULD-NOT-RUN']);
+    ctr(p, ['containers', 'delete', id]);
+    expect(r.status).not.toBe(0);
+    expect(r.stdout).not.toContain('SHOULD-NOT-RUN');
+    expect(r.stderr).toMatch(i % 2 ? /does not allow the entrypoint/ : /\/bin\/nosuch: no such file in the container/);
+  }
+  expect(JSON.parse(cli(p, ['ps', '--json']).stdout)).toEqual([]);
+  const after = await waitFor(
+    'BPF objects back at the baseline',
+    () => {
+      const f = footprint(p.pinDir, pid);
+      return f.progs === before.progs && f.maps === before.maps && f.links === before.links && f.daemonFds === before.daemonFds && f;
+    },
+    10_000,
+  ).catch(() => footprint(p.pinDir, pid));
+  expect({ progs: after.progs, maps: after.maps, links: after.links, pins: after.pins, fds: after.daemonFds }).toEqual({
+    progs: before.progs,
+    maps: before.maps,
+    links: before.links,
+    pins: before.pins,
+    fds: before.daemonFds,
+  });
+  const usedAfter = tables();
+  for (const [name, t] of Object.entries(usedBefore)) expect(usedAfter[name].used, name).toBe(t.used);
 });
