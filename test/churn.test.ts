@@ -19,17 +19,8 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-it(`${N} fenced containers started and exited leave nothing behind`, async () => {
-  const pid = Number(fs.readFileSync(p.daemonPid, 'utf8'));
-  // Warm up once so the baseline includes what the daemon allocates on first use.
-  runFenced(p, cid('warm'), { 'cgfence.io/exec-allow': '/bin/sh' }, ['/bin/true']);
-  await waitFor('warm-up detach', () => JSON.parse(cli(p, ['ps', '--json']).stdout).length === 0);
-  const before: Footprint = footprint(p.pinDir, pid);
-  for (let i = 0; i < N; i++) {
-    const r = runFenced(p, cid('churn'), { 'cgfence.io/exec-allow': '/bin/sh' }, ['/bin/sh', '-c', '/usr/local/bin/tool-a; true']);
-    expect(r.status, r.stderr).toBe(0);
-  }
-  await waitFor('every container detached', () => JSON.parse(cli(p, ['ps', '--json']).stdout).length === 0);
+/** Waits (10 s at most) for the BPF objects, pins and daemon fds to be back at `before`; returns the last footprint. */
+async function expectBaseline(pid: number, before: Footprint): Promise<Footprint> {
   const after = await waitFor(
     'BPF objects back at the baseline',
     () => {
@@ -45,6 +36,21 @@ it(`${N} fenced containers started and exited leave nothing behind`, async () =>
     pins: before.pins,
     fds: before.daemonFds,
   });
+  return after;
+}
+
+it(`${N} fenced containers started and exited leave nothing behind`, async () => {
+  const pid = Number(fs.readFileSync(p.daemonPid, 'utf8'));
+  // Warm up once so the baseline includes what the daemon allocates on first use.
+  runFenced(p, cid('warm'), { 'cgfence.io/exec-allow': '/bin/sh' }, ['/bin/true']);
+  await waitFor('warm-up detach', () => JSON.parse(cli(p, ['ps', '--json']).stdout).length === 0);
+  const before: Footprint = footprint(p.pinDir, pid);
+  for (let i = 0; i < N; i++) {
+    const r = runFenced(p, cid('churn'), { 'cgfence.io/exec-allow': '/bin/sh' }, ['/bin/sh', '-c', '/usr/local/bin/tool-a; true']);
+    expect(r.status, r.stderr).toBe(0);
+  }
+  await waitFor('every container detached', () => JSON.parse(cli(p, ['ps', '--json']).stdout).length === 0);
+  const after = await expectBaseline(pid, before);
   // RSS is not exact (the JS heap grows and shrinks with GC): bounded growth only.
   expect(after.daemonRssKb - before.daemonRssKb).toBeLessThan(64 * 1024);
 });
@@ -68,21 +74,7 @@ it('containers refused at attach (an allow-list typo, a forbidden entrypoint, wi
     expect(r.stderr).toMatch(i % 2 ? /does not allow the entrypoint/ : /\/bin\/nosuch: no such file in the container/);
   }
   expect(JSON.parse(cli(p, ['ps', '--json']).stdout)).toEqual([]);
-  const after = await waitFor(
-    'BPF objects back at the baseline',
-    () => {
-      const f = footprint(p.pinDir, pid);
-      return f.progs === before.progs && f.maps === before.maps && f.links === before.links && f.daemonFds === before.daemonFds && f;
-    },
-    10_000,
-  ).catch(() => footprint(p.pinDir, pid));
-  expect({ progs: after.progs, maps: after.maps, links: after.links, pins: after.pins, fds: after.daemonFds }).toEqual({
-    progs: before.progs,
-    maps: before.maps,
-    links: before.links,
-    pins: before.pins,
-    fds: before.daemonFds,
-  });
+  await expectBaseline(pid, before);
   const usedAfter = tables();
   for (const [name, t] of Object.entries(usedBefore)) expect(usedAfter[name].used, name).toBe(t.used);
 });
