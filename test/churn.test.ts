@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { footprint, Footprint } from '../src/sandbox/footprint';
+import { holderPids } from './helpers/daemon-restart';
 import { cid, cli, ctr, runFenced, sandboxDir, waitFor } from './helpers/sandbox';
 
 const dir = sandboxDir('churn');
@@ -18,6 +19,20 @@ afterAll(async () => {
   await sandboxDown(dir).catch((e) => console.error(e));
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+/** Seccomp notify fds held by these processes (the daemon and the fd-holder keep one per fenced container). */
+function notifyFds(pids: number[]): number {
+  let n = 0;
+  for (const pid of pids)
+    for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === 'anon_inode:seccomp notify') n++;
+      } catch {
+        /* closed meanwhile */
+      }
+    }
+  return n;
+}
 
 /** Waits (10 s at most) for the BPF objects, pins and daemon fds to be back at `before`; returns the last footprint. */
 async function expectBaseline(pid: number, before: Footprint): Promise<Footprint> {
@@ -61,6 +76,8 @@ it('containers refused at attach (an allow-list typo, a forbidden entrypoint, wi
   await waitFor('nothing fenced', () => JSON.parse(cli(p, ['ps', '--json']).stdout).length === 0);
   const before = footprint(p.pinDir, pid);
   const usedBefore = tables();
+  const holders = () => [pid, ...holderPids(p)];
+  const notifyBefore = notifyFds(holders());
   const refused: Array<Record<string, string>> = [
     { 'cgfence.io/exec-allow': '/bin/sh,/bin/nosuch', 'cgfence.io/egress-deny': '10.0.0.0/8' },
     { 'cgfence.io/exec-allow': '/usr/local/bin/tool-a', 'cgfence.io/egress-deny': '10.0.0.0/8' },
@@ -75,6 +92,9 @@ it('containers refused at attach (an allow-list typo, a forbidden entrypoint, wi
   }
   expect(JSON.parse(cli(p, ['ps', '--json']).stdout)).toEqual([]);
   await expectBaseline(pid, before);
+  // runc handed each one's seccomp listener over before it was refused: none may be kept.
+  await waitFor('no notify fd kept for a refused container', () => notifyFds(holders()) === notifyBefore, 10_000).catch(() => undefined);
+  expect(notifyFds(holders())).toBe(notifyBefore);
   const usedAfter = tables();
   for (const [name, t] of Object.entries(usedBefore)) expect(usedAfter[name].used, name).toBe(t.used);
 });
