@@ -1,8 +1,9 @@
 // The lifecycle transactions of fencing a container: prepare (validate the bundle's
 // annotations before runc runs), attach (every backend, on the init's cgroup, and the
-// entrypoint against the allow-list, before the entrypoint runs; all or nothing), detach (at exit), late attach and
-// live policy updates. What the policy means is PolicyDecider's; how each control is
-// applied is its backend's (fence/); kernel events go through the EventSink.
+// entrypoint against the allow-list, before the entrypoint runs; all or nothing), detach
+// (at exit), late attach and live policy updates. What the policy means is PolicyDecider's;
+// how each control is applied is its backend's (fence/); kernel events go through the
+// EventSink.
 import crypto from 'node:crypto';
 import { AllowedFile } from '../kernel/abi';
 import fs from 'node:fs';
