@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FenceRegistry, readFencedContainer } from '../src/daemon/fence-registry';
+import { FenceRegistry, FencedContainer, readFencedContainer } from '../src/daemon/fence-registry';
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'fences-0.1.0.json');
 
@@ -52,7 +52,7 @@ describe('fence registry state file', () => {
     expect(r.get('default', 'web')?.backends.exec?.allow?.[1].loader_of).toBe('/bin/sh');
     // A save writes what was read: an upgrade keeps the file's format.
     r.put(r.get('default', 'web')!);
-    r.flush();
+    r.flush({ compact: true });
     expect(JSON.parse(fs.readFileSync(path.join(dir, 'fences.json'), 'utf8'))).toEqual(fixture());
     expect(fs.readdirSync(dir).filter((n) => n.includes('corrupt'))).toEqual([]);
   });
@@ -176,5 +176,94 @@ describe('fence registry state file', () => {
     expect(fs.existsSync(path.join(dir, 'fences.json'))).toBe(false);
     expect(fs.readdirSync(dir).filter((n) => n.startsWith('fences.json.corrupt-'))).toHaveLength(1);
     expect(logs[0]).toMatch(/fences\.json is not a list of fenced containers/);
+  });
+});
+
+/** The turn in which a change is written to the journal. */
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+describe('fence registry journal', () => {
+  it('a daemon that stops without a save (a crash) is followed by one that reads every change it made', async () => {
+    const dir = stateDir(fs.readFileSync(FIXTURE, 'utf8'));
+    const r = new FenceRegistry(dir);
+    const [, other] = fixture() as unknown as FencedContainer[];
+    r.delete('default', 'web');
+    r.put({ ...other, id: 'new-one', eventKeys: ['4242'] });
+    await nextTurn();
+    // Appended, not rewritten: the snapshot is as it was.
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'fences.json'), 'utf8'))).toEqual(fixture());
+    expect(fs.readFileSync(path.join(dir, 'fences.journal'), 'utf8').trim().split('\n')).toHaveLength(2);
+
+    const logs: string[] = [];
+    const again = new FenceRegistry(dir, (m) => logs.push(m));
+    expect(logs).toEqual([]);
+    expect(again.get('default', 'web')).toBeUndefined();
+    expect(again.byEvent(8812n)).toBeUndefined();
+    expect(again.get(other.namespace, 'new-one')).toEqual({ ...other, id: 'new-one', eventKeys: ['4242'] });
+    expect(again.byEvent('4242')?.id).toBe('new-one');
+    expect(again.all()).toHaveLength(fixture().length);
+    // Read back, folded into the snapshot at once: the journal is gone until the next change.
+    expect(fs.existsSync(path.join(dir, 'fences.journal'))).toBe(false);
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'fences.json'), 'utf8'))).toEqual(again.all());
+  });
+
+  it('an entry changed twice in one turn is written as it is at the end of the turn', async () => {
+    const dir = stateDir();
+    const r = new FenceRegistry(dir);
+    const [web] = fixture() as unknown as FencedContainer[];
+    r.put({ ...web, pid: 1 });
+    r.put({ ...web, pid: 2 });
+    await nextTurn();
+    expect(new FenceRegistry(dir).get('default', 'web')?.pid).toBe(2);
+  });
+
+  it('leaves out a line cut short or spoilt, names it, keeps the lines after it and the journal as read', async () => {
+    const dir = stateDir();
+    const [web, other] = fixture() as unknown as FencedContainer[];
+    const spoilt = JSON.parse(JSON.stringify(other)) as Spoilable;
+    spoilt.backends.exec.allow[0].ino = 'x1';
+    const journal = [
+      JSON.stringify({ put: web }),
+      JSON.stringify({ put: spoilt }),
+      '{"put":{"namespace":"def',
+      JSON.stringify({ forget: { namespace: 'default', id: 'web' } }),
+      JSON.stringify({ put: { ...web, id: 'after' } }),
+    ].join('\n');
+    fs.writeFileSync(path.join(dir, 'fences.journal'), journal);
+    const logs: string[] = [];
+    const r = new FenceRegistry(dir, (m) => logs.push(m));
+    expect(r.all().map((f) => f.id)).toEqual(['web', 'after']);
+    expect(logs).toHaveLength(3);
+    expect(logs[0]).toContain(
+      `fences.journal:2.put (${other.namespace}/${other.id}).backends.exec.allow[0].ino: a decimal integer string expected, found "x1": change left out`,
+    );
+    expect(logs[1]).toMatch(/^fences\.journal:3: not JSON .*: change left out/);
+    expect(logs[2]).toContain('fences.journal:4: a "put" or a "delete" expected: change left out');
+    const kept = fs.readdirSync(dir).filter((n) => n.startsWith('fences.journal.corrupt-'));
+    expect(kept).toHaveLength(1);
+    expect(fs.readFileSync(path.join(dir, kept[0]), 'utf8')).toBe(journal);
+  });
+
+  it('folds the journal into fences.json every 256 changes, and at a compacting flush (a stop)', async () => {
+    const dir = stateDir();
+    const r = new FenceRegistry(dir);
+    const [web] = fixture() as unknown as FencedContainer[];
+    for (let i = 0; i < 256; i++) {
+      r.put({ ...web, id: `c${i}`, eventKeys: [] });
+      await nextTurn();
+    }
+    expect(fs.existsSync(path.join(dir, 'fences.json'))).toBe(false);
+    expect(fs.readFileSync(path.join(dir, 'fences.journal'), 'utf8').trim().split('\n')).toHaveLength(256);
+    r.delete('default', 'c0');
+    await nextTurn();
+    expect(fs.readFileSync(path.join(dir, 'fences.journal'), 'utf8')).toBe('');
+    expect((JSON.parse(fs.readFileSync(path.join(dir, 'fences.json'), 'utf8')) as unknown[]).length).toBe(255);
+    r.delete('default', 'c1');
+    r.flush();
+    expect(fs.readFileSync(path.join(dir, 'fences.journal'), 'utf8')).toMatch(/^\{"delete":\{"namespace":"default","id":"c1"\}\}\n$/);
+    r.delete('default', 'c2');
+    r.flush({ compact: true });
+    expect(fs.readFileSync(path.join(dir, 'fences.journal'), 'utf8')).toBe('');
+    expect(new FenceRegistry(dir).all()).toHaveLength(253);
   });
 });

@@ -660,7 +660,7 @@ export class Daemon {
       for (const b of this.backends) b.close({ detach: !!opts.detach });
       this.tamper?.close({ detach: !!opts.detach });
       this.manager.flushDeferred();
-      this.manager.registry.flush();
+      this.manager.registry.flush({ compact: !opts.detach });
       this.audit.write({ type: 'agent', action: 'stop', pid: process.pid, detach: !!opts.detach });
       this.audit.close();
       this.log(`stopped${opts.detach ? '; every fence detached and unpinned' : '; fences stay pinned and enforcing'}`);

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DaemonClientError, request } from './daemon-client';
 import { containerKey } from '../fence/backend';
+import { FenceRegistry } from './fence-registry';
 
 /** Copy next to the target, then rename: containerd never runs half a file, and a running launcher keeps its inode. */
 export function installFile(from: string, to: string, mode: number): void {
@@ -61,8 +62,9 @@ async function stillFenced(t: UninstallTargets): Promise<{ daemon: boolean; fenc
   }
   // No daemon: its state file says whom the pinned fences are for.
   try {
-    const list = JSON.parse(fs.readFileSync(path.join(t.stateDir, 'fences.json'), 'utf8')) as Array<{ namespace: string; id: string }>;
-    return { daemon: false, fenced: fs.existsSync(t.pinDir) ? list.map((c) => containerKey(c.namespace, c.id)) : [] };
+    if (!fs.existsSync(t.stateDir) || !fs.existsSync(t.pinDir)) return { daemon: false, fenced: [] };
+    const list = new FenceRegistry(t.stateDir).all();
+    return { daemon: false, fenced: list.map((c) => containerKey(c.namespace, c.id)) };
   } catch {
     return { daemon: false, fenced: [] };
   }
@@ -146,7 +148,7 @@ function looksOurs(what: string, p: string): boolean {
   if (what === 'state' && fs.existsSync(abs)) {
     try {
       const names = fs.readdirSync(abs);
-      return names.length === 0 || names.includes('fences.json');
+      return names.length === 0 || names.includes('fences.json') || names.includes('fences.journal');
     } catch {
       return false;
     }
