@@ -226,6 +226,8 @@ describe('event stream', () => {
       expect(c!.spec?.linux?.cgroupsPath).toBe(`/${NS}/${id}`);
       expect(await client.getContainer(NS, id)).toEqual(c);
       expect(await client.getContainer(NS, 'no-such-container')).toBeUndefined();
+      expect(await client.containerLabels(NS, id)).toEqual(c!.labels);
+      expect(await client.containerLabels(NS, 'no-such-container')).toBeUndefined();
 
       const tasks = await client.listTasks(NS);
       const t = tasks.find((x) => x.containerId === id);

@@ -195,6 +195,27 @@ export class ContainerdClient {
   }
 
   /** Resolves to undefined when the container does not exist. */
+  /**
+   * A container's labels alone (undefined when it does not exist): the same call as
+   * getContainer, without parsing the OCI spec that comes with it (~10 KB of JSON), for the
+   * daemon's workload lookup at every fenced create.
+   */
+  async containerLabels(namespace: string, id: string): Promise<Record<string, string> | undefined> {
+    try {
+      const res = await this.unary<{ container?: RawContainer }>(
+        '/containerd.services.containers.v1.Containers/Get',
+        'containerd.services.containers.v1.GetContainerRequest',
+        'containerd.services.containers.v1.GetContainerResponse',
+        { id },
+        namespace,
+      );
+      return res.container ? { ...res.container.labels } : undefined;
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+  }
+
   async getContainer(namespace: string, id: string): Promise<ContainerInfo | undefined> {
     try {
       const res = await this.unary<{ container?: RawContainer }>(

@@ -425,13 +425,13 @@ export class Daemon {
     if (!this.client || !namespace) return null;
     let timer: NodeJS.Timeout | undefined;
     try {
-      const c = await Promise.race([
-        this.client.getContainer(namespace, id),
+      const labels = await Promise.race([
+        this.client.containerLabels(namespace, id),
         new Promise<undefined>((resolve) => {
           timer = setTimeout(() => resolve(undefined), WORKLOAD_LOOKUP_MS);
         }),
       ]);
-      return workloadFromLabels(c?.labels);
+      return workloadFromLabels(labels);
     } catch {
       return null;
     } finally {
