@@ -15,8 +15,9 @@
 //                   times a filter at all against none, ~2 ms of runc's own here);
 // so errno − kill is what the seccomp notify route costs a start. The headline pair then runs
 // HEADLINE_EXTRA more rounds on its own, and its row gives a bootstrap interval of its ratio. Each row's note also gives
-// the daemon's CPU time per start of that arm (utime+stime of the daemon across its starts:
-// the daemon's work competes with runc and the shim for this machine's 2 CPUs), and a last
+// the daemon's CPU time per start of that arm (utime+stime of the daemon across its starts, and
+// its main thread's from schedstat: the daemon's work competes with runc and the shim for this
+// machine's 2 CPUs, and costs a start nearly its length there; docs/exec-performance.md), and a last
 // row times one pass-through call (`state`, which the shim runs as `start`, `delete`... are
 // run): the launcher's exec before runc's, paid by every runc call but create.
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -40,12 +41,17 @@ interface Arm {
   start: () => number;
 }
 
-/** The daemon's CPU time so far, ms (utime + stime from /proc; 10 ms ticks, so summed over many starts). */
-function daemonCpuMs(pidFile: string): number {
+/**
+ * The daemon's CPU so far, ms: all its threads' (utime + stime from /proc: 10 ms ticks, so only
+ * a sum over many starts means anything) and its main thread's, where the JavaScript runs
+ * (schedstat's sum_exec_runtime, in ns: a per-start figure that two arms can be compared on).
+ */
+function daemonCpuMs(pidFile: string): { all: number; main: number } {
   const pid = fs.readFileSync(pidFile, 'utf8').trim();
   const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(rest[11]) + Number(rest[12])) * (1000 / 100);
+  const main = Number(fs.readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
+  return { all: (Number(rest[11]) + Number(rest[12])) * (1000 / 100), main };
 }
 
 /** Every arm once per round, the order rotated each round, so that drift falls on all alike. */
@@ -73,7 +79,7 @@ export async function run(): Promise<BenchResult[]> {
     const p = await sandboxUp(dirs[0], () => {}, { daemonEnv: { CGFENCE_EXEC_DENY: 'errno' } });
     const k = await sandboxUp(dirs[1], () => {}, { daemonEnv: { CGFENCE_EXEC_DENY: 'kill' } });
     let n = 0;
-    const cpu = new Map<string, number>();
+    const cpu = new Map<string, { all: number; main: number }>();
     const start = (arm: string, s: SandboxPaths, extra: string[]) => () => {
       const id = `bench-${n++}`;
       const c0 = daemonCpuMs(s.daemonPid);
@@ -85,7 +91,9 @@ export async function run(): Promise<BenchResult[]> {
       );
       const us = Number(process.hrtime.bigint() - t0) / 1000;
       if (r.status !== 0) throw new Error(`ctr run ${extra.join(' ')} failed: ${r.stderr}`);
-      cpu.set(arm, (cpu.get(arm) ?? 0) + daemonCpuMs(s.daemonPid) - c0);
+      const c1 = daemonCpuMs(s.daemonPid);
+      const was = cpu.get(arm) ?? { all: 0, main: 0 };
+      cpu.set(arm, { all: was.all + c1.all - c0.all, main: was.main + c1.main - c0.main });
       return us;
     };
     const arms: Arm[] = [
@@ -104,8 +112,10 @@ export async function run(): Promise<BenchResult[]> {
     const extra = rounds(HEADLINE_EXTRA, [arms[0], arms[1]]);
     const headline = { b: [...t.get('plain')!, ...extra.get('plain')!], f: [...t.get('errno')!, ...extra.get('errno')!] };
     const starts = (arm: string) => RUNS + (arm === 'plain' || arm === 'errno' ? HEADLINE_EXTRA : 0);
+    const per = (arm: string) => ({ all: cpu.get(arm)!.all / starts(arm), main: cpu.get(arm)!.main / starts(arm) });
     const cpuNote = (arm: string) =>
-      `; daemon CPU ${(cpu.get(arm)! / starts(arm)).toFixed(1)} ms per start (plain runc ${(cpu.get('plain')! / starts('plain')).toFixed(1)})`;
+      `; daemon CPU ${per(arm).all.toFixed(1)} ms per start, its main thread ${per(arm).main.toFixed(2)} ms ` +
+      `(plain runc ${per('plain').all.toFixed(1)} / ${per('plain').main.toFixed(2)})`;
     const pair = (f: string, base = 'plain') => ({ b: t.get(base)!, f: t.get(f)! });
     const e = await attachMedians(p);
     const kd = await attachMedians(k);
