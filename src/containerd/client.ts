@@ -194,29 +194,23 @@ export class ContainerdClient {
     return res.containers.map((c) => toContainerInfo(namespace, c));
   }
 
-  /** Resolves to undefined when the container does not exist. */
   /**
    * A container's labels alone (undefined when it does not exist): the same call as
    * getContainer, without parsing the OCI spec that comes with it (~10 KB of JSON), for the
    * daemon's workload lookup at every fenced create.
    */
   async containerLabels(namespace: string, id: string): Promise<Record<string, string> | undefined> {
-    try {
-      const res = await this.unary<{ container?: RawContainer }>(
-        '/containerd.services.containers.v1.Containers/Get',
-        'containerd.services.containers.v1.GetContainerRequest',
-        'containerd.services.containers.v1.GetContainerResponse',
-        { id },
-        namespace,
-      );
-      return res.container ? { ...res.container.labels } : undefined;
-    } catch (e) {
-      if (isNotFound(e)) return undefined;
-      throw e;
-    }
+    const c = await this.rawContainer(namespace, id);
+    return c ? { ...c.labels } : undefined;
   }
 
+  /** Resolves to undefined when the container does not exist. */
   async getContainer(namespace: string, id: string): Promise<ContainerInfo | undefined> {
+    const c = await this.rawContainer(namespace, id);
+    return c ? toContainerInfo(namespace, c) : undefined;
+  }
+
+  private async rawContainer(namespace: string, id: string): Promise<RawContainer | undefined> {
     try {
       const res = await this.unary<{ container?: RawContainer }>(
         '/containerd.services.containers.v1.Containers/Get',
@@ -225,7 +219,7 @@ export class ContainerdClient {
         { id },
         namespace,
       );
-      return res.container ? toContainerInfo(namespace, res.container) : undefined;
+      return res.container;
     } catch (e) {
       if (isNotFound(e)) return undefined;
       throw e;

@@ -51,13 +51,8 @@ export class FenceRegistry {
   }
 
   private readSnapshot(log: (m: string) => void): void {
-    let text: string;
-    try {
-      text = fs.readFileSync(this.file, 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw e;
-    }
+    const text = readIfThere(this.file);
+    if (text === null) return;
     const keep = `${this.file}.corrupt-${Date.now()}`;
     let list: unknown;
     try {
@@ -92,13 +87,8 @@ export class FenceRegistry {
    * still apply. Folded into a new snapshot at once, so the journal starts empty.
    */
   private replayJournal(log: (m: string) => void): void {
-    let text: string;
-    try {
-      text = fs.readFileSync(this.journalFile, 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw e;
-    }
+    const text = readIfThere(this.journalFile);
+    if (text === null) return;
     const problems: string[] = [];
     text.split('\n').forEach((line, i) => {
       if (line === '') return;
@@ -262,6 +252,16 @@ export class FenceRegistry {
     this.journaled = 0;
     if (this.journalFd !== null) fs.ftruncateSync(this.journalFd, 0);
     else fs.rmSync(this.journalFile, { force: true });
+  }
+}
+
+/** A file's text, or null when there is no such file. */
+function readIfThere(file: string): string | null {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
   }
 }
 
