@@ -266,4 +266,24 @@ describe('fence registry journal', () => {
     expect(fs.readFileSync(path.join(dir, 'fences.journal'), 'utf8')).toBe('');
     expect(new FenceRegistry(dir).all()).toHaveLength(253);
   });
+
+  it("does not append through a link put in the journal's place: it says so, and the next change goes to fences.json", async () => {
+    const dir = stateDir();
+    const logs: string[] = [];
+    const r = new FenceRegistry(dir, (m) => logs.push(m));
+    const target = path.join(dir, 'elsewhere');
+    fs.writeFileSync(target, 'untouched\n');
+    fs.symlinkSync(target, path.join(dir, 'fences.journal'));
+    const [web, other] = fixture() as unknown as FencedContainer[];
+    r.put(web);
+    await nextTurn();
+    expect(fs.readFileSync(target, 'utf8')).toBe('untouched\n');
+    expect(logs).toHaveLength(1);
+    expect(logs[0]).toMatch(/^cannot append to .*fences\.journal: ELOOP.*; the whole registry goes to fences\.json at the next change$/);
+    r.put(other);
+    await nextTurn();
+    expect(fs.readFileSync(target, 'utf8')).toBe('untouched\n');
+    expect(fs.existsSync(path.join(dir, 'fences.journal'))).toBe(false);
+    expect(new FenceRegistry(dir).all().map((f) => f.id)).toEqual([web.id, other.id]);
+  });
 });

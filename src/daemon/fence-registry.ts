@@ -15,6 +15,7 @@ export type { ControlState, Controls, FencedContainer } from '../fence/backend';
 /** Changes since fences.json was written, one JSON line each; folded into it every so often. */
 const JOURNAL = 'fences.journal';
 const COMPACT_AFTER = 256;
+const APPEND_NOFOLLOW = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW;
 export { RECENT_OWNER_MS } from '../fence/event-sink';
 
 export class FenceRegistry {
@@ -219,8 +220,16 @@ export class FenceRegistry {
     this.journaled += this.pending.length;
     this.pending = [];
     if (this.journaled > COMPACT_AFTER) return this.compact();
-    if (this.journalFd === null) this.journalFd = fs.openSync(this.journalFile, 'a', 0o600);
-    fs.writeSync(this.journalFd, lines);
+    try {
+      // Not through a link someone put in its place: the state directory is root's alone, but
+      // a write through a link would land in whatever file it names.
+      this.journalFd ??= fs.openSync(this.journalFile, APPEND_NOFOLLOW, 0o600);
+      fs.writeSync(this.journalFd, lines);
+    } catch (e) {
+      // The registry in memory is whole; the next fold writes all of it.
+      this.log(`cannot append to ${this.journalFile}: ${(e as Error).message}; the whole registry goes to fences.json at the next change`);
+      this.journaled = COMPACT_AFTER;
+    }
   }
 
   /**
