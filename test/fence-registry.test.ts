@@ -286,4 +286,23 @@ describe('fence registry journal', () => {
     expect(fs.existsSync(path.join(dir, 'fences.journal'))).toBe(false);
     expect(new FenceRegistry(dir).all().map((f) => f.id)).toEqual([web.id, other.id]);
   });
+
+  it('savedKeys names whom the snapshot and the journal name, and changes no file (an uninstall dry run)', () => {
+    const dir = stateDir(fs.readFileSync(FIXTURE, 'utf8'));
+    const [web, other] = fixture() as unknown as FencedContainer[];
+    const journal = [
+      JSON.stringify({ delete: { namespace: web.namespace, id: web.id } }),
+      'not json',
+      JSON.stringify({ put: { ...other, id: 'added' } }),
+    ].join('\n');
+    fs.writeFileSync(path.join(dir, 'fences.journal'), journal);
+    const before = fs.readdirSync(dir).map((n) => [n, fs.readFileSync(path.join(dir, n), 'utf8')]);
+    const keys = FenceRegistry.savedKeys(dir);
+    expect(keys).not.toContain(`${web.namespace}/${web.id}`);
+    expect(keys).toContain(`${other.namespace}/${other.id}`);
+    expect(keys).toContain(`${other.namespace}/added`);
+    expect(keys).toHaveLength(fixture().length);
+    expect(fs.readdirSync(dir).map((n) => [n, fs.readFileSync(path.join(dir, n), 'utf8')])).toEqual(before);
+    expect(FenceRegistry.savedKeys(path.join(dir, 'no-such-dir'))).toEqual([]);
+  });
 });

@@ -116,6 +116,41 @@ export class FenceRegistry {
     this.compact();
   }
 
+  /**
+   * Whom the saved state names (namespace/id keys), read without changing anything: for an
+   * uninstall with no daemon running (a dry run must leave the files as they are). Entries and
+   * journal lines it cannot read are skipped.
+   */
+  static savedKeys(stateDir: string): string[] {
+    const keys = new Set<string>();
+    const named = (v: unknown): { namespace: string; id: string } | null => {
+      const o = v as { namespace?: unknown; id?: unknown } | null;
+      return o && typeof o.namespace === 'string' && typeof o.id === 'string' ? { namespace: o.namespace, id: o.id } : null;
+    };
+    try {
+      const list = JSON.parse(readIfThere(path.join(stateDir, 'fences.json')) ?? '[]') as unknown;
+      for (const v of Array.isArray(list) ? list : []) {
+        const n = named(v);
+        if (n) keys.add(containerKey(n.namespace, n.id));
+      }
+    } catch {
+      // Not JSON: a daemon would move it aside and start empty.
+    }
+    for (const line of (readIfThere(path.join(stateDir, JOURNAL)) ?? '').split('\n')) {
+      let c: { put?: unknown; delete?: unknown };
+      try {
+        c = JSON.parse(line) as typeof c;
+      } catch {
+        continue;
+      }
+      const put = named(c?.put);
+      const del = named(c?.delete);
+      if (put) keys.add(containerKey(put.namespace, put.id));
+      else if (del) keys.delete(containerKey(del.namespace, del.id));
+    }
+    return [...keys];
+  }
+
   static key(namespace: string, id: string): string {
     return containerKey(namespace, id);
   }

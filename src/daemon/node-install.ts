@@ -62,9 +62,7 @@ async function stillFenced(t: UninstallTargets): Promise<{ daemon: boolean; fenc
   }
   // No daemon: its state file says whom the pinned fences are for.
   try {
-    if (!fs.existsSync(t.stateDir) || !fs.existsSync(t.pinDir)) return { daemon: false, fenced: [] };
-    const list = new FenceRegistry(t.stateDir).all();
-    return { daemon: false, fenced: list.map((c) => containerKey(c.namespace, c.id)) };
+    return { daemon: false, fenced: fs.existsSync(t.pinDir) ? FenceRegistry.savedKeys(t.stateDir) : [] };
   } catch {
     return { daemon: false, fenced: [] };
   }
