@@ -2,6 +2,9 @@
 // exited containers into the node total, seccomp counted from records with their `count`,
 // the per-workload series cap, and counters that never go back. (What the kernel counts is
 // proven end to end in metrics-health.test.ts.)
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { FencedContainer } from '../src/fence/backend';
 import { Decisions, Metrics, workloadOf } from '../src/daemon/metrics';
@@ -137,5 +140,22 @@ describe('Metrics', () => {
     const t = await text();
     expect(value(t, 'cgfence_refusals_total', { stage: 'prepare' })).toBe(2);
     expect(value(t, 'cgfence_refusals_total', { stage: 'policy-set' })).toBe(1);
+  });
+});
+
+describe("prom-client's process metrics", () => {
+  it('are collected only once the metrics are served (their event-loop timer costs CPU at idle)', async () => {
+    const { m, text } = setup();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgfence-metrics-unit-'));
+    try {
+      expect(await text()).not.toMatch(/^cgfence_process_cpu_seconds_total/m);
+      expect(await text()).not.toMatch(/^cgfence_nodejs_eventloop_lag/m);
+      await m.listen(path.join(dir, 'metrics.sock'));
+      expect(await text()).toMatch(/^cgfence_process_cpu_seconds_total/m);
+      expect(await text()).toMatch(/^cgfence_nodejs_eventloop_lag/m);
+    } finally {
+      await m.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
