@@ -12,9 +12,17 @@ export function sandboxDir(tag: string): string {
   return `/run/cgft-${tag}-${crypto.randomBytes(3).toString('hex')}`;
 }
 
-/** ctr against the sandbox's containerd, in its namespace unless told another. */
+/**
+ * ctr against the sandbox's containerd, in its namespace unless told another. Killed outright on
+ * timeout: `ctr run` passes SIGTERM on to the container's init, which ignores it as pid 1, and
+ * spawnSync would then wait for ever, where no test timeout can fire.
+ */
 export function ctr(p: SandboxPaths, args: string[], timeoutMs = 60_000, namespace = SANDBOX_NAMESPACE): SpawnSyncReturns<string> {
-  return spawnSync('ctr', ['-a', p.containerdSocket, '-n', namespace, ...args], { encoding: 'utf8', timeout: timeoutMs });
+  return spawnSync('ctr', ['-a', p.containerdSocket, '-n', namespace, ...args], {
+    encoding: 'utf8',
+    timeout: timeoutMs,
+    killSignal: 'SIGKILL',
+  });
 }
 
 export function cid(tag: string): string {
