@@ -50,7 +50,8 @@ install() {
 }
 command -v qemu-system-x86_64 >/dev/null || install qemu-system-x86
 command -v busybox >/dev/null || install busybox-static
-newest_kernel() { ls /boot/vmlinuz-*-amd64 2>/dev/null | grep -v "vmlinuz-$(uname -r)\$" | sort -V | tail -1; }
+# No kernel in /boot yet (a fresh machine) is an empty answer, not a failed pipeline (set -e).
+newest_kernel() { { ls /boot/vmlinuz-*-amd64 2>/dev/null || true; } | { grep -v "vmlinuz-$(uname -r)\$" || true; } | sort -V | tail -1; }
 if [[ -z $kernel ]]; then
   kernel=$(newest_kernel)
   if [[ -z $kernel ]]; then install linux-image-amd64; kernel=$(newest_kernel); fi
@@ -114,6 +115,12 @@ start=$SECONDS
 while kill -0 "$qemu_pid" 2>/dev/null; do
   if (( SECONDS - start >= timeout )); then
     echo "vm-run: timeout after ${timeout}s; killing the VM" >&2
+    if [[ -s $job/state ]]; then
+      echo "vm-run: what the guest was doing last (it writes this every 15 s):" >&2
+      cat "$job/state" >&2
+    fi
+    echo "vm-run: the guest console's last lines:" >&2
+    tail -40 "$job/console.log" >&2 2>/dev/null || true
     exit 124
   fi
   sleep 0.5

@@ -50,6 +50,21 @@ for p in /sys/class/virtio-ports/*; do
 done
 [[ -n $out ]] || { echo "cgfence-vm: no virtio port named cgfence.out" > /dev/ttyS0; exit; }
 mapfile -d '' argv < "$job/cmd"
+# What the guest is doing, every 15 s, for the host to print if the run times out
+# (scripts/vm-run.sh): a hang shows where it is, and a frozen guest by the stale time.
+(
+  while sleep 15; do
+    {
+      echo "== guest state at $(date -u +%T), up $(cut -d' ' -f1 /proc/uptime) s"
+      ps --ppid 2 -p 2 --deselect -o pid,ppid,stat,etimes,time,args --forest | cut -c1-200
+      for f in /run/cgft-*/daemon.log /run/cgft-*/containerd/containerd.log; do
+        [[ -f $f ]] && { echo "== last lines of $f"; tail -n 25 "$f" | cut -c1-300; }
+      done
+      echo "== the guest kernel's last messages"
+      dmesg | tail -n 15
+    } > "$job/state.tmp" 2>&1 && mv "$job/state.tmp" "$job/state"
+  done
+) &
 (
   . "$job/env"
   cd "$VM_CWD" || { echo "cgfence-vm: no directory $VM_CWD in the guest" >&2; exit 125; }
