@@ -111,6 +111,10 @@ qemu-system-x86_64 "${accel[@]}" -cpu max -m "$mem" -smp "$smp" \
   -device virtserialport,chardev=out,name=cgfence.out \
   < /dev/null > /dev/null 2> "$job/qemu.err" &
 qemu_pid=$!
+console_tail() {
+  echo "vm-run: the guest console's last lines:" >&2
+  tail -40 "$job/console.log" >&2 2>/dev/null || true
+}
 start=$SECONDS
 while kill -0 "$qemu_pid" 2>/dev/null; do
   if (( SECONDS - start >= timeout )); then
@@ -119,8 +123,7 @@ while kill -0 "$qemu_pid" 2>/dev/null; do
       echo "vm-run: what the guest was doing last (it writes this every 15 s):" >&2
       cat "$job/state" >&2
     fi
-    echo "vm-run: the guest console's last lines:" >&2
-    tail -40 "$job/console.log" >&2 2>/dev/null || true
+    console_tail
     exit 124
   fi
   sleep 0.5
@@ -131,6 +134,5 @@ wait "$cat_pid" || true
 if [[ -s $job/status ]]; then exit "$(cat "$job/status")"; fi
 echo "vm-run: the VM stopped without running the command to its end; qemu said:" >&2
 cat "$job/qemu.err" >&2 || true
-echo "vm-run: the guest console's last lines:" >&2
-tail -40 "$job/console.log" >&2 2>/dev/null || true
+console_tail
 exit 125

@@ -1,9 +1,9 @@
 // Learn mode's kernel recorders on the real kernel, without containerd: the syscall and
 // executable records (also for cgroups below the learning one, for a cgroup seen before its
-// ancestor started learning, and for 32-bit syscalls where the kernel takes them; executables without any exec fence
-// event, each mapped to its path, a file written after the attach reported as such) and the
-// network record (IPv6, IPv4-mapped destinations
-// judged as IPv4), through the learn backend the daemon uses.
+// ancestor started learning, and for 32-bit syscalls where the kernel takes them; executables
+// without any exec fence event, each mapped to its path, a file written after the attach
+// reported as such) and the network record (IPv6, IPv4-mapped destinations judged as IPv4),
+// through the learn backend the daemon uses.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';

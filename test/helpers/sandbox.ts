@@ -93,11 +93,7 @@ export function runFencedBounded(
   timeoutMs: number,
 ): SpawnSyncReturns<string> {
   const ann = Object.entries(annotations).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
-  const r = spawnSync(
-    'ctr',
-    ['-a', p.containerdSocket, '-n', SANDBOX_NAMESPACE, 'run', '--rm', '--runc-binary', p.runc, ...ann, IMAGE, id, ...argv],
-    { encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL' },
-  );
+  const r = ctr(p, ['run', '--rm', '--runc-binary', p.runc, ...ann, IMAGE, id, ...argv], timeoutMs);
   if (r.error || r.signal) {
     ctr(p, ['task', 'kill', '-s', 'SIGKILL', id]);
     ctr(p, ['task', 'delete', '--force', id]);
