@@ -544,6 +544,62 @@ describe('create', () => {
     expect(runcCalls()).toHaveLength(1);
   });
 
+  it('a runc that the kernel will not execute: the exec error is the reason, nothing attached', async () => {
+    // Executable by its mode bits (runc_resolve accepts it) but neither ELF nor a script: the
+    // exec in the launcher's child fails with ENOEXEC, which only that child can see.
+    const notRunc = path.join(tmp, 'not-an-executable');
+    fs.writeFileSync(notRunc, 'plain text\n', { mode: 0o755 });
+    const r = await run(goRuncCreate(), { CGFENCE_REAL_RUNC: notRunc });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`cgfence: cannot run the real runc ${notRunc} (Exec format error)\n`);
+    expect(requests.map((q) => q.op)).toEqual(['prepare']);
+  });
+
+  it('runc goes with the launcher: killed while runc creates, runc is killed too (parent-death signal)', async () => {
+    const pidFile = path.join(tmp, 'slow-runc.pid');
+    const slowRunc = path.join(tmp, 'slow-runc');
+    // exec: the shell becomes sleep, so the pid written is the process the signal must reach.
+    fs.writeFileSync(slowRunc, `#!/bin/sh\necho $$ > ${pidFile}.tmp && mv ${pidFile}.tmp ${pidFile}\nexec sleep 60\n`, { mode: 0o755 });
+    fs.rmSync(pidFile, { force: true });
+    const child = spawn(launcher, goRuncCreate({ id: 'orphan' }), {
+      cwd: tmp,
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        CGFENCE_SOCKET: sock,
+        CGFENCE_REAL_RUNC: slowRunc,
+        CGFENCE_RUNC_CONFIG: path.join(tmp, 'none'),
+      },
+      stdio: 'ignore',
+    });
+    const exited = new Promise((resolve) => child.on('exit', resolve));
+    let runcPid = 0;
+    try {
+      for (let i = 0; i < 200 && !runcPid; i++) {
+        await new Promise((r) => setTimeout(r, 25));
+        if (fs.existsSync(pidFile)) runcPid = Number(fs.readFileSync(pidFile, 'utf8'));
+      }
+      expect(runcPid).toBeGreaterThan(0);
+      expect(fs.readFileSync(`/proc/${runcPid}/stat`, 'utf8').split(' ')[3]).toBe(String(child.pid));
+      child.kill('SIGKILL');
+      await exited;
+      let alive = true;
+      for (let i = 0; i < 200 && alive; i++) {
+        await new Promise((r) => setTimeout(r, 25));
+        alive = fs.existsSync(`/proc/${runcPid}`) && !/^\S+ \(\S+\) Z/.test(fs.readFileSync(`/proc/${runcPid}/stat`, 'utf8'));
+      }
+      expect(alive).toBe(false);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      if (runcPid) {
+        try {
+          process.kill(runcPid, 'SIGKILL');
+        } catch {
+          /* gone, as it should be */
+        }
+      }
+    }
+  });
+
   it('a daemon that hangs up without a reply is a failure, whatever the fail mode', async () => {
     answer = () => null;
     const r = await run(goRuncCreate(), { CGFENCE_FAIL_MODE: 'open' });

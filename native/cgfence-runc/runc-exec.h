@@ -16,7 +16,7 @@ const char *runc_resolve(const char *configured);
 void runc_exec(const char *runc, char **argv);
 
 /*
- * fork + exec + wait. quiet sends stdio to /dev/null. Returns the wait
+ * vfork + exec + wait. quiet sends stdio to /dev/null. Returns the wait
  * status, or -1 with errno if runc could not be started at all.
  */
 int runc_run(const char *runc, char **argv, int quiet);
