@@ -105,12 +105,13 @@ static int spawn_child(void *arg)
 		_exit(127);
 	}
 	if (s->quiet) {
-		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		int null = open("/dev/null", O_RDWR);
 		if (null >= 0) {
-			/* dup2 clears O_CLOEXEC on the copies; the original goes at the exec. */
 			dup2(null, 0);
 			dup2(null, 1);
 			dup2(null, 2);
+			if (null > 2)
+				close(null);
 		}
 	}
 	sigprocmask(SIG_SETMASK, &s->mask, NULL);
@@ -124,8 +125,8 @@ static int spawn_child(void *arg)
  * A vfork (CLONE_VM | CLONE_VFORK), not a fork: we are suspended until the child has exec'd
  * runc or failed to, so there is no copy of our page tables to make and no copy-on-write
  * faults to take, and the exec's errno comes back through shared memory rather than a pipe.
- * On a paravirtualized guest, where a page fault costs ~10-15 µs, this is ~0.6 ms per create
- * (docs/exec-performance.md, ninth round). The child runs on a stack of its own, as musl's
+ * On a paravirtualized guest, where a page fault costs ~10-15 µs, the create's way to runc's
+ * exec went from 5.4 to 3.9 ms (docs/exec-performance.md, ninth round). The child runs on a stack of its own, as musl's
  * posix_spawn does, with every signal blocked until it has set the mask runc gets.
  */
 int runc_run(const char *runc, char **argv, int quiet)
