@@ -126,8 +126,10 @@ static int spawn_child(void *arg)
  * runc or failed to, so there is no copy of our page tables to make and no copy-on-write
  * faults to take, and the exec's errno comes back through shared memory rather than a pipe.
  * On a paravirtualized guest, where a page fault costs ~10-15 µs, the create's way to runc's
- * exec went from 5.4 to 3.9 ms (docs/exec-performance.md, ninth round). The child runs on a stack of its own, as musl's
- * posix_spawn does, with every signal blocked until it has set the mask runc gets.
+ * exec went from 5.4 to 3.9 ms (docs/exec-performance.md, ninth round). The child runs on a
+ * stack of its own, as musl's posix_spawn does, with every signal blocked until it has set
+ * the mask runc gets. The launcher installs no signal handlers, so none can run in the child
+ * on our memory either.
  */
 int runc_run(const char *runc, char **argv, int quiet)
 {
