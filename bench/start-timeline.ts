@@ -4,11 +4,14 @@
 // every process of the start. Each start is cut into the same milestones (ctr's exec, the
 // shim's, the runtime's create, runc's own exec, runc init, its parent's exit, runc create's
 // exit, the launcher's exit, `runc start`, the entrypoint's exec and exit, the first delete,
-// ctr's exit) and each row compares the medians of one segment. Not in the default run: it
+// ctr's exit) and each row compares the medians of one segment; the daemon marks its own
+// steps into the same trace (bench/daemon-marks.ts), for four rows of a fenced start's
+// daemon side. Not in the default run: it
 // needs tracefs, and it is a profile (docs/exec-performance.md, "Timeline"), not a target.
 import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import { TEST_IMAGE_NAME } from '../src/image/oci-image';
 import { SANDBOX_NAMESPACE, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { BenchResult, result } from './types';
@@ -63,6 +66,30 @@ function milestones(ev: Stamp[], arm: Arm): Map<Milestone, number> | null {
   return m;
 }
 
+/** The daemon's side of a fenced start (bench/daemon-marks.ts), cut against the launcher's and runc's milestones. */
+const DAEMON_STEPS = [
+  'daemon: launcher exec → prepare answered',
+  'daemon: prepare answered → runc exec',
+  'daemon: listener handed over → attach done',
+  'daemon: runc exit → attach outcome pushed (negative: before)',
+] as const;
+
+function daemonSteps(ev: Stamp[], m: Map<Milestone, number>): Record<(typeof DAEMON_STEPS)[number], number> | null {
+  const after = (what: string, t: number) => ev.find((e) => e.t >= t && e.what === what)?.t;
+  const create = m.get('create')!;
+  const reply = after('daemon reply', create);
+  const handOff = after('daemon hand-off', create);
+  const attached = handOff === undefined ? undefined : after('daemon attach-end', handOff);
+  const pushed = after('daemon pushed', create);
+  if (reply === undefined || attached === undefined || pushed === undefined) return null;
+  return {
+    [DAEMON_STEPS[0]]: reply - create,
+    [DAEMON_STEPS[1]]: m.get('runc')! - reply,
+    [DAEMON_STEPS[2]]: attached - handOff!,
+    [DAEMON_STEPS[3]]: pushed - m.get('runc exit')!,
+  } as Record<(typeof DAEMON_STEPS)[number], number>;
+}
+
 /** Stamps per start from a tracefs text buffer: runs between "BEGIN arm i" and "END" markers. */
 function parse(trace: string): Array<{ arm: Arm; ev: Stamp[]; total: number }> {
   const out: Array<{ arm: Arm; ev: Stamp[]; total: number }> = [];
@@ -77,6 +104,9 @@ function parse(trace: string): Array<{ arm: Arm; ev: Stamp[]; total: number }> {
       else if (rest.startsWith('END ') && cur) {
         out.push({ arm: cur.arm, ev: cur.ev, total: t - cur.begin });
         cur = null;
+      } else if (rest.startsWith('cgfence ') && cur) {
+        // The daemon's own marks (bench/daemon-marks.ts).
+        cur.ev.push({ t, what: `daemon ${rest.slice('cgfence '.length).trim()}` });
       }
     } else if (cur && ev === 'sched_process_exec') {
       const f = /filename=(\S+)/.exec(rest)?.[1] ?? '';
@@ -94,7 +124,13 @@ export async function run(): Promise<BenchResult[]> {
   const dir = `/run/cgfb-${tag}-tl`;
   const inst = `${TRACEFS}/instances/cgfence-bench-${process.pid}`;
   try {
-    const p = await sandboxUp(dir, () => {}, { daemonEnv: { CGFENCE_EXEC_DENY: 'errno' } });
+    const p = await sandboxUp(dir, () => {}, {
+      daemonEnv: {
+        CGFENCE_EXEC_DENY: 'errno',
+        NODE_OPTIONS: `--require ${path.join(__dirname, 'daemon-marks.js')}`,
+        CGFENCE_BENCH_MARKER: `${inst}/trace_marker`,
+      },
+    });
     const args: Record<Arm, string[]> = {
       plain: [],
       fenced: ['--runc-binary', p.runc, '--annotation', 'cgfence.io/exec-allow=/bin/sh'],
@@ -128,6 +164,7 @@ export async function run(): Promise<BenchResult[]> {
     fs.writeFileSync(`${inst}/tracing_on`, '0');
     const starts = parse(fs.readFileSync(`${inst}/trace`, 'utf8'));
     const seg = new Map<string, Record<Arm, number[]>>();
+    let missingDaemonMarks = 0;
     const add = (k: string, arm: Arm, v: number) => {
       if (!seg.has(k)) seg.set(k, { plain: [], fenced: [] });
       seg.get(k)![arm].push(v * 1000);
@@ -138,7 +175,18 @@ export async function run(): Promise<BenchResult[]> {
       for (let i = 1; i < MILESTONES.length; i++)
         add(`${MILESTONES[i - 1]} → ${MILESTONES[i]}`, s.arm, m.get(MILESTONES[i])! - m.get(MILESTONES[i - 1])!);
       add('whole start', s.arm, s.total);
+      // The daemon's steps exist only in a fenced start: plain runc's side of each row is 0.
+      if (s.arm === 'plain') for (const k of DAEMON_STEPS) add(k, 'plain', 0);
+      else {
+        const daemon = daemonSteps(s.ev, m);
+        if (!daemon) missingDaemonMarks++;
+        for (const k of DAEMON_STEPS) if (daemon) add(k, 'fenced', daemon[k]);
+      }
     }
+    if (missingDaemonMarks > RUNS / 2)
+      throw new Error(
+        `${missingDaemonMarks} of ${RUNS} fenced starts have no daemon marks (bench/daemon-marks.ts): is the daemon's profile hook loaded?`,
+      );
     return [...seg].map(([k, v]) =>
       result(
         `start timeline: ${k}`,
@@ -149,8 +197,9 @@ export async function run(): Promise<BenchResult[]> {
       ),
     );
   } finally {
-    if (fs.existsSync(inst)) fs.rmdirSync(inst);
+    // The daemon first: it holds the instance's trace_marker open, and an instance in use cannot be removed.
     await sandboxDown(dir).catch(() => undefined);
     fs.rmSync(dir, { recursive: true, force: true });
+    if (fs.existsSync(inst)) fs.rmdirSync(inst);
   }
 }
