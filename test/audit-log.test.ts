@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -552,6 +552,42 @@ describe('reading for the CLI', () => {
     expect(log.stats.rotations).toBeGreaterThan(10);
     expect(got.map((r) => r.path)).toEqual(Array.from({ length: total - 3 }, (_, k) => `/bin/prog-${k + 3}`));
   });
+
+  it('follows a writer in another process that rotates between and during its scans, losing nothing', async () => {
+    // A rotation renames every rotated file, and leaves no current file until the writer
+    // reopens it: a follower that looked in that instant, or whose scan a rotation cut
+    // through, used to step over a whole file. The writer runs in a process of its own (the
+    // daemon's compiled AuditLog) so that its renames land in the middle of the follower's.
+    const p = path.join(dir, 'audit.log');
+    const n = 1500;
+    fs.writeFileSync(p, '');
+    const writer = `
+      const { AuditLog } = require(${JSON.stringify(path.resolve(__dirname, '../dist/src/audit/audit-log.js'))});
+      const l = new AuditLog({ path: ${JSON.stringify(p)}, maxBytes: 1500, keep: 1000, retryIntervalMs: 0 });
+      let i = 0;
+      const burst = () => {
+        for (let k = 0; k < 7 && i < ${n}; k++, i++) l.write({ type: 'exec', action: 'deny', namespace: 'd', container_id: 'c', path: '/bin/p-' + i });
+        if (i < ${n}) setImmediate(burst); else l.close();
+      };
+      burst();`;
+    const got: string[] = [];
+    const ac = new AbortController();
+    const done = followRecords(p, { type: 'exec' }, (r) => void got.push(String(r.path)), ac.signal, { pollMs: 5, fromStart: true });
+    try {
+      await new Promise((r) => setTimeout(r, 50));
+      const child = spawn(process.execPath, ['-e', writer], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      const code = await new Promise((r) => child.on('exit', r));
+      expect(code, stderr).toBe(0);
+      const deadline = Date.now() + 20_000;
+      while (got.length < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    } finally {
+      ac.abort();
+      await done;
+    }
+    expect(got).toEqual(Array.from({ length: n }, (_, k) => `/bin/p-${k}`));
+  }, 60_000);
 
   it('follow starts at the end by default and resolves on abort', async () => {
     const p = path.join(dir, 'audit.log');

@@ -173,6 +173,32 @@ export async function* iterateRecords(path: string, filter: AuditFilter = {}): A
   }
 }
 
+/** Scans of the rotated files redone at most this often when rotations keep interrupting them. */
+const MAX_SCAN_ATTEMPTS = 50;
+
+/**
+ * The current file (opened first) and the rotated files between `stopIno` and it, oldest
+ * first, as one view: redone while a rotation came in between, that is while the path names
+ * another file than the one opened, or none was there to open (the writer between its rename
+ * and its reopen, after which it may rotate again before the next look).
+ */
+async function openCurrentAndRotated(path: string, stopIno: bigint | null): Promise<{ current: FileTail | null; rotated: FileTail[] }> {
+  for (let attempt = 1; ; attempt++) {
+    const current = await FileTail.open(path, 0);
+    const rotated = await openRotated(path, current ? [current.ino] : [], stopIno);
+    let now: bigint | null = null;
+    try {
+      now = (await fsp.stat(path, { bigint: true })).ino;
+    } catch {
+      now = null; // between the writer's rename and its reopen: a rotation under way
+    }
+    // A writer rotating faster than a scan, this many times running, is not waited for.
+    if ((current ? current.ino : null) === now || attempt >= MAX_SCAN_ATTEMPTS) return { current, rotated };
+    for (const t of rotated) await t.close();
+    if (current) await current.close();
+  }
+}
+
 /**
  * Opens the rotated files newest first (path.1, path.2, ...) and returns them
  * oldest first. Newest first matters: a rotation while we open shifts every
@@ -264,8 +290,9 @@ export async function followRecords(
       const kept: AuditRecord[] = [];
       // Current file first, so a rotation while the rest are opened cannot
       // put records between what we read and where following resumes.
-      cur = await FileTail.open(path);
-      const opened = await openRotated(path, cur ? [cur.ino] : [], null);
+      const scan = await openCurrentAndRotated(path, null);
+      cur = scan.current;
+      const opened = scan.rotated;
       try {
         if (cur) opened.push(cur);
         for (const t of opened) {
@@ -295,13 +322,30 @@ export async function followRecords(
       if (seqSrc) lastSeq = seqSrc.seq;
     }
 
+    // The newest file read to its end, once the current one has gone: a writer between its
+    // rename and its reopen leaves no current file, and by the time one is there it may have
+    // rotated again; the files since this one are read first.
+    let lastIno: bigint | null = null;
     while (!signal.aborted) {
       if (!cur) {
-        cur = await FileTail.open(path, 0);
+        if (lastIno === null) cur = await FileTail.open(path, 0);
+        else {
+          const scan = await openCurrentAndRotated(path, lastIno);
+          for (const t of scan.rotated) {
+            try {
+              await deliver(await t.read(true));
+              lastIno = t.ino;
+            } finally {
+              await t.close();
+            }
+          }
+          cur = scan.current;
+        }
         if (!cur) {
           await sleep(pollMs, signal);
           continue;
         }
+        lastIno = null;
       }
       await deliver(await cur.read());
       if (signal.aborted) break;
@@ -321,11 +365,12 @@ export async function followRecords(
         // first so nothing can slip in behind the catch-up; if the held file
         // already fell off the end, all rotated files are candidates and seq
         // sorts out what was delivered.
-        const next = await FileTail.open(path, 0);
-        const between = await openRotated(path, next ? [next.ino] : [], cur.ino);
+        const { current: next, rotated: between } = await openCurrentAndRotated(path, cur.ino);
+        lastIno = cur.ino;
         for (const t of between) {
           try {
             await deliver(await t.read(true));
+            lastIno = t.ino;
           } finally {
             await t.close();
           }
