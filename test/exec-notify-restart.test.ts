@@ -2,6 +2,7 @@
 // fd-holder keeps the fds and lets execs on to the kernel fence (nothing waits, nothing gets
 // ENOSYS); the restarted daemon takes the fds back and refuses forbidden execs again.
 import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
 import { notifyPaths } from '../src/fence/exec/exec-notify';
@@ -73,10 +74,13 @@ describe('a daemon killed with SIGKILL', () => {
       expect(holderPids()).toHaveLength(1);
       // No daemon: the kernel fence alone decides, so the forbidden program is killed (137).
       expect(await trigger('the tools to run without a daemon')).toBe('a=0\nb=137\ndone\n');
-      const downOk = ctr(p, ['task', 'exec', '--exec-id', 'down1', id, '/bin/sh', '-c', 'echo DOWN-OK']);
+      // What the exec wrote into the shared directory, not ctr's copy of its stdout: ctr can
+      // drop the output of an exec that exits at once (seen once in CI: status 0, stdout '').
+      const downOk = ctr(p, ['task', 'exec', '--exec-id', 'down1', id, '/bin/sh', '-c', 'echo DOWN-OK > /out/down-ok']);
       expect(downOk.status, downOk.stderr).toBe(0);
-      expect(downOk.stdout).toContain('DOWN-OK');
+      expect(fs.readFileSync(path.join(out, 'down-ok'), 'utf8')).toBe('DOWN-OK\n');
       const downBad = ctr(p, ['task', 'exec', '--exec-id', 'down2', id, '/usr/local/bin/tool-b', 'echo', 'DOWN-RAN']);
+      expect(downBad.status).not.toBe(0);
       expect(downBad.stdout).not.toContain('DOWN-RAN');
 
       await sandboxUp(dir);
@@ -84,9 +88,18 @@ describe('a daemon killed with SIGKILL', () => {
       // Through the init's own filter, whose fd the holder kept: EACCES again.
       expect(await trigger('the tools to run after the restart')).toBe('a=0\nb=126\ndone\n');
       // Through new exec processes.
-      const ok = ctr(p, ['task', 'exec', '--exec-id', 'up1', id, '/bin/sh', '-c', '(exec -a echo /usr/local/bin/tool-a UP-OK)']);
+      const ok = ctr(p, [
+        'task',
+        'exec',
+        '--exec-id',
+        'up1',
+        id,
+        '/bin/sh',
+        '-c',
+        '(exec -a echo /usr/local/bin/tool-a UP-OK) > /out/up-ok',
+      ]);
       expect(ok.status, ok.stderr).toBe(0);
-      expect(ok.stdout).toContain('UP-OK');
+      expect(fs.readFileSync(path.join(out, 'up-ok'), 'utf8')).toBe('UP-OK\n');
       const bad = ctr(p, ['task', 'exec', '--exec-id', 'up2', id, '/usr/local/bin/tool-b', 'echo', 'UP-RAN']);
       expect(bad.status).not.toBe(0);
       expect(bad.stdout).not.toContain('UP-RAN');
