@@ -326,19 +326,23 @@ export async function followRecords(
     // rename and its reopen leaves no current file, and by the time one is there it may have
     // rotated again; the files since this one are read first.
     let lastIno: bigint | null = null;
+    // Rotated files, oldest first, each read to its end and closed: the newest read becomes lastIno.
+    const drainRotated = async (tails: FileTail[]) => {
+      for (const t of tails) {
+        try {
+          await deliver(await t.read(true));
+          lastIno = t.ino;
+        } finally {
+          await t.close();
+        }
+      }
+    };
     while (!signal.aborted) {
       if (!cur) {
         if (lastIno === null) cur = await FileTail.open(path, 0);
         else {
           const scan = await openCurrentAndRotated(path, lastIno);
-          for (const t of scan.rotated) {
-            try {
-              await deliver(await t.read(true));
-              lastIno = t.ino;
-            } finally {
-              await t.close();
-            }
-          }
+          await drainRotated(scan.rotated);
           cur = scan.current;
         }
         if (!cur) {
@@ -367,14 +371,7 @@ export async function followRecords(
         // sorts out what was delivered.
         const { current: next, rotated: between } = await openCurrentAndRotated(path, cur.ino);
         lastIno = cur.ino;
-        for (const t of between) {
-          try {
-            await deliver(await t.read(true));
-            lastIno = t.ino;
-          } finally {
-            await t.close();
-          }
-        }
+        await drainRotated(between);
         await cur.close();
         cur = next;
         continue;
