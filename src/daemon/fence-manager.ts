@@ -468,7 +468,8 @@ export class FenceManager {
     await Promise.all([...this.owedRefusals]);
   }
 
-  private contextOf(f: FencedContainer, control: BackendName): AttachContext {
+  /** `policy`: the entry's annotations parsed, when the caller has them (one parse per detach, not one per backend). */
+  private contextOf(f: FencedContainer, control: BackendName, policy = this.policy.parse(f.annotations)): AttachContext {
     return {
       namespace: f.namespace,
       id: f.id,
@@ -476,7 +477,7 @@ export class FenceManager {
       pid: f.pid,
       cgroupPath: f.cgroupPath,
       cgroupId: f.cgroupId ? BigInt(f.cgroupId) : null,
-      policy: this.policy.parse(f.annotations),
+      policy,
       annotations: f.annotations,
       state: f.backends[control] ?? {},
     };
@@ -488,11 +489,18 @@ export class FenceManager {
     if (!entry) return false;
     // Before the kernel counters go with the fences.
     this.metrics?.retire(entry);
+    let policy: Policy | undefined;
+    try {
+      policy = this.policy.parse(entry.annotations);
+    } catch {
+      // A node profile changed since the attach: each backend's context parses again below,
+      // and its failure is logged there, as a backend's own failure is.
+    }
     const counters: Record<string, unknown> = {};
     for (const b of this.backends) {
       if (!entry.backends[b.control]) continue;
       try {
-        Object.assign(counters, b.detach(this.contextOf(entry, b.control)) ?? {});
+        Object.assign(counters, b.detach(this.contextOf(entry, b.control, policy)) ?? {});
       } catch (e) {
         this.log(`detach ${b.control} of ${namespace}/${id}: ${(e as Error).message}`);
       }
@@ -514,7 +522,7 @@ export class FenceManager {
     for (const b of this.backends) {
       if (!entry.backends[b.control] || !b.lastRecords) continue;
       try {
-        const w = b.lastRecords(this.contextOf(entry, b.control));
+        const w = b.lastRecords(this.contextOf(entry, b.control, policy));
         if (w) owed.push(w);
       } catch {
         /* nothing owed then */
