@@ -81,7 +81,7 @@ export function policyHash(annotations: Record<string, string>): string {
       .sort()
       .map((k) => [k, annotations[k]]),
   );
-  return `sha256:${crypto.createHash('sha256').update(canonical).digest('hex')}`;
+  return `sha256:${crypto.hash('sha256', canonical, 'hex')}`;
 }
 
 export class FenceManager {
