@@ -16,7 +16,7 @@ import { ConfigWatcher } from '../src/daemon/config-watcher';
 import { parseSelectors, selectProfile } from '../src/daemon/profile-selectors';
 import { podContext } from '../src/daemon/pod-context';
 import { SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { IMAGE, cid, cli, ctr, sandboxDir, waitFor } from './helpers/sandbox';
+import { IMAGE, cid, cli, ctr, removeContainer, sandboxDir, startFenced, waitFor } from './helpers/sandbox';
 
 const PROFILES = {
   web: { 'cgfence.io/exec-allow': '/bin/sh' },
@@ -277,6 +277,36 @@ ${extra}`;
     // The file's three profiles and the built-in hardened one.
     expect(row).toContain(`${cm.file} ${hashOf(next)}; 4 profile(s), 2 selector(s), default none; last reload`);
     expect(row).toMatch(/\(file-change\) REFUSED: .*selectors\[2\]: no profile "missing"/);
+  });
+
+  it('a container whose profile a reload removes is still detached whole when it exits: every backend lets go of its fences', async () => {
+    const going = (base: string) => base.replace('profiles:\n', 'profiles:\n  going:\n    cgfence.io/exec-allow: /bin/sh\n');
+    const withGoing = going(config('web'));
+    cm.write(withGoing);
+    await waitRecords(
+      'the reload adding a profile',
+      (r) => r.action === 'config-reload' && r.ok === true && r.config_hash === hashOf(withGoing),
+      20_000,
+    );
+    const id = cid('gone-profile');
+    try {
+      const r = startFenced(p, id, { 'cgfence.io/profile': 'going' }, ['/bin/sh', '-c', 'sleep 60']);
+      expect(r.status, r.stderr).toBe(0);
+      await waitRecords('the attach', (x) => x.action === 'attach' && x.container_id === id, 20_000);
+      const without = config('web');
+      cm.write(without);
+      await waitRecords(
+        'the reload removing it',
+        (x) => x.action === 'config-reload' && x.ok === true && x.config_hash === hashOf(without),
+        20_000,
+      );
+    } finally {
+      await removeContainer(p, id);
+    }
+    const [detach] = await waitRecords('the detach', (x) => x.action === 'detach' && x.container_id === id, 20_000);
+    // The exec backend's own detach ran: it reports the fence's last counters.
+    expect(detach).toMatchObject({ denied: 0, denied_by_notify: 0 });
+    expect(fs.readFileSync(p.daemonLog, 'utf8')).not.toMatch(new RegExp(`detach \\w+ of [^ ]*${id}`));
   });
 
   it('a misspelt cgfence-like annotation key gives a warning record naming the key and the fix', async () => {

@@ -483,19 +483,33 @@ export class FenceManager {
     };
   }
 
+  /**
+   * The policy a detach hands the backends, parsed once for all of them. A reload may have
+   * removed the profile the container named since its attach; its fences must go all the
+   * same, and its stored annotations already hold that profile's keys (effectiveAnnotations),
+   * so they are read without the name. Undefined only when even that fails: each backend's
+   * context then parses again, and its failure is logged as a backend's own.
+   */
+  private detachPolicy(entry: FencedContainer): Policy | undefined {
+    try {
+      return this.policy.parse(entry.annotations);
+    } catch {
+      const { [KEYS.profile]: _gone, ...own } = entry.annotations;
+      try {
+        return this.policy.parse(own);
+      } catch {
+        return undefined;
+      }
+    }
+  }
+
   /** Removes a container's fences (task exit or delete, or a container that is gone). */
   detach(namespace: string, id: string, reason: string): boolean {
     const entry = this.registry.get(namespace, id);
     if (!entry) return false;
     // Before the kernel counters go with the fences.
     this.metrics?.retire(entry);
-    let policy: Policy | undefined;
-    try {
-      policy = this.policy.parse(entry.annotations);
-    } catch {
-      // A node profile changed since the attach: each backend's context parses again below,
-      // and its failure is logged there, as a backend's own failure is.
-    }
+    const policy = this.detachPolicy(entry);
     const counters: Record<string, unknown> = {};
     for (const b of this.backends) {
       if (!entry.backends[b.control]) continue;
