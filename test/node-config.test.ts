@@ -279,7 +279,7 @@ ${extra}`;
     expect(row).toMatch(/\(file-change\) REFUSED: .*selectors\[2\]: no profile "missing"/);
   });
 
-  it('a container whose profile a reload removes is still detached whole when it exits: every backend lets go of its fences', async () => {
+  it('a container whose profile a reload removes keeps its rules, can be changed live, and is detached whole when it exits', async () => {
     const going = (base: string) => base.replace('profiles:\n', 'profiles:\n  going:\n    cgfence.io/exec-allow: /bin/sh\n');
     const withGoing = going(config('web'));
     cm.write(withGoing);
@@ -300,6 +300,18 @@ ${extra}`;
         (x) => x.action === 'config-reload' && x.ok === true && x.config_hash === hashOf(without),
         20_000,
       );
+      // A live change that keeps the gone name is refused, naming it; one that drops the name is taken.
+      const kept = cli(p, ['policy', 'set', id, 'cgfence.io/exec-allow=/bin/sh']);
+      expect(kept.status).not.toBe(0);
+      expect(kept.stderr).toMatch(/cgfence\.io\/profile="going": no such profile on this node/);
+      expect(kept.stderr).not.toMatch(/internal error/);
+      await waitRecords(
+        'the refusal record',
+        (x) => x.action === 'policy-refuse' && x.container_id === id && /"going"/.test(String(x.reason)),
+        10_000,
+      );
+      const dropped = cli(p, ['policy', 'set', id, 'cgfence.io/profile-']);
+      expect(dropped.status, dropped.stderr).toBe(0);
     } finally {
       await removeContainer(p, id);
     }

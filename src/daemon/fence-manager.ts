@@ -484,13 +484,13 @@ export class FenceManager {
   }
 
   /**
-   * The policy a detach hands the backends, parsed once for all of them. A reload may have
-   * removed the profile the container named since its attach; its fences must go all the
-   * same, and its stored annotations already hold that profile's keys (effectiveAnnotations),
-   * so they are read without the name. Undefined only when even that fails: each backend's
-   * context then parses again, and its failure is logged as a backend's own.
+   * The policy a fenced container runs under, from the annotations stored at its attach. A
+   * reload may have removed the profile the container named since; its stored annotations
+   * already hold that profile's keys (effectiveAnnotations), so they are then read without
+   * the name: its detach and a live change still know its rules. Undefined only when even
+   * that fails.
    */
-  private detachPolicy(entry: FencedContainer): Policy | undefined {
+  private storedPolicy(entry: FencedContainer): Policy | undefined {
     try {
       return this.policy.parse(entry.annotations);
     } catch {
@@ -509,7 +509,9 @@ export class FenceManager {
     if (!entry) return false;
     // Before the kernel counters go with the fences.
     this.metrics?.retire(entry);
-    const policy = this.detachPolicy(entry);
+    // Parsed once for every backend; undefined, each backend's context parses again, and its
+    // failure is logged as a backend's own.
+    const policy = this.storedPolicy(entry);
     const counters: Record<string, unknown> = {};
     for (const b of this.backends) {
       if (!entry.backends[b.control]) continue;
@@ -628,7 +630,8 @@ export class FenceManager {
       if (e instanceof PolicyError) throw this.refuseUpdate(entry, changes, `invalid cgfence policy: ${e.problems.join('; ')}`);
       throw e;
     }
-    const oldPolicy = this.policy.parse(entry.annotations);
+    const oldPolicy = this.storedPolicy(entry);
+    if (!oldPolicy) throw this.refuseUpdate(entry, changes, 'the policy the container runs under no longer parses on this node');
     const controls = this.policy.controls(policy);
     const problems = this.policy.unenforceable(policy, controls, annotations);
     if (problems.length) throw this.refuseUpdate(entry, changes, problems.join('; '));
