@@ -507,8 +507,13 @@ export class FenceManager {
   detach(namespace: string, id: string, reason: string): boolean {
     const entry = this.registry.get(namespace, id);
     if (!entry) return false;
-    // Before the kernel counters go with the fences.
-    this.metrics?.retire(entry);
+    // Before the kernel counters go with the fences. Bookkeeping: a failure to read them must
+    // not keep the fences in place.
+    try {
+      this.metrics?.retire(entry);
+    } catch (e) {
+      this.log(`detach of ${namespace}/${id}: its decision counts were not retired: ${(e as Error).message}`);
+    }
     // Parsed once for every backend; undefined, each backend's context parses again, and its
     // failure is logged as a backend's own.
     const policy = this.storedPolicy(entry);
