@@ -16,7 +16,7 @@ import { setBackendState } from '../fence/backend-states';
 import { workloadFromAnnotations } from '../containerd/workload';
 import { LookupError, findContainer } from './container-lookup';
 import { KEYS, PolicyError } from '../policy/annotations';
-import { Policy, hasRules } from '../policy/policy';
+import { Policy, emptyPolicy, hasRules } from '../policy/policy';
 import { execDenyOf } from '../fence/exec/exec-notify';
 import { DaemonConfig } from './config';
 import type { Metrics } from './metrics';
@@ -468,8 +468,8 @@ export class FenceManager {
     await Promise.all([...this.owedRefusals]);
   }
 
-  /** `policy`: the entry's annotations parsed, when the caller has them (one parse per detach, not one per backend). */
-  private contextOf(f: FencedContainer, control: BackendName, policy = this.policy.parse(f.annotations)): AttachContext {
+  /** A fenced container's context for one backend; `policy` parsed once by the caller for all of them. */
+  private contextOf(f: FencedContainer, control: BackendName, policy: Policy): AttachContext {
     return {
       namespace: f.namespace,
       id: f.id,
@@ -514,9 +514,9 @@ export class FenceManager {
     } catch (e) {
       this.log(`detach of ${namespace}/${id}: its decision counts were not retired: ${(e as Error).message}`);
     }
-    // Parsed once for every backend; undefined, each backend's context parses again, and its
-    // failure is logged as a backend's own.
-    const policy = this.storedPolicy(entry);
+    // A backend lets go of what it holds (its state), whatever the rules were: a container
+    // whose stored rules no longer parse at all is detached too.
+    const policy = this.storedPolicy(entry) ?? emptyPolicy();
     const counters: Record<string, unknown> = {};
     for (const b of this.backends) {
       if (!entry.backends[b.control]) continue;
@@ -717,7 +717,7 @@ export class FenceManager {
             b.detach(ctx);
           });
         } else if (had) {
-          b.detach(this.contextOf(entry, b.control));
+          b.detach(this.contextOf(entry, b.control, oldPolicy));
           delete backends[b.control];
           undo.push(() => {
             b.attach({ ...base, policy: oldPolicy, annotations: entry.annotations, state: { ...had } });
