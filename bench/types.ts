@@ -46,11 +46,17 @@ export function result(name: string, baseline: string, fenced: string, r: { b: n
 }
 
 /**
- * A bootstrap interval of median(f) / median(b): both samples resampled with replacement
- * `iterations` times (a fixed seed, so a run's figure can be recomputed), the middle `level`
- * of the ratios. On this noisy 2-core VM it says how far one run's ratio can be trusted.
+ * A bootstrap interval of median(f) / median(b) (a fixed seed, so a run's figure can be
+ * recomputed), the middle `level` of `iterations` resampled ratios. On this noisy 2-core VM it
+ * says how far one run's ratio can be trusted.
+ *
+ * `paired`: b[i] and f[i] ran in the same round, seconds apart, so rounds are resampled whole
+ * (the design the samples come from: the machine's drift between rounds falls on both arms
+ * alike and is not counted twice). Otherwise each sample is resampled on its own, as if the
+ * two had been measured at unrelated times: wider, and right only for unpaired samples.
  */
-export function ratioInterval(b: number[], f: number[], level = 0.9, iterations = 2000): [number, number] {
+export function ratioInterval(b: number[], f: number[], level = 0.9, iterations = 2000, paired = false): [number, number] {
+  if (paired && b.length !== f.length) throw new Error(`paired samples differ in length: ${b.length} and ${f.length}`);
   let seed = 0x9e3779b9;
   const rand = () => {
     // xorshift32: deterministic, good enough to resample with.
@@ -59,9 +65,13 @@ export function ratioInterval(b: number[], f: number[], level = 0.9, iterations 
     seed ^= seed << 5;
     return (seed >>> 0) / 0x100000000;
   };
-  const resample = (xs: number[]) => xs.map(() => xs[Math.floor(rand() * xs.length)]);
+  const pick = (n: number) => Array.from({ length: n }, () => Math.floor(rand() * n));
   const ratios: number[] = [];
-  for (let i = 0; i < iterations; i++) ratios.push(median(resample(f)) / median(resample(b)));
+  for (let i = 0; i < iterations; i++) {
+    const ib = pick(b.length);
+    const jf = paired ? ib : pick(f.length);
+    ratios.push(median(jf.map((j) => f[j])) / median(ib.map((j) => b[j])));
+  }
   ratios.sort((x, y) => x - y);
   const cut = Math.floor(((1 - level) / 2) * iterations);
   return [ratios[cut], ratios[iterations - 1 - cut]];
