@@ -11,6 +11,7 @@ import { defineConfig } from 'vitest/config';
 const UNIT = [
   'allow-list-check',
   'annotations-property',
+  'bench-stats',
   'cli',
   'fence-registry',
   'learned-policy',

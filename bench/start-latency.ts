@@ -26,7 +26,7 @@ import fs from 'node:fs';
 import { readRecords } from '../src/audit/audit-read';
 import { TEST_IMAGE_NAME } from '../src/image/oci-image';
 import { SANDBOX_NAMESPACE, SandboxPaths, sandboxDown, sandboxUp } from '../src/sandbox/sandbox';
-import { BenchResult, median, ratioInterval, result } from './types';
+import { BenchResult, median, pairedRatio, ratioInterval, result } from './types';
 
 // 101: with 31 rounds one arm's median moved by ~2 ms from run to run on this 2-core VM.
 const RUNS = Number(process.env.CGFENCE_BENCH_STARTS ?? 101);
@@ -131,6 +131,7 @@ export async function run(): Promise<BenchResult[]> {
     if (process.env.CGFENCE_BENCH_RAW)
       fs.writeFileSync(process.env.CGFENCE_BENCH_RAW, JSON.stringify(Object.fromEntries([...t, ['headline', headline]])));
     const headlinePaired = median(headline.f.map((x, i) => x - headline.b[i])) / 1000;
+    const pr = pairedRatio(headline.b, headline.f);
 
     // One pass-through call, runc's own against through the launcher, interleaved.
     const realRunc = execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim();
@@ -153,7 +154,7 @@ export async function run(): Promise<BenchResult[]> {
         'plain runc',
         'cgfence-runc + exec-allow policy',
         headline,
-        `wall time of the whole ctr run, µs; +${((median(headline.f) - median(headline.b)) / 1000).toFixed(1)} ms (paired per round: ${headlinePaired.toFixed(1)} ms), 90 % bootstrap interval of the ratio ${lo.toFixed(3)}–${hi.toFixed(3)} (rounds resampled as pairs; each arm on its own: ${ulo.toFixed(3)}–${uhi.toFixed(3)}); of which the daemon's prepare ${e.prepare.toFixed(2)} ms and attach ${e.attach.toFixed(2)} ms (medians of ${e.n} attach records)${cpuNote('errno')}`,
+        `wall time of the whole ctr run, µs; +${((median(headline.f) - median(headline.b)) / 1000).toFixed(1)} ms (paired per round: ${headlinePaired.toFixed(1)} ms, as a ratio ${pr.ratio.toFixed(3)}, 90 % interval ${pr.lo.toFixed(3)}–${pr.hi.toFixed(3)}), 90 % bootstrap interval of the ratio ${lo.toFixed(3)}–${hi.toFixed(3)} (rounds resampled as pairs; each arm on its own: ${ulo.toFixed(3)}–${uhi.toFixed(3)}); of which the daemon's prepare ${e.prepare.toFixed(2)} ms and attach ${e.attach.toFixed(2)} ms (medians of ${e.n} attach records)${cpuNote('errno')}`,
       ),
       result(
         `${name} (split)`,
